@@ -41,7 +41,8 @@ def compile_to(out: Path) -> None:
 
 
 def generated_names(folder: Path) -> set[str]:
-    return {p.name for p in folder.iterdir() if p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi"))}
+    suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+    return {p.name for p in folder.iterdir() if p.name.endswith(suffixes)}
 
 
 def main() -> int:

@@ -1,0 +1,250 @@
+"""Defaulting: the values the apiserver writes into fields a client left empty.
+
+Kubernetes stores objects fully spelled out: a Pod that said nothing about its
+restart policy is stored with `restartPolicy: Always`, a Service port without a
+protocol with `protocol: TCP`. Every component downstream (scheduler, kubelet,
+proxy, controllers) then reads one explicit value instead of re-deriving the
+default, and `kctl get -o yaml` shows what the cluster will actually do.
+
+The apiserver calls `apply_defaults` on every create and update, before
+`validation.validate`, so validation sees (and may rely on) the defaulted object.
+Defaulting only fills what is unset; it never overrides what a client wrote, and
+applying it twice changes nothing. The values are those of Kubernetes'
+`SetDefaults_*` functions (pkg/apis/*/v1/defaults.go).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from controlplane.apiserver.validation import VOLUME_SOURCES
+from proto import apps_pb2, autoscaling_pb2, core_pb2
+from proto.kinds import Kind
+
+_DEFAULT_FILE_MODE = 0o644  # what configMap and secret volume files get unless told otherwise
+
+
+# ---------------------------------------------------------------- Pod spec
+
+
+def image_pull_policy(image: str) -> str:
+    """Always for `:latest` or an untagged image (the tag means "whatever is newest"), else IfNotPresent.
+
+    A digest pins the content exactly, so `nginx@sha256:...` is IfNotPresent.
+    """
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]  # a registry host may carry a port: localhost:5000/nginx has no tag
+    tag = last.rpartition(":")[2] if ":" in last else ""
+    if tag == "latest" or (not tag and not digest):
+        return "Always"
+    return "IfNotPresent"
+
+
+def _http_get(action: core_pb2.HTTPGetAction) -> None:
+    if not action.path:
+        action.path = "/"
+    if not action.scheme:
+        action.scheme = "HTTP"
+
+
+def _probe(probe: core_pb2.Probe) -> None:
+    if not probe.timeout_seconds:
+        probe.timeout_seconds = 1
+    if not probe.period_seconds:
+        probe.period_seconds = 10
+    if not probe.success_threshold:
+        probe.success_threshold = 1
+    if not probe.failure_threshold:
+        probe.failure_threshold = 3
+    if probe.HasField("http_get"):
+        _http_get(probe.http_get)
+
+
+def _container(c: core_pb2.Container, *, host_network: bool) -> None:
+    if not c.termination_message_path:
+        c.termination_message_path = "/dev/termination-log"
+    if not c.termination_message_policy:
+        c.termination_message_policy = "File"
+    if not c.image_pull_policy:
+        c.image_pull_policy = image_pull_policy(c.image)
+    for port in c.ports:
+        if not port.protocol:
+            port.protocol = "TCP"
+        if host_network and not port.host_port:
+            # On the host's network the container binds the node's port itself.
+            port.host_port = port.container_port
+    if c.HasField("liveness_probe"):
+        _probe(c.liveness_probe)
+    if c.HasField("readiness_probe"):
+        _probe(c.readiness_probe)
+    if c.HasField("startup_probe"):
+        _probe(c.startup_probe)
+    for hook in (c.lifecycle.post_start, c.lifecycle.pre_stop):
+        if hook.HasField("http_get"):
+            _http_get(hook.http_get)
+    # A limit alone means "exactly this much": the scheduler and the kubelet's QoS
+    # class read requests, so a limit-only container must not count as requesting nothing.
+    for name, limit in c.resources.limits.items():
+        if name not in c.resources.requests:
+            c.resources.requests[name] = limit
+    for var in c.env:
+        if var.value_from.HasField("field_ref") and not var.value_from.field_ref.api_version:
+            var.value_from.field_ref.api_version = "v1"
+
+
+def _volume(volume: core_pb2.Volume) -> None:
+    if not any(volume.HasField(s) for s in VOLUME_SOURCES):  # type: ignore[arg-type]
+        volume.empty_dir.SetInParent()  # a bare `- name: scratch` is scratch space
+    if volume.HasField("config_map") and not volume.config_map.HasField("default_mode"):
+        volume.config_map.default_mode = _DEFAULT_FILE_MODE
+    if volume.HasField("secret") and not volume.secret.HasField("default_mode"):
+        volume.secret.default_mode = _DEFAULT_FILE_MODE
+
+
+def default_pod_spec(spec: core_pb2.PodSpec) -> None:
+    """A Pod's spec, or a ReplicaSet's or Deployment's template spec: the same defaults everywhere.
+
+    Templates are defaulted too, so a Deployment's stored template equals the pods
+    it stamps out, and the controller's template hash does not change on a re-apply.
+    NoExecute tolerations for not-ready/unreachable nodes are not added here:
+    that is admission's job in Kubernetes (DefaultTolerationSeconds).
+    """
+    if not spec.restart_policy:
+        spec.restart_policy = "Always"
+    if not spec.HasField("termination_grace_period_seconds"):
+        spec.termination_grace_period_seconds = 30
+    if not spec.dns_policy:
+        spec.dns_policy = "ClusterFirst"
+    if not spec.scheduler_name:
+        spec.scheduler_name = "default-scheduler"
+    if not spec.HasField("enable_service_links"):
+        spec.enable_service_links = True
+    spec.security_context.SetInParent()
+    for c in (*spec.init_containers, *spec.containers):
+        _container(c, host_network=spec.host_network)
+    for volume in spec.volumes:
+        _volume(volume)
+
+
+def _pod(pod: core_pb2.Pod) -> None:
+    default_pod_spec(pod.spec)
+
+
+# ---------------------------------------------------------------- Service, Endpoints
+
+
+def _service(svc: core_pb2.Service) -> None:
+    spec = svc.spec
+    if not spec.type:
+        spec.type = "ClusterIP"
+    if not spec.session_affinity:
+        spec.session_affinity = "None"
+    if spec.session_affinity == "ClientIP" and not spec.session_affinity_config.client_ip.HasField(
+            "timeout_seconds"):
+        spec.session_affinity_config.client_ip.timeout_seconds = 10800  # three hours
+    for port in spec.ports:
+        if not port.protocol:
+            port.protocol = "TCP"
+        if port.target_port in ("", "0"):
+            # The common case: the pod listens on the same port the Service exposes.
+            port.target_port = str(port.port)
+    if spec.type != "ExternalName" and not spec.internal_traffic_policy:
+        spec.internal_traffic_policy = "Cluster"
+    if spec.type in ("NodePort", "LoadBalancer") and not spec.external_traffic_policy:
+        spec.external_traffic_policy = "Cluster"
+    if spec.type == "LoadBalancer" and not spec.HasField("allocate_load_balancer_node_ports"):
+        spec.allocate_load_balancer_node_ports = True
+
+
+def _endpoints(ep: core_pb2.Endpoints) -> None:
+    for subset in ep.subsets:
+        for port in subset.ports:
+            if not port.protocol:
+                port.protocol = "TCP"
+
+
+# ---------------------------------------------------------------- ReplicaSet, Deployment
+
+
+def _replica_set(rs: apps_pb2.ReplicaSet) -> None:
+    if not rs.spec.HasField("replicas"):
+        rs.spec.replicas = 1
+    default_pod_spec(rs.spec.template.spec)
+
+
+def _deployment(d: apps_pb2.Deployment) -> None:
+    spec = d.spec
+    if not spec.HasField("replicas"):
+        spec.replicas = 1
+    if not spec.strategy.type:
+        spec.strategy.type = "RollingUpdate"
+    if spec.strategy.type == "RollingUpdate":
+        rolling = spec.strategy.rolling_update
+        # 25% either way: a rollout keeps three quarters of the pods serving and
+        # never runs more than a quarter extra.
+        if not rolling.max_unavailable:
+            rolling.max_unavailable = "25%"
+        if not rolling.max_surge:
+            rolling.max_surge = "25%"
+    if not spec.HasField("revision_history_limit"):
+        spec.revision_history_limit = 10
+    if not spec.HasField("progress_deadline_seconds"):
+        spec.progress_deadline_seconds = 600
+    default_pod_spec(spec.template.spec)
+
+
+# ---------------------------------------------------------------- the small kinds
+
+
+def _namespace(ns: core_pb2.Namespace) -> None:
+    # The "kubernetes" finalizer holds a deleted namespace until the namespace
+    # controller has emptied it. Once deletion has begun, the finalizer list only
+    # shrinks: adding it back would keep the namespace forever.
+    if not ns.spec.finalizers and not ns.metadata.HasField("deletion_timestamp"):
+        ns.spec.finalizers.append("kubernetes")
+    if not ns.status.phase:
+        ns.status.phase = "Active"
+
+
+def _secret(secret: core_pb2.Secret) -> None:
+    if not secret.type:
+        secret.type = "Opaque"
+    # stringData is a write-only convenience: Kubernetes folds it into data (it wins
+    # over data on the same key) and never stores or returns it.
+    for key, value in secret.string_data.items():
+        secret.data[key] = value.encode()
+    secret.ClearField("string_data")
+
+
+def _hpa(hpa: autoscaling_pb2.HorizontalPodAutoscaler) -> None:
+    spec = hpa.spec
+    if not spec.HasField("min_replicas"):
+        spec.min_replicas = 1
+    if not spec.metrics:
+        metric = spec.metrics.add(type="Resource")
+        metric.resource.name = "cpu"
+        metric.resource.target.type = "Utilization"
+        metric.resource.target.average_utilization = 80
+
+
+# Lease, Event, ConfigMap and Node have nothing to default.
+_DEFAULTERS: dict[str, Callable[[Any], None]] = {
+    "Pod": _pod,
+    "Service": _service,
+    "Endpoints": _endpoints,
+    "ReplicaSet": _replica_set,
+    "Deployment": _deployment,
+    "Namespace": _namespace,
+    "Secret": _secret,
+    "HorizontalPodAutoscaler": _hpa,
+}
+
+
+def apply_defaults(kind: Kind, obj: Message) -> None:
+    """Fill the unset fields of `obj` (a `kind`) in place, as Kubernetes' defaulting does."""
+    defaulter = _DEFAULTERS.get(kind.kind)
+    if defaulter is not None:
+        defaulter(obj)

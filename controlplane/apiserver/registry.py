@@ -1,0 +1,622 @@
+"""The registry: what create, update, delete, bind and watch mean for an object.
+
+This is the layer kube-apiserver calls a "strategy" plus its generic registry:
+it sets server-owned metadata (uid, creationTimestamp, generation,
+resourceVersion), applies defaults, validates every write, keeps status and
+spec apart (the status subresource), runs graceful deletion with finalizers,
+guards namespaces, and turns etcd changes into ADDED/MODIFIED/DELETED events
+filtered by selectors. Storage is below it; the gRPC service is above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from controlplane.apiserver.defaults import apply_defaults
+from controlplane.apiserver.storage import Change, Storage, Stored, prefix_end
+from controlplane.apiserver.validation import validate
+from proto import core_pb2, kinds
+from proto.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Gone,
+    Invalid,
+    NamespaceTerminating,
+    NotFound,
+    TooLarge,
+)
+from proto.selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
+
+log = logging.getLogger(__name__)
+
+REGISTRY = b"/registry/"
+MAX_OBJECT_BYTES = 3 * 1024 * 1024 // 2  # etcd's request limit is 1.5 MiB, as in Kubernetes
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# kube-apiserver's generateName alphabet: no vowels (no words) and no look-alikes.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_CONFLICT_RETRIES = 16
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: bytes
+    revision: int
+
+
+def _key(kind: kinds.Kind, namespace: str, name: str) -> bytes:
+    if kind.namespaced:
+        return f"/registry/{kind.resource}/{namespace}/{name}".encode()
+    return f"/registry/{kind.resource}/{name}".encode()
+
+
+def _prefix(kind: kinds.Kind, namespace: str) -> bytes:
+    if kind.namespaced and namespace:
+        return f"/registry/{kind.resource}/{namespace}/".encode()
+    return f"/registry/{kind.resource}/".encode()
+
+
+def _noun(kind: kinds.Kind) -> str:
+    """How Kubernetes names a resource in messages: `pods`, `deployments.apps`."""
+    return kind.qualified_resource
+
+
+def _now_seconds() -> int:
+    return int(time.time())
+
+
+class Registry:
+    """Object semantics over Storage, for every kind in proto/kinds.py."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        # NamespaceLifecycle admission reads namespaces from here on the hot path
+        # (create), falling back to etcd on a miss so a just-created namespace works.
+        self._namespaces: dict[str, bool] = {}  # name -> terminating
+
+    # ---------------------------------------------------------------- codec
+
+    def decode(self, kind: kinds.Kind, stored: Stored) -> Message:
+        obj = kind.message()
+        obj.ParseFromString(stored.value)
+        meta = obj.metadata  # type: ignore[attr-defined]
+        meta.resource_version = str(stored.revision)
+        return obj
+
+    def _decode_bytes(self, kind: kinds.Kind, raw: bytes, revision: int) -> Message:
+        return self.decode(kind, Stored(b"", raw, revision))
+
+    @staticmethod
+    def _encode(obj: Message) -> bytes:
+        """Bytes for etcd: resourceVersion is the key's revision, so it is not stored."""
+        meta = obj.metadata  # type: ignore[attr-defined]
+        version = meta.resource_version
+        meta.resource_version = ""
+        raw = obj.SerializeToString(deterministic=True)
+        meta.resource_version = version
+        if len(raw) > MAX_OBJECT_BYTES:
+            raise TooLarge(f"Request entity too large: limit is {MAX_OBJECT_BYTES} bytes, "
+                           f"the object is {len(raw)} bytes")
+        return raw
+
+    # ---------------------------------------------------------------- namespaces
+
+    async def ensure_system_namespaces(self) -> None:
+        for name in SYSTEM_NAMESPACES:
+            ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+            ns.metadata.name = name
+            try:
+                await self.create(kinds.resolve("namespaces"), "", ns)
+            except AlreadyExists:
+                pass
+
+    async def _check_namespace(self, kind: kinds.Kind, namespace: str) -> None:
+        if not kind.namespaced:
+            return
+        if not namespace:
+            raise BadRequest(f"{_noun(kind)} must be created in a namespace")
+        terminating = self._namespaces.get(namespace)
+        if terminating is None:
+            stored = await self.storage.get(_key(kinds.resolve("namespaces"), "", namespace))
+            if stored is None:
+                raise NotFound(f'namespaces "{namespace}" not found')
+            ns = core_pb2.Namespace()
+            ns.ParseFromString(stored.value)
+            terminating = ns.metadata.HasField("deletion_timestamp")
+            self._namespaces[namespace] = terminating
+        if terminating:
+            raise NamespaceTerminating(
+                f"unable to create new content in namespace {namespace} because it is being terminated")
+
+    def _note_namespace(self, ns: Message, *, gone: bool = False) -> None:
+        name = ns.metadata.name  # type: ignore[attr-defined]
+        if gone:
+            self._namespaces.pop(name, None)
+        else:
+            self._namespaces[name] = ns.metadata.HasField("deletion_timestamp")  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- create / get
+
+    async def create(self, kind: kinds.Kind, namespace: str, obj: Message, *, dry_run: bool = False) -> Message:
+        meta = obj.metadata  # type: ignore[attr-defined]
+        if kind.namespaced:
+            if meta.namespace and namespace and meta.namespace != namespace:
+                raise BadRequest(f"the namespace of the object ({meta.namespace}) does not match "
+                                 f"the namespace on the request ({namespace})")
+            meta.namespace = namespace or meta.namespace or "default"
+        else:
+            meta.namespace = ""
+        if not meta.name and meta.generate_name:
+            meta.name = meta.generate_name + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+        obj.api_version, obj.kind = kind.api_version, kind.kind  # type: ignore[attr-defined]
+        meta.uid = str(uuid.uuid4())
+        meta.resource_version = ""
+        meta.creation_timestamp.FromSeconds(_now_seconds())
+        meta.ClearField("deletion_timestamp")
+        meta.ClearField("deletion_grace_period_seconds")
+        meta.generation = 1
+        if kind.kind == "Pod":
+            # A pod may carry nodeName at create (static placement), but its status is the kubelet's.
+            obj.ClearField("status")
+            obj.status.phase = "Pending"  # type: ignore[attr-defined]
+        apply_defaults(kind, obj)
+        self._validate(kind, obj, None)
+        await self._check_namespace(kind, meta.namespace)
+        if dry_run:
+            return obj
+        key = _key(kind, meta.namespace, meta.name)
+        try:
+            revision = await self.storage.create(key, self._encode(obj))
+        except AlreadyExists:
+            raise AlreadyExists(f'{_noun(kind)} "{meta.name}" already exists') from None
+        meta.resource_version = str(revision)
+        if kind.kind == "Namespace":
+            self._note_namespace(obj)
+        return obj
+
+    async def _read(self, kind: kinds.Kind, namespace: str, name: str) -> tuple[Message, Stored]:
+        if not name:
+            raise BadRequest("resource name may not be empty")
+        stored = await self.storage.get(_key(kind, namespace, name))
+        if stored is None:
+            raise NotFound(f'{_noun(kind)} "{name}" not found')
+        return self.decode(kind, stored), stored
+
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Message:
+        obj, _ = await self._read(kind, namespace, name)
+        return obj
+
+    # ---------------------------------------------------------------- list
+
+    async def list(self, kind: kinds.Kind, namespace: str, label_selector: str = "",
+                   field_selector: str = "", limit: int = 0, continue_token: str = ""
+                   ) -> tuple[list[Message], int, str, int]:
+        """(items, revision, continue token, remaining count) for one page."""
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector)
+        prefix = _prefix(kind, namespace)
+        end = prefix_end(prefix)
+        start, revision = prefix, 0
+        if continue_token:
+            start, revision = self._decode_continue(continue_token, prefix)
+        if limit < 0:
+            raise BadRequest("limit must not be negative")
+        items: list[Message] = []
+        chunk = min(max(limit, 500), 10_000) if limit else 0
+        while True:
+            try:
+                page, more, read_at = await self.storage.range(start, end, limit=chunk, revision=revision)
+            except Gone:
+                raise Gone("The provided continue parameter is too old to display a consistent list "
+                           "result. You can start a new list without the continue parameter.") from None
+            revision = revision or read_at
+            for stored in page:
+                obj = self.decode(kind, stored)
+                if not self._matches(obj, labels, fields):
+                    continue
+                items.append(obj)
+                if limit and len(items) == limit:
+                    # The token resumes right after this key, at the same revision,
+                    # so every page comes from one consistent snapshot.
+                    next_key = stored.key + b"\0"
+                    remaining_more = more or stored is not page[-1]
+                    if remaining_more:
+                        token = self._encode_continue(next_key, revision)
+                        remaining = 0
+                        if labels.empty() and fields.empty():
+                            remaining = await self._count_after(next_key, end, revision)
+                        return items, revision, token, remaining
+                    return items, revision, "", 0
+            if not more or not page:
+                return items, revision, "", 0
+            start = page[-1].key + b"\0"
+
+    async def _count_after(self, start: bytes, end: bytes, revision: int) -> int:
+        page, _, _ = await self.storage.range(start, end, revision=revision)
+        return len(page)
+
+    @staticmethod
+    def _encode_continue(key: bytes, revision: int) -> str:
+        raw = json.dumps({"v": 1, "rv": revision, "start": base64.b64encode(key).decode()})
+        return base64.urlsafe_b64encode(raw.encode()).decode()
+
+    @staticmethod
+    def _decode_continue(token: str, prefix: bytes) -> tuple[bytes, int]:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token.encode()))
+            key, revision = base64.b64decode(data["start"]), int(data["rv"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadRequest("continue key is not valid: malformed token") from exc
+        if not key.startswith(prefix):
+            raise BadRequest("continue key is not valid: it belongs to another list")
+        return key, revision
+
+    @staticmethod
+    def _matches(obj: Message, labels: LabelSelector, fields: FieldSelector) -> bool:
+        return labels.matches(obj.metadata.labels) and fields.matches(obj)  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- update
+
+    async def update(self, kind: kinds.Kind, namespace: str, obj: Message, *, subresource: str = "",
+                     dry_run: bool = False) -> Message:
+        """Replace an object (or only its status); Conflict when resourceVersion is stale."""
+        if subresource not in ("", "status"):
+            raise BadRequest(f'unknown subresource "{subresource}"')
+        if subresource == "status" and not kind.has_status:
+            raise NotFound(f"{_noun(kind)} have no status subresource")
+        meta = obj.metadata  # type: ignore[attr-defined]
+        namespace = (namespace or meta.namespace) if kind.namespaced else ""
+        wanted_version = meta.resource_version
+        for _attempt in range(_CONFLICT_RETRIES):
+            old, stored = await self._read(kind, namespace, meta.name)
+            if wanted_version and wanted_version != str(stored.revision):
+                raise self._conflict(kind, meta.name)
+            new = self._merge_update(kind, old, obj, subresource)
+            if new.SerializeToString(deterministic=True) == old.SerializeToString(deterministic=True):
+                return old  # a no-op write changes nothing, not even resourceVersion
+            if dry_run:
+                return new
+            try:
+                return await self._write(kind, new, stored.revision)
+            except Conflict:
+                if wanted_version:
+                    raise self._conflict(kind, meta.name) from None
+                # Unconditional update: someone wrote in between; merge onto theirs.
+        raise self._conflict(kind, meta.name)
+
+    def _merge_update(self, kind: kinds.Kind, old: Message, incoming: Message, subresource: str) -> Message:
+        new = kind.message()
+        new.CopyFrom(incoming)
+        new_meta, old_meta = new.metadata, old.metadata  # type: ignore[attr-defined]
+        new.api_version, new.kind = kind.api_version, kind.kind  # type: ignore[attr-defined]
+        if subresource == "status":
+            # The status subresource changes status and nothing else.
+            status = kind.message()
+            status.CopyFrom(old)
+            status.ClearField("status")
+            status.status.CopyFrom(new.status)  # type: ignore[attr-defined]
+            status.metadata.resource_version = old_meta.resource_version  # type: ignore[attr-defined]
+            self._validate(kind, status, old)
+            return status
+        if kind.has_status and kind.kind != "Namespace":
+            new.ClearField("status")
+            new.status.CopyFrom(old.status)  # type: ignore[attr-defined]
+        elif kind.kind == "Namespace":
+            new.status.CopyFrom(old.status)  # type: ignore[attr-defined]
+        # Server-owned metadata survives whatever the client sent.
+        new_meta.namespace = old_meta.namespace
+        new_meta.uid = old_meta.uid
+        new_meta.creation_timestamp.CopyFrom(old_meta.creation_timestamp)
+        new_meta.generation = old_meta.generation
+        new_meta.resource_version = old_meta.resource_version
+        if old_meta.HasField("deletion_timestamp"):
+            new_meta.deletion_timestamp.CopyFrom(old_meta.deletion_timestamp)
+            if old_meta.HasField("deletion_grace_period_seconds"):
+                new_meta.deletion_grace_period_seconds = old_meta.deletion_grace_period_seconds
+        else:
+            new_meta.ClearField("deletion_timestamp")
+            new_meta.ClearField("deletion_grace_period_seconds")
+        if not new_meta.name:
+            new_meta.name = old_meta.name
+        if kind.kind == "Service":
+            _keep_service_allocations(new, old)  # type: ignore[arg-type]
+        apply_defaults(kind, new)
+        self._validate(kind, new, old)
+        if self._spec_bytes(new) != self._spec_bytes(old):
+            new_meta.generation = old_meta.generation + 1
+        return new
+
+    @staticmethod
+    def _spec_bytes(obj: Message) -> bytes:
+        """Everything but metadata and status: a change here bumps metadata.generation."""
+        copy = type(obj)()
+        copy.CopyFrom(obj)
+        copy.ClearField("metadata")
+        if "status" in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField("status")
+        return copy.SerializeToString(deterministic=True)
+
+    async def _write(self, kind: kinds.Kind, new: Message, expected_revision: int) -> Message:
+        """Store an updated object, or delete it once a terminating object has no finalizers."""
+        meta = new.metadata  # type: ignore[attr-defined]
+        key = _key(kind, meta.namespace, meta.name)
+        if meta.HasField("deletion_timestamp") and not self._held(kind, new):
+            revision = await self.storage.delete(key, expected_revision)
+            meta.resource_version = str(revision)
+            if kind.kind == "Namespace":
+                self._note_namespace(new, gone=True)
+            return new
+        revision = await self.storage.update(key, self._encode(new), expected_revision)
+        meta.resource_version = str(revision)
+        if kind.kind == "Namespace":
+            self._note_namespace(new)
+        return new
+
+    def _validate(self, kind: kinds.Kind, obj: Message, old: Message | None) -> None:
+        errors = validate(kind, obj, old)
+        if errors:
+            raise Invalid(f'{kind.kind} "{obj.metadata.name}"', errors)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _conflict(kind: kinds.Kind, name: str) -> Conflict:
+        return Conflict(f'Operation cannot be fulfilled on {_noun(kind)} "{name}": the object has been '
+                        "modified; please apply your changes to the latest version and try again")
+
+    # ---------------------------------------------------------------- delete
+
+    @staticmethod
+    def _held(kind: kinds.Kind, obj: Message) -> bool:
+        """Whether a terminating object must stay until someone finishes it.
+
+        Finalizers hold any object; a namespace is held by its spec finalizers
+        (the namespace controller's); a bound pod with a grace period is held
+        until its kubelet has stopped the containers and deletes it with grace 0.
+        """
+        meta = obj.metadata  # type: ignore[attr-defined]
+        if meta.finalizers:
+            return True
+        if kind.kind == "Namespace":
+            return bool(obj.spec.finalizers)  # type: ignore[attr-defined]
+        if kind.kind == "Pod":
+            return bool(obj.spec.node_name) and meta.deletion_grace_period_seconds > 0  # type: ignore[attr-defined]
+        return False
+
+    async def delete(self, kind: kinds.Kind, namespace: str, name: str, *, grace_period: int | None = None,
+                     propagation_policy: str = "", uid: str = "", resource_version: str = "",
+                     dry_run: bool = False) -> Message:
+        if propagation_policy not in ("", "Background", "Foreground", "Orphan"):
+            raise BadRequest(f'Unsupported value: "{propagation_policy}": supported values: '
+                             '"Background", "Foreground", "Orphan"')
+        if grace_period is not None and grace_period < 0:
+            raise BadRequest("gracePeriodSeconds must not be negative")
+        for _attempt in range(_CONFLICT_RETRIES):
+            obj, stored = await self._read(kind, namespace, name)
+            meta = obj.metadata  # type: ignore[attr-defined]
+            if uid and meta.uid != uid:
+                raise Conflict(f'Precondition failed: UID in precondition: {uid}, UID in object meta: {meta.uid}')
+            if resource_version and resource_version != str(stored.revision):
+                raise self._conflict(kind, name)
+            graceful = self._begin_graceful_deletion(kind, obj, grace_period, propagation_policy)
+            if dry_run:
+                return obj
+            try:
+                if graceful:
+                    return await self._write(kind, obj, stored.revision)
+                revision = await self.storage.delete(stored.key, stored.revision)
+            except Conflict:
+                if resource_version:
+                    raise self._conflict(kind, name) from None
+                continue
+            except NotFound:
+                raise NotFound(f'{_noun(kind)} "{name}" not found') from None
+            meta.resource_version = str(revision)
+            if kind.kind == "Namespace":
+                self._note_namespace(obj, gone=True)
+            return obj
+        raise self._conflict(kind, name)
+
+    def _begin_graceful_deletion(self, kind: kinds.Kind, obj: Message, grace_period: int | None,
+                                 propagation_policy: str) -> bool:
+        """Mark the object terminating if someone must finish it; False means delete now."""
+        meta = obj.metadata  # type: ignore[attr-defined]
+        if propagation_policy == "Orphan" and "orphan" not in meta.finalizers:
+            meta.finalizers.append("orphan")
+        elif propagation_policy == "Foreground" and "foregroundDeletion" not in meta.finalizers:
+            meta.finalizers.append("foregroundDeletion")
+        if kind.kind == "Namespace":
+            # The namespace controller empties it, then removes the "kubernetes" finalizer.
+            obj.status.phase = "Terminating"  # type: ignore[attr-defined]
+            if not meta.HasField("deletion_timestamp"):
+                meta.deletion_timestamp.FromSeconds(_now_seconds())
+                meta.deletion_grace_period_seconds = 0
+            return bool(obj.spec.finalizers) or bool(meta.finalizers)  # type: ignore[attr-defined]
+        if kind.kind == "Pod" and obj.spec.node_name:  # type: ignore[attr-defined]
+            spec_grace = obj.spec.termination_grace_period_seconds  # type: ignore[attr-defined]
+            grace = spec_grace if grace_period is None else grace_period
+            if meta.HasField("deletion_timestamp"):
+                # A second delete may only shorten the grace period, as in Kubernetes.
+                grace = min(grace, meta.deletion_grace_period_seconds)
+            if grace > 0:
+                meta.deletion_timestamp.FromSeconds(_now_seconds() + grace)
+                meta.deletion_grace_period_seconds = grace
+                return True
+            meta.deletion_grace_period_seconds = 0
+        if meta.finalizers:
+            if not meta.HasField("deletion_timestamp"):
+                meta.deletion_timestamp.FromSeconds(_now_seconds())
+                meta.deletion_grace_period_seconds = 0
+            return True
+        return False
+
+    # ---------------------------------------------------------------- binding
+
+    async def bind(self, namespace: str, binding: core_pb2.Binding) -> core_pb2.Pod:
+        """pods/binding: the scheduler's decision, accepted exactly once per pod."""
+        pods = kinds.resolve("pods")
+        name, node = binding.metadata.name, binding.target.name
+        if not node:
+            raise Invalid(f'Binding "{name}"', [("target.name", "Required value")])
+        if binding.target.kind and binding.target.kind != "Node":
+            raise Invalid(f'Binding "{name}"', [("target.kind", 'must be "Node"')])
+        for _attempt in range(_CONFLICT_RETRIES):
+            obj, stored = await self._read(pods, namespace or binding.metadata.namespace, name)
+            pod: core_pb2.Pod = obj  # type: ignore[assignment]
+            if binding.metadata.uid and binding.metadata.uid != pod.metadata.uid:
+                raise Conflict(f'Precondition failed: UID in precondition: {binding.metadata.uid}, '
+                               f'UID in object meta: {pod.metadata.uid}')
+            if pod.metadata.HasField("deletion_timestamp"):
+                raise Conflict(f"pod {name} is being deleted, cannot be assigned to a host")
+            if pod.spec.node_name:
+                raise Conflict(f"pod {name} is already assigned to node \"{pod.spec.node_name}\"")
+            pod.spec.node_name = node
+            _set_pod_condition(pod, "PodScheduled", "True")
+            try:
+                result = await self._write(pods, pod, stored.revision)
+                return result  # type: ignore[return-value]
+            except Conflict:
+                continue
+        raise self._conflict(pods, name)
+
+    # ---------------------------------------------------------------- watch
+
+    async def watch(self, kind: kinds.Kind, namespace: str, resource_version: str,
+                    label_selector: str = "", field_selector: str = "",
+                    bookmark_interval: float = 0.0) -> AsyncIterator[Event]:
+        """ADDED/MODIFIED/DELETED events in revision order, filtered by the selectors.
+
+        With no resourceVersion every existing object comes first as ADDED. An
+        object that stops matching the selectors is DELETED for this watcher and
+        one that starts matching is ADDED, as Kubernetes does.
+        """
+        labels = parse_label_selector(label_selector)
+        fields = parse_field_selector(field_selector)
+        prefix = _prefix(kind, namespace)
+        if resource_version in ("", "0"):
+            items, revision, _, _ = await self.list(kind, namespace, label_selector, field_selector)
+            for obj in items:
+                yield Event("ADDED", obj.SerializeToString(), revision)
+        else:
+            try:
+                revision = int(resource_version)
+            except ValueError:
+                raise BadRequest(f'invalid resource version "{resource_version}"') from None
+        changes = self.storage.watch(prefix, revision + 1).__aiter__()
+        last_sent = revision
+        next_change: asyncio.Task[Change] | None = None
+        try:
+            while True:
+                if next_change is None:
+                    next_change = asyncio.ensure_future(changes.__anext__())
+                timeout = bookmark_interval if bookmark_interval > 0 else None
+                done, _ = await asyncio.wait({next_change}, timeout=timeout)
+                if not done:
+                    # Quiet: tell the watcher how far it is known to be up to date, so a
+                    # restart resumes near here instead of far back (bookmarks).
+                    if revision > last_sent:
+                        last_sent = revision
+                        yield Event("BOOKMARK", b"", revision)
+                    continue
+                try:
+                    change = next_change.result()
+                except StopAsyncIteration:
+                    return
+                next_change = None
+                revision = change.revision
+                event = self._to_event(kind, change, labels, fields)
+                if event is not None:
+                    last_sent = revision
+                    yield event
+        finally:
+            if next_change is not None:
+                next_change.cancel()
+            await changes.aclose()  # type: ignore[attr-defined]
+
+    def _to_event(self, kind: kinds.Kind, change: Change, labels: LabelSelector,
+                  fields: FieldSelector) -> Event | None:
+        new = self._decode_bytes(kind, change.value, change.revision) if change.type == "PUT" else None
+        old = self._decode_bytes(kind, change.previous, change.revision) if change.previous else None
+        new_ok = new is not None and self._matches(new, labels, fields)
+        old_ok = old is not None and self._matches(old, labels, fields)
+        if new is not None and new_ok:
+            return Event("MODIFIED" if old_ok else "ADDED", new.SerializeToString(), change.revision)
+        if old_ok:
+            # Deleted, or no longer selected: the watcher sees the last state it would know.
+            last = new if new is not None else old
+            assert last is not None
+            return Event("DELETED", last.SerializeToString(), change.revision)
+        return None
+
+    # ---------------------------------------------------------------- housekeeping
+
+    async def watch_namespaces(self) -> None:
+        """Keep the namespace cache current (a reconnecting watch, started at boot)."""
+        kind = kinds.resolve("namespaces")
+        while True:
+            try:
+                async for event in self.watch(kind, "", ""):
+                    ns = core_pb2.Namespace()
+                    ns.ParseFromString(event.object)
+                    self._note_namespace(ns, gone=event.type == "DELETED")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the cache falls back to etcd meanwhile
+                log.warning("namespace watch ended (%s); restarting", exc)
+                self._namespaces.clear()
+                await asyncio.sleep(1)
+
+    async def compact_forever(self, interval: float) -> None:
+        """Compact etcd history older than one interval (shared/notes/etcd.md, pitfall 4)."""
+        previous = 0
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                current = await self.storage.revision()
+                if previous:
+                    await self.storage.compact(previous)
+                    log.info("compacted etcd history up to revision %d", previous)
+                previous = current
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("compaction failed: %s", exc)
+
+
+def _keep_service_allocations(new: core_pb2.Service, old: core_pb2.Service) -> None:
+    """An update that leaves allocated fields empty keeps them, as `kubectl apply` expects.
+
+    clusterIP and node ports are assigned once; a manifest re-applied without
+    them means "unchanged", not "release". A move to ClusterIP drops node ports.
+    """
+    if not new.spec.cluster_ip and new.spec.type != "ExternalName":
+        new.spec.cluster_ip = old.spec.cluster_ip
+        new.spec.cluster_ips[:] = old.spec.cluster_ips
+    if new.spec.type in ("NodePort", "LoadBalancer"):
+        allocated = {(p.port, p.protocol or "TCP"): p.node_port for p in old.spec.ports}
+        for port in new.spec.ports:
+            if not port.node_port:
+                port.node_port = allocated.get((port.port, port.protocol or "TCP"), 0)
+    else:
+        for port in new.spec.ports:
+            port.node_port = 0
+
+
+def _set_pod_condition(pod: core_pb2.Pod, type_: str, status: str) -> None:
+    for cond in pod.status.conditions:
+        if cond.type == type_:
+            if cond.status != status:
+                cond.status = status
+                cond.last_transition_time.FromSeconds(_now_seconds())
+            return
+    cond = pod.status.conditions.add(type=type_, status=status)
+    cond.last_transition_time.FromSeconds(_now_seconds())

@@ -1,0 +1,144 @@
+"""The apiserver's gRPC service: decode, authenticate, authorise, hand to the registry.
+
+Each RPC resolves the resource name to a kind, checks the caller, runs the
+registry call and encodes the answer. `ApiError`s become gRPC status codes in
+one place (`_serve`), so a handler never builds a status by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from controlplane.apiserver.auth import AlwaysAllow, Attributes, Authenticator, Authorizer, LoopbackAuthenticator
+from controlplane.apiserver.registry import Registry
+from proto import apiserver_pb2, apiserver_pb2_grpc, kinds
+from proto.errors import ApiError, BadRequest
+
+log = logging.getLogger(__name__)
+
+VERSION = "v0.1.0-flotilla"
+BOOKMARK_INTERVAL = 30.0  # seconds of quiet before a watch gets a bookmark
+
+R = TypeVar("R")
+
+
+def _decode(kind: kinds.Kind, raw: bytes) -> Message:
+    obj = kind.message()
+    try:
+        obj.ParseFromString(raw)
+    except DecodeError as exc:
+        raise BadRequest(f"the request body is not a {kind.kind}: {exc}") from exc
+    return obj
+
+
+class ApiService(apiserver_pb2_grpc.ApiServerServicer):
+    def __init__(self, registry: Registry, *, authenticator: Authenticator | None = None,
+                 authorizer: Authorizer | None = None, bookmark_interval: float = BOOKMARK_INTERVAL) -> None:
+        self.registry = registry
+        self.authenticator = authenticator or LoopbackAuthenticator()
+        self.authorizer = authorizer or AlwaysAllow()
+        self.bookmark_interval = bookmark_interval
+
+    async def _serve(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[R]]) -> R:
+        try:
+            return await call()
+        except ApiError as err:
+            await context.abort(err.code, str(err))
+            raise  # unreachable: abort raises
+
+    def _admit(self, context: grpc.aio.ServicerContext, verb: str, resource: str, namespace: str = "",
+               name: str = "", subresource: str = "") -> kinds.Kind:
+        kind = kinds.resolve(resource)
+        user = self.authenticator.authenticate(context)
+        self.authorizer.authorize(Attributes(user, verb, kind.resource, namespace, name, subresource))
+        return kind
+
+    # ------------------------------------------------------------------ RPCs
+
+    async def Create(self, request: apiserver_pb2.CreateRequest, context: grpc.aio.ServicerContext
+                     ) -> apiserver_pb2.ObjectReply:
+        async def run() -> apiserver_pb2.ObjectReply:
+            kind = self._admit(context, "create", request.resource, request.namespace)
+            obj = await self.registry.create(kind, request.namespace, _decode(kind, request.object),
+                                             dry_run=request.dry_run)
+            return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
+        return await self._serve(context, run)
+
+    async def Get(self, request: apiserver_pb2.GetRequest, context: grpc.aio.ServicerContext
+                  ) -> apiserver_pb2.ObjectReply:
+        async def run() -> apiserver_pb2.ObjectReply:
+            kind = self._admit(context, "get", request.resource, request.namespace, request.name)
+            obj = await self.registry.get(kind, request.namespace, request.name)
+            return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
+        return await self._serve(context, run)
+
+    async def List(self, request: apiserver_pb2.ListRequest, context: grpc.aio.ServicerContext
+                   ) -> apiserver_pb2.ListReply:
+        async def run() -> apiserver_pb2.ListReply:
+            kind = self._admit(context, "list", request.resource, request.namespace)
+            items, revision, token, remaining = await self.registry.list(
+                kind, request.namespace, request.label_selector, request.field_selector,
+                request.limit, getattr(request, "continue"))
+            reply = apiserver_pb2.ListReply(items=[o.SerializeToString() for o in items],
+                                            resource_version=str(revision), remaining_item_count=remaining)
+            setattr(reply, "continue", token)
+            return reply
+        return await self._serve(context, run)
+
+    async def Update(self, request: apiserver_pb2.UpdateRequest, context: grpc.aio.ServicerContext
+                     ) -> apiserver_pb2.ObjectReply:
+        async def run() -> apiserver_pb2.ObjectReply:
+            kind = kinds.resolve(request.resource)
+            obj = _decode(kind, request.object)
+            self._admit(context, "update", request.resource, request.namespace,
+                        obj.metadata.name, request.subresource)  # type: ignore[attr-defined]
+            updated = await self.registry.update(kind, request.namespace, obj, subresource=request.subresource,
+                                                 dry_run=request.dry_run)
+            return apiserver_pb2.ObjectReply(object=updated.SerializeToString())
+        return await self._serve(context, run)
+
+    async def Delete(self, request: apiserver_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+                     ) -> apiserver_pb2.ObjectReply:
+        async def run() -> apiserver_pb2.ObjectReply:
+            kind = self._admit(context, "delete", request.resource, request.namespace, request.name)
+            grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
+            obj = await self.registry.delete(
+                kind, request.namespace, request.name, grace_period=grace,
+                propagation_policy=request.propagation_policy, uid=request.uid,
+                resource_version=request.resource_version, dry_run=request.dry_run)
+            return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
+        return await self._serve(context, run)
+
+    async def Watch(self, request: apiserver_pb2.WatchRequest, context: grpc.aio.ServicerContext
+                    ) -> AsyncIterator[apiserver_pb2.WatchEvent]:
+        try:
+            kind = self._admit(context, "watch", request.resource, request.namespace)
+            interval = self.bookmark_interval if request.allow_bookmarks else 0.0
+            async for event in self.registry.watch(kind, request.namespace, request.resource_version,
+                                                   request.label_selector, request.field_selector, interval):
+                yield apiserver_pb2.WatchEvent(type=event.type, object=event.object,
+                                               resource_version=str(event.revision))
+        except ApiError as err:
+            await context.abort(err.code, str(err))
+
+    async def Bind(self, request: apiserver_pb2.BindRequest, context: grpc.aio.ServicerContext
+                   ) -> apiserver_pb2.ObjectReply:
+        async def run() -> apiserver_pb2.ObjectReply:
+            self._admit(context, "create", "pods", request.namespace, request.binding.metadata.name, "binding")
+            pod = await self.registry.bind(request.namespace, request.binding)
+            return apiserver_pb2.ObjectReply(object=pod.SerializeToString())
+        return await self._serve(context, run)
+
+    async def Version(self, request: apiserver_pb2.VersionRequest, context: grpc.aio.ServicerContext
+                      ) -> apiserver_pb2.VersionReply:
+        async def run() -> apiserver_pb2.VersionReply:
+            return apiserver_pb2.VersionReply(
+                git_version=VERSION, etcd_version=await self.registry.storage.etcd_version(),
+                platform=f"{platform.system().lower()}/{platform.machine()}")
+        return await self._serve(context, run)

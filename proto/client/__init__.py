@@ -1,0 +1,36 @@
+"""The client side of the API: typed client, kubeconfig, informers and work queues.
+
+Everything that talks to the apiserver (scheduler, controllers, kubelet, proxy,
+kctl) goes through this package, so retries, caching and error types behave the
+same everywhere.
+"""
+
+from proto.client.api import Client, ObjectList, WatchEvent
+from proto.client.informer import (
+    Informer,
+    InformerFactory,
+    Store,
+    enqueue,
+    field_index,
+    key_of,
+    label_index,
+    split_key,
+)
+from proto.client.workqueue import ShutDown, WorkQueue, run_workers
+
+__all__ = [
+    "Client",
+    "Informer",
+    "InformerFactory",
+    "ObjectList",
+    "ShutDown",
+    "Store",
+    "WatchEvent",
+    "WorkQueue",
+    "enqueue",
+    "field_index",
+    "key_of",
+    "label_index",
+    "run_workers",
+    "split_key",
+]

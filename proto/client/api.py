@@ -1,0 +1,225 @@
+"""Typed asyncio client for the apiserver's generic gRPC service.
+
+Callers pass message classes and get messages back (`await client.get(Pod,
+"web", "default")`); the resource name, encoding and error mapping are handled
+here once. Failures arrive as `proto.errors.ApiError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds
+from proto.errors import ApiError, from_rpc_error
+
+M = TypeVar("M", bound=Message)
+
+# Lists of 10,000 pods exceed gRPC's 4 MiB default (see shared/notes/etcd.md).
+MAX_MESSAGE = 256 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 30_000),
+]
+
+
+@dataclass
+class ObjectList(Generic[M]):
+    items: list[M]
+    resource_version: str
+    continue_token: str = ""
+    remaining_item_count: int = 0
+
+
+@dataclass
+class WatchEvent(Generic[M]):
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: M | None  # None for BOOKMARK
+    resource_version: str
+
+
+def _kind_of(cls: type[Message]) -> kinds.Kind:
+    return kinds.for_message(cls())
+
+
+def _decode(cls: type[M], raw: bytes) -> M:
+    obj = cls()
+    obj.ParseFromString(raw)
+    return obj
+
+
+class Client:
+    """One channel to the apiserver; cheap to share between tasks."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.server = server
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(server, credentials, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.aio.insecure_channel(server, options=CHANNEL_OPTIONS)
+        self._stub = apiserver_pb2_grpc.ApiServerStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return await method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    # ------------------------------------------------------------ CRUD
+
+    async def create(self, obj: M, *, namespace: str = "", dry_run: bool = False) -> M:
+        kind = kinds.for_message(obj)
+        ns = namespace or _namespace_of(obj)
+        reply = await self._call(self._stub.Create, apiserver_pb2.CreateRequest(
+            resource=kind.resource, namespace=ns, object=obj.SerializeToString(), dry_run=dry_run))
+        return _decode(type(obj), reply.object)
+
+    async def get(self, cls: type[M], name: str, namespace: str = "") -> M:
+        kind = _kind_of(cls)
+        reply = await self._call(self._stub.Get, apiserver_pb2.GetRequest(
+            resource=kind.resource, namespace=namespace if kind.namespaced else "", name=name))
+        return _decode(cls, reply.object)
+
+    async def list(
+        self,
+        cls: type[M],
+        namespace: str = "",
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int = 0,
+        continue_token: str = "",
+    ) -> ObjectList[M]:
+        """One page (all of it when limit is 0); namespace "" lists every namespace."""
+        kind = _kind_of(cls)
+        reply = await self._call(self._stub.List, apiserver_pb2.ListRequest(
+            resource=kind.resource, namespace=namespace if kind.namespaced else "",
+            label_selector=label_selector, field_selector=field_selector, limit=limit,
+            **{"continue": continue_token}), timeout=max(self.timeout, 120.0))
+        return ObjectList([_decode(cls, raw) for raw in reply.items], reply.resource_version,
+                          getattr(reply, "continue"), reply.remaining_item_count)
+
+    async def update(self, obj: M, *, dry_run: bool = False) -> M:
+        """Replace spec and metadata; refused with Conflict if resourceVersion is stale."""
+        return await self._update(obj, "", dry_run)
+
+    async def update_status(self, obj: M) -> M:
+        """Replace status only (the status subresource)."""
+        return await self._update(obj, "status", False)
+
+    async def _update(self, obj: M, subresource: str, dry_run: bool) -> M:
+        kind = kinds.for_message(obj)
+        reply = await self._call(self._stub.Update, apiserver_pb2.UpdateRequest(
+            resource=kind.resource, namespace=_namespace_of(obj), object=obj.SerializeToString(),
+            subresource=subresource, dry_run=dry_run))
+        return _decode(type(obj), reply.object)
+
+    async def delete(
+        self,
+        cls: type[M],
+        name: str,
+        namespace: str = "",
+        *,
+        grace_period_seconds: int | None = None,
+        propagation_policy: str = "",
+        uid: str = "",
+        resource_version: str = "",
+        dry_run: bool = False,
+    ) -> M:
+        """Delete (or start graceful deletion); returns the object's last state."""
+        kind = _kind_of(cls)
+        request = apiserver_pb2.DeleteRequest(
+            resource=kind.resource, namespace=namespace if kind.namespaced else "", name=name,
+            propagation_policy=propagation_policy, uid=uid, resource_version=resource_version,
+            dry_run=dry_run)
+        if grace_period_seconds is not None:
+            request.grace_period_seconds = grace_period_seconds
+        reply = await self._call(self._stub.Delete, request)
+        return _decode(cls, reply.object)
+
+    async def watch(
+        self,
+        cls: type[M],
+        namespace: str = "",
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        allow_bookmarks: bool = True,
+    ) -> AsyncIterator[WatchEvent[M]]:
+        """Changes after `resource_version` (or every object as ADDED, then changes).
+
+        Raises `Gone` when the version was compacted away: relist, then watch again.
+        """
+        kind = _kind_of(cls)
+        call = self._stub.Watch(apiserver_pb2.WatchRequest(
+            resource=kind.resource, namespace=namespace if kind.namespaced else "",
+            label_selector=label_selector, field_selector=field_selector,
+            resource_version=resource_version, allow_bookmarks=allow_bookmarks), metadata=self._metadata)
+        try:
+            async for event in call:
+                obj = _decode(cls, event.object) if event.type != "BOOKMARK" else None
+                yield WatchEvent(event.type, obj, event.resource_version)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()
+
+    async def bind(self, pod: core_pb2.Pod, node_name: str) -> core_pb2.Pod:
+        """Bind a pod to a node (the scheduler's one write); Conflict if already bound."""
+        binding = core_pb2.Binding(api_version="v1", kind="Binding")
+        binding.metadata.name = pod.metadata.name
+        binding.metadata.namespace = pod.metadata.namespace
+        binding.metadata.uid = pod.metadata.uid
+        binding.target.kind = "Node"
+        binding.target.name = node_name
+        reply = await self._call(self._stub.Bind, apiserver_pb2.BindRequest(
+            namespace=pod.metadata.namespace, binding=binding))
+        return _decode(core_pb2.Pod, reply.object)
+
+    async def version(self) -> apiserver_pb2.VersionReply:
+        reply: apiserver_pb2.VersionReply = await self._call(self._stub.Version, apiserver_pb2.VersionRequest())
+        return reply
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the apiserver answers (for daemons starting beside it)."""
+        try:
+            await self._channel.channel_ready() if timeout <= 0 else await _wait(self._channel, timeout)
+        except TimeoutError as exc:
+            raise ApiError(f"the apiserver at {self.server} did not answer within {timeout:.0f}s") from exc
+
+
+async def _wait(channel: grpc.aio.Channel, timeout: float) -> None:
+    import asyncio
+
+    await asyncio.wait_for(channel.channel_ready(), timeout)
+
+
+def _namespace_of(obj: Message) -> str:
+    meta = getattr(obj, "metadata", None)
+    return str(meta.namespace) if meta is not None else ""

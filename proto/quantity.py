@@ -1,0 +1,90 @@
+"""Resource quantities ("250m", "0.5", "64Mi", "1Gi", "1e3"): the one parser in Flotilla.
+
+Kubernetes writes CPU and memory as quantities: a decimal number with an optional
+binary suffix (Ki..Ei), decimal suffix (n, u, m, k, M..E) or exponent (e3). Every
+component that reads requests, limits, capacity or HPA targets goes through here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))((?:[eE][+-]?[0-9]+)|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
+
+_SUFFIX: dict[str, Decimal] = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+
+
+class QuantityError(ValueError):
+    """Text that is not a Kubernetes quantity."""
+
+
+def parse_quantity(text: str | int | float) -> Decimal:
+    """The exact value of a quantity; raises QuantityError naming the bad text."""
+    if isinstance(text, bool):
+        raise QuantityError(f"quantities must match the regular expression {_QUANTITY.pattern!r}: {text!r}")
+    if isinstance(text, int | float):
+        text = repr(text) if isinstance(text, float) else str(text)
+    match = _QUANTITY.match(text.strip()) if isinstance(text, str) else None
+    if not match or text != text.strip():
+        raise QuantityError(
+            f"quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {text!r}"
+        )
+    number, suffix = match.group(1), match.group(2) or ""
+    try:
+        value = Decimal(number)
+        if suffix[:1] in ("e", "E") and len(suffix) > 1:
+            return value * (Decimal(10) ** int(suffix[1:]))
+        return value * _SUFFIX[suffix]
+    except (InvalidOperation, KeyError) as exc:  # pragma: no cover - the regex rules these out
+        raise QuantityError(f"invalid quantity {text!r}") from exc
+
+
+def is_quantity(text: str) -> bool:
+    try:
+        parse_quantity(text)
+    except QuantityError:
+        return False
+    return True
+
+
+def milli_value(text: str) -> int:
+    """The quantity in thousandths, rounded up (CPU "250m" -> 250, "1" -> 1000)."""
+    return math.ceil(parse_quantity(text) * 1000)
+
+
+def int_value(text: str) -> int:
+    """The quantity as a whole number, rounded up (memory "64Mi" -> 67108864)."""
+    return math.ceil(parse_quantity(text))
+
+
+def format_milli(millis: int) -> str:
+    """CPU as kubectl shows it: whole cores when exact, else millicores ("1500m")."""
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def format_bytes(value: int) -> str:
+    """Memory in the largest binary unit that divides it exactly ("128Mi")."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = int(_SUFFIX[suffix])
+        if value and value % unit == 0:
+            return f"{value // unit}{suffix}"
+    return str(value)

@@ -1,0 +1,155 @@
+"""Start the control plane's processes on this machine: etcd and the apiserver.
+
+Used three ways, so they start one way: by `kctl cluster up` (until the full
+provisioner lands), by the test fixtures, and by the benchmarks. Each process
+gets a log file and waits until it answers before the call returns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def etcd_binary() -> str:
+    found = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else None)
+    if not found:
+        raise RuntimeError("etcd is not installed: apt-get install etcd-server")
+    return found
+
+
+@dataclass
+class Process:
+    """A child process with its log, stoppable politely or with SIGKILL."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env}, start_new_session=True)
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def wait_until(check: object, what: str, proc: Process, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited while starting:\n{proc.tail()}")
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{proc.tail()}")
+
+
+@dataclass
+class Etcd:
+    data_dir: Path
+    client_port: int
+    peer_port: int
+    process: Process
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def healthy(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/health", timeout=1) as reply:
+            return b'"true"' in reply.read()
+
+
+def start_etcd(data_dir: Path, *, client_port: int = 0, peer_port: int = 0, log_dir: Path | None = None) -> Etcd:
+    """One etcd member on loopback, its data in `data_dir`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    client_port = client_port or free_port()
+    peer_port = peer_port or free_port()
+    client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    argv = [
+        etcd_binary(), "--name", "flotilla", "--data-dir", str(data_dir),
+        "--listen-client-urls", client, "--advertise-client-urls", client,
+        "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+        "--initial-cluster", f"flotilla={peer}", "--initial-cluster-state", "new",
+        # The apiserver's objects are small but lists are large; 3.4 default quota is 2 GiB.
+        "--quota-backend-bytes", str(4 * 1024**3), "--log-level", "warn", "--logger", "zap",
+    ]
+    proc = Process("etcd", argv, (log_dir or data_dir.parent) / "etcd.log",
+                   env={"ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")})
+    proc.start()
+    etcd = Etcd(data_dir, client_port, peer_port, proc)
+    wait_until(etcd.healthy, "etcd", proc)
+    return etcd
+
+
+@dataclass
+class ApiServer:
+    address: str
+    process: Process
+
+    def answers(self) -> bool:
+        host, _, port = self.address.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+
+
+def start_apiserver(etcd_url: str, log_dir: Path, *, port: int = 0, extra: list[str] | None = None) -> ApiServer:
+    """The apiserver in its own process (so tests can SIGKILL it), on loopback."""
+    address = f"127.0.0.1:{port or free_port()}"
+    argv = [sys.executable, "-m", "controlplane.apiserver.main", "--etcd-servers", etcd_url,
+            "--listen", address, *(extra or [])]
+    proc = Process("apiserver", argv, log_dir / "apiserver.log")
+    proc.start()
+    server = ApiServer(address, proc)
+    wait_until(server.answers, "apiserver", proc)
+    return server
