@@ -97,20 +97,26 @@ class Timeout(ApiError):
     reason = "Timeout"
 
 
-_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
-    cls.code: cls
-    for cls in (BadRequest, NotFound, AlreadyExists, Conflict, Gone, NamespaceTerminating,
-                TooLarge, Unauthorized, Forbidden, Unavailable, Timeout)
-}
+_KNOWN = (BadRequest, Invalid, NotFound, AlreadyExists, Conflict, Gone, NamespaceTerminating,
+          TooLarge, Unauthorized, Forbidden, Unavailable, Timeout)
+_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {cls.code: cls for cls in _KNOWN if cls is not Invalid}
+_BY_REASON: dict[str, type[ApiError]] = {cls.reason: cls for cls in _KNOWN}
+# Several reasons share a status code (Invalid and BadRequest are both
+# INVALID_ARGUMENT); the reason travels beside the status in trailing metadata.
+REASON_METADATA_KEY = "flotilla-reason"
 
 
 def from_rpc_error(err: grpc.RpcError) -> ApiError:
     """The ApiError a failed call stands for (the server's message kept verbatim)."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
-    cls = _BY_CODE.get(code, ApiError)
+    trailers = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    reason = dict(trailers or ()).get(REASON_METADATA_KEY, "")
+    cls = _BY_REASON.get(str(reason)) or _BY_CODE.get(code, ApiError)
     if cls is Unavailable and not details:
         details = "the apiserver is unreachable"
     error = ApiError.__new__(cls)
     ApiError.__init__(error, details or code.name)
+    if isinstance(error, Invalid):
+        error.what, error.causes = "", []
     return error

@@ -21,7 +21,7 @@ from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
 from controlplane.apiserver.storage import Storage
 from proto import apiserver_pb2_grpc
-from proto.client.api import CHANNEL_OPTIONS
+from proto.client.api import SERVER_OPTIONS
 
 log = logging.getLogger("flotilla.apiserver")
 
@@ -56,7 +56,7 @@ async def serve(opts: argparse.Namespace) -> None:
     await storage.connect()
     registry = Registry(storage)
     await registry.ensure_system_namespaces()
-    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     apiserver_pb2_grpc.add_ApiServerServicer_to_server(
         ApiService(registry, bookmark_interval=opts.bookmark_interval), server)
     if server.add_insecure_port(opts.listen) == 0:

@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError, Message
 from controlplane.apiserver.auth import AlwaysAllow, Attributes, Authenticator, Authorizer, LoopbackAuthenticator
 from controlplane.apiserver.registry import Registry
 from proto import apiserver_pb2, apiserver_pb2_grpc, kinds
-from proto.errors import ApiError, BadRequest
+from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def _decode(kind: kinds.Kind, raw: bytes) -> Message:
     return obj
 
 
+async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
+    """End the call with the error's status code, its reason beside it."""
+    context.set_trailing_metadata(((REASON_METADATA_KEY, err.reason),))
+    await context.abort(err.code, str(err))
+
+
 class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     def __init__(self, registry: Registry, *, authenticator: Authenticator | None = None,
                  authorizer: Authorizer | None = None, bookmark_interval: float = BOOKMARK_INTERVAL) -> None:
@@ -49,7 +55,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
         try:
             return await call()
         except ApiError as err:
-            await context.abort(err.code, str(err))
+            await _abort(context, err)
             raise  # unreachable: abort raises
 
     def _admit(self, context: grpc.aio.ServicerContext, verb: str, resource: str, namespace: str = "",
@@ -125,7 +131,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
                 yield apiserver_pb2.WatchEvent(type=event.type, object=event.object,
                                                resource_version=str(event.revision))
         except ApiError as err:
-            await context.abort(err.code, str(err))
+            await _abort(context, err)
 
     async def Bind(self, request: apiserver_pb2.BindRequest, context: grpc.aio.ServicerContext
                    ) -> apiserver_pb2.ObjectReply:

@@ -68,8 +68,10 @@ class Storage:
     def __init__(self, url: str) -> None:
         parsed = urlparse(url if "://" in url else f"http://{url}")
         self.url = url
+        # aetcd uses `timeout` only for its own calls (watch creation among them): without
+        # one, a watch it cannot create waits forever.
         self._etcd = aetcd.Client(host=parsed.hostname or "127.0.0.1", port=parsed.port or 2379,
-                                  options=_ETCD_OPTIONS)
+                                  options=_ETCD_OPTIONS, timeout=10)
 
     async def connect(self, timeout: float = 30.0) -> None:
         """Connect, retrying while etcd starts (the apiserver may come up first)."""
@@ -93,7 +95,7 @@ class Storage:
             return await call()
         except grpc.RpcError as err:
             code, details = err.code(), err.details() or ""
-            if code == grpc.StatusCode.OUT_OF_RANGE or "compacted" in details:
+            if "compacted" in details:  # OUT_OF_RANGE covers "future revision" too
                 raise Gone(f"too old resource version: {details}") from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise Unavailable(f"etcd is unavailable: {details}") from None
@@ -177,19 +179,36 @@ class Storage:
 
     # ---------------------------------------------------------------- watch
 
+    async def _check_not_compacted(self, prefix: bytes, start_revision: int) -> None:
+        """Raise Gone if history from `start_revision` is gone.
+
+        aetcd never answers a watch created on a compacted revision (it records the
+        error but wakes nobody), so ask etcd with a cheap read at that revision first.
+        """
+        try:
+            await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
+                key=prefix, range_end=prefix_end(prefix), count_only=True, revision=start_revision)))
+        except Gone:
+            raise Gone(f"too old resource version: {start_revision - 1}: history before it was compacted; "
+                       "list again and watch from the list's resourceVersion") from None
+        except grpc.RpcError as err:
+            if "future revision" not in (err.details() or ""):
+                raise
+
     async def watch(self, prefix: bytes, start_revision: int) -> AsyncIterator[Change]:
         """Every change under `prefix` from `start_revision` on, in revision order.
 
         Raises Gone when etcd has compacted `start_revision` away.
         """
+        await self._check_not_compacted(prefix, start_revision)
         try:
             watch = await self._etcd.watch(prefix, range_end=prefix_end(prefix),
                                            start_revision=start_revision, prev_kv=True)
         except etcd_errors.RevisionCompactedError as exc:
             raise Gone(f"too old resource version: {start_revision - 1} "
                        f"(compacted below {exc.compacted_revision})") from None
-        except etcd_errors.ClientError as exc:
-            raise Unavailable(f"etcd watch failed: {exc}") from None
+        except (etcd_errors.ClientError, etcd_errors.WatchTimeoutError) as exc:
+            raise Unavailable(f"etcd watch failed: {exc!r}") from None
         try:
             async for event in watch:
                 kind: Any = event.kind
