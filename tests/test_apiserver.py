@@ -53,7 +53,7 @@ async def test_invalid_write_names_the_field_and_stores_nothing(client: Client, 
     with pytest.raises(BadRequest, match=r"spec\.containers\[0\]\.ports\[0\]\.containerPort"):
         await client.create(pod)
     pod = make_pod("Bad_Name", namespace)
-    with pytest.raises(Invalid, match="metadata.name"):
+    with pytest.raises(Invalid, match=r"metadata\.name"):
         await client.create(pod)
     listed = await client.list(core_pb2.Pod, namespace)
     assert listed.items == []
