@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2
+from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, metrics_pb2
 from proto.errors import NotFound
 
 
@@ -27,6 +27,9 @@ class Kind:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     has_status: bool = True  # False for kinds without a status subresource
+    # Kept in the apiserver's memory, not etcd: usage reports (metrics.k8s.io), which
+    # are replaced every few seconds. Get, list, create/update (upsert) and delete only.
+    in_memory: bool = False
 
     @property
     def group(self) -> str:
@@ -53,6 +56,12 @@ KINDS: tuple[Kind, ...] = (
          has_status=False),
     Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling/v2",
          autoscaling_pb2.HorizontalPodAutoscaler, True, ("hpa",)),
+    # Kubernetes serves these as pods.metrics.k8s.io and nodes.metrics.k8s.io; the
+    # plural names here keep `pods` and `nodes` meaning the core kinds.
+    Kind("PodMetrics", "podmetrics", "podmetrics", "metrics.k8s.io/v1beta1", metrics_pb2.PodMetrics, True,
+         (), has_status=False, in_memory=True),
+    Kind("NodeMetrics", "nodemetrics", "nodemetrics", "metrics.k8s.io/v1beta1", metrics_pb2.NodeMetrics, False,
+         (), has_status=False, in_memory=True),
 )
 
 _BY_NAME: dict[str, Kind] = {}

@@ -312,3 +312,21 @@ async def test_sigkill_and_restart_loses_nothing(etcd: Etcd, tmp_path: Path) -> 
 async def test_unknown_resource_and_bad_continue(client: Client) -> None:
     with pytest.raises(BadRequest, match="continue"):
         await client.list(core_pb2.Pod, "default", limit=1, continue_token="garbage!")
+
+
+async def test_metrics_reports_live_in_memory(client: Client, namespace: str) -> None:
+    from proto import metrics_pb2
+
+    report = metrics_pb2.PodMetrics(window="10s")
+    report.metadata.name, report.metadata.namespace = "web", namespace
+    report.containers.add(name="app").usage.update({"cpu": "250m", "memory": "64Mi"})
+    await client.create(report)
+    report.containers[0].usage["cpu"] = "300m"
+    await client.update(report)  # a report replaces the last one
+    got = await client.get(metrics_pb2.PodMetrics, "web", namespace)
+    assert got.containers[0].usage["cpu"] == "300m" and got.kind == "PodMetrics"
+    listed = await client.list(metrics_pb2.PodMetrics, namespace)
+    assert [m.metadata.name for m in listed.items] == ["web"]
+    with pytest.raises(BadRequest, match="cannot be watched"):
+        async for _ in client.watch(metrics_pb2.PodMetrics, namespace):
+            pass

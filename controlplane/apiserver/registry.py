@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from controlplane.apiserver.defaults import apply_defaults
+from controlplane.apiserver.memory import MemoryStore
 from controlplane.apiserver.storage import Change, Storage, Stored, prefix_end
 from controlplane.apiserver.validation import validate
 from proto import core_pb2, kinds
@@ -84,6 +85,7 @@ class Registry:
         # NamespaceLifecycle admission reads namespaces from here on the hot path
         # (create), falling back to etcd on a miss so a just-created namespace works.
         self._namespaces: dict[str, bool] = {}  # name -> terminating
+        self.memory = MemoryStore()  # metrics.k8s.io reports (kinds with in_memory=True)
 
     # ---------------------------------------------------------------- codec
 
@@ -150,6 +152,10 @@ class Registry:
 
     async def create(self, kind: kinds.Kind, namespace: str, obj: Message, *, dry_run: bool = False) -> Message:
         meta = obj.metadata  # type: ignore[attr-defined]
+        if kind.in_memory:
+            meta.namespace = namespace or meta.namespace
+            await self._check_namespace(kind, meta.namespace)
+            return obj if dry_run else self.memory.put(kind, obj)
         if kind.namespaced:
             if meta.namespace and namespace and meta.namespace != namespace:
                 raise BadRequest(f"the namespace of the object ({meta.namespace}) does not match "
@@ -194,6 +200,8 @@ class Registry:
         return self.decode(kind, stored), stored
 
     async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Message:
+        if kind.in_memory:
+            return self.memory.get(kind, namespace, name)
         obj, _ = await self._read(kind, namespace, name)
         return obj
 
@@ -205,6 +213,8 @@ class Registry:
         """(items, revision, continue token, remaining count) for one page."""
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector)
+        if kind.in_memory:
+            return self.memory.list(kind, namespace, labels, fields), self.memory.version, "", 0
         prefix = _prefix(kind, namespace)
         end = prefix_end(prefix)
         start, revision = prefix, 0
@@ -277,6 +287,9 @@ class Registry:
             raise NotFound(f"{_noun(kind)} have no status subresource")
         meta = obj.metadata  # type: ignore[attr-defined]
         namespace = (namespace or meta.namespace) if kind.namespaced else ""
+        if kind.in_memory:
+            meta.namespace = namespace
+            return obj if dry_run else self.memory.put(kind, obj)
         wanted_version = meta.resource_version
         for _attempt in range(_CONFLICT_RETRIES):
             old, stored = await self._read(kind, namespace, meta.name)
@@ -400,6 +413,8 @@ class Registry:
                              '"Background", "Foreground", "Orphan"')
         if grace_period is not None and grace_period < 0:
             raise BadRequest("gracePeriodSeconds must not be negative")
+        if kind.in_memory:
+            return self.memory.get(kind, namespace, name) if dry_run else self.memory.delete(kind, namespace, name)
         for _attempt in range(_CONFLICT_RETRIES):
             obj, stored = await self._read(kind, namespace, name)
             meta = obj.metadata  # type: ignore[attr-defined]
@@ -501,6 +516,8 @@ class Registry:
         """
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector)
+        if kind.in_memory:
+            raise BadRequest(f"{kind.qualified_resource} cannot be watched: they are polled reports")
         prefix = _prefix(kind, namespace)
         if resource_version in ("", "0"):
             items, revision, _, _ = await self.list(kind, namespace, label_selector, field_selector)
