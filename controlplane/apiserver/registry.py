@@ -209,52 +209,60 @@ class Registry:
 
     async def list(self, kind: kinds.Kind, namespace: str, label_selector: str = "",
                    field_selector: str = "", limit: int = 0, continue_token: str = ""
-                   ) -> tuple[list[Message], int, str, int]:
-        """(items, revision, continue token, remaining count) for one page."""
+                   ) -> tuple[list[bytes], int, str, int]:
+        """(encoded items, revision, continue token, remaining count) for one page.
+
+        Items come back encoded: a list is the apiserver's biggest job, and the
+        stored bytes need no decoding unless a selector must look inside.
+        """
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector)
         if kind.in_memory:
-            return self.memory.list(kind, namespace, labels, fields), self.memory.version, "", 0
+            found = self.memory.list(kind, namespace, labels, fields)
+            return [o.SerializeToString() for o in found], self.memory.version, "", 0
+        if limit < 0:
+            raise BadRequest("limit must not be negative")
+        selective = not (labels.empty() and fields.empty())
         prefix = _prefix(kind, namespace)
         end = prefix_end(prefix)
         start, revision = prefix, 0
         if continue_token:
             start, revision = self._decode_continue(continue_token, prefix)
-        if limit < 0:
-            raise BadRequest("limit must not be negative")
-        items: list[Message] = []
+        items: list[bytes] = []
         chunk = min(max(limit, 500), 10_000) if limit else 0
         while True:
             try:
-                page, more, read_at = await self.storage.range(start, end, limit=chunk, revision=revision)
+                page = await self.storage.range(start, end, limit=chunk, revision=revision)
             except Gone:
                 raise Gone("The provided continue parameter is too old to display a consistent list "
                            "result. You can start a new list without the continue parameter.") from None
-            revision = revision or read_at
-            for stored in page:
-                obj = self.decode(kind, stored)
-                if not self._matches(obj, labels, fields):
+            revision = revision or page.revision
+            for index, stored in enumerate(page.items):
+                if selective and not self._matches(self.decode(kind, stored), labels, fields):
                     continue
-                items.append(obj)
+                items.append(self._with_version(kind, stored))
                 if limit and len(items) == limit:
-                    # The token resumes right after this key, at the same revision,
-                    # so every page comes from one consistent snapshot.
-                    next_key = stored.key + b"\0"
-                    remaining_more = more or stored is not page[-1]
-                    if remaining_more:
-                        token = self._encode_continue(next_key, revision)
-                        remaining = 0
-                        if labels.empty() and fields.empty():
-                            remaining = await self._count_after(next_key, end, revision)
-                        return items, revision, token, remaining
-                    return items, revision, "", 0
-            if not more or not page:
+                    if not page.more and index == len(page.items) - 1:
+                        return items, revision, "", 0
+                    # The token resumes right after this key at the same revision, so
+                    # every page comes from one consistent snapshot. The remaining count
+                    # is only known (and only given, as in Kubernetes) without selectors.
+                    token = self._encode_continue(stored.key + b"\0", revision)
+                    return items, revision, token, 0 if selective else page.count - index - 1
+            if not page.more or not page.items:
                 return items, revision, "", 0
-            start = page[-1].key + b"\0"
+            start = page.items[-1].key + b"\0"
 
-    async def _count_after(self, start: bytes, end: bytes, revision: int) -> int:
-        page, _, _ = await self.storage.range(start, end, revision=revision)
-        return len(page)
+    @staticmethod
+    def _with_version(kind: kinds.Kind, stored: Stored) -> bytes:
+        """The stored bytes with metadata.resourceVersion set, without decoding them.
+
+        Protobuf merges concatenated messages, so appending an encoded object that
+        holds only metadata.resourceVersion sets that one field of the stored object.
+        """
+        suffix = kind.message()
+        suffix.metadata.resource_version = str(stored.revision)  # type: ignore[attr-defined]
+        return stored.value + suffix.SerializeToString()
 
     @staticmethod
     def _encode_continue(key: bytes, revision: int) -> str:
@@ -521,8 +529,8 @@ class Registry:
         prefix = _prefix(kind, namespace)
         if resource_version in ("", "0"):
             items, revision, _, _ = await self.list(kind, namespace, label_selector, field_selector)
-            for obj in items:
-                yield Event("ADDED", obj.SerializeToString(), revision)
+            for raw in items:
+                yield Event("ADDED", raw, revision)
         else:
             try:
                 revision = int(resource_version)

@@ -91,7 +91,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             items, revision, token, remaining = await self.registry.list(
                 kind, request.namespace, request.label_selector, request.field_selector,
                 request.limit, getattr(request, "continue"))
-            reply = apiserver_pb2.ListReply(items=[o.SerializeToString() for o in items],
+            reply = apiserver_pb2.ListReply(items=items,
                                             resource_version=str(revision), remaining_item_count=remaining)
             setattr(reply, "continue", token)
             return reply

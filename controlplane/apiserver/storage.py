@@ -47,6 +47,14 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class RangePage:
+    items: list[Stored]
+    more: bool  # keys remain in the range beyond `limit`
+    revision: int  # the store revision the page was read at
+    count: int  # keys in the whole range, whatever the limit
+
+
+@dataclass(frozen=True)
 class Change:
     """One etcd event under a watched prefix; `value`/`previous` are b"" when absent."""
 
@@ -116,13 +124,12 @@ class Storage:
         kv = reply.kvs[0]
         return Stored(kv.key, kv.value, kv.mod_revision)
 
-    async def range(self, start: bytes, end: bytes, *, limit: int = 0, revision: int = 0
-                    ) -> tuple[list[Stored], bool, int]:
-        """Keys in [start, end) at `revision` (0: now): (items, more, revision read at)."""
+    async def range(self, start: bytes, end: bytes, *, limit: int = 0, revision: int = 0) -> RangePage:
+        """Keys in [start, end) at `revision` (0: now), at most `limit` of them."""
         reply = await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
             key=start, range_end=end, limit=limit, revision=revision)))
         items = [Stored(kv.key, kv.value, kv.mod_revision) for kv in reply.kvs]
-        return items, bool(reply.more), int(reply.header.revision)
+        return RangePage(items, bool(reply.more), int(reply.header.revision), int(reply.count))
 
     async def count(self, prefix: bytes) -> int:
         reply = await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
