@@ -1,0 +1,503 @@
+"""The API benchmark: what the apiserver costs on top of the etcd it stands on.
+
+    .venv/bin/python -m bench.api [--quick]
+
+It starts a private etcd and apiserver on loopback in a temporary directory,
+measures five things twice in the same run, and removes everything after:
+
+- through the apiserver, with the typed client every Flotilla component uses
+  (`proto.client.Client`): gRPC to the apiserver, which defaults, validates,
+  encodes and writes to etcd;
+- straight against etcd with aetcd, the apiserver's own etcd client, making the
+  one etcd call the apiserver makes for the same request (a create-if-absent
+  txn, a get, a range, a compare-revision txn, a watch with prev_kv) on values
+  of exactly the bytes the apiserver stores.
+
+The ratio of the two (apiserver / raw etcd) is what the API layer costs: the
+extra gRPC hop, protobuf decode and re-encode, defaults, validation, and the
+read before every update. The machine has two cores shared by etcd, the
+apiserver and this process, so all load comes from here, as asyncio tasks.
+
+Writes at a fixed rate are open loop: write i is due at start + i/rate and is
+started then, whatever the earlier writes are doing, and its latency counts
+from when it was due, so a stall shows in the figures instead of slowing the
+load (coordinated omission). The same writes carry their due time in an
+annotation, which a watcher reads to measure watch delivery latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as _dt
+import math
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aetcd
+from aetcd import rpc
+
+from controlplane.apiserver.storage import prefix_end
+from kctl.printers import format_table
+from proto import core_pb2, manifest
+from proto.client import Client
+from provision.processes import start_apiserver, start_etcd
+
+BENCH_NS = "bench"  # created, read and listed pods
+WATCH_NS = "bench-watch"  # pods rewritten at a fixed rate under a watch
+RAW = b"/bench/raw/"  # the baseline's own keys, beside the apiserver's /registry/
+SENT = "bench.flotilla.io/due-ns"  # annotation: when the write was due (perf_counter_ns)
+# A 10k-pod range is ~10 MB, over gRPC's 4 MiB default (shared/notes/etcd.md, pitfall 1).
+RAW_OPTIONS = {"grpc.max_receive_message_length": 256 * 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class Scale:
+    pods: int  # created through each path, then read and listed
+    in_flight: int  # concurrent creates
+    gets: int  # sequential gets per path
+    list_rounds: int  # the list figures are medians of this many
+    page: int  # limit for the paginated list
+    rate: float  # writes per second in the paced phase
+    seconds: float  # length of the paced phase
+    watch_pods: int  # pods the paced writes cycle through
+
+
+FULL = Scale(pods=10_000, in_flight=32, gets=2_000, list_rounds=5, page=500, rate=200, seconds=10,
+             watch_pods=200)
+QUICK = Scale(pods=1_000, in_flight=32, gets=300, list_rounds=1, page=500, rate=200, seconds=3,
+              watch_pods=200)
+
+
+def pod_manifest(name: str, namespace: str) -> core_pb2.Pod:
+    """A realistic ~1 KiB pod: the shape a Deployment's template would stamp out."""
+    pod = manifest.from_dict({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": namespace,
+            "labels": {"app": "checkout", "tier": "backend", "version": "v2.14.1",
+                       "team": "payments", "pod-template-hash": "7d9f8c6b5"},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090",
+                            "kubernetes.io/change-cause": "release 2.14.1: faster receipts"},
+        },
+        "spec": {
+            "containers": [{
+                "name": "checkout",
+                "image": "registry.example.com/payments/checkout:v2.14.1",
+                "args": ["--listen=:8080", "--metrics=:9090", "--log-level=info"],
+                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                          {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
+                "env": [{"name": "DATABASE_URL", "value": "postgres://checkout@db.payments.svc:5432/checkout"},
+                        {"name": "CACHE_URL", "value": "redis://cache.payments.svc:6379/0"},
+                        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel.observability.svc:4317"},
+                        {"name": "FEATURE_FLAGS", "value": "new-cart,fast-checkout,async-receipts"}],
+                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                              "limits": {"cpu": "1", "memory": "512Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5},
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/checkout", "readOnly": True}],
+            }],
+            "volumes": [{"name": "config", "configMap": {"name": "checkout-config"}}],
+            "terminationGracePeriodSeconds": 30,
+        },
+    })
+    assert isinstance(pod, core_pb2.Pod)
+    return pod
+
+
+def pod_name(i: int) -> str:
+    return f"pod-{i:05d}"
+
+
+def decode_pod(raw: bytes) -> core_pb2.Pod:
+    """What every reader of the baseline does, as the typed client does for the apiserver's readers."""
+    pod = core_pb2.Pod()
+    pod.ParseFromString(raw)
+    return pod
+
+
+# ---------------------------------------------------------------- the baseline
+
+
+class RawEtcd:
+    """The baseline: the apiserver's etcd calls made directly with aetcd, and nothing else."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self._etcd = aetcd.Client(host=parsed.hostname or "127.0.0.1", port=parsed.port or 2379,
+                                  options=RAW_OPTIONS)
+
+    async def connect(self) -> None:
+        await self._etcd.connect()
+
+    async def close(self) -> None:
+        await self._etcd.close()
+
+    async def create(self, key: bytes, value: bytes) -> int:
+        """Put `key` if absent (the apiserver's create txn); returns the write's revision."""
+        reply = await self._etcd.kvstub.Txn(rpc.TxnRequest(
+            compare=[rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE,
+                                 create_revision=0)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))]))
+        if not reply.succeeded:
+            raise RuntimeError(f"{key!r} exists")
+        return int(reply.header.revision)
+
+    async def update(self, key: bytes, value: bytes, revision: int) -> int:
+        """Put `key` if still at `revision` (the apiserver's update txn), retrying on the latest."""
+        while True:
+            reply = await self._etcd.kvstub.Txn(rpc.TxnRequest(
+                compare=[rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD,
+                                     mod_revision=revision)],
+                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))],
+                failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key))]))
+            if reply.succeeded:
+                return int(reply.header.revision)
+            revision = int(reply.responses[0].response_range.kvs[0].mod_revision)
+
+    async def get(self, key: bytes) -> core_pb2.Pod:
+        reply = await self._etcd.kvstub.Range(rpc.RangeRequest(key=key))
+        return decode_pod(reply.kvs[0].value)
+
+    async def get_bytes(self, key: bytes) -> bytes:
+        reply = await self._etcd.kvstub.Range(rpc.RangeRequest(key=key))
+        return bytes(reply.kvs[0].value)
+
+    async def revision(self) -> int:
+        reply = await self._etcd.kvstub.Range(rpc.RangeRequest(key=b"\0", limit=1, count_only=True))
+        return int(reply.header.revision)
+
+    async def range(self, prefix: bytes, *, limit: int = 0) -> int:
+        """Read every pod under `prefix`, in pages of `limit` from one revision; returns the count."""
+        start, end, revision, count = prefix, prefix_end(prefix), 0, 0
+        while True:
+            reply = await self._etcd.kvstub.Range(rpc.RangeRequest(
+                key=start, range_end=end, limit=limit, revision=revision))
+            count += len([decode_pod(kv.value) for kv in reply.kvs])
+            revision = revision or int(reply.header.revision)
+            if not reply.more or not reply.kvs:
+                return count
+            start = reply.kvs[-1].key + b"\0"
+
+    async def watch_due_times(self, prefix: bytes, start_revision: int) -> AsyncGenerator[int, None]:
+        """The SENT annotation of every pod written under `prefix` (decoded, as a client would)."""
+        watch = await self._etcd.watch(prefix, range_end=prefix_end(prefix), start_revision=start_revision,
+                                       prev_kv=True)
+        try:
+            async for event in watch:
+                yield int(decode_pod(event.kv.value).metadata.annotations[SENT])
+        finally:
+            await watch.cancel()
+
+
+async def api_watch_due_times(client: Client, resource_version: str) -> AsyncGenerator[int, None]:
+    """The SENT annotation of every pod the apiserver reports MODIFIED in WATCH_NS."""
+    async for event in client.watch(core_pb2.Pod, WATCH_NS, resource_version=resource_version):
+        if event.type == "MODIFIED" and event.object is not None:
+            yield int(event.object.metadata.annotations[SENT])
+
+
+# ---------------------------------------------------------------- load shapes
+
+
+async def closed_loop(count: int, in_flight: int, op: Callable[[int], Awaitable[object]]) -> float:
+    """Run op(0) .. op(count-1) from `in_flight` workers, each starting its next when one ends; ops/s."""
+    todo = iter(range(count))
+
+    async def worker() -> None:
+        for i in todo:
+            await op(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return count / (time.perf_counter() - start)
+
+
+async def sequential(count: int, op: Callable[[int], Awaitable[object]]) -> list[float]:
+    """Latencies (ms) of op(0) .. op(count-1), one at a time."""
+    latencies = []
+    for i in range(count):
+        start = time.perf_counter_ns()
+        await op(i)
+        latencies.append((time.perf_counter_ns() - start) / 1e6)
+    return latencies
+
+
+async def paced(rate: float, count: int, write: Callable[[int, int], Awaitable[object]]) -> list[float]:
+    """Start write(i, due_ns) when due at `rate`/s, open loop; latencies (ms) from when each was due."""
+    latencies: list[float] = []
+
+    async def one(i: int, due: int) -> None:
+        await write(i, due)
+        latencies.append((time.perf_counter_ns() - due) / 1e6)
+
+    start, interval = time.perf_counter_ns(), 1e9 / rate
+    tasks = []
+    for i in range(count):
+        due = start + int(i * interval)
+        wait = (due - time.perf_counter_ns()) / 1e9
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(one(i, due)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def deliveries(due_times: AsyncGenerator[int, None], count: int, delays: list[float]) -> None:
+    """Append to `delays` how late (ms) each of the next `count` watched writes arrives."""
+    async with contextlib.aclosing(due_times):
+        async for due in due_times:
+            delays.append((time.perf_counter_ns() - due) / 1e6)
+            if len(delays) == count:
+                return
+
+
+async def paced_under_watch(rate: float, count: int, write: Callable[[int, int], Awaitable[object]],
+                            due_times: AsyncGenerator[int, None]) -> tuple[list[float], list[float]]:
+    """(write latencies, watch delivery latencies) of `count` writes at `rate`/s with one watcher."""
+    delays: list[float] = []
+    watcher = asyncio.create_task(deliveries(due_times, count, delays))
+    latencies = await paced(rate, count, write)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(watcher), 10)
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    return latencies, delays
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile: the smallest value with p% of the values at or below it."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# ---------------------------------------------------------------- the figures
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    met: Callable[[float, float], bool]  # (apiserver, ratio) -> met
+
+
+AT_LEAST_HALF_OF_ETCD = Goal(">= 0.5x", lambda _api, ratio: ratio >= 0.5)
+P99_50MS = Goal("<= 50 ms", lambda api, _ratio: api <= 50)
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: str
+    api: float
+    raw: float
+    goal: Goal | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.api / self.raw if self.raw else math.nan
+
+    def cells(self) -> list[str]:
+        flag = "" if self.goal is None else ("PASS" if self.goal.met(self.api, self.ratio) else "MISS")
+        return [self.metric, _figure(self.api), _figure(self.raw), f"{self.ratio:.2f}x",
+                self.goal.text if self.goal else "-", flag]
+
+
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def render(rows: list[Row]) -> str:
+    header = ["METRIC", "APISERVER", "RAW ETCD", "RATIO", "GOAL", "MET"]
+    return "\n".join(format_table([header, *(row.cells() for row in rows)]))
+
+
+@dataclass
+class Fixture:
+    """Everything both paths share: the client, the baseline, the pods."""
+
+    client: Client
+    raw: RawEtcd
+    scale: Scale
+    template: core_pb2.Pod
+    stored: bytes = b""  # a pod exactly as the apiserver stores it in etcd
+
+    def pod(self, name: str, namespace: str) -> core_pb2.Pod:
+        pod = core_pb2.Pod()
+        pod.CopyFrom(self.template)
+        pod.metadata.name, pod.metadata.namespace = name, namespace
+        return pod
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def setup(fx: Fixture) -> None:
+    """The namespaces, and the bytes the apiserver stores for one pod, for the baseline to write."""
+    for name in (BENCH_NS, WATCH_NS):
+        ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+        ns.metadata.name = name
+        await fx.client.create(ns)
+    first = await fx.client.create(fx.pod("warm-up", BENCH_NS))
+    fx.stored = await fx.raw.get_bytes(f"/registry/pods/{BENCH_NS}/{first.metadata.name}".encode())
+    await fx.client.delete(core_pb2.Pod, first.metadata.name, BENCH_NS)
+
+
+async def bench_creates(fx: Fixture) -> list[Row]:
+    n, in_flight = fx.scale.pods, fx.scale.in_flight
+    log(f"creates: {n:,} pods, {in_flight} in flight, through the apiserver")
+    api = await closed_loop(n, in_flight, lambda i: fx.client.create(fx.pod(pod_name(i), BENCH_NS)))
+    log(f"creates: {n:,} create txns of {len(fx.stored)} bytes, straight to etcd")
+    raw = await closed_loop(n, in_flight, lambda i: fx.raw.create(RAW + b"pods/" + pod_name(i).encode(),
+                                                                  fx.stored))
+    return [Row(f"creates/s ({in_flight} in flight)", api, raw, AT_LEAST_HALF_OF_ETCD)]
+
+
+async def bench_gets(fx: Fixture) -> list[Row]:
+    rng = random.Random(7)
+    picks = [pod_name(rng.randrange(fx.scale.pods)) for _ in range(fx.scale.gets)]
+    log(f"gets: {len(picks):,} one at a time, each path")
+    api = await sequential(len(picks), lambda i: fx.client.get(core_pb2.Pod, picks[i], BENCH_NS))
+    raw = await sequential(len(picks), lambda i: fx.raw.get(f"/registry/pods/{BENCH_NS}/{picks[i]}".encode()))
+    return [Row("get p50 (ms)", percentile(api, 50), percentile(raw, 50)),
+            Row("get p99 (ms)", percentile(api, 99), percentile(raw, 99))]
+
+
+async def api_list(client: Client, limit: int) -> int:
+    """List every pod in BENCH_NS, following continue tokens; returns the count."""
+    count, token = 0, ""
+    while True:
+        page = await client.list(core_pb2.Pod, BENCH_NS, limit=limit, continue_token=token)
+        count += len(page.items)
+        token = page.continue_token
+        if not token:
+            return count
+
+
+async def bench_lists(fx: Fixture) -> list[Row]:
+    n, page, rounds = fx.scale.pods, fx.scale.page, fx.scale.list_rounds
+    prefix = f"/registry/pods/{BENCH_NS}/".encode()
+    log(f"lists: {n:,} pods whole and in pages of {page}, {rounds} round(s), each path")
+    times: dict[str, list[float]] = {"api": [], "raw": [], "api-paged": [], "raw-paged": []}
+    listers: dict[str, Callable[[], Awaitable[int]]] = {
+        "api": lambda: api_list(fx.client, 0), "raw": lambda: fx.raw.range(prefix),
+        "api-paged": lambda: api_list(fx.client, page), "raw-paged": lambda: fx.raw.range(prefix, limit=page)}
+    for _ in range(rounds):
+        for name, lister in listers.items():
+            start = time.perf_counter()
+            count = await lister()
+            times[name].append((time.perf_counter() - start) * 1000)
+            if count != n:
+                log(f"lists: {name} returned {count:,} items, not {n:,}")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return [Row(f"list {n:,} pods (ms)", median["api"], median["raw"]),
+            Row(f"list {n:,} pods, limit={page} (ms)", median["api-paged"], median["raw-paged"])]
+
+
+async def bench_paced(fx: Fixture) -> list[Row]:
+    rate, k = fx.scale.rate, fx.scale.watch_pods
+    count = int(rate * fx.scale.seconds)
+    # The pods the writes cycle through: resourceVersion cleared, so each update is
+    # unconditional (the apiserver merges onto the latest) and never a Conflict.
+    pods = [await fx.client.create(fx.pod(pod_name(i), WATCH_NS)) for i in range(k)]
+    for pod in pods:
+        pod.metadata.resource_version = ""
+    keys = [RAW + b"watch/" + pod_name(i).encode() for i in range(k)]
+    revisions = [await fx.raw.create(key, fx.stored) for key in keys]
+    raw_pod = decode_pod(fx.stored)
+
+    async def api_write(i: int, due: int) -> None:
+        pod = pods[i % k]
+        pod.metadata.annotations[SENT] = str(due)
+        await fx.client.update(pod)
+
+    async def raw_write(i: int, due: int) -> None:
+        raw_pod.metadata.annotations[SENT] = str(due)
+        revisions[i % k] = await fx.raw.update(keys[i % k], raw_pod.SerializeToString(), revisions[i % k])
+
+    log(f"paced: {count:,} updates at {rate:.0f}/s under a watch, through the apiserver")
+    listed = await fx.client.list(core_pb2.Pod, WATCH_NS, limit=1)
+    api_lat, api_watch = await paced_under_watch(rate, count, api_write,
+                                                 api_watch_due_times(fx.client, listed.resource_version))
+    log(f"paced: {count:,} update txns at {rate:.0f}/s under a watch, straight to etcd")
+    raw_lat, raw_watch = await paced_under_watch(
+        rate, count, raw_write, fx.raw.watch_due_times(RAW + b"watch/", await fx.raw.revision() + 1))
+    for name, got in (("apiserver", api_watch), ("etcd", raw_watch)):
+        if len(got) < count:
+            log(f"paced: the {name} watcher saw {len(got):,} of {count:,} writes")
+    at = f"@{rate:.0f}/s"
+    return [Row(f"watch delivery p50 {at} (ms)", percentile(api_watch, 50), percentile(raw_watch, 50)),
+            Row(f"watch delivery p99 {at} (ms)", percentile(api_watch, 99), percentile(raw_watch, 99)),
+            Row(f"update p50 {at} (ms)", percentile(api_lat, 50), percentile(raw_lat, 50)),
+            Row(f"update p99 {at} (ms)", percentile(api_lat, 99), percentile(raw_lat, 99), P99_50MS)]
+
+
+async def run(address: str, etcd_url: str, scale: Scale) -> tuple[list[Row], str, int]:
+    """All figures, etcd's version, and the stored size of one pod."""
+    raw = RawEtcd(etcd_url)
+    await raw.connect()
+    async with Client(address) as client:
+        await client.wait_ready()
+        fx = Fixture(client, raw, scale, pod_manifest("template", BENCH_NS))
+        try:
+            await setup(fx)
+            rows = [*await bench_creates(fx), *await bench_gets(fx), *await bench_lists(fx),
+                    *await bench_paced(fx)]
+            version = (await client.version()).etcd_version
+        finally:
+            await raw.close()
+    return rows, version, len(fx.stored)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind as Ctrl-C does, so etcd, the apiserver and the temp dir go
+
+
+def measure(scale: Scale) -> tuple[list[Row], str, int]:
+    """Start etcd and the apiserver in a temporary directory, run, stop them, remove it."""
+    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp, contextlib.ExitStack() as stop:
+        base = Path(tmp)
+        etcd = start_etcd(base / "etcd", log_dir=base)
+        stop.callback(etcd.process.stop)
+        apiserver = start_apiserver(etcd.url, base, extra=["--log-level", "WARNING"])
+        stop.callback(apiserver.process.stop)
+        log(f"etcd pid {etcd.process.pid} at {etcd.url}; apiserver pid {apiserver.process.pid} "
+            f"at {apiserver.address}")
+        try:
+            return asyncio.run(run(apiserver.address, etcd.url, scale))
+        except Exception:
+            print(apiserver.process.tail(), file=sys.stderr)
+            raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke test in under 30 s")
+    opts = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)
+    began = time.monotonic()
+    try:
+        rows, version, size = measure(QUICK if opts.quick else FULL)
+    except KeyboardInterrupt:
+        sys.exit("interrupted; etcd and the apiserver are stopped")
+    print(f"Flotilla API benchmark{' (--quick)' if opts.quick else ''}, "
+          f"{_dt.datetime.now().isoformat(timespec='seconds')}: etcd {version}, {os.cpu_count()} CPUs, "
+          f"pods of {size:,} bytes in etcd, {time.monotonic() - began:.0f} s")
+    print(render(rows))
+    print("ratio = apiserver / raw etcd: for creates/s the share of etcd's rate, for times how many "
+          "times slower.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""kctl's subcommands, one module per family; `COMMANDS` is what main.py registers."""
+
+from __future__ import annotations
+
+import click
+
+from kctl.commands.apply import apply, create
+from kctl.commands.delete import delete
+from kctl.commands.describe import describe
+from kctl.commands.get import get
+from kctl.commands.info import api_resources, version
+from kctl.commands.metadata import annotate, label
+
+COMMANDS: tuple[click.Command, ...] = (get, describe, apply, create, delete, label, annotate,
+                                       api_resources, version)
