@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, metrics_pb2
+from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, metrics_pb2, rbac_pb2
 from proto.errors import NotFound
 
 
@@ -56,6 +56,13 @@ KINDS: tuple[Kind, ...] = (
          has_status=False),
     Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling/v2",
          autoscaling_pb2.HorizontalPodAutoscaler, True, ("hpa",)),
+    Kind("Role", "roles", "role", "rbac.authorization.k8s.io/v1", rbac_pb2.Role, True, (), has_status=False),
+    Kind("ClusterRole", "clusterroles", "clusterrole", "rbac.authorization.k8s.io/v1", rbac_pb2.ClusterRole, False,
+         (), has_status=False),
+    Kind("RoleBinding", "rolebindings", "rolebinding", "rbac.authorization.k8s.io/v1", rbac_pb2.RoleBinding, True,
+         (), has_status=False),
+    Kind("ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", "rbac.authorization.k8s.io/v1",
+         rbac_pb2.ClusterRoleBinding, False, (), has_status=False),
     # Kubernetes serves these as pods.metrics.k8s.io and nodes.metrics.k8s.io; the
     # plural names here keep `pods` and `nodes` meaning the core kinds.
     Kind("PodMetrics", "podmetrics", "podmetrics", "metrics.k8s.io/v1beta1", metrics_pb2.PodMetrics, True,

@@ -1,9 +1,16 @@
 """`flotilla-apiserver`: the only component that talks to etcd.
 
     flotilla-apiserver --etcd-servers http://127.0.0.1:2379 --listen 127.0.0.1:6443
+    flotilla-apiserver --etcd-servers ... --secure-listen 0.0.0.0:6443 --token-listen 0.0.0.0:6444 \
+        --tls-cert-file apiserver.crt --tls-private-key-file apiserver.key \
+        --client-ca-file ca.crt --token-auth-file tokens.csv --authorization-mode RBAC
 
-Connects to etcd, makes sure the system namespaces exist, starts the history
-compactor and the namespace cache, then serves the gRPC API until SIGTERM.
+Ports: `--listen` is plaintext and loopback only (the caller counts as the local
+admin); `--secure-listen` is TLS that requires a client certificate signed by
+the client CA (CN = user, O = groups); `--token-listen` is TLS with bearer
+tokens. Connects to etcd, makes sure the system namespaces (and with RBAC the
+default roles) exist, starts the history compactor and the caches, then serves
+the gRPC API until SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,9 +21,19 @@ import ipaddress
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import grpc
 
+from controlplane.apiserver.auth import (
+    AlwaysAllow,
+    Authorizer,
+    ByTransport,
+    LoopbackAuthenticator,
+    RequestAuthenticator,
+    TokenFile,
+)
+from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
 from controlplane.apiserver.storage import Storage
@@ -30,7 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flotilla-apiserver", description=__doc__.split("\n")[0])
     parser.add_argument("--etcd-servers", default="http://127.0.0.1:2379",
                         help="etcd client URL (only the first of a comma-separated list is used)")
-    parser.add_argument("--listen", default="127.0.0.1:6443", help="HOST:PORT to serve gRPC on")
+    parser.add_argument("--listen", default="", help="plaintext HOST:PORT, loopback only (no credentials needed)")
+    parser.add_argument("--secure-listen", default="", help="TLS HOST:PORT requiring client certificates")
+    parser.add_argument("--token-listen", default="", help="TLS HOST:PORT taking bearer tokens")
+    parser.add_argument("--tls-cert-file", default="", help="serving certificate (PEM)")
+    parser.add_argument("--tls-private-key-file", default="", help="serving key (PEM)")
+    parser.add_argument("--client-ca-file", default="", help="CA that signs client certificates (PEM)")
+    parser.add_argument("--token-auth-file", default="", help='static tokens: token,user,uid,"group1,group2"')
+    parser.add_argument("--authorization-mode", default="", choices=["", "AlwaysAllow", "RBAC"],
+                        help="default: RBAC when a TLS port is served, else AlwaysAllow")
     parser.add_argument("--compaction-interval", type=float, default=300.0,
                         help="seconds of etcd history to keep; 0 disables compaction")
     parser.add_argument("--bookmark-interval", type=float, default=30.0,
@@ -51,21 +76,68 @@ def require_loopback(listen: str) -> None:
                          "use a loopback address (127.0.0.1:PORT)")
 
 
+def check_options(opts: argparse.Namespace) -> None:
+    """Refuse configurations that would expose the API without protection."""
+    if not (opts.listen or opts.secure_listen or opts.token_listen):
+        opts.listen = "127.0.0.1:6443"
+    if opts.listen:
+        require_loopback(opts.listen)
+    secure = bool(opts.secure_listen or opts.token_listen)
+    if secure and not (opts.tls_cert_file and opts.tls_private_key_file):
+        raise SystemExit("flotilla-apiserver: TLS ports need --tls-cert-file and --tls-private-key-file")
+    if opts.secure_listen and not opts.client_ca_file:
+        raise SystemExit("flotilla-apiserver: --secure-listen needs --client-ca-file")
+    if opts.token_listen and not opts.token_auth_file:
+        raise SystemExit("flotilla-apiserver: --token-listen needs --token-auth-file")
+    if not opts.authorization_mode:
+        opts.authorization_mode = "RBAC" if secure else "AlwaysAllow"
+
+
+def add_ports(server: grpc.aio.Server, opts: argparse.Namespace) -> None:
+    pairs: list[tuple[bytes, bytes]] = []
+    if opts.secure_listen or opts.token_listen:
+        pairs = [(Path(opts.tls_private_key_file).read_bytes(), Path(opts.tls_cert_file).read_bytes())]
+    ports = []
+    if opts.listen:
+        ports.append((opts.listen, server.add_insecure_port(opts.listen)))
+    if opts.secure_listen:
+        mtls = grpc.ssl_server_credentials(pairs, root_certificates=Path(opts.client_ca_file).read_bytes(),
+                                           require_client_auth=True)
+        ports.append((opts.secure_listen, server.add_secure_port(opts.secure_listen, mtls)))
+    if opts.token_listen:
+        ports.append((opts.token_listen, server.add_secure_port(opts.token_listen, grpc.ssl_server_credentials(pairs))))
+    for address, bound in ports:
+        if bound == 0:
+            raise SystemExit(f"flotilla-apiserver: cannot listen on {address}")
+
+
 async def serve(opts: argparse.Namespace) -> None:
     storage = Storage(opts.etcd_servers.split(",")[0])
     await storage.connect()
     registry = Registry(storage)
     await registry.ensure_system_namespaces()
+    tokens = TokenFile(Path(opts.token_auth_file)) if opts.token_auth_file else None
+    authenticator = ByTransport(RequestAuthenticator(tokens), LoopbackAuthenticator() if opts.listen else None)
+    authorizer: Authorizer = AlwaysAllow()
+    background: list[asyncio.Task[None]] = []
+    if opts.authorization_mode == "RBAC":
+        await ensure_default_policy(registry)
+        rbac = RBACAuthorizer()
+        background.append(asyncio.create_task(feed_from_registry(rbac, registry)))
+        await asyncio.wait_for(rbac.synced.wait(), 30)
+        authorizer = rbac
     server = grpc.aio.server(options=SERVER_OPTIONS)
     apiserver_pb2_grpc.add_ApiServerServicer_to_server(
-        ApiService(registry, bookmark_interval=opts.bookmark_interval), server)
-    if server.add_insecure_port(opts.listen) == 0:
-        raise SystemExit(f"flotilla-apiserver: cannot listen on {opts.listen}")
+        ApiService(registry, authenticator=authenticator, authorizer=authorizer,
+                   bookmark_interval=opts.bookmark_interval), server)
+    add_ports(server, opts)
     await server.start()
-    background = [asyncio.create_task(registry.watch_namespaces())]
+    background.append(asyncio.create_task(registry.watch_namespaces()))
     if opts.compaction_interval > 0:
         background.append(asyncio.create_task(registry.compact_forever(opts.compaction_interval)))
-    log.info("serving on %s, etcd %s", opts.listen, storage.url)
+    log.info("serving on %s, etcd %s, authorization %s",
+             ", ".join(p for p in (opts.listen, opts.secure_listen, opts.token_listen) if p), storage.url,
+             opts.authorization_mode)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     logging.basicConfig(level=opts.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    require_loopback(opts.listen)
+    check_options(opts)
     asyncio.run(serve(opts))
 
 

@@ -62,7 +62,8 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
                name: str = "", subresource: str = "") -> kinds.Kind:
         kind = kinds.resolve(resource)
         user = self.authenticator.authenticate(context)
-        self.authorizer.authorize(Attributes(user, verb, kind.resource, namespace, name, subresource))
+        self.authorizer.authorize(Attributes(user, verb, kind.resource, namespace if kind.namespaced else "", name,
+                                             subresource, kind.group))
         return kind
 
     # ------------------------------------------------------------------ RPCs

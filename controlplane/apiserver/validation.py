@@ -30,7 +30,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, meta_pb2
+from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, meta_pb2, rbac_pb2
 from proto.errors import BadRequest
 from proto.kinds import Kind
 from proto.quantity import QuantityError, parse_quantity
@@ -346,9 +346,20 @@ def _resource_list(resources: Mapping[str, str], path: str) -> tuple[dict[str, D
 # ---------------------------------------------------------------- metadata
 
 # The name rule per kind; everything else is a DNS-1123 subdomain.
+def is_path_segment_name(value: str) -> list[str]:
+    """RBAC names (`system:node`) need only be usable as one segment of a URL path."""
+    if value in (".", ".."):
+        return [f'may not be "{value}"']
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
 _NAME_RULES: dict[str, Callable[[str], list[str]]] = {
     "Namespace": is_dns1123_label,
     "Service": is_dns1035_label,  # the name becomes a DNS label under the cluster domain
+    "Role": is_path_segment_name,
+    "ClusterRole": is_path_segment_name,
+    "RoleBinding": is_path_segment_name,
+    "ClusterRoleBinding": is_path_segment_name,
 }
 
 
@@ -1469,7 +1480,52 @@ def _hpa(hpa: autoscaling_pb2.HorizontalPodAutoscaler,
 # ---------------------------------------------------------------- entry point
 
 # Each takes the new object and the stored one (None on create); metadata is checked in `validate`.
+_RBAC_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "*")
+
+
+def _policy_rules(rules: Iterable[rbac_pb2.PolicyRule], path: str) -> Errors:
+    errors: Errors = []
+    for i, rule in enumerate(rules):
+        p = f"{path}[{i}]"
+        if not rule.verbs:
+            errors.append(required(f"{p}.verbs", "verbs must contain at least one value"))
+        errors += [unsupported(f"{p}.verbs[{j}]", v, _RBAC_VERBS) for j, v in enumerate(rule.verbs)
+                   if v not in _RBAC_VERBS]
+        if not rule.resources and not rule.non_resource_urls:
+            errors.append(required(f"{p}.resources", "resource rules must supply at least one resource"))
+    return errors
+
+
+def _role(role: Any, old: Any) -> Errors:
+    return _policy_rules(role.rules, "rules")
+
+
+def _binding(binding: Any, old: Any) -> Errors:
+    errors: Errors = []
+    ref = binding.role_ref
+    allowed = ("ClusterRole",) if isinstance(binding, rbac_pb2.ClusterRoleBinding) else ("Role", "ClusterRole")
+    if ref.kind not in allowed:
+        errors.append(unsupported("roleRef.kind", ref.kind, allowed))
+    if not ref.name:
+        errors.append(required("roleRef.name"))
+    if old is not None and (old.role_ref.kind, old.role_ref.name) != (ref.kind, ref.name):
+        errors.append(invalid("roleRef", f"{ref.kind}/{ref.name}", "cannot change roleRef"))
+    for i, subject in enumerate(binding.subjects):
+        p = f"subjects[{i}]"
+        if subject.kind not in ("User", "Group", "ServiceAccount"):
+            errors.append(unsupported(f"{p}.kind", subject.kind, ("User", "Group", "ServiceAccount")))
+        if not subject.name:
+            errors.append(required(f"{p}.name"))
+        if subject.kind == "ServiceAccount" and not subject.namespace:
+            errors.append(required(f"{p}.namespace"))
+    return errors
+
+
 _VALIDATORS: dict[str, Callable[[Any, Any], Errors]] = {
+    "Role": _role,
+    "ClusterRole": _role,
+    "RoleBinding": _binding,
+    "ClusterRoleBinding": _binding,
     "Namespace": _namespace,
     "Node": _node,
     "Pod": _pod,

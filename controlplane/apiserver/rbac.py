@@ -1,0 +1,234 @@
+"""RBAC: the apiserver's authoriser, and the default roles every cluster starts with.
+
+A request is allowed when some binding grants the caller a rule matching it:
+a ClusterRoleBinding grants a ClusterRole's rules everywhere; a RoleBinding
+grants a Role's (or a ClusterRole's) rules in its own namespace. Subjects are
+users, groups, or service accounts (user `system:serviceaccount:NS:NAME`).
+`system:masters` is allowed everything without a lookup, as in Kubernetes.
+
+The policy objects are read from a cache the apiserver keeps current by
+watching its own registry, so an authorisation check costs no etcd read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from controlplane.apiserver.auth import MASTERS, Attributes
+from controlplane.apiserver.registry import Registry
+from proto import kinds, rbac_pb2
+from proto.errors import AlreadyExists, Forbidden
+
+log = logging.getLogger(__name__)
+
+RBAC_KINDS = ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
+
+
+def rule_allows(rule: rbac_pb2.PolicyRule, attrs: Attributes) -> bool:
+    if "*" not in rule.verbs and attrs.verb not in rule.verbs:
+        return False
+    if "*" not in rule.api_groups and attrs.api_group not in rule.api_groups:
+        return False
+    wanted = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+    resources = set(rule.resources)
+    if not ("*" in resources or wanted in resources
+            or (attrs.subresource and f"*/{attrs.subresource}" in resources)):
+        return False
+    return not rule.resource_names or attrs.name in rule.resource_names
+
+
+def subject_matches(subject: rbac_pb2.Subject, attrs: Attributes) -> bool:
+    if subject.kind == "User":
+        return subject.name == attrs.user.name
+    if subject.kind == "Group":
+        return subject.name in attrs.user.groups
+    if subject.kind == "ServiceAccount":
+        return attrs.user.name == f"system:serviceaccount:{subject.namespace}:{subject.name}"
+    return False
+
+
+class RBACAuthorizer:
+    """Answers from in-memory copies of Roles, ClusterRoles and their bindings."""
+
+    def __init__(self) -> None:
+        self.roles: dict[tuple[str, str], rbac_pb2.Role] = {}
+        self.cluster_roles: dict[str, rbac_pb2.ClusterRole] = {}
+        self.role_bindings: dict[tuple[str, str], rbac_pb2.RoleBinding] = {}
+        self.cluster_role_bindings: dict[str, rbac_pb2.ClusterRoleBinding] = {}
+        self.synced = asyncio.Event()
+
+    # ------------------------------------------------------------ cache
+
+    def observe(self, event_type: str, obj: Message) -> None:
+        meta = obj.metadata  # type: ignore[attr-defined]
+        gone = event_type == "DELETED"
+        if isinstance(obj, rbac_pb2.Role):
+            self._put(self.roles, (meta.namespace, meta.name), obj, gone)
+        elif isinstance(obj, rbac_pb2.ClusterRole):
+            self._put(self.cluster_roles, meta.name, obj, gone)
+        elif isinstance(obj, rbac_pb2.RoleBinding):
+            self._put(self.role_bindings, (meta.namespace, meta.name), obj, gone)
+        elif isinstance(obj, rbac_pb2.ClusterRoleBinding):
+            self._put(self.cluster_role_bindings, meta.name, obj, gone)
+
+    def forget(self, kind: str) -> None:
+        tables: dict[str, dict[Any, Any]] = {
+            "Role": self.roles, "ClusterRole": self.cluster_roles,
+            "RoleBinding": self.role_bindings, "ClusterRoleBinding": self.cluster_role_bindings}
+        tables[kind].clear()
+
+    @staticmethod
+    def _put(table: dict[Any, Any], key: object, obj: Message, gone: bool) -> None:
+        if gone:
+            table.pop(key, None)
+        else:
+            table[key] = obj
+
+    # ------------------------------------------------------------ decisions
+
+    def rules_for(self, attrs: Attributes) -> Iterable[rbac_pb2.PolicyRule]:
+        """Every rule the caller holds that applies in the request's namespace."""
+        for binding in self.cluster_role_bindings.values():
+            if any(subject_matches(s, attrs) for s in binding.subjects):
+                role = self.cluster_roles.get(binding.role_ref.name)
+                if role is not None:
+                    yield from role.rules
+        if not attrs.namespace:
+            return
+        for (namespace, _), rb in self.role_bindings.items():
+            if namespace != attrs.namespace or not any(subject_matches(s, attrs) for s in rb.subjects):
+                continue
+            if rb.role_ref.kind == "ClusterRole":
+                cluster_role = self.cluster_roles.get(rb.role_ref.name)
+                if cluster_role is not None:
+                    yield from cluster_role.rules
+            else:
+                namespaced_role = self.roles.get((namespace, rb.role_ref.name))
+                if namespaced_role is not None:
+                    yield from namespaced_role.rules
+
+    def allowed(self, attrs: Attributes) -> bool:
+        if MASTERS in attrs.user.groups:
+            return True
+        return any(rule_allows(rule, attrs) for rule in self.rules_for(attrs))
+
+    def authorize(self, attrs: Attributes) -> None:
+        if self.allowed(attrs):
+            return
+        what = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+        scope = f' in the namespace "{attrs.namespace}"' if attrs.namespace else " at the cluster scope"
+        named = f' "{attrs.name}"' if attrs.name else ""
+        raise Forbidden(f'{what}{named} is forbidden: User "{attrs.user.name}" cannot {attrs.verb} resource '
+                        f'"{what}" in API group "{attrs.api_group}"{scope}')
+
+
+# ---------------------------------------------------------------- default policy
+
+def _rule(verbs: list[str], groups: list[str], resources: list[str]) -> rbac_pb2.PolicyRule:
+    return rbac_pb2.PolicyRule(verbs=verbs, api_groups=groups, resources=resources)
+
+
+READ = ["get", "list", "watch"]
+WRITE = ["create", "update", "patch", "delete", "deletecollection"]
+ALL_GROUPS = ["", "apps", "autoscaling", "coordination.k8s.io", "metrics.k8s.io"]
+WORKLOADS = ["pods", "services", "endpoints", "configmaps", "secrets", "replicasets", "deployments",
+             "horizontalpodautoscalers", "events", "leases"]
+
+
+def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
+    """The roles Kubernetes bootstraps, trimmed to the resources Flotilla serves."""
+    roles = {
+        "cluster-admin": [_rule(["*"], ["*"], ["*"])],
+        "admin": [_rule(READ + WRITE, ALL_GROUPS, [*WORKLOADS, "pods/status", "pods/binding"]),
+                  _rule(READ + WRITE, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"])],
+        "edit": [_rule(READ + WRITE, ALL_GROUPS, WORKLOADS)],
+        "view": [_rule(READ, ALL_GROUPS, [r for r in WORKLOADS if r != "secrets"] + ["podmetrics"])],
+        "system:kube-scheduler": [
+            _rule(READ, [""], ["pods", "nodes", "namespaces"]),
+            _rule(["create"], [""], ["pods/binding", "events"]),
+            _rule(["update", "patch"], [""], ["pods/status"]),
+            _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
+        "system:kube-controller-manager": [_rule(READ + WRITE, ["*"], ["*"])],
+        "system:node": [
+            _rule(READ, [""], ["pods", "services", "endpoints", "configmaps", "secrets", "nodes", "namespaces"]),
+            _rule(["create", "update", "patch"], [""], ["nodes", "nodes/status", "pods/status", "events"]),
+            _rule(["delete"], [""], ["pods"]),
+            _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"]),
+            _rule(["create", "update"], ["metrics.k8s.io"], ["podmetrics", "nodemetrics"])],
+        "system:kube-proxy": [_rule(READ, [""], ["services", "endpoints", "nodes"])],
+    }
+    out = []
+    for name, rules in roles.items():
+        role = rbac_pb2.ClusterRole(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole", rules=rules)
+        role.metadata.name = name
+        role.metadata.labels["kubernetes.io/bootstrapping"] = "rbac-defaults"
+        out.append(role)
+    return out
+
+
+def default_cluster_role_bindings() -> list[rbac_pb2.ClusterRoleBinding]:
+    pairs = [("cluster-admin", "Group", MASTERS),
+             ("system:kube-scheduler", "User", "system:kube-scheduler"),
+             ("system:kube-controller-manager", "User", "system:kube-controller-manager"),
+             ("system:node", "Group", "system:nodes"),
+             ("system:kube-proxy", "User", "system:kube-proxy")]
+    out = []
+    for role, kind, subject in pairs:
+        binding = rbac_pb2.ClusterRoleBinding(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRoleBinding")
+        binding.metadata.name = role
+        binding.metadata.labels["kubernetes.io/bootstrapping"] = "rbac-defaults"
+        binding.subjects.add(kind=kind, name=subject,
+                             api_group="rbac.authorization.k8s.io")
+        binding.role_ref.api_group = "rbac.authorization.k8s.io"
+        binding.role_ref.kind = "ClusterRole"
+        binding.role_ref.name = role
+        out.append(binding)
+    return out
+
+
+async def ensure_default_policy(registry: Registry) -> None:
+    """Create the default roles and bindings that are missing (never overwrite edits)."""
+    objects: list[Message] = [*default_cluster_roles(), *default_cluster_role_bindings()]
+    for obj in objects:
+        try:
+            await registry.create(kinds.for_message(obj), "", obj)
+        except AlreadyExists:
+            pass
+
+
+async def feed_from_registry(authorizer: RBACAuthorizer, registry: Registry) -> None:
+    """Keep the authoriser's cache current from the registry's own watches."""
+
+    async def follow(resource: str, first_sync: asyncio.Event) -> None:
+        kind = kinds.resolve(resource)
+        while True:
+            try:
+                items, revision, _, _ = await registry.list(kind, "")
+                authorizer.forget(kind.kind)  # a relist replaces what the cache held
+                for raw in items:
+                    obj = kind.message()
+                    obj.ParseFromString(raw)
+                    authorizer.observe("ADDED", obj)
+                first_sync.set()
+                async for event in registry.watch(kind, "", str(revision)):
+                    if event.type == "BOOKMARK":
+                        continue
+                    obj = kind.message()
+                    obj.ParseFromString(event.object)
+                    authorizer.observe(event.type, obj)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("RBAC watch on %s ended (%s); relisting", resource, exc)
+                await asyncio.sleep(1)
+
+    events = [asyncio.Event() for _ in RBAC_KINDS]
+    tasks = [asyncio.create_task(follow(r, e)) for r, e in zip(RBAC_KINDS, events, strict=True)]
+    await asyncio.gather(*(e.wait() for e in events))
+    authorizer.synced.set()
+    await asyncio.gather(*tasks)

@@ -1,0 +1,124 @@
+"""The cluster's PKI: a CA, the apiserver's serving certificate, and client certificates.
+
+Kubernetes identifies components by the certificates they present: the
+subject's CN is the user name and each O is a group (`system:masters` for
+admins, `system:nodes` for kubelets). The provisioner creates these with the
+`cryptography` library (no openssl shell-outs) and writes them as PEM files
+that the apiserver flags and kubeconfigs point at.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS = 3650
+CERT_DAYS = 365
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate and its private key, both PEM."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    def write(self, folder: Path, name: str) -> tuple[Path, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+        cert.write_bytes(self.cert_pem)
+        key.touch(mode=0o600)
+        key.write_bytes(self.key_pem)
+        return cert, key
+
+    @classmethod
+    def read(cls, folder: Path, name: str) -> KeyPair:
+        return cls((folder / f"{name}.crt").read_bytes(), (folder / f"{name}.key").read_bytes())
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    # P-256: small, fast handshakes, and supported by every gRPC TLS stack.
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock skew between nodes
+
+
+def create_ca(common_name: str = "flotilla-ca") -> KeyPair:
+    key = _new_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now()).not_valid_after(_now() + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _issue(ca: KeyPair, subject: x509.Name, *, server_names: list[str] | None = None,
+           client: bool = False, days: int = CERT_DAYS) -> KeyPair:
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = _new_key()
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now()).not_valid_after(_now() + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    if server_names:
+        sans: list[x509.GeneralName] = []
+        for entry in server_names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(entry)))
+            except ValueError:
+                sans.append(x509.DNSName(entry))
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def create_serving_cert(ca: KeyPair, common_name: str, names: list[str]) -> KeyPair:
+    """A server certificate valid for every name and address in `names` (its SANs)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return _issue(ca, subject, server_names=names)
+
+
+def create_client_cert(ca: KeyPair, user: str, groups: tuple[str, ...] = ()) -> KeyPair:
+    """A client certificate naming a user (CN) and their groups (one O each)."""
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    return _issue(ca, x509.Name(attrs), client=True)
+
+
+def identity_of(cert_pem: bytes) -> tuple[str, tuple[str, ...]]:
+    """(user, groups) a client certificate asserts: CN and the O attributes."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return (str(cns[0].value) if cns else "", tuple(str(o.value) for o in orgs))
