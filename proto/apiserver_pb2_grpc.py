@@ -74,6 +74,11 @@ class ApiServerStub:
                 request_serializer=proto_dot_apiserver__pb2.VersionRequest.SerializeToString,
                 response_deserializer=proto_dot_apiserver__pb2.VersionReply.FromString,
                 _registered_method=True)
+        self.ReviewAccess = channel.unary_unary(
+                '/flotilla.api.ApiServer/ReviewAccess',
+                request_serializer=proto_dot_apiserver__pb2.AccessReviewRequest.SerializeToString,
+                response_deserializer=proto_dot_apiserver__pb2.AccessReviewReply.FromString,
+                _registered_method=True)
 
 
 class ApiServerServicer:
@@ -130,6 +135,13 @@ class ApiServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReviewAccess(self, request, context):
+        """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +184,11 @@ def add_ApiServerServicer_to_server(servicer, server):
                     servicer.Version,
                     request_deserializer=proto_dot_apiserver__pb2.VersionRequest.FromString,
                     response_serializer=proto_dot_apiserver__pb2.VersionReply.SerializeToString,
+            ),
+            'ReviewAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewAccess,
+                    request_deserializer=proto_dot_apiserver__pb2.AccessReviewRequest.FromString,
+                    response_serializer=proto_dot_apiserver__pb2.AccessReviewReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,6 +407,33 @@ class ApiServer:
             '/flotilla.api.ApiServer/Version',
             proto_dot_apiserver__pb2.VersionRequest.SerializeToString,
             proto_dot_apiserver__pb2.VersionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.api.ApiServer/ReviewAccess',
+            proto_dot_apiserver__pb2.AccessReviewRequest.SerializeToString,
+            proto_dot_apiserver__pb2.AccessReviewReply.FromString,
             options,
             channel_credentials,
             insecure,

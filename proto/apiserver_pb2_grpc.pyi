@@ -46,6 +46,8 @@ class ApiServerStub:
     Bind: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.BindRequest, _apiserver_pb2.ObjectReply]
     """pods/binding: sets spec.nodeName of an unbound pod, exactly once."""
     Version: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]
+    ReviewAccess: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]
+    """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
 
 @_typing.type_check_only
 class ApiServerAsyncStub(ApiServerStub):
@@ -62,6 +64,8 @@ class ApiServerAsyncStub(ApiServerStub):
     Bind: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.BindRequest, _apiserver_pb2.ObjectReply]  # type: ignore[assignment]
     """pods/binding: sets spec.nodeName of an unbound pod, exactly once."""
     Version: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]  # type: ignore[assignment]
+    ReviewAccess: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]  # type: ignore[assignment]
+    """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
 
 class ApiServerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -123,5 +127,13 @@ class ApiServerServicer(metaclass=_abc_1.ABCMeta):
         request: _apiserver_pb2.VersionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_apiserver_pb2.VersionReply, _abc.Awaitable[_apiserver_pb2.VersionReply]]: ...
+
+    @_abc_1.abstractmethod
+    def ReviewAccess(
+        self,
+        request: _apiserver_pb2.AccessReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.AccessReviewReply, _abc.Awaitable[_apiserver_pb2.AccessReviewReply]]:
+        """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
 
 def add_ApiServerServicer_to_server(servicer: ApiServerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

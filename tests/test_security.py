@@ -137,3 +137,43 @@ async def _eventually(call: object, attempts: int = 50) -> None:
         except Forbidden:
             await asyncio.sleep(0.05)
     await call()  # type: ignore[operator]
+
+
+def test_kctl_can_i_and_create_rbac(secure_apiserver: SecureServer, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kctl.main import cli
+
+    admin = pki.create_client_cert(secure_apiserver.ca, "admin", ("system:masters",))
+    ca_file, _ = secure_apiserver.ca.write(tmp_path, "ca")
+    cert, key = admin.write(tmp_path, "admin")
+    config = tmp_path / "config"
+    config.write_text(f"""apiVersion: v1
+kind: Config
+current-context: c
+clusters: [{{name: c, cluster: {{server: "{secure_apiserver.secure}", certificate-authority: {ca_file}}}}}]
+users: [{{name: admin, user: {{client-certificate: {cert}, client-key: {key}}}}}]
+contexts: [{{name: c, context: {{cluster: c, user: admin, namespace: rbac-cli}}}}]
+""")
+    runner = CliRunner()
+
+    def kctl(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, ["--kubeconfig", str(config), *args])
+        return result.exit_code, result.output
+
+    assert kctl("create", "namespace", "rbac-cli")[0] == 0
+    assert kctl("auth", "can-i", "delete", "pods") == (0, "yes\n")
+    assert kctl("auth", "can-i", "list", "pods", "--as", "carol") == (1, "no\n")
+    code, out = kctl("create", "role", "pod-reader", "--verb=get,list", "--resource=pods")
+    assert code == 0 and "role.rbac.authorization.k8s.io/pod-reader created" in out
+    code, out = kctl("create", "rolebinding", "carol-reads", "--role=pod-reader", "--user=carol")
+    assert code == 0, out
+    import time
+
+    for _ in range(50):  # the binding reaches the authoriser through its watch
+        if kctl("auth", "can-i", "list", "pods", "--as", "carol")[1] == "yes\n":
+            break
+        time.sleep(0.05)
+    assert kctl("auth", "can-i", "list", "pods", "--as", "carol") == (0, "yes\n")
+    assert kctl("auth", "can-i", "delete", "pods", "--as", "carol") == (1, "no\n")
+    assert kctl("create", "rolebinding", "broken", "--user=carol")[0] == 1

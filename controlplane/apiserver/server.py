@@ -15,10 +15,18 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from controlplane.apiserver.auth import AlwaysAllow, Attributes, Authenticator, Authorizer, LoopbackAuthenticator
+from controlplane.apiserver.auth import (
+    AUTHENTICATED,
+    AlwaysAllow,
+    Attributes,
+    Authenticator,
+    Authorizer,
+    LoopbackAuthenticator,
+    UserInfo,
+)
 from controlplane.apiserver.registry import Registry
 from proto import apiserver_pb2, apiserver_pb2_grpc, kinds
-from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest
+from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Forbidden
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +148,27 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             self._admit(context, "create", "pods", request.namespace, request.binding.metadata.name, "binding")
             pod = await self.registry.bind(request.namespace, request.binding)
             return apiserver_pb2.ObjectReply(object=pod.SerializeToString())
+        return await self._serve(context, run)
+
+    async def ReviewAccess(self, request: apiserver_pb2.AccessReviewRequest, context: grpc.aio.ServicerContext
+                           ) -> apiserver_pb2.AccessReviewReply:
+        async def run() -> apiserver_pb2.AccessReviewReply:
+            caller = self.authenticator.authenticate(context)
+            subject = caller
+            if request.user and request.user != caller.name:
+                # Asking about someone else is a SubjectAccessReview: reviewers only.
+                self.authorizer.authorize(Attributes(caller, "create", "subjectaccessreviews",
+                                                     api_group="authorization.k8s.io"))
+                subject = UserInfo(request.user, (*request.groups, AUTHENTICATED))
+            resource, _, subresource = request.resource.partition("/")
+            kind = kinds.resolve(resource)
+            attrs = Attributes(subject, request.verb, kind.resource, request.namespace if kind.namespaced else "",
+                               request.name, subresource, kind.group)
+            try:
+                self.authorizer.authorize(attrs)
+            except Forbidden as denied:
+                return apiserver_pb2.AccessReviewReply(allowed=False, reason=str(denied), user=subject.name)
+            return apiserver_pb2.AccessReviewReply(allowed=True, user=subject.name)
         return await self._serve(context, run)
 
     async def Version(self, request: apiserver_pb2.VersionRequest, context: grpc.aio.ServicerContext

@@ -10,6 +10,7 @@ from kctl.commands.describe import describe
 from kctl.commands.get import get
 from kctl.commands.info import api_resources, version
 from kctl.commands.metadata import annotate, label
+from kctl.commands.rbac import auth  # also adds `create role|clusterrole|rolebinding|clusterrolebinding`
 
 COMMANDS: tuple[click.Command, ...] = (get, describe, apply, create, delete, label, annotate,
-                                       api_resources, version)
+                                       api_resources, version, auth)

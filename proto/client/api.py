@@ -215,6 +215,14 @@ class Client:
             namespace=pod.metadata.namespace, binding=binding))
         return _decode(core_pb2.Pod, reply.object)
 
+    async def review_access(self, verb: str, resource: str, namespace: str = "", name: str = "", *,
+                            user: str = "", groups: tuple[str, ...] = ()) -> apiserver_pb2.AccessReviewReply:
+        """May the caller (or `user`) do `verb` on `resource`? (`kctl auth can-i`)"""
+        reply: apiserver_pb2.AccessReviewReply = await self._call(
+            self._stub.ReviewAccess, apiserver_pb2.AccessReviewRequest(
+                verb=verb, resource=resource, namespace=namespace, name=name, user=user, groups=groups))
+        return reply
+
     async def version(self) -> apiserver_pb2.VersionReply:
         reply: apiserver_pb2.VersionReply = await self._call(self._stub.Version, apiserver_pb2.VersionRequest())
         return reply
