@@ -21,6 +21,7 @@ class SecureServer:
     secure: str  # mTLS port
     tokens: str  # bearer-token port
     ca: pki.KeyPair
+    audit_log: Path
 
     def client_as(self, user: str, *groups: str) -> Client:
         cert = pki.create_client_cert(self.ca, user, groups)
@@ -43,8 +44,9 @@ def secure_apiserver(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> It
     server = start_apiserver(etcd.url, folder, extra=[
         "--secure-listen", secure, "--token-listen", tokens, "--tls-cert-file", str(crt),
         "--tls-private-key-file", str(key), "--client-ca-file", str(ca_crt),
-        "--token-auth-file", str(folder / "tokens.csv"), "--authorization-mode", "RBAC"])
-    yield SecureServer(secure, tokens, ca)
+        "--token-auth-file", str(folder / "tokens.csv"), "--authorization-mode", "RBAC",
+        "--audit-log-path", str(folder / "audit" / "audit.log")])
+    yield SecureServer(secure, tokens, ca, folder / "audit" / "audit.log")
     server.process.stop()
 
 
@@ -177,3 +179,24 @@ contexts: [{{name: c, context: {{cluster: c, user: admin, namespace: rbac-cli}}}
     assert kctl("auth", "can-i", "list", "pods", "--as", "carol") == (0, "yes\n")
     assert kctl("auth", "can-i", "delete", "pods", "--as", "carol") == (1, "no\n")
     assert kctl("create", "rolebinding", "broken", "--user=carol")[0] == 1
+
+
+async def test_audit_log_records_each_mutating_request(secure_apiserver: SecureServer) -> None:
+    import json
+
+    async with secure_apiserver.client_as("admin", "system:masters") as admin:
+        await make_namespace(admin, "audited")
+        await admin.create(pod("audited-pod", "audited"))
+        await admin.list(core_pb2.Pod, "audited")  # a read: not audited
+        await admin.delete(core_pb2.Pod, "audited-pod", "audited")
+    async with secure_apiserver.client_as("mallory") as mallory:
+        with pytest.raises(Forbidden):
+            await mallory.create(pod("sneaky", "audited"))
+    records = [json.loads(line) for line in secure_apiserver.audit_log.read_text().splitlines()]
+    mine = [(r["user"], r["verb"], r["resource"], r["name"], r["result"]) for r in records
+            if r["namespace"] == "audited"]
+    assert ("admin", "create", "pods", "audited-pod", "OK") in mine
+    assert ("admin", "delete", "pods", "audited-pod", "OK") in mine
+    assert ("mallory", "create", "pods", "sneaky", "Forbidden") in mine
+    assert all(r["verb"] != "list" for r in records)
+    assert all(r["latencyMs"] >= 0 for r in records)

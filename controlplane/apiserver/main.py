@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
     Authorizer,
@@ -60,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of etcd history to keep; 0 disables compaction")
     parser.add_argument("--bookmark-interval", type=float, default=30.0,
                         help="seconds of quiet before a watch gets a BOOKMARK")
+    parser.add_argument("--audit-log-path", default="", help="write one JSON line per mutating request here")
+    parser.add_argument("--audit-log-maxsize", type=int, default=100, help="MiB before the audit log rotates")
+    parser.add_argument("--audit-log-maxbackup", type=int, default=5, help="rotated audit files to keep")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -126,10 +130,14 @@ async def serve(opts: argparse.Namespace) -> None:
         background.append(asyncio.create_task(feed_from_registry(rbac, registry)))
         await asyncio.wait_for(rbac.synced.wait(), 30)
         authorizer = rbac
+    audit = None
+    if opts.audit_log_path:
+        audit = AuditLog(Path(opts.audit_log_path), max_bytes=opts.audit_log_maxsize * 1024 * 1024,
+                         backups=opts.audit_log_maxbackup)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     apiserver_pb2_grpc.add_ApiServerServicer_to_server(
         ApiService(registry, authenticator=authenticator, authorizer=authorizer,
-                   bookmark_interval=opts.bookmark_interval), server)
+                   bookmark_interval=opts.bookmark_interval, audit=audit), server)
     add_ports(server, opts)
     await server.start()
     background.append(asyncio.create_task(registry.watch_namespaces()))

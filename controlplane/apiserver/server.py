@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import platform
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AUTHENTICATED,
     AlwaysAllow,
@@ -35,6 +38,9 @@ BOOKMARK_INTERVAL = 30.0  # seconds of quiet before a watch gets a bookmark
 
 R = TypeVar("R")
 
+# The request being served by this task (each gRPC call runs in its own task).
+_request: ContextVar[Attributes | None] = ContextVar("flotilla_request", default=None)
+
 
 def _decode(kind: kinds.Kind, raw: bytes) -> Message:
     obj = kind.message()
@@ -53,25 +59,39 @@ async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
 
 class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     def __init__(self, registry: Registry, *, authenticator: Authenticator | None = None,
-                 authorizer: Authorizer | None = None, bookmark_interval: float = BOOKMARK_INTERVAL) -> None:
+                 authorizer: Authorizer | None = None, bookmark_interval: float = BOOKMARK_INTERVAL,
+                 audit: AuditLog | None = None) -> None:
         self.registry = registry
+        self.audit = audit
         self.authenticator = authenticator or LoopbackAuthenticator()
         self.authorizer = authorizer or AlwaysAllow()
         self.bookmark_interval = bookmark_interval
 
     async def _serve(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[R]]) -> R:
+        started = time.monotonic()
+        _request.set(None)
         try:
-            return await call()
+            result = await call()
         except ApiError as err:
+            self._audit(err.reason, started)
             await _abort(context, err)
             raise  # unreachable: abort raises
+        self._audit("OK", started)
+        return result
+
+    def _audit(self, result: str, started: float) -> None:
+        attrs = _request.get()
+        if self.audit is not None and attrs is not None:
+            self.audit.record(attrs, result, started)
 
     def _admit(self, context: grpc.aio.ServicerContext, verb: str, resource: str, namespace: str = "",
                name: str = "", subresource: str = "") -> kinds.Kind:
         kind = kinds.resolve(resource)
         user = self.authenticator.authenticate(context)
-        self.authorizer.authorize(Attributes(user, verb, kind.resource, namespace if kind.namespaced else "", name,
-                                             subresource, kind.group))
+        attrs = Attributes(user, verb, kind.resource, namespace if kind.namespaced else "", name, subresource,
+                           kind.group)
+        _request.set(attrs)  # for the audit record once the call ends
+        self.authorizer.authorize(attrs)
         return kind
 
     # ------------------------------------------------------------------ RPCs
@@ -79,9 +99,10 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     async def Create(self, request: apiserver_pb2.CreateRequest, context: grpc.aio.ServicerContext
                      ) -> apiserver_pb2.ObjectReply:
         async def run() -> apiserver_pb2.ObjectReply:
-            kind = self._admit(context, "create", request.resource, request.namespace)
-            obj = await self.registry.create(kind, request.namespace, _decode(kind, request.object),
-                                             dry_run=request.dry_run)
+            obj = _decode(kinds.resolve(request.resource), request.object)
+            kind = self._admit(context, "create", request.resource, request.namespace,
+                               obj.metadata.name)  # type: ignore[attr-defined]
+            obj = await self.registry.create(kind, request.namespace, obj, dry_run=request.dry_run)
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
 
