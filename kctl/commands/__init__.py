@@ -7,10 +7,12 @@ import click
 from kctl.commands.apply import apply, create
 from kctl.commands.delete import delete
 from kctl.commands.describe import describe
+from kctl.commands.etcd import etcd
 from kctl.commands.get import get
 from kctl.commands.info import api_resources, version
 from kctl.commands.metadata import annotate, label
 from kctl.commands.rbac import auth  # also adds `create role|clusterrole|rolebinding|clusterrolebinding`
+from kctl.commands.workloads import COMMANDS as WORKLOADS  # also adds `create deployment`
 
 COMMANDS: tuple[click.Command, ...] = (get, describe, apply, create, delete, label, annotate,
-                                       api_resources, version, auth)
+                                       api_resources, version, auth, etcd, *WORKLOADS)
