@@ -21,9 +21,9 @@ async def _create_objects(address: str) -> dict[str, str]:
         await client.create(ns)
         uids = {}
         for i in range(5):
-            pod = manifest.from_dict({"apiVersion": "v1", "kind": "Pod",
+            pod: core_pb2.Pod = manifest.from_dict({"apiVersion": "v1", "kind": "Pod",
                                       "metadata": {"name": f"p{i}", "namespace": "precious"},
-                                      "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+                                      "spec": {"containers": [{"name": "c", "image": "busybox"}]}})  # type: ignore[assignment]
             created = await client.create(pod)
             uids[created.metadata.name] = created.metadata.uid
         return uids
