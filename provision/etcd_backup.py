@@ -24,7 +24,7 @@ async def save(etcd_url: str, path: Path) -> tuple[int, str]:
     partial = path.with_name(path.name + ".part")
     # A CLI's one job: blocking file writes between stream chunks cost nothing here.
     async with aetcd.Client(host=parsed.hostname or "127.0.0.1", port=parsed.port or 2379, timeout=600) as etcd:
-        with partial.open("wb") as out:  # noqa: ASYNC230
+        with partial.open("wb") as out:
             await etcd.snapshot(out)
     return _finish(partial, path, etcd_url)
 
