@@ -141,6 +141,7 @@ async def serve(opts: argparse.Namespace) -> None:
     add_ports(server, opts)
     await server.start()
     background.append(asyncio.create_task(registry.watch_namespaces()))
+    background.append(asyncio.create_task(registry.watch_admission_policy()))
     if opts.compaction_interval > 0:
         background.append(asyncio.create_task(registry.compact_forever(opts.compaction_interval)))
     log.info("serving on %s, etcd %s, authorization %s",

@@ -13,6 +13,7 @@ watching its own registry, so an authorisation check costs no etcd read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -203,32 +204,10 @@ async def ensure_default_policy(registry: Registry) -> None:
 
 async def feed_from_registry(authorizer: RBACAuthorizer, registry: Registry) -> None:
     """Keep the authoriser's cache current from the registry's own watches."""
-
-    async def follow(resource: str, first_sync: asyncio.Event) -> None:
-        kind = kinds.resolve(resource)
-        while True:
-            try:
-                items, revision, _, _ = await registry.list(kind, "")
-                authorizer.forget(kind.kind)  # a relist replaces what the cache held
-                for raw in items:
-                    obj = kind.message()
-                    obj.ParseFromString(raw)
-                    authorizer.observe("ADDED", obj)
-                first_sync.set()
-                async for event in registry.watch(kind, "", str(revision)):
-                    if event.type == "BOOKMARK":
-                        continue
-                    obj = kind.message()
-                    obj.ParseFromString(event.object)
-                    authorizer.observe(event.type, obj)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("RBAC watch on %s ended (%s); relisting", resource, exc)
-                await asyncio.sleep(1)
-
-    events = [asyncio.Event() for _ in RBAC_KINDS]
-    tasks = [asyncio.create_task(follow(r, e)) for r, e in zip(RBAC_KINDS, events, strict=True)]
-    await asyncio.gather(*(e.wait() for e in events))
+    synced = [asyncio.Event() for _ in RBAC_KINDS]
+    tasks = [asyncio.create_task(registry.mirror(
+                 kind, authorizer.observe, functools.partial(authorizer.forget, kind.kind), done))
+             for kind, done in zip(map(kinds.resolve, RBAC_KINDS), synced, strict=True)]
+    await asyncio.gather(*(e.wait() for e in synced))
     authorizer.synced.set()
     await asyncio.gather(*tasks)

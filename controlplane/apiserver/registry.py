@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from google.protobuf.message import Message
 
+from controlplane.apiserver.admission import QUOTA_KIND, Admission, quota_status
+from controlplane.apiserver.allocators import ServiceAllocator
 from controlplane.apiserver.defaults import apply_defaults
 from controlplane.apiserver.memory import MemoryStore
 from controlplane.apiserver.storage import Change, Storage, Stored, prefix_end
@@ -86,6 +91,8 @@ class Registry:
         # (create), falling back to etcd on a miss so a just-created namespace works.
         self._namespaces: dict[str, bool] = {}  # name -> terminating
         self.memory = MemoryStore()  # metrics.k8s.io reports (kinds with in_memory=True)
+        self.allocator = ServiceAllocator(storage)  # Services' clusterIPs and node ports, in etcd
+        self.admission = Admission()  # LimitRange and ResourceQuota, fed by watch_admission_policy
 
     # ---------------------------------------------------------------- codec
 
@@ -177,13 +184,21 @@ class Registry:
             obj.ClearField("status")
             obj.status.phase = "Pending"  # type: ignore[attr-defined]
         apply_defaults(kind, obj)
+        if isinstance(obj, core_pb2.Pod):
+            self.admission.apply_limit_ranges(obj)
+        elif isinstance(obj, core_pb2.ResourceQuota):
+            obj.status.hard.clear()
+            obj.status.hard.update(obj.spec.hard)
         self._validate(kind, obj, None)
         await self._check_namespace(kind, meta.namespace)
-        if dry_run:
-            return obj
         key = _key(kind, meta.namespace, meta.name)
+        guard = (self.admission.quota_guard(obj, self._stored_pods, self._record_quota_usage, dry_run=dry_run)
+                 if isinstance(obj, core_pb2.Pod) else contextlib.nullcontext())
         try:
-            revision = await self.storage.create(key, self._encode(obj))
+            async with guard:
+                if dry_run:  # admitted, quota included, but not written
+                    return obj
+                revision = await self._store_new(kind, key, obj)
         except AlreadyExists:
             raise AlreadyExists(f'{_noun(kind)} "{meta.name}" already exists') from None
         meta.resource_version = str(revision)
@@ -309,7 +324,7 @@ class Registry:
             if dry_run:
                 return new
             try:
-                return await self._write(kind, new, stored.revision)
+                return await self._write_allocating(kind, old, new, stored.revision)
             except Conflict:
                 if wanted_version:
                     raise self._conflict(kind, meta.name) from None
@@ -368,12 +383,43 @@ class Registry:
             copy.ClearField("status")
         return copy.SerializeToString(deterministic=True)
 
+    # ---------------------------------------------------------------- allocations (Services)
+
+    async def _store_new(self, kind: kinds.Kind, key: bytes, obj: Message) -> int:
+        """Create the key; a Service first takes its clusterIP and node ports, given back if the create fails."""
+        if not isinstance(obj, core_pb2.Service):
+            return await self.storage.create(key, self._encode(obj))
+        allocation = await self.allocator.allocate(obj)
+        try:
+            return await self.storage.create(key, self._encode(obj))
+        except BaseException:
+            await self.allocator.release_keys(allocation.keys)
+            raise
+
+    async def _write_allocating(self, kind: kinds.Kind, old: Message, new: Message, expected_revision: int) -> Message:
+        """`_write` for updates: a Service takes what it newly needs and gives back what it dropped."""
+        if not isinstance(new, core_pb2.Service) or not isinstance(old, core_pb2.Service):
+            return await self._write(kind, new, expected_revision)
+        allocation = await self.allocator.allocate(new, old)
+        try:
+            written = await self._write(kind, new, expected_revision)
+        except BaseException:
+            await self.allocator.release_keys(allocation.keys)
+            raise
+        await self.allocator.release(old, keep=new)
+        return written
+
+    async def _release(self, kind: kinds.Kind, obj: Message) -> None:
+        if isinstance(obj, core_pb2.Service):
+            await self.allocator.release(obj)
+
     async def _write(self, kind: kinds.Kind, new: Message, expected_revision: int) -> Message:
         """Store an updated object, or delete it once a terminating object has no finalizers."""
         meta = new.metadata  # type: ignore[attr-defined]
         key = _key(kind, meta.namespace, meta.name)
         if meta.HasField("deletion_timestamp") and not self._held(kind, new):
             revision = await self.storage.delete(key, expected_revision)
+            await self._release(kind, new)
             meta.resource_version = str(revision)
             if kind.kind == "Namespace":
                 self._note_namespace(new, gone=True)
@@ -437,6 +483,7 @@ class Registry:
                 if graceful:
                     return await self._write(kind, obj, stored.revision)
                 revision = await self.storage.delete(stored.key, stored.revision)
+                await self._release(kind, obj)
             except Conflict:
                 if resource_version:
                     raise self._conflict(kind, name) from None
@@ -584,21 +631,62 @@ class Registry:
 
     # ---------------------------------------------------------------- housekeeping
 
-    async def watch_namespaces(self) -> None:
-        """Keep the namespace cache current (a reconnecting watch, started at boot)."""
-        kind = kinds.resolve("namespaces")
+    async def mirror(self, kind: kinds.Kind, on_event: Callable[[str, Message], None],
+                     on_reset: Callable[[], None], synced: asyncio.Event | None = None) -> None:
+        """Feed an in-apiserver cache from this registry: list, then watch, relisting on failure.
+
+        The apiserver's own caches (namespaces, RBAC policy, admission policy) use
+        this instead of the client informers, since they live beside the registry.
+        `on_reset` empties the cache before each (re)list, so deletions missed while
+        the watch was down do not linger.
+        """
         while True:
             try:
-                async for event in self.watch(kind, "", ""):
-                    ns = core_pb2.Namespace()
-                    ns.ParseFromString(event.object)
-                    self._note_namespace(ns, gone=event.type == "DELETED")
+                items, revision, _, _ = await self.list(kind, "")
+                on_reset()
+                for raw in items:
+                    on_event("ADDED", _parse(kind, raw))
+                if synced is not None:
+                    synced.set()
+                async for event in self.watch(kind, "", str(revision)):
+                    if event.type != "BOOKMARK":
+                        on_event(event.type, _parse(kind, event.object))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the cache falls back to etcd meanwhile
-                log.warning("namespace watch ended (%s); restarting", exc)
-                self._namespaces.clear()
+            except Exception as exc:
+                log.warning("%s cache: watch ended (%s); relisting", kind.resource, exc)
                 await asyncio.sleep(1)
+
+    async def _stored_pods(self, namespace: str) -> Sequence[core_pb2.Pod]:
+        items, _, _, _ = await self.list(kinds.resolve("pods"), namespace)
+        pods = []
+        for raw in items:
+            pod = core_pb2.Pod()
+            pod.ParseFromString(raw)
+            pods.append(pod)
+        return pods
+
+    async def _record_quota_usage(self, quota: core_pb2.ResourceQuota, used: dict[str, Decimal]) -> None:
+        """Show the namespace's usage in the quota's status (display only: checks recount)."""
+        try:
+            await self.update(QUOTA_KIND, quota.metadata.namespace, quota_status(quota, used), subresource="status")
+        except (Conflict, NotFound) as exc:
+            log.info("quota %s/%s status not updated: %s", quota.metadata.namespace, quota.metadata.name, exc)
+
+    async def watch_admission_policy(self) -> None:
+        """Keep LimitRanges and ResourceQuotas current for admission."""
+        def forget(table: dict[tuple[str, str], Any]) -> Callable[[], None]:
+            return table.clear
+
+        await asyncio.gather(
+            self.mirror(kinds.resolve("limitranges"), self.admission.observe, forget(self.admission.limit_ranges)),
+            self.mirror(QUOTA_KIND, self.admission.observe, forget(self.admission.quotas)))
+
+    async def watch_namespaces(self) -> None:
+        """Keep the namespace cache current (the cache falls back to etcd on a miss)."""
+        await self.mirror(kinds.resolve("namespaces"),
+                          lambda event, ns: self._note_namespace(ns, gone=event == "DELETED"),
+                          self._namespaces.clear)
 
     async def compact_forever(self, interval: float) -> None:
         """Compact etcd history older than one interval (shared/notes/etcd.md, pitfall 4)."""
@@ -615,6 +703,13 @@ class Registry:
                 raise
             except Exception as exc:
                 log.warning("compaction failed: %s", exc)
+
+
+def _parse(kind: kinds.Kind, raw: bytes) -> Message:
+    """An object as the API serves it (resourceVersion already inside)."""
+    obj = kind.message()
+    obj.ParseFromString(raw)
+    return obj
 
 
 def _keep_service_allocations(new: core_pb2.Service, old: core_pb2.Service) -> None:
