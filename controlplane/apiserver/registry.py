@@ -302,7 +302,7 @@ class Registry:
     # ---------------------------------------------------------------- update
 
     async def update(self, kind: kinds.Kind, namespace: str, obj: Message, *, subresource: str = "",
-                     dry_run: bool = False) -> Message:
+                     dry_run: bool = False, admit: Callable[[Message], None] | None = None) -> Message:
         """Replace an object (or only its status); Conflict when resourceVersion is stale."""
         if subresource not in ("", "status"):
             raise BadRequest(f'unknown subresource "{subresource}"')
@@ -316,6 +316,8 @@ class Registry:
         wanted_version = meta.resource_version
         for _attempt in range(_CONFLICT_RETRIES):
             old, stored = await self._read(kind, namespace, meta.name)
+            if admit is not None:
+                admit(old)  # e.g. node restriction: only pods bound to the calling node
             if wanted_version and wanted_version != str(stored.revision):
                 raise self._conflict(kind, meta.name)
             new = self._merge_update(kind, old, obj, subresource)
@@ -461,7 +463,7 @@ class Registry:
 
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *, grace_period: int | None = None,
                      propagation_policy: str = "", uid: str = "", resource_version: str = "",
-                     dry_run: bool = False) -> Message:
+                     dry_run: bool = False, admit: Callable[[Message], None] | None = None) -> Message:
         if propagation_policy not in ("", "Background", "Foreground", "Orphan"):
             raise BadRequest(f'Unsupported value: "{propagation_policy}": supported values: '
                              '"Background", "Foreground", "Orphan"')
@@ -471,6 +473,8 @@ class Registry:
             return self.memory.get(kind, namespace, name) if dry_run else self.memory.delete(kind, namespace, name)
         for _attempt in range(_CONFLICT_RETRIES):
             obj, stored = await self._read(kind, namespace, name)
+            if admit is not None:
+                admit(obj)
             meta = obj.metadata  # type: ignore[attr-defined]
             if uid and meta.uid != uid:
                 raise Conflict(f'Precondition failed: UID in precondition: {uid}, UID in object meta: {meta.uid}')
