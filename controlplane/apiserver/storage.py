@@ -151,24 +151,21 @@ class Storage:
 
     async def update(self, key: bytes, value: bytes, expected_revision: int) -> int:
         """Replace a key only if it is still at `expected_revision`; Conflict otherwise."""
-        request = rpc.TxnRequest(
-            compare=[rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD,
-                                 mod_revision=expected_revision)],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))],
-            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key, count_only=True))])
-        reply = await self._rpc(lambda: self._etcd.kvstub.Txn(request))
-        if not reply.succeeded:
-            if reply.responses and reply.responses[0].response_range.count == 0:
-                raise NotFound(key.decode())
-            raise Conflict(key.decode())
-        return int(reply.header.revision)
+        return await self._if_unchanged(key, expected_revision, rpc.RequestOp(
+            request_put=rpc.PutRequest(key=key, value=value)))
 
     async def delete(self, key: bytes, expected_revision: int) -> int:
         """Delete a key only if it is still at `expected_revision`; Conflict otherwise."""
+        return await self._if_unchanged(key, expected_revision, rpc.RequestOp(
+            request_delete_range=rpc.DeleteRangeRequest(key=key)))
+
+    async def _if_unchanged(self, key: bytes, expected_revision: int, operation: Any) -> int:
+        """Run one write guarded by the key's mod revision: the heart of optimistic concurrency."""
         request = rpc.TxnRequest(
             compare=[rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD,
                                  mod_revision=expected_revision)],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+            success=[operation],
+            # On failure, tell "changed" (Conflict) from "gone" (NotFound).
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key, count_only=True))])
         reply = await self._rpc(lambda: self._etcd.kvstub.Txn(request))
         if not reply.succeeded:
