@@ -37,56 +37,11 @@ from provision.processes import ApiServer
 
 KCTL = str(Path(sys.executable).with_name("kctl"))
 
-# Verbatim from kubernetes.io: concepts/workloads/controllers/deployment, services-networking/service,
-# and pods/simple-pod.yaml.
-DEPLOYMENT = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nginx-deployment
-  labels:
-    app: nginx
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: nginx
-  template:
-    metadata:
-      labels:
-        app: nginx
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.14.2
-        ports:
-        - containerPort: 80
-"""
-SERVICE = """\
-apiVersion: v1
-kind: Service
-metadata:
-  name: my-service
-spec:
-  selector:
-    app.kubernetes.io/name: MyApp
-  ports:
-    - protocol: TCP
-      port: 80
-      targetPort: 9376
-"""
-POD = """\
-apiVersion: v1
-kind: Pod
-metadata:
-  name: nginx
-spec:
-  containers:
-  - name: nginx
-    image: nginx:1.14.2
-    ports:
-    - containerPort: 80
-"""
+# Verbatim from kubernetes.io (tests/manifests/README.md says where each comes from).
+MANIFESTS = Path(__file__).parent / "manifests"
+DEPLOYMENT = (MANIFESTS / "nginx-deployment.yaml").read_text()
+SERVICE = (MANIFESTS / "my-service.yaml").read_text()
+POD = (MANIFESTS / "simple-pod.yaml").read_text()
 
 Kctl = Callable[..., Result]
 

@@ -8,6 +8,7 @@ path and Kubernetes' wording, since that is what the user reads back.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,56 +21,11 @@ from proto import apps_pb2, autoscaling_pb2, core_pb2
 from proto.kinds import Kind, for_message
 from proto.manifest import from_dict
 
-NGINX_DEPLOYMENT = yaml.safe_load("""
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: nginx-deployment
-  labels:
-    app: nginx
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: nginx
-  template:
-    metadata:
-      labels:
-        app: nginx
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.14.2
-        ports:
-        - containerPort: 80
-""")
-
-MY_SERVICE = yaml.safe_load("""
-apiVersion: v1
-kind: Service
-metadata:
-  name: my-service
-spec:
-  selector:
-    app.kubernetes.io/name: MyApp
-  ports:
-    - protocol: TCP
-      port: 80
-      targetPort: 9376
-""")
-
-NGINX_POD = yaml.safe_load("""
-apiVersion: v1
-kind: Pod
-metadata:
-  name: nginx
-spec:
-  containers:
-  - name: nginx
-    image: nginx:1.14.2
-    ports:
-    - containerPort: 80
-""")
+# Verbatim from kubernetes.io (tests/manifests/README.md says where each comes from).
+MANIFESTS = Path(__file__).parent / "manifests"
+NGINX_DEPLOYMENT = yaml.safe_load((MANIFESTS / "nginx-deployment.yaml").read_text())
+MY_SERVICE = yaml.safe_load((MANIFESTS / "my-service.yaml").read_text())
+NGINX_POD = yaml.safe_load((MANIFESTS / "simple-pod.yaml").read_text())
 
 DNS1123_SUBDOMAIN_MSG = (
     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must "
