@@ -81,6 +81,7 @@ class Process:
 
 
 def wait_until(check: object, what: str, proc: Process, timeout: float = 20.0) -> None:
+    """Wait for `check()` to pass; a process that never gets there is killed, not leaked."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
@@ -91,6 +92,7 @@ def wait_until(check: object, what: str, proc: Process, timeout: float = 20.0) -
         except OSError:
             pass
         time.sleep(0.05)
+    proc.kill()
     raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{proc.tail()}")
 
 
@@ -128,7 +130,7 @@ def start_etcd(data_dir: Path, *, client_port: int = 0, peer_port: int = 0, log_
                    env={"ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")})
     proc.start()
     etcd = Etcd(data_dir, client_port, peer_port, proc)
-    wait_until(etcd.healthy, "etcd", proc)
+    wait_until(etcd.healthy, "etcd", proc, timeout=60)
     return etcd
 
 
@@ -151,5 +153,5 @@ def start_apiserver(etcd_url: str, log_dir: Path, *, port: int = 0, extra: list[
     proc = Process("apiserver", argv, log_dir / "apiserver.log")
     proc.start()
     server = ApiServer(address, proc)
-    wait_until(server.answers, "apiserver", proc)
+    wait_until(server.answers, "apiserver", proc, timeout=60)
     return server
