@@ -145,10 +145,12 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
     """The roles Kubernetes bootstraps, trimmed to the resources Flotilla serves."""
     roles = {
         "cluster-admin": [_rule(["*"], ["*"], ["*"])],
-        "admin": [_rule(READ + WRITE, ALL_GROUPS, [*WORKLOADS, "pods/status", "pods/binding"]),
+        "admin": [_rule(READ + WRITE, ALL_GROUPS, [*WORKLOADS, "pods/status", "pods/binding", "pods/log",
+                                                    "pods/exec"]),
                   _rule(READ + WRITE, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"])],
-        "edit": [_rule(READ + WRITE, ALL_GROUPS, WORKLOADS)],
-        "view": [_rule(READ, ALL_GROUPS, [r for r in WORKLOADS if r != "secrets"] + ["podmetrics"])],
+        "edit": [_rule(READ + WRITE, ALL_GROUPS, WORKLOADS), _rule(["create"], [""], ["pods/exec"]),
+                 _rule(READ, [""], ["pods/log"])],
+        "view": [_rule(READ, ALL_GROUPS, [*(r for r in WORKLOADS if r != "secrets"), "podmetrics", "pods/log"])],
         "system:kube-scheduler": [
             _rule(READ, [""], ["pods", "nodes", "namespaces"]),
             _rule(["create"], [""], ["pods/binding", "events"]),
