@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from proto import apiserver_pb2 as proto_dot_apiserver__pb2
+from proto import kubelet_pb2 as proto_dot_kubelet__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -79,6 +80,16 @@ class ApiServerStub:
                 request_serializer=proto_dot_apiserver__pb2.AccessReviewRequest.SerializeToString,
                 response_deserializer=proto_dot_apiserver__pb2.AccessReviewReply.FromString,
                 _registered_method=True)
+        self.Logs = channel.unary_stream(
+                '/flotilla.api.ApiServer/Logs',
+                request_serializer=proto_dot_kubelet__pb2.LogsRequest.SerializeToString,
+                response_deserializer=proto_dot_kubelet__pb2.LogChunk.FromString,
+                _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/flotilla.api.ApiServer/Exec',
+                request_serializer=proto_dot_kubelet__pb2.ExecRequest.SerializeToString,
+                response_deserializer=proto_dot_kubelet__pb2.ExecReply.FromString,
+                _registered_method=True)
 
 
 class ApiServerServicer:
@@ -142,6 +153,19 @@ class ApiServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logs(self, request, context):
+        """pods/log and pods/exec: forwarded to the kubelet of the pod's node (kctl logs, kctl exec).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Exec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -189,6 +213,16 @@ def add_ApiServerServicer_to_server(servicer, server):
                     servicer.ReviewAccess,
                     request_deserializer=proto_dot_apiserver__pb2.AccessReviewRequest.FromString,
                     response_serializer=proto_dot_apiserver__pb2.AccessReviewReply.SerializeToString,
+            ),
+            'Logs': grpc.unary_stream_rpc_method_handler(
+                    servicer.Logs,
+                    request_deserializer=proto_dot_kubelet__pb2.LogsRequest.FromString,
+                    response_serializer=proto_dot_kubelet__pb2.LogChunk.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=proto_dot_kubelet__pb2.ExecRequest.FromString,
+                    response_serializer=proto_dot_kubelet__pb2.ExecReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +468,60 @@ class ApiServer:
             '/flotilla.api.ApiServer/ReviewAccess',
             proto_dot_apiserver__pb2.AccessReviewRequest.SerializeToString,
             proto_dot_apiserver__pb2.AccessReviewReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flotilla.api.ApiServer/Logs',
+            proto_dot_kubelet__pb2.LogsRequest.SerializeToString,
+            proto_dot_kubelet__pb2.LogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.api.ApiServer/Exec',
+            proto_dot_kubelet__pb2.ExecRequest.SerializeToString,
+            proto_dot_kubelet__pb2.ExecReply.FromString,
             options,
             channel_credentials,
             insecure,

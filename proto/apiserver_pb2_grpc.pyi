@@ -9,6 +9,7 @@ protobuf bytes of the message named by the resource (see proto/kinds.py).
 from collections import abc as _abc
 from grpc import aio as _aio
 from proto import apiserver_pb2 as _apiserver_pb2
+from proto import kubelet_pb2 as _kubelet_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -48,6 +49,9 @@ class ApiServerStub:
     Version: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]
     ReviewAccess: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]
     """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
+    Logs: _grpc.UnaryStreamMultiCallable[_kubelet_pb2.LogsRequest, _kubelet_pb2.LogChunk]
+    """pods/log and pods/exec: forwarded to the kubelet of the pod's node (kctl logs, kctl exec)."""
+    Exec: _grpc.UnaryUnaryMultiCallable[_kubelet_pb2.ExecRequest, _kubelet_pb2.ExecReply]
 
 @_typing.type_check_only
 class ApiServerAsyncStub(ApiServerStub):
@@ -66,6 +70,9 @@ class ApiServerAsyncStub(ApiServerStub):
     Version: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]  # type: ignore[assignment]
     ReviewAccess: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]  # type: ignore[assignment]
     """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
+    Logs: _aio.UnaryStreamMultiCallable[_kubelet_pb2.LogsRequest, _kubelet_pb2.LogChunk]  # type: ignore[assignment]
+    """pods/log and pods/exec: forwarded to the kubelet of the pod's node (kctl logs, kctl exec)."""
+    Exec: _aio.UnaryUnaryMultiCallable[_kubelet_pb2.ExecRequest, _kubelet_pb2.ExecReply]  # type: ignore[assignment]
 
 class ApiServerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -135,5 +142,20 @@ class ApiServerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_apiserver_pb2.AccessReviewReply, _abc.Awaitable[_apiserver_pb2.AccessReviewReply]]:
         """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
+
+    @_abc_1.abstractmethod
+    def Logs(
+        self,
+        request: _kubelet_pb2.LogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kubelet_pb2.LogChunk], _abc.AsyncIterator[_kubelet_pb2.LogChunk]]:
+        """pods/log and pods/exec: forwarded to the kubelet of the pod's node (kctl logs, kctl exec)."""
+
+    @_abc_1.abstractmethod
+    def Exec(
+        self,
+        request: _kubelet_pb2.ExecRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kubelet_pb2.ExecReply, _abc.Awaitable[_kubelet_pb2.ExecReply]]: ...
 
 def add_ApiServerServicer_to_server(servicer: ApiServerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

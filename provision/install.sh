@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(etcd-server etcd-client python3-venv python3-dev)
+APT_PACKAGES=(etcd-server etcd-client python3-venv python3-dev
+  # the node agent: container runtime, CNI plugins, base image contents, pause built with gcc
+  containerd runc containernetworking-plugins busybox-static iproute2 nftables gcc libc6-dev
+  # the proxy's LoadBalancer announcer: gratuitous ARP
+  iputils-arping)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -200,3 +200,52 @@ async def test_audit_log_records_each_mutating_request(secure_apiserver: SecureS
     assert ("mallory", "create", "pods", "sneaky", "Forbidden") in mine
     assert all(r["verb"] != "list" for r in records)
     assert all(r["latencyMs"] >= 0 for r in records)
+
+
+async def test_node_credentials_reach_only_their_own_node(secure_apiserver: SecureServer) -> None:
+    from proto import coordination_pb2, manifest
+
+    async with secure_apiserver.client_as("admin", "system:masters") as admin:
+        await make_namespace(admin, "noderes")
+        for name, node, secret in (("mine", "n1", "used"), ("theirs", "n2", "")):
+            p = pod(name, "noderes")
+            p.spec.node_name = node
+            if secret:
+                p.spec.volumes.add(name="s").secret.secret_name = secret
+                p.spec.containers[0].volume_mounts.add(name="s", mount_path="/s")
+            await admin.create(p)
+        for secret in ("used", "unused"):
+            await admin.create(manifest.from_dict({"apiVersion": "v1", "kind": "Secret",
+                                                   "metadata": {"name": secret, "namespace": "noderes"},
+                                                   "stringData": {"k": "v"}}))
+    async with secure_apiserver.client_as("system:node:n1", "system:nodes") as n1:
+        mine = await n1.get(core_pb2.Pod, "mine", "noderes")
+        mine.status.phase = "Running"
+        assert (await n1.update_status(mine)).status.phase == "Running"
+        theirs = await n1.get(core_pb2.Pod, "theirs", "noderes")
+        theirs.status.phase = "Failed"
+        with pytest.raises(Forbidden, match="not bound to node n1"):
+            await n1.update_status(theirs)
+        with pytest.raises(Forbidden, match="not bound to node n1"):
+            await n1.delete(core_pb2.Pod, "theirs", "noderes", grace_period_seconds=0)
+        with pytest.raises(Forbidden, match='cannot update resource "pods"'):
+            await n1.update(mine)  # only the status subresource is a node's
+        assert (await n1.get(core_pb2.Secret, "used", "noderes")).data["k"] == b"v"
+        with pytest.raises(Forbidden, match="no pod bound to node n1 uses it"):
+            await n1.get(core_pb2.Secret, "unused", "noderes")
+        with pytest.raises(Forbidden):
+            await n1.list(core_pb2.Secret, "noderes")
+        own = core_pb2.Node(api_version="v1", kind="Node")
+        own.metadata.name = "n1"
+        await n1.create(own)
+        other = core_pb2.Node(api_version="v1", kind="Node")
+        other.metadata.name = "n2"
+        with pytest.raises(Forbidden, match="its own Node"):
+            await n1.create(other)
+        lease = coordination_pb2.Lease(api_version="coordination.k8s.io/v1", kind="Lease")
+        lease.metadata.name, lease.metadata.namespace = "n1", "kube-node-lease"
+        lease.spec.holder_identity = "n1"
+        await n1.create(lease)
+        lease.metadata.name = "n2"
+        with pytest.raises(Forbidden, match="its own Lease"):
+            await n1.create(lease)

@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from controlplane.apiserver import noderestriction
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AUTHENTICATED,
@@ -27,8 +28,9 @@ from controlplane.apiserver.auth import (
     LoopbackAuthenticator,
     UserInfo,
 )
+from controlplane.apiserver.proxy import KubeletProxy
 from controlplane.apiserver.registry import Registry
-from proto import apiserver_pb2, apiserver_pb2_grpc, kinds
+from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds, kubelet_pb2
 from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Forbidden
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
         self.authenticator = authenticator or LoopbackAuthenticator()
         self.authorizer = authorizer or AlwaysAllow()
         self.bookmark_interval = bookmark_interval
+        self.kubelets = KubeletProxy(registry)
 
     async def _serve(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[R]]) -> R:
         started = time.monotonic()
@@ -92,7 +95,27 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
                            kind.group)
         _request.set(attrs)  # for the audit record once the call ends
         self.authorizer.authorize(attrs)
+        node = noderestriction.node_of(user)
+        if node is not None:
+            noderestriction.check_request(node, attrs)
         return kind
+
+    def _stored_object_check(self) -> Callable[[Message], None] | None:
+        """For a node's request, the check of the stored object it would change."""
+        attrs = _request.get()
+        node = noderestriction.node_of(attrs.user) if attrs is not None else None
+        if attrs is None or node is None or attrs.resource != "pods":
+            return None
+        return lambda stored: noderestriction.check_stored_pod(node, attrs, stored)
+
+    async def _pods_on(self, node: str) -> list[core_pb2.Pod]:
+        items, _, _, _ = await self.registry.list(kinds.resolve("pods"), "", field_selector=f"spec.nodeName={node}")
+        pods = []
+        for raw in items:
+            pod = core_pb2.Pod()
+            pod.ParseFromString(raw)
+            pods.append(pod)
+        return pods
 
     # ------------------------------------------------------------------ RPCs
 
@@ -110,6 +133,10 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
                   ) -> apiserver_pb2.ObjectReply:
         async def run() -> apiserver_pb2.ObjectReply:
             kind = self._admit(context, "get", request.resource, request.namespace, request.name)
+            attrs, node = _request.get(), None
+            if attrs is not None and (node := noderestriction.node_of(attrs.user)) is not None \
+                    and kind.resource in ("secrets", "configmaps"):
+                noderestriction.check_reference(node, attrs, await self._pods_on(node))
             obj = await self.registry.get(kind, request.namespace, request.name)
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
@@ -135,7 +162,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             self._admit(context, "update", request.resource, request.namespace,
                         obj.metadata.name, request.subresource)  # type: ignore[attr-defined]
             updated = await self.registry.update(kind, request.namespace, obj, subresource=request.subresource,
-                                                 dry_run=request.dry_run)
+                                                 dry_run=request.dry_run, admit=self._stored_object_check())
             return apiserver_pb2.ObjectReply(object=updated.SerializeToString())
         return await self._serve(context, run)
 
@@ -147,7 +174,8 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             obj = await self.registry.delete(
                 kind, request.namespace, request.name, grace_period=grace,
                 propagation_policy=request.propagation_policy, uid=request.uid,
-                resource_version=request.resource_version, dry_run=request.dry_run)
+                resource_version=request.resource_version, dry_run=request.dry_run,
+                admit=self._stored_object_check())
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
 
@@ -199,3 +227,27 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
                 git_version=VERSION, etcd_version=await self.registry.storage.etcd_version(),
                 platform=f"{platform.system().lower()}/{platform.machine()}")
         return await self._serve(context, run)
+
+    # ------------------------------------------------------------------ node proxies (proxy.py)
+
+    async def Logs(self, request: kubelet_pb2.LogsRequest, context: grpc.aio.ServicerContext
+                   ) -> AsyncIterator[kubelet_pb2.LogChunk]:
+        try:
+            self._admit(context, "get", "pods", request.namespace, request.pod, "log")
+            async for chunk in self.kubelets.logs(request):
+                yield chunk
+        except ApiError as err:
+            await _abort(context, err)
+        except grpc.aio.AioRpcError as err:
+            await context.abort(err.code(), err.details() or "")
+
+    async def Exec(self, request: kubelet_pb2.ExecRequest, context: grpc.aio.ServicerContext
+                   ) -> kubelet_pb2.ExecReply:
+        async def run() -> kubelet_pb2.ExecReply:
+            self._admit(context, "create", "pods", request.namespace, request.pod, "exec")
+            return await self.kubelets.exec(request)
+        try:
+            return await self._serve(context, run)
+        except grpc.aio.AioRpcError as err:
+            await context.abort(err.code(), err.details() or "")
+            raise  # unreachable: abort raises

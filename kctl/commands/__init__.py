@@ -11,8 +11,11 @@ from kctl.commands.etcd import etcd
 from kctl.commands.get import get
 from kctl.commands.info import api_resources, version
 from kctl.commands.metadata import annotate, label
+from kctl.commands.nodes import cordon, drain, taint, uncordon
+from kctl.commands.pods import exec_, logs
 from kctl.commands.rbac import auth  # also adds `create role|clusterrole|rolebinding|clusterrolebinding`
 from kctl.commands.workloads import COMMANDS as WORKLOADS  # also adds `create deployment`
 
 COMMANDS: tuple[click.Command, ...] = (get, describe, apply, create, delete, label, annotate,
-                                       api_resources, version, auth, etcd, *WORKLOADS)
+                                       api_resources, version, auth, etcd, *WORKLOADS, logs, exec_,
+                                       cordon, uncordon, drain, taint)

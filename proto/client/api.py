@@ -7,14 +7,15 @@ here once. Failures arrive as `proto.errors.ApiError` subclasses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds
+from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds, kubelet_pb2
 from proto.errors import ApiError, from_rpc_error
 
 M = TypeVar("M", bound=Message)
@@ -192,16 +193,10 @@ class Client:
             resource=kind.resource, namespace=namespace if kind.namespaced else "",
             label_selector=label_selector, field_selector=field_selector,
             resource_version=resource_version, allow_bookmarks=allow_bookmarks), metadata=self._metadata)
-        try:
-            async for event in call:
+        async with aclosing(_stream(call)) as events:  # closing the watch cancels the call at once
+            async for event in events:
                 obj = _decode(cls, event.object) if event.type != "BOOKMARK" else None
                 yield WatchEvent(event.type, obj, event.resource_version)
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise from_rpc_error(err) from None
-        finally:
-            call.cancel()
 
     async def bind(self, pod: core_pb2.Pod, node_name: str) -> core_pb2.Pod:
         """Bind a pod to a node (the scheduler's one write); Conflict if already bound."""
@@ -223,6 +218,27 @@ class Client:
                 verb=verb, resource=resource, namespace=namespace, name=name, user=user, groups=groups))
         return reply
 
+    async def logs(self, namespace: str, pod: str, container: str = "", *, follow: bool = False,
+                   tail_lines: int | None = None, previous: bool = False,
+                   timestamps: bool = False) -> AsyncIterator[bytes]:
+        """A container's log (pods/log, served by the pod's kubelet), in chunks of whole lines."""
+        request = kubelet_pb2.LogsRequest(namespace=namespace, pod=pod, container=container, follow=follow,
+                                          previous=previous, timestamps=timestamps)
+        if tail_lines is not None:
+            request.tail_lines = tail_lines
+        call = self._stub.Logs(request, metadata=self._metadata, timeout=None if follow else self.timeout)
+        async with aclosing(_stream(call)) as chunks:
+            async for chunk in chunks:
+                yield chunk.data
+
+    async def exec(self, namespace: str, pod: str, command: Sequence[str], container: str = "", *,
+                   timeout: int = 0) -> kubelet_pb2.ExecReply:
+        """Run a command in a container and wait for it (pods/exec, served by the pod's kubelet)."""
+        request = kubelet_pb2.ExecRequest(namespace=namespace, pod=pod, container=container, command=command,
+                                          timeout_seconds=timeout)
+        reply: kubelet_pb2.ExecReply = await self._call(self._stub.Exec, request, timeout=(timeout or 60) + 15)
+        return reply
+
     async def version(self) -> apiserver_pb2.VersionReply:
         reply: apiserver_pb2.VersionReply = await self._call(self._stub.Version, apiserver_pb2.VersionRequest())
         return reply
@@ -233,6 +249,19 @@ class Client:
             await self._channel.channel_ready() if timeout <= 0 else await _wait(self._channel, timeout)
         except TimeoutError as exc:
             raise ApiError(f"the apiserver at {self.server} did not answer within {timeout:.0f}s") from exc
+
+
+async def _stream(call: Any) -> AsyncGenerator[Any, None]:
+    """The messages of a server-streaming call; ends quietly when cancelled, raises ApiErrors otherwise."""
+    try:
+        async for message in call:
+            yield message
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.CANCELLED:
+            return
+        raise from_rpc_error(err) from None
+    finally:
+        call.cancel()
 
 
 async def _wait(channel: grpc.aio.Channel, timeout: float) -> None:

@@ -1,0 +1,190 @@
+"""`flotilla-controller-manager`: runs every controller, while it holds the leader Lease.
+
+    flotilla-controller-manager --server 127.0.0.1:6443 [--node-monitor-grace-period 40s]
+
+One process, one apiserver connection, one `InformerFactory` shared by all
+controllers (so pods are listed and watched once, not once per controller),
+and one event recorder. Nothing starts until this copy is the leader
+(`leaderelection.py`); a copy that loses the Lease exits, so a supervisor
+restarts it as a standby, as kube-controller-manager does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlplane.controllers.base import Controller
+from controlplane.controllers.deployment import DeploymentController
+from controlplane.controllers.endpoints import EndpointsController
+from controlplane.controllers.events import EventRecorder
+from controlplane.controllers.garbagecollector import GarbageCollector
+from controlplane.controllers.hpa import HorizontalPodAutoscalerController
+from controlplane.controllers.leaderelection import LeaderElectionConfig, LeaderElector
+from controlplane.controllers.namespace import NamespaceController
+from controlplane.controllers.nodeipam import NodeIpamController
+from controlplane.controllers.nodelifecycle import NodeLifecycleController
+from controlplane.controllers.podgc import PodGarbageCollector
+from controlplane.controllers.replicaset import ReplicaSetController
+from proto.client import Client, InformerFactory
+
+log = logging.getLogger("flotilla.controller-manager")
+
+LEASE_NAME = "flotilla-controller-manager"
+
+
+def parse_duration(text: str) -> float:
+    """Go-style durations as Kubernetes flags take them: "40s", "5m", "1m30s", "250ms"; bare numbers are seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 40s, 5m, 1m30s)")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="flotilla-controller-manager", description=__doc__.split("\n")[0])
+    p.add_argument("--server", default="127.0.0.1:6443", help="the apiserver's HOST:PORT")
+    p.add_argument("--controllers", default="*",
+                   help="comma-separated controllers to run ('*' for all; '-name' to leave one out)")
+    p.add_argument("--node-monitor-period", type=parse_duration, metavar="DURATION", default=5.0,
+                   help="how often node health is checked")
+    p.add_argument("--node-monitor-grace-period", type=parse_duration, metavar="DURATION", default=40.0,
+                   help="how long a node may go without renewing its Lease before it is Unknown")
+    p.add_argument("--pod-eviction-timeout", type=parse_duration, metavar="DURATION", default=300.0,
+                   help="tolerationSeconds for pods that do not tolerate not-ready/unreachable taints")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network; each node gets a slice")
+    p.add_argument("--node-cidr-mask-size", type=int, default=24, help="prefix length of each node's podCIDR")
+    p.add_argument("--horizontal-pod-autoscaler-sync-period", type=parse_duration, metavar="DURATION",
+                   default=15.0, help="how often each HPA is evaluated")
+    p.add_argument("--horizontal-pod-autoscaler-downscale-stabilization", type=parse_duration,
+                   metavar="DURATION", default=300.0, help="default scale-down stabilisation window")
+    p.add_argument("--leader-elect", default="true", choices=["true", "false"],
+                   help="hold a Lease in kube-system before acting (a second copy stands by)")
+    p.add_argument("--leader-elect-lease-duration", type=parse_duration, metavar="DURATION", default=15.0)
+    p.add_argument("--leader-elect-renew-deadline", type=parse_duration, metavar="DURATION", default=10.0)
+    p.add_argument("--leader-elect-retry-period", type=parse_duration, metavar="DURATION", default=2.0)
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+@dataclass
+class Context:
+    """What a controller is built from."""
+
+    client: Client
+    factory: InformerFactory
+    opts: argparse.Namespace
+    recorders: list[EventRecorder] = field(default_factory=list)
+
+    def recorder(self, component: str) -> EventRecorder:
+        """An event recorder signing as `component` (`kctl describe` shows it under From)."""
+        # No host: controllers act for the cluster, not a machine (kubectl shows "deployment-controller").
+        recorder = EventRecorder(self.client, component)
+        self.recorders.append(recorder)
+        return recorder
+
+
+CONTROLLERS: dict[str, Callable[[Context], Controller]] = {
+    "replicaset": lambda c: ReplicaSetController(c.client, c.factory, c.recorder("replicaset-controller")),
+    "deployment": lambda c: DeploymentController(c.client, c.factory, c.recorder("deployment-controller")),
+    "endpoints": lambda c: EndpointsController(c.client, c.factory),
+    "garbagecollector": lambda c: GarbageCollector(c.client, c.factory),
+    "namespace": lambda c: NamespaceController(c.client, c.factory),
+    "nodelifecycle": lambda c: NodeLifecycleController(
+        c.client, c.factory, c.recorder("node-controller"), monitor_period=c.opts.node_monitor_period,
+        grace_period=c.opts.node_monitor_grace_period, eviction_timeout=c.opts.pod_eviction_timeout),
+    "nodeipam": lambda c: NodeIpamController(c.client, c.factory, c.recorder("node-ipam-controller"),
+                                             cluster_cidr=c.opts.cluster_cidr, node_mask=c.opts.node_cidr_mask_size),
+    "podgc": lambda c: PodGarbageCollector(c.client, c.factory),
+    "horizontalpodautoscaling": lambda c: HorizontalPodAutoscalerController(
+        c.client, c.factory, c.recorder("horizontal-pod-autoscaler"),
+        sync_period=c.opts.horizontal_pod_autoscaler_sync_period,
+        downscale_stabilization=c.opts.horizontal_pod_autoscaler_downscale_stabilization),
+}
+
+
+def enabled(spec: str) -> list[str]:
+    """Which controllers `--controllers` asks for ("*", "a,b", "*,-b")."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n.lstrip("-") not in CONTROLLERS and n != "*"]
+    if unknown:
+        raise SystemExit(f"flotilla-controller-manager: unknown controllers: {', '.join(unknown)} "
+                         f"(known: {', '.join(CONTROLLERS)})")
+    chosen = list(CONTROLLERS) if "*" in names else [n for n in names if not n.startswith("-")]
+    return [n for n in chosen if f"-{n}" not in names]
+
+
+async def run_controllers(client: Client, opts: argparse.Namespace) -> None:
+    """Build the enabled controllers on one informer factory and run them until cancelled."""
+    factory = InformerFactory(client)
+    ctx = Context(client, factory, opts)
+    controllers = [CONTROLLERS[name](ctx) for name in enabled(opts.controllers)]
+    for recorder in ctx.recorders:
+        recorder.start()
+    factory.start()
+    try:
+        async with asyncio.TaskGroup() as group:
+            for controller in controllers:
+                group.create_task(controller.run(), name=controller.name)
+    finally:
+        factory.stop()
+        for recorder in ctx.recorders:
+            recorder.stop()
+
+
+async def serve(opts: argparse.Namespace) -> None:
+    async with Client(opts.server) as client:
+        await client.wait_ready(timeout=30)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        elector: LeaderElector | None = None
+        if opts.leader_elect == "true":
+            identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            elector = LeaderElector(client, LeaderElectionConfig(
+                LEASE_NAME, identity, lease_duration=opts.leader_elect_lease_duration,
+                renew_deadline=opts.leader_elect_renew_deadline, retry_period=opts.leader_elect_retry_period))
+            log.info("%s: waiting to lead", identity)
+            work = asyncio.create_task(elector.run(lambda: run_controllers(client, opts)))
+        else:
+            work = asyncio.create_task(run_controllers(client, opts))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if work.done():
+            if not work.cancelled() and work.exception() is not None:
+                raise SystemExit(f"flotilla-controller-manager: {work.exception()}")
+            raise SystemExit("flotilla-controller-manager: lost the leader lease")
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        if elector is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(elector.release(), timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    logging.basicConfig(level=opts.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(opts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""What controllers ask about pods and owners: ready, available, active, and who controls what.
+
+Kept in one place so the ReplicaSet, Deployment, endpoints and HPA controllers
+agree on what "ready" and "available" mean (Kubernetes' podutil and
+controller_utils).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from google.protobuf.message import Message
+
+from proto import core_pb2, kinds, meta_pb2
+
+
+def condition(pod: core_pb2.Pod, type_: str) -> core_pb2.PodCondition | None:
+    for cond in pod.status.conditions:
+        if cond.type == type_:
+            return cond
+    return None
+
+
+def is_ready(pod: core_pb2.Pod) -> bool:
+    cond = condition(pod, "Ready")
+    return cond is not None and cond.status == "True"
+
+
+def is_available(pod: core_pb2.Pod, min_ready_seconds: int, now: float | None = None) -> bool:
+    """Ready for at least minReadySeconds (a pod that just turned ready may still crash)."""
+    cond = condition(pod, "Ready")
+    if cond is None or cond.status != "True":
+        return False
+    if min_ready_seconds <= 0:
+        return True
+    since = cond.last_transition_time.seconds
+    return since > 0 and since + min_ready_seconds <= (now if now is not None else time.time())
+
+
+def is_active(pod: core_pb2.Pod) -> bool:
+    """Counts toward replicas: not finished and not being deleted (FilterActivePods)."""
+    return (pod.status.phase not in ("Succeeded", "Failed")
+            and not pod.metadata.HasField("deletion_timestamp"))
+
+
+def controller_ref(obj: Message) -> meta_pb2.OwnerReference | None:
+    for ref in getattr(obj, "metadata").owner_references:  # noqa: B009
+        if ref.HasField("controller") and ref.controller:
+            return ref
+    return None
+
+
+def owner_reference(owner: Message) -> meta_pb2.OwnerReference:
+    """A controller reference to `owner`, blocking its foreground deletion until the dependent is gone."""
+    kind = kinds.for_message(owner)
+    meta: Any = getattr(owner, "metadata")  # noqa: B009
+    return meta_pb2.OwnerReference(api_version=kind.api_version, kind=kind.kind, name=meta.name,
+                                   uid=meta.uid, controller=True, block_owner_deletion=True)
+
+
+def set_controller(obj: Message, owner: Message) -> None:
+    getattr(obj, "metadata").owner_references.append(owner_reference(owner))  # noqa: B009
+
+
+def remove_owner(obj: Message, uid: str) -> bool:
+    """Drop the owner reference with `uid`; True if there was one."""
+    refs = getattr(obj, "metadata").owner_references  # noqa: B009
+    kept = [r for r in refs if r.uid != uid]
+    if len(kept) == len(refs):
+        return False
+    del refs[:]
+    refs.extend(kept)
+    return True

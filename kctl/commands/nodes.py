@@ -1,0 +1,293 @@
+"""`kctl cordon`, `uncordon`, `drain` and `taint`: taking nodes in and out of the scheduler's hands.
+
+All four change a Node and let the scheduler react: cordon sets
+spec.unschedulable (NodeUnschedulable then keeps new pods off), taint edits
+spec.taints (TaintToleration reads them), and drain cordons, then deletes the
+node's pods so their controllers recreate them elsewhere. They read the node,
+change it, and write it back, re-reading on Conflict as kubectl's patches retry.
+
+drain refuses, as kubectl does, to delete what nothing would recreate: pods
+without a controller (unless --force), DaemonSet pods, which the DaemonSet
+would put straight back (unless --ignore-daemonsets, which leaves them), and
+pods with emptyDir data (unless --delete-emptydir-data). Mirror pods (static
+pods, owned by their kubelet) and finished pods need no decision. Flotilla has
+no Eviction subresource yet, so "evicting" is a delete with the grace period,
+and drain waits until each pod is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import click
+
+from kctl import context
+from kctl.errors import CliError
+from proto import core_pb2
+from proto.client import Client
+from proto.errors import Conflict, NotFound
+
+CONFLICT_RETRIES = 5
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+POLL_INTERVAL = 0.2
+
+
+async def update_node(client: Client, name: str, change: Callable[[core_pb2.Node], bool]) -> bool:
+    """Apply `change` to the freshest copy of the node and write it; False when it changed nothing."""
+    for attempt in range(CONFLICT_RETRIES):
+        node = await client.get(core_pb2.Node, name)
+        if not change(node):
+            return False
+        try:
+            await client.update(node)
+            return True
+        except Conflict:
+            if attempt + 1 == CONFLICT_RETRIES:
+                raise
+    return False
+
+
+def node_names(args: tuple[str, ...]) -> list[str]:
+    """`NAME...`, `node/NAME...` or `nodes NAME...` as node names."""
+    names: list[str] = []
+    rest = list(args)
+    if rest and rest[0] in ("node", "nodes", "no"):
+        rest = rest[1:]
+    for arg in rest:
+        kind, slash, name = arg.rpartition("/")
+        if slash and kind not in ("node", "nodes", "no"):
+            raise CliError(f"invalid resource type {kind}, only node types are supported")
+        names.append(name)
+    if not names:
+        raise CliError("resource(s) were provided, but no name was specified")
+    return names
+
+
+# ---------------------------------------------------------------- cordon / uncordon
+
+
+async def set_schedulable(client: Client, name: str, schedulable: bool) -> str:
+    """The line kubectl prints: node/NAME (un)cordoned, or already so."""
+
+    def change(node: core_pb2.Node) -> bool:
+        if node.spec.unschedulable == (not schedulable):
+            return False
+        node.spec.unschedulable = not schedulable
+        return True
+
+    verb = "uncordoned" if schedulable else "cordoned"
+    changed = await update_node(client, name, change)
+    return f"node/{name} {verb}" if changed else f"node/{name} already {verb}"
+
+
+def _cordon_command(name: str, schedulable: bool, help_text: str) -> click.Command:
+    @click.command(name, help=help_text)
+    @click.argument("nodes", nargs=-1, required=True)
+    @context.global_options
+    def command(nodes: tuple[str, ...]) -> None:
+        names = node_names(nodes)
+
+        async def body(client: Client) -> None:
+            for node in names:
+                click.echo(await set_schedulable(client, node, schedulable))
+
+        context.run(body)
+
+    return command
+
+
+cordon = _cordon_command("cordon", False, "Mark nodes unschedulable: NODE...")
+uncordon = _cordon_command("uncordon", True, "Mark nodes schedulable again: NODE...")
+
+
+# ---------------------------------------------------------------- drain
+
+
+@dataclass
+class DrainPlan:
+    """What drain would do with a node's pods: delete, leave, and why it refuses."""
+
+    delete: list[core_pb2.Pod] = field(default_factory=list)
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # warning -> pods
+    errors: dict[str, list[str]] = field(default_factory=dict)  # what cannot be deleted -> pods
+
+    def messages(self, table: dict[str, list[str]], lead: str) -> list[str]:
+        return [f"{lead}{what}: {', '.join(pods)}" for what, pods in table.items()]
+
+
+def controller_kind(pod: core_pb2.Pod) -> str:
+    ref = next((r for r in pod.metadata.owner_references if r.controller), None)
+    return ref.kind if ref is not None else ""
+
+
+def plan_drain(pods: list[core_pb2.Pod], *, force: bool, ignore_daemonsets: bool,
+               delete_emptydir_data: bool) -> DrainPlan:
+    """kubectl's drain filters, in its order and with its words."""
+    plan = DrainPlan()
+    for pod in pods:
+        ref = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        if MIRROR_ANNOTATION in pod.metadata.annotations:
+            continue  # a static pod: only its kubelet can remove it
+        if pod.status.phase in TERMINAL_PHASES:
+            plan.delete.append(pod)
+            continue
+        owner = controller_kind(pod)
+        if owner == "DaemonSet":
+            if ignore_daemonsets:
+                plan.warnings.setdefault("ignoring DaemonSet-managed Pods", []).append(ref)
+            else:
+                plan.errors.setdefault("DaemonSet-managed Pods (use --ignore-daemonsets to ignore)", []).append(ref)
+            continue
+        refused = False
+        if not owner:
+            if force:
+                plan.warnings.setdefault("deleting Pods that declare no controller", []).append(ref)
+            else:
+                plan.errors.setdefault("Pods declare no controller (use --force to override)", []).append(ref)
+                refused = True
+        if any(v.HasField("empty_dir") for v in pod.spec.volumes):
+            if delete_emptydir_data:
+                plan.warnings.setdefault("deleting Pods with local storage", []).append(ref)
+            else:
+                plan.errors.setdefault("Pods with local storage (use --delete-emptydir-data to override)",
+                                       []).append(ref)
+                refused = True
+        if not refused:
+            plan.delete.append(pod)
+    return plan
+
+
+async def evict(client: Client, pod: core_pb2.Pod, grace_period: int, deadline: float | None) -> None:
+    """Delete the pod and wait until it is gone (a replacement with the same name is a new uid)."""
+    meta = pod.metadata
+    click.echo(f"evicting pod {meta.namespace}/{meta.name}")
+    try:
+        await client.delete(core_pb2.Pod, meta.name, meta.namespace, uid=meta.uid,
+                            grace_period_seconds=None if grace_period < 0 else grace_period)
+    except NotFound:
+        pass
+    while True:
+        try:
+            current = await client.get(core_pb2.Pod, meta.name, meta.namespace)
+        except NotFound:
+            break
+        if current.metadata.uid != meta.uid:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise CliError(f"drain did not complete within the timeout: pod {meta.namespace}/{meta.name} "
+                           "is still terminating")
+        await asyncio.sleep(POLL_INTERVAL)
+    click.echo(f"pod/{meta.name} evicted")
+
+
+@click.command("drain", help="Cordon NODE, then evict its pods (kubectl's safety checks apply).")
+@click.argument("node")
+@click.option("--force", is_flag=True, help="Also delete pods that no controller would recreate.")
+@click.option("--ignore-daemonsets", is_flag=True, help="Leave DaemonSet-managed pods in place.")
+@click.option("--delete-emptydir-data", is_flag=True, help="Also delete pods using emptyDir (data is lost).")
+@click.option("--grace-period", type=int, default=-1, show_default=True,
+              help="Seconds each pod gets to stop; -1 uses the pod's own terminationGracePeriodSeconds.")
+@click.option("--timeout", type=float, default=0.0, help="Give up after this many seconds (0: wait forever).")
+@context.global_options
+def drain(node: str, force: bool, ignore_daemonsets: bool, delete_emptydir_data: bool, grace_period: int,
+          timeout: float) -> None:
+    [name] = node_names((node,))
+
+    async def body(client: Client) -> None:
+        click.echo(await set_schedulable(client, name, False))
+        pods = (await client.list(core_pb2.Pod, field_selector=f"spec.nodeName={name}")).items
+        plan = plan_drain(pods, force=force, ignore_daemonsets=ignore_daemonsets,
+                          delete_emptydir_data=delete_emptydir_data)
+        if plan.errors:
+            errors = plan.messages(plan.errors, "cannot delete ")
+            raise CliError(f'unable to drain node "{name}" due to error: {", ".join(errors)}, continuing '
+                           f"command...\nThere are pending nodes to be drained:\n {name}\n" + "\n".join(errors))
+        for warning in plan.messages(plan.warnings, "Warning: "):
+            click.echo(warning, err=True)
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        await asyncio.gather(*(evict(client, pod, grace_period, deadline) for pod in plan.delete))
+        click.echo(f"node/{name} drained")
+
+    context.run(body)
+
+
+# ---------------------------------------------------------------- taint
+
+
+@dataclass(frozen=True)
+class TaintSpec:
+    key: str
+    value: str
+    effect: str  # "" only in a removal: every effect
+
+    def __str__(self) -> str:
+        return f"{self.key}:{self.effect}" if self.effect else self.key
+
+
+def parse_taint(spec: str) -> tuple[TaintSpec, bool]:
+    """`key=value:Effect`, `key:Effect` to add; `key:Effect-`, `key-` to remove (second item True)."""
+    remove = spec.endswith("-")
+    body = spec[:-1] if remove else spec
+    key_value, colon, effect = body.partition(":")
+    key, _, value = key_value.partition("=")
+    if not key or (not remove and not colon):
+        raise CliError(f"invalid taint spec: {spec}")
+    if effect and effect not in TAINT_EFFECTS:
+        raise CliError(f"invalid taint effect: {effect}, unsupported taint effect")
+    if colon and not effect:
+        raise CliError(f"invalid taint spec: {spec}")
+    return TaintSpec(key, value, effect), remove
+
+
+def apply_taints(node: core_pb2.Node, adds: list[TaintSpec], removes: list[TaintSpec], overwrite: bool) -> bool:
+    """Edit node.spec.taints in place; errors as kubectl words them."""
+    taints = list(node.spec.taints)
+    for spec in removes:
+        kept = [t for t in taints if not (t.key == spec.key and (not spec.effect or t.effect == spec.effect))]
+        if len(kept) == len(taints):
+            raise CliError(f'taint "{spec}" not found')
+        taints = kept
+    for spec in adds:
+        same = [t for t in taints if t.key == spec.key and t.effect == spec.effect]
+        if same and not overwrite:
+            raise CliError(f"node {node.metadata.name} already has {spec.key} taint(s) with same effect(s) "
+                           "and --overwrite is false")
+        taints = [t for t in taints if t not in same]
+        taint = core_pb2.Taint(key=spec.key, value=spec.value, effect=spec.effect)
+        if spec.effect == "NoExecute":
+            taint.time_added.GetCurrentTime()  # when NoExecute started counting against tolerationSeconds
+        taints.append(taint)
+    if taints == list(node.spec.taints):
+        return False
+    del node.spec.taints[:]
+    node.spec.taints.extend(taints)
+    return True
+
+
+@click.command("taint", help="Add (key=value:Effect) or remove (key:Effect-, key-) taints: nodes NAME SPEC...")
+@click.argument("args", nargs=-1, required=True)
+@click.option("--overwrite", is_flag=True, help="Replace a taint with the same key and effect.")
+@context.global_options
+def taint(args: tuple[str, ...], overwrite: bool) -> None:
+    first = next((i for i, a in enumerate(args) if any(c in a for c in "=:") or a.endswith("-")), len(args))
+    names = node_names(args[:first])
+    adds: list[TaintSpec] = []
+    removes: list[TaintSpec] = []
+    for spec in args[first:]:
+        parsed, remove = parse_taint(spec)
+        (removes if remove else adds).append(parsed)
+    if not adds and not removes:
+        raise CliError("at least one taint update is required")
+    verb = "modified" if adds and removes else ("tainted" if adds else "untainted")
+
+    async def body(client: Client) -> None:
+        for name in names:
+            await update_node(client, name, lambda node: apply_taints(node, adds, removes, overwrite))
+            click.echo(f"node/{name} {verb}")
+
+    context.run(body)

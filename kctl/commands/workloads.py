@@ -1,0 +1,559 @@
+"""kctl's workload verbs: rollout, scale, set image, create deployment, run, autoscale, expose, top.
+
+Each is kubectl's verb on Flotilla's API and prints what kubectl prints
+(`deployment.apps/web scaled`). They only write desired state (a
+Deployment's replicas or template, a Service, an HPA); the controller
+manager does the rest. `rollout undo` is done here, as kubectl does it: the
+old ReplicaSet's template is copied back into the Deployment, and the
+Deployment controller brings that ReplicaSet back as the newest revision.
+The async functions (`rollout_undo`, `scale`, ...) take a Client, so tests and
+scripts call them without a command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import time
+from typing import Any
+
+import click
+from google.protobuf.message import Message
+
+from controlplane.controllers.deployment import CHANGE_CAUSE, HASH_LABEL, REVISION, revision_of
+from kctl import context, printers, resources
+from kctl.commands.apply import create
+from kctl.errors import CliError
+from proto import apps_pb2, autoscaling_pb2, core_pb2, kinds, metrics_pb2
+from proto.client import Client
+from proto.errors import Conflict
+from proto.quantity import int_value, milli_value
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+CONFLICT_RETRIES = 5
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def target(args: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[kinds.Kind, str]:
+    """`TYPE NAME` or `TYPE/NAME` as (kind, name), refusing kinds the verb does not handle."""
+    if len(args) == 1 and "/" in args[0]:
+        type_name, _, name = args[0].partition("/")
+    elif len(args) == 2:
+        type_name, name = args
+    else:
+        raise CliError("expected TYPE NAME or TYPE/NAME")
+    kind = resources.resolve(type_name)
+    if kind.kind not in allowed:
+        raise CliError(f'no {kind.resource} "{name}" can be handled here: expected one of '
+                       f'{", ".join(k.lower() for k in allowed)}')
+    return kind, name
+
+
+async def modify(client: Client, cls: type[Any], name: str, namespace: str, change: Any) -> Any:
+    """Read, change (`change(obj)` returns False for nothing to do), write; again on Conflict."""
+    for attempt in range(CONFLICT_RETRIES):
+        obj = await client.get(cls, name, namespace)
+        if change(obj) is False:
+            return None
+        try:
+            return await client.update(obj)
+        except Conflict:
+            if attempt + 1 == CONFLICT_RETRIES:
+                raise
+    return None
+
+
+async def owned_replicasets(client: Client, d: apps_pb2.Deployment) -> list[apps_pb2.ReplicaSet]:
+    rss = (await client.list(apps_pb2.ReplicaSet, d.metadata.namespace)).items
+    return [rs for rs in rss if any(r.uid == d.metadata.uid and r.controller for r in rs.metadata.owner_references)]
+
+
+def _without_hash(template: core_pb2.PodTemplateSpec) -> core_pb2.PodTemplateSpec:
+    """The deployment template a ReplicaSet was made from (the controller adds the hash label)."""
+    copy = core_pb2.PodTemplateSpec()
+    copy.CopyFrom(template)
+    copy.metadata.labels.pop(HASH_LABEL, None)
+    return copy
+
+
+# ---------------------------------------------------------------- rollout
+
+
+@click.group("rollout")
+def rollout() -> None:
+    """Manage the rollout of a deployment: status, history, undo, pause, resume, restart."""
+
+
+def _deployment_args(f: Any) -> Any:
+    return click.argument("args", nargs=-1, required=True)(f)
+
+
+def _name_of(args: tuple[str, ...]) -> str:
+    return target(args, ("Deployment",))[1]
+
+
+async def rollout_status_line(client: Client, name: str, namespace: str) -> tuple[str, bool]:
+    """kubectl's status message for the deployment now, and whether the rollout is done."""
+    d = await client.get(apps_pb2.Deployment, name, namespace)
+    s = d.status
+    if d.metadata.generation > s.observed_generation:
+        return "Waiting for deployment spec update to be observed...", False
+    progressing = next((c for c in s.conditions if c.type == "Progressing"), None)
+    if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
+        raise CliError(f'deployment "{name}" exceeded its progress deadline')
+    want = d.spec.replicas
+    if s.updated_replicas < want:
+        return (f'Waiting for deployment "{name}" rollout to finish: {s.updated_replicas} out of {want} '
+                "new replicas have been updated..."), False
+    if s.replicas > s.updated_replicas:
+        return (f'Waiting for deployment "{name}" rollout to finish: {s.replicas - s.updated_replicas} old '
+                "replicas are pending termination..."), False
+    if s.available_replicas < s.updated_replicas:
+        return (f'Waiting for deployment "{name}" rollout to finish: {s.available_replicas} of '
+                f"{s.updated_replicas} updated replicas are available..."), False
+    return f'deployment "{name}" successfully rolled out', True
+
+
+@rollout.command("status")
+@_deployment_args
+@click.option("-w", "--watch", default=True, type=bool, help="Watch until the rollout finishes.")
+@click.option("--timeout", default=0.0, type=float, help="Seconds to wait (0: for ever).")
+@context.global_options
+def rollout_status(args: tuple[str, ...], watch: bool, timeout: float) -> None:
+    """Show the status of a rollout, waiting until it finishes."""
+    name = _name_of(args)
+    namespace = context.settings().current_namespace
+
+    async def body(client: Client) -> None:
+        deadline = time.monotonic() + timeout if timeout else None
+        last = ""
+        while True:
+            line, done = await rollout_status_line(client, name, namespace)
+            if line != last:
+                click.echo(line)
+                last = line
+            if done or not watch:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise CliError("timed out waiting for the condition")
+            await asyncio.sleep(0.5)
+
+    context.run(body)
+
+
+@rollout.command("history")
+@_deployment_args
+@click.option("--revision", default=0, type=int, help="Show the pod template of this revision.")
+@context.global_options
+def rollout_history(args: tuple[str, ...], revision: int) -> None:
+    """List the revisions of a deployment (or show one with --revision)."""
+    name = _name_of(args)
+    namespace = context.settings().current_namespace
+
+    async def body(client: Client) -> None:
+        d = await client.get(apps_pb2.Deployment, name, namespace)
+        rss = sorted(await owned_replicasets(client, d), key=revision_of)
+        if revision:
+            rs = next((r for r in rss if revision_of(r) == revision), None)
+            if rs is None:
+                raise CliError(f"unable to find the specified revision {revision}")
+            click.echo(f"deployment.apps/{name} with revision #{revision}")
+            click.echo(printers.to_yaml({"Pod Template": printers.as_dict(_without_hash(rs.spec.template))}))
+            return
+        click.echo(f"deployment.apps/{name} ")
+        rows = [["REVISION", "CHANGE-CAUSE"]] + [
+            [str(revision_of(rs)), rs.metadata.annotations.get(CHANGE_CAUSE, "<none>")] for rs in rss]
+        click.echo("\n".join(printers.format_table(rows, gap=2)))
+
+    context.run(body)
+
+
+async def rollout_undo(client: Client, name: str, namespace: str, *, to_revision: int = 0) -> str:
+    """Copy revision `to_revision` (0: the previous one) back into the deployment; kubectl's message."""
+    d = await client.get(apps_pb2.Deployment, name, namespace)
+    rss = await owned_replicasets(client, d)
+    current = int(d.metadata.annotations.get(REVISION, "0") or 0)
+    if to_revision:
+        rs = next((r for r in rss if revision_of(r) == to_revision), None)
+        if rs is None:
+            raise CliError(f"unable to find specified revision {to_revision} in history")
+    else:
+        older = [r for r in rss if revision_of(r) < current] if current else sorted(rss, key=revision_of)[:-1]
+        if not older:
+            raise CliError(f'no rollout history found for deployment "{name}"')
+        rs = max(older, key=revision_of)
+    template = _without_hash(rs.spec.template)
+    if template == d.spec.template:
+        return f"deployment.apps/{name} skipped rollback (current template already matches revision " \
+               f"{revision_of(rs)})"
+
+    def change(obj: apps_pb2.Deployment) -> bool:
+        if obj.spec.paused:
+            raise CliError(f'you cannot rollback a paused deployment; resume it first with '
+                           f'\'kctl rollout resume deployment/{name}\' and try again')
+        obj.spec.template.CopyFrom(template)
+        return True
+
+    await modify(client, apps_pb2.Deployment, name, namespace, change)
+    return f"deployment.apps/{name} rolled back"
+
+
+@rollout.command("undo")
+@_deployment_args
+@click.option("--to-revision", default=0, type=int, help="The revision to roll back to (0: the previous).")
+@context.global_options
+def rollout_undo_command(args: tuple[str, ...], to_revision: int) -> None:
+    """Roll back to a previous revision."""
+    name = _name_of(args)
+    namespace = context.settings().current_namespace
+    click.echo(context.run(lambda client: rollout_undo(client, name, namespace, to_revision=to_revision)))
+
+
+def _pause_command(verb: str, paused: bool) -> click.Command:
+    @click.command(verb)
+    @_deployment_args
+    @context.global_options
+    def command(args: tuple[str, ...]) -> None:
+        name = _name_of(args)
+        namespace = context.settings().current_namespace
+
+        def change(d: apps_pb2.Deployment) -> bool:
+            if d.spec.paused == paused:
+                raise CliError(f'deployments.apps "{name}" is {"already" if paused else "not"} paused')
+            d.spec.paused = paused
+            return True
+
+        async def body(client: Client) -> None:
+            await modify(client, apps_pb2.Deployment, name, namespace, change)
+            click.echo(f"deployment.apps/{name} {verb}d")
+
+        context.run(body)
+
+    command.help = f"{verb.capitalize()} a deployment's rollout."
+    return command
+
+
+rollout.add_command(_pause_command("pause", True))
+rollout.add_command(_pause_command("resume", False))
+
+
+@rollout.command("restart")
+@_deployment_args
+@context.global_options
+def rollout_restart(args: tuple[str, ...]) -> None:
+    """Restart every pod of a deployment, by a rolling update (a new template annotation)."""
+    name = _name_of(args)
+    namespace = context.settings().current_namespace
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def change(d: apps_pb2.Deployment) -> bool:
+        if d.spec.paused:
+            raise CliError(f"can't restart paused deployment (run rollout resume first): deployment.apps/{name}")
+        d.spec.template.metadata.annotations[RESTARTED_AT] = stamp
+        return True
+
+    async def body(client: Client) -> None:
+        await modify(client, apps_pb2.Deployment, name, namespace, change)
+        click.echo(f"deployment.apps/{name} restarted")
+
+    context.run(body)
+
+
+# ---------------------------------------------------------------- scale, set image
+
+
+async def scale(client: Client, kind: kinds.Kind, name: str, namespace: str, replicas: int) -> str:
+    def change(obj: Any) -> bool:
+        obj.spec.replicas = replicas
+        return True
+
+    await modify(client, kind.message, name, namespace, change)
+    return f"{resources.object_ref(kind, name)} scaled"
+
+
+@click.command("scale")
+@click.argument("args", nargs=-1, required=True)
+@click.option("--replicas", type=int, required=True, help="The new number of replicas.")
+@context.global_options
+def scale_command(args: tuple[str, ...], replicas: int) -> None:
+    """Set the number of replicas of a deployment or replica set."""
+    if replicas < 0:
+        raise CliError("The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0")
+    kind, name = target(args, ("Deployment", "ReplicaSet"))
+    namespace = context.settings().current_namespace
+    click.echo(context.run(lambda client: scale(client, kind, name, namespace, replicas)))
+
+
+@click.group("set")
+def set_group() -> None:
+    """Set specific features on objects (image)."""
+
+
+@set_group.command("image")
+@click.argument("args", nargs=-1, required=True)
+@context.global_options
+def set_image(args: tuple[str, ...]) -> None:
+    """Update container images: TYPE NAME CONTAINER=IMAGE... ('*' for every container)."""
+    pairs = [a for a in args if "=" in a]
+    kind, name = target(tuple(a for a in args if "=" not in a), ("Deployment", "ReplicaSet", "Pod"))
+    if not pairs:
+        raise CliError("at least one image update is required")
+    images = dict(p.split("=", 1) for p in pairs)
+    namespace = context.settings().current_namespace
+
+    def change(obj: Any) -> bool:
+        spec = obj.spec if kind.kind == "Pod" else obj.spec.template.spec
+        containers = [*spec.init_containers, *spec.containers]
+        for cname in images:
+            if cname != "*" and not any(c.name == cname for c in containers):
+                raise CliError(f'unable to find container named "{cname}"')
+        for c in containers:
+            image = images.get(c.name, images.get("*"))
+            if image is not None:
+                c.image = image
+        return True
+
+    async def body(client: Client) -> None:
+        await modify(client, kind.message, name, namespace, change)
+        click.echo(f"{resources.object_ref(kind, name)} image updated")
+
+    context.run(body)
+
+
+# ---------------------------------------------------------------- create deployment, run
+
+
+def container_name(image: str) -> str:
+    """kubectl names the container after the image: `registry/nginx:1.25` -> `nginx`."""
+    base = image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+    return base or "app"
+
+
+def new_deployment(name: str, namespace: str, image: str, replicas: int, port: int) -> apps_pb2.Deployment:
+    d = apps_pb2.Deployment(api_version="apps/v1", kind="Deployment")
+    d.metadata.name, d.metadata.namespace = name, namespace
+    d.metadata.labels["app"] = name
+    d.spec.replicas = replicas
+    d.spec.selector.match_labels["app"] = name
+    d.spec.template.metadata.labels["app"] = name
+    c = d.spec.template.spec.containers.add(name=container_name(image), image=image)
+    if port:
+        c.ports.add(container_port=port)
+    return d
+
+
+@create.command("deployment")
+@click.argument("name")
+@click.option("--image", required=True, help="The image of the deployment's container.")
+@click.option("-r", "--replicas", default=1, type=int, help="Number of replicas.")
+@click.option("--port", default=0, type=int, help="The container port to expose.")
+@context.global_options
+def create_deployment(name: str, image: str, replicas: int, port: int) -> None:
+    """Create a deployment named NAME running IMAGE."""
+    d = new_deployment(name, context.settings().current_namespace, image, replicas, port)
+
+    async def body(client: Client) -> None:
+        created = await client.create(d)
+        click.echo(f"{resources.ref_of(created)} created")
+
+    context.run(body)
+
+
+create.add_command(create_deployment, "deploy")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise CliError(f"invalid label spec: {item}")
+        labels[key] = value
+    return labels
+
+
+@click.command("run")
+@click.argument("name")
+@click.option("--image", required=True, help="The container image to run.")
+@click.option("--port", default=0, type=int, help="The port the container exposes.")
+@click.option("-l", "--labels", default="", help="Labels for the pod, k=v,k2=v2 (default run=NAME).")
+@click.option("--restart", default="Always", type=click.Choice(["Always", "OnFailure", "Never"]))
+@context.global_options
+def run_command(name: str, image: str, port: int, labels: str, restart: str) -> None:
+    """Run IMAGE as a bare pod named NAME."""
+    pod = core_pb2.Pod(api_version="v1", kind="Pod")
+    pod.metadata.name, pod.metadata.namespace = name, context.settings().current_namespace
+    pod.metadata.labels.update(parse_labels(labels) or {"run": name})
+    c = pod.spec.containers.add(name=name, image=image)
+    if port:
+        c.ports.add(container_port=port)
+    pod.spec.restart_policy = restart
+
+    async def body(client: Client) -> None:
+        created = await client.create(pod)
+        click.echo(f"pod/{created.metadata.name} created")
+
+    context.run(body)
+
+
+# ---------------------------------------------------------------- autoscale, expose
+
+
+@click.command("autoscale")
+@click.argument("args", nargs=-1, required=True)
+@click.option("--min", "min_replicas", default=-1, type=int, help="Lower limit of replicas (default 1).")
+@click.option("--max", "max_replicas", required=True, type=int, help="Upper limit of replicas.")
+@click.option("--cpu-percent", default=-1, type=int, help="Target average CPU utilisation (default 80).")
+@click.option("--name", default="", help="The HPA's name (default: the target's).")
+@context.global_options
+def autoscale(args: tuple[str, ...], min_replicas: int, max_replicas: int, cpu_percent: int, name: str) -> None:
+    """Create a HorizontalPodAutoscaler for a deployment or replica set."""
+    kind, target_name = target(args, ("Deployment", "ReplicaSet"))
+    namespace = context.settings().current_namespace
+    hpa = autoscaling_pb2.HorizontalPodAutoscaler(api_version="autoscaling/v2", kind="HorizontalPodAutoscaler")
+    hpa.metadata.name, hpa.metadata.namespace = name or target_name, namespace
+    ref = hpa.spec.scale_target_ref
+    ref.api_version, ref.kind, ref.name = kind.api_version, kind.kind, target_name
+    if min_replicas >= 1:
+        hpa.spec.min_replicas = min_replicas
+    hpa.spec.max_replicas = max_replicas
+    if cpu_percent >= 0:
+        metric = hpa.spec.metrics.add(type="Resource")
+        metric.resource.name = "cpu"
+        metric.resource.target.type = "Utilization"
+        metric.resource.target.average_utilization = cpu_percent
+
+    async def body(client: Client) -> None:
+        await client.get(kind.message, target_name, namespace)  # NotFound reads better than a dangling HPA
+        await client.create(hpa)
+        click.echo(f"horizontalpodautoscaler.autoscaling/{hpa.metadata.name} autoscaled")
+
+    context.run(body)
+
+
+def _selector_of(obj: Message) -> dict[str, str]:
+    """The labels a Service built from `obj` selects (kubectl expose's rules)."""
+    if isinstance(obj, core_pb2.Pod):
+        return dict(obj.metadata.labels)
+    if isinstance(obj, core_pb2.Service):
+        return dict(obj.spec.selector)
+    spec: Any = getattr(obj, "spec")  # noqa: B009 - Deployment or ReplicaSet
+    if spec.selector.match_expressions:
+        raise CliError("couldn't convert expressions to map: the selector uses matchExpressions")
+    return dict(spec.selector.match_labels)
+
+
+@click.command("expose")
+@click.argument("args", nargs=-1, required=True)
+@click.option("--port", default=0, type=int, help="The port the service serves on.")
+@click.option("--target-port", default="", help="The pod port (number or name) to send traffic to.")
+@click.option("--type", "type_", default="ClusterIP",
+              type=click.Choice(["ClusterIP", "NodePort", "LoadBalancer"]))
+@click.option("--name", default="", help="The service's name (default: the exposed object's).")
+@click.option("--protocol", default="TCP", type=click.Choice(["TCP", "UDP", "SCTP"]))
+@context.global_options
+def expose(args: tuple[str, ...], port: int, target_port: str, type_: str, name: str, protocol: str) -> None:
+    """Expose a pod, deployment, replica set or service as a new Service."""
+    kind, source = target(args, ("Pod", "Deployment", "ReplicaSet", "Service"))
+    namespace = context.settings().current_namespace
+
+    async def body(client: Client) -> None:
+        obj = await client.get(kind.message, source, namespace)
+        svc = core_pb2.Service(api_version="v1", kind="Service")
+        svc.metadata.name, svc.metadata.namespace = name or source, namespace
+        svc.metadata.labels.update(getattr(obj, "metadata").labels)  # noqa: B009
+        svc.spec.selector.update(_selector_of(obj))
+        if not svc.spec.selector:
+            raise CliError(f"couldn't retrieve selectors via --selector flag or introspection: "
+                           f"{kind.singular} {source} has no labels")
+        svc.spec.type = type_
+        exposed = port or _first_port(obj)
+        if not exposed:
+            raise CliError("couldn't find port via --port flag or introspection")
+        svc.spec.ports.add(port=exposed, protocol=protocol, target_port=target_port or str(exposed))
+        created = await client.create(svc)
+        click.echo(f"service/{created.metadata.name} exposed")
+
+    context.run(body)
+
+
+def _first_port(obj: Message) -> int:
+    if isinstance(obj, core_pb2.Service):
+        return obj.spec.ports[0].port if obj.spec.ports else 0
+    spec: Any = obj.spec if isinstance(obj, core_pb2.Pod) else getattr(obj, "spec").template.spec  # noqa: B009
+    for c in spec.containers:
+        for p in c.ports:
+            return int(p.container_port)
+    return 0
+
+
+# ---------------------------------------------------------------- top
+
+
+def _mi(value: int) -> str:
+    return f"{value // (1024 * 1024)}Mi"
+
+
+@click.group("top")
+def top() -> None:
+    """Show CPU and memory use of pods or nodes (from the kubelets' reports)."""
+
+
+@top.command("pods")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Pods of every namespace.")
+@click.option("--containers", is_flag=True, help="One line per container.")
+@context.global_options
+def top_pods(all_namespaces: bool, containers: bool) -> None:
+    """CPU (cores) and memory (bytes) per pod."""
+    namespace = "" if all_namespaces else context.settings().current_namespace
+
+    async def body(client: Client) -> None:
+        reports = sorted((await client.list(metrics_pb2.PodMetrics, namespace)).items,
+                         key=lambda m: (m.metadata.namespace, m.metadata.name))
+        if not reports:
+            raise CliError("metrics not available yet" if all_namespaces
+                           else f"No resources found in {namespace} namespace.")
+        header = (["NAMESPACE"] if all_namespaces else []) + ["POD"] + (["NAME"] if containers else []) + [
+            "CPU(cores)", "MEMORY(bytes)"]
+        rows = [header]
+        for m in reports:
+            lead = [m.metadata.namespace] if all_namespaces else []
+            if containers:
+                for c in m.containers:
+                    rows.append([*lead, m.metadata.name, c.name, f"{milli_value(c.usage.get('cpu', '0'))}m",
+                                 _mi(int_value(c.usage.get("memory", "0")))])
+            else:
+                cpu = sum(milli_value(c.usage.get("cpu", "0")) for c in m.containers)
+                mem = sum(int_value(c.usage.get("memory", "0")) for c in m.containers)
+                rows.append([*lead, m.metadata.name, f"{cpu}m", _mi(mem)])
+        click.echo("\n".join(printers.format_table(rows)))
+
+    context.run(body)
+
+
+@top.command("nodes")
+@context.global_options
+def top_nodes() -> None:
+    """CPU and memory per node, and as a share of what the node can allocate."""
+
+    async def body(client: Client) -> None:
+        reports = sorted((await client.list(metrics_pb2.NodeMetrics)).items, key=lambda m: m.metadata.name)
+        if not reports:
+            raise CliError("metrics not available yet")
+        nodes = {n.metadata.name: n for n in (await client.list(core_pb2.Node)).items}
+        rows = [["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"]]
+        for m in reports:
+            cpu, mem = milli_value(m.usage.get("cpu", "0")), int_value(m.usage.get("memory", "0"))
+            node = nodes.get(m.metadata.name)
+            alloc_cpu = milli_value(node.status.allocatable.get("cpu", "0")) if node else 0
+            alloc_mem = int_value(node.status.allocatable.get("memory", "0")) if node else 0
+            rows.append([m.metadata.name, f"{cpu}m", f"{cpu * 100 // alloc_cpu}%" if alloc_cpu else "<unknown>",
+                         _mi(mem), f"{mem * 100 // alloc_mem}%" if alloc_mem else "<unknown>"])
+        click.echo("\n".join(printers.format_table(rows)))
+
+    context.run(body)
+
+
+COMMANDS: tuple[click.Command, ...] = (rollout, scale_command, set_group, run_command, autoscale, expose, top)

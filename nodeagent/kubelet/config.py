@@ -1,0 +1,79 @@
+"""The kubelet's configuration: flags for who it is, a file for how it behaves.
+
+Identity and addresses come from flags (`--node-name`, `--node-ip`, ...); the
+tunables a test or an operator changes (back-off, probe and status periods,
+directories) come from an optional YAML file whose keys are the field names
+below, like the real kubelet's KubeletConfiguration. Tests shrink the back-off
+and the relist period through it rather than waiting minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class KubeletConfig:
+    server: str = "127.0.0.1:6443"
+    node_name: str = ""
+    node_ip: str = ""
+    containerd_socket: str = "/run/containerd/containerd.sock"
+    # Used when the Node has no spec.podCIDR yet (the IPAM controller assigns it otherwise).
+    pod_cidr: str = ""
+    node_labels: dict[str, str] = field(default_factory=dict)
+    node_role: str = "worker"
+    # Taints the Node is created with, "key=value:Effect" (the kubelet's --register-with-taints).
+    register_with_taints: list[str] = field(default_factory=list)
+
+    # Where pod logs and emptyDir volumes live: <root_dir>/pods/<uid>/...
+    root_dir: str = "/var/lib/flotilla/kubelet"
+    # Every pod's cgroup is <cgroup_root>/pod<uid>; per node, since cgroups are host-wide.
+    cgroup_root: str = "/flotilla"
+    cni_conf_dir: str = "/etc/cni/net.d"
+    cni_data_dir: str = "/var/lib/flotilla/cni"
+    cni_bridge: str = "cni0"
+    # The kubelet API (logs, exec): address and port; port 0 picks a free one.
+    listen_address: str = ""
+    port: int = 10250
+    # Short image names ("nginx") resolve to this registry first ("" = docker.io rules).
+    cluster_registry: str = ""
+
+    # Restart back-off: initial, doubling to max, forgotten after reset seconds of running.
+    backoff_initial: float = 10.0
+    backoff_max: float = 300.0
+    backoff_reset: float = 600.0
+    # PLEG: how often the runtime is relisted to notice container changes.
+    relist_period: float = 1.0
+    # Every pod is re-synced this often even when nothing changed.
+    sync_frequency: float = 10.0
+    lease_duration: int = 40
+    lease_renew_interval: float = 10.0
+    node_status_check_interval: float = 10.0
+    node_status_report_frequency: float = 60.0
+    metrics_period: float = 10.0
+    pod_workers: int = 8
+    # Used for a probe's period/timeout when the pod leaves them unset (Kubernetes' defaults).
+    probe_default_period: float = 10.0
+    probe_default_timeout: float = 1.0
+
+    @classmethod
+    def load(cls, path: str | Path | None, **overrides: Any) -> KubeletConfig:
+        """The defaults, then the file's keys, then the non-empty overrides (the flags)."""
+        values: dict[str, Any] = {}
+        if path:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            known = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(set(loaded) - known)
+            if unknown:
+                raise ValueError(f"{path}: unknown kubelet settings: {', '.join(unknown)}")
+            values.update(loaded)
+        values.update({k: v for k, v in overrides.items() if v not in (None, "")})
+        return cls(**values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)

@@ -1,0 +1,115 @@
+"""The kubelet daemon: wires the node's loops together and runs them.
+
+    apiserver ──watch pods (spec.nodeName=<node>)──► informer ─┐
+    containerd ──relist (PLEG)─────────────────────────────────┤ keys
+    probe results, back-off timers, periodic resync ───────────┤
+                                                               ▼
+                                   pod work queue ──► workers: PodSyncer.sync(key)
+
+beside them: node registration + Lease + status (node.py), the kubelet API for
+logs and exec (server.py), usage reports (metrics.py). Every loop is the
+shared informer / work-queue shape of the rest of Flotilla; a key is never
+synced by two workers at once, so one pod's sync never races itself.
+
+Stopping the kubelet stops only the kubelet: containers keep running, and the
+next kubelet adopts them (PLEG's first relist finds them by their labels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from controlplane.controllers.events import EventRecorder
+from nodeagent.kubelet import network
+from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.metrics import MetricsPublisher
+from nodeagent.kubelet.node import NodeStatusManager
+from nodeagent.kubelet.pleg import PLEG
+from nodeagent.kubelet.pods import PodSyncer
+from nodeagent.kubelet.probes import ProbeManager
+from nodeagent.kubelet.runtime import Runtime
+from nodeagent.kubelet.server import serve
+from proto import core_pb2
+from proto.client import Client
+from proto.client.informer import InformerFactory, enqueue
+from proto.client.workqueue import WorkQueue, run_workers
+
+log = logging.getLogger(__name__)
+
+
+class Kubelet:
+    def __init__(self, config: KubeletConfig) -> None:
+        if not config.node_name or not config.node_ip:
+            raise ValueError("the kubelet needs a node name and a node IP")
+        self.config = config
+        self.port = 0
+
+    def network_ready(self) -> bool:
+        return bool(network.current_pod_cidr(self.config.cni_conf_dir))
+
+    def set_pod_cidr(self, cidr: str) -> None:
+        """Write the CNI conflist for this node's pod CIDR (containerd picks it up by itself)."""
+        config = network.conflist(network=f"flotilla-{self.config.node_name}", bridge=self.config.cni_bridge,
+                                  pod_cidr=cidr, data_dir=self.config.cni_data_dir)
+        if network.write_conflist(self.config.cni_conf_dir, config):
+            log.info("pod network: %s on bridge %s", cidr, self.config.cni_bridge)
+
+    async def run(self) -> None:
+        config = self.config
+        client = Client(config.server)
+        runtime = Runtime(config.containerd_socket)
+        factory = InformerFactory(client)
+        server = None
+        try:
+            await client.wait_ready(timeout=60)
+            pods = factory.informer(core_pb2.Pod, field_selector=f"spec.nodeName={config.node_name}")
+            # Per-key retries double from 0.5 s: a failing pod (no network yet, a CRI error) is not hammered.
+            queue: WorkQueue[str] = WorkQueue("pods", base_delay=0.5, max_delay=60.0)
+            enqueue(pods, queue)
+            server, self.port = await serve(runtime, pods.store, f"{config.listen_address or config.node_ip}:"
+                                                                 f"{config.port}")
+            if config.pod_cidr:
+                self.set_pod_cidr(config.pod_cidr)
+            node = NodeStatusManager(client, runtime, config, kubelet_port=lambda: self.port,
+                                     on_pod_cidr=self.set_pod_cidr)
+            registered = await node.register()
+            if registered.spec.pod_cidr:
+                self.set_pod_cidr(registered.spec.pod_cidr)
+            factory.start()
+            await factory.wait_for_cache_sync()
+            recorder = EventRecorder(client, "kubelet", host=config.node_name)
+            recorder.start()
+            probes = ProbeManager(runtime, queue.add, default_period=config.probe_default_period,
+                                  default_timeout=config.probe_default_timeout, record=recorder.event)
+            syncer = PodSyncer(client, runtime, config, pods.store, probes, queue.add_after, self.network_ready,
+                               record=recorder.event)
+            pleg = PLEG(runtime, config.relist_period, queue.add)
+            metrics = MetricsPublisher(client, runtime, config.node_name, config.metrics_period)
+            log.info("kubelet for node %s is running (kubelet API on port %d)", config.node_name, self.port)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(run_workers(queue, syncer.sync, config.pod_workers))
+                    group.create_task(pleg.run())
+                    group.create_task(node.run())
+                    group.create_task(metrics.run())
+                    group.create_task(self._resync(pods.store.list_keys, queue))
+            finally:
+                probes.stop_all()
+                recorder.stop()
+                queue.shutdown()
+        finally:
+            factory.stop()
+            if server is not None:
+                await server.stop(grace=1)
+            await runtime.close()
+            await client.close()
+
+    async def _resync(self, keys: Callable[[], list[str]], queue: WorkQueue[str]) -> None:
+        """Every sync_frequency, sync every pod even if nothing said it changed (level-triggered)."""
+        while True:
+            await asyncio.sleep(self.config.sync_frequency)
+            for key in keys():
+                queue.add(key)
+

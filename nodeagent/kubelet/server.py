@@ -1,0 +1,165 @@
+"""The kubelet API (proto/kubelet.proto): container logs and exec, served from the node.
+
+Only the node has a container's log file and a way into its namespaces, so the
+apiserver forwards `kctl logs` and `kctl exec` here (it finds this server from
+the Node's InternalIP and daemonEndpoints.kubeletEndpoint.Port).
+
+Logs are read from the file containerd writes for each container instance (CRI
+has no logs call): one line per chunk of output, `<RFC 3339 time> <stream>
+<P|F> <text>`, where P marks a partial line continued on the next. Following a
+log polls the file until the container stops or the caller goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from nodeagent.kubelet.runtime import LABEL_CONTAINER_NAME, LABEL_POD_UID, CRIError, Runtime
+from proto import core_pb2, cri_pb2, kubelet_pb2, kubelet_pb2_grpc
+from proto.client.informer import Store
+
+log = logging.getLogger(__name__)
+
+FOLLOW_POLL = 0.2
+EXEC_DEFAULT_TIMEOUT = 60
+
+
+class ContainerLookupError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CRILogParser:
+    """Turns CRI log records into the container's output lines, across reads of a growing file."""
+
+    def __init__(self, *, timestamps: bool = False) -> None:
+        self.timestamps = timestamps
+        self._unfinished = b""  # a record not yet ended by its newline
+        self._partial = b""  # text of P records waiting for their F record
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines = []
+        records = (self._unfinished + data).split(b"\n")
+        self._unfinished = records.pop()
+        for record in records:
+            parts = record.split(b" ", 3)
+            if len(parts) < 3:
+                continue
+            self._partial += parts[3] if len(parts) > 3 else b""
+            if parts[2] == b"F":
+                lines.append((parts[0] + b" " if self.timestamps else b"") + self._partial + b"\n")
+                self._partial = b""
+        return lines
+
+
+class KubeletService(kubelet_pb2_grpc.KubeletServicer):
+    def __init__(self, runtime: Runtime, pods: Store[core_pb2.Pod]) -> None:
+        self.runtime = runtime
+        self.pods = pods
+
+    async def _container(self, namespace: str, name: str, container: str, *, previous: bool = False,
+                         running: bool = False) -> cri_pb2.Container:
+        pod = self.pods.get(f"{namespace}/{name}")
+        if pod is None:
+            raise ContainerLookupError(grpc.StatusCode.NOT_FOUND, f'pods "{name}" not found on this node')
+        names = [c.name for c in pod.spec.containers]
+        if not container:
+            if len(names) != 1:
+                raise ContainerLookupError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"a container name must be specified for pod {name}, choose one of: {names}")
+            container = names[0]
+        if container not in names:
+            raise ContainerLookupError(grpc.StatusCode.NOT_FOUND, f"container {container} is not valid for pod {name}")
+        found = await self.runtime.list_containers({LABEL_POD_UID: pod.metadata.uid,
+                                                    LABEL_CONTAINER_NAME: container})
+        found.sort(key=lambda c: (c.metadata.attempt, c.created_at), reverse=True)
+        index = 1 if previous else 0
+        if len(found) <= index:
+            what = "previous terminated container" if previous else "container"
+            raise ContainerLookupError(grpc.StatusCode.NOT_FOUND, f'{what} "{container}" in pod "{name}" not found')
+        chosen = found[index]
+        if running and chosen.state != cri_pb2.CONTAINER_RUNNING:
+            raise ContainerLookupError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"container {container} in pod {name} is not running")
+        return chosen
+
+    async def Logs(self, request: kubelet_pb2.LogsRequest, context: grpc.aio.ServicerContext
+                   ) -> AsyncIterator[kubelet_pb2.LogChunk]:
+        try:
+            container = await self._container(request.namespace, request.pod, request.container,
+                                               previous=request.previous)
+            status = await self.runtime.container_status(container.id)
+        except ContainerLookupError as err:
+            await context.abort(err.code, str(err))
+            return
+        except CRIError as err:
+            await context.abort(err.code, str(err))
+            return
+        path = Path(status.log_path)
+        data = await asyncio.to_thread(_read_from, path, 0)
+        offset = len(data)
+        parser = CRILogParser(timestamps=request.timestamps)
+        lines = parser.feed(data)
+        if request.HasField("tail_lines"):
+            lines = lines[-request.tail_lines:] if request.tail_lines > 0 else []
+        if lines:
+            yield kubelet_pb2.LogChunk(data=b"".join(lines))
+        if not request.follow or request.previous:
+            return
+        while True:
+            await asyncio.sleep(FOLLOW_POLL)
+            new = await asyncio.to_thread(_read_from, path, offset)
+            offset += len(new)
+            lines = parser.feed(new)
+            if lines:
+                yield kubelet_pb2.LogChunk(data=b"".join(lines))
+            elif not new:
+                try:
+                    state = (await self.runtime.container_status(container.id)).state
+                except CRIError:
+                    return
+                if state != cri_pb2.CONTAINER_RUNNING:
+                    return
+
+    async def Exec(self, request: kubelet_pb2.ExecRequest, context: grpc.aio.ServicerContext
+                   ) -> kubelet_pb2.ExecReply:
+        if not request.command:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a command is required")
+        try:
+            container = await self._container(request.namespace, request.pod, request.container, running=True)
+            reply = await self.runtime.exec_sync(container.id, list(request.command),
+                                                 request.timeout_seconds or EXEC_DEFAULT_TIMEOUT)
+        except ContainerLookupError as err:
+            await context.abort(err.code, str(err))
+            raise  # unreachable: abort raises
+        except CRIError as err:
+            await context.abort(err.code, str(err))
+            raise
+        return kubelet_pb2.ExecReply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    """What the file holds past `offset` ("" if it is gone: the container was removed)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return b""
+
+
+async def serve(runtime: Runtime, pods: Store[core_pb2.Pod], address: str) -> tuple[grpc.aio.Server, int]:
+    """Start the kubelet API on `address` ("host:port", port 0 for any); returns the server and its port."""
+    server = grpc.aio.server()
+    kubelet_pb2_grpc.add_KubeletServicer_to_server(KubeletService(runtime, pods), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    return server, port

@@ -1,0 +1,139 @@
+"""Pod status from what the runtime says: phase, conditions and container statuses.
+
+Pure functions over plain data, so the rules can be read (and tested) apart
+from the gRPC plumbing. They follow the kubelet's generateAPIPodStatus/getPhase:
+
+- a container never started is `waiting` (ContainerCreating, ErrImagePull, ...);
+- a running one is `running`, `ready` when its readiness probe says so;
+- an exited one is `terminated` with its exit code and reason (Completed, Error,
+  OOMKilled), or `waiting: CrashLoopBackOff` with the termination as `lastState`
+  while it waits to be restarted;
+- the phase: Pending until every container has started, Running while any runs
+  or will be restarted, then Succeeded or Failed by exit codes and restartPolicy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from nodeagent.kubelet.runtime import CONTAINER_ID_PREFIX
+from proto import core_pb2, cri_pb2
+
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass
+class ContainerView:
+    """What the kubelet knows about one container of the pod spec right now."""
+
+    spec: core_pb2.Container
+    latest: cri_pb2.ContainerStatus | None  # the newest instance
+    previous: cri_pb2.ContainerStatus | None  # the one before it, for lastState
+    ready: bool = False
+    started: bool = False
+    waiting_reason: str = ""  # set when the kubelet holds the container back (back-off, pull error)
+    waiting_message: str = ""
+    will_restart: bool = False  # an exited latest instance is going to be replaced
+
+
+def _timestamp(nanos: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(nanos)
+    return ts
+
+
+def terminated_state(status: cri_pb2.ContainerStatus) -> core_pb2.ContainerStateTerminated:
+    reason = status.reason or ("Completed" if status.exit_code == 0 else "Error")
+    return core_pb2.ContainerStateTerminated(
+        exit_code=status.exit_code, reason=reason, message=status.message,
+        started_at=_timestamp(status.started_at), finished_at=_timestamp(status.finished_at),
+        container_id=CONTAINER_ID_PREFIX + status.id)
+
+
+def container_status(view: ContainerView) -> core_pb2.ContainerStatus:
+    out = core_pb2.ContainerStatus(name=view.spec.name, image=view.spec.image)
+    latest = view.latest
+    if latest is not None:
+        out.container_id = CONTAINER_ID_PREFIX + latest.id
+        out.image_id = latest.image_ref
+        out.restart_count = latest.metadata.attempt
+    if view.previous is not None and view.previous.state == cri_pb2.CONTAINER_EXITED:
+        out.last_state.terminated.CopyFrom(terminated_state(view.previous))
+    if view.waiting_reason:
+        out.state.waiting.reason = view.waiting_reason
+        out.state.waiting.message = view.waiting_message
+        if latest is not None and latest.state == cri_pb2.CONTAINER_EXITED:
+            out.last_state.terminated.CopyFrom(terminated_state(latest))
+    elif latest is None or latest.state == cri_pb2.CONTAINER_CREATED:
+        out.state.waiting.reason = "ContainerCreating"
+    elif latest.state == cri_pb2.CONTAINER_RUNNING:
+        out.state.running.started_at.CopyFrom(_timestamp(latest.started_at))
+        out.ready = view.ready
+    else:
+        out.state.terminated.CopyFrom(terminated_state(latest))
+    out.started = latest is not None and latest.state == cri_pb2.CONTAINER_RUNNING and view.started
+    return out
+
+
+def phase(views: list[ContainerView], restart_policy: str) -> str:
+    """getPhase: Pending, Running, Succeeded or Failed."""
+    pending = running = succeeded = failed = 0
+    for view in views:
+        latest = view.latest
+        if latest is None or latest.state == cri_pb2.CONTAINER_CREATED:
+            # A new instance of a container that ran before counts as running: the pod did start.
+            if latest is not None and latest.metadata.attempt > 0:
+                running += 1
+            else:
+                pending += 1
+        elif latest.state == cri_pb2.CONTAINER_RUNNING:
+            running += 1
+        elif view.will_restart:
+            running += 1
+        elif latest.exit_code == 0:
+            succeeded += 1
+        else:
+            failed += 1
+    if pending:
+        return "Pending"
+    if running:
+        return "Running"
+    if restart_policy == "Always":
+        return "Running"
+    return "Failed" if failed else "Succeeded"
+
+
+def succeeded(view: ContainerView) -> bool:
+    """An init container whose newest instance exited 0: its part is done."""
+    latest = view.latest
+    return latest is not None and latest.state == cri_pb2.CONTAINER_EXITED and latest.exit_code == 0
+
+
+def init_phase(views: list[ContainerView]) -> str:
+    """The phase while init containers run: Pending, or Failed if one failed for good."""
+    for view in views:
+        latest = view.latest
+        if latest is not None and latest.state == cri_pb2.CONTAINER_EXITED and latest.exit_code != 0 \
+                and not view.will_restart:
+            return "Failed"
+    return "Pending"
+
+
+def conditions(old: list[core_pb2.PodCondition], *, initialized: bool, containers_ready: bool,
+               now: Timestamp) -> list[core_pb2.PodCondition]:
+    """PodScheduled, Initialized, ContainersReady, Ready; transition times kept when unchanged."""
+    previous = {c.type: c for c in old}
+    want = [("PodScheduled", True, ""), ("Initialized", initialized, ""),
+            ("ContainersReady", containers_ready, "" if containers_ready else "ContainersNotReady"),
+            ("Ready", containers_ready, "" if containers_ready else "ContainersNotReady")]
+    result = []
+    for kind, ok, reason in want:
+        value = "True" if ok else "False"
+        cond = core_pb2.PodCondition(type=kind, status=value, reason=reason)
+        before = previous.get(kind)
+        cond.last_transition_time.CopyFrom(
+            before.last_transition_time if before is not None and before.status == value else now)
+        result.append(cond)
+    return result

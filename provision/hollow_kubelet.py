@@ -1,0 +1,198 @@
+"""Hollow kubelets and a trivial binder: what the controller manager needs from nodes, without nodes.
+
+`provision/hollow.py` registers hollow Node objects (kubemark's idea). A
+`HollowCluster` adds the behaviour the controllers rely on but do not own:
+
+- the *kubelet* of each of its nodes: renews the node's Lease in
+  kube-node-lease, keeps its Ready condition True, marks every pod bound to it
+  Running and Ready (with a pod IP) through the status subresource, and
+  finishes graceful deletions (delete with grace 0) as a kubelet does once
+  the containers have stopped;
+- a trivial *scheduler*: binds pending pods round-robin to its live nodes.
+
+It only touches pods in its own namespaces, so several can share a cluster
+(one per test). A node can be `kill()`ed (its kubelet goes silent: no lease
+renewals, no pod updates) and `revive()`d. It runs on the shared informer +
+work-queue library, like the real components. Used by the controller tests
+and `bench/controllers.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Iterable
+
+from proto import coordination_pb2, core_pb2
+from proto.client import Client, Informer, WorkQueue, enqueue, run_workers
+from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
+from provision import hollow
+
+log = logging.getLogger(__name__)
+
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+
+
+class HollowCluster:
+    def __init__(self, client: Client, namespaces: Iterable[str], *, nodes: int = 3, prefix: str = "hollow",
+                 lease_interval: float = 0.5, workers: int = 16) -> None:
+        self.client = client
+        self.namespaces = list(namespaces)
+        self.node_names = [f"{prefix}-{i}" for i in range(nodes)]
+        self.dead: set[str] = set()
+        # Pods running one of these images never become ready (a broken release, for rollout tests).
+        self.unready_images: set[str] = set()
+        self.lease_interval = lease_interval
+        self.workers = workers
+        self.queue: WorkQueue[str] = WorkQueue("hollow")
+        self.informers = [Informer(client, core_pb2.Pod, namespace=ns) for ns in self.namespaces]
+        self._next_node = itertools.cycle(self.node_names)
+        self._ips = itertools.count(2)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for name in self.node_names:
+            # Created, then status written as the kubelet would; the node IPAM controller may
+            # write the spec in between, so the status write reads the node afresh.
+            with contextlib.suppress(AlreadyExists):
+                await self.client.create(hollow.node(name, cpu="64", memory="256Gi", pods=1100))
+            await self._post_ready(name)
+        for informer in self.informers:
+            enqueue(informer, self.queue)
+            self._tasks.append(asyncio.create_task(informer.run()))
+        self._tasks.append(asyncio.create_task(self._renew_leases()))
+        self._tasks.append(asyncio.create_task(run_workers(self.queue, self._sync, self.workers)))
+        await asyncio.gather(*(i.wait_synced() for i in self.informers))
+
+    async def stop(self, *, delete_nodes: bool = True) -> None:
+        self.queue.shutdown()
+        for informer in self.informers:
+            informer.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if delete_nodes:
+            for name in self.node_names:
+                with contextlib.suppress(ApiError):
+                    await self.client.delete(core_pb2.Node, name)
+                with contextlib.suppress(ApiError):
+                    await self.client.delete(coordination_pb2.Lease, name, NODE_LEASE_NAMESPACE)
+
+    def kill(self, node: str) -> None:
+        """The node's kubelet goes silent."""
+        self.dead.add(node)
+
+    def revive(self, node: str) -> None:
+        self.dead.discard(node)
+        for informer in self.informers:
+            for pod in informer.store.list():
+                if pod.spec.node_name == node:
+                    self.queue.add(f"{pod.metadata.namespace}/{pod.metadata.name}")
+
+    # ---------------------------------------------------------------- kubelet: node
+
+    async def _post_ready(self, name: str) -> None:
+        for _attempt in range(10):
+            node = await self.client.get(core_pb2.Node, name)
+            template = hollow.node(name, cpu="64", memory="256Gi", pods=1100)
+            node.status.CopyFrom(template.status)
+            del node.status.conditions[:]
+            cond = node.status.conditions.add(type="Ready", status="True", reason="KubeletReady",
+                                              message="kubelet is posting ready status")
+            cond.last_heartbeat_time.GetCurrentTime()
+            cond.last_transition_time.GetCurrentTime()
+            try:
+                await self.client.update_status(node)
+                return
+            except Conflict:
+                continue
+
+    async def _renew_leases(self) -> None:
+        while True:
+            for name in self.node_names:
+                if name in self.dead:
+                    continue
+                try:
+                    await self._renew(name)
+                except ApiError as err:
+                    log.debug("lease renewal for %s failed: %s", name, err)
+            await asyncio.sleep(self.lease_interval)
+
+    async def _renew(self, name: str) -> None:
+        try:
+            lease = await self.client.get(coordination_pb2.Lease, name, NODE_LEASE_NAMESPACE)
+        except NotFound:
+            lease = coordination_pb2.Lease(api_version="coordination.k8s.io/v1", kind="Lease")
+            lease.metadata.name, lease.metadata.namespace = name, NODE_LEASE_NAMESPACE
+            lease.spec.holder_identity = name
+            lease.spec.lease_duration_seconds = 40
+            lease.spec.renew_time.GetCurrentTime()
+            await self.client.create(lease)
+            return
+        lease.spec.renew_time.GetCurrentTime()
+        await self.client.update(lease)
+        # A kubelet whose node was marked Unknown posts Ready again with its next status update.
+        node = await self.client.get(core_pb2.Node, name)
+        ready = next((c for c in node.status.conditions if c.type == "Ready"), None)
+        if ready is None or ready.status != "True":
+            await self._post_ready(name)
+
+    # ---------------------------------------------------------------- binder and kubelet: pods
+
+    async def _sync(self, key: str) -> None:
+        namespace, _, name = key.partition("/")
+        informer = next(i for i in self.informers if i.namespace == namespace)
+        pod = informer.store.get(key)
+        if pod is None:
+            return
+        node = pod.spec.node_name
+        if not node:
+            if pod.metadata.HasField("deletion_timestamp") or len(self.dead) == len(self.node_names):
+                return
+            target = next(self._next_node)
+            while target in self.dead:
+                target = next(self._next_node)
+            with contextlib.suppress(Conflict, NotFound):
+                await self.client.bind(pod, target)
+            return
+        if node not in self.node_names or node in self.dead:
+            return
+        if pod.metadata.HasField("deletion_timestamp"):
+            with contextlib.suppress(NotFound, Conflict):
+                await self.client.delete(core_pb2.Pod, name, namespace, grace_period_seconds=0,
+                                         uid=pod.metadata.uid)
+            return
+        if pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True"
+                                                 for c in pod.status.conditions):
+            return
+        if any(c.image in self.unready_images for c in pod.spec.containers):
+            return
+        await self._run_pod(pod)
+
+    async def _run_pod(self, pod: core_pb2.Pod) -> None:
+        new = core_pb2.Pod()
+        new.CopyFrom(pod)
+        status = new.status
+        status.phase = "Running"
+        status.host_ip = "10.0.0.1"
+        n = next(self._ips)
+        status.pod_ip = f"10.244.{(n >> 8) & 255}.{n & 255}"
+        del status.pod_ips[:]
+        status.pod_ips.add(ip=status.pod_ip)
+        status.start_time.GetCurrentTime()
+        for type_ in ("Initialized", "ContainersReady", "Ready"):
+            cond = next((c for c in status.conditions if c.type == type_), None)
+            if cond is None:
+                cond = status.conditions.add(type=type_)
+            cond.status = "True"
+            cond.last_transition_time.GetCurrentTime()
+        del status.container_statuses[:]
+        for c in new.spec.containers:
+            cs = status.container_statuses.add(name=c.name, image=c.image, ready=True, started=True)
+            cs.state.running.started_at.GetCurrentTime()
+        with contextlib.suppress(NotFound, Conflict):
+            await self.client.update_status(new)

@@ -1,0 +1,85 @@
+"""The kubelet's pure rules, without a runtime: phase, back-off, CRI log parsing, CNI config, image names."""
+
+from __future__ import annotations
+
+from nodeagent.kubelet import network
+from nodeagent.kubelet import status as podstatus
+from nodeagent.kubelet.backoff import Backoff
+from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.pods import PodSyncer, _expand
+from nodeagent.kubelet.server import CRILogParser
+from proto import core_pb2, cri_pb2
+
+
+def view(state: cri_pb2.ContainerState.ValueType | None, exit_code: int = 0, attempt: int = 0,
+         will_restart: bool = False) -> podstatus.ContainerView:
+    latest = None if state is None else cri_pb2.ContainerStatus(
+        id="abc", state=state, exit_code=exit_code, metadata=cri_pb2.ContainerMetadata(name="c", attempt=attempt))
+    return podstatus.ContainerView(core_pb2.Container(name="c"), latest, None, will_restart=will_restart)
+
+
+def test_phase_follows_the_kubelets_rules() -> None:
+    running, exited = cri_pb2.CONTAINER_RUNNING, cri_pb2.CONTAINER_EXITED
+    assert podstatus.phase([view(None)], "Always") == "Pending"
+    assert podstatus.phase([view(running), view(None)], "Always") == "Pending"
+    assert podstatus.phase([view(running)], "Never") == "Running"
+    assert podstatus.phase([view(exited, 1, will_restart=True)], "Always") == "Running"
+    assert podstatus.phase([view(exited, 0), view(exited, 2)], "Never") == "Failed"
+    assert podstatus.phase([view(exited, 0)], "OnFailure") == "Succeeded"
+    assert podstatus.phase([view(exited, 0)], "Always") == "Running"
+    assert podstatus.phase([view(cri_pb2.CONTAINER_CREATED, attempt=2)], "Always") == "Running"
+
+
+def test_crash_loop_status_shows_back_off_and_the_last_termination() -> None:
+    v = view(cri_pb2.CONTAINER_EXITED, 1, attempt=3, will_restart=True)
+    v.waiting_reason, v.waiting_message = "CrashLoopBackOff", "back-off 20s"
+    status = podstatus.container_status(v)
+    assert status.state.waiting.reason == "CrashLoopBackOff"
+    assert status.last_state.terminated.exit_code == 1 and status.last_state.terminated.reason == "Error"
+    assert status.restart_count == 3 and not status.ready
+
+
+def test_back_off_doubles_to_its_maximum_and_resets_after_a_long_run() -> None:
+    b = Backoff(initial=10, maximum=40, reset=600)
+    key = ("uid", "c")
+    assert b.remaining(key, finished_at=100, now=100) == 0  # the first restart is immediate
+    b.next(key, 100)
+    assert b.remaining(key, finished_at=101, now=105) == 6
+    delays = []
+    for t in (120, 150, 200, 250):
+        b.next(key, t)
+        delays.append(b.delay(key))
+    assert delays == [20, 40, 40, 40]
+    b.next(key, 2000)  # ran for longer than `reset`: start over
+    assert b.delay(key) == 10
+
+
+def test_cri_log_lines_are_joined_across_partial_records_and_reads() -> None:
+    parser = CRILogParser()
+    assert parser.feed(b"2026-01-01T00:00:00Z stdout F hello\n2026-01-01T00:00:01Z stdout P par") == [b"hello\n"]
+    assert parser.feed(b"t\n2026-01-01T00:00:02Z stderr F ial line\n") == [b"partial line\n"]
+    stamped = CRILogParser(timestamps=True)
+    assert stamped.feed(b"2026-01-01T00:00:00Z stdout F x\n") == [b"2026-01-01T00:00:00Z x\n"]
+
+
+def test_conflist_is_bridge_host_local_and_loopback(tmp_path) -> None:
+    config = network.conflist(network="flotilla-n1", bridge="cni0", pod_cidr="10.244.1.0/24", data_dir="/d")
+    plugins = config["plugins"]
+    assert isinstance(plugins, list)
+    assert [p["type"] for p in plugins] == ["bridge", "loopback"]
+    assert plugins[0]["isDefaultGateway"] is True and plugins[0]["ipMasq"] is False
+    assert network.write_conflist(tmp_path, config) is True
+    assert network.write_conflist(tmp_path, config) is False  # unchanged: containerd is not poked
+    assert network.current_pod_cidr(tmp_path) == "10.244.1.0/24"
+
+
+def test_short_image_names_try_the_cluster_registry_first() -> None:
+    syncer = PodSyncer.__new__(PodSyncer)
+    syncer.config = KubeletConfig(cluster_registry="10.0.0.5:5000")
+    assert syncer.image_candidates("nginx:1.25") == ["10.0.0.5:5000/nginx:1.25", "nginx:1.25"]
+    assert syncer.image_candidates("localhost/busybox:latest") == ["localhost/busybox:latest"]
+    assert syncer.image_candidates("quay.io/x/y") == ["quay.io/x/y"]
+
+
+def test_dependent_environment_variables_expand() -> None:
+    assert _expand("$(A)-$(B)-$(MISSING)", {"A": "1", "B": "2"}) == "1-2-$(MISSING)"
