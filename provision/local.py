@@ -1,11 +1,10 @@
 """The local provider: a Flotilla cluster on this machine, started by `kctl cluster up`.
 
-Today it brings up the control plane that exists so far: etcd and the
-apiserver, as detached processes with their logs, pid files and a kubeconfig
-under `~/.flotilla/clusters/<name>/` (or $FLOTILLA_HOME/clusters/<name>/).
-Each daemon joins this list as it lands; the full provider (nodes in network
-namespaces, each with containerd, kubelet and proxy) builds on the same folder
-layout.
+Today it brings up the control plane: etcd, the apiserver, the scheduler and
+the controller manager, as detached processes with their logs, pid files and a
+kubeconfig under `~/.flotilla/clusters/<name>/` (or $FLOTILLA_HOME/clusters/<name>/).
+Worker nodes (network namespaces, each with containerd, kubelet and proxy) come
+with the provisioning work and build on the same folder layout.
 """
 
 from __future__ import annotations
@@ -14,14 +13,20 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
-from provision.processes import start_apiserver, start_etcd
+from provision.processes import Process, start_apiserver, start_etcd
 
+# Daemons that only need the apiserver's address, started after it in this order.
+CONTROL_PLANE_DAEMONS = (
+    ("scheduler", "controlplane.scheduler.main"),
+    ("controller-manager", "controlplane.controllers.main"),
+)
 DEFAULT_ETCD_PORT = 12379  # not 2379: a distribution's own etcd may already hold that
 DEFAULT_API_PORT = 6443
 
@@ -85,15 +90,22 @@ def up(name: str = "flotilla", *, api_port: int = DEFAULT_API_PORT, etcd_port: i
     logs = folder / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     etcd = start_etcd(folder / "etcd", client_port=etcd_port, peer_port=etcd_port + 1, log_dir=logs)
+    started: list[Process] = [etcd.process]
     try:
         api = start_apiserver(etcd.url, logs, port=api_port)
+        started.append(api.process)
+        for component, module in CONTROL_PLANE_DAEMONS:
+            daemon = Process(component, [sys.executable, "-m", module, "--server", api.address],
+                             logs / f"{component}.log")
+            daemon.start()
+            started.append(daemon)
     except Exception:
-        etcd.process.stop()
+        for proc in reversed(started):
+            proc.stop()
         raise
     kubeconfig = folder / "kubeconfig"
     kubeconfig.write_text(kubeconfig_text(name, api.address))
-    state = ClusterState(name, api.address, etcd.url, {"etcd": etcd.process.pid, "apiserver": api.process.pid},
-                         str(kubeconfig))
+    state = ClusterState(name, api.address, etcd.url, {p.name: p.pid for p in started}, str(kubeconfig))
     (folder / "state.json").write_text(json.dumps(asdict(state), indent=2))
     if write_default_config:
         default = Path(os.environ.get("KCTL_CONFIG", Path.home() / ".kctl" / "config"))
@@ -108,8 +120,8 @@ def down(name: str = "flotilla", *, remove: bool = True) -> bool:
     folder = cluster_dir(name)
     if state is None and not folder.exists():
         return False
-    # The apiserver first, so nothing writes to etcd while it stops.
-    for component in ("apiserver", "etcd"):
+    # Clients first, then the apiserver, so nothing writes to etcd while it stops.
+    for component in (*(c for c, _ in reversed(CONTROL_PLANE_DAEMONS)), "apiserver", "etcd"):
         pid = state.pids.get(component) if state else None
         if pid and _alive(pid):
             os.kill(pid, signal.SIGTERM)

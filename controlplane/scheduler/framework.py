@@ -186,6 +186,8 @@ class FitError(Exception):
     def message(self) -> str:
         # kube-scheduler's FitError.Error(): "count reason" pairs sorted as strings.
         text = f"0/{self.num_nodes} nodes are available:"
+        if self.num_nodes == 0:
+            return "no nodes available to schedule pods"  # kube-scheduler's ErrNoNodesAvailable
         if self.diagnosis.pre_filter_message:
             return f"{text} {self.diagnosis.pre_filter_message}."
         histogram = sorted(f"{count} {reason}" for reason, count in self.diagnosis.reasons.items())
