@@ -1,0 +1,77 @@
+"""What cluster DNS answers, decided from the Service and Endpoints caches (pure).
+
+The names follow Kubernetes' DNS specification for Services:
+
+- `<svc>.<ns>.svc.<domain>` A → the ClusterIP; for a headless Service
+  (clusterIP None) one A record per ready endpoint, so clients reach pods directly.
+- `_<port>._<proto>.<svc>.<ns>.svc.<domain>` SRV → the named port's number and the
+  Service's name as target (with its A records in the additional section).
+- Any other name under `<domain>` → NXDOMAIN, authoritatively: the cluster owns it.
+- Names outside the domain are not ours: `resolve` returns None and the server
+  forwards the query to the node's upstream resolver.
+
+Short names (`web`, `web.default`) reach here already qualified by the pod's
+resolv.conf search path, so no special case is needed for them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dnslib import QTYPE, RCODE, RR, SRV, A, DNSRecord  # type: ignore[import-untyped]
+
+from proto import core_pb2
+
+TTL = 5  # seconds: short, so clients notice new endpoints of headless Services quickly
+
+
+class Lister(Protocol):
+    """The part of an informer's `Store` the resolver reads."""
+
+    def get_by_name(self, namespace: str, name: str) -> object | None: ...
+
+
+def resolve(request: DNSRecord, services: Lister, endpoints: Lister, domain: str = "cluster.local") -> DNSRecord | None:
+    """The reply to `request`, or None when the name is outside the cluster domain (forward it)."""
+    qname = str(request.q.qname).rstrip(".").lower()
+    suffix = "." + domain.lower()
+    if not (qname == domain.lower() or qname.endswith(suffix)):
+        return None
+    reply = request.reply()  # aa=1: for the cluster domain this server is the authority
+    labels = qname[: -len(suffix)].split(".") if qname.endswith(suffix) else []
+    if len(labels) < 3 or labels[-1] != "svc":
+        reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+    labels = labels[:-1]
+    port_labels, (name, namespace) = labels[:-2], labels[-2:]
+    svc = services.get_by_name(namespace, name)
+    if not isinstance(svc, core_pb2.Service) or len(port_labels) not in (0, 2):
+        reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+    target = f"{name}.{namespace}.svc.{domain}."
+    addresses = _addresses(svc, endpoints.get_by_name(namespace, name))
+    qtype = request.q.qtype
+    if not port_labels:
+        if qtype in (QTYPE.A, QTYPE.ANY):
+            for ip in addresses:
+                reply.add_answer(RR(target, QTYPE.A, ttl=TTL, rdata=A(ip)))
+        return reply  # other types of an existing name: NOERROR with no data
+    port_name, proto = (label.removeprefix("_") for label in port_labels)
+    port = next((p for p in svc.spec.ports
+                 if p.name == port_name and p.protocol.lower() == proto and p.name), None)
+    if port is None:
+        reply.header.rcode = RCODE.NXDOMAIN
+        return reply
+    if qtype in (QTYPE.SRV, QTYPE.ANY):
+        reply.add_answer(RR(qname + ".", QTYPE.SRV, ttl=TTL, rdata=SRV(0, 100, port.port, target)))
+        for ip in addresses:
+            reply.add_ar(RR(target, QTYPE.A, ttl=TTL, rdata=A(ip)))
+    return reply
+
+
+def _addresses(svc: core_pb2.Service, endpoints: object | None) -> list[str]:
+    if svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
+        return [svc.spec.cluster_ip]
+    if not isinstance(endpoints, core_pb2.Endpoints):
+        return []
+    return sorted({address.ip for subset in endpoints.subsets for address in subset.addresses})

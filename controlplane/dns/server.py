@@ -1,0 +1,141 @@
+"""Cluster DNS on the wire: UDP and TCP listeners answering from the informer caches.
+
+Queries are parsed and packed by dnslib (no hand-written codec). Answers for the
+cluster domain come from `resolver.resolve`, which reads the Service and
+Endpoints informers' stores: nothing is asked of the apiserver per query.
+Other names are forwarded, as the raw query bytes, to the upstream resolver
+(the node's own, e.g. from /etc/resolv.conf), and its reply is relayed as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import cast
+
+from dnslib import RCODE, DNSError, DNSRecord  # type: ignore[import-untyped]
+
+from controlplane.dns.resolver import resolve
+from proto import core_pb2
+from proto.client.api import Client
+from proto.client.informer import InformerFactory
+
+log = logging.getLogger(__name__)
+
+UPSTREAM_TIMEOUT = 2.0
+
+
+class DnsServer:
+    def __init__(self, client: Client, *, domain: str = "cluster.local",
+                 upstream: tuple[str, int] | None = None) -> None:
+        self.domain = domain
+        self.upstream = upstream
+        self.factory = InformerFactory(client)
+        self.services = self.factory.informer(core_pb2.Service)
+        self.endpoints = self.factory.informer(core_pb2.Endpoints)
+        self._transports: list[asyncio.BaseTransport] = []
+        self._tcp: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Sync the caches, then listen on UDP and TCP; returns the bound address (port 0 picks one)."""
+        self.factory.start()
+        await self.factory.wait_for_cache_sync()
+        return await self.listen(host, port)
+
+    async def listen(self, host: str, port: int) -> tuple[str, int]:
+        """Serve from the stores as they are (`start` fills them first; the benchmark fills them itself)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        self._transports.append(transport)
+        bound = transport.get_extra_info("sockname")[:2]
+        self._tcp = await asyncio.start_server(self._serve_tcp, host, bound[1])
+        return str(bound[0]), int(bound[1])
+
+    async def stop(self) -> None:
+        for transport in self._transports:
+            transport.close()
+        if self._tcp is not None:
+            self._tcp.close()
+            await self._tcp.wait_closed()
+        self.factory.stop()
+
+    async def answer(self, data: bytes) -> bytes | None:
+        """The reply bytes to one query (None for garbage that deserves no reply)."""
+        try:
+            request = DNSRecord.parse(data)
+        except (DNSError, struct.error, IndexError, ValueError):
+            return None
+        reply = resolve(request, self.services.store, self.endpoints.store, self.domain)
+        if reply is not None:
+            return bytes(reply.pack())
+        if self.upstream is None:
+            refused = request.reply()
+            refused.header.rcode = RCODE.REFUSED
+            return bytes(refused.pack())
+        try:
+            return await self._forward(data)
+        except (OSError, TimeoutError):
+            failed = request.reply()
+            failed.header.rcode = RCODE.SERVFAIL
+            return bytes(failed.pack())
+
+    async def _forward(self, data: bytes) -> bytes:
+        assert self.upstream is not None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bytes] = loop.create_future()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Reply(done), remote_addr=self.upstream)
+        try:
+            transport.sendto(data)
+            return await asyncio.wait_for(done, UPSTREAM_TIMEOUT)
+        finally:
+            transport.close()
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # DNS over TCP: each message is preceded by its length in two bytes (RFC 1035 4.2.2).
+        try:
+            while True:
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                reply = await self.answer(await reader.readexactly(size))
+                if reply is None:
+                    break
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: DnsServer) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's UDP transport does not subclass DatagramTransport, though it is one.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._reply(data, addr))
+        self._tasks.add(task)  # hold a reference until done, or the task may be collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reply(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        reply = await self.server.answer(data)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
+class _Reply(asyncio.DatagramProtocol):
+    def __init__(self, done: asyncio.Future[bytes]) -> None:
+        self.done = done
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        if not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)

@@ -1,0 +1,147 @@
+"""The LoadBalancer announcer (MetalLB's L2 mode): one node answers for each LoadBalancer address.
+
+Every node's proxy DNATs a LoadBalancer address, but the network must send the
+packets to some node: one node per Service holds the address on its interface
+(a /32, so the kernel answers ARP for it) and tells the segment with a
+gratuitous ARP (`arping -U`), so neighbours update their caches at once rather
+than after ~45 s. Which node: the holder of the Lease `lb-<service>` in the
+Service's namespace, through the same leader election the controller manager
+uses. If that node dies its Lease expires, another node's elector wins and
+announces; a node that loses the Lease (or the Service its address) removes the
+/32 again.
+
+Shape: a Service informer whose handlers enqueue keys; `sync` starts or stops
+one election task per LoadBalancer Service with an address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from controlplane.controllers.leaderelection import LeaderElectionConfig, LeaderElector
+from proto import core_pb2
+from proto.client.api import Client
+from proto.client.informer import InformerFactory, key_of, split_key
+from proto.client.workqueue import WorkQueue, run_workers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LeaseTiming:
+    duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+def interface_of(ip: str, *, netns: str | None = None) -> str:
+    """The interface holding `ip` (the node's InternalIP): where LoadBalancer addresses go."""
+    out = _ip(["-o", "-4", "addr", "show"], netns).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3].split("/")[0] == ip:
+            return fields[1]
+    raise LookupError(f"no interface holds {ip}")
+
+
+def _ip(args: list[str], netns: str | None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *(["-n", netns] if netns else []), *args], capture_output=True, text=True,
+                          check=False)
+
+
+class Announcer:
+    def __init__(self, client: Client, *, node_name: str, interface: str, netns: str | None = None,
+                 timing: LeaseTiming = LeaseTiming(), namespace: str = "") -> None:
+        self.client = client
+        self.node_name = node_name
+        self.interface = interface
+        self.netns = netns
+        self.timing = timing
+        self.factory = InformerFactory(client)
+        self.services = self.factory.informer(core_pb2.Service, namespace)
+        self.queue: WorkQueue[str] = WorkQueue("lb-announcer")
+        self.elections: dict[str, tuple[frozenset[str], asyncio.Task[None]]] = {}
+        self._arping = shutil.which("arping")
+        self._background: set[asyncio.Task[None]] = set()
+        self._leading: set[str] = set()
+        self.services.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._enqueue)
+
+    def _enqueue(self, svc: core_pb2.Service) -> None:
+        self.queue.add(key_of(svc))
+
+    async def run(self) -> None:
+        self.factory.start()
+        try:
+            await self.factory.wait_for_cache_sync()
+            await run_workers(self.queue, self.sync, 1)
+        finally:
+            self.queue.shutdown()
+            self.factory.stop()
+            for _, task in self.elections.values():
+                task.cancel()
+            await asyncio.gather(*(task for _, task in self.elections.values()), return_exceptions=True)
+
+    def announced(self) -> list[str]:
+        """Keys of the Services this node is announcing now (tests, logs)."""
+        return sorted(self._leading)
+
+    async def sync(self, key: str) -> None:
+        svc = self.services.store.get(key)
+        ips = frozenset(i.ip for i in svc.status.load_balancer.ingress if i.ip) \
+            if svc is not None and svc.spec.type == "LoadBalancer" else frozenset()
+        current = self.elections.get(key)
+        if current is not None and current[0] == ips:
+            return
+        if current is not None:
+            current[1].cancel()  # its `finally` withdraws the addresses
+            with contextlib.suppress(asyncio.CancelledError):
+                await current[1]
+            del self.elections[key]
+        if ips:
+            self.elections[key] = (ips, asyncio.create_task(self._elect(key, ips), name=f"lb-election {key}"))
+
+    async def _elect(self, key: str, ips: frozenset[str]) -> None:
+        namespace, name = split_key(key)
+        elector = LeaderElector(self.client, LeaderElectionConfig(
+            name=f"lb-{name}", identity=self.node_name, namespace=namespace,
+            lease_duration=self.timing.duration, renew_deadline=self.timing.renew_deadline,
+            retry_period=self.timing.retry_period))
+        while True:
+            # run() returns when the Lease is lost; then stand by for it again.
+            await elector.run(lambda: self._announce(key, ips))
+
+    async def _announce(self, key: str, ips: frozenset[str]) -> None:
+        """Hold the addresses while leading; withdrawn when cancelled (Lease lost or Service changed)."""
+        self._leading = self._leading | {key}
+        try:
+            for ip in sorted(ips):
+                _ip(["addr", "replace", f"{ip}/32", "dev", self.interface], self.netns)
+                self._gratuitous_arp(ip)
+            log.info("%s: announcing %s for %s", self.node_name, ", ".join(sorted(ips)), key)
+            await asyncio.Event().wait()
+        finally:
+            for ip in sorted(ips):
+                _ip(["addr", "del", f"{ip}/32", "dev", self.interface], self.netns)
+            self._leading = self._leading - {key}
+            log.info("%s: stopped announcing %s", self.node_name, key)
+
+    def _gratuitous_arp(self, ip: str) -> None:
+        if self._arping is None:
+            log.warning("arping not installed (iputils-arping): neighbours learn %s only when their cache expires", ip)
+            return
+        argv = [*(["ip", "netns", "exec", self.netns] if self.netns else []),
+                self._arping, "-U", "-c", "1", "-I", self.interface, ip]
+
+        async def send() -> None:
+            # arping blocks about a second: in the background, never in the way of a sync.
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await proc.wait()
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,91 @@
+"""`flotilla-proxy`: the per-node daemon that makes Services reachable (kube-proxy).
+
+    flotilla-proxy --server 127.0.0.1:6443 --node-name node-1 [--node-ip 192.168.56.101]
+    flotilla-proxy --cleanup        # remove every rule the proxy made, then exit
+
+On a local cluster whose nodes are network namespaces, `--netns NODE` keeps the
+proxy in the host's namespace (where the apiserver listens on loopback) and
+programs the node's namespace (`ip netns exec NODE nft ...`).
+
+Runs as root on each node (it programs the node's nftables); see proxier.py for
+the loop and rules.py for the ruleset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+from nodeagent.proxy import nft
+from nodeagent.proxy.announcer import Announcer, interface_of
+from nodeagent.proxy.proxier import Proxier
+from proto.client import Client
+from proto.client import config as clientconfig
+from proto.errors import ApiError
+
+log = logging.getLogger("flotilla.proxy")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="flotilla-proxy", description=__doc__.split("\n")[0])
+    parser.add_argument("--server", help="the apiserver's HOST:PORT (default: from the kubeconfig)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KCTL_CONFIG, ~/.kctl/config)")
+    parser.add_argument("--node-name", help="this node's name (required unless --cleanup)")
+    # Node ports answer on every local address (fib daddr type local); the IP finds the LB interface.
+    parser.add_argument("--node-ip", help="this node's InternalIP: LoadBalancer addresses go on its interface")
+    parser.add_argument("--lb-interface", help="interface to announce LoadBalancer addresses on "
+                        "(default: the one holding --node-ip; neither: no announcing)")
+    parser.add_argument("--netns", help="program this named network namespace instead of our own (local nodes)")
+    parser.add_argument("--cleanup", action="store_true", help="delete the proxy's nftables table and exit")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+async def serve(opts: argparse.Namespace) -> None:
+    client_config = clientconfig.load(server=opts.server, kubeconfig=opts.kubeconfig)
+    async with client_config.client() as client:
+        await client.wait_ready(timeout=30)
+        proxier = Proxier(client, node_name=opts.node_name, netns=opts.netns)
+        interface = opts.lb_interface or (interface_of(opts.node_ip, netns=opts.netns) if opts.node_ip else None)
+        task = asyncio.create_task(run_all(proxier, client, opts, interface))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        log.info("proxying for node %s (%s) against %s", opts.node_name, opts.node_ip or "?", client.server)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # The rules stay on purpose: a restarting proxy must not cut live Service traffic.
+        log.info("stopped")
+
+
+async def run_all(proxier: Proxier, client: Client, opts: argparse.Namespace, interface: str | None) -> None:
+    async with asyncio.TaskGroup() as group:
+        group.create_task(proxier.run())
+        if interface:
+            announcer = Announcer(client, node_name=opts.node_name, interface=interface, netns=opts.netns)
+            group.create_task(announcer.run())
+            log.info("announcing LoadBalancer addresses on %s", interface)
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    logging.basicConfig(level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if opts.cleanup:
+        try:
+            nft.apply_sync(nft.cleanup_transaction(), netns=opts.netns)
+        except nft.NftError as err:
+            raise SystemExit(f"flotilla-proxy: {err}") from None
+        return
+    if not opts.node_name:
+        raise SystemExit("flotilla-proxy: --node-name is required")
+    try:
+        asyncio.run(serve(opts))
+    except (clientconfig.ConfigError, ApiError, nft.NftError, LookupError) as err:
+        raise SystemExit(f"flotilla-proxy: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The proxy end to end: real kernel rules in network namespaces this test creates.
+
+Given two "pods" (namespaces running a small HTTP server) wired to a "node"
+namespace, and Services + Endpoints in the real apiserver, when the proxier runs
+for that node, then a client on the node reaches both pods through the
+ClusterIP (TCP and UDP), reaches them through the NodePort on the node's address, sticks to
+one pod with ClientIP affinity, is refused at once by a Service without
+endpoints, and `flotilla-proxy --cleanup` leaves no table behind.
+
+Traffic stays inside the namespaces created here (10.251.0.0/16, the service
+IPs), all of which are removed afterwards, on failure too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nodeagent.proxy.proxier import Proxier
+from proto import core_pb2
+from proto.client import Client
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("curl"),
+    reason="needs root, nft and curl to build network namespaces")
+
+NODE_IP = "10.251.100.1"
+POD_IPS = ("10.251.1.2", "10.251.2.2")
+POD_PORT = 8080
+UDP_PORT = 5353
+# Answers every datagram with the pod's name (as a DNS server would, over UDP).
+UDP_SERVER = f"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], {UDP_PORT}))
+while True:
+    data, peer = s.recvfrom(512)
+    s.sendto(sys.argv[2].encode(), peer)
+"""
+UDP_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b"?", (sys.argv[1], 53))
+print(s.recvfrom(512)[0].decode())
+"""
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, check=check)
+
+
+@dataclass
+class Sandbox:
+    node: str
+    pods: tuple[str, ...]
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    tag = uuid.uuid4().hex[:6]
+    box = Sandbox(node=f"fltn-{tag}", pods=(f"fltpa-{tag}", f"fltpb-{tag}"))
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        sh("ip", "netns", "add", box.node)
+        sh("ip", "-n", box.node, "link", "set", "lo", "up")
+        # The node's "eth0" (a veth whose peer stays in the node: no dummy module here) holds the
+        # node IP; the service range routes there so the node's own connections to a ClusterIP
+        # have a route before DNAT rewrites them.
+        sh("ip", "-n", box.node, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+        sh("ip", "-n", box.node, "link", "set", "eth0-peer", "up")
+        sh("ip", "-n", box.node, "addr", "add", f"{NODE_IP}/24", "dev", "eth0")
+        sh("ip", "-n", box.node, "link", "set", "eth0", "up")
+        sh("ip", "-n", box.node, "route", "add", "10.96.0.0/12", "dev", "eth0")
+        sh("ip", "netns", "exec", box.node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for i, (pod, ip) in enumerate(zip(box.pods, POD_IPS, strict=True)):
+            gateway = ip.rsplit(".", 1)[0] + ".1"
+            sh("ip", "netns", "add", pod)
+            sh("ip", "-n", box.node, "link", "add", f"veth{i}", "type", "veth", "peer", "name", "eth0",
+               "netns", pod)
+            sh("ip", "-n", box.node, "addr", "add", f"{gateway}/24", "dev", f"veth{i}")
+            sh("ip", "-n", box.node, "link", "set", f"veth{i}", "up")
+            sh("ip", "-n", pod, "addr", "add", f"{ip}/24", "dev", "eth0")
+            sh("ip", "-n", pod, "link", "set", "eth0", "up")
+            sh("ip", "-n", pod, "link", "set", "lo", "up")
+            sh("ip", "-n", pod, "route", "add", "default", "via", gateway)
+            root = tmp_path / pod
+            root.mkdir()
+            (root / "index.html").write_text(pod)
+            servers.append(subprocess.Popen(
+                ["ip", "netns", "exec", pod, sys.executable, "-m", "http.server", str(POD_PORT),
+                 "--bind", ip, "--directory", str(root)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            servers.append(subprocess.Popen(
+                ["ip", "netns", "exec", pod, sys.executable, "-c", UDP_SERVER, ip, pod],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield box
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=5)
+        # Deleting a namespace deletes its veths and routes with it.
+        for ns in (*box.pods, box.node):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def curl(netns: str, url: str) -> tuple[int, str]:
+    done = sh("ip", "netns", "exec", netns, "curl", "-s", "--max-time", "2", url, check=False)
+    return done.returncode, done.stdout
+
+
+async def wait_answering(netns: str, url: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, _ = await asyncio.to_thread(curl, netns, url)
+        if code == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer from {netns} in {timeout} s")
+
+
+def service(namespace: str, name: str, cluster_ip: str, *, node_port: int = 0,
+            affinity: bool = False, udp: bool = False) -> core_pb2.Service:
+    svc = core_pb2.Service(api_version="v1", kind="Service")
+    svc.metadata.name, svc.metadata.namespace = name, namespace
+    svc.spec.cluster_ip = cluster_ip
+    svc.spec.type = "NodePort" if node_port else "ClusterIP"
+    if affinity:
+        svc.spec.session_affinity = "ClientIP"
+    if udp:
+        svc.spec.ports.add(port=53, target_port=str(UDP_PORT), protocol="UDP")
+    else:
+        svc.spec.ports.add(port=80, target_port=str(POD_PORT), protocol="TCP", node_port=node_port)
+    return svc
+
+
+def endpoints(namespace: str, name: str, ips: tuple[str, ...], *, udp: bool = False) -> core_pb2.Endpoints:
+    ep = core_pb2.Endpoints(api_version="v1", kind="Endpoints")
+    ep.metadata.name, ep.metadata.namespace = name, namespace
+    subset = ep.subsets.add()
+    for ip in ips:
+        subset.addresses.add(ip=ip)
+    subset.ports.add(port=UDP_PORT, protocol="UDP") if udp else subset.ports.add(port=POD_PORT, protocol="TCP")
+    return ep
+
+
+def random_cluster_ip() -> str:
+    return f"10.96.{random.randint(200, 250)}.{random.randint(1, 254)}"
+
+
+@contextlib.asynccontextmanager
+async def running(proxier: Proxier) -> AsyncIterator[None]:
+    task = asyncio.create_task(proxier.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_cluster_ip_node_port_affinity_reject_and_cleanup(
+        sandbox: Sandbox, client: Client, namespace: str) -> None:
+    web_ip, sticky_ip, empty_ip = random_cluster_ip(), random_cluster_ip(), random_cluster_ip()
+    node_port = random.randint(30000, 32767)
+    await client.create(service(namespace, "web", web_ip, node_port=node_port))
+    await client.create(endpoints(namespace, "web", POD_IPS))
+    await client.create(service(namespace, "sticky", sticky_ip, affinity=True))
+    await client.create(endpoints(namespace, "sticky", POD_IPS))
+    await client.create(service(namespace, "empty", empty_ip))
+    dns_ip = random_cluster_ip()
+    await client.create(service(namespace, "dns", dns_ip, udp=True))
+    await client.create(endpoints(namespace, "dns", POD_IPS, udp=True))
+
+    proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
+    async with running(proxier):
+        url = f"http://{web_ip}/"
+        await wait_answering(sandbox.node, url)
+        answers = [await asyncio.to_thread(curl, sandbox.node, url) for _ in range(30)]
+        assert all(code == 0 for code, _ in answers)
+        assert {body for _, body in answers} == set(sandbox.pods), "both endpoints serve the ClusterIP"
+
+        node_answers = [await asyncio.to_thread(curl, sandbox.node, f"http://{NODE_IP}:{node_port}/")
+                        for _ in range(20)]
+        assert {body for _, body in node_answers} == set(sandbox.pods), "the NodePort reaches both"
+
+        await wait_answering(sandbox.node, f"http://{sticky_ip}/")
+        sticky = {(await asyncio.to_thread(curl, sandbox.node, f"http://{sticky_ip}/"))[1] for _ in range(15)}
+        assert len(sticky) == 1, "ClientIP affinity keeps one client on one endpoint"
+
+        udp = [sh("ip", "netns", "exec", sandbox.node, sys.executable, "-c", UDP_CLIENT, dns_ip, check=False)
+               for _ in range(12)]
+        assert {done.stdout.strip() for done in udp} == set(sandbox.pods), "UDP services reach both endpoints"
+
+        started = time.monotonic()
+        code, _ = await asyncio.to_thread(curl, sandbox.node, f"http://{empty_ip}/")
+        assert code == 7, "no endpoints: connection refused"
+        assert time.monotonic() - started < 1.0, "refused at once, not after a timeout"
+
+        # An endpoint change reaches the kernel: with one endpoint left, every answer is from it.
+        await client.update(endpoints_with_version(await client.get(core_pb2.Endpoints, "web", namespace),
+                                                   POD_IPS[:1]))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            bodies = {(await asyncio.to_thread(curl, sandbox.node, url))[1] for _ in range(8)}
+            if bodies == {sandbox.pods[0]}:
+                break
+        assert bodies == {sandbox.pods[0]}
+
+    cleanup = sh(sys.executable, "-m", "nodeagent.proxy.main", "--cleanup", "--netns", sandbox.node,
+                 check=False)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert sh("ip", "netns", "exec", sandbox.node, "nft", "list", "table", "ip", "flotilla-proxy",
+              check=False).returncode != 0
+
+
+def endpoints_with_version(current: core_pb2.Endpoints, ips: tuple[str, ...]) -> core_pb2.Endpoints:
+    new = endpoints(current.metadata.namespace, current.metadata.name, ips)
+    new.metadata.resource_version = current.metadata.resource_version
+    return new
