@@ -11,6 +11,8 @@ credential therefore cannot rewrite the rest of the cluster or read its secrets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf.message import Message
 
 from controlplane.apiserver.auth import Attributes, UserInfo
@@ -76,7 +78,7 @@ def pod_uses(pod: core_pb2.Pod, resource: str, name: str) -> bool:
     return False
 
 
-def check_reference(node: str, attrs: Attributes, pods_on_node: list[core_pb2.Pod]) -> None:
+def check_reference(node: str, attrs: Attributes, pods_on_node: Sequence[core_pb2.Pod]) -> None:
     if not any(pod.metadata.namespace == attrs.namespace and pod_uses(pod, attrs.resource, attrs.name)
                for pod in pods_on_node):
         raise _refuse(node, attrs, f"no pod bound to node {node} uses it")

@@ -192,7 +192,7 @@ class Registry:
         self._validate(kind, obj, None)
         await self._check_namespace(kind, meta.namespace)
         key = _key(kind, meta.namespace, meta.name)
-        guard = (self.admission.quota_guard(obj, self._stored_pods, self._record_quota_usage, dry_run=dry_run)
+        guard = (self.admission.quota_guard(obj, self.stored_pods, self._record_quota_usage, dry_run=dry_run)
                  if isinstance(obj, core_pb2.Pod) else contextlib.nullcontext())
         try:
             async with guard:
@@ -661,8 +661,9 @@ class Registry:
                 log.warning("%s cache: watch ended (%s); relisting", kind.resource, exc)
                 await asyncio.sleep(1)
 
-    async def _stored_pods(self, namespace: str) -> Sequence[core_pb2.Pod]:
-        items, _, _, _ = await self.list(kinds.resolve("pods"), namespace)
+    async def stored_pods(self, namespace: str, field_selector: str = "") -> Sequence[core_pb2.Pod]:
+        """Pods as stored now (for admission and node restriction, which must not trust a cache)."""
+        items, _, _, _ = await self.list(kinds.resolve("pods"), namespace, field_selector=field_selector)
         pods = []
         for raw in items:
             pod = core_pb2.Pod()

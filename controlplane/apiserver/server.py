@@ -30,7 +30,7 @@ from controlplane.apiserver.auth import (
 )
 from controlplane.apiserver.proxy import KubeletProxy
 from controlplane.apiserver.registry import Registry
-from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds, kubelet_pb2
+from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2
 from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Forbidden
 
 log = logging.getLogger(__name__)
@@ -108,15 +108,6 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             return None
         return lambda stored: noderestriction.check_stored_pod(node, attrs, stored)
 
-    async def _pods_on(self, node: str) -> list[core_pb2.Pod]:
-        items, _, _, _ = await self.registry.list(kinds.resolve("pods"), "", field_selector=f"spec.nodeName={node}")
-        pods = []
-        for raw in items:
-            pod = core_pb2.Pod()
-            pod.ParseFromString(raw)
-            pods.append(pod)
-        return pods
-
     # ------------------------------------------------------------------ RPCs
 
     async def Create(self, request: apiserver_pb2.CreateRequest, context: grpc.aio.ServicerContext
@@ -136,7 +127,8 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             attrs, node = _request.get(), None
             if attrs is not None and (node := noderestriction.node_of(attrs.user)) is not None \
                     and kind.resource in ("secrets", "configmaps"):
-                noderestriction.check_reference(node, attrs, await self._pods_on(node))
+                noderestriction.check_reference(
+                    node, attrs, await self.registry.stored_pods("", f"spec.nodeName={node}"))
             obj = await self.registry.get(kind, request.namespace, request.name)
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
