@@ -37,11 +37,9 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse
 
 import aetcd
@@ -51,7 +49,7 @@ from controlplane.apiserver.storage import prefix_end
 from kctl.printers import format_table
 from proto import core_pb2, manifest
 from proto.client import Client
-from provision.processes import start_apiserver, start_etcd
+from provision.processes import throwaway_control_plane
 
 BENCH_NS = "bench"  # created, read and listed pods
 WATCH_NS = "bench-watch"  # pods rewritten at a fixed rate under a watch
@@ -466,12 +464,8 @@ def _interrupted(signum: int, frame: object) -> None:
 
 def measure(scale: Scale) -> tuple[list[Row], str, int]:
     """Start etcd and the apiserver in a temporary directory, run, stop them, remove it."""
-    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp, contextlib.ExitStack() as stop:
-        base = Path(tmp)
-        etcd = start_etcd(base / "etcd", log_dir=base)
-        stop.callback(etcd.process.stop)
-        apiserver = start_apiserver(etcd.url, base, extra=["--log-level", "WARNING"])
-        stop.callback(apiserver.process.stop)
+    with throwaway_control_plane() as plane:
+        etcd, apiserver = plane.etcd, plane.apiserver
         log(f"etcd pid {etcd.process.pid} at {etcd.url}; apiserver pid {apiserver.process.pid} "
             f"at {apiserver.address}")
         try:

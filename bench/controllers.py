@@ -28,18 +28,16 @@ import contextlib
 import datetime as _dt
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.api import closed_loop
 from kctl.printers import format_table
 from proto import apps_pb2, core_pb2
 from proto.client import Client
 from provision.hollow_kubelet import HollowCluster
-from provision.processes import Process, start_apiserver, start_etcd
+from provision.processes import Process, throwaway_control_plane
 
 NS = "bench"
 RAW_NS = "bench-raw"
@@ -169,12 +167,8 @@ async def run(address: str, scale: Scale, start_controllers: Callable[[], None])
 
 
 def measure(scale: Scale) -> list[list[str]]:
-    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp, contextlib.ExitStack() as stop:
-        base = Path(tmp)
-        etcd = start_etcd(base / "etcd", log_dir=base)
-        stop.callback(etcd.process.stop)
-        apiserver = start_apiserver(etcd.url, base, extra=["--log-level", "WARNING"])
-        stop.callback(apiserver.process.stop)
+    with throwaway_control_plane() as plane, contextlib.ExitStack() as stop:
+        base, apiserver = plane.base, plane.apiserver
         cm = Process("controller-manager", [
             sys.executable, "-m", "controlplane.controllers.main", "--server", apiserver.address,
             "--leader-elect", "false", "--log-level", "WARNING"], base / "controller-manager.log")

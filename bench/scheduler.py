@@ -33,10 +33,8 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from controlplane.scheduler import config as configuration
 from controlplane.scheduler.cache import Cache
@@ -47,7 +45,7 @@ from kctl.printers import format_table
 from proto import core_pb2
 from proto.client import Client
 from provision import hollow
-from provision.processes import start_apiserver, start_etcd
+from provision.processes import throwaway_control_plane
 
 POOL = "bench.flotilla.io/pool"
 IN_FLIGHT = 64
@@ -293,12 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         scale = Scale(nodes=tuple(opts.nodes), pods=scale.pods, binds=scale.binds)
     signal.signal(signal.SIGTERM, _interrupted)
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp, contextlib.ExitStack() as stop:
-        base = Path(tmp)
-        etcd = start_etcd(base / "etcd", log_dir=base)
-        stop.callback(etcd.process.stop)
-        apiserver = start_apiserver(etcd.url, base, extra=["--log-level", "WARNING"])
-        stop.callback(apiserver.process.stop)
+    with throwaway_control_plane() as plane:
+        apiserver = plane.apiserver
         try:
             results = asyncio.run(run(apiserver.address, scale))
         except BaseException:

@@ -7,14 +7,17 @@ gets a log file and waits until it answers before the call returns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,3 +158,24 @@ def start_apiserver(etcd_url: str, log_dir: Path, *, port: int = 0, extra: list[
     server = ApiServer(address, proc)
     wait_until(server.answers, "apiserver", proc, timeout=60)
     return server
+
+
+@dataclass
+class ControlPlane:
+    """A throwaway etcd + apiserver in a temporary folder (benchmarks)."""
+
+    base: Path
+    etcd: Etcd
+    apiserver: ApiServer
+
+
+@contextlib.contextmanager
+def throwaway_control_plane(prefix: str = "flotilla-bench-") -> Iterator[ControlPlane]:
+    """Start etcd and a quiet apiserver in a temporary folder; stop both and remove it on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, contextlib.ExitStack() as stop:
+        base = Path(tmp)
+        etcd = start_etcd(base / "etcd", log_dir=base)
+        stop.callback(etcd.process.stop)
+        apiserver = start_apiserver(etcd.url, base, extra=["--log-level", "WARNING"])
+        stop.callback(apiserver.process.stop)
+        yield ControlPlane(base, etcd, apiserver)
