@@ -31,9 +31,9 @@ from typing import Any
 
 from controlplane.controllers import podutil
 from controlplane.controllers.base import Controller, MutationCache, copy
-from controlplane.controllers.events import NORMAL, WARNING, EventRecorder
 from proto import apps_pb2, core_pb2, selectors
 from proto.client import Client, InformerFactory, key_of
+from proto.client.events import NORMAL, WARNING, EventRecorder
 from proto.errors import AlreadyExists, Conflict, NamespaceTerminating, NotFound
 
 log = logging.getLogger(__name__)

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from controlplane.controllers.base import Controller
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.endpoints import EndpointsController
-from controlplane.controllers.events import EventRecorder
 from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
-from controlplane.controllers.leaderelection import LeaderElectionConfig, LeaderElector
 from controlplane.controllers.namespace import NamespaceController
 from controlplane.controllers.nodeipam import NodeIpamController
 from controlplane.controllers.nodelifecycle import NodeLifecycleController
 from controlplane.controllers.podgc import PodGarbageCollector
 from controlplane.controllers.replicaset import ReplicaSetController
 from proto.client import Client, InformerFactory
+from proto.client.events import EventRecorder
+from proto.client.leaderelection import LeaderElectionConfig, LeaderElector
 
 log = logging.getLogger("flotilla.controller-manager")
 

@@ -26,9 +26,9 @@ import math
 import time
 
 from controlplane.controllers.base import Controller, copy
-from controlplane.controllers.events import NORMAL, EventRecorder
 from proto import coordination_pb2, core_pb2
 from proto.client import Client, InformerFactory, field_index
+from proto.client.events import NORMAL, EventRecorder
 from proto.errors import ApiError, Conflict, NotFound
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable
 
 from controlplane.controllers import podutil
 from controlplane.controllers.base import Controller, copy
-from controlplane.controllers.events import NORMAL, WARNING, EventRecorder
 from controlplane.controllers.expectations import Expectations
 from proto import apps_pb2, core_pb2, selectors
 from proto.client import Client, InformerFactory, key_of, split_key
+from proto.client.events import NORMAL, WARNING, EventRecorder
 from proto.errors import ApiError, Conflict, NamespaceTerminating, NotFound
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from controlplane.controllers.events import EventRecorder
 from nodeagent.kubelet import network
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.metrics import MetricsPublisher
@@ -33,6 +32,7 @@ from nodeagent.kubelet.runtime import Runtime
 from nodeagent.kubelet.server import serve
 from proto import core_pb2
 from proto.client import Client
+from proto.client.events import EventRecorder
 from proto.client.informer import InformerFactory, enqueue
 from proto.client.workqueue import WorkQueue, run_workers
 

@@ -1,4 +1,4 @@
-"""Leader election through a Lease: one controller manager acts, the others stand by.
+"""Leader election through a Lease: one copy of a component acts, the others stand by.
 
 Two active controller managers would fight (each creating the pods the other
 just created), so every copy first tries to hold the Lease

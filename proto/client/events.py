@@ -1,4 +1,4 @@
-"""The event recorder every controller shares: `kctl get events` and `kctl describe` read what it writes.
+"""The event recorder every component shares (controllers, scheduler, kubelet): `kctl get events` reads what it writes.
 
 Controllers report significant actions (SuccessfulCreate, ScalingReplicaSet,
 NodeNotReady, ...) as core/v1 Events about the object involved. Recording must
