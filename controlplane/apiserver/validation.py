@@ -20,6 +20,7 @@ object and the per-kind function also enforces what may not change.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -120,18 +121,36 @@ def _matches(value: str, max_len: int | None, fmt: str, msg: str, *examples: str
     return errs
 
 
+
+def _memoized(check: Callable[[str], list[str]]) -> Callable[[str], list[str]]:
+    """Cache a string check's verdict: the same label keys, names and images recur on every write.
+
+    The checks are pure; callers get a fresh list, so the cached answer cannot be changed.
+    """
+    cached = functools.lru_cache(maxsize=8192)(lambda value: tuple(check(value)))
+
+    @functools.wraps(check)
+    def verdict(value: str) -> list[str]:
+        return list(cached(value))
+
+    return verdict
+
+
+@_memoized
 def is_dns1123_label(value: str) -> list[str]:
     return _matches(value, 63, _DNS1123_LABEL,
                     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
                     "and must start and end with an alphanumeric character", "my-name", "123-abc")
 
 
+@_memoized
 def is_dns1123_subdomain(value: str) -> list[str]:
     return _matches(value, 253, _DNS1123_SUBDOMAIN,
                     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' "
                     "or '.', and must start and end with an alphanumeric character", "example.com")
 
 
+@_memoized
 def is_dns1035_label(value: str) -> list[str]:
     return _matches(value, 63, _DNS1035_LABEL,
                     "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with "
@@ -142,6 +161,7 @@ _QUALIFIED_NAME_MSG = ("must consist of alphanumeric characters, '-', '_' or '.'
                        "and must start and end with an alphanumeric character")
 
 
+@_memoized
 def is_qualified_name(value: str) -> list[str]:
     """Label and annotation keys, taint keys, extended resources: `[prefix/]name`."""
     errs: list[str] = []
@@ -167,6 +187,7 @@ def is_qualified_name(value: str) -> list[str]:
     return errs
 
 
+@_memoized
 def is_label_value(value: str) -> list[str]:
     return _matches(value, 63, _LABEL_VALUE,
                     "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
@@ -178,6 +199,7 @@ def is_port_num(port: int) -> list[str]:
     return [] if 1 <= port <= 65535 else ["must be between 1 and 65535, inclusive"]
 
 
+@_memoized
 def is_port_name(name: str) -> list[str]:
     """An IANA_SVC_NAME: what a named containerPort, or a targetPort naming one, must be."""
     errs = [_max_len(15)] if len(name) > 15 else []
@@ -201,6 +223,7 @@ def _relative_dots(value: str) -> list[str]:
     return ["must not start with '..'"] if value.startswith("..") else []
 
 
+@_memoized
 def is_env_var_name(name: str) -> list[str]:
     return _matches(name, None, _ENV_VAR_NAME,
                     "a valid environment variable name must consist of alphabetic characters, digits, '_', "
@@ -208,6 +231,7 @@ def is_env_var_name(name: str) -> list[str]:
                     "my.env-name", "MY_ENV.NAME", "MyEnvName1") + _relative_dots(name)
 
 
+@_memoized
 def is_config_key(key: str) -> list[str]:
     return _matches(key, 253, _CONFIG_KEY,
                     "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
