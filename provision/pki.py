@@ -9,11 +9,13 @@ that the apiserver flags and kubeconfigs point at.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -122,3 +124,21 @@ def identity_of(cert_pem: bytes) -> tuple[str, tuple[str, ...]]:
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     return (str(cns[0].value) if cns else "", tuple(str(o.value) for o in orgs))
+
+
+def kubeconfig(cluster: str, server: str, ca: bytes, user: str, credentials: KeyPair | None = None,
+               token: str | None = None, namespace: str = "default") -> str:
+    """A kubeconfig (YAML) carrying the CA and one identity: a client certificate or a token."""
+    identity: dict[str, str] = {}
+    if credentials is not None:
+        identity["client-certificate-data"] = base64.b64encode(credentials.cert_pem).decode()
+        identity["client-key-data"] = base64.b64encode(credentials.key_pem).decode()
+    if token:
+        identity["token"] = token
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": cluster,
+        "clusters": [{"name": cluster, "cluster": {
+            "server": server, "certificate-authority-data": base64.b64encode(ca).decode()}}],
+        "users": [{"name": user, "user": identity}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user, "namespace": namespace}}],
+    }, sort_keys=False)

@@ -249,3 +249,38 @@ async def test_node_credentials_reach_only_their_own_node(secure_apiserver: Secu
         lease.metadata.name = "n2"
         with pytest.raises(Forbidden, match="its own Lease"):
             await n1.create(lease)
+
+
+async def test_controller_manager_runs_with_its_own_certificate(secure_apiserver: SecureServer, tmp_path: Path) -> None:
+    """A component over TLS: its kubeconfig names it, RBAC's default role lets it do its job."""
+    import asyncio
+    import sys
+
+    from proto import apps_pb2, manifest
+    from provision.processes import Process
+
+    cert = pki.create_client_cert(secure_apiserver.ca, "system:kube-controller-manager")
+    config = tmp_path / "controller-manager.conf"
+    config.write_text(pki.kubeconfig("sec", secure_apiserver.secure, secure_apiserver.ca.cert_pem,
+                                     "system:kube-controller-manager", cert))
+    manager = Process("controller-manager", [sys.executable, "-m", "controlplane.controllers.main",
+                                             "--server", secure_apiserver.secure, "--kubeconfig", str(config),
+                                             "--controllers", "deployment,replicaset"], tmp_path / "cm.log")
+    manager.start()
+    try:
+        async with secure_apiserver.client_as("admin", "system:masters") as admin:
+            await make_namespace(admin, "tls-cm")
+            await admin.create(manifest.from_dict({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "tls-cm"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                         "template": {"metadata": {"labels": {"app": "web"}},
+                                      "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}))
+            for _ in range(200):
+                pods = (await admin.list(core_pb2.Pod, "tls-cm")).items
+                if len(pods) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(pods) == 2, manager.tail()
+            assert len((await admin.list(apps_pb2.ReplicaSet, "tls-cm")).items) == 1
+    finally:
+        manager.stop()

@@ -35,6 +35,7 @@ from controlplane.controllers.nodelifecycle import NodeLifecycleController
 from controlplane.controllers.podgc import PodGarbageCollector
 from controlplane.controllers.replicaset import ReplicaSetController
 from proto.client import Client, InformerFactory
+from proto.client import config as clientconfig
 from proto.client.events import EventRecorder
 from proto.client.leaderelection import LeaderElectionConfig, LeaderElector
 
@@ -59,6 +60,8 @@ def parse_duration(text: str) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="flotilla-controller-manager", description=__doc__.split("\n")[0])
     p.add_argument("--server", default="127.0.0.1:6443", help="the apiserver's HOST:PORT")
+    p.add_argument("--kubeconfig", default="",
+                   help="kubeconfig with the CA and this component's credentials (for a TLS apiserver)")
     p.add_argument("--controllers", default="*",
                    help="comma-separated controllers to run ('*' for all; '-name' to leave one out)")
     p.add_argument("--node-monitor-period", type=parse_duration, metavar="DURATION", default=5.0,
@@ -148,7 +151,9 @@ async def run_controllers(client: Client, opts: argparse.Namespace) -> None:
 
 
 async def serve(opts: argparse.Namespace) -> None:
-    async with Client(opts.server) as client:
+    client_for = clientconfig.load(server=opts.server, kubeconfig=opts.kubeconfig).client() if opts.kubeconfig \
+        else Client(opts.server)
+    async with client_for as client:
         await client.wait_ready(timeout=30)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

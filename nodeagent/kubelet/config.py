@@ -20,6 +20,8 @@ import yaml
 @dataclass
 class KubeletConfig:
     server: str = "127.0.0.1:6443"
+    # With a TLS apiserver: the CA and this node's credentials (user system:node:<name>).
+    kubeconfig: str = ""
     node_name: str = ""
     node_ip: str = ""
     containerd_socket: str = "/run/containerd/containerd.sock"

@@ -32,6 +32,7 @@ from nodeagent.kubelet.runtime import Runtime
 from nodeagent.kubelet.server import serve
 from proto import core_pb2
 from proto.client import Client
+from proto.client import config as clientconfig
 from proto.client.events import EventRecorder
 from proto.client.informer import InformerFactory, enqueue
 from proto.client.workqueue import WorkQueue, run_workers
@@ -58,7 +59,8 @@ class Kubelet:
 
     async def run(self) -> None:
         config = self.config
-        client = Client(config.server)
+        client = (clientconfig.load(server=config.server, kubeconfig=config.kubeconfig).client()
+                  if config.kubeconfig else Client(config.server))
         runtime = Runtime(config.containerd_socket)
         factory = InformerFactory(client)
         server = None

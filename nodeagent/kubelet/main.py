@@ -22,6 +22,7 @@ from nodeagent.kubelet.kubelet import Kubelet
 def parse_args(argv: list[str] | None = None) -> KubeletConfig:
     parser = argparse.ArgumentParser(prog="flotilla-kubelet", description=__doc__.split("\n")[0])
     parser.add_argument("--server", help="the apiserver, HOST:PORT")
+    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and the node's credentials (TLS apiserver)")
     parser.add_argument("--node-name", required=True)
     parser.add_argument("--node-ip", required=True, help="the node's address on the cluster network")
     parser.add_argument("--containerd-socket", help="containerd's gRPC socket (CRI)")
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return KubeletConfig.load(opts.config, server=opts.server, node_name=opts.node_name, node_ip=opts.node_ip,
                               containerd_socket=opts.containerd_socket, pod_cidr=opts.pod_cidr, port=opts.port,
-                              root_dir=opts.root_dir)
+                              root_dir=opts.root_dir, kubeconfig=opts.kubeconfig)
 
 
 async def _main(config: KubeletConfig) -> None:
