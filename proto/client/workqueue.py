@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from proto.errors import ApiError
+from proto.errors import ApiError, Conflict
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +199,13 @@ async def _worker(queue: WorkQueue[K], sync: Callable[[K], Awaitable[None]]) -> 
         try:
             await sync(key)
         except Exception as err:
-            # An API error (a Conflict, the apiserver down) is routine and retried; anything
-            # else is a bug in sync, so keep its traceback.
-            log.error("%s: error syncing %r, requeuing (attempt %d): %s", queue.name or "workqueue", key,
-                      queue.num_requeues(key) + 1, err, exc_info=not isinstance(err, ApiError))
+            # A Conflict means the cache was a step behind a write: routine, retried at once
+            # with back-off, and not worth an operator's attention. Other API errors (the
+            # apiserver down) are worth a line; anything else is a bug in sync, so keep its
+            # traceback.
+            level = logging.DEBUG if isinstance(err, Conflict) else logging.ERROR
+            log.log(level, "%s: error syncing %r, requeuing (attempt %d): %s", queue.name or "workqueue", key,
+                    queue.num_requeues(key) + 1, err, exc_info=not isinstance(err, ApiError))
             queue.add_rate_limited(key)
         else:
             queue.forget(key)
