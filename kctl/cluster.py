@@ -1,10 +1,15 @@
 """`kctl cluster up|down|status|list`: make and remove Flotilla clusters.
 
-The commands are a thin face over the providers in provision/; today the local
-provider starts the control plane on this machine.
+The commands are a thin face over the providers in provision/; the local
+provider (provision/local.py) makes a master and N worker nodes on this
+machine, each worker a network namespace on a private bridge.
 """
 
 from __future__ import annotations
+
+import signal
+import sys
+import time
 
 import click
 
@@ -18,14 +23,27 @@ def cluster() -> None:
 
 @cluster.command("up")
 @click.option("--name", default="flotilla", show_default=True, help="cluster name")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 99), help="worker nodes")
+@click.option("--subnet", default=local.DEFAULT_SUBNET, show_default=True, help="the nodes' private network")
+@click.option("--bridge", default=local.DEFAULT_BRIDGE, show_default=True, help="host bridge joining the nodes")
+@click.option("--pod-network", default=local.DEFAULT_POD_NETWORK, show_default=True,
+              help="pod addresses; worker i gets the i-th /24")
 @click.option("--api-port", default=local.DEFAULT_API_PORT, show_default=True, type=int)
 @click.option("--etcd-port", default=local.DEFAULT_ETCD_PORT, show_default=True, type=int)
-def up(name: str, api_port: int, etcd_port: int) -> None:
-    """Start a cluster on this machine and point kctl at it."""
-    state = local.up(name, api_port=api_port, etcd_port=etcd_port)
-    click.echo(f'cluster "{name}" is up: apiserver {state.api_address}, etcd {state.etcd_url}')
+def up(name: str, workers: int, subnet: str, bridge: str, pod_network: str, api_port: int, etcd_port: int) -> None:
+    """Start a cluster on this machine, wait for its nodes to be Ready, and point kctl at it."""
+    # SIGTERM (a CI job's timeout) unwinds like Ctrl-C, so a half-made cluster is taken down again.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.monotonic()
+    state = local.up(name, workers=workers, subnet=subnet, bridge=bridge, pod_network=pod_network,
+                     api_port=api_port, etcd_port=etcd_port)
+    click.echo(f'cluster "{name}" is up in {time.monotonic() - started:.1f}s: apiserver {state.api_address}, '
+               f"master (DNS) {state.master_address} on {state.bridge}")
+    for node in state.node_infos():
+        click.echo(f"  node {node.name}: {node.address}, pods {node.pod_cidr}")
     click.echo(f"kubeconfig: {state.kubeconfig} (copied to kctl's default config)")
     click.echo(f"logs: {local.cluster_dir(name) / 'logs'}")
+    click.echo("next: kctl get nodes; kctl run nginx --image=nginx; kctl cluster down --name " + name)
 
 
 @cluster.command("down")

@@ -1,7 +1,7 @@
 """Start the control plane's processes on this machine: etcd and the apiserver.
 
-Used three ways, so they start one way: by `kctl cluster up` (until the full
-provisioner lands), by the test fixtures, and by the benchmarks. Each process
+Used by the test fixtures and the benchmarks; the local provider
+(`kctl cluster up`) runs the same etcd command line under its supervisor. Each process
 gets a log file and waits until it answers before the call returns.
 """
 
@@ -115,13 +115,10 @@ class Etcd:
             return b'"true"' in reply.read()
 
 
-def start_etcd(data_dir: Path, *, client_port: int = 0, peer_port: int = 0, log_dir: Path | None = None) -> Etcd:
-    """One etcd member on loopback, its data in `data_dir`."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    client_port = client_port or free_port()
-    peer_port = peer_port or free_port()
+def etcd_argv(data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+    """One etcd member on loopback (shared by start_etcd and the local provider's supervisor)."""
     client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
-    argv = [
+    return [
         etcd_binary(), "--name", "flotilla", "--data-dir", str(data_dir),
         "--listen-client-urls", client, "--advertise-client-urls", client,
         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -129,7 +126,14 @@ def start_etcd(data_dir: Path, *, client_port: int = 0, peer_port: int = 0, log_
         # The apiserver's objects are small but lists are large; 3.4 default quota is 2 GiB.
         "--quota-backend-bytes", str(4 * 1024**3), "--log-level", "warn", "--logger", "zap",
     ]
-    proc = Process("etcd", argv, (log_dir or data_dir.parent) / "etcd.log",
+
+
+def start_etcd(data_dir: Path, *, client_port: int = 0, peer_port: int = 0, log_dir: Path | None = None) -> Etcd:
+    """One etcd member on loopback, its data in `data_dir`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    client_port = client_port or free_port()
+    peer_port = peer_port or free_port()
+    proc = Process("etcd", etcd_argv(data_dir, client_port, peer_port), (log_dir or data_dir.parent) / "etcd.log",
                    env={"ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")})
     proc.start()
     etcd = Etcd(data_dir, client_port, peer_port, proc)

@@ -1,0 +1,181 @@
+"""A local cluster's supervisor: one small process that keeps the cluster's daemons running.
+
+`kctl cluster up` writes the daemons to start into `<cluster>/supervisor.json`
+(name, argv, log file, how to tell it is ready) and detaches
+`python -m provision.supervisor <cluster folder>`. The supervisor starts them in
+order, each once the one before is ready (etcd before the apiserver, containerd
+before its kubelet), then watches them: a daemon that exits is started again
+after a back-off (1 s doubling to 30 s, reset after a minute of running), like
+systemd's `Restart=always`. The running PIDs are kept in `<cluster>/pids.json`
+so `kctl cluster status` can show them and `kctl cluster down` can still kill
+them if the supervisor itself was killed. On SIGTERM it stops the daemons in
+reverse order (clients before the apiserver, the apiserver before etcd).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+BACKOFF_RESET = 60.0  # a daemon that ran this long is healthy again: its next crash restarts fast
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class DaemonSpec:
+    """One supervised daemon; `ready` is "tcp:HOST:PORT", "path:FILE" or "" (started is ready)."""
+
+    name: str
+    argv: list[str]
+    log: str
+    ready: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def write_specs(folder: Path, specs: list[DaemonSpec]) -> None:
+    (folder / "supervisor.json").write_text(json.dumps([asdict(s) for s in specs], indent=2))
+
+
+def read_pids(folder: Path) -> dict[str, int]:
+    try:
+        return {k: int(v) for k, v in json.loads((folder / "pids.json").read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def is_ready(spec: DaemonSpec) -> bool:
+    kind, _, target = spec.ready.partition(":")
+    if kind == "tcp":
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    if kind == "path":
+        return Path(target).exists()
+    return True
+
+
+@dataclass
+class Supervised:
+    spec: DaemonSpec
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff: float = BACKOFF_INITIAL
+    next_start: float = 0.0
+
+    def start(self) -> None:
+        with open(self.spec.log, "ab") as log:
+            # A session of its own: a signal meant for the supervisor does not hit the daemons.
+            self.popen = subprocess.Popen(self.spec.argv, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, env={**os.environ, **self.spec.env},
+                                          start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class Supervisor:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        specs = [DaemonSpec(**s) for s in json.loads((folder / "supervisor.json").read_text())]
+        self.daemons = [Supervised(s) for s in specs]
+        self.stopping = False
+
+    def log(self, message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+    def save_pids(self) -> None:
+        pids = {d.spec.name: d.popen.pid for d in self.daemons if d.popen is not None and d.alive()}
+        tmp = self.folder / "pids.json.tmp"
+        tmp.write_text(json.dumps(pids, indent=2))
+        tmp.replace(self.folder / "pids.json")
+
+    def start_all(self) -> None:
+        for daemon in self.daemons:
+            if self.stopping:
+                return
+            daemon.start()
+            self.log(f"started {daemon.spec.name} (pid {daemon.popen.pid if daemon.popen else '?'})")
+            self.save_pids()
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not self.stopping and daemon.alive() and not is_ready(daemon.spec) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not daemon.alive() or not is_ready(daemon.spec):
+                # Keep going: the watch loop restarts it, and its dependants retry on their own.
+                self.log(f"{daemon.spec.name} is not ready; see {daemon.spec.log}")
+        (self.folder / "supervisor.ready").write_text(str(os.getpid()))
+
+    def watch_once(self) -> None:
+        now = time.monotonic()
+        changed = False
+        for daemon in self.daemons:
+            if daemon.alive() or self.stopping:
+                continue
+            if daemon.next_start == 0.0:
+                code = daemon.popen.returncode if daemon.popen else None
+                if now - daemon.started_at > BACKOFF_RESET:
+                    daemon.backoff = BACKOFF_INITIAL
+                daemon.next_start = now + daemon.backoff
+                self.log(f"{daemon.spec.name} exited ({code}); restarting in {daemon.backoff:.0f}s")
+                daemon.backoff = min(daemon.backoff * 2, BACKOFF_MAX)
+            elif now >= daemon.next_start:
+                daemon.next_start = 0.0
+                daemon.start()
+                self.log(f"restarted {daemon.spec.name} (pid {daemon.popen.pid if daemon.popen else '?'})")
+                changed = True
+        if changed:
+            self.save_pids()
+
+    def stop_all(self) -> None:
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+            self.log(f"stopped {daemon.spec.name}")
+        (self.folder / "pids.json").unlink(missing_ok=True)
+
+    def run(self) -> None:
+        def on_term(signum: int, frame: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        self.start_all()
+        while not self.stopping:
+            self.watch_once()
+            time.sleep(0.5)
+        self.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m provision.supervisor FOLDER`: run the daemons listed in FOLDER/supervisor.json."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m provision.supervisor CLUSTER_FOLDER", file=sys.stderr)
+        return 2
+    Supervisor(Path(args[0])).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

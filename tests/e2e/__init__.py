@@ -1,0 +1,1 @@
+"""End-to-end journeys: whole clusters made by `kctl cluster up`, driven only through kctl."""

@@ -1,0 +1,203 @@
+"""The seed journey on the local provider: the first half hour of a Kubernetes book, end to end.
+
+Given a fresh cluster with two workers (a non-default name, subnet, bridge and
+ports, so it never collides with a cluster someone runs here), when a user runs
+nginx, exposes it on a NodePort, deploys and scales it and puts a LoadBalancer
+in front, then each step answers over HTTP from the host (and pods resolve the
+Service through the cluster DNS); a killed kubelet and apiserver come back under
+the cluster's supervisor; and once everything is deleted and the cluster is down, the host is as it was: no bridge, no
+namespaces, no routes, no processes. Every wait polls against a generous
+deadline (two cores, other test runs beside it). Needs root, containerd, runc
+and the CNI plugins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from provision.processes import free_port
+from provision.supervisor import read_pids
+
+NAME = "seed-e2e"
+SUBNET_PREFIX = "192.168.77"
+BRIDGE = "flt77e"
+# Workers get 10.244.65.0/24 and 10.244.66.0/24: clear of a default cluster's 10.244.1-2 and of other tests' 200-254.
+POD_NETWORK = "10.244.64.0/18"
+POD_PREFIX = "10.244.6"
+KCTL = str(Path(sys.executable).parent / "kctl")
+T = TypeVar("T")
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("containerd") or not Path("/usr/lib/cni/bridge").exists(),
+    reason="needs root, containerd and the CNI plugins (the local provider makes network namespaces)")
+
+
+class Cluster:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "FLOTILLA_HOME": str(home), "KCTL_CONFIG": str(home / "kctl-config")}
+
+    def kctl(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        done = subprocess.run([KCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kctl {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def rows(self, *args: str) -> list[dict[str, str]]:
+        """A kctl table as dicts keyed by column header; columns are cut where the header's names start."""
+        lines = self.kctl(*args).splitlines()
+        if not lines:
+            return []
+        columns = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", lines[0])]
+        bounds = [(name, start, columns[i + 1][1] if i + 1 < len(columns) else None)
+                  for i, (name, start) in enumerate(columns)]
+        return [{name: line[start:end].strip() for name, start, end in bounds} for line in lines[1:] if line.strip()]
+
+
+def eventually(check: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
+    """Poll `check` until it returns something truthy; fail with the last error after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+            last = value
+        except (AssertionError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as err:
+            last = err
+        time.sleep(1.0)
+    raise AssertionError(f"{what}: not after {timeout:.0f}s (last: {last!r})")
+
+
+def http_get(url: str) -> str:
+    # No proxy handler: the request must go straight to the cluster's address, never through an HTTP proxy.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def host_leftovers(home: Path) -> list[str]:
+    """What a cluster could leave behind on this host."""
+    found = []
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if BRIDGE in line]
+    found += [f"netns {n}" for n in os.listdir("/run/netns")] if Path("/run/netns").exists() else []
+    found = [f for f in found if not f.startswith("netns ") or NAME in f]
+    routes = subprocess.run(["ip", "-o", "route", "show"], capture_output=True, text=True).stdout
+    found += [f"route {line}" for line in routes.splitlines() if SUBNET_PREFIX in line or POD_PREFIX in line]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    found += [f"nft {line}" for line in tables.splitlines() if NAME in line]
+    with open("/proc/self/mountinfo") as mounts:
+        found += [f"mount {line.split()[4]}" for line in mounts if str(home) in line]
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                status = (proc / "stat").read_text().split()[2]
+            except OSError:
+                continue
+            if str(home).encode() in cmdline and status != "Z":
+                words = cmdline.replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"process {proc.name}: {words}")
+    return found
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    etcd_port = free_port()
+    try:
+        c.kctl("cluster", "up", "--name", NAME, "--workers", "2", "--subnet", f"{SUBNET_PREFIX}.0/24",
+               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
+               "--etcd-port", str(etcd_port), timeout=400)
+        yield c
+    finally:
+        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
+
+
+def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
+    workers = {f"{NAME}-worker-1": f"{SUBNET_PREFIX}.101", f"{NAME}-worker-2": f"{SUBNET_PREFIX}.102"}
+
+    # Given two worker Nodes Ready, with their namespace addresses as InternalIP.
+    def nodes_ready() -> dict[str, str] | None:
+        rows = cluster.rows("get", "nodes", "-o", "wide")
+        ready = {r["NAME"]: r["INTERNAL-IP"] for r in rows if r["STATUS"] == "Ready"}
+        return ready if ready == workers else None
+    eventually(nodes_ready, "both workers Ready")
+
+    # When I run nginx, it runs with an IP on one of the workers.
+    cluster.kctl("run", "nginx", "--image=nginx")
+
+    def nginx_running() -> dict[str, str] | None:
+        rows = {r["NAME"]: r for r in cluster.rows("get", "pod", "-o", "wide")}
+        pod = rows.get("nginx")
+        return pod if pod and pod["STATUS"] == "Running" and pod["IP"] != "<none>" else None
+    pod = eventually(nginx_running, "pod nginx Running")
+    assert pod["NODE"] in workers
+
+    # And expose it on a NodePort, then every worker answers on that port from the host.
+    cluster.kctl("expose", "pod", "nginx", "--type=NodePort", "--port=80")
+    service = {r["NAME"]: r for r in cluster.rows("get", "svc")}["nginx"]
+    node_port = service["PORT(S)"].split(":")[1].split("/")[0]
+    for address in workers.values():
+        page = eventually(lambda a=address: http_get(f"http://{a}:{node_port}/"), f"NodePort on {address}")  # type: ignore[misc]
+        assert "Welcome to nginx!" in page
+
+    # And pods find it by name through the cluster DNS (kube-dns at 10.96.0.10, served from the master).
+    cluster_ip = service["CLUSTER-IP"]
+    answer = eventually(lambda: cluster.kctl("exec", "nginx", "--", "nslookup", "nginx.default.svc.cluster.local",
+                                             "10.96.0.10"), "DNS answer from a pod")
+    assert cluster_ip in answer
+
+    # When I create a Deployment and scale it to 3, then 3 of its pods run, over both workers.
+    cluster.kctl("create", "deployment", "deploy-nginx", "--image=nginx")
+    cluster.kctl("scale", "deployment", "deploy-nginx", "--replicas=3")
+
+    def three_running() -> list[dict[str, str]] | None:
+        pods = [r for r in cluster.rows("get", "pods", "-o", "wide") if r["NAME"].startswith("deploy-nginx-")]
+        running = [p for p in pods if p["STATUS"] == "Running"]
+        return running if len(running) == 3 else None
+    replicas = eventually(three_running, "3 deploy-nginx pods Running")
+    assert {p["NODE"] for p in replicas} == set(workers)
+
+    # And put a LoadBalancer in front: its EXTERNAL-IP, from the node subnet's pool, answers.
+    cluster.kctl("expose", "deployment", "deploy-nginx", "--type=LoadBalancer", "--port=80")
+
+    def external_ip() -> str | None:
+        ip = {r["NAME"]: r for r in cluster.rows("get", "svc")}["deploy-nginx"]["EXTERNAL-IP"]
+        return ip if ip.startswith(SUBNET_PREFIX) else None
+    lb = eventually(external_ip, "LoadBalancer EXTERNAL-IP")
+    assert "Welcome to nginx!" in eventually(lambda: http_get(f"http://{lb}/"), "LoadBalancer answers")
+
+    # When a worker's kubelet and the apiserver are killed, the supervisor starts them again.
+    pids = read_pids(tmp_path / "clusters" / NAME)
+    for daemon in (f"kubelet/{NAME}-worker-1", "apiserver"):
+        os.kill(pids[daemon], signal.SIGKILL)
+    eventually(lambda: all(read_pids(tmp_path / "clusters" / NAME).get(d, pids[d]) != pids[d]
+                           for d in (f"kubelet/{NAME}-worker-1", "apiserver")), "daemons restarted")
+    eventually(nodes_ready, "both workers Ready after the restarts")
+    assert "Welcome to nginx!" in eventually(lambda: http_get(f"http://{lb}/"), "LoadBalancer answers again")
+
+    # When I delete it all, nothing is left.
+    cluster.kctl("delete", "service", "nginx")
+    cluster.kctl("delete", "service", "deploy-nginx")
+    cluster.kctl("delete", "deployment", "deploy-nginx")
+    cluster.kctl("delete", "pod", "nginx")
+    eventually(lambda: not cluster.rows("get", "pods") or None, "no pods left")
+
+    # And once the cluster is down, the host is as it was.
+    cluster.kctl("cluster", "down", "--name", NAME, timeout=300)
+    eventually(lambda: not host_leftovers(tmp_path) or None, "host clean", timeout=60)
