@@ -180,7 +180,7 @@ def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str)
 
 def _node(state: ClusterState, info: NodeInfo, folder: Path) -> LocalNode:
     node = LocalNode(info.name, folder / "nodes" / info.name, state.api_address, info.address, info.pod_cidr,
-                     {"port": 0, "cluster_registry": "localhost"})
+                     {"port": 0, "cluster_registry": "localhost", "cluster_dns": [DNS_SERVICE_IP]})
     node.runtime = ClusterRuntime(info.name, node.base / "containerd")
     return node
 

@@ -44,6 +44,9 @@ class KubeletConfig:
     port: int = 10250
     # Short image names ("nginx") resolve to this registry first ("" = docker.io rules).
     cluster_registry: str = ""
+    # Cluster DNS for pods with dnsPolicy ClusterFirst (empty: pods get the node's resolv.conf).
+    cluster_dns: list[str] = dataclasses.field(default_factory=list)
+    cluster_domain: str = "cluster.local"
 
     # Restart back-off: initial, doubling to max, forgotten after reset seconds of running.
     backoff_initial: float = 10.0

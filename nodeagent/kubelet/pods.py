@@ -425,13 +425,29 @@ class PodSyncer:
                     config.port_mappings.add(protocol=cri_pb2.Protocol.Value(port.protocol or "TCP"),
                                              container_port=port.container_port, host_port=port.host_port,
                                              host_ip=port.host_ip)
-        if pod.spec.HasField("dns_config"):
-            dns = pod.spec.dns_config
-            config.dns_config.servers.extend(dns.nameservers)
-            config.dns_config.searches.extend(dns.searches)
-            config.dns_config.options.extend(o.name + (f":{o.value}" if o.HasField("value") else "")
-                                             for o in dns.options)
+        self._dns(pod, config.dns_config)
         return config
+
+    def _dns(self, pod: core_pb2.Pod, dns: cri_pb2.DNSConfig) -> None:
+        """The pod's resolv.conf, by dnsPolicy, as the kubelet writes it.
+
+        ClusterFirst (the default) points the pod at cluster DNS with Kubernetes' search
+        path (`<ns>.svc.<domain> svc.<domain> <domain>`, ndots:5) unless the pod uses the
+        host's network; ClusterFirstWithHostNet does so even then; Default leaves the
+        node's resolv.conf; None uses only the pod's own dnsConfig, which the others add to.
+        """
+        policy = pod.spec.dns_policy or "ClusterFirst"
+        cluster_first = (policy == "ClusterFirst" and not pod.spec.host_network) or policy == "ClusterFirstWithHostNet"
+        if cluster_first and self.config.cluster_dns:
+            domain = self.config.cluster_domain
+            dns.servers.extend(self.config.cluster_dns)
+            dns.searches.extend([f"{pod.metadata.namespace}.svc.{domain}", f"svc.{domain}", domain])
+            dns.options.append("ndots:5")
+        if pod.spec.HasField("dns_config"):
+            own = pod.spec.dns_config
+            dns.servers.extend(own.nameservers)
+            dns.searches.extend(own.searches)
+            dns.options.extend(o.name + (f":{o.value}" if o.HasField("value") else "") for o in own.options)
 
     def container_config(self, pod: core_pb2.Pod, spec: core_pb2.Container, image: str, attempt: int,
                          env: dict[str, str]) -> cri_pb2.ContainerConfig:
