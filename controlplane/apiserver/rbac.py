@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from controlplane.apiserver.auth import MASTERS, Attributes
 from controlplane.apiserver.registry import Registry
 from proto import kinds, rbac_pb2
-from proto.errors import AlreadyExists, Forbidden
+from proto.errors import Forbidden
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +196,7 @@ def default_cluster_role_bindings() -> list[rbac_pb2.ClusterRoleBinding]:
 
 async def ensure_default_policy(registry: Registry) -> None:
     """Create the default roles and bindings that are missing (never overwrite edits)."""
-    objects: list[Message] = [*default_cluster_roles(), *default_cluster_role_bindings()]
-    for obj in objects:
-        try:
-            await registry.create(kinds.for_message(obj), "", obj)
-        except AlreadyExists:
-            pass
+    await registry.ensure([*default_cluster_roles(), *default_cluster_role_bindings()])
 
 
 async def feed_from_registry(authorizer: RBACAuthorizer, registry: Registry) -> None:

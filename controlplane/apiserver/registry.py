@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -121,14 +121,19 @@ class Registry:
 
     # ---------------------------------------------------------------- namespaces
 
+    async def ensure(self, objects: Iterable[Message]) -> None:
+        """Create the bootstrap objects that are missing; existing ones (maybe edited) stay as they are."""
+        for obj in objects:
+            with contextlib.suppress(AlreadyExists):
+                await self.create(kinds.for_message(obj), "", obj)
+
     async def ensure_system_namespaces(self) -> None:
+        namespaces = []
         for name in SYSTEM_NAMESPACES:
             ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
             ns.metadata.name = name
-            try:
-                await self.create(kinds.resolve("namespaces"), "", ns)
-            except AlreadyExists:
-                pass
+            namespaces.append(ns)
+        await self.ensure(namespaces)
 
     async def _check_namespace(self, kind: kinds.Kind, namespace: str) -> None:
         if not kind.namespaced:

@@ -10,6 +10,7 @@ success, re-queue with per-key back-off on error) until cancelled.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 
 
-class Controller:
+class Controller(abc.ABC):
     """A named control loop over a work queue of string keys."""
 
     name = "controller"
@@ -37,8 +38,9 @@ class Controller:
         # What must be in the cache before sync may trust it (filled by subclasses).
         self.informers: list[Informer[Any]] = []
 
+    @abc.abstractmethod
     async def sync(self, key: str) -> None:
-        raise NotImplementedError
+        """Converge the object named by `key` (read from the cache) towards its spec."""
 
     async def run(self) -> None:
         """Wait for the caches, then run the workers until cancelled."""
