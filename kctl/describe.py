@@ -16,12 +16,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 
 from kctl import printers
 from kctl.apply import LAST_APPLIED
 from kctl.printers import desired_replicas
-from proto import apps_pb2, core_pb2, kinds, manifest, quantity, selectors
+from proto import apps_pb2, certificates_pb2, core_pb2, kinds, manifest, quantity, selectors
 from proto.client import Client
 from proto.errors import ApiError
 
@@ -542,6 +544,40 @@ def _generic_value(s: Section, level: int, key: str, value: Any) -> None:
         s.kv(level, key, value)
 
 
+def describe_csr(csr: certificates_pb2.CertificateSigningRequest, kind: kinds.Kind) -> Section:
+    """kubectl's CSR description: who asked, which signer, where it stands, and the subject asked for."""
+    s = Section()
+    _metadata(s, csr, kind)
+    s.kv(0, "Requesting User", csr.spec.username)
+    s.kv(0, "Signer", csr.spec.signer_name)
+    if csr.spec.HasField("expiration_seconds"):
+        s.kv(0, "Requested Duration", printers.human_duration(csr.spec.expiration_seconds))
+    s.kv(0, "Status", printers.csr_condition(csr))
+    for cond in csr.status.conditions:
+        if cond.message:
+            s.kv(1, cond.type, f"{cond.reason}: {cond.message}" if cond.reason else cond.message)
+    try:
+        request = x509.load_pem_x509_csr(csr.spec.request)
+    except ValueError:
+        s.kv(0, "Subject", "<unparseable request>")
+        return s
+    s.header(0, "Subject:")
+    for label, oid in (("Common Name", NameOID.COMMON_NAME), ("Serial Number", NameOID.SERIAL_NUMBER),
+                       ("Organization", NameOID.ORGANIZATION_NAME)):
+        values = [str(a.value) for a in request.subject.get_attributes_for_oid(oid)]
+        s.kv(1, label, ", ".join(values))
+    try:
+        sans = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        s.header(0, "Subject Alternative Names:")
+        for label, kind_ in (("DNS Names", x509.DNSName), ("IP Addresses", x509.IPAddress)):
+            names = [str(v) for v in sans.get_values_for_type(kind_)]
+            if names:
+                s.kv(1, label, ", ".join(names))
+    except x509.ExtensionNotFound:
+        pass
+    return s
+
+
 def describe_generic(obj: Message, kind: kinds.Kind) -> Section:
     s = Section()
     _metadata(s, obj, kind)
@@ -594,6 +630,8 @@ async def describe(client: Client, kind: kinds.Kind, obj: Message) -> str:
         rs = await client.list(apps_pb2.ReplicaSet, ns,
                                label_selector=str(selectors.from_message(obj.spec.selector)))
         section = describe_deployment(obj, rs.items)
+    elif isinstance(obj, certificates_pb2.CertificateSigningRequest):
+        section = describe_csr(obj, kind)
     elif isinstance(obj, core_pb2.Service):
         try:
             ep: core_pb2.Endpoints | None = await client.get(core_pb2.Endpoints, name, ns)

@@ -20,7 +20,7 @@ import yaml
 from google.protobuf.message import Message
 
 from kctl import resources
-from proto import autoscaling_pb2, core_pb2, kinds, manifest, meta_pb2, selectors
+from proto import autoscaling_pb2, certificates_pb2, core_pb2, kinds, manifest, meta_pb2, selectors
 
 NONE = "<none>"
 UNKNOWN = "<unknown>"
@@ -338,6 +338,16 @@ def _metric_target(target: autoscaling_pb2.MetricTarget) -> str:
         f"{target.average_utilization}%" if target.HasField("average_utilization") else UNKNOWN)
 
 
+def csr_condition(csr: certificates_pb2.CertificateSigningRequest) -> str:
+    """kubectl's CONDITION of a CSR: its condition types, "Pending" if none, plus "Issued" once signed."""
+    types = [c.type for c in csr.status.conditions]
+    if not types:
+        types = ["Pending"]
+    if csr.status.certificate:
+        types.append("Issued")
+    return ",".join(types)
+
+
 # ---------------------------------------------------------------- columns per kind
 
 
@@ -458,6 +468,15 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("TYPE", lambda o, c: o.type or "Opaque"),
         Column("DATA", lambda o, c: str(len(o.data) + len(o.string_data))),
         AGE,
+    ),
+    "CertificateSigningRequest": (
+        NAME,
+        AGE,
+        Column("SIGNERNAME", lambda o, c: o.spec.signer_name),
+        Column("REQUESTOR", lambda o, c: o.spec.username),
+        Column("REQUESTEDDURATION", lambda o, c: human_duration(o.spec.expiration_seconds)
+               if o.spec.HasField("expiration_seconds") else NONE),
+        Column("CONDITION", lambda o, c: csr_condition(o)),
     ),
     "HorizontalPodAutoscaler": (
         NAME,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, metrics_pb2, rbac_pb2
+from proto import apps_pb2, autoscaling_pb2, certificates_pb2, coordination_pb2, core_pb2, metrics_pb2, rbac_pb2
 from proto.errors import NotFound
 
 
@@ -66,6 +66,8 @@ KINDS: tuple[Kind, ...] = (
          (), has_status=False),
     Kind("ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", "rbac.authorization.k8s.io/v1",
          rbac_pb2.ClusterRoleBinding, False, (), has_status=False),
+    Kind("CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest",
+         "certificates.k8s.io/v1", certificates_pb2.CertificateSigningRequest, False, ("csr",)),
     # Kubernetes serves these as pods.metrics.k8s.io and nodes.metrics.k8s.io; the
     # plural names here keep `pods` and `nodes` meaning the core kinds.
     Kind("PodMetrics", "podmetrics", "podmetrics", "metrics.k8s.io/v1beta1", metrics_pb2.PodMetrics, True,

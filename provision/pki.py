@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import ipaddress
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from proto import bootstrap
 
 CA_DAYS = 3650
 CERT_DAYS = 365
@@ -116,6 +121,95 @@ def create_client_cert(ca: KeyPair, user: str, groups: tuple[str, ...] = ()) -> 
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
     return _issue(ca, x509.Name(attrs), client=True)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write credentials readable by their owner only: created 0600, never briefly wider."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    path.chmod(0o600)  # an existing file keeps its old mode through O_CREAT
+
+
+def with_chain(serving: KeyPair, ca: KeyPair) -> KeyPair:
+    """The serving certificate followed by its CA: what the apiserver should present, so a
+    joining node can see the CA (and check its pin) before it trusts anything."""
+    return KeyPair(serving.cert_pem + ca.cert_pem, serving.key_pem)
+
+
+def ca_cert_hash(ca_pem: bytes) -> str:
+    """kubeadm's --discovery-token-ca-cert-hash: sha256 of the CA's SubjectPublicKeyInfo (DER)."""
+    cert = x509.load_pem_x509_certificate(ca_pem)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def create_csr(user: str, groups: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+    """A new P-256 key and a PEM certificate request for it naming `user` (CN) and `groups` (O): (csr, key)."""
+    key = _new_key()
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs)).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+class SigningError(ValueError):
+    """A certificate request the signer cannot honour (bad PEM, bad signature, unknown usage)."""
+
+
+def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise SigningError(f"not a PEM certificate request: {exc}") from exc
+    if not csr.is_signature_valid:
+        raise SigningError("the certificate request's signature does not verify")
+    return csr
+
+
+_EXTENDED = {"client auth": ExtendedKeyUsageOID.CLIENT_AUTH, "server auth": ExtendedKeyUsageOID.SERVER_AUTH}
+
+
+def sign_csr(ca: KeyPair, csr_pem: bytes, usages: Sequence[str], duration: dt.timedelta) -> bytes:
+    """Issue a certificate for a request, as Kubernetes' csrsigning controller does.
+
+    The subject and subject alternative names come from the request; key usages
+    from `usages` (certificates.k8s.io names); validity is `duration`, never past
+    the CA's own expiry.
+    """
+    csr = load_csr(csr_pem)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise SigningError("the signing key must be an EC or RSA private key")
+    unknown = [u for u in usages if u not in _EXTENDED and u not in bootstrap.KEY_USAGES]
+    if unknown:
+        raise SigningError(f"unsupported usages: {', '.join(unknown)}")
+    start = _now()
+    end = min(start + duration, ca_cert.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject).issuer_name(ca_cert.subject).public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature="digital signature" in usages, key_encipherment="key encipherment" in usages,
+            key_agreement="key agreement" in usages, content_commitment=False, data_encipherment=False,
+            key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    extended = [_EXTENDED[u] for u in usages if u in _EXTENDED]
+    if extended:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+    try:
+        sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        builder = builder.add_extension(sans.value, critical=False)
+    except x509.ExtensionNotFound:
+        pass
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def identity_of(cert_pem: bytes) -> tuple[str, tuple[str, ...]]:

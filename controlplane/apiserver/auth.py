@@ -4,10 +4,12 @@ Every request passes `authenticate` (who is calling?) and then `authorize`
 (may they do this verb on this resource?), as in kube-apiserver:
 
 - over TLS, a client certificate signed by the cluster CA names the user (CN)
-  and groups (O); a bearer token from the static token file names them too;
-  a request with neither is refused with UNAUTHENTICATED. Python's gRPC can
-  either require and verify client certificates or not ask for them at all,
-  so certificates are taken on one TLS port (mTLS) and tokens on another;
+  and groups (O); a bearer token from the static token file names them too,
+  and so does a bootstrap token (a Secret in kube-system, proto/bootstrap.py)
+  for a joining node; a request with none is refused with UNAUTHENTICATED.
+  Python's gRPC can either require and verify client certificates or not ask
+  for them at all, so certificates are taken on one TLS port (mTLS) and tokens
+  on another;
 - on the insecure loopback port (for daemons on the master until they carry
   credentials), the caller is on this host and counts as the local admin.
 
@@ -17,6 +19,7 @@ Authorisers: AlwaysAllow, or RBAC (controlplane/apiserver/rbac.py).
 from __future__ import annotations
 
 import csv
+import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -24,7 +27,9 @@ from typing import Protocol
 import grpc
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from google.protobuf.message import Message
 
+from proto import bootstrap, core_pb2
 from proto.errors import Unauthorized
 
 MASTERS = "system:masters"
@@ -103,11 +108,59 @@ class TokenFile:
         return self.users.get(token)
 
 
+class BootstrapTokens:
+    """Bootstrap tokens (`<id>.<secret>`) from kube-system Secrets, as kube-apiserver's
+    --enable-bootstrap-token-auth: user `system:bootstrap:<id>`, groups `system:bootstrappers`
+    and the Secret's auth-extra-groups.
+
+    The Secrets are read from an in-memory copy the apiserver keeps current by
+    watching its own registry (`observe`/`forget`), never from etcd per request.
+    """
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, core_pb2.Secret] = {}  # token id -> Secret
+
+    def observe(self, event_type: str, obj: Message) -> None:
+        if not isinstance(obj, core_pb2.Secret) or not bootstrap.is_token_secret(obj):
+            return
+        token_id = obj.metadata.name[len(bootstrap.TOKEN_SECRET_PREFIX):]
+        if event_type == "DELETED":
+            self.secrets.pop(token_id, None)
+        else:
+            self.secrets[token_id] = obj
+
+    def forget(self) -> None:
+        self.secrets.clear()
+
+    def lookup(self, token: str) -> UserInfo | None:
+        """The token's user; None if it is not a bootstrap token we know; Unauthorized if it is no longer valid."""
+        try:
+            parsed = bootstrap.parse_token(token)
+        except bootstrap.TokenFormatError:
+            return None
+        secret = self.secrets.get(parsed.id)
+        if secret is None or bootstrap.data_text(secret, bootstrap.KEY_TOKEN_ID) != parsed.id:
+            return None
+        stored = bootstrap.data_text(secret, bootstrap.KEY_TOKEN_SECRET)
+        if not hmac.compare_digest(stored.encode(), parsed.secret.encode()):
+            return None
+        if secret.metadata.HasField("deletion_timestamp"):
+            raise Unauthorized(f"Unauthorized: bootstrap token {parsed.id} is being deleted")
+        if bootstrap.is_expired(secret):
+            raise Unauthorized(f"Unauthorized: bootstrap token {parsed.id} has expired")
+        if "authentication" not in bootstrap.usages_of(secret):
+            raise Unauthorized(f"Unauthorized: bootstrap token {parsed.id} may not be used for authentication")
+        extra = [g for g in bootstrap.extra_groups_of(secret) if bootstrap.EXTRA_GROUP_PATTERN.match(g)]
+        return UserInfo(bootstrap.BOOTSTRAP_USER_PREFIX + parsed.id,
+                        (bootstrap.BOOTSTRAPPERS_GROUP, *extra, AUTHENTICATED))
+
+
 class RequestAuthenticator:
     """TLS port: a verified client certificate, else a known bearer token, else refused."""
 
-    def __init__(self, tokens: TokenFile | None = None) -> None:
+    def __init__(self, tokens: TokenFile | None = None, bootstrap_tokens: BootstrapTokens | None = None) -> None:
         self.tokens = tokens
+        self.bootstrap_tokens = bootstrap_tokens
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> UserInfo:
         auth = context.auth_context() or {}
@@ -120,6 +173,8 @@ class RequestAuthenticator:
         token = bearer_token(context)
         if token is not None:
             found = self.tokens.lookup(token) if self.tokens else None
+            if found is None and self.bootstrap_tokens is not None:
+                found = self.bootstrap_tokens.lookup(token)
             if found is None:
                 raise Unauthorized("Unauthorized: invalid bearer token")
             return found

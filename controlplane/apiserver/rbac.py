@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from controlplane.apiserver.auth import MASTERS, Attributes
 from controlplane.apiserver.registry import Registry
-from proto import kinds, rbac_pb2
+from proto import bootstrap, kinds, rbac_pb2
 from proto.errors import Forbidden
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ def _rule(verbs: list[str], groups: list[str], resources: list[str]) -> rbac_pb2
 READ = ["get", "list", "watch"]
 WRITE = ["create", "update", "patch", "delete", "deletecollection"]
 ALL_GROUPS = ["", "apps", "autoscaling", "coordination.k8s.io", "metrics.k8s.io"]
+CERTIFICATES = "certificates.k8s.io"
 WORKLOADS = ["pods", "services", "endpoints", "configmaps", "secrets", "replicasets", "deployments",
              "horizontalpodautoscalers", "events", "leases"]
 
@@ -156,14 +157,27 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
             _rule(["create"], [""], ["pods/binding", "events"]),
             _rule(["update", "patch"], [""], ["pods/status"]),
             _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
-        "system:kube-controller-manager": [_rule(READ + WRITE, ["*"], ["*"])],
+        "system:kube-controller-manager": [_rule(READ + WRITE, ["*"], ["*"]),
+                                           # csrapproving and csrsigning (certificates.py: approve/sign on signers)
+                                           _rule(["approve", "sign"], [CERTIFICATES], ["signers"])],
+        # A bootstrap token's whole power: ask for a certificate and watch the answer.
+        "system:node-bootstrapper": [_rule([*READ, "create"], [CERTIFICATES], ["certificatesigningrequests"])],
         "system:node": [
             _rule(READ, [""], ["pods", "services", "endpoints", "configmaps", "secrets", "nodes", "namespaces"]),
             _rule(["create", "update", "patch"], [""], ["nodes", "nodes/status", "pods/status", "events"]),
             _rule(["delete"], [""], ["pods"]),
             _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"]),
-            _rule(["create", "update"], ["metrics.k8s.io"], ["podmetrics", "nodemetrics"])],
-        "system:kube-proxy": [_rule(READ, [""], ["services", "endpoints", "nodes"])],
+            _rule(["create", "update"], ["metrics.k8s.io"], ["podmetrics", "nodemetrics"]),
+            # renewing its own client certificate
+            _rule([*READ, "create"], [CERTIFICATES], ["certificatesigningrequests"])],
+        # Leases: each proxy's LoadBalancer announcer elects one node per address (nodeagent/proxy/announcer.py).
+        "system:kube-proxy": [_rule(READ, [""], ["services", "endpoints", "nodes"]),
+                              _rule(["create"], [""], ["events"]),
+                              _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
+        "system:coredns": [_rule(READ, [""], ["services", "endpoints", "pods", "namespaces"])],
+        "system:lb-controller": [_rule(READ, [""], ["services"]),
+                                 _rule(["update", "patch"], [""], ["services/status"]),
+                                 _rule(["create", "patch"], [""], ["events"])],
     }
     out = []
     for name, rules in roles.items():
@@ -179,7 +193,10 @@ def default_cluster_role_bindings() -> list[rbac_pb2.ClusterRoleBinding]:
              ("system:kube-scheduler", "User", "system:kube-scheduler"),
              ("system:kube-controller-manager", "User", "system:kube-controller-manager"),
              ("system:node", "Group", "system:nodes"),
-             ("system:kube-proxy", "User", "system:kube-proxy")]
+             ("system:node-bootstrapper", "Group", bootstrap.BOOTSTRAPPERS_GROUP),
+             ("system:kube-proxy", "User", "system:kube-proxy"),
+             ("system:coredns", "User", "system:coredns"),
+             ("system:lb-controller", "User", "system:lb-controller")]
     out = []
     for role, kind, subject in pairs:
         binding = rbac_pb2.ClusterRoleBinding(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRoleBinding")
@@ -194,9 +211,26 @@ def default_cluster_role_bindings() -> list[rbac_pb2.ClusterRoleBinding]:
     return out
 
 
+def cluster_info_reader() -> tuple[rbac_pb2.Role, rbac_pb2.RoleBinding]:
+    """kubeadm's kube-public Role and binding letting a joining node read cluster-info (and nothing else)."""
+    name = "kubeadm:bootstrap-signer-clusterinfo"
+    role = rbac_pb2.Role(api_version="rbac.authorization.k8s.io/v1", kind="Role")
+    role.metadata.name, role.metadata.namespace = name, bootstrap.CLUSTER_INFO_NAMESPACE
+    role.rules.append(rbac_pb2.PolicyRule(verbs=["get"], api_groups=[""], resources=["configmaps"],
+                                          resource_names=[bootstrap.CLUSTER_INFO_NAME]))
+    binding = rbac_pb2.RoleBinding(api_version="rbac.authorization.k8s.io/v1", kind="RoleBinding")
+    binding.metadata.name, binding.metadata.namespace = name, bootstrap.CLUSTER_INFO_NAMESPACE
+    binding.subjects.add(kind="Group", name=bootstrap.BOOTSTRAPPERS_GROUP, api_group="rbac.authorization.k8s.io")
+    binding.role_ref.api_group, binding.role_ref.kind, binding.role_ref.name = (
+        "rbac.authorization.k8s.io", "Role", name)
+    for obj in (role, binding):
+        obj.metadata.labels["kubernetes.io/bootstrapping"] = "rbac-defaults"
+    return role, binding
+
+
 async def ensure_default_policy(registry: Registry) -> None:
     """Create the default roles and bindings that are missing (never overwrite edits)."""
-    await registry.ensure([*default_cluster_roles(), *default_cluster_role_bindings()])
+    await registry.ensure([*default_cluster_roles(), *default_cluster_role_bindings(), *cluster_info_reader()])
 
 
 async def feed_from_registry(authorizer: RBACAuthorizer, registry: Registry) -> None:
