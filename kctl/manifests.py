@@ -95,11 +95,20 @@ def _read(filenames: tuple[str, ...] | list[str], recursive: bool) -> Iterator[t
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             for file in sorted(p for p in path.glob(pattern) if p.suffix in EXTENSIONS and p.is_file()):
-                yield str(file), file.read_text()
+                yield str(file), _text(str(file), file)
         elif path.exists():
-            yield name, path.read_text()
+            yield name, _text(name, path)
         else:
             raise CliError(f'the path "{name}" does not exist')
+
+
+def _text(source: str, path: Path) -> str:
+    """A manifest file's text; one that is not UTF-8 is an error naming the file, not a traceback."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"error parsing {source}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} "
+                       f"at offset {exc.start})") from None
 
 
 def _documents(source: str, text: str) -> Iterator[tuple[int, int | None, Any]]:
@@ -109,11 +118,15 @@ def _documents(source: str, text: str) -> Iterator[tuple[int, int | None, Any]]:
             docs: list[Any] = [json.loads(text)]
         except json.JSONDecodeError as exc:
             raise CliError(f"error parsing {source}: line {exc.lineno}: {exc.msg}") from None
+        except RecursionError:
+            raise CliError(f"error parsing {source}: nested too deeply") from None
     else:
         try:
             docs = [d for d in yaml.safe_load_all(text)]
         except yaml.YAMLError as exc:
             raise CliError(f"error parsing {source}: {_yaml_problem(exc)}") from None
+        except RecursionError:  # PyYAML's composer recurses once per level of nesting
+            raise CliError(f"error parsing {source}: yaml: nested too deeply") from None
     number = 0
     for data in docs:
         if data is None:

@@ -56,6 +56,23 @@ def _is_map(fd: Field) -> bool:
     return fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry
 
 
+def _not_utf8(text: str) -> bool:
+    """Text that came from bytes that were not UTF-8 (lone surrogates): protobuf strings cannot hold it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _printable(path: str) -> str:
+    """A field path safe to print: bytes that were not UTF-8 as \\x escapes, other lone surrogates as \\u."""
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from undecodable bytes
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _type_name(value: object) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
             float: "number"}.get(type(value), type(value).__name__)
@@ -77,6 +94,9 @@ class _Normaliser:
         out: dict[str, Any] = {}
         for key, value in data.items():
             sub = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _not_utf8(key):
+                self.errors.append((_printable(sub), "field name is not valid UTF-8"))
+                continue
             fd = fields.get(key) if isinstance(key, str) else None
             if fd is None:
                 # Accept proto field names too (pod_ip), as json_format does.
@@ -95,8 +115,11 @@ class _Normaliser:
                 self.errors.append((path, f"expected an object, got {_type_name(value)}"))
                 return {}
             value_fd = fd.message_type.fields_by_name["value"]
+            bad = [k for k in value if _not_utf8(str(k))]
+            for k in bad:
+                self.errors.append((_printable(f"{path}.{k}"), "key is not valid UTF-8"))
             return {str(k): self.single(value_fd, v, f"{path}.{k}", quantity=_is_quantity(fd))
-                    for k, v in value.items() if v is not None}
+                    for k, v in value.items() if v is not None and k not in bad}
         if fd.is_repeated:
             if not isinstance(value, list):
                 self.errors.append((path, f"expected an array, got {_type_name(value)}"))
@@ -105,6 +128,9 @@ class _Normaliser:
         return self.single(fd, value, path)
 
     def single(self, fd: Field, value: Any, path: str, quantity: bool = False) -> Any:
+        if isinstance(value, str) and _not_utf8(value):
+            self.errors.append((_printable(path), "not valid UTF-8"))
+            return ""
         if fd.type == FieldDescriptor.TYPE_MESSAGE:
             if fd.message_type.full_name == _TIMESTAMP:
                 if isinstance(value, _dt.datetime):
@@ -142,7 +168,8 @@ class _Normaliser:
             ok = (isinstance(value, int) and not isinstance(value, bool)) or (
                 isinstance(value, float) and value.is_integer())
             if not ok:
-                self.errors.append((path, f"expected an integer, got {_type_name(value)} {value!r}"))
+                shown = "" if isinstance(value, dict | list) else f" {repr(value)[:40]}"  # never repr a 5,000-deep list
+                self.errors.append((path, f"expected an integer, got {_type_name(value)}{shown}"))
                 return 0
             number = int(value)
             bits = 64 if fd.type in _INT64S else 32
@@ -166,9 +193,15 @@ def from_dict(data: Any, kind: kinds.Kind | None = None, *, what: str = "") -> M
         missing = [(f, "Required value") for f, v in (("apiVersion", api_version), ("kind", kind_name)) if not v]
         if missing:
             raise Invalid(what or "object", missing)
+        # Not str() of whatever is there: a number is a user's typo, a 5,000-deep object a RecursionError.
+        wrong = [(f, f"expected a string, got {_type_name(v)}") for f, v in (("apiVersion", api_version),
+                                                                           ("kind", kind_name))
+                 if not isinstance(v, str) or _not_utf8(v)]
+        if wrong:
+            raise Invalid(what or "object", wrong)
         kind = kinds.for_kind(str(api_version), str(kind_name))
     name = (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
-    label = what or f'{kind.kind} "{name or ""}"'
+    label = what or f'{kind.kind} "{_printable(name) if isinstance(name, str) else ""}"'
     walker = _Normaliser()
     clean = walker.message(kind.message.DESCRIPTOR, data, "")
     if walker.errors:

@@ -25,6 +25,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from controlplane.apiserver import certificates
 from controlplane.apiserver.admission import QUOTA_KIND, Admission, quota_status
 from controlplane.apiserver.allocators import ServiceAllocator
 from controlplane.apiserver.defaults import apply_defaults
@@ -309,7 +310,8 @@ class Registry:
     async def update(self, kind: kinds.Kind, namespace: str, obj: Message, *, subresource: str = "",
                      dry_run: bool = False, admit: Callable[[Message], None] | None = None) -> Message:
         """Replace an object (or only its status); Conflict when resourceVersion is stale."""
-        if subresource not in ("", "status"):
+        if subresource not in ("", "status") and not (subresource == certificates.APPROVAL
+                                                      and kind.kind == certificates.KIND):
             raise BadRequest(f'unknown subresource "{subresource}"')
         if subresource == "status" and not kind.has_status:
             raise NotFound(f"{_noun(kind)} have no status subresource")
@@ -343,6 +345,10 @@ class Registry:
         new.CopyFrom(incoming)
         new_meta, old_meta = new.metadata, old.metadata  # type: ignore[attr-defined]
         new.api_version, new.kind = kind.api_version, kind.kind  # type: ignore[attr-defined]
+        if kind.kind == certificates.KIND and subresource:
+            merged = certificates.merge_subresource(old, incoming, subresource)  # type: ignore[arg-type]
+            self._validate(kind, merged, old)
+            return merged
         if subresource == "status":
             # The status subresource changes status and nothing else.
             status = kind.message()
@@ -592,6 +598,8 @@ class Registry:
                 revision = int(resource_version)
             except ValueError:
                 raise BadRequest(f'invalid resource version "{resource_version}"') from None
+            if not 0 <= revision < 2**63 - 1:  # etcd revisions are int64 and the watch starts at revision + 1
+                raise BadRequest(f'invalid resource version "{resource_version}"')
         changes = self.storage.watch(prefix, revision + 1).__aiter__()
         last_sent = revision
         next_change: asyncio.Task[Change] | None = None

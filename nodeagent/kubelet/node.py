@@ -166,12 +166,20 @@ class NodeStatusManager:
             result["MemoryPressure"] = ("True", "KubeletHasInsufficientMemory", "less than 5% of memory available")
         return result
 
-    async def report_status(self, *, force: bool = False) -> None:
-        """Write the Node's status if a condition changed, the report period passed, or forced."""
+    async def report_status(self, *, force: bool = False, stored: core_pb2.Node | None = None) -> None:
+        """Write the Node's status if a condition changed, the report period passed, or forced.
+
+        `stored` is the Node as the API has it: when its conditions differ from ours, someone
+        else wrote them (the node lifecycle controller marks a node Unknown while its kubelet
+        is cut off), so they are written again now, not a report period later, as
+        kubelet's nodeStatusHasChanged compares with the stored node.
+        """
         conditions = await self.conditions()
         summary = {k: (v[0], v[1]) for k, v in conditions.items()}
         due = time.monotonic() - self._last_report >= self.config.node_status_report_frequency
-        if not (force or due or summary != self._last_conditions):
+        overwritten = stored is not None and {c.type: c.status for c in stored.status.conditions} != {
+            k: v[0] for k, v in conditions.items()}
+        if not (force or due or overwritten or summary != self._last_conditions):
             return
         for _ in range(3):
             node = await self.client.get(core_pb2.Node, self.name)
@@ -230,7 +238,7 @@ class NodeStatusManager:
         node = await self.client.get(core_pb2.Node, self.name)
         if node.spec.pod_cidr:
             self.on_pod_cidr(node.spec.pod_cidr)
-        await self.report_status()
+        await self.report_status(stored=node)
 
     @staticmethod
     async def _loop(period: float, step: Callable[[], object]) -> None:
