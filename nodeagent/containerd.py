@@ -7,6 +7,16 @@ under one base directory, and its pods' cgroups live under a per-node prefix.
 The settings below are the ones ../shared/notes/containerd-cri.md found
 necessary for containerd 1.6 on these machines; each carries its reason.
 
+Images: with a cluster `registry` (host:port of the master's registry), the
+node pulls over plain HTTP from it: containerd's registry `config_path` holds a
+hosts.toml per registry host, one making `<registry>` itself plain HTTP and one
+making it docker.io's only host (a mirror with pull and resolve), so
+`nginx` = docker.io/library/nginx is fetched from the cluster registry and
+never from the internet; the sandbox (pause) image is pulled from it too.
+Without a registry, docker.io is pointed at a closed local port instead, so an
+image the node lacks fails at once rather than sending a request off the machine
+(the tests and benchmarks import their images with `ctr`).
+
 `NodeRuntime.cleanup()` removes everything a node left behind, even after a
 crash (runc state, shims, mounts, cgroups, the CNI bridge): tests rely on it to
 leave the host as they found it.
@@ -23,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodeagent.images import PAUSE_IMAGE
+from nodeagent.images import PAUSE_IMAGE, REGISTRY_PAUSE_IMAGE
 from provision.processes import Process, wait_until
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -37,6 +47,8 @@ class NodeRuntime:
     node_name: str
     base: Path
     process: Process | None = None
+    # host:port of the cluster registry ("" = none: only imported images run).
+    registry: str = ""
 
     @property
     def socket(self) -> Path:
@@ -59,6 +71,34 @@ class NodeRuntime:
         return self.base / "cni" / "ipam"
 
     @property
+    def registry_hosts_dir(self) -> Path:
+        return self.base / "certs.d"
+
+    @property
+    def sandbox_image(self) -> str:
+        return f"{self.registry}/{REGISTRY_PAUSE_IMAGE}" if self.registry else PAUSE_IMAGE
+
+    def registry_hosts(self) -> dict[str, str]:
+        """hosts.toml text by registry host: containerd's per-registry settings (its `config_path`)."""
+        # containerd uses only the [host] tables when any exist (without one, 1.6 still falls back to
+        # registry-1.docker.io): `server` alone would not keep docker.io pulls on the machine.
+        def hosts_toml(url: str, capabilities: str) -> str:
+            return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = [{capabilities}]\n'
+
+        if not self.registry:
+            return {"docker.io": hosts_toml("http://127.0.0.1:1", '"pull", "resolve"')}
+        url = f"http://{self.registry}"
+        return {self.registry: hosts_toml(url, '"pull", "resolve", "push"'),
+                "docker.io": hosts_toml(url, '"pull", "resolve"')}
+
+    def write_registry_hosts(self) -> None:
+        shutil.rmtree(self.registry_hosts_dir, ignore_errors=True)  # a host dropped from the config goes too
+        for host, text in self.registry_hosts().items():
+            folder = self.registry_hosts_dir / host
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "hosts.toml").write_text(text)
+
+    @property
     def cgroup_root(self) -> str:
         """The cgroup every pod of this node lives under (cgroups are host-wide)."""
         return f"/flotilla-{self.node_name}"
@@ -69,7 +109,9 @@ class NodeRuntime:
         return ("flt-" + self.node_name)[:15]
 
     def config(self) -> str:
+        """containerd.toml for this node (the registry hosts files are written alongside)."""
         base = self.base
+        self.write_registry_hosts()
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         return f"""version = 2
 root = "{base / 'root'}"
@@ -82,7 +124,7 @@ state = "{base / 'state'}"
   address = "{self.socket}.ttrpc"
 
 [{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
+  sandbox_image = "{self.sandbox_image}"
   # Without it every sandbox fails: root here may not lower its own oom_score_adj.
   restrict_oom_score_adj = true
   # Keeps each node's network namespaces under its own state dir.
@@ -106,6 +148,9 @@ state = "{base / 'state'}"
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
   conf_dir = "{self.cni_conf_dir}"
+
+[{cri}.registry]
+  config_path = "{self.registry_hosts_dir}"
 """
 
     def start(self, *, netns: str = "") -> None:

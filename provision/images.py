@@ -1,30 +1,40 @@
-"""The images a local cluster's nodes start with: pause, busybox and nginx, built from Debian packages.
+"""The images a local cluster starts with: pause, busybox and nginx, built from Debian packages and pushed.
 
-There is no registry and no internet here, so every worker's containerd gets
-the images imported at `cluster up` (nodeagent/images.py builds pause and
-busybox). `localhost/nginx:latest` is the busybox image plus Debian's nginx:
-the binary and stock welcome page from the `nginx` and `nginx-common` .debs
-(fetched once with `apt-get download` into /var/cache/flotilla/debs and
+There is no internet here, so `cluster up` builds the base images locally and
+pushes them to the cluster registry on the master (provision/registry.py) as
+`library/pause:3.9`, `library/busybox:latest` and `library/nginx:latest`:
+the paths docker.io serves official images under, because every node's
+containerd serves docker.io names from the cluster registry. So `--image=nginx`
+(docker.io/library/nginx:latest) is pulled from the master over plain HTTP,
+and the seed commands work unchanged. nodeagent/images.py builds pause and
+busybox; nginx here is the busybox layer plus a second layer with Debian's
+nginx: the binary and stock welcome page from the `nginx` and `nginx-common`
+.debs (fetched once with `apt-get download` into /var/cache/flotilla/debs and
 unpacked with `dpkg -x`, never installed on the host), the shared libraries
 `ldd` names copied from the host, and a short nginx.conf serving port 80 in the
-foreground. When the packages cannot be had, the image falls back to an
-honest stand-in: busybox `httpd` serving a page that says it is not nginx.
-The kubelet resolves the short name `nginx` to `localhost/nginx` (its
-`cluster_registry` setting).
+foreground. When the packages cannot be had, the image falls back to an honest
+stand-in: busybox `httpd` serving a page that says it is not nginx.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import subprocess
-import tarfile
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nodeagent.images import BUSYBOX_IMAGE, busybox_archive, import_image, oci_archive, pause_archive
+from nodeagent.images import (
+    DEFAULT_ENV,
+    REGISTRY_PAUSE_IMAGE,
+    Layer,
+    OCIImage,
+    busybox_image,
+    busybox_layer,
+    make_image,
+    pause_image,
+)
+from provision.distribution import PushResult, push
 
 NGINX_IMAGE = "localhost/nginx:latest"
 DEB_CACHE = Path("/var/cache/flotilla/debs")
@@ -54,46 +64,10 @@ STAND_IN_PAGE = b"""<!DOCTYPE html>
 """
 log = logging.getLogger(__name__)
 
-Entry = tuple[tarfile.TarInfo, bytes | None]
 
-
-def _dir(path: str) -> Entry:
-    info = tarfile.TarInfo(path)
-    info.type, info.mode = tarfile.DIRTYPE, 0o755
-    return info, None
-
-
-def _file(path: str, data: bytes, mode: int = 0o644) -> Entry:
-    info = tarfile.TarInfo(path)
-    info.size, info.mode = len(data), mode
-    return info, data
-
-
-def _parents(paths: list[str]) -> list[Entry]:
-    dirs = sorted({str(p) for path in paths for p in Path(path).parents if str(p) != "."}, key=len)
-    return [_dir(d) for d in dirs]
-
-
-def _busybox_plus(extra: list[Entry], *, cmd: list[str]) -> bytes:
-    """The busybox image's one layer with `extra` appended, as NGINX_IMAGE."""
-    with tarfile.open(fileobj=io.BytesIO(busybox_archive(BUSYBOX_IMAGE))) as archive:
-        blobs = [m for m in archive.getmembers() if m.name.startswith("blobs/")]
-        extracted = archive.extractfile(max(blobs, key=lambda m: m.size))  # the layer is the big blob
-        assert extracted is not None
-        base_layer = extracted.read()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as layer:
-        with tarfile.open(fileobj=io.BytesIO(base_layer)) as base:
-            present = set()
-            for member in base.getmembers():
-                present.add(member.name)
-                layer.addfile(member, base.extractfile(member) if member.isfile() else None)
-        for info, data in extra:
-            if info.isdir() and info.name in present:
-                continue
-            present.add(info.name)
-            layer.addfile(info, io.BytesIO(data) if data is not None else None)
-    return oci_archive(NGINX_IMAGE, out.getvalue(), cmd=cmd)
+def _on_busybox(layer: Layer, *, cmd: list[str]) -> OCIImage:
+    """busybox's layer with `layer` on top (the registry and the nodes store busybox's once)."""
+    return make_image([busybox_layer(), layer.tar()], {"Cmd": cmd, "Env": DEFAULT_ENV})
 
 
 def nginx_debs() -> list[Path]:
@@ -109,7 +83,8 @@ def nginx_debs() -> list[Path]:
     return [p for p in found if p is not None]
 
 
-def real_nginx_archive() -> bytes:
+def real_nginx_image() -> OCIImage:
+    """Debian's nginx as a layer on busybox: binary, welcome page, mime types, our nginx.conf, its libraries."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for deb in nginx_debs():
@@ -118,38 +93,53 @@ def real_nginx_archive() -> bytes:
         ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True).stdout
         libs = [line.split("=>")[1].split()[0] for line in ldd.splitlines() if "=>" in line and "/" in line]
         libs += [w for line in ldd.splitlines() for w in line.split() if w.startswith("/lib64/")]
-        files = [_file("usr/sbin/nginx", binary.read_bytes(), 0o755),
-                 _file("etc/nginx/nginx.conf", NGINX_CONF),
-                 _file("etc/nginx/mime.types", (root / "etc/nginx/mime.types").read_bytes()),
-                 _file("usr/share/nginx/html/index.html", (root / "usr/share/nginx/html/index.html").read_bytes())]
+        layer = Layer()
+        layer.add_file("usr/sbin/nginx", binary.read_bytes(), 0o755)
+        layer.add_file("etc/nginx/nginx.conf", NGINX_CONF, 0o644)
+        for page in ("etc/nginx/mime.types", "usr/share/nginx/html/index.html"):
+            layer.add_file(page, (root / page).read_bytes(), 0o644)
         # The host's copy of each library (same Debian release as the package), at the path ldd resolved.
-        files += [_file(lib.lstrip("/"), Path(os.path.realpath(lib)).read_bytes(), 0o755) for lib in libs]
-    dirs = ["var/lib/nginx", "var/log/nginx", "run"]
-    entries = _parents([info.name for info, _ in files] + [f"{d}/x" for d in dirs]) + [_dir(d) for d in dirs] + files
-    return _busybox_plus(entries, cmd=["/usr/sbin/nginx"])
+        for lib in libs:
+            layer.add_file(lib.lstrip("/"), Path(os.path.realpath(lib)).read_bytes(), 0o755)
+    for d in ("var/lib/nginx", "var/log/nginx", "run"):
+        layer.add_parents(d)
+        layer.add_dir(d)
+    return _on_busybox(layer, cmd=["/usr/sbin/nginx"])
+
+
+def stand_in_nginx_image() -> OCIImage:
+    layer = Layer()
+    layer.add_file("usr/share/nginx/html/index.html", STAND_IN_PAGE, 0o644)
+    return _on_busybox(layer, cmd=["httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"])
 
 
 def stand_in_nginx_archive() -> bytes:
-    page = "usr/share/nginx/html/index.html"
-    return _busybox_plus([*_parents([page]), _file(page, STAND_IN_PAGE)],
-                         cmd=["httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"])
+    return stand_in_nginx_image().archive(NGINX_IMAGE)
+
+
+def nginx_image() -> OCIImage:
+    try:
+        return real_nginx_image()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        log.warning("building nginx from Debian packages failed (%s): using the busybox httpd stand-in", err)
+        return stand_in_nginx_image()
 
 
 def nginx_archive() -> bytes:
-    try:
-        return real_nginx_archive()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        log.warning("building nginx from Debian packages failed (%s): using the busybox httpd stand-in", err)
-        return stand_in_nginx_archive()
+    """nginx as an OCI archive for `ctr images import` (nodes without a registry: the VM bootstrap)."""
+    return nginx_image().archive(NGINX_IMAGE)
 
 
-def import_node_images(sockets: list[str]) -> None:
-    """Build the three images once and import them into every node's containerd, nodes in parallel."""
-    archives = [pause_archive(), busybox_archive(), nginx_archive()]
+def node_images() -> dict[str, OCIImage]:
+    """The base images by the name nodes pull them as (docker.io's paths, served by the cluster registry)."""
+    return {REGISTRY_PAUSE_IMAGE: pause_image(), "library/busybox:latest": busybox_image(),
+            "library/nginx:latest": nginx_image()}
 
-    def load(address: str) -> None:
-        for archive in archives:
-            import_image(archive, address=address)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(sockets))) as pool:
-        list(pool.map(load, sockets))
+def push_node_images(registry: str) -> list[PushResult]:
+    """Build the base images and push them to the cluster registry (blobs it already has are skipped)."""
+    results = []
+    for name, image in node_images().items():
+        repository, _, tag = name.partition(":")
+        results.append(push(image, registry=registry, repository=repository, tag=tag))
+    return results

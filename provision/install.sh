@@ -9,7 +9,11 @@ APT_PACKAGES=(etcd-server etcd-client python3-venv python3-dev
   # the node agent: container runtime, CNI plugins, base image contents, pause built with gcc
   containerd runc containernetworking-plugins busybox-static iproute2 nftables gcc libc6-dev
   # the proxy's LoadBalancer announcer: gratuitous ARP
-  iputils-arping)
+  iputils-arping
+  # the proxy: forget the UDP flows of removed endpoints (conntrack -D)
+  conntrack
+  # the cluster's image registry on the master (provision/registry.py)
+  docker-registry)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -19,6 +23,12 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's own docker-registry service would hold port 5000 on every address (with its htpasswd auth);
+# each cluster runs its registry under its supervisor instead (provision/registry.py).
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO systemctl disable --now docker-registry
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -376,17 +376,28 @@ def parse_labels(text: str) -> dict[str, str]:
 
 @click.command("run")
 @click.argument("name")
+@click.argument("arguments", nargs=-1)
 @click.option("--image", required=True, help="The container image to run.")
 @click.option("--port", default=0, type=int, help="The port the container exposes.")
 @click.option("-l", "--labels", default="", help="Labels for the pod, k=v,k2=v2 (default run=NAME).")
 @click.option("--restart", default="Always", type=click.Choice(["Always", "OnFailure", "Never"]))
+@click.option("--command", "as_command", is_flag=True,
+              help="The words after -- are the command (replacing the image's entrypoint), not its arguments.")
 @context.global_options
-def run_command(name: str, image: str, port: int, labels: str, restart: str) -> None:
-    """Run IMAGE as a bare pod named NAME."""
+def run_command(name: str, arguments: tuple[str, ...], image: str, port: int, labels: str, restart: str,
+                as_command: bool) -> None:
+    """Run IMAGE as a bare pod named NAME: `kctl run NAME --image=IMAGE [-- ARG...]`.
+
+    Words after `--` become the container's args (passed to the image's
+    entrypoint), or with --command its command, as in kubectl.
+    """
+    if as_command and not arguments:
+        raise CliError("--command needs the command after --: kctl run NAME --image=IMAGE --command -- CMD ARG...")
     pod = core_pb2.Pod(api_version="v1", kind="Pod")
     pod.metadata.name, pod.metadata.namespace = name, context.settings().current_namespace
     pod.metadata.labels.update(parse_labels(labels) or {"run": name})
     c = pod.spec.containers.add(name=name, image=image)
+    (c.command if as_command else c.args).extend(arguments)
     if port:
         c.ports.add(container_port=port)
     pod.spec.restart_policy = restart

@@ -1,0 +1,125 @@
+"""`kctl image build|push|list`: users' own images, from a directory to the cluster registry.
+
+    kctl image build ./site -t web:1      # Containerfile (or a rootfs directory) → the local store
+    kctl image push web:1                 # → the current local cluster's registry, as library/web:1
+    kctl run web --image=web:1 --port 80  # the nodes pull it from there
+
+The build (provision/imagebuild.py) runs nothing and leaves its result in the
+local OCI store (provision/imagestore.py); push speaks the distribution API
+(provision/distribution.py). A name without a registry is pushed to the
+current cluster's registry (from kctl's kubeconfig context, the cluster `kctl
+cluster up` made) or to `--registry HOST:PORT`, under docker.io's layout, so
+the short name in a pod spec finds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from kctl.errors import CliError
+from kctl.printers import format_table
+from nodeagent.images import OCIImage, parse_reference
+from proto.client import config as clientconfig
+from provision import distribution, imagebuild, local
+from provision.imagestore import ImageStore
+
+
+def current_cluster_registry() -> str:
+    """The registry of the local cluster kctl's kubeconfig points at (its current context is the cluster's name)."""
+    path = clientconfig.default_path()
+    try:
+        context = (yaml.safe_load(path.read_text()) or {}).get("current-context", "")
+    except OSError:
+        context = ""
+    state = local.load_state(context) if context else None
+    if state is None:
+        why = f"the current context {context!r} in {path} is not" if context else f"no context in {path} names"
+        raise CliError(f"no --registry given, and {why} a local cluster (kctl cluster up makes one)")
+    return state.registry
+
+
+def _registry_for(name: str, registry: str) -> tuple[str, str, str]:
+    """(registry, repository, tag) to push `name` to or pull it from."""
+    try:
+        ref = parse_reference(name)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    if ref.registry and registry and ref.registry != registry:
+        raise CliError(f"{name} names registry {ref.registry}, but --registry says {registry}")
+    return ref.registry or registry or current_cluster_registry(), ref.repository, ref.tag
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f}{unit}"
+        n //= 1000
+    return f"{n}GB"
+
+
+@click.group("image")
+def image() -> None:
+    """Build images, push them to a cluster's registry, list the local ones."""
+
+
+@image.command("build")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-t", "--tag", "name", required=True, help="NAME[:TAG] for the image (default tag: latest).")
+@click.option("-f", "--file", "containerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The Containerfile (default: DIRECTORY/Containerfile or Dockerfile; none: DIRECTORY is the rootfs).")
+@click.option("--registry", default="", help="Where FROM images missing locally are pulled from "
+                                             "(default: the current local cluster's registry).")
+def build(directory: Path, name: str, containerfile: Path | None, registry: str) -> None:
+    """Build an image from DIRECTORY into the local image store."""
+    store = ImageStore()
+
+    def resolve(base: str) -> OCIImage:
+        found = store.load(base)
+        if found is not None:
+            return found
+        try:
+            where, repository, tag = _registry_for(base, registry)
+            return distribution.pull(registry=where, repository=repository, tag=tag)
+        except (CliError, distribution.RegistryError) as err:
+            raise LookupError(f"{base} is not in the local store {store.root}, and {err}") from err
+
+    try:
+        parse_reference(name)
+        built = imagebuild.build(directory, resolve=resolve, containerfile=containerfile)
+    except (ValueError, LookupError) as err:
+        raise CliError(str(err)) from err
+    stored = store.save(name, built)
+    click.echo(f"built {stored} {built.digest} ({len(built.layers)} layers, "
+               f"{_size(sum(len(layer) for layer in built.layers))})")
+
+
+@image.command("push")
+@click.argument("name")
+@click.option("--registry", default="", help="HOST:PORT (default: the current local cluster's registry).")
+def push(name: str, registry: str) -> None:
+    """Push image NAME from the local store to a registry (blobs it already has are skipped)."""
+    store = ImageStore()
+    try:
+        built = store.load(name)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    if built is None:
+        raise CliError(f"image {name} is not in the local store {store.root}: kctl image build first")
+    where, repository, tag = _registry_for(name, registry)
+    try:
+        result = distribution.push(built, registry=where, repository=repository, tag=tag)
+    except distribution.RegistryError as err:
+        raise CliError(str(err)) from err
+    click.echo(f"pushed {result.reference} {result.digest} "
+               f"({result.uploaded} blobs uploaded, {result.skipped} already there)")
+
+
+@image.command("list")
+def list_images() -> None:
+    """The images in the local store."""
+    rows = [["NAME", "DIGEST", "SIZE"]]
+    rows += [[i.name, i.digest[:19], _size(i.size)] for i in ImageStore().list()]
+    click.echo("\n".join(format_table(rows)))

@@ -1,0 +1,129 @@
+"""Push images to, and fetch them from, a registry over the OCI distribution API (plain HTTP).
+
+The provisioner pushes the base images to the cluster registry at `cluster up`
+(provision/images.py), `kctl image push` pushes what `kctl image build` made,
+and a build `FROM` an image it does not have fetches it here. The wire work is
+python-dxf's (a maintained client of the distribution API): HEAD a blob to see
+whether the registry has it, upload it monolithically (POST then PUT with the
+digest), and PUT the manifest under its tag with the manifest's own media
+type. This module adds what an image means on top of blobs: every config and
+layer before the manifest that names them, already-present blobs skipped (so
+pushing again is cheap), the digest the registry ends up with checked against
+ours, and pulled blobs verified against the digests the manifest names.
+
+Registries are reached over plain HTTP (`insecure=True`): the cluster registry
+listens on the private node network only, with no TLS (provision/registry.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+
+import requests
+from dxf import DXF
+from dxf.exceptions import DXFError
+
+from nodeagent.images import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, OCIImage, make_image
+
+DOCKER_MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+GZIP_LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip",
+                    "application/vnd.docker.image.rootfs.diff.tar.gzip")
+TIMEOUT = 120.0
+
+
+class RegistryError(RuntimeError):
+    """The registry could not be reached, refused a request, or holds no such image."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: str  # registry/repository:tag
+    digest: str  # the manifest's digest, as the registry reports it
+    uploaded: int  # blobs sent
+    skipped: int  # blobs the registry already had
+
+
+def _repo(registry: str, repository: str) -> DXF:
+    return DXF(registry, repository, insecure=True, timeout=TIMEOUT)
+
+
+def _has_blob(repo: DXF, digest: str) -> bool:
+    try:
+        repo.blob_size(digest)
+        return True
+    except requests.HTTPError as err:
+        if err.response is not None and err.response.status_code == 404:
+            return False
+        raise
+
+
+def push(image: OCIImage, *, registry: str, repository: str, tag: str) -> PushResult:
+    """Upload the image's blobs (those missing) then its manifest as `repository:tag`."""
+    reference = f"{registry}/{repository}:{tag}"
+    uploaded = skipped = 0
+    try:
+        with _repo(registry, repository) as repo:
+            for digest, data in image.blobs().items():
+                if _has_blob(repo, digest):
+                    skipped += 1
+                    continue
+                repo.push_blob(data=iter([data]), digest=digest, check_exists=False)
+                uploaded += 1
+            # Blobs first: a registry refuses a manifest naming a blob it has not got.
+            repo.set_manifest(tag, image.manifest.decode())
+            stored = repo.head_manifest_and_response(tag)[1].headers.get("Docker-Content-Digest", "")
+    except (requests.RequestException, DXFError) as err:
+        raise RegistryError(f"pushing {reference}: {_describe(err)}") from err
+    if stored != image.digest:
+        raise RegistryError(f"pushing {reference}: the registry stored manifest {stored}, not {image.digest}")
+    return PushResult(reference, stored, uploaded, skipped)
+
+
+def _pull_blob(repo: DXF, digest: str) -> bytes:
+    """The blob's bytes; python-dxf checks them against `digest` as they arrive."""
+    chunks = repo.pull_blob(digest)
+    assert not isinstance(chunks, tuple)  # a tuple only when size=True is asked for
+    return b"".join(chunks)
+
+
+def pull(*, registry: str, repository: str, tag: str) -> OCIImage:
+    """Fetch `repository:tag` (manifest, config, layers; digests verified); gzip layers come back uncompressed."""
+    reference = f"{registry}/{repository}:{tag}"
+    try:
+        with _repo(registry, repository) as repo:
+            response = repo.get_manifest_and_response(tag)[1]
+            manifest = json.loads(response.content)
+            kind = manifest.get("mediaType") or response.headers.get("Content-Type", "")
+            if kind not in (MANIFEST_TYPE, DOCKER_MANIFEST_TYPE):
+                raise RegistryError(f"{reference} is a {kind or 'manifest of unknown type'}: only single-platform "
+                                    "image manifests are supported")
+            config = _pull_blob(repo, manifest["config"]["digest"])
+            layers = []
+            for layer in manifest["layers"]:
+                data = _pull_blob(repo, layer["digest"])
+                if layer.get("mediaType") in GZIP_LAYER_TYPES:
+                    data = gzip.decompress(data)
+                elif layer.get("mediaType") != LAYER_TYPE:
+                    raise RegistryError(f"{reference}: layer media type {layer.get('mediaType')} is not supported")
+                layers.append(data)
+    except (requests.RequestException, DXFError) as err:
+        raise RegistryError(f"pulling {reference}: {_describe(err)}") from err
+    parsed = json.loads(config)
+    if manifest["config"].get("mediaType", CONFIG_TYPE) == CONFIG_TYPE and not any(
+            m in GZIP_LAYER_TYPES for m in (layer.get("mediaType") for layer in manifest["layers"])):
+        # Ours (or built the same way): keep the exact bytes, so the digest is the registry's.
+        return OCIImage(response.content, config, tuple(layers))
+    # Re-expressed as an OCI image with uncompressed layers: what a build on top of it needs.
+    return make_image(layers, parsed.get("config", {}), history=parsed.get("history"))
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        if err.response.status_code == 404:
+            return "not found in the registry"
+        return f"HTTP {err.response.status_code}: {err.response.text.strip()[:300]}"
+    if isinstance(err, requests.ConnectionError):
+        return "cannot connect (is the registry running and reachable?)"
+    return str(err) or type(err).__name__
