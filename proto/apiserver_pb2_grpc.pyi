@@ -52,6 +52,8 @@ class ApiServerStub:
     Logs: _grpc.UnaryStreamMultiCallable[_kubelet_pb2.LogsRequest, _kubelet_pb2.LogChunk]
     """pods/log and pods/exec: forwarded to the kubelet of the pod's node (kctl logs, kctl exec)."""
     Exec: _grpc.UnaryUnaryMultiCallable[_kubelet_pb2.ExecRequest, _kubelet_pb2.ExecReply]
+    ExecStream: _grpc.StreamStreamMultiCallable[_kubelet_pb2.ExecStreamRequest, _kubelet_pb2.ExecStreamReply]
+    """pods/exec with a live session (kctl exec -i/-t): streamed both ways to the kubelet."""
 
 @_typing.type_check_only
 class ApiServerAsyncStub(ApiServerStub):
@@ -73,6 +75,8 @@ class ApiServerAsyncStub(ApiServerStub):
     Logs: _aio.UnaryStreamMultiCallable[_kubelet_pb2.LogsRequest, _kubelet_pb2.LogChunk]  # type: ignore[assignment]
     """pods/log and pods/exec: forwarded to the kubelet of the pod's node (kctl logs, kctl exec)."""
     Exec: _aio.UnaryUnaryMultiCallable[_kubelet_pb2.ExecRequest, _kubelet_pb2.ExecReply]  # type: ignore[assignment]
+    ExecStream: _aio.StreamStreamMultiCallable[_kubelet_pb2.ExecStreamRequest, _kubelet_pb2.ExecStreamReply]  # type: ignore[assignment]
+    """pods/exec with a live session (kctl exec -i/-t): streamed both ways to the kubelet."""
 
 class ApiServerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -157,5 +161,13 @@ class ApiServerServicer(metaclass=_abc_1.ABCMeta):
         request: _kubelet_pb2.ExecRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kubelet_pb2.ExecReply, _abc.Awaitable[_kubelet_pb2.ExecReply]]: ...
+
+    @_abc_1.abstractmethod
+    def ExecStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_kubelet_pb2.ExecStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kubelet_pb2.ExecStreamReply], _abc.AsyncIterator[_kubelet_pb2.ExecStreamReply]]:
+        """pods/exec with a live session (kctl exec -i/-t): streamed both ways to the kubelet."""
 
 def add_ApiServerServicer_to_server(servicer: ApiServerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -99,6 +99,11 @@ class RuntimeServiceStub:
                 request_serializer=proto_dot_cri__pb2.ExecSyncRequest.SerializeToString,
                 response_deserializer=proto_dot_cri__pb2.ExecSyncResponse.FromString,
                 _registered_method=True)
+        self.Exec = channel.unary_unary(
+                '/runtime.v1.RuntimeService/Exec',
+                request_serializer=proto_dot_cri__pb2.ExecRequest.SerializeToString,
+                response_deserializer=proto_dot_cri__pb2.ExecResponse.FromString,
+                _registered_method=True)
         self.ContainerStats = channel.unary_unary(
                 '/runtime.v1.RuntimeService/ContainerStats',
                 request_serializer=proto_dot_cri__pb2.ContainerStatsRequest.SerializeToString,
@@ -197,6 +202,12 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exec(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ContainerStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -282,6 +293,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ExecSync,
                     request_deserializer=proto_dot_cri__pb2.ExecSyncRequest.FromString,
                     response_serializer=proto_dot_cri__pb2.ExecSyncResponse.SerializeToString,
+            ),
+            'Exec': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exec,
+                    request_deserializer=proto_dot_cri__pb2.ExecRequest.FromString,
+                    response_serializer=proto_dot_cri__pb2.ExecResponse.SerializeToString,
             ),
             'ContainerStats': grpc.unary_unary_rpc_method_handler(
                     servicer.ContainerStats,
@@ -650,6 +666,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ExecSync',
             proto_dot_cri__pb2.ExecSyncRequest.SerializeToString,
             proto_dot_cri__pb2.ExecSyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/Exec',
+            proto_dot_cri__pb2.ExecRequest.SerializeToString,
+            proto_dot_cri__pb2.ExecResponse.FromString,
             options,
             channel_credentials,
             insecure,

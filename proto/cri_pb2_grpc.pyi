@@ -52,6 +52,7 @@ class RuntimeServiceStub:
     ListContainers: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ListContainersRequest, _cri_pb2.ListContainersResponse]
     ContainerStatus: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatusRequest, _cri_pb2.ContainerStatusResponse]
     ExecSync: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ExecSyncRequest, _cri_pb2.ExecSyncResponse]
+    Exec: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ExecRequest, _cri_pb2.ExecResponse]
     ContainerStats: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatsRequest, _cri_pb2.ContainerStatsResponse]
     ListContainerStats: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ListContainerStatsRequest, _cri_pb2.ListContainerStatsResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_cri_pb2.StatusRequest, _cri_pb2.StatusResponse]
@@ -72,6 +73,7 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     ListContainers: _aio.UnaryUnaryMultiCallable[_cri_pb2.ListContainersRequest, _cri_pb2.ListContainersResponse]  # type: ignore[assignment]
     ContainerStatus: _aio.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatusRequest, _cri_pb2.ContainerStatusResponse]  # type: ignore[assignment]
     ExecSync: _aio.UnaryUnaryMultiCallable[_cri_pb2.ExecSyncRequest, _cri_pb2.ExecSyncResponse]  # type: ignore[assignment]
+    Exec: _aio.UnaryUnaryMultiCallable[_cri_pb2.ExecRequest, _cri_pb2.ExecResponse]  # type: ignore[assignment]
     ContainerStats: _aio.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatsRequest, _cri_pb2.ContainerStatsResponse]  # type: ignore[assignment]
     ListContainerStats: _aio.UnaryUnaryMultiCallable[_cri_pb2.ListContainerStatsRequest, _cri_pb2.ListContainerStatsResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_cri_pb2.StatusRequest, _cri_pb2.StatusResponse]  # type: ignore[assignment]
@@ -167,6 +169,13 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cri_pb2.ExecSyncRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cri_pb2.ExecSyncResponse, _abc.Awaitable[_cri_pb2.ExecSyncResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Exec(
+        self,
+        request: _cri_pb2.ExecRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cri_pb2.ExecResponse, _abc.Awaitable[_cri_pb2.ExecResponse]]: ...
 
     @_abc_1.abstractmethod
     def ContainerStats(

@@ -44,6 +44,11 @@ class KubeletStub:
                 request_serializer=proto_dot_kubelet__pb2.ExecRequest.SerializeToString,
                 response_deserializer=proto_dot_kubelet__pb2.ExecReply.FromString,
                 _registered_method=True)
+        self.ExecStream = channel.stream_stream(
+                '/flotilla.node.Kubelet/ExecStream',
+                request_serializer=proto_dot_kubelet__pb2.ExecStreamRequest.SerializeToString,
+                response_deserializer=proto_dot_kubelet__pb2.ExecStreamReply.FromString,
+                _registered_method=True)
 
 
 class KubeletServicer:
@@ -63,6 +68,14 @@ class KubeletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecStream(self, request_iterator, context):
+        """An interactive command (kctl exec -i/-t, CRI Exec): the first request says what to run, later
+        ones carry stdin and terminal sizes; replies carry output, and last the exit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KubeletServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_KubeletServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=proto_dot_kubelet__pb2.ExecRequest.FromString,
                     response_serializer=proto_dot_kubelet__pb2.ExecReply.SerializeToString,
+            ),
+            'ExecStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecStream,
+                    request_deserializer=proto_dot_kubelet__pb2.ExecStreamRequest.FromString,
+                    response_serializer=proto_dot_kubelet__pb2.ExecStreamReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +149,33 @@ class Kubelet:
             '/flotilla.node.Kubelet/Exec',
             proto_dot_kubelet__pb2.ExecRequest.SerializeToString,
             proto_dot_kubelet__pb2.ExecReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flotilla.node.Kubelet/ExecStream',
+            proto_dot_kubelet__pb2.ExecStreamRequest.SerializeToString,
+            proto_dot_kubelet__pb2.ExecStreamReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,10 @@ class KubeletStub:
     """A container's log, as lines of text; with follow, the stream stays open for new lines."""
     Exec: _grpc.UnaryUnaryMultiCallable[_kubelet_pb2.ExecRequest, _kubelet_pb2.ExecReply]
     """Run a command in a container and wait for it (CRI ExecSync)."""
+    ExecStream: _grpc.StreamStreamMultiCallable[_kubelet_pb2.ExecStreamRequest, _kubelet_pb2.ExecStreamReply]
+    """An interactive command (kctl exec -i/-t, CRI Exec): the first request says what to run, later
+    ones carry stdin and terminal sizes; replies carry output, and last the exit.
+    """
 
 @_typing.type_check_only
 class KubeletAsyncStub(KubeletStub):
@@ -48,6 +52,10 @@ class KubeletAsyncStub(KubeletStub):
     """A container's log, as lines of text; with follow, the stream stays open for new lines."""
     Exec: _aio.UnaryUnaryMultiCallable[_kubelet_pb2.ExecRequest, _kubelet_pb2.ExecReply]  # type: ignore[assignment]
     """Run a command in a container and wait for it (CRI ExecSync)."""
+    ExecStream: _aio.StreamStreamMultiCallable[_kubelet_pb2.ExecStreamRequest, _kubelet_pb2.ExecStreamReply]  # type: ignore[assignment]
+    """An interactive command (kctl exec -i/-t, CRI Exec): the first request says what to run, later
+    ones carry stdin and terminal sizes; replies carry output, and last the exit.
+    """
 
 class KubeletServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -65,5 +73,15 @@ class KubeletServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kubelet_pb2.ExecReply, _abc.Awaitable[_kubelet_pb2.ExecReply]]:
         """Run a command in a container and wait for it (CRI ExecSync)."""
+
+    @_abc_1.abstractmethod
+    def ExecStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_kubelet_pb2.ExecStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kubelet_pb2.ExecStreamReply], _abc.AsyncIterator[_kubelet_pb2.ExecStreamReply]]:
+        """An interactive command (kctl exec -i/-t, CRI Exec): the first request says what to run, later
+        ones carry stdin and terminal sizes; replies carry output, and last the exit.
+        """
 
 def add_KubeletServicer_to_server(servicer: KubeletServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -62,11 +62,12 @@ def test_cri_log_lines_are_joined_across_partial_records_and_reads() -> None:
     assert stamped.feed(b"2026-01-01T00:00:00Z stdout F x\n") == [b"2026-01-01T00:00:00Z x\n"]
 
 
-def test_conflist_is_bridge_host_local_and_loopback(tmp_path) -> None:
+def test_conflist_is_bridge_host_local_portmap_and_loopback(tmp_path) -> None:
     config = network.conflist(network="flotilla-n1", bridge="cni0", pod_cidr="10.244.1.0/24", data_dir="/d")
     plugins = config["plugins"]
     assert isinstance(plugins, list)
-    assert [p["type"] for p in plugins] == ["bridge", "loopback"]
+    assert [p["type"] for p in plugins] == ["bridge", "portmap", "loopback"]
+    assert plugins[1]["capabilities"] == {"portMappings": True}  # containerd passes hostPorts only then
     assert plugins[0]["isDefaultGateway"] is True and plugins[0]["ipMasq"] is False
     assert network.write_conflist(tmp_path, config) is True
     assert network.write_conflist(tmp_path, config) is False  # unchanged: containerd is not poked
@@ -76,7 +77,8 @@ def test_conflist_is_bridge_host_local_and_loopback(tmp_path) -> None:
 def test_short_image_names_try_the_cluster_registry_first() -> None:
     syncer = PodSyncer.__new__(PodSyncer)
     syncer.config = KubeletConfig(cluster_registry="10.0.0.5:5000")
-    assert syncer.image_candidates("nginx:1.25") == ["10.0.0.5:5000/nginx:1.25", "nginx:1.25"]
+    assert syncer.image_candidates("nginx:1.25") == ["10.0.0.5:5000/library/nginx:1.25", "nginx:1.25"]
+    assert syncer.image_candidates("alice/web") == ["10.0.0.5:5000/alice/web", "alice/web"]
     assert syncer.image_candidates("localhost/busybox:latest") == ["localhost/busybox:latest"]
     assert syncer.image_candidates("quay.io/x/y") == ["quay.io/x/y"]
 

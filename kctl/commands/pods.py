@@ -3,7 +3,8 @@
 Both are forwarded by the apiserver to the kubelet of the pod's node
 (controlplane/apiserver/proxy.py), so they work from anywhere the apiserver is
 reachable. `exec` runs the command to completion (CRI ExecSync): its output is
-printed, and kctl exits with the command's exit code, as kubectl does.
+printed, and kctl exits with the command's exit code, as kubectl does. With
+-i (stdin) or -t (a terminal) it is a live session instead (kctl/terminal.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import sys
 
 import click
 
-from kctl import context
+from kctl import context, terminal
 from kctl.errors import CliError
+from proto import kubelet_pb2
 from proto.client import Client
 
 
@@ -57,15 +59,29 @@ def logs(pod: str, container: str, container_opt: str, follow: bool, tail: int, 
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("-c", "--container", default="", help="The container (default: the only one).")
 @click.option("--timeout", type=int, default=0, help="Seconds the command may run (0: the kubelet's default).")
-@click.option("-i", "--stdin", is_flag=True, hidden=True)
-@click.option("-t", "--tty", is_flag=True, hidden=True)
+@click.option("-i", "--stdin", is_flag=True, help="Pass stdin to the command.")
+@click.option("-t", "--tty", is_flag=True, help="Run the command on a terminal (with -i: an interactive shell).")
 @context.global_options
 def exec_(pod: str, command: tuple[str, ...], container: str, timeout: int, stdin: bool, tty: bool) -> int:
-    """Run a command in a container: kctl exec POD [-c CONTAINER] -- COMMAND [ARGS...]."""
-    if stdin or tty:
-        raise CliError("interactive sessions (-i/-t) are not supported yet: the command runs to completion")
+    """Run a command in a container: kctl exec POD [-c CONTAINER] [-it] -- COMMAND [ARGS...]."""
     namespace = context.settings().current_namespace
     name = _pod_name(pod)
+    if tty and not sys.stdin.isatty():
+        click.echo("Unable to use a TTY - input is not a terminal or the right kind of file", err=True)
+        tty = False
+    if stdin or tty:
+        start = kubelet_pb2.ExecStart(namespace=namespace, pod=name, container=container, command=command,
+                                      stdin=stdin, tty=tty)
+
+        async def session(client: Client) -> int:
+            done = await terminal.exec_interactive(client, start)
+            if done.message:
+                click.echo(f"error: {done.message}", err=True)
+            elif done.exit_code:
+                click.echo(f"command terminated with exit code {done.exit_code}", err=True)
+            return done.exit_code
+
+        return context.run(session)
 
     async def body(client: Client) -> int:
         reply = await client.exec(namespace, name, list(command), container, timeout=timeout)

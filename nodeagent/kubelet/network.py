@@ -3,7 +3,8 @@
 containerd's CRI plugin calls the CNI plugins itself when it runs a sandbox; the
 kubelet's job is only to say how, by writing a conflist into the CNI config
 directory once it knows the node's pod CIDR: a bridge on the node (the pods'
-default gateway), host-local IP allocation from the pod CIDR, and loopback.
+default gateway), host-local IP allocation from the pod CIDR, portmap for
+containers' hostPorts, and loopback.
 Until the file exists containerd reports NetworkReady=false and sandboxes fail,
 which is why the node is NotReady until then.
 """
@@ -41,6 +42,16 @@ def conflist(*, network: str, bridge: str, pod_cidr: str, data_dir: str) -> dict
                     # Per node, so nodes sharing a machine do not hand out each other's addresses.
                     "dataDir": data_dir,
                 },
+            },
+            {
+                # hostPort: containerd passes the sandbox's PortMappings as runtimeConfig.portMappings
+                # to plugins that declare the capability; portmap DNATs <node>:hostPort to the pod
+                # (iptables nat chains CNI-HOSTPORT-*, one CNI-DN-* chain per pod, removed on DEL).
+                "type": "portmap",
+                "capabilities": {"portMappings": True},
+                # Masquerade hairpin and localhost-originated connections, so a node reaching
+                # its own hostPort (127.0.0.1 included) gets the answer back through the NAT.
+                "snat": True,
             },
             {"type": "loopback"},
         ],

@@ -126,6 +126,14 @@ class Runtime:
         assert isinstance(reply, cri_pb2.ExecSyncResponse)
         return reply
 
+    async def exec_url(self, container_id: str, cmd: list[str], *, stdin: bool, tty: bool) -> str:
+        """Where containerd's streaming server will run `cmd` interactively (CRI Exec; see streaming.py)."""
+        request = cri_pb2.ExecRequest(container_id=container_id, cmd=cmd, tty=tty, stdin=stdin, stdout=True,
+                                      stderr=not tty)  # a terminal has one output stream
+        reply = await self._call("Exec", request)
+        assert isinstance(reply, cri_pb2.ExecResponse)
+        return reply.url
+
     async def list_container_stats(self) -> list[cri_pb2.ContainerStats]:
         reply = await self._call("ListContainerStats", cri_pb2.ListContainerStatsRequest())
         assert isinstance(reply, cri_pb2.ListContainerStatsResponse)
