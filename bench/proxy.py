@@ -4,7 +4,8 @@
 
 - full sync: render + apply 1,000 and 10,000 Services x 10 endpoints from scratch
   into an empty throwaway network namespace (the proxy's start-up path:
-  `declarations` then the one-transaction `full_sync`);
+  `declarations` then the one-transaction `full_sync`), with every endpoint on
+  the benchmarked node (the worst case) and spread over 20 nodes;
 - one change: one endpoint of one Service replaced at 10,000 Services (the
   proxy's steady-state path: `fragment_diff`, one transaction);
 - data path: HTTP requests/s (a new connection each, so every request crosses the
@@ -39,19 +40,20 @@ def ip_of(n: int, base: int = 96) -> str:
     return f"10.{base + n // 65536}.{(n // 256) % 256}.{n % 256}"
 
 
-def service_port(i: int, endpoints: int, *, first_endpoint: int = 0) -> rules.ServicePort:
+def service_port(i: int, endpoints: int, *, first_endpoint: int = 0, nodes: int = 1) -> rules.ServicePort:
+    """Service i's port; its endpoints spread over `nodes` nodes, one in `nodes` on the benchmarked one."""
+    eps = tuple(rules.Endpoint(ip_of(i * endpoints + j + first_endpoint, 200), 8080) for j in range(endpoints))
     return rules.ServicePort(
         namespace="bench", name=f"svc-{i}", port_name="http", protocol="tcp", cluster_ip=ip_of(i), port=80,
-        node_port=30000 + i if i < 2000 else 0, slot=i,
-        endpoints=tuple(rules.Endpoint(ip_of(i * endpoints + j + first_endpoint, 200), 8080)
-                        for j in range(endpoints)))
+        node_port=30000 + i if i < 2000 else 0, slot=i, endpoints=eps,
+        hairpin_endpoints=tuple(ep for k, ep in enumerate(eps) if (i * endpoints + k) % nodes == 0))
 
 
-def bench_nft(services: int, netns: str) -> tuple[float, float, float]:
+def bench_nft(services: int, netns: str, nodes: int = 1) -> tuple[float, float, float]:
     """Seconds to render, to declare and to commit `services` Services from scratch."""
     nft.apply_sync(nft.cleanup_transaction(), netns=netns)
     started = time.perf_counter()
-    fragments = [rules.render_service([service_port(i, 10)]) for i in range(services)]
+    fragments = [rules.render_service([service_port(i, 10, nodes=nodes)]) for i in range(services)]
     declarations, full = rules.declarations(fragments), rules.full_sync(fragments)
     rendered = time.perf_counter()
     nft.apply_sync(declarations, netns=netns)
@@ -203,9 +205,11 @@ def main() -> None:
     netns = f"fltbench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
-        for services in (1000, 10000):
-            render, declare, commit = bench_nft(services, netns)
-            print(f"full sync {services:>6} services x 10 endpoints: render {render:.3f} s, "
+        # nodes=1: every endpoint on the benchmarked node (the worst case: a hairpin element each);
+        # nodes=20: a 20-node cluster, where a node's proxy marks hairpin only for its own pods.
+        for services, nodes in ((1000, 1), (10000, 20), (10000, 1)):  # the last one stays for bench_change
+            render, declare, commit = bench_nft(services, netns, nodes)
+            print(f"full sync {services:>6} services x 10 endpoints over {nodes:>2} node(s): render {render:.3f} s, "
                   f"declare {declare:.3f} s, commit {commit:.3f} s, total {render + declare + commit:.3f} s",
                   flush=True)
         changes = sorted(bench_change(10000, netns, step) for step in range(3 if opts.quick else 10))

@@ -99,3 +99,38 @@ async def test_one_node_announces_and_another_takes_over(
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
     assert not holds(a) and not holds(b), "addresses withdrawn when the announcers stop"
+
+
+async def test_external_traffic_policy_local_is_announced_by_a_node_with_an_endpoint(
+        nodes: tuple[str, str], client: Client, namespace: str) -> None:
+    """Only node b runs an endpoint: b announces, whoever starts first; when the endpoint moves to a, a does."""
+    a, b = nodes
+    svc = core_pb2.Service(api_version="v1", kind="Service")
+    svc.metadata.name, svc.metadata.namespace = "local", namespace
+    svc.spec.type, svc.spec.external_traffic_policy = "LoadBalancer", "Local"
+    svc.spec.cluster_ip = f"10.96.{random.randint(200, 250)}.{random.randint(1, 254)}"
+    svc.spec.ports.add(port=80, protocol="TCP", node_port=random.randint(30000, 32767))
+    svc = await client.create(svc)
+    svc.status.load_balancer.ingress.add(ip=LB_IP)
+    await client.update_status(svc)
+    eps = core_pb2.Endpoints(api_version="v1", kind="Endpoints")
+    eps.metadata.name, eps.metadata.namespace = "local", namespace
+    subset = eps.subsets.add()
+    subset.addresses.add(ip="10.244.2.5", node_name=b)
+    subset.ports.add(port=80, protocol="TCP")
+    eps = await client.create(eps)
+
+    timing = LeaseTiming(duration=2, renew_deadline=1.5, retry_period=0.3)
+    tasks = {ns: asyncio.create_task(Announcer(client, node_name=ns, interface="eth0", netns=ns, timing=timing,
+                                               namespace=namespace).run()) for ns in nodes}
+    try:
+        await wait_for(lambda: holds(b), 10)
+        await asyncio.sleep(1)
+        assert not holds(a), "a node without an endpoint would drop the traffic: it does not stand"
+        eps.subsets[0].addresses[0].node_name = a
+        await client.update(eps)
+        await wait_for(lambda: holds(a) and not holds(b), 10)
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)

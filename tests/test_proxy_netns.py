@@ -232,3 +232,117 @@ def endpoints_with_version(current: core_pb2.Endpoints, ips: tuple[str, ...]) ->
     new = endpoints(current.metadata.namespace, current.metadata.name, ips)
     new.metadata.resource_version = current.metadata.resource_version
     return new
+
+
+# Sends a datagram every 50 ms from one socket (one source port, so one conntrack flow) and prints
+# "<monotonic time> <answer>" per reply, for argv[2] seconds: a resolver that keeps its socket.
+UDP_STEADY_CLIENT = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    s.sendto(b"?", (sys.argv[1], 53))
+    try:
+        print(time.monotonic(), s.recvfrom(512)[0].decode(), flush=True)
+    except socket.timeout:
+        pass
+    time.sleep(0.05)
+"""
+
+
+async def test_udp_flows_leave_a_removed_endpoint(sandbox: Sandbox, client: Client, namespace: str) -> None:
+    """A UDP client keeping its socket moves to another endpoint once its own is removed (conntrack flushed)."""
+    if not shutil.which("conntrack"):
+        pytest.skip("conntrack is not installed")
+    dns_ip = random_cluster_ip()
+    await client.create(service(namespace, "dns", dns_ip, udp=True))
+    await client.create(endpoints(namespace, "dns", POD_IPS, udp=True))
+    proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
+    async with running(proxier):
+        await wait_answering_udp(sandbox.node, dns_ip)
+        steady = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", sandbox.node, sys.executable, "-c", UDP_STEADY_CLIENT, dns_ip, "4",
+            stdout=subprocess.PIPE)
+        assert steady.stdout is not None
+        first = (await steady.stdout.readline()).decode().split()[1]
+        # When the endpoint it reached goes (its server still runs: without a flush the flow stays on it),
+        other = next(p for p, ip in zip(sandbox.pods, POD_IPS, strict=True) if p != first)
+        kept = tuple(ip for p, ip in zip(sandbox.pods, POD_IPS, strict=True) if p == other)
+        current = await client.get(core_pb2.Endpoints, "dns", namespace)
+        replacement = endpoints(namespace, "dns", kept, udp=True)
+        replacement.metadata.resource_version = current.metadata.resource_version
+        removed_at = time.monotonic()
+        await client.update(replacement)
+        out, _ = await steady.communicate()
+    answers = [(float(t), name) for t, name in (line.split() for line in out.decode().splitlines())]
+    late = [name for t, name in answers if t > removed_at + 1.0]
+    # then within a second its datagrams reach the endpoint that is left, and only that one.
+    assert late and set(late) == {other}, answers
+
+
+async def wait_answering_udp(netns: str, ip: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sh("ip", "netns", "exec", netns, sys.executable, "-c", UDP_CLIENT, ip, check=False).returncode == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"udp {ip} did not answer from {netns} in {timeout} s")
+
+
+async def test_traffic_policies_local_reach_only_this_nodes_endpoint(
+        sandbox: Sandbox, client: Client, namespace: str) -> None:
+    """Pod a runs on this node (node-1), pod b on another: Local policies send traffic to a only."""
+    node_port = random.randint(30000, 32767)
+    external, internal = random_cluster_ip(), random_cluster_ip()
+    for name, ip, port in (("ext-local", external, node_port), ("int-local", internal, 0)):
+        svc = service(namespace, name, ip, node_port=port)
+        if port:
+            svc.spec.external_traffic_policy = "Local"
+        else:
+            svc.spec.internal_traffic_policy = "Local"
+        await client.create(svc)
+        eps = endpoints(namespace, name, ())
+        for pod_ip, node in zip(POD_IPS, ("node-1", "node-2"), strict=True):
+            eps.subsets[0].addresses.add(ip=pod_ip, node_name=node)
+        await client.create(eps)
+    proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
+    async with running(proxier):
+        for url in (f"http://{NODE_IP}:{node_port}/", f"http://{internal}/"):
+            await wait_answering(sandbox.node, url)
+            bodies = {(await asyncio.to_thread(curl, sandbox.node, url))[1] for _ in range(12)}
+            assert bodies == {sandbox.pods[0]}, f"{url}: {bodies}"
+        # The ClusterIP of the externally-Local Service still reaches both (its internal policy is Cluster).
+        bodies = {(await asyncio.to_thread(curl, sandbox.node, f"http://{external}/"))[1] for _ in range(20)}
+        assert bodies == set(sandbox.pods)
+
+
+async def test_endpoints_on_different_ports(sandbox: Sandbox, client: Client, namespace: str,
+                                            tmp_path: Path) -> None:
+    """Pod b serves on another port too: a Service whose endpoints differ in port reaches both."""
+    other_port = POD_PORT + 1
+    server = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", sandbox.pods[1], sys.executable, "-m", "http.server", str(other_port),
+        "--bind", POD_IPS[1], "--directory", str(tmp_path / sandbox.pods[1]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        mixed_ip = random_cluster_ip()
+        await client.create(service(namespace, "mixed", mixed_ip))
+        eps = endpoints(namespace, "mixed", POD_IPS[:1])
+        second = eps.subsets.add()
+        second.addresses.add(ip=POD_IPS[1])
+        second.ports.add(port=other_port, protocol="TCP")
+        await client.create(eps)
+        proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
+        async with running(proxier):
+            url = f"http://{mixed_ip}/"
+            await wait_answering(sandbox.node, f"http://{POD_IPS[1]}:{other_port}/")
+            await wait_answering(sandbox.node, url)
+            bodies = {(await asyncio.to_thread(curl, sandbox.node, url))[1] for _ in range(20)}
+            assert bodies == set(sandbox.pods)
+            chain = sh("ip", "netns", "exec", sandbox.node, "nft", "list", "chain", "ip", "flotilla-proxy",
+                       f"svc-{namespace}/mixed/tcp/80").stdout
+            assert "map @endpoints-tcp-" in chain, "the map's value is address and port"
+    finally:
+        server.terminate()
+        await server.wait()

@@ -136,3 +136,54 @@ def test_full_sync_hooks_come_last() -> None:
                    "meta l4proto tcp dnat to numgen random mod 1 map @endpoints-tcp-0")
     decl = rules.declarations([frag])
     assert "add chain ip flotilla-proxy svc-default/web/tcp/http" in decl
+
+
+def endpoints_on_nodes(placed: dict[str, str]) -> core_pb2.Endpoints:
+    """Ready endpoints, each with the node it runs on (IP → node name)."""
+    ep = make_endpoints([])
+    for ip, node in placed.items():
+        ep.subsets[0].addresses.add(ip=ip, node_name=node)
+    return ep
+
+
+def test_external_traffic_policy_local_keeps_external_traffic_on_this_node_unmasqueraded() -> None:
+    svc = make_service(type_="NodePort", node_port=30080)
+    svc.spec.external_traffic_policy = "Local"
+    eps = endpoints_on_nodes({"10.244.1.5": "node-1", "10.244.2.5": "node-2"})
+    [sp] = rules.service_ports(svc, eps, "node-1")
+    assert sp.local_endpoints == (rules.Endpoint("10.244.1.5", 8080),)
+    assert sp.slot_ids == ("default/web/tcp/http", "default/web/tcp/http/external")
+    frag = rules.render_service([dataclasses.replace(sp, slot=0, external_slot=1)])
+    # ClusterIP traffic still reaches both endpoints; NodePort traffic only the local one, with no masquerade mark.
+    assert frag.chains["svc-default/web/tcp/http"] == (
+        "meta l4proto tcp dnat to numgen random mod 2 map @endpoints-tcp-0",)
+    assert frag.chains["ext-default/web/tcp/http"] == (
+        f"meta l4proto tcp dnat to numgen random mod 1 offset {rules.SLOT_SIZE} map @endpoints-tcp-1",)
+    assert frag.elements["endpoints-tcp-1"] == {str(rules.SLOT_SIZE): "10.244.1.5 . 8080"}
+    # Only this node's pod can hairpin here: the set holds it alone.
+    assert frag.elements[rules.HAIRPIN] == {"10.96.0.50 . tcp . 80 . 10.244.1.5": ""}
+    # A node with no endpoint of its own drops external traffic rather than forwarding it.
+    [remote] = rules.service_ports(svc, eps, "node-3")
+    assert rules.render_service([remote]).chains["ext-default/web/tcp/http"] == ("drop",)
+
+
+def test_internal_traffic_policy_local_keeps_cluster_ip_traffic_on_this_node() -> None:
+    svc = make_service(type_="NodePort", node_port=30080)
+    svc.spec.internal_traffic_policy = "Local"
+    eps = endpoints_on_nodes({"10.244.1.5": "node-1", "10.244.2.5": "node-2", "10.244.2.6": "node-2"})
+    [sp] = rules.service_ports(svc, eps, "node-2")
+    frag = rules.render_service([dataclasses.replace(sp, slot=0, external_slot=1)])
+    assert frag.chains["svc-default/web/tcp/http"] == (
+        "meta l4proto tcp dnat to numgen random mod 2 map @endpoints-tcp-0",)
+    assert frag.elements["endpoints-tcp-0"] == {"0": "10.244.2.5 . 8080", "1": "10.244.2.6 . 8080"}
+    # External traffic (Cluster policy) is masqueraded and still reaches all three.
+    assert frag.chains["ext-default/web/tcp/http"] == (
+        "meta mark set mark | 0x4000",
+        f"meta l4proto tcp dnat to numgen random mod 3 offset {rules.SLOT_SIZE} map @endpoints-tcp-1")
+    [elsewhere] = rules.service_ports(svc, eps, "node-3")
+    assert rules.render_service([elsewhere]).chains["svc-default/web/tcp/http"] == ("drop",)
+    # Both Local: one set of endpoints, one block, and the external path shares the ClusterIP chain.
+    svc.spec.external_traffic_policy = "Local"
+    [both] = rules.service_ports(svc, eps, "node-2")
+    assert both.slot_ids == ("default/web/tcp/http",)
+    assert rules.render_service([both]).chains["ext-default/web/tcp/http"] == ("goto svc-default/web/tcp/http",)

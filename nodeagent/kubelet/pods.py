@@ -38,6 +38,7 @@ from nodeagent.containerd import remove_cgroups
 from nodeagent.kubelet import status as podstatus
 from nodeagent.kubelet.backoff import Backoff
 from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.lifecycle import run_pre_stop
 from nodeagent.kubelet.node import now_timestamp
 from nodeagent.kubelet.probes import ProbeManager, ProbeTarget
 from nodeagent.kubelet.runtime import (
@@ -163,10 +164,12 @@ class PodSyncer:
         """Graceful deletion: stop, clean up, then remove the pod object for good."""
         grace = pod.metadata.deletion_grace_period_seconds or _grace_of(pod)
         log.info("stopping pod %s/%s (grace %ds)", pod.metadata.namespace, pod.metadata.name, grace)
-        for c in rp.containers:
-            if c.state == cri_pb2.CONTAINER_RUNNING:
-                self.record(pod, "Normal", "Killing", f"Stopping container {c.metadata.name}")
-        await self.kill_pod(rp, grace)
+        running = {c.metadata.name: c.id for c in rp.containers if c.state == cri_pb2.CONTAINER_RUNNING}
+        # preStop hooks first, within the grace period; SIGTERM gets what is left (at least 2 s, as in Kubernetes).
+        spent = await run_pre_stop(self.runtime, pod, running, grace, self.record)
+        for name in running:
+            self.record(pod, "Normal", "Killing", f"Stopping container {name}")
+        await self.kill_pod(rp, max(grace - int(spent), 2) if spent else grace)
         try:
             await self.client.delete(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace,
                                      grace_period_seconds=0, uid=pod.metadata.uid)
@@ -190,6 +193,7 @@ class PodSyncer:
         await asyncio.to_thread(remove_cgroups, self._cgroup_parent(rp.uid))
         await asyncio.to_thread(shutil.rmtree, self._pod_dir(rp.uid), True)
         self.backoff.forget_pod(rp.uid)
+        self.volumes.forget(rp.uid)
         for key in [k for k in self._pull_errors if k[0] == rp.uid]:
             del self._pull_errors[key]
         for pull_key in [k for k in self._pull_failed_at if k[0] == rp.uid]:
@@ -231,6 +235,8 @@ class PodSyncer:
         else:
             sandbox_id = sandbox.id
             sandbox_config.metadata.attempt = sandbox.metadata.attempt
+            # ConfigMap and Secret volumes follow their objects while the pod runs (atomic swap).
+            await self.volumes.refresh(pod)
         sandbox_status = await self.runtime.pod_sandbox_status(sandbox_id)
         pod_ip = self.config.node_ip if pod.spec.host_network else sandbox_status.network.ip
 
@@ -397,7 +403,9 @@ class PodSyncer:
         registry_given = "/" in image and ("." in first or ":" in first or first == "localhost")
         if registry_given or not self.config.cluster_registry:
             return [image]
-        return [f"{self.config.cluster_registry}/{image}", image]
+        # docker.io's layout, which the cluster registry keeps: official images ("nginx") live under library/.
+        path = image if "/" in image else f"library/{image}"
+        return [f"{self.config.cluster_registry}/{path}", image]
 
     # ---------------------------------------------------------------- CRI configs
 

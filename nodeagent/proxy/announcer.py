@@ -8,7 +8,8 @@ than after ~45 s. Which node: the holder of the Lease `lb-<service>` in the
 Service's namespace, through the same leader election the controller manager
 uses. If that node dies its Lease expires, another node's elector wins and
 announces; a node that loses the Lease (or the Service its address) removes the
-/32 again.
+/32 again. A Service with `externalTrafficPolicy: Local` is only answered by
+nodes with one of its endpoints, so only those nodes stand for its Lease.
 
 Shape: a Service informer whose handlers enqueue keys; `sync` starts or stops
 one election task per LoadBalancer Service with an address.
@@ -64,15 +65,17 @@ class Announcer:
         self.timing = timing
         self.factory = InformerFactory(client)
         self.services = self.factory.informer(core_pb2.Service, namespace)
+        self.endpoints = self.factory.informer(core_pb2.Endpoints, namespace)
         self.queue: WorkQueue[str] = WorkQueue("lb-announcer")
         self.elections: dict[str, tuple[frozenset[str], asyncio.Task[None]]] = {}
         self._arping = shutil.which("arping")
         self._background: set[asyncio.Task[None]] = set()
         self._leading: set[str] = set()
-        self.services.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._enqueue)
+        for informer in (self.services, self.endpoints):
+            informer.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._enqueue)
 
-    def _enqueue(self, svc: core_pb2.Service) -> None:
-        self.queue.add(key_of(svc))
+    def _enqueue(self, obj: core_pb2.Service | core_pb2.Endpoints) -> None:
+        self.queue.add(key_of(obj))  # an Endpoints object is named after its Service
 
     async def run(self) -> None:
         self.factory.start()
@@ -93,7 +96,7 @@ class Announcer:
     async def sync(self, key: str) -> None:
         svc = self.services.store.get(key)
         ips = frozenset(i.ip for i in svc.status.load_balancer.ingress if i.ip) \
-            if svc is not None and svc.spec.type == "LoadBalancer" else frozenset()
+            if svc is not None and svc.spec.type == "LoadBalancer" and self._may_answer(svc, key) else frozenset()
         current = self.elections.get(key)
         if current is not None and current[0] == ips:
             return
@@ -104,6 +107,14 @@ class Announcer:
             del self.elections[key]
         if ips:
             self.elections[key] = (ips, asyncio.create_task(self._elect(key, ips), name=f"lb-election {key}"))
+
+    def _may_answer(self, svc: core_pb2.Service, key: str) -> bool:
+        """With externalTrafficPolicy Local, this node drops the Service's traffic unless it runs an endpoint."""
+        if svc.spec.external_traffic_policy != "Local":
+            return True
+        endpoints = self.endpoints.store.get(key)
+        return endpoints is not None and any(address.node_name == self.node_name for subset in endpoints.subsets
+                                             for address in subset.addresses)
 
     async def _elect(self, key: str, ips: frozenset[str]) -> None:
         namespace, name = split_key(key)
