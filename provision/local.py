@@ -2,18 +2,24 @@
 
 Layout (defaults; subnet, bridge, ports and pod network are options):
 
-    host = master ── bridge flt0 192.168.56.1/24 ──┬── veth ── netns <cluster>-worker-1  eth0 192.168.56.101
-    etcd and apiserver on loopback, DNS on .1:53,  └── veth ── netns <cluster>-worker-2  eth0 192.168.56.102
-    scheduler, controller manager, LB controller
+    host = master <name>-master ── bridge flt0 192.168.56.1/24 ──┬── veth ── netns <name>-worker-1  192.168.56.101
+    etcd on loopback; apiserver (TLS), DNS on .1;                 └── veth ── netns <name>-worker-2  192.168.56.102
+    scheduler, controller manager, LB controller;
+    containerd + kubelet: Node <name>-master, pods 10.244.0.0/24, tainted control-plane:NoSchedule
 
 The master is the host side of the bridge (.1), not a namespace of its own:
 the host must reach every node anyway (pod routes, NodePorts, kctl), and a
 node's proxy programs its namespace from the host (`--netns`), so with the
-control plane on the host nothing has to cross into a master namespace. The
-apiserver stays on loopback (plaintext is loopback-only; each node reaches it
-through provision/apiforward.py), DNS listens on the bridge address. There
-is no kubelet on the master, hence no master Node (and no control-plane taint
-to show).
+control plane on the host nothing has to cross into a master namespace. It is
+a Node too: its own containerd (own root, socket, cgroup prefix and CNI bridge,
+like a worker's) and kubelet register `<name>-master` with the control-plane
+role and taint, so only pods that tolerate it run there.
+
+Every component speaks TLS with its own identity (provision/components.py
+makes the CA, certificates and kubeconfigs into `<cluster>/config/`): the
+apiserver serves client certificates on <master>:<api port> and bearer tokens
+on the next port, with RBAC; each kubelet's API serves its node's certificate
+and takes only the apiserver's. Nothing uses the plaintext loopback port.
 
 Each worker is a network namespace with its own containerd (own root, state,
 socket, runc root, CNI dirs, cgroup prefix), started inside the namespace with
@@ -22,33 +28,42 @@ API at the node's InternalIP) and registers the podCIDR 10.244.<i>.0/24; its
 proxy runs on the host and programs the namespace's nftables. One
 supervisor process per cluster (provision/supervisor.py) starts and restarts
 all daemons. Everything lives in `~/.flotilla/clusters/<name>/` (or
-$FLOTILLA_HOME/...): state.json, kubeconfig, logs/, nodes/<node>/.
+$FLOTILLA_HOME/...): state.json, kubeconfig (the admin's), config/ (PKI and
+kubeconfigs), logs/, nodes/<node>/.
 
 `down` stops the supervisor (which stops the daemons), kills anything left,
-tears each node's runtime down (runc state, shims, mounts, cgroups), deletes
-namespaces, veths, bridge, host routes and the nft table, and removes the folder.
+tears each node's runtime down (runc state, shims, mounts, cgroups, the
+master's CNI bridge), deletes namespaces, veths, bridge, host routes and the
+nft table, and removes the folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import yaml
 
 from nodeagent.containerd import NodeRuntime
 from nodeagent.localnode import LocalNode
-from provision import netns
-from provision.images import import_node_images
+from proto import core_pb2
+from proto.client import config as clientconfig
+from proto.errors import ApiError
+from provision import components, netns
+from provision import registry as image_registry
+from provision.images import push_node_images
 from provision.processes import etcd_argv
 from provision.supervisor import DaemonSpec, read_pids, write_specs
 
@@ -77,7 +92,11 @@ class NodeInfo:
     name: str
     address: str
     pod_cidr: str
-    host_veth: str
+    host_veth: str  # "" for the master: it is the host itself, on the bridge
+    control_plane: bool = False
+
+    def plan(self) -> components.NodePlan:
+        return components.NodePlan(self.name, self.address, self.pod_cidr, self.control_plane)
 
 
 @dataclass
@@ -92,14 +111,37 @@ class ClusterState:
     bridge: str = DEFAULT_BRIDGE
     subnet: str = DEFAULT_SUBNET
     master_address: str = ""
-    nodes: list[dict[str, str]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
     supervisor_pid: int = 0
+    pod_network: str = DEFAULT_POD_NETWORK
+    token_address: str = ""
 
     def node_infos(self) -> list[NodeInfo]:
         return [NodeInfo(**n) for n in self.nodes]
 
     def links(self) -> list[netns.NodeLink]:
-        return [netns.NodeLink(n.name, n.host_veth, n.address, n.pod_cidr) for n in self.node_infos()]
+        """The workers' places on the bridge (the master is the host: no namespace, no veth)."""
+        return [netns.NodeLink(n.name, n.host_veth, n.address, n.pod_cidr) for n in self.node_infos()
+                if not n.control_plane]
+
+    @property
+    def config_dir(self) -> Path:
+        """The PKI and the components' kubeconfigs (provision/components.py)."""
+        return cluster_dir(self.name) / "config"
+
+    def components_plan(self) -> components.ClusterPlan:
+        api_port = int(self.api_address.rpartition(":")[2])
+        net = ipaddress.ip_network(self.subnet)
+        return components.ClusterPlan(
+            self.name, self.master_address, tuple(n.plan() for n in self.node_infos()), self.pod_network,
+            self.etcd_url, self.config_dir, api_port=api_port,
+            token_port=int(self.token_address.rpartition(":")[2] or api_port + 1), dns_ip=DNS_SERVICE_IP,
+            lb_pool=f"{net[LB_POOL_HOSTS[0]]}-{net[LB_POOL_HOSTS[1]]}", registry=self.registry)
+
+    @property
+    def registry(self) -> str:
+        """host:port of the cluster's image registry, on the master (provision/registry.py)."""
+        return image_registry.registry_address(self.master_address)
 
     @property
     def nft_table(self) -> str:
@@ -107,12 +149,7 @@ class ClusterState:
 
 
 class ClusterRuntime(NodeRuntime):
-    """A worker's containerd, with docker.io pulls pointed at the node's own loopback.
-
-    Short image names the node does not have would otherwise make containerd
-    look up and contact docker.io; here they fail at once and the kubelet falls
-    back to the imported `localhost/...` image.
-    """
+    """A node's containerd, pulling over plain HTTP from the cluster registry (docker.io names included)."""
 
     @property
     def socket(self) -> Path:
@@ -121,13 +158,7 @@ class ClusterRuntime(NodeRuntime):
 
     def config(self) -> str:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
-        hosts = self.base / "certs.d" / "docker.io"
-        hosts.mkdir(parents=True, exist_ok=True)
-        # Without the [host] table containerd 1.6 still falls back to registry-1.docker.io.
-        (hosts / "hosts.toml").write_text('server = "http://127.0.0.1:1"\n\n[host."http://127.0.0.1:1"]\n'
-                                          '  capabilities = ["pull", "resolve"]\n')
-        return super().config() + (f'\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
-                                   f'  config_path = "{self.base / "certs.d"}"\n')
+        return super().config()
 
 
 def _alive(pid: int) -> bool:
@@ -154,23 +185,12 @@ def save_state(state: ClusterState) -> None:
     (cluster_dir(state.name) / "state.json").write_text(json.dumps(asdict(state), indent=2))
 
 
-def kubeconfig_text(name: str, server: str) -> str:
-    """A kubeconfig-shaped file pointing kctl at this cluster (no TLS yet: loopback only)."""
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": name,
-        "clusters": [{"name": name, "cluster": {"server": server}}],
-        "users": [{"name": f"{name}-admin", "user": {}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": f"{name}-admin",
-                                                "namespace": "default"}}],
-    }, sort_keys=False)
-
-
 def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str) -> list[NodeInfo]:
+    """The master (the host's bridge address .1, pods 10.244.0.0/24) and the workers (.10i, 10.244.i.0/24)."""
     net = ipaddress.ip_network(subnet)
     pods = ipaddress.ip_network(pod_network)
     pod_subnets = pods.subnets(new_prefix=24)
-    next(pod_subnets)  # .0.0/24 stays unused, so worker i gets 10.244.i.0/24
-    nodes = []
+    nodes = [NodeInfo(f"{name}-master", str(net[1]), str(next(pod_subnets)), "", control_plane=True)]
     for i in range(1, workers + 1):
         node = f"{name}-worker-{i}"
         nodes.append(NodeInfo(node, str(net[FIRST_WORKER_HOST - 1 + i]), str(next(pod_subnets)),
@@ -179,58 +199,54 @@ def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str)
 
 
 def _node(state: ClusterState, info: NodeInfo, folder: Path) -> LocalNode:
+    settings = components.kubelet_settings(state.components_plan(), info.plan())
+    # Any free port for the kubelet API: the master's kubelet shares the host with whatever else runs here.
+    settings["port"] = 0
+    if info.control_plane:
+        # The master's kubelet runs in the host's namespace, whose routes to the pods the provisioner owns
+        # (netns.add_host_pod_routes): another cluster's master on this host must not sweep them either.
+        settings["node_routes"] = False
+        # No proxy on the master (see _daemon_specs), so its pods cannot reach the DNS Service's ClusterIP:
+        # they ask the DNS server on the master's own address instead.
+        settings["cluster_dns"] = [state.master_address]
     node = LocalNode(info.name, folder / "nodes" / info.name, state.api_address, info.address, info.pod_cidr,
-                     {"port": 0, "cluster_registry": "localhost", "cluster_dns": [DNS_SERVICE_IP]})
-    node.runtime = ClusterRuntime(info.name, node.base / "containerd")
+                     settings)
+    node.runtime = ClusterRuntime(info.name, node.base / "containerd", registry=state.registry)
     return node
 
 
-def _daemon_specs(state: ClusterState, folder: Path, *, etcd_port: int, pod_network: str) -> list[DaemonSpec]:
+def _daemon_specs(state: ClusterState, folder: Path, *, etcd_port: int) -> list[DaemonSpec]:
     logs = folder / "logs"
-    py = sys.executable
-    kubeconfig = state.kubeconfig
-    net = ipaddress.ip_network(state.subnet)
-    specs = [
-        DaemonSpec("etcd", etcd_argv(folder / "etcd", etcd_port, etcd_port + 1), str(logs / "etcd.log"),
-                   f"tcp:127.0.0.1:{etcd_port}"),
-        DaemonSpec("apiserver", [py, "-m", "controlplane.apiserver.main", "--etcd-servers", state.etcd_url,
-                                 "--listen", state.api_address], str(logs / "apiserver.log"),
-                   f"tcp:{state.api_address}"),
-        DaemonSpec("scheduler", [py, "-m", "controlplane.scheduler.main", "--server", state.api_address],
-                   str(logs / "scheduler.log")),
-        DaemonSpec("controller-manager", [py, "-m", "controlplane.controllers.main", "--server", state.api_address,
-                                          "--cluster-cidr", pod_network], str(logs / "controller-manager.log")),
-        # No --upstream: names outside the cluster get REFUSED rather than leaving this machine.
-        DaemonSpec("dns", [py, "-m", "controlplane.dns.main", "--kubeconfig", kubeconfig,
-                           "--listen", f"{state.master_address}:53"], str(logs / "dns.log")),
-        DaemonSpec("lb-controller", [py, "-m", "controlplane.loadbalancer.main", "--kubeconfig", kubeconfig,
-                                     "--lb-pool", f"{net[LB_POOL_HOSTS[0]]}-{net[LB_POOL_HOSTS[1]]}"],
-                   str(logs / "lb-controller.log")),
-    ]
-    api_port = state.api_address.rpartition(":")[2]
+    cluster = state.components_plan()
+    master_api = f"tcp:{state.api_address}"
+    # The registry first: `up` pushes the base images to it while the rest starts.
+    specs = [DaemonSpec("registry", image_registry.argv(image_registry.write_config(folder / "registry",
+                                                                                     state.registry)),
+                        str(logs / "registry.log"), f"tcp:{state.registry}"),
+             DaemonSpec("etcd", etcd_argv(folder / "etcd", etcd_port, etcd_port + 1), str(logs / "etcd.log"),
+                        f"tcp:127.0.0.1:{etcd_port}")]
+    for daemon, argv in components.control_plane_argvs(cluster).items():
+        specs.append(DaemonSpec(daemon, argv, str(logs / f"{daemon}.log"), master_api if daemon == "apiserver" else ""))
+    containerd = shutil.which("containerd") or "/usr/bin/containerd"
     for info in state.node_infos():
         node = _node(state, info, folder)
         rt = node.runtime
         for d in (rt.base, rt.runc_root, rt.cni_conf_dir, rt.cni_data_dir):
             d.mkdir(parents=True, exist_ok=True)
         rt.config_path.write_text(rt.config())
-        containerd = shutil.which("containerd") or "/usr/bin/containerd"
+        # A worker's daemons run inside its namespace (the apiserver dials its kubelet at the node's InternalIP);
+        # nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup mounts. The master is the host.
+        enter = [] if info.control_plane else ["nsenter", f"--net=/run/netns/{info.name}"]
         specs += [
-            # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroup mounts.
-            DaemonSpec(f"containerd/{info.name}", ["nsenter", f"--net=/run/netns/{info.name}", containerd,
-                                                   "--config", str(rt.config_path)],
+            DaemonSpec(f"containerd/{info.name}", [*enter, containerd, "--config", str(rt.config_path)],
                        str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),
-            # The apiserver on the node's loopback (see apiforward.py), so the kubelet can run inside.
-            DaemonSpec(f"api-forward/{info.name}", [py, "-m", "provision.apiforward", info.name, api_port,
-                                                    str(node.base / "api-forward.ready")],
-                       str(logs / f"api-forward-{info.name}.log"), f"path:{node.base / 'api-forward.ready'}"),
-            # Inside the node's namespace: the apiserver dials the kubelet API at the node's InternalIP.
-            DaemonSpec(f"kubelet/{info.name}", ["nsenter", f"--net=/run/netns/{info.name}", *node.kubelet_argv()],
-                       str(logs / f"kubelet-{info.name}.log")),
-            DaemonSpec(f"proxy/{info.name}", [py, "-m", "nodeagent.proxy.main", "--kubeconfig", kubeconfig,
-                                              "--node-name", info.name, "--node-ip", info.address,
-                                              "--netns", info.name], str(logs / f"proxy-{info.name}.log")),
+            DaemonSpec(f"kubelet/{info.name}", [*enter, *node.kubelet_argv()], str(logs / f"kubelet-{info.name}.log")),
         ]
+        if not info.control_plane:
+            # The proxy programs the node's namespace from the host. None on the master: its table name is
+            # fixed, so it would rewrite the host's own nftables (see docs/provisioning.md).
+            specs.append(DaemonSpec(f"proxy/{info.name}", components.proxy_argv(cluster, info.plan(), netns=info.name),
+                                    str(logs / f"proxy-{info.name}.log")))
     return specs
 
 
@@ -257,9 +273,56 @@ def dns_manifest(master_address: str) -> str:
     ], sort_keys=False)
 
 
+def node_statuses(state: ClusterState) -> dict[str, str]:
+    """Each registered Node: Ready or NotReady, by its Ready condition (read as the admin, over TLS).
+
+    In-process rather than through `kctl get nodes`: `up` polls this several times a second while the
+    daemons start, and a kctl process per poll would take the CPU they need.
+    """
+    async def read() -> list[core_pb2.Node]:
+        async with clientconfig.load(kubeconfig=state.kubeconfig).client(timeout=5) as client:
+            return (await client.list(core_pb2.Node)).items
+
+    try:
+        nodes = asyncio.run(read())
+    except (ApiError, clientconfig.ConfigError) as err:
+        raise RuntimeError(f"cannot list Nodes: {err}") from None
+    return {node.metadata.name: "Ready" if any(c.type == "Ready" and c.status == "True"
+                                               for c in node.status.conditions) else "NotReady"
+            for node in nodes}
+
+
 def ready_nodes(state: ClusterState) -> set[str]:
-    out = kctl(state, "get", "nodes", check=False)
-    return {line.split()[0] for line in out.splitlines()[1:] if len(line.split()) > 1 and line.split()[1] == "Ready"}
+    return {node for node, status in node_statuses(state).items() if status == "Ready"}
+
+
+class Progress(Protocol):
+    """Told as `up` goes: each phase's start, and what it made when it is done (kctl renders it)."""
+
+    def phase(self, name: str) -> None: ...
+
+    def done(self, detail: str) -> None: ...
+
+
+class Quiet:
+    def phase(self, name: str) -> None:
+        pass
+
+    def done(self, detail: str) -> None:
+        pass
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    """Copy a kubeconfig (it holds a private key) readable by its owner only."""
+    target.touch(mode=0o600)
+    target.chmod(0o600)
+    target.write_bytes(source.read_bytes())
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=0.5):
+        return True
 
 
 def _wait(check: object, what: str, deadline: float, folder: Path) -> None:
@@ -276,8 +339,10 @@ def _wait(check: object, what: str, deadline: float, folder: Path) -> None:
 
 def up(name: str = "flotilla", *, workers: int = 2, subnet: str = DEFAULT_SUBNET, bridge: str = DEFAULT_BRIDGE,
        api_port: int = DEFAULT_API_PORT, etcd_port: int = DEFAULT_ETCD_PORT, pod_network: str = DEFAULT_POD_NETWORK,
-       write_default_config: bool = True, timeout: float = UP_TIMEOUT) -> ClusterState:
-    """Make the cluster and wait until every worker Node is Ready (a running cluster is left as it is)."""
+       write_default_config: bool = True, timeout: float = UP_TIMEOUT, progress: Progress | None = None
+       ) -> ClusterState:
+    """Make the cluster and wait until every Node (master and workers) is Ready (a running cluster is left as it is)."""
+    progress = progress or Quiet()
     state = load_state(name)
     if state and state.supervisor_pid and _alive(state.supervisor_pid):
         return state
@@ -295,31 +360,62 @@ def up(name: str = "flotilla", *, workers: int = 2, subnet: str = DEFAULT_SUBNET
     folder = cluster_dir(name)
     (folder / "logs").mkdir(parents=True, exist_ok=True)
     net = ipaddress.ip_network(subnet)
-    api_address = f"127.0.0.1:{api_port}"
-    state = ClusterState(name, api_address, f"http://127.0.0.1:{etcd_port}", {}, str(folder / "kubeconfig"),
-                         bridge, subnet, str(net[1]), [asdict(n) for n in nodes])
+    master = str(net[1])
+    state = ClusterState(name, f"{master}:{api_port}", f"http://127.0.0.1:{etcd_port}", {},
+                         str(folder / "kubeconfig"), bridge, subnet, master, [asdict(n) for n in nodes],
+                         pod_network=pod_network, token_address=f"{master}:{api_port + 1}")
     save_state(state)  # before anything is made: `down` undoes whatever the steps below got to
     try:
-        Path(state.kubeconfig).write_text(kubeconfig_text(name, api_address))
+        progress.phase("addresses")
         netns.create_bridge(bridge, state.master_address, net.prefixlen)
         for link in state.links():
             netns.create_node(bridge, link, net.prefixlen)
-        netns.add_pod_routes(state.links(), bridge)
+        # The host's routes to the pods; each node's kubelet keeps its own to the other nodes' pods.
+        netns.add_host_pod_routes(state.links(), bridge)
         netns.allow_bridge_forwarding(state.nft_table, bridge)
-        write_specs(folder, _daemon_specs(state, folder, etcd_port=etcd_port, pod_network=pod_network))
+        master_node = _node(state, nodes[0], folder)
+        netns.confine_host_pods(state.nft_table, master_node.runtime.bridge, [subnet, pod_network])
+        progress.done(f"master {master} on {bridge}, workers "
+                      + ", ".join(n.address for n in nodes if not n.control_plane) + f", pods {pod_network}")
+
+        progress.phase("certificates")
+        cluster = state.components_plan()
+        files = components.bundle(cluster)
+        files.write(state.config_dir)
+        _copy_private(Path(cluster.kubeconfig_path(components.ADMIN)), Path(state.kubeconfig))
+        progress.done(f"CA, {sum(f.endswith('.crt') for f in files.files) - 1} serving/client certificates, "
+                      f"{sum(f.endswith('.conf') for f in files.files)} kubeconfigs in {state.config_dir}")
+
+        progress.phase("images")
+        write_specs(folder, _daemon_specs(state, folder, etcd_port=etcd_port))
         with open(folder / "logs" / "supervisor.log", "ab") as log:
             supervisor = subprocess.Popen([sys.executable, "-m", "provision.supervisor", str(folder)],
                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True)
         state.supervisor_pid = supervisor.pid
         save_state(state)
-        sockets = [str(_node(state, n, folder).runtime.socket) for n in nodes]
-        _wait(lambda: all(Path(s).exists() for s in sockets), "containerd", deadline, folder)
-        import_node_images(sockets)
-        _wait(lambda: (folder / "supervisor.ready").exists(), "control plane", deadline, folder)
-        _wait(lambda: bool(kctl(state, "apply", "-f", "-", stdin=dns_manifest(state.master_address))),
-              "kube-dns Service", deadline, folder)
-        _wait(lambda: ready_nodes(state) >= {n.name for n in nodes}, "worker Nodes", deadline, folder)
+        _wait(lambda: image_registry.ready(state.registry), "image registry", deadline, folder)
+        pushed = push_node_images(state.registry)
+        progress.done(", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {state.registry}")
+
+        progress.phase("control plane")
+        # The port first (cheap to poll; the apiserver opens it once RBAC is loaded), then one kctl.
+        _wait(lambda: _answers(state.api_address), "apiserver", deadline, folder)
+        # kube-dns, and kube-public/cluster-info so that `kctl token create --print-join-command` works.
+        published = dns_manifest(state.master_address) + "---\n" + yaml.safe_dump(
+            components.cluster_info_manifest(cluster, files.ca().cert_pem), sort_keys=False)
+        _wait(lambda: bool(kctl(state, "apply", "-f", "-", stdin=published)),
+              "the kube-dns Service and cluster-info", deadline, folder)
+        progress.done(f"apiserver https://{state.api_address} (tokens :{cluster.token_port}), etcd, scheduler, "
+                      f"controller manager, DNS {master}:53")
+
+        progress.phase("nodes")
+        _wait(lambda: (folder / "supervisor.ready").exists(), "every daemon started", deadline, folder)
+        progress.done(f"containerd and kubelet on {len(nodes)} nodes, proxy on {len(nodes) - 1} workers")
+
+        progress.phase("node readiness")
+        _wait(lambda: ready_nodes(state) >= {n.name for n in nodes}, "Nodes Ready", deadline, folder)
+        progress.done(f"{len(nodes)} Nodes Ready")
     except BaseException:
         down(name, remove=False)  # keep the logs: they say why (the next up or down removes them)
         (folder / "state.json").unlink(missing_ok=True)  # nothing runs: not a cluster any more
@@ -329,7 +425,7 @@ def up(name: str = "flotilla", *, workers: int = 2, subnet: str = DEFAULT_SUBNET
     if write_default_config:
         default = Path(os.environ.get("KCTL_CONFIG", Path.home() / ".kctl" / "config"))
         default.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(state.kubeconfig, default)
+        _copy_private(Path(state.kubeconfig), default)
     return state
 
 

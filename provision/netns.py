@@ -3,9 +3,10 @@
 What ../shared/notes/local-cluster.md measured, as code. The host gets a bridge
 (`flt0`, the first address of the cluster subnet); each node is a network
 namespace whose `eth0` is one end of a veth pair, the other end enslaved to the
-bridge. Pod networks are routed "host-gw" style: every node and the host get a
+bridge. Pod networks are routed "host-gw" style: every node and the host have a
 route to each node's podCIDR via that node's address, so pods talk across nodes
-with their own source addresses, and the host reaches pods and NodePorts.
+with their own source addresses, and the host reaches pods and NodePorts. The
+host's routes are made here; the nodes' own are kept by their kubelets.
 
 Nodes get no default route: nothing in a node can reach beyond the cluster
 subnet, which keeps the cluster off every other network.
@@ -75,19 +76,34 @@ def create_node(bridge: str, node: NodeLink, prefix: int) -> None:
                    capture_output=True, check=True)
 
 
-def add_pod_routes(nodes: list[NodeLink], bridge: str) -> None:
-    """host-gw: every node (and the host) routes each other node's podCIDR via that node."""
+def add_host_pod_routes(nodes: list[NodeLink], bridge: str) -> None:
+    """host-gw on the host: a route to each node's podCIDR via that node.
+
+    Only the host's: inside the nodes, each kubelet keeps its routes to the other
+    nodes' pods itself (nodeagent/kubelet/routes.py), as nodes come and go. The
+    host is no node, so the provisioner owns its routes.
+    """
     for node in nodes:
         _ip("route", "replace", node.pod_cidr, "via", node.address, "dev", bridge)
-        for other in nodes:
-            if other is not node:
-                _ip("route", "replace", other.pod_cidr, "via", other.address, "dev", "eth0", netns=node.netns)
 
 
 def allow_bridge_forwarding(table: str, bridge: str) -> None:
     """Accept node-to-node traffic that crosses the host's FORWARD hook (br_netfilter) even under a drop policy."""
     rules = (f"table inet {table} {{\n  chain forward {{\n    type filter hook forward priority -5; policy accept;\n"
              f'    iifname "{bridge}" oifname "{bridge}" accept\n  }}\n}}\n')
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=True)
+
+
+def confine_host_pods(table: str, pod_bridge: str, cluster_cidrs: list[str]) -> None:
+    """Pods on the host's own CNI bridge (the master Node's) may reach the cluster's networks only.
+
+    Nodes have no default route, the host does: without this, a master pod's packet for anything
+    else (a ClusterIP, as the master runs no proxy, or an outside address) would leave the machine.
+    """
+    rules = (f"table inet {table} {{\n  chain confine-host-pods {{\n"
+             f"    type filter hook forward priority -4; policy accept;\n"
+             f'    iifname "{pod_bridge}" ip daddr != {{ {", ".join(cluster_cidrs)} }} drop\n'
+             f'    iifname "{pod_bridge}" meta nfproto ipv6 drop\n  }}\n}}\n')
     subprocess.run(["nft", "-f", "-"], input=rules, text=True, capture_output=True, check=True)
 
 

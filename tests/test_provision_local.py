@@ -1,32 +1,74 @@
 """The local provider's pure parts and its supervisor, without root or network namespaces.
 
-Given a cluster plan, workers sit at .101, .102 with podCIDRs 10.244.1.0/24,
-10.244.2.0/24; given a supervisor, a daemon that dies is started again and all
-of them stop with the supervisor. (The whole cluster is tests/e2e/.)
+Given a cluster plan, the master is the bridge's .1 with podCIDR 10.244.0.0/24
+and workers sit at .101, .102 with 10.244.1.0/24, 10.244.2.0/24; the master's
+containerd and kubelet run on the host, tainted, and every daemon carries a
+kubeconfig; given a supervisor, a daemon that dies is started again and all of
+them stop with the supervisor; `up` reports one plain line per phase when its
+output is not a terminal. (The whole cluster is tests/e2e/.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import yaml
+from rich.console import Console
 
+from kctl.cluster import ConsoleProgress
 from provision import local
 from provision.supervisor import DaemonSpec, read_pids, write_specs
 
 
 def test_plan_places_workers_like_the_books_vagrantfile() -> None:
     nodes = local.plan("demo", workers=3, subnet="192.168.77.0/24", bridge="flt77", pod_network="10.244.0.0/16")
-    assert [(n.name, n.address, n.pod_cidr, n.host_veth) for n in nodes] == [
-        ("demo-worker-1", "192.168.77.101", "10.244.1.0/24", "flt77-w1"),
-        ("demo-worker-2", "192.168.77.102", "10.244.2.0/24", "flt77-w2"),
-        ("demo-worker-3", "192.168.77.103", "10.244.3.0/24", "flt77-w3"),
+    assert [(n.name, n.address, n.pod_cidr, n.host_veth, n.control_plane) for n in nodes] == [
+        ("demo-master", "192.168.77.1", "10.244.0.0/24", "", True),
+        ("demo-worker-1", "192.168.77.101", "10.244.1.0/24", "flt77-w1", False),
+        ("demo-worker-2", "192.168.77.102", "10.244.2.0/24", "flt77-w2", False),
+        ("demo-worker-3", "192.168.77.103", "10.244.3.0/24", "flt77-w3", False),
     ]
+
+
+def test_the_master_is_a_tainted_node_on_the_host_and_every_daemon_speaks_tls(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOTILLA_HOME", str(tmp_path))
+    nodes = local.plan("unit-tls", workers=1, subnet="192.168.77.0/24", bridge="flt77", pod_network="10.244.0.0/16")
+    state = local.ClusterState("unit-tls", "192.168.77.1:16477", "http://127.0.0.1:12477", {}, "kubeconfig", "flt77",
+                               "192.168.77.0/24", "192.168.77.1", [asdict(n) for n in nodes],
+                               token_address="192.168.77.1:16478")
+    assert [link.netns for link in state.links()] == ["unit-tls-worker-1"]  # the master is the host: no namespace
+    folder = local.cluster_dir("unit-tls")
+    try:
+        specs = {s.name: s.argv for s in local._daemon_specs(state, folder, etcd_port=12477)}
+    finally:
+        for node in nodes:  # the containerd socket folders it made under /run/flotilla
+            with contextlib.suppress(OSError):
+                (local.SOCKET_ROOT / node.name).rmdir()
+    # The master's containerd and kubelet run on the host; a worker's inside its namespace; no master proxy.
+    assert specs["containerd/unit-tls-master"][0] != "nsenter"
+    assert specs["kubelet/unit-tls-worker-1"][:2] == ["nsenter", "--net=/run/netns/unit-tls-worker-1"]
+    assert "proxy/unit-tls-master" not in specs and "proxy/unit-tls-worker-1" in specs
+    apiserver = specs["apiserver"]
+    assert "--listen" not in apiserver and apiserver[apiserver.index("--secure-listen") + 1] == "192.168.77.1:16477"
+    assert "lb-controller" not in specs  # the controller manager runs the service-lb controller
+    for daemon in ("scheduler", "controller-manager", "dns", "proxy/unit-tls-worker-1"):
+        assert "--kubeconfig" in specs[daemon], daemon
+    kubelet = yaml.safe_load((folder / "nodes" / "unit-tls-master" / "kubelet.yaml").read_text())
+    assert kubelet["register_with_taints"] == ["node-role.kubernetes.io/control-plane:NoSchedule"]
+    assert kubelet["node_role"] == "control-plane" and kubelet["kubeconfig"].endswith("kubelet-unit-tls-master.conf")
+    assert kubelet["tls_cert_file"] and kubelet["client_ca_file"]
+    assert kubelet["node_routes"] is False  # the host's routes are the provisioner's, not the master kubelet's
 
 
 def test_kube_dns_points_at_the_master() -> None:
@@ -90,3 +132,14 @@ def test_the_nginx_stand_in_says_what_it_is() -> None:
         manifest = json.load(index)["manifests"][0]
     assert manifest["annotations"]["io.containerd.image.name"] == images.NGINX_IMAGE
     assert b"not available" in images.STAND_IN_PAGE
+
+
+def test_up_progress_is_one_plain_line_per_phase_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = ConsoleProgress(Console(file=io.StringIO(), force_terminal=False))
+    progress.phase("certificates")
+    progress.done("CA, 5 serving/client certificates")
+    progress.phase("node readiness")
+    progress.failed()
+    out, err = capsys.readouterr()
+    assert re.fullmatch(r"certificates: CA, 5 serving/client certificates \(\d+\.\ds\)\n", out)
+    assert re.fullmatch(r"node readiness failed after \d+\.\ds\n", err)

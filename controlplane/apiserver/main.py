@@ -29,16 +29,19 @@ from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
     Authorizer,
+    BootstrapTokens,
     ByTransport,
     LoopbackAuthenticator,
     RequestAuthenticator,
     TokenFile,
 )
+from controlplane.apiserver.decoding import RejectUndecodableRequests
+from controlplane.apiserver.proxy import KubeletClientTLS
 from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
 from controlplane.apiserver.storage import Storage
-from proto import apiserver_pb2_grpc
+from proto import apiserver_pb2_grpc, kinds
 from proto.client.api import SERVER_OPTIONS
 
 log = logging.getLogger("flotilla.apiserver")
@@ -55,6 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-private-key-file", default="", help="serving key (PEM)")
     parser.add_argument("--client-ca-file", default="", help="CA that signs client certificates (PEM)")
     parser.add_argument("--token-auth-file", default="", help='static tokens: token,user,uid,"group1,group2"')
+    parser.add_argument("--enable-bootstrap-token-auth", action="store_true",
+                        help="accept bootstrap tokens (kube-system Secrets of type bootstrap.kubernetes.io/token) "
+                             "on the token port, for joining nodes")
+    parser.add_argument("--kubelet-client-certificate", default="",
+                        help="client certificate (PEM) for dialing kubelets over TLS (logs, exec)")
+    parser.add_argument("--kubelet-client-key", default="", help="its key (PEM)")
+    parser.add_argument("--kubelet-certificate-authority", default="",
+                        help="CA of the kubelets' serving certificates (PEM)")
     parser.add_argument("--authorization-mode", default="", choices=["", "AlwaysAllow", "RBAC"],
                         help="default: RBAC when a TLS port is served, else AlwaysAllow")
     parser.add_argument("--compaction-interval", type=float, default=300.0,
@@ -91,8 +102,13 @@ def check_options(opts: argparse.Namespace) -> None:
         raise SystemExit("flotilla-apiserver: TLS ports need --tls-cert-file and --tls-private-key-file")
     if opts.secure_listen and not opts.client_ca_file:
         raise SystemExit("flotilla-apiserver: --secure-listen needs --client-ca-file")
-    if opts.token_listen and not opts.token_auth_file:
-        raise SystemExit("flotilla-apiserver: --token-listen needs --token-auth-file")
+    if opts.token_listen and not (opts.token_auth_file or opts.enable_bootstrap_token_auth):
+        raise SystemExit("flotilla-apiserver: --token-listen needs --token-auth-file or "
+                         "--enable-bootstrap-token-auth")
+    kubelet_tls = [opts.kubelet_client_certificate, opts.kubelet_client_key, opts.kubelet_certificate_authority]
+    if any(kubelet_tls) and not all(kubelet_tls):
+        raise SystemExit("flotilla-apiserver: TLS to kubelets needs --kubelet-client-certificate, "
+                         "--kubelet-client-key and --kubelet-certificate-authority together")
     if not opts.authorization_mode:
         opts.authorization_mode = "RBAC" if secure else "AlwaysAllow"
 
@@ -115,15 +131,32 @@ def add_ports(server: grpc.aio.Server, opts: argparse.Namespace) -> None:
             raise SystemExit(f"flotilla-apiserver: cannot listen on {address}")
 
 
+def kubelet_client_tls(opts: argparse.Namespace) -> KubeletClientTLS | None:
+    """What the apiserver dials kubelets with (None: plaintext, for kubelets without a PKI)."""
+    if not opts.kubelet_client_certificate:
+        return None
+    return KubeletClientTLS(Path(opts.kubelet_client_certificate).read_bytes(),
+                            Path(opts.kubelet_client_key).read_bytes(),
+                            Path(opts.kubelet_certificate_authority).read_bytes())
+
+
 async def serve(opts: argparse.Namespace) -> None:
     storage = Storage(opts.etcd_servers.split(",")[0])
     await storage.connect()
     registry = Registry(storage)
     await registry.ensure_system_namespaces()
     tokens = TokenFile(Path(opts.token_auth_file)) if opts.token_auth_file else None
-    authenticator = ByTransport(RequestAuthenticator(tokens), LoopbackAuthenticator() if opts.listen else None)
-    authorizer: Authorizer = AlwaysAllow()
     background: list[asyncio.Task[None]] = []
+    bootstrap_tokens = None
+    if opts.enable_bootstrap_token_auth:
+        bootstrap_tokens = BootstrapTokens()
+        synced = asyncio.Event()
+        background.append(asyncio.create_task(registry.mirror(
+            kinds.resolve("secrets"), bootstrap_tokens.observe, bootstrap_tokens.forget, synced)))
+        await asyncio.wait_for(synced.wait(), 30)
+    authenticator = ByTransport(RequestAuthenticator(tokens, bootstrap_tokens),
+                                LoopbackAuthenticator() if opts.listen else None)
+    authorizer: Authorizer = AlwaysAllow()
     if opts.authorization_mode == "RBAC":
         await ensure_default_policy(registry)
         rbac = RBACAuthorizer()
@@ -134,10 +167,11 @@ async def serve(opts: argparse.Namespace) -> None:
     if opts.audit_log_path:
         audit = AuditLog(Path(opts.audit_log_path), max_bytes=opts.audit_log_maxsize * 1024 * 1024,
                          backups=opts.audit_log_maxbackup)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    kubelet_tls = kubelet_client_tls(opts)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RejectUndecodableRequests()])
     apiserver_pb2_grpc.add_ApiServerServicer_to_server(
         ApiService(registry, authenticator=authenticator, authorizer=authorizer,
-                   bookmark_interval=opts.bookmark_interval, audit=audit), server)
+                   bookmark_interval=opts.bookmark_interval, audit=audit, kubelet_tls=kubelet_tls), server)
     add_ports(server, opts)
     await server.start()
     background.append(asyncio.create_task(registry.watch_namespaces()))

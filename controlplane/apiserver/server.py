@@ -11,13 +11,14 @@ import logging
 import platform
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from contextvars import ContextVar
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from controlplane.apiserver import noderestriction
+from controlplane.apiserver import certificates, noderestriction
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AUTHENTICATED,
@@ -28,7 +29,7 @@ from controlplane.apiserver.auth import (
     LoopbackAuthenticator,
     UserInfo,
 )
-from controlplane.apiserver.proxy import KubeletProxy
+from controlplane.apiserver.proxy import KubeletClientTLS, KubeletProxy
 from controlplane.apiserver.registry import Registry
 from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2
 from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Forbidden
@@ -62,13 +63,13 @@ async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
 class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     def __init__(self, registry: Registry, *, authenticator: Authenticator | None = None,
                  authorizer: Authorizer | None = None, bookmark_interval: float = BOOKMARK_INTERVAL,
-                 audit: AuditLog | None = None) -> None:
+                 audit: AuditLog | None = None, kubelet_tls: KubeletClientTLS | None = None) -> None:
         self.registry = registry
         self.audit = audit
         self.authenticator = authenticator or LoopbackAuthenticator()
         self.authorizer = authorizer or AlwaysAllow()
         self.bookmark_interval = bookmark_interval
-        self.kubelets = KubeletProxy(registry)
+        self.kubelets = KubeletProxy(registry, kubelet_tls)
 
     async def _serve(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[R]]) -> R:
         started = time.monotonic()
@@ -116,6 +117,9 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             obj = _decode(kinds.resolve(request.resource), request.object)
             kind = self._admit(context, "create", request.resource, request.namespace,
                                obj.metadata.name)  # type: ignore[attr-defined]
+            attrs = _request.get()
+            if kind.kind == certificates.KIND and attrs is not None:
+                certificates.prepare_for_create(obj, attrs.user)  # the requester, never the client's word
             obj = await self.registry.create(kind, request.namespace, obj, dry_run=request.dry_run)
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
@@ -153,8 +157,12 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             obj = _decode(kind, request.object)
             self._admit(context, "update", request.resource, request.namespace,
                         obj.metadata.name, request.subresource)  # type: ignore[attr-defined]
+            admit = self._stored_object_check()
+            attrs = _request.get()
+            if kind.kind == certificates.KIND and request.subresource and attrs is not None:
+                admit = certificates.signer_check(self.authorizer, attrs, request.subresource)
             updated = await self.registry.update(kind, request.namespace, obj, subresource=request.subresource,
-                                                 dry_run=request.dry_run, admit=self._stored_object_check())
+                                                 dry_run=request.dry_run, admit=admit)
             return apiserver_pb2.ObjectReply(object=updated.SerializeToString())
         return await self._serve(context, run)
 
@@ -228,6 +236,24 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             self._admit(context, "get", "pods", request.namespace, request.pod, "log")
             async for chunk in self.kubelets.logs(request):
                 yield chunk
+        except ApiError as err:
+            await _abort(context, err)
+        except grpc.aio.AioRpcError as err:
+            await context.abort(err.code(), err.details() or "")
+
+    async def ExecStream(self, request_iterator: AsyncIterator[kubelet_pb2.ExecStreamRequest],
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[kubelet_pb2.ExecStreamReply]:
+        try:
+            requests = aiter(request_iterator)
+            first = await anext(requests, None)
+            if first is None or not first.HasField("start"):
+                raise BadRequest("an exec stream must begin with its start (namespace, pod, command)")
+            start = first.start
+            self._admit(context, "create", "pods", start.namespace, start.pod, "exec")
+            # aclosing: a user who goes away ends the kubelet call at once, not at garbage collection.
+            async with aclosing(self.kubelets.exec_stream(start, requests)) as replies:
+                async for reply in replies:
+                    yield reply
         except ApiError as err:
             await _abort(context, err)
         except grpc.aio.AioRpcError as err:

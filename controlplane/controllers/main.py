@@ -1,6 +1,7 @@
 """`flotilla-controller-manager`: runs every controller, while it holds the leader Lease.
 
-    flotilla-controller-manager --server 127.0.0.1:6443 [--node-monitor-grace-period 40s]
+    flotilla-controller-manager --server 127.0.0.1:6443 [--node-monitor-grace-period 40s] \
+        [--cluster-signing-cert-file ca.crt --cluster-signing-key-file ca.key]
 
 One process, one apiserver connection, one `InformerFactory` shared by all
 controllers (so pods are listed and watched once, not once per controller),
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import re
@@ -23,8 +25,11 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from controlplane.controllers.base import Controller
+from controlplane.controllers.csrapproving import CSRApprovingController
+from controlplane.controllers.csrsigning import CSRSigningController
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.endpoints import EndpointsController
 from controlplane.controllers.garbagecollector import GarbageCollector
@@ -34,14 +39,25 @@ from controlplane.controllers.nodeipam import NodeIpamController
 from controlplane.controllers.nodelifecycle import NodeLifecycleController
 from controlplane.controllers.podgc import PodGarbageCollector
 from controlplane.controllers.replicaset import ReplicaSetController
+from controlplane.controllers.tokencleaner import TokenCleaner
+from controlplane.loadbalancer.controller import LoadBalancerController
+from controlplane.loadbalancer.pool import PoolError, parse_pool
 from proto.client import Client, InformerFactory
 from proto.client import config as clientconfig
 from proto.client.events import EventRecorder
 from proto.client.leaderelection import LeaderElectionConfig, LeaderElector
+from provision import pki
 
 log = logging.getLogger("flotilla.controller-manager")
 
 LEASE_NAME = "flotilla-controller-manager"
+
+
+def lb_pool(text: str) -> list[str]:
+    try:
+        return parse_pool(text)
+    except PoolError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_duration(text: str) -> float:
@@ -59,7 +75,8 @@ def parse_duration(text: str) -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="flotilla-controller-manager", description=__doc__.split("\n")[0])
-    p.add_argument("--server", default="127.0.0.1:6443", help="the apiserver's HOST:PORT")
+    p.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig; overrides the "
+                   "kubeconfig's server)")
     p.add_argument("--kubeconfig", default="",
                    help="kubeconfig with the CA and this component's credentials (for a TLS apiserver)")
     p.add_argument("--controllers", default="*",
@@ -70,12 +87,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how long a node may go without renewing its Lease before it is Unknown")
     p.add_argument("--pod-eviction-timeout", type=parse_duration, metavar="DURATION", default=300.0,
                    help="tolerationSeconds for pods that do not tolerate not-ready/unreachable taints")
+    p.add_argument("--lb-pool", type=lb_pool, default=[], metavar="FIRST-LAST|CIDR",
+                   help="addresses the service-lb controller gives LoadBalancer Services (none: it does not run)")
     p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network; each node gets a slice")
     p.add_argument("--node-cidr-mask-size", type=int, default=24, help="prefix length of each node's podCIDR")
     p.add_argument("--horizontal-pod-autoscaler-sync-period", type=parse_duration, metavar="DURATION",
                    default=15.0, help="how often each HPA is evaluated")
     p.add_argument("--horizontal-pod-autoscaler-downscale-stabilization", type=parse_duration,
                    metavar="DURATION", default=300.0, help="default scale-down stabilisation window")
+    p.add_argument("--cluster-signing-cert-file", default="",
+                   help="CA certificate (PEM) that csrsigning issues kubernetes.io certificates with")
+    p.add_argument("--cluster-signing-key-file", default="", help="its private key (PEM)")
+    p.add_argument("--cluster-signing-duration", type=parse_duration, metavar="DURATION", default=365 * 86400.0,
+                   help="the longest validity csrsigning gives a certificate")
     p.add_argument("--leader-elect", default="true", choices=["true", "false"],
                    help="hold a Lease in kube-system before acting (a second copy stands by)")
     p.add_argument("--leader-elect-lease-duration", type=parse_duration, metavar="DURATION", default=15.0)
@@ -102,7 +126,18 @@ class Context:
         return recorder
 
 
-CONTROLLERS: dict[str, Callable[[Context], Controller]] = {
+def csr_signer(c: Context) -> Controller | None:
+    """csrsigning needs the cluster CA; without `--cluster-signing-*-file` it does not run."""
+    if not (c.opts.cluster_signing_cert_file and c.opts.cluster_signing_key_file):
+        return None
+    ca = pki.KeyPair(Path(c.opts.cluster_signing_cert_file).read_bytes(),
+                     Path(c.opts.cluster_signing_key_file).read_bytes())
+    return CSRSigningController(c.client, c.factory, ca, duration=dt.timedelta(
+        seconds=c.opts.cluster_signing_duration))
+
+
+# A factory returns None when the controller is not configured (it is then skipped, with a log line).
+CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "replicaset": lambda c: ReplicaSetController(c.client, c.factory, c.recorder("replicaset-controller")),
     "deployment": lambda c: DeploymentController(c.client, c.factory, c.recorder("deployment-controller")),
     "endpoints": lambda c: EndpointsController(c.client, c.factory),
@@ -118,6 +153,12 @@ CONTROLLERS: dict[str, Callable[[Context], Controller]] = {
         c.client, c.factory, c.recorder("horizontal-pod-autoscaler"),
         sync_period=c.opts.horizontal_pod_autoscaler_sync_period,
         downscale_stabilization=c.opts.horizontal_pod_autoscaler_downscale_stabilization),
+    "csrapproving": lambda c: CSRApprovingController(c.client, c.factory),
+    "csrsigning": csr_signer,
+    "tokencleaner": lambda c: TokenCleaner(c.client, c.factory),
+    # LoadBalancer addresses from a pool (also `flotilla-lb-controller` on its own); only with --lb-pool.
+    "service-lb": lambda c: LoadBalancerController(c.client, c.opts.lb_pool, factory=c.factory) if c.opts.lb_pool
+    else None,
 }
 
 
@@ -136,7 +177,13 @@ async def run_controllers(client: Client, opts: argparse.Namespace) -> None:
     """Build the enabled controllers on one informer factory and run them until cancelled."""
     factory = InformerFactory(client)
     ctx = Context(client, factory, opts)
-    controllers = [CONTROLLERS[name](ctx) for name in enabled(opts.controllers)]
+    controllers = []
+    for name in enabled(opts.controllers):
+        controller = CONTROLLERS[name](ctx)
+        if controller is None:
+            log.info("%s: not configured, not started", name)
+        else:
+            controllers.append(controller)
     for recorder in ctx.recorders:
         recorder.start()
     factory.start()
@@ -151,8 +198,7 @@ async def run_controllers(client: Client, opts: argparse.Namespace) -> None:
 
 
 async def serve(opts: argparse.Namespace) -> None:
-    client_for = clientconfig.load(server=opts.server, kubeconfig=opts.kubeconfig).client() if opts.kubeconfig \
-        else Client(opts.server)
+    client_for = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig).client()
     async with client_for as client:
         await client.wait_ready(timeout=30)
         stop = asyncio.Event()

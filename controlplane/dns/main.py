@@ -30,8 +30,8 @@ def host_port(value: str) -> tuple[str, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flotilla-dns", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", help="the apiserver's HOST:PORT (default: from the kubeconfig)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KCTL_CONFIG, ~/.kctl/config)")
+    parser.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig)")
+    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and this component's credentials (TLS)")
     parser.add_argument("--listen", type=host_port, default=("127.0.0.1", 53), help="UDP and TCP address")
     parser.add_argument("--upstream", type=host_port, help="resolver for names outside the cluster domain")
     parser.add_argument("--domain", default="cluster.local")
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(opts: argparse.Namespace) -> None:
-    client_config = clientconfig.load(server=opts.server, kubeconfig=opts.kubeconfig)
+    client_config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
     async with client_config.client() as client:
         await client.wait_ready(timeout=30)
         dns = DnsServer(client, domain=opts.domain, upstream=opts.upstream)

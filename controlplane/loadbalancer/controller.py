@@ -10,29 +10,37 @@ has not seen come back through the watch yet, so an address is never handed out 
 A Service that stops being of type LoadBalancer (or is deleted) frees its address;
 with the pool exhausted a Service stays pending (no ingress, EXTERNAL-IP <pending>)
 and is retried when an address is freed.
+
+It runs inside the controller manager (`--lb-pool`, controller `service-lb`, as
+Kubernetes' cloud controller manager runs its service controller) on the shared
+informers, or on its own in `flotilla-lb-controller`.
 """
 
 from __future__ import annotations
 
 import logging
 
+from controlplane.controllers.base import Controller
 from controlplane.loadbalancer.pool import choose
 from proto import core_pb2
 from proto.client.api import Client
 from proto.client.informer import InformerFactory, key_of, split_key
-from proto.client.workqueue import WorkQueue, run_workers
 from proto.errors import NotFound
 
 log = logging.getLogger(__name__)
 
 
-class LoadBalancerController:
-    def __init__(self, client: Client, pool: list[str], *, namespace: str = "") -> None:
-        self.client = client
+class LoadBalancerController(Controller):
+    name = "service-lb"
+
+    def __init__(self, client: Client, pool: list[str], *, namespace: str = "",
+                 factory: InformerFactory | None = None) -> None:
+        # Without a shared factory (the standalone daemon, tests) it runs one of its own.
+        self.own_factory = factory is None
+        super().__init__(client, factory or InformerFactory(client), workers=1)
         self.pool = pool
-        self.factory = InformerFactory(client)
         self.services = self.factory.informer(core_pb2.Service, namespace)
-        self.queue: WorkQueue[str] = WorkQueue("loadbalancer")
+        self.informers = [self.services]
         self.assigned: dict[str, str] = {}  # Service key -> address written, until the cache shows it
         self.services.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._freed)
 
@@ -47,12 +55,13 @@ class LoadBalancerController:
                 self._enqueue(pending)
 
     async def run(self) -> None:
+        if not self.own_factory:
+            await super().run()
+            return
         self.factory.start()
         try:
-            await self.factory.wait_for_cache_sync()
-            await run_workers(self.queue, self.sync, 1)
+            await super().run()
         finally:
-            self.queue.shutdown()
             self.factory.stop()
 
     def in_use(self, *, besides: str) -> set[str]:

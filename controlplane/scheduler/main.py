@@ -25,8 +25,8 @@ log = logging.getLogger("flotilla.scheduler")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flotilla-scheduler", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", help="the apiserver's HOST:PORT (default: from the kubeconfig)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KCTL_CONFIG, ~/.kctl/config)")
+    parser.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig)")
+    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and this component's credentials (TLS)")
     parser.add_argument("--config", help="KubeSchedulerConfiguration YAML (default: every plugin, LeastAllocated)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(opts: argparse.Namespace) -> None:
     settings = configuration.load(opts.config)
-    client_config = clientconfig.load(server=opts.server, kubeconfig=opts.kubeconfig)
+    client_config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
     async with client_config.client() as client:
         await client.wait_ready(timeout=30)
         scheduler = Scheduler(client, settings)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import click
 
 from kctl.commands.apply import apply, create
+from kctl.commands.certificate import certificate
 from kctl.commands.delete import delete
 from kctl.commands.describe import describe
 from kctl.commands.etcd import etcd
 from kctl.commands.get import get
+from kctl.commands.images import image
 from kctl.commands.info import api_resources, version
+from kctl.commands.join import join
 from kctl.commands.metadata import annotate, label
 from kctl.commands.nodes import cordon, drain, taint, uncordon
 from kctl.commands.pods import exec_, logs
 from kctl.commands.rbac import auth  # also adds `create role|clusterrole|rolebinding|clusterrolebinding`
+from kctl.commands.token import token
 from kctl.commands.workloads import COMMANDS as WORKLOADS  # also adds `create deployment`
 
 COMMANDS: tuple[click.Command, ...] = (get, describe, apply, create, delete, label, annotate,
                                        api_resources, version, auth, etcd, *WORKLOADS, logs, exec_,
-                                       cordon, uncordon, drain, taint)
+                                       cordon, uncordon, drain, taint, image, token, certificate, join)

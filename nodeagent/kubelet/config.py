@@ -19,9 +19,12 @@ import yaml
 
 @dataclass
 class KubeletConfig:
-    server: str = "127.0.0.1:6443"
+    # The apiserver (plaintext, loopback) when there is no kubeconfig; with one, an override.
+    server: str = ""
     # With a TLS apiserver: the CA and this node's credentials (user system:node:<name>).
     kubeconfig: str = ""
+    # TLS bootstrap (bootstrap.py): when `kubeconfig` does not exist, obtain it with this token kubeconfig.
+    bootstrap_kubeconfig: str = ""
     node_name: str = ""
     node_ip: str = ""
     containerd_socket: str = "/run/containerd/containerd.sock"
@@ -42,11 +45,20 @@ class KubeletConfig:
     # The kubelet API (logs, exec): address and port; port 0 picks a free one.
     listen_address: str = ""
     port: int = 10250
+    # TLS for the kubelet API: serving certificate and key, and the CA whose client certificates
+    # (the apiserver's) are accepted. All empty: plaintext (tests that run kubelets without a PKI).
+    tls_cert_file: str = ""
+    tls_private_key_file: str = ""
+    client_ca_file: str = ""
     # Short image names ("nginx") resolve to this registry first ("" = docker.io rules).
     cluster_registry: str = ""
     # Cluster DNS for pods with dnsPolicy ClusterFirst (empty: pods get the node's resolv.conf).
     cluster_dns: list[str] = dataclasses.field(default_factory=list)
     cluster_domain: str = "cluster.local"
+    # Keep a route to every other node's podCIDR via its InternalIP (host-gw, routes.py); off when
+    # the network plugin routes pods itself.
+    node_routes: bool = True
+    node_routes_resync: float = 60.0
 
     # Restart back-off: initial, doubling to max, forgotten after reset seconds of running.
     backoff_initial: float = 10.0

@@ -7,7 +7,8 @@
                                    pod work queue ──► workers: PodSyncer.sync(key)
 
 beside them: node registration + Lease + status (node.py), the kubelet API for
-logs and exec (server.py), usage reports (metrics.py). Every loop is the
+logs and exec (server.py), usage reports (metrics.py), routes to the other
+nodes' pods (routes.py). Every loop is the
 shared informer / work-queue shape of the rest of Flotilla; a key is never
 synced by two workers at once, so one pod's sync never races itself.
 
@@ -28,10 +29,10 @@ from nodeagent.kubelet.node import NodeStatusManager
 from nodeagent.kubelet.pleg import PLEG
 from nodeagent.kubelet.pods import PodSyncer
 from nodeagent.kubelet.probes import ProbeManager
+from nodeagent.kubelet.routes import NodeRoutes, routes_possible
 from nodeagent.kubelet.runtime import Runtime
-from nodeagent.kubelet.server import serve
+from nodeagent.kubelet.server import ServingTLS, serve
 from proto import core_pb2
-from proto.client import Client
 from proto.client import config as clientconfig
 from proto.client.events import EventRecorder
 from proto.client.informer import InformerFactory, enqueue
@@ -59,8 +60,8 @@ class Kubelet:
 
     async def run(self) -> None:
         config = self.config
-        client = (clientconfig.load(server=config.server, kubeconfig=config.kubeconfig).client()
-                  if config.kubeconfig else Client(config.server))
+        # With a kubeconfig its server wins unless --server was given on purpose.
+        client = clientconfig.for_component(server=config.server or None, kubeconfig=config.kubeconfig).client()
         runtime = Runtime(config.containerd_socket)
         factory = InformerFactory(client)
         server = None
@@ -70,8 +71,9 @@ class Kubelet:
             # Per-key retries double from 0.5 s: a failing pod (no network yet, a CRI error) is not hammered.
             queue: WorkQueue[str] = WorkQueue("pods", base_delay=0.5, max_delay=60.0)
             enqueue(pods, queue)
+            tls = ServingTLS.from_files(config.tls_cert_file, config.tls_private_key_file, config.client_ca_file)
             server, self.port = await serve(runtime, pods.store, f"{config.listen_address or config.node_ip}:"
-                                                                 f"{config.port}")
+                                                                 f"{config.port}", tls)
             if config.pod_cidr:
                 self.set_pod_cidr(config.pod_cidr)
             node = NodeStatusManager(client, runtime, config, kubelet_port=lambda: self.port,
@@ -79,6 +81,9 @@ class Kubelet:
             registered = await node.register()
             if registered.spec.pod_cidr:
                 self.set_pod_cidr(registered.spec.pod_cidr)
+            routes = (NodeRoutes(factory.informer(core_pb2.Node), node_name=config.node_name,
+                                 node_ip=config.node_ip, resync_period=config.node_routes_resync)
+                      if config.node_routes and routes_possible(config.node_ip) else None)
             factory.start()
             await factory.wait_for_cache_sync()
             recorder = EventRecorder(client, "kubelet", host=config.node_name)
@@ -97,6 +102,8 @@ class Kubelet:
                     group.create_task(node.run())
                     group.create_task(metrics.run())
                     group.create_task(self._resync(pods.store.list_keys, queue))
+                    if routes is not None:
+                        group.create_task(routes.run())
             finally:
                 probes.stop_all()
                 recorder.stop()

@@ -4,10 +4,22 @@ Only the node has a container's log file and a way into its namespaces, so the
 apiserver forwards `kctl logs` and `kctl exec` here (it finds this server from
 the Node's InternalIP and daemonEndpoints.kubeletEndpoint.Port).
 
+`ExecStream` is the interactive exec (`kctl exec -i/-t`): the kubelet asks CRI
+for an exec URL and drives containerd's streaming server itself (streaming.py).
+
 Logs are read from the file containerd writes for each container instance (CRI
 has no logs call): one line per chunk of output, `<RFC 3339 time> <stream>
 <P|F> <text>`, where P marks a partial line continued on the next. Following a
 log polls the file until the container stops or the caller goes away.
+
+In a cluster with a PKI the API serves TLS with the node's own certificate and
+requires a client certificate from the cluster CA, and only callers in
+`system:masters` (the apiserver's kubeadm-style `apiserver-kubelet-client`)
+may use it: a node's or a component's certificate is signed by the same CA but
+has no business in another node's containers. (Kubernetes asks the apiserver
+with a SubjectAccessReview for `nodes/proxy`; the one caller here is the
+apiserver, so a group check is the same answer without the round trip.)
+Without TLS files the API is plaintext, as in tests that run kubelets without a PKI.
 """
 
 from __future__ import annotations
@@ -15,18 +27,43 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from nodeagent.kubelet.runtime import LABEL_CONTAINER_NAME, LABEL_POD_UID, CRIError, Runtime
+from nodeagent.kubelet.streaming import StreamingError, exec_session
 from proto import core_pb2, cri_pb2, kubelet_pb2, kubelet_pb2_grpc
 from proto.client.informer import Store
+from provision.pki import identity_of
 
 log = logging.getLogger(__name__)
 
 FOLLOW_POLL = 0.2
 EXEC_DEFAULT_TIMEOUT = 60
+ALLOWED_GROUP = "system:masters"
+
+
+@dataclass(frozen=True)
+class ServingTLS:
+    """The kubelet API's TLS material: serving certificate and key, and the CA of accepted clients (PEM)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    client_ca_pem: bytes
+
+    @classmethod
+    def from_files(cls, cert: str, key: str, client_ca: str) -> ServingTLS | None:
+        """None when no file is named (plaintext); all three or an error naming what is missing."""
+        named = {"tls_cert_file": cert, "tls_private_key_file": key, "client_ca_file": client_ca}
+        if not any(named.values()):
+            return None
+        missing = [k for k, v in named.items() if not v]
+        if missing:
+            raise ValueError(f"the kubelet API's TLS needs {', '.join(missing)} too")
+        return cls(Path(cert).read_bytes(), Path(key).read_bytes(), Path(client_ca).read_bytes())
 
 
 class ContainerLookupError(Exception):
@@ -59,9 +96,21 @@ class CRILogParser:
 
 
 class KubeletService(kubelet_pb2_grpc.KubeletServicer):
-    def __init__(self, runtime: Runtime, pods: Store[core_pb2.Pod]) -> None:
+    def __init__(self, runtime: Runtime, pods: Store[core_pb2.Pod], *, require_group: str = "") -> None:
         self.runtime = runtime
         self.pods = pods
+        self.require_group = require_group
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        """Over mTLS: only a caller whose verified certificate is in `require_group`."""
+        if not self.require_group:
+            return
+        pem = (context.auth_context() or {}).get("x509_pem_cert")
+        user, groups = identity_of(pem[0]) if pem else ("", ())
+        if self.require_group not in groups:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f'user "{user or "anonymous"}" may not use the kubelet API '
+                                f"(only {self.require_group})")
 
     async def _container(self, namespace: str, name: str, container: str, *, previous: bool = False,
                          running: bool = False) -> cri_pb2.Container:
@@ -91,6 +140,7 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
 
     async def Logs(self, request: kubelet_pb2.LogsRequest, context: grpc.aio.ServicerContext
                    ) -> AsyncIterator[kubelet_pb2.LogChunk]:
+        await self._authorize(context)
         try:
             container = await self._container(request.namespace, request.pod, request.container,
                                                previous=request.previous)
@@ -129,6 +179,7 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
 
     async def Exec(self, request: kubelet_pb2.ExecRequest, context: grpc.aio.ServicerContext
                    ) -> kubelet_pb2.ExecReply:
+        await self._authorize(context)
         if not request.command:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a command is required")
         try:
@@ -144,6 +195,33 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
         return kubelet_pb2.ExecReply(stdout=reply.stdout, stderr=reply.stderr, exit_code=reply.exit_code)
 
 
+    async def ExecStream(self, request_iterator: AsyncIterator[kubelet_pb2.ExecStreamRequest],
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[kubelet_pb2.ExecStreamReply]:
+        await self._authorize(context)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or not first.HasField("start"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an exec stream must begin with its start")
+            return
+        start = first.start
+        if not start.command:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a command is required")
+            return
+        try:
+            container = await self._container(start.namespace, start.pod, start.container, running=True)
+            url = await self.runtime.exec_url(container.id, list(start.command), stdin=start.stdin, tty=start.tty)
+            # aclosing: a caller that goes away closes the session (and its websocket) at once.
+            async with aclosing(exec_session(url, requests)) as replies:
+                async for reply in replies:
+                    yield reply
+        except ContainerLookupError as err:
+            await context.abort(err.code, str(err))
+        except CRIError as err:
+            await context.abort(err.code, str(err))
+        except StreamingError as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+
+
 def _read_from(path: Path, offset: int) -> bytes:
     """What the file holds past `offset` ("" if it is gone: the container was removed)."""
     try:
@@ -154,11 +232,18 @@ def _read_from(path: Path, offset: int) -> bytes:
         return b""
 
 
-async def serve(runtime: Runtime, pods: Store[core_pb2.Pod], address: str) -> tuple[grpc.aio.Server, int]:
+async def serve(runtime: Runtime, pods: Store[core_pb2.Pod], address: str, tls: ServingTLS | None = None
+                ) -> tuple[grpc.aio.Server, int]:
     """Start the kubelet API on `address` ("host:port", port 0 for any); returns the server and its port."""
     server = grpc.aio.server()
-    kubelet_pb2_grpc.add_KubeletServicer_to_server(KubeletService(runtime, pods), server)
-    port = server.add_insecure_port(address)
+    kubelet_pb2_grpc.add_KubeletServicer_to_server(
+        KubeletService(runtime, pods, require_group=ALLOWED_GROUP if tls else ""), server)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)], root_certificates=tls.client_ca_pem,
+                                                  require_client_auth=True)
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()

@@ -31,8 +31,8 @@ log = logging.getLogger("flotilla.proxy")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="flotilla-proxy", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", help="the apiserver's HOST:PORT (default: from the kubeconfig)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KCTL_CONFIG, ~/.kctl/config)")
+    parser.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig)")
+    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and this component's credentials (TLS)")
     parser.add_argument("--node-name", help="this node's name (required unless --cleanup)")
     # Node ports answer on every local address (fib daddr type local); the IP finds the LB interface.
     parser.add_argument("--node-ip", help="this node's InternalIP: LoadBalancer addresses go on its interface")
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(opts: argparse.Namespace) -> None:
-    client_config = clientconfig.load(server=opts.server, kubeconfig=opts.kubeconfig)
+    client_config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
     async with client_config.client() as client:
         await client.wait_ready(timeout=30)
         proxier = Proxier(client, node_name=opts.node_name, netns=opts.netns)

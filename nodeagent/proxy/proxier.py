@@ -8,7 +8,8 @@ the queue and `sync_service` renders that Service's fragment from the caches,
 compares it with the fragment last applied, and commits the difference as one
 nft transaction. One worker, because nft transactions on one table should not
 race; a burst of changes to one Service still costs one sync (the queue
-collapses duplicate keys).
+collapses duplicate keys). After a sync that removed UDP endpoints, their
+conntrack flows are deleted (conntrack.py), so clients move to the others.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import time
 
 from nodeagent.proxy import nft, rules
+from nodeagent.proxy.conntrack import ConntrackCleaner, stale_flows
 from proto import core_pb2
 from proto.client.api import Client
 from proto.client.informer import InformerFactory, key_of, split_key
@@ -38,6 +40,9 @@ class Proxier:
         self.queue: WorkQueue[str] = WorkQueue("proxy")
         # What the kernel holds, per Service key: the base the next change is diffed against.
         self.applied: dict[str, rules.Fragment] = {}
+        # The ServicePorts behind each applied fragment: which endpoints a change removed.
+        self.applied_ports: dict[str, list[rules.ServicePort]] = {}
+        self.conntrack = ConntrackCleaner(netns=netns)
         # Blocks of the endpoints map, one per service port, stable while the port exists.
         self.slots: dict[str, int] = {}  # ServicePort.id -> slot
         self.free_slots: list[int] = []
@@ -70,11 +75,16 @@ class Proxier:
 
     def desired(self, key: str) -> rules.Fragment:
         """The fragment Service `key` should have, from the caches (taking slots for new ports)."""
+        return rules.render_service(self.desired_ports(key))
+
+    def desired_ports(self, key: str) -> list[rules.ServicePort]:
         svc = self.services.store.get(key)
         if svc is None:
-            return rules.Fragment()
-        ports = rules.service_ports(svc, self.endpoints.store.get(key))
-        return rules.render_service([dataclasses.replace(sp, slot=self._slot(key, sp.id)) for sp in ports])
+            return []
+        ports = rules.service_ports(svc, self.endpoints.store.get(key), self.node_name)
+        return [dataclasses.replace(sp, slot=self._slot(key, sp.slot_ids[0]),
+                                    external_slot=self._slot(key, sp.slot_ids[-1]) if sp.split_policies else 0)
+                for sp in ports]
 
     def _slot(self, key: str, port_id: str) -> int:
         slot = self.slots.get(port_id)
@@ -95,7 +105,8 @@ class Proxier:
 
     def _port_ids(self, key: str) -> set[str]:
         svc = self.services.store.get(key)
-        return {sp.id for sp in rules.service_ports(svc, None)} if svc is not None else set()
+        # Which blocks a port needs depends on its policies, not its endpoints: no Endpoints needed here.
+        return {i for sp in rules.service_ports(svc, None) for i in sp.slot_ids} if svc is not None else set()
 
     async def _apply(self, transaction: str) -> None:
         await nft.apply(transaction, netns=self.netns)
@@ -103,26 +114,33 @@ class Proxier:
     async def full_sync(self) -> None:
         """Replace the whole table: on start, so rules left by an earlier run are corrected too."""
         started = time.perf_counter()
-        wanted = {key: self.desired(key) for key in self.services.store.list_keys()}
+        ports = {key: self.desired_ports(key) for key in self.services.store.list_keys()}
+        wanted = {key: rules.render_service(p) for key, p in ports.items()}
         wanted = {key: frag for key, frag in wanted.items() if frag != rules.Fragment()}
         keep = set(rules.BASE_CHAINS).union(*(frag.chains for frag in wanted.values()))
         stale = [name for name in await nft.list_chains(netns=self.netns) if name not in keep]
         await self._apply(rules.declarations(wanted.values()))
         await self._apply(rules.full_sync(wanted.values(), stale))
         self.applied = wanted
+        self.applied_ports = {key: ports[key] for key in wanted}
         log.info("programmed %d services in %.3f s", len(wanted), time.perf_counter() - started)
 
     async def sync_service(self, key: str) -> None:
-        new = self.desired(key)
+        ports = self.desired_ports(key)
+        new = rules.render_service(ports)
         old = self.applied.get(key, rules.Fragment())
         transaction = rules.fragment_diff(old, new)
         if transaction:
             await self._apply(transaction)
         self._release_slots(key, self._port_ids(key))
+        old_ports = self.applied_ports.pop(key, [])
         if new == rules.Fragment():
             self.applied.pop(key, None)
         else:
             self.applied[key] = new
+            self.applied_ports[key] = ports
+        # Only once the rules no longer pick them: a flow deleted earlier could be re-made to the old endpoint.
+        await self.conntrack.delete(stale_flows(old_ports, ports))
         if transaction:
             namespace, name = split_key(key)
             log.debug("synced service %s/%s", namespace, name)

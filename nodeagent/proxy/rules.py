@@ -14,6 +14,11 @@ Every node's proxy turns the cluster's Services into kernel rules in one table,
                Services with no ready endpoint are rejected there (tcp reset,
                icmp port-unreachable) instead of black-holed.
 
+Traffic policies `Local` (internal: ClusterIP; external: NodePort, LB and
+external IPs) pick among this node's endpoints only, external ones without the
+masquerade mark; hairpin marking is kept for the endpoints that may be pods of
+this node.
+
 Why verdict maps: a packet costs one hash lookup whatever the number of
 Services (iptables walks a list of rules per Service), and one map element per
 service port makes a change a few element adds and deletes.
@@ -89,15 +94,40 @@ class ServicePort:
     endpoints: tuple[Endpoint, ...] = ()  # ready ones only, sorted so renders are stable
     affinity_timeout: int = 0  # seconds of ClientIP affinity; 0 means none
     slot: int = 0  # this port's block of keys in the endpoints map, given by the proxier
+    # Traffic policies: Local sends traffic only to the endpoints on this node (`local_endpoints`).
+    # internal: ClusterIP traffic; external: NodePort, LoadBalancer and external IPs (and no masquerade,
+    # so the endpoint sees the client's own address).
+    local_endpoints: tuple[Endpoint, ...] = ()
+    internal_local: bool = False
+    external_local: bool = False
+    external_slot: int = 0  # the external path's own block, when it picks from other endpoints than ClusterIP's
+    # Endpoints that may be pods on this node (here, or placement unknown; None: all of them). Only
+    # those can hairpin: a pod's packets to a Service cross its own node's proxy, nobody else's.
+    hairpin_endpoints: tuple[Endpoint, ...] | None = None
 
     @property
     def id(self) -> str:
         # nft names may hold letters, digits and / - _ . : Kubernetes names fit as they are.
         return f"{self.namespace}/{self.name}/{self.protocol}/{self.port_name or self.port}"
 
+    @property
+    def external(self) -> bool:
+        return bool(self.node_port or self.external_ips)
 
-def service_ports(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None) -> list[ServicePort]:
-    """What the proxy must program for `svc`, given its Endpoints (None if there are none yet).
+    @property
+    def split_policies(self) -> bool:
+        """External traffic picks from another set of endpoints than ClusterIP traffic (needs its own block)."""
+        return self.external and self.internal_local != self.external_local
+
+    @property
+    def slot_ids(self) -> tuple[str, ...]:
+        """The endpoints-map blocks this port needs, by a name stable while its policies are."""
+        return (self.id, f"{self.id}/external") if self.split_policies else (self.id,)
+
+
+def service_ports(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None,
+                  node_name: str = "") -> list[ServicePort]:
+    """What the proxy must program for `svc` on node `node_name`, given its Endpoints (None if there are none yet).
 
     Headless and ExternalName Services get nothing: DNS answers for them.
     """
@@ -109,30 +139,46 @@ def service_ports(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None) -
     if spec.session_affinity == "ClientIP":
         client_ip = spec.session_affinity_config.client_ip
         timeout = client_ip.timeout_seconds if client_ip.HasField("timeout_seconds") else 10800
+    external_local = spec.external_traffic_policy == "Local" and spec.type in ("NodePort", "LoadBalancer")
     result = []
     for port in spec.ports:
         protocol = _PROTOCOLS.get(port.protocol or "TCP")
         if protocol is None:
             continue
+        ready, local, elsewhere = _ready_endpoints(endpoints, port.name, port.protocol or "TCP", node_name)
         result.append(ServicePort(
             namespace=svc.metadata.namespace, name=svc.metadata.name, port_name=port.name, protocol=protocol,
             cluster_ip=spec.cluster_ip, port=port.port,
             node_port=port.node_port if spec.type in ("NodePort", "LoadBalancer") else 0,
             external_ips=external if spec.type == "LoadBalancer" or spec.external_ips else (),
-            endpoints=_ready_endpoints(endpoints, port.name, port.protocol or "TCP"),
-            affinity_timeout=timeout))
+            endpoints=ready, affinity_timeout=timeout, local_endpoints=local,
+            hairpin_endpoints=tuple(ep for ep in ready if ep not in elsewhere) if node_name else None,
+            internal_local=spec.internal_traffic_policy == "Local", external_local=external_local))
     return result
 
 
-def _ready_endpoints(endpoints: core_pb2.Endpoints | None, port_name: str, protocol: str) -> tuple[Endpoint, ...]:
+def _ready_endpoints(endpoints: core_pb2.Endpoints | None, port_name: str, protocol: str,
+                     node_name: str) -> tuple[tuple[Endpoint, ...], tuple[Endpoint, ...], set[Endpoint]]:
+    """All ready endpoints of the port, those of them on `node_name`, and those known to be on other nodes."""
     # The endpoints controller copies each Service port's name onto the Endpoints port and resolves
     # targetPort (possibly a named container port) to a number per subset: match by name, not number.
     found: set[Endpoint] = set()
+    local: set[Endpoint] = set()
+    elsewhere: set[Endpoint] = set()
     for subset in endpoints.subsets if endpoints is not None else ():
         for ep_port in subset.ports:
             if ep_port.name == port_name and (ep_port.protocol or "TCP") == protocol:
-                found.update(Endpoint(address.ip, ep_port.port) for address in subset.addresses)
-    return tuple(sorted(found, key=lambda e: (tuple(int(b) for b in e.ip.split(".")), e.port)))
+                for address in subset.addresses:
+                    found.add(Endpoint(address.ip, ep_port.port))
+                    if node_name and address.node_name == node_name:
+                        local.add(Endpoint(address.ip, ep_port.port))
+                    elif address.node_name:
+                        elsewhere.add(Endpoint(address.ip, ep_port.port))
+    return _sorted(found), _sorted(local), elsewhere
+
+
+def _sorted(endpoints: set[Endpoint]) -> tuple[Endpoint, ...]:
+    return tuple(sorted(endpoints, key=lambda e: (tuple(int(b) for b in e.ip.split(".")), e.port)))
 
 
 # ---------------------------------------------------------------- fragments
@@ -169,37 +215,56 @@ def _render_port(sp: ServicePort, out: Fragment) -> None:
         if sp.node_port:
             out.add_element(NO_ENDPOINT_NODEPORTS, f"{sp.protocol} . {sp.node_port}", f"goto {REJECT_CHAIN}")
         return
-    for ep in sp.endpoints:
+    for ep in sp.endpoints if sp.hairpin_endpoints is None else sp.hairpin_endpoints:
         # Hairpin: a pod reaching a Service that may pick the pod itself would get its replies
         # from itself to itself; masquerading sends them back through the node. One global set
-        # of (service, client) pairs: marked when the client is an endpoint of that Service.
+        # of (service, client) pairs: marked when the client is an endpoint of that Service (and
+        # on this node: the set grows with the node's pods, not with the cluster's).
         out.add_element(HAIRPIN, f"{sp.cluster_ip} . {sp.protocol} . {sp.port} . {ep.ip}", "")
-    if sp.affinity_timeout:
-        rules = _affinity_rules(sp, out)
-    else:
-        # One rule whatever the number of endpoints: a random key in this port's block of the
-        # global endpoints map, whose value is the endpoint. Changing endpoints changes elements,
-        # which the kernel takes without re-checking the table (rules it re-checks: see docs).
-        base = sp.slot * SLOT_SIZE
-        shard = f"endpoints-{sp.protocol}-{sp.slot % ENDPOINT_SHARDS[sp.protocol]}"
-        for i, ep in enumerate(sp.endpoints[:SLOT_SIZE]):
-            out.add_element(shard, str(base + i), f"{ep.ip} . {ep.port}")
-        count = min(len(sp.endpoints), SLOT_SIZE)
-        offset = f" offset {base}" if base else ""
-        rules = [f"meta l4proto {sp.protocol} dnat to numgen random mod {count}{offset} map @{shard}"]
-    out.chains[svc_chain] = tuple(rules)
+    internal = sp.local_endpoints if sp.internal_local else sp.endpoints
+    out.chains[svc_chain] = tuple(_pick(sp, internal, sp.slot, out))
     out.add_element(SERVICE_IPS, f"{sp.cluster_ip} . {sp.protocol} . {sp.port}", f"goto {svc_chain}")
-    if sp.node_port or sp.external_ips:
-        # Traffic from outside may land on an endpoint on another node, whose replies would go
-        # straight back to the client from the wrong address: masquerade it.
-        out.chains[ext_chain] = (f"meta mark set mark | {MASQUERADE_MARK:#x}", f"goto {svc_chain}")
+    if sp.external:
+        if sp.external_local:
+            # Only endpoints on this node, so replies come back through it anyway: no masquerade,
+            # and the endpoint sees the client's address (why users ask for Local).
+            ext: tuple[str, ...] = ()
+        else:
+            # Traffic from outside may land on an endpoint on another node, whose replies would go
+            # straight back to the client from the wrong address: masquerade it.
+            ext = (f"meta mark set mark | {MASQUERADE_MARK:#x}",)
+        if sp.split_policies:
+            external = sp.local_endpoints if sp.external_local else sp.endpoints
+            ext += tuple(_pick(sp, external, sp.external_slot, out))
+        else:
+            ext += (f"goto {svc_chain}",)
+        out.chains[ext_chain] = ext
         for ip in sp.external_ips:
             out.add_element(SERVICE_IPS, f"{ip} . {sp.protocol} . {sp.port}", f"goto {ext_chain}")
         if sp.node_port:
             out.add_element(SERVICE_NODEPORTS, f"{sp.protocol} . {sp.node_port}", f"goto {ext_chain}")
 
 
-def _affinity_rules(sp: ServicePort, out: Fragment) -> list[str]:
+def _pick(sp: ServicePort, endpoints: tuple[Endpoint, ...], slot: int, out: Fragment) -> list[str]:
+    """The rules that DNAT to one of `endpoints`, picked at random (by affinity if the Service asks)."""
+    if not endpoints:
+        # Endpoints exist, but none here and the policy is Local: dropped, as kube-proxy does.
+        return ["drop"]
+    if sp.affinity_timeout:
+        return _affinity_rules(sp, endpoints, out)
+    # One rule whatever the number of endpoints: a random key in this block of the global
+    # endpoints map, whose value is the endpoint. Changing endpoints changes elements, which
+    # the kernel takes without re-checking the table (rules it re-checks: see docs).
+    base = slot * SLOT_SIZE
+    shard = f"endpoints-{sp.protocol}-{slot % ENDPOINT_SHARDS[sp.protocol]}"
+    for i, ep in enumerate(endpoints[:SLOT_SIZE]):
+        out.add_element(shard, str(base + i), f"{ep.ip} . {ep.port}")
+    count = min(len(endpoints), SLOT_SIZE)
+    offset = f" offset {base}" if base else ""
+    return [f"meta l4proto {sp.protocol} dnat to numgen random mod {count}{offset} map @{shard}"]
+
+
+def _affinity_rules(sp: ServicePort, endpoints: tuple[Endpoint, ...], out: Fragment) -> list[str]:
     """ClientIP affinity: a client seen recently sticks to the endpoint whose set remembers it.
 
     Which endpoint a rule picked must be known to remember it, so these Services (rare) pick by
@@ -208,13 +273,13 @@ def _affinity_rules(sp: ServicePort, out: Fragment) -> list[str]:
     """
     rules: list[str] = []
     remember: dict[Endpoint, str] = {}
-    for ep in sp.endpoints:
+    for ep in endpoints:
         aff = f"aff-{sp.id}/{ep.ip}/{ep.port}"
         out.sets[aff] = f"type ipv4_addr; flags dynamic,timeout; timeout {sp.affinity_timeout}s;"
         remember[ep] = f"update @{aff} {{ ip saddr }} "
         rules.append(f"ip saddr @{aff} {remember[ep]}{_dnat(sp, ep)}")
-    last = len(sp.endpoints) - 1
-    for i, ep in enumerate(sp.endpoints):
+    last = len(endpoints) - 1
+    for i, ep in enumerate(endpoints):
         pick = f"numgen random mod {last + 1 - i} == 0 " if i < last else ""
         rules.append(f"{pick}{remember[ep]}{_dnat(sp, ep)}")
     return rules

@@ -144,6 +144,10 @@ class Client:
         """Replace status only (the status subresource)."""
         return await self._update(obj, "status", False)
 
+    async def update_approval(self, obj: M) -> M:
+        """Replace a CertificateSigningRequest's Approved/Denied conditions (the approval subresource)."""
+        return await self._update(obj, "approval", False)
+
     async def _update(self, obj: M, subresource: str, dry_run: bool) -> M:
         kind = kinds.for_message(obj)
         reply = await self._call(self._stub.Update, apiserver_pb2.UpdateRequest(
@@ -238,6 +242,15 @@ class Client:
                                           timeout_seconds=timeout)
         reply: kubelet_pb2.ExecReply = await self._call(self._stub.Exec, request, timeout=(timeout or 60) + 15)
         return reply
+
+    async def exec_stream(self, requests: AsyncIterator[kubelet_pb2.ExecStreamRequest]
+                          ) -> AsyncGenerator[kubelet_pb2.ExecStreamReply, None]:
+        """An interactive command (pods/exec, kctl exec -i/-t): `requests` begins with the start, then
+        carries stdin and terminal sizes; the replies carry output and end with the exit."""
+        call = self._stub.ExecStream(requests, metadata=self._metadata)  # no deadline: a session lasts
+        async with aclosing(_stream(call)) as replies:
+            async for reply in replies:
+                yield reply
 
     async def version(self) -> apiserver_pb2.VersionReply:
         reply: apiserver_pb2.VersionReply = await self._call(self._stub.Version, apiserver_pb2.VersionRequest())

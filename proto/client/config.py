@@ -115,6 +115,22 @@ def load(
     return resolved
 
 
+def for_component(*, server: str | None = None, kubeconfig: str | os.PathLike[str] | None = None) -> ClientConfig:
+    """A daemon's connection: its own kubeconfig (TLS), or plaintext to `server`.
+
+    Unlike kctl, a daemon never falls back to the user's kubeconfig ($KCTL_CONFIG,
+    ~/.kctl/config): a scheduler started with only --server must not borrow the
+    credentials of whoever last ran `kctl cluster up`. With a kubeconfig, an explicit
+    `server` still overrides the file's (as kube-scheduler's --master does).
+    """
+    if kubeconfig:
+        return load(server=server, kubeconfig=kubeconfig)
+    if not server:
+        raise ConfigError("no apiserver to talk to: pass --kubeconfig FILE (TLS, the component's credentials) "
+                          "or --server HOST:PORT (plaintext, loopback only)")
+    return ClientConfig(server=grpc_target(server))
+
+
 def _from_file(path: Path, context_name: str | None) -> ClientConfig:
     try:
         doc = yaml.safe_load(path.read_text())

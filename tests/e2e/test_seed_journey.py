@@ -1,7 +1,11 @@
 """The seed journey on the local provider: the first half hour of a Kubernetes book, end to end.
 
 Given a fresh cluster with two workers (a non-default name, subnet, bridge and
-ports, so it never collides with a cluster someone runs here), when a user runs
+ports, so it never collides with a cluster someone runs here), three Nodes are
+Ready, the master among them tainted control-plane:NoSchedule; kctl speaks TLS
+with the admin's client certificate, a caller without credentials is refused as
+unauthenticated, a worker's own kubeconfig cannot change another Node, and a
+bootstrap token's join command finds the cluster. When a user runs
 nginx, exposes it on a NodePort, deploys and scales it and puts a LoadBalancer
 in front, then each step answers over HTTP from the host (and pods resolve the
 Service through the cluster DNS); a killed kubelet and apiserver come back under
@@ -13,6 +17,7 @@ and the CNI plugins.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import yaml
 
 from provision.processes import free_port
 from provision.supervisor import read_pids
@@ -37,6 +43,8 @@ BRIDGE = "flt77e"
 POD_NETWORK = "10.244.64.0/18"
 POD_PREFIX = "10.244.6"
 KCTL = str(Path(sys.executable).parent / "kctl")
+MASTER = f"{NAME}-master"
+MASTER_CNI_BRIDGE = f"flt-{MASTER}"[:15]
 T = TypeVar("T")
 
 pytestmark = pytest.mark.skipif(
@@ -93,7 +101,9 @@ def host_leftovers(home: Path) -> list[str]:
     """What a cluster could leave behind on this host."""
     found = []
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if BRIDGE in line]
+    # The bridge and its veths, and the master's CNI bridge (its kubelet's pods live on the host).
+    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines()
+              if BRIDGE in line or MASTER_CNI_BRIDGE in line]
     found += [f"netns {n}" for n in os.listdir("/run/netns")] if Path("/run/netns").exists() else []
     found = [f for f in found if not f.startswith("netns ") or NAME in f]
     routes = subprocess.run(["ip", "-o", "route", "show"], capture_output=True, text=True).stdout
@@ -130,13 +140,54 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     workers = {f"{NAME}-worker-1": f"{SUBNET_PREFIX}.101", f"{NAME}-worker-2": f"{SUBNET_PREFIX}.102"}
+    nodes = {MASTER: f"{SUBNET_PREFIX}.1", **workers}
 
-    # Given two worker Nodes Ready, with their namespace addresses as InternalIP.
+    # Given three Nodes Ready: the master (the host's bridge address) and two workers, with their addresses.
     def nodes_ready() -> dict[str, str] | None:
         rows = cluster.rows("get", "nodes", "-o", "wide")
         ready = {r["NAME"]: r["INTERNAL-IP"] for r in rows if r["STATUS"] == "Ready"}
-        return ready if ready == workers else None
-    eventually(nodes_ready, "both workers Ready")
+        return ready if ready == nodes else None
+    eventually(nodes_ready, "master and both workers Ready")
+    roles = {r["NAME"]: r["ROLES"] for r in cluster.rows("get", "nodes")}
+    assert roles == {MASTER: "control-plane", **{w: "worker" for w in workers}}
+    master = json.loads(cluster.kctl("get", "node", MASTER, "-o", "json"))
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}.items() \
+        <= master["spec"]["taints"][0].items()
+
+    # And kctl speaks TLS to the master address with the admin's client certificate.
+    config = yaml.safe_load((tmp_path / "kctl-config").read_text())
+    assert config["clusters"][0]["cluster"]["server"].startswith(f"https://{SUBNET_PREFIX}.1:")
+    assert {"client-certificate-data", "client-key-data"} <= set(config["users"][0]["user"])
+    assert (tmp_path / "kctl-config").stat().st_mode & 0o077 == 0  # it holds the admin's private key
+    assert cluster.kctl("auth", "can-i", "delete", "nodes").strip() == "yes"
+
+    # And a caller with no credentials is refused: on the token port as unauthenticated, on the
+    # client-certificate port already at the TLS handshake.
+    anonymous = tmp_path / "anonymous.conf"
+    token_port = int(config["clusters"][0]["cluster"]["server"].rpartition(":")[2]) + 1
+    anonymous.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "anon",
+        "clusters": [{"name": "anon", "cluster": {**config["clusters"][0]["cluster"],
+                                                  "server": f"https://{SUBNET_PREFIX}.1:{token_port}"}}],
+        "users": [{"name": "anon", "user": {}}],
+        "contexts": [{"name": "anon", "context": {"cluster": "anon", "user": "anon"}}]}))
+    refused = subprocess.run([KCTL, "--kubeconfig", str(anonymous), "get", "pods"], env=cluster.env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "nauthorized" in refused.stdout + refused.stderr, refused
+
+    # And a worker's own kubeconfig (system:node:<name>) cannot change another Node.
+    worker_config = tmp_path / "clusters" / NAME / "config" / "kubeconfigs" / f"kubelet-{NAME}-worker-1.conf"
+    hijack = subprocess.run([KCTL, "--kubeconfig", str(worker_config), "label", "node", f"{NAME}-worker-2",
+                             "hijacked=yes"], env=cluster.env, capture_output=True, text=True, timeout=60)
+    assert hijack.returncode != 0 and "may only modify its own Node" in hijack.stdout + hijack.stderr, hijack
+
+    # And a new machine could join: a bootstrap token's join command finds the cluster by its CA pin on the
+    # token port and reads kube-public/cluster-info (published at `up`), writing a bootstrap kubeconfig.
+    join = cluster.kctl("token", "create", "--print-join-command").split()
+    assert join[:3] == ["kctl", "join", f"{SUBNET_PREFIX}.1:{token_port}"] and "--token" in join, join
+    cluster.kctl(*join[1:], "--bootstrap-kubeconfig", str(tmp_path / "bootstrap.conf"))
+    bootstrap = yaml.safe_load((tmp_path / "bootstrap.conf").read_text())
+    assert bootstrap["users"][0]["user"]["token"] == join[join.index("--token") + 1]
 
     # When I run nginx, it runs with an IP on one of the workers.
     cluster.kctl("run", "nginx", "--image=nginx")
@@ -147,6 +198,9 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
         return pod if pod and pod["STATUS"] == "Running" and pod["IP"] != "<none>" else None
     pod = eventually(nginx_running, "pod nginx Running")
     assert pod["NODE"] in workers
+    # Pulled from the cluster registry on the master: nothing is imported into the nodes at `up`.
+    status = json.loads(cluster.kctl("get", "pod", "nginx", "-o", "json"))["status"]["containerStatuses"][0]
+    assert status["imageID"].startswith(f"{SUBNET_PREFIX}.1:5000/library/nginx@sha256:"), status
 
     # And expose it on a NodePort, then every worker answers on that port from the host.
     cluster.kctl("expose", "pod", "nginx", "--type=NodePort", "--port=80")
@@ -168,6 +222,28 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
         return answer
 
     eventually(short_name_answer, "DNS answer from a pod")
+
+    # And a pod that tolerates the control-plane taint runs on the master, reaches nginx on a worker by its pod
+    # IP and resolves the Service (the master has no proxy: its pods ask the DNS server on the master's address).
+    on_master = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-master"}, "spec": {
+        "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+        "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
+                         "effect": "NoSchedule"}],
+        "containers": [{"name": "sh", "image": "busybox", "command": ["sleep", "3600"]}]}}
+    manifest = tmp_path / "on-master.yaml"
+    manifest.write_text(yaml.safe_dump(on_master))
+    cluster.kctl("apply", "-f", str(manifest))
+
+    def on_master_running() -> dict[str, str] | None:
+        row = {r["NAME"]: r for r in cluster.rows("get", "pod", "-o", "wide")}.get("on-master")
+        return row if row and row["STATUS"] == "Running" else None
+    assert eventually(on_master_running, "a tolerating pod Running")["NODE"] == MASTER
+    page = eventually(lambda: cluster.kctl("exec", "on-master", "--", "busybox", "timeout", "3", "wget", "-qO-",
+                                           f"http://{pod['IP']}/"), "nginx from the master's pod")
+    assert "Welcome to nginx!" in page
+    answer = cluster.kctl("exec", "on-master", "--", "nslookup", "nginx.default.svc.cluster.local", check=False)
+    assert f"Address: {cluster_ip}" in answer, answer
+    cluster.kctl("delete", "pod", "on-master")
 
     # When I create a Deployment and scale it to 3, then 3 of its pods run, over both workers.
     cluster.kctl("create", "deployment", "deploy-nginx", "--image=nginx")
@@ -195,8 +271,13 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
         os.kill(pids[daemon], signal.SIGKILL)
     eventually(lambda: all(read_pids(tmp_path / "clusters" / NAME).get(d, pids[d]) != pids[d]
                            for d in (f"kubelet/{NAME}-worker-1", "apiserver")), "daemons restarted")
-    eventually(nodes_ready, "both workers Ready after the restarts")
+    eventually(nodes_ready, "every Node Ready after the restarts")
     assert "Welcome to nginx!" in eventually(lambda: http_get(f"http://{lb}/"), "LoadBalancer answers again")
+
+    # And the master, tainted, ran none of the user's pods that do not tolerate it.
+    assert all(p["NODE"] in workers for p in cluster.rows("get", "pods", "-o", "wide") if p["NAME"] != "on-master")
+    # Logs, like exec above, go apiserver -> kubelet over TLS with the apiserver's client certificate.
+    cluster.kctl("logs", "nginx")
 
     # When I delete it all, nothing is left.
     cluster.kctl("delete", "service", "nginx")

@@ -1,0 +1,307 @@
+"""What each component of a cluster is given: certificates, a kubeconfig and a command line.
+
+Every provider (this machine's network namespaces, Vagrant VMs, SSH hosts) runs
+the same daemons with the same credentials; only where the files land and how
+the processes start differ. So this module is pure: from a `ClusterPlan` (name,
+addresses, networks, ports, the folder the daemons will read their files from)
+it makes
+
+- the PKI, as kubeadm lays it out: the cluster CA (reused when the provider
+  already has one, so a re-run keeps every issued credential valid); the
+  apiserver's serving certificate for every name a client may dial (the master
+  address, 127.0.0.1, localhost, the `kubernetes` Service's ClusterIP and
+  `kubernetes.default.svc.<domain>`), stored as a chain with the CA after it so a
+  client that fetched it can pin the CA; a serving certificate per kubelet (its
+  address and name); and the apiserver's client certificate for kubelets;
+- one kubeconfig per identity (the CA and a client certificate inline, so a
+  file is self-contained and can be copied to another machine as it is):
+  the admin (group system:masters), kube-scheduler, kube-controller-manager,
+  kube-proxy, the cluster DNS, and each kubelet
+  (`system:node:<name>` in `system:nodes`, which node restriction narrows to
+  its own Node);
+- each daemon's argv, pointing at those files under `plan.config_dir`.
+
+`bundle()` returns the files as {relative path: bytes}; `Bundle.write()` puts
+them under a folder (private keys mode 0600). Nothing here starts a process or
+touches the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proto import bootstrap
+from provision import pki
+
+MASTERS = "system:masters"
+NODES = "system:nodes"
+CONTROL_PLANE_ROLE = "control-plane"
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane:NoSchedule"
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_DNS_IP = "10.96.0.10"
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_KUBELET_PORT = 10250
+
+CA = "pki/ca"
+APISERVER = "pki/apiserver"
+APISERVER_KUBELET_CLIENT = "pki/apiserver-kubelet-client"
+TOKENS = "pki/tokens.csv"
+
+
+class PlanError(ValueError):
+    """The cluster plan is inconsistent (an address outside its network, a node named twice, ...)."""
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """One node: its name, its address on the cluster network, and its pods' CIDR."""
+
+    name: str
+    address: str
+    pod_cidr: str
+    control_plane: bool = False
+
+    @property
+    def role(self) -> str:
+        return CONTROL_PLANE_ROLE if self.control_plane else "worker"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A client identity: the kubeconfig's file name, the user (certificate CN) and groups (O)."""
+
+    name: str
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+# The control plane's identities, with the user names Kubernetes' default RBAC binds.
+ADMIN = Identity("admin", "kubernetes-admin", (MASTERS,))
+SCHEDULER = Identity("scheduler", "system:kube-scheduler")
+CONTROLLER_MANAGER = Identity("controller-manager", "system:kube-controller-manager")
+PROXY = Identity("proxy", "system:kube-proxy")
+DNS = Identity("dns", "system:coredns")
+COMPONENTS = (ADMIN, SCHEDULER, CONTROLLER_MANAGER, PROXY, DNS)
+# kubeadm's apiserver-kubelet-client: the kubelets let system:masters read logs and exec.
+KUBELET_CLIENT = Identity("apiserver-kubelet-client", "kube-apiserver-kubelet-client", (MASTERS,))
+
+
+def node_identity(node: str) -> Identity:
+    return Identity(f"kubelet-{node}", f"system:node:{node}", (NODES,))
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """Everything the components' files and flags depend on.
+
+    `config_dir` is the folder the daemons read from on the machine that runs
+    them (which, for a remote provider, is not where this process writes).
+    """
+
+    name: str
+    master_address: str
+    nodes: tuple[NodePlan, ...]
+    pod_network: str
+    etcd_url: str
+    config_dir: Path
+    api_port: int = 6443
+    token_port: int = 6444
+    service_cidr: str = DEFAULT_SERVICE_CIDR
+    dns_ip: str = DEFAULT_DNS_IP
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+    lb_pool: str = ""
+    registry: str = ""
+    kubelet_port: int = DEFAULT_KUBELET_PORT
+    python: str = field(default=sys.executable)
+
+    def __post_init__(self) -> None:
+        try:
+            pods = ipaddress.ip_network(self.pod_network)
+            services = ipaddress.ip_network(self.service_cidr)
+            ipaddress.ip_address(self.master_address)
+            dns = ipaddress.ip_address(self.dns_ip)
+        except ValueError as err:
+            raise PlanError(f"cluster {self.name}: {err}") from None
+        if dns not in services:
+            raise PlanError(f"cluster {self.name}: the DNS address {dns} is outside the service CIDR {services}")
+        seen: set[str] = set()
+        for node in self.nodes:
+            if node.name in seen:
+                raise PlanError(f"cluster {self.name}: node {node.name} is planned twice")
+            seen.add(node.name)
+            try:
+                ipaddress.ip_address(node.address)
+                cidr = ipaddress.ip_network(node.pod_cidr)
+            except ValueError as err:
+                raise PlanError(f"node {node.name}: {err}") from None
+            if not cidr.subnet_of(pods):  # type: ignore[arg-type]
+                raise PlanError(f"node {node.name}: pod CIDR {cidr} is outside the pod network {pods}")
+        if self.api_port == self.token_port:
+            raise PlanError(f"cluster {self.name}: the API port and the token port are both {self.api_port}")
+
+    @property
+    def api_server(self) -> str:
+        """HOST:PORT every client dials (the client-certificate port)."""
+        return f"{self.master_address}:{self.api_port}"
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        """The `kubernetes` Service's ClusterIP: the first address of the service CIDR."""
+        return str(ipaddress.ip_network(self.service_cidr)[1])
+
+    def path(self, relative: str) -> str:
+        return str(self.config_dir / relative)
+
+    def kubeconfig_path(self, identity: Identity) -> str:
+        return self.path(f"kubeconfigs/{identity.name}.conf")
+
+    def node(self, name: str) -> NodePlan:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise PlanError(f"cluster {self.name} has no node {name}")
+
+
+@dataclass
+class Bundle:
+    """A cluster's files: {path relative to the config folder: content}."""
+
+    files: dict[str, bytes]
+
+    def write(self, root: Path) -> None:
+        for relative, content in self.files.items():
+            target = root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Private keys, and kubeconfigs (which carry their identity's key inline), for the owner only.
+            if target.suffix in (".key", ".conf") or relative == TOKENS:
+                target.touch(mode=0o600)
+                target.chmod(0o600)
+            target.write_bytes(content)
+
+    def ca(self) -> pki.KeyPair:
+        return pki.KeyPair(self.files[f"{CA}.crt"], self.files[f"{CA}.key"])
+
+
+def read_ca(root: Path) -> pki.KeyPair | None:
+    """The CA a provider made on an earlier run, if its folder still has it."""
+    cert, key = root / f"{CA}.crt", root / f"{CA}.key"
+    if cert.exists() and key.exists():
+        return pki.KeyPair(cert.read_bytes(), key.read_bytes())
+    return None
+
+
+def apiserver_names(plan: ClusterPlan) -> list[str]:
+    """Every name and address a client may use for the apiserver (its certificate's SANs)."""
+    domain = plan.cluster_domain
+    return [plan.master_address, "127.0.0.1", "localhost", plan.kubernetes_service_ip,
+            "kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{domain}",
+            f"{plan.name}-master"]
+
+
+def bundle(plan: ClusterPlan, ca: pki.KeyPair | None = None) -> Bundle:
+    """The PKI and every kubeconfig of the cluster (a new CA unless one is given)."""
+    ca = ca or pki.create_ca(f"{plan.name}-ca")
+    files: dict[str, bytes] = {f"{CA}.crt": ca.cert_pem, f"{CA}.key": ca.key_pem}
+
+    def put(name: str, pair: pki.KeyPair, *, chain: bool = False) -> None:
+        files[f"{name}.crt"] = pair.cert_pem + (ca.cert_pem if chain else b"")
+        files[f"{name}.key"] = pair.key_pem
+
+    put(APISERVER, pki.create_serving_cert(ca, "kube-apiserver", apiserver_names(plan)), chain=True)
+    put(APISERVER_KUBELET_CLIENT, pki.create_client_cert(ca, KUBELET_CLIENT.user, KUBELET_CLIENT.groups))
+    # The token port needs a token file; static tokens are not handed out, so it starts empty.
+    files[TOKENS] = b"# token,user,uid,\"group1,group2\" (none: components use client certificates)\n"
+    server = f"https://{plan.api_server}"
+    for identity in (*COMPONENTS, *(node_identity(n.name) for n in plan.nodes)):
+        credentials = pki.create_client_cert(ca, identity.user, identity.groups)
+        files[f"kubeconfigs/{identity.name}.conf"] = pki.kubeconfig(
+            plan.name, server, ca.cert_pem, identity.user, credentials).encode()
+    for node in plan.nodes:
+        put(f"pki/kubelet-{node.name}", pki.create_serving_cert(ca, node.name, [node.address, node.name]))
+    return Bundle(files)
+
+
+def cluster_info_manifest(plan: ClusterPlan, ca_pem: bytes) -> dict[str, Any]:
+    """kube-public/cluster-info, as `kubeadm init` publishes it: what `kctl join` trusts and where it goes next."""
+    info = bootstrap.cluster_info(f"https://{plan.api_server}", ca_pem, f"{plan.master_address}:{plan.token_port}")
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": info.metadata.name, "namespace": info.metadata.namespace}, "data": dict(info.data)}
+
+
+# ---------------------------------------------------------------- command lines
+
+def _module(plan: ClusterPlan, module: str) -> list[str]:
+    return [plan.python, "-m", module]
+
+
+def apiserver_argv(plan: ClusterPlan) -> list[str]:
+    """mTLS on the master address (client certificates), bearer tokens on the token port; RBAC."""
+    return [*_module(plan, "controlplane.apiserver.main"), "--etcd-servers", plan.etcd_url,
+            "--secure-listen", plan.api_server, "--token-listen", f"{plan.master_address}:{plan.token_port}",
+            "--tls-cert-file", plan.path(f"{APISERVER}.crt"), "--tls-private-key-file", plan.path(f"{APISERVER}.key"),
+            "--client-ca-file", plan.path(f"{CA}.crt"), "--token-auth-file", plan.path(TOKENS),
+            # Bootstrap tokens (kube-system Secrets) on the token port: how `kctl join` nodes get credentials.
+            "--enable-bootstrap-token-auth", "--authorization-mode", "RBAC",
+            "--kubelet-client-certificate", plan.path(f"{APISERVER_KUBELET_CLIENT}.crt"),
+            "--kubelet-client-key", plan.path(f"{APISERVER_KUBELET_CLIENT}.key"),
+            "--kubelet-certificate-authority", plan.path(f"{CA}.crt")]
+
+
+def scheduler_argv(plan: ClusterPlan) -> list[str]:
+    return [*_module(plan, "controlplane.scheduler.main"), "--kubeconfig", plan.kubeconfig_path(SCHEDULER)]
+
+
+def controller_manager_argv(plan: ClusterPlan) -> list[str]:
+    # --server too: the controller manager's --server has a loopback default that would win over the kubeconfig.
+    # The cluster CA signs approved CertificateSigningRequests (kubelets joining with a bootstrap token).
+    argv = [*_module(plan, "controlplane.controllers.main"), "--kubeconfig", plan.kubeconfig_path(CONTROLLER_MANAGER),
+            "--server", plan.api_server, "--cluster-cidr", plan.pod_network,
+            "--cluster-signing-cert-file", plan.path(f"{CA}.crt"), "--cluster-signing-key-file", plan.path(f"{CA}.key")]
+    # LoadBalancer addresses: the service-lb controller in this process, not a daemon of its own (~40 MiB less).
+    return argv + (["--lb-pool", plan.lb_pool] if plan.lb_pool else [])
+
+
+def dns_argv(plan: ClusterPlan) -> list[str]:
+    # No --upstream: names outside the cluster domain get REFUSED rather than leaving the cluster.
+    return [*_module(plan, "controlplane.dns.main"), "--kubeconfig", plan.kubeconfig_path(DNS),
+            "--listen", f"{plan.master_address}:53", "--domain", plan.cluster_domain]
+
+
+def kubelet_settings(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
+    """The kubelet's configuration file keys (nodeagent/kubelet/config.py) that the cluster decides."""
+    settings: dict[str, Any] = {
+        "server": plan.api_server, "node_name": node.name, "node_ip": node.address, "pod_cidr": node.pod_cidr,
+        "kubeconfig": plan.kubeconfig_path(node_identity(node.name)),
+        "tls_cert_file": plan.path(f"pki/kubelet-{node.name}.crt"),
+        "tls_private_key_file": plan.path(f"pki/kubelet-{node.name}.key"),
+        "client_ca_file": plan.path(f"{CA}.crt"),
+        "port": plan.kubelet_port, "node_role": node.role,
+        "register_with_taints": [CONTROL_PLANE_TAINT] if node.control_plane else [],
+        "cluster_dns": [plan.dns_ip], "cluster_domain": plan.cluster_domain,
+    }
+    if plan.registry:
+        settings["cluster_registry"] = plan.registry
+    return settings
+
+
+def kubelet_argv(plan: ClusterPlan, node: NodePlan, *, config_file: str, containerd_socket: str) -> list[str]:
+    """The kubelet's flags; credentials and the rest of `kubelet_settings` are in `config_file`."""
+    return [*_module(plan, "nodeagent.kubelet.main"), "--node-name", node.name, "--node-ip", node.address,
+            "--containerd-socket", containerd_socket, "--config", config_file]
+
+
+def proxy_argv(plan: ClusterPlan, node: NodePlan, *, netns: str = "") -> list[str]:
+    argv = [*_module(plan, "nodeagent.proxy.main"), "--kubeconfig", plan.kubeconfig_path(PROXY),
+            "--node-name", node.name, "--node-ip", node.address]
+    return argv + (["--netns", netns] if netns else [])
+
+
+def control_plane_argvs(plan: ClusterPlan) -> Mapping[str, list[str]]:
+    """The master's daemons after etcd, in start order (each needs the apiserver)."""
+    return {"apiserver": apiserver_argv(plan), "scheduler": scheduler_argv(plan),
+            "controller-manager": controller_manager_argv(plan), "dns": dns_argv(plan)}
