@@ -1,0 +1,130 @@
+"""The SSH provider: `kctl cluster up --provider ssh --inventory hosts.yaml` on existing machines.
+
+The inventory names each machine, how to reach it and what it becomes:
+
+    name: lab                       # cluster name (default: flotilla)
+    pod_network: 10.244.0.0/16      # optional
+    lb_pool: 192.168.60.200-192.168.60.250   # optional: LoadBalancer addresses
+    hosts:
+      - name: m-k8s                 # the Node's name
+        address: 192.168.60.10      # its InternalIP (and where SSH goes unless ssh_host is set)
+        user: debian
+        key_file: ~/.ssh/id_ed25519
+        role: master                # exactly one master; the others are workers
+      - {name: w1-k8s, address: 192.168.60.101, user: debian, key_file: ~/.ssh/id_ed25519, role: worker}
+
+Each machine gets one fabric.Connection and the bootstrap of
+provision/bootstrap/ (commands run with `sudo -n` unless the user is root).
+The Vagrant provider is this provider with the inventory read from
+`vagrant ssh-config` (provision/vagrant.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provision.bootstrap import cluster
+from provision.bootstrap.host import Host
+
+ROLES = ("master", "worker")
+
+
+class InventoryError(ValueError):
+    """The inventory file is malformed (the message names the host and the field)."""
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    name: str
+    address: str
+    user: str
+    key_file: str
+    role: str
+    ssh_host: str = ""
+    port: int = 22
+
+    def connection(self) -> Any:
+        from fabric import Connection
+
+        # Vagrant boxes and fresh machines have unknown host keys; the inventory is the trust decision.
+        return Connection(self.ssh_host or self.address, user=self.user, port=self.port,
+                          connect_kwargs={"key_filename": [str(Path(self.key_file).expanduser())],
+                                          "look_for_keys": False, "allow_agent": False, "banner_timeout": 60},
+                          connect_timeout=60)
+
+
+@dataclass(frozen=True)
+class Inventory:
+    name: str
+    hosts: tuple[InventoryHost, ...]
+    pod_network: str = cluster.DEFAULT_POD_NETWORK
+    lb_pool: str = ""
+
+
+def parse_inventory(data: Any, *, source: str = "inventory") -> Inventory:
+    if not isinstance(data, dict) or not isinstance(data.get("hosts"), list) or not data["hosts"]:
+        raise InventoryError(f"{source}: needs a non-empty `hosts:` list")
+    hosts = []
+    for i, entry in enumerate(data["hosts"]):
+        where = f"{source}: hosts[{i}]"
+        if not isinstance(entry, dict):
+            raise InventoryError(f"{where}: must be a mapping")
+        missing = [k for k in ("name", "address", "user", "key_file", "role") if not entry.get(k)]
+        if missing:
+            raise InventoryError(f"{where} ({entry.get('name', '?')}): missing {', '.join(missing)}")
+        if entry["role"] not in ROLES:
+            raise InventoryError(f"{where} ({entry['name']}): role must be master or worker, not {entry['role']!r}")
+        try:
+            ipaddress.ip_address(entry["address"])
+        except ValueError:
+            raise InventoryError(f"{where} ({entry['name']}): address {entry['address']!r} is not an IP "
+                                 "address (it becomes the Node's InternalIP)") from None
+        unknown = set(entry) - {"name", "address", "user", "key_file", "role", "ssh_host", "port"}
+        if unknown:
+            raise InventoryError(f"{where} ({entry['name']}): unknown field(s) {', '.join(sorted(unknown))}")
+        hosts.append(InventoryHost(str(entry["name"]), str(entry["address"]), str(entry["user"]),
+                                   str(entry["key_file"]), str(entry["role"]), str(entry.get("ssh_host", "")),
+                                   int(entry.get("port", 22))))
+    if sum(h.role == "master" for h in hosts) != 1:
+        raise InventoryError(f"{source}: exactly one host must have role master")
+    names = [h.name for h in hosts]
+    if len(set(names)) != len(names):
+        raise InventoryError(f"{source}: host names must be unique")
+    return Inventory(str(data.get("name", "flotilla")), tuple(hosts),
+                     str(data.get("pod_network", cluster.DEFAULT_POD_NETWORK)), str(data.get("lb_pool", "")))
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise InventoryError(f"inventory {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise InventoryError(f"inventory {path}: not YAML: {err}") from None
+    return parse_inventory(data, source=str(path))
+
+
+def machines(inventory: Inventory) -> list[cluster.Machine]:
+    return [cluster.Machine(Host(h.name, h.connection(), sudo=h.user != "root"), h.name, h.address, h.role)
+            for h in inventory.hosts]
+
+
+def default_lb_pool(inventory: Inventory) -> str:
+    """.200-.250 of the master's /24: LoadBalancer addresses the nodes' network already reaches."""
+    master = next(h for h in inventory.hosts if h.role == "master")
+    prefix = master.address.rsplit(".", 1)[0]
+    return f"{prefix}.200-{prefix}.250"
+
+
+def up(inventory: Inventory) -> cluster.Result:
+    return cluster.up(inventory.name, machines(inventory), pod_network=inventory.pod_network,
+                      lb_pool=inventory.lb_pool or default_lb_pool(inventory))
+
+
+def down(inventory: Inventory) -> None:
+    cluster.down(inventory.name, machines(inventory))

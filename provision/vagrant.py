@@ -1,0 +1,112 @@
+"""The Vagrant provider: the SSH provider with its inventory read from Vagrant.
+
+`vagrant up` ends by running `python -m provision vagrant bootstrap` on the
+host (a trigger in the Vagrantfile). It calls `vagrant ssh-config` once
+through python-vagrant (every python-vagrant call runs the vagrant CLI, ~3 s),
+opens one Fabric connection per machine, asks each machine its hostname (the
+Node's name) and its private-network address (the Node's InternalIP — never
+eth0's NAT 10.0.2.15, which every VM has), and hands the machines to the same
+bootstrap as the SSH provider. The Vagrantfile stays the one place where names
+and addresses are decided.
+
+libvirt brings the machines up in parallel and the trigger fires when the last
+one is up, so the bootstrap first waits until every machine answers on SSH.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from paramiko import SSHConfig, SSHException
+from rich.console import Console
+
+from provision import ssh
+from provision.bootstrap import cluster
+from provision.bootstrap.host import BootstrapError, Host
+
+PRIVATE_INTERFACE = "eth1"  # eth0 is Vagrant's management (NAT) network
+SSH_TIMEOUT = 1200.0
+CLUSTER_NAME = "vagrant"
+
+console = Console(stderr=True)
+
+
+class ProvisionError(RuntimeError):
+    """The Vagrant machines could not be bootstrapped (the message says which and why)."""
+
+
+def ssh_settings(root: str, timeout: float = SSH_TIMEOUT) -> dict[str, dict[str, str]]:
+    """`vagrant ssh-config` for every machine, parsed (waits while some machine is not up yet)."""
+    import vagrant
+
+    v = vagrant.Vagrant(root, quiet_stderr=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            text = v.ssh_config()
+            break
+        except subprocess.CalledProcessError as err:  # some machine is not created or not running yet
+            if time.monotonic() > deadline:
+                raise ProvisionError(f"vagrant ssh-config failed for {timeout:.0f}s: {err}") from err
+            time.sleep(5)
+    config = SSHConfig.from_text(text)
+    names = sorted(h for h in config.get_hostnames() if h != "*")
+    if not names:
+        raise ProvisionError(f"vagrant ssh-config in {root} lists no machine: is the Vagrantfile there?")
+    return {name: dict(config.lookup(name)) for name in names}
+
+
+def inventory(root: str) -> ssh.Inventory:
+    """Each Vagrant machine as an inventory host: its SSH settings, hostname and private address."""
+    hosts = []
+    for machine, settings in ssh_settings(root).items():
+        key = settings.get("identityfile", [""])
+        key_file = key[0] if isinstance(key, list) else str(key)
+        entry = ssh.InventoryHost(machine, "", settings["user"], key_file, "worker", settings["hostname"],
+                                  int(settings.get("port", 22)))
+        conn = entry.connection()
+        host = Host(machine, conn, sudo=True)
+        deadline = time.monotonic() + SSH_TIMEOUT
+        while True:
+            try:
+                out = host.run(f"hostname; ip -4 -o addr show dev {PRIVATE_INTERFACE}")
+                break
+            except (OSError, SSHException, BootstrapError) as err:  # SSH not up yet, or eth1 not configured yet
+                if time.monotonic() > deadline:
+                    raise ProvisionError(f"{machine}: no SSH or no {PRIVATE_INTERFACE} address: {err}") from err
+                time.sleep(5)
+        lines = out.split("\n")
+        hostname = lines[0].strip()
+        words = " ".join(lines[1:]).split()
+        if "inet" not in words:
+            raise ProvisionError(f"{machine}: {PRIVATE_INTERFACE} has no IPv4 address (private_network in the "
+                                 "Vagrantfile?)")
+        address = words[words.index("inet") + 1].split("/")[0]
+        role = "master" if machine == "master" else "worker"
+        hosts.append(ssh.InventoryHost(hostname, address, entry.user, key_file, role, entry.ssh_host, entry.port))
+        conn.close()
+    return ssh.Inventory(CLUSTER_NAME, tuple(hosts))
+
+
+def bootstrap(root: str) -> cluster.Result:
+    started = time.monotonic()
+    try:
+        inv = inventory(str(Path(root).resolve()))
+        console.print(f"vagrant: {len(inv.hosts)} machines answer on SSH "
+                      f"({time.monotonic() - started:.0f}s): "
+                      + ", ".join(f"{h.name} {h.address}" for h in inv.hosts))
+        result = ssh.up(inv)
+    except (BootstrapError, ssh.InventoryError) as err:
+        raise ProvisionError(str(err)) from err
+    console.print(cluster.summary(result))
+    console.print("  vagrant ssh master -c 'kctl get nodes'")
+    return result
+
+
+def teardown(root: str) -> None:
+    try:
+        ssh.down(inventory(str(Path(root).resolve())))
+    except (BootstrapError, ssh.InventoryError) as err:
+        raise ProvisionError(str(err)) from err
