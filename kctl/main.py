@@ -76,3 +76,7 @@ for _command in (*COMMANDS, cluster):
 def main() -> None:
     """The `kctl` console script."""
     cli.main(prog_name="kctl")
+
+
+if __name__ == "__main__":
+    main()
