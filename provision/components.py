@@ -18,7 +18,9 @@ it makes
   the admin (group system:masters), kube-scheduler, kube-controller-manager,
   kube-proxy, the cluster DNS, and each kubelet
   (`system:node:<name>` in `system:nodes`, which node restriction narrows to
-  its own Node);
+  its own Node) except those named in `token_joined`, whose kubelets obtain
+  their client certificate themselves with a bootstrap token (kubelet TLS
+  bootstrap);
 - each daemon's argv, pointing at those files under `plan.config_dir`.
 
 `bundle()` returns the files as {relative path: bytes}; `Bundle.write()` puts
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,8 +205,14 @@ def apiserver_names(plan: ClusterPlan) -> list[str]:
             f"{plan.name}-master"]
 
 
-def bundle(plan: ClusterPlan, ca: pki.KeyPair | None = None) -> Bundle:
-    """The PKI and every kubeconfig of the cluster (a new CA unless one is given)."""
+def bundle(plan: ClusterPlan, ca: pki.KeyPair | None = None, *, token_joined: Collection[str] = ()) -> Bundle:
+    """The PKI and every kubeconfig of the cluster (a new CA unless one is given).
+
+    Nodes in `token_joined` get no kubelet client kubeconfig: they join with a bootstrap token.
+    """
+    unknown = set(token_joined) - {n.name for n in plan.nodes}
+    if unknown:
+        raise PlanError(f"cluster {plan.name} has no node {', '.join(sorted(unknown))} to join with a token")
     ca = ca or pki.create_ca(f"{plan.name}-ca")
     files: dict[str, bytes] = {f"{CA}.crt": ca.cert_pem, f"{CA}.key": ca.key_pem}
 
@@ -217,7 +225,7 @@ def bundle(plan: ClusterPlan, ca: pki.KeyPair | None = None) -> Bundle:
     # The token port needs a token file; static tokens are not handed out, so it starts empty.
     files[TOKENS] = b"# token,user,uid,\"group1,group2\" (none: components use client certificates)\n"
     server = f"https://{plan.api_server}"
-    for identity in (*COMPONENTS, *(node_identity(n.name) for n in plan.nodes)):
+    for identity in (*COMPONENTS, *(node_identity(n.name) for n in plan.nodes if n.name not in token_joined)):
         credentials = pki.create_client_cert(ca, identity.user, identity.groups)
         files[f"kubeconfigs/{identity.name}.conf"] = pki.kubeconfig(
             plan.name, server, ca.cert_pem, identity.user, credentials).encode()
@@ -295,9 +303,17 @@ def kubelet_argv(plan: ClusterPlan, node: NodePlan, *, config_file: str, contain
             "--containerd-socket", containerd_socket, "--config", config_file]
 
 
-def proxy_argv(plan: ClusterPlan, node: NodePlan, *, netns: str = "") -> list[str]:
+def proxy_argv(plan: ClusterPlan, node: NodePlan, *, netns: str = "", table: str = "",
+               nodeport_addresses: Iterable[str] = (), announce: bool = True) -> list[str]:
+    """The proxy's flags. `table` and `nodeport_addresses` for a proxy sharing its namespace with others
+    (its own nftables table; node ports on its own address only); `announce=False` keeps the node out of
+    LoadBalancer announcing (the proxy finds the interface to announce on from --node-ip)."""
     argv = [*_module(plan, "nodeagent.proxy.main"), "--kubeconfig", plan.kubeconfig_path(PROXY),
-            "--node-name", node.name, "--node-ip", node.address]
+            "--node-name", node.name]
+    argv += ["--node-ip", node.address] if announce else []
+    argv += ["--table", table] if table else []
+    for cidr in nodeport_addresses:
+        argv += ["--nodeport-addresses", cidr]
     return argv + (["--netns", netns] if netns else [])
 
 

@@ -25,7 +25,14 @@ Each worker is a network namespace with its own containerd (own root, state,
 socket, runc root, CNI dirs, cgroup prefix), started inside the namespace with
 nsenter; its kubelet runs in the namespace too (the apiserver dials the kubelet
 API at the node's InternalIP) and registers the podCIDR 10.244.<i>.0/24; its
-proxy runs on the host and programs the namespace's nftables. One
+proxy runs on the host and programs the namespace's nftables. Workers join as
+kubeadm's do: `up` creates a bootstrap token (TTL 1 h) through the API, runs
+`kctl join`'s discovery for each worker (the CA pinned by its hash) to write
+the node's bootstrap kubeconfig, and the worker's kubelet, started once that
+file exists, gets its own client certificate by a CertificateSigningRequest
+(kept in nodes/<node>/kubelet.conf, which restarts reuse). The master's proxy
+runs in the host's namespace with a table of the cluster's own
+(`flotilla-proxy-<name>`) and node ports on the master's address only. One
 supervisor process per cluster (provision/supervisor.py) starts and restarts
 all daemons. Everything lives in `~/.flotilla/clusters/<name>/` (or
 $FLOTILLA_HOME/...): state.json, kubeconfig (the admin's), config/ (PKI and
@@ -34,13 +41,14 @@ kubeconfigs), logs/, nodes/<node>/.
 `down` stops the supervisor (which stops the daemons), kills anything left,
 tears each node's runtime down (runc state, shims, mounts, cgroups, the
 master's CNI bridge), deletes namespaces, veths, bridge, host routes and the
-nft table, and removes the folder.
+nft tables (the provisioner's and the master proxy's), and removes the folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import ipaddress
 import json
 import os
@@ -56,12 +64,15 @@ from typing import Any, Protocol
 
 import yaml
 
+from kctl.commands.join import join_node
+from kctl.errors import CliError
 from nodeagent.containerd import NodeRuntime
 from nodeagent.localnode import LocalNode
-from proto import core_pb2
+from nodeagent.proxy import nft
+from proto import bootstrap, core_pb2, manifest
 from proto.client import config as clientconfig
-from proto.errors import ApiError
-from provision import components, netns
+from proto.errors import AlreadyExists, ApiError
+from provision import components, netns, pki
 from provision import registry as image_registry
 from provision.images import push_node_images
 from provision.processes import etcd_argv
@@ -76,6 +87,7 @@ DNS_SERVICE_IP = "10.96.0.10"
 FIRST_WORKER_HOST = 101  # workers at .101, .102, ... as in the book's Vagrantfile
 LB_POOL_HOSTS = (200, 250)
 UP_TIMEOUT = 180.0
+JOIN_TOKEN_TTL = dt.timedelta(hours=1)  # long enough to add a node by hand after `up`, short-lived like kubeadm's
 SOCKET_ROOT = Path("/run/flotilla")
 
 
@@ -147,6 +159,14 @@ class ClusterState:
     def nft_table(self) -> str:
         return f"flotilla-{self.name}"
 
+    @property
+    def proxy_table(self) -> str:
+        """The master proxy's table (family ip): the host's namespace may hold other clusters' masters."""
+        return f"flotilla-proxy-{self.name}"
+
+    def worker_names(self) -> list[str]:
+        return [n.name for n in self.node_infos() if not n.control_plane]
+
 
 class ClusterRuntime(NodeRuntime):
     """A node's containerd, pulling over plain HTTP from the cluster registry (docker.io names included)."""
@@ -198,6 +218,16 @@ def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str)
     return nodes
 
 
+def bootstrap_kubeconfig_path(folder: Path, node: str) -> Path:
+    """Where `up` joins a worker: its bootstrap kubeconfig (the token), which its kubelet waits for."""
+    return folder / "nodes" / node / "bootstrap-kubeconfig"
+
+
+def kubelet_kubeconfig_path(folder: Path, node: str) -> Path:
+    """A worker kubelet's own credentials, written by its TLS bootstrap (and reused when it restarts)."""
+    return folder / "nodes" / node / "kubelet.conf"
+
+
 def _node(state: ClusterState, info: NodeInfo, folder: Path) -> LocalNode:
     settings = components.kubelet_settings(state.components_plan(), info.plan())
     # Any free port for the kubelet API: the master's kubelet shares the host with whatever else runs here.
@@ -206,9 +236,9 @@ def _node(state: ClusterState, info: NodeInfo, folder: Path) -> LocalNode:
         # The master's kubelet runs in the host's namespace, whose routes to the pods the provisioner owns
         # (netns.add_host_pod_routes): another cluster's master on this host must not sweep them either.
         settings["node_routes"] = False
-        # No proxy on the master (see _daemon_specs), so its pods cannot reach the DNS Service's ClusterIP:
-        # they ask the DNS server on the master's own address instead.
-        settings["cluster_dns"] = [state.master_address]
+    else:
+        settings["bootstrap_kubeconfig"] = str(bootstrap_kubeconfig_path(folder, info.name))
+        settings["kubeconfig"] = str(kubelet_kubeconfig_path(folder, info.name))
     node = LocalNode(info.name, folder / "nodes" / info.name, state.api_address, info.address, info.pod_cidr,
                      settings)
     node.runtime = ClusterRuntime(info.name, node.base / "containerd", registry=state.registry)
@@ -237,16 +267,28 @@ def _daemon_specs(state: ClusterState, folder: Path, *, etcd_port: int) -> list[
         # A worker's daemons run inside its namespace (the apiserver dials its kubelet at the node's InternalIP);
         # nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup mounts. The master is the host.
         enter = [] if info.control_plane else ["nsenter", f"--net=/run/netns/{info.name}"]
+        kubelet = node.kubelet_argv()
+        if not info.control_plane:
+            # Started once `up` has joined the node (written its bootstrap kubeconfig), as kubeadm's kubelet
+            # waits for `kubeadm join`; exiting instead would cost the supervisor's restart back-off.
+            kubelet = ["sh", "-c", 'until [ -e "$0" ]; do sleep 0.1; done; exec "$@"',
+                       str(bootstrap_kubeconfig_path(folder, info.name)), *kubelet]
         specs += [
             DaemonSpec(f"containerd/{info.name}", [*enter, containerd, "--config", str(rt.config_path)],
                        str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),
-            DaemonSpec(f"kubelet/{info.name}", [*enter, *node.kubelet_argv()], str(logs / f"kubelet-{info.name}.log")),
+            DaemonSpec(f"kubelet/{info.name}", [*enter, *kubelet], str(logs / f"kubelet-{info.name}.log")),
         ]
-        if not info.control_plane:
-            # The proxy programs the node's namespace from the host. None on the master: its table name is
-            # fixed, so it would rewrite the host's own nftables (see docs/provisioning.md).
-            specs.append(DaemonSpec(f"proxy/{info.name}", components.proxy_argv(cluster, info.plan(), netns=info.name),
-                                    str(logs / f"proxy-{info.name}.log")))
+        if info.control_plane:
+            # In the host's namespace: a table of this cluster's own, node ports on the master's address only
+            # (not on the machine's other interfaces), and no LoadBalancer announcing -- the master is the
+            # host, and an announced /32 would land on the host's bridge; like kubeadm's control-plane nodes
+            # (node.kubernetes.io/exclude-from-external-load-balancers) it stays out of the LB pool.
+            argv = components.proxy_argv(cluster, info.plan(), table=state.proxy_table,
+                                         nodeport_addresses=[f"{info.address}/32"], announce=False)
+        else:
+            # The proxy programs the node's namespace from the host.
+            argv = components.proxy_argv(cluster, info.plan(), netns=info.name)
+        specs.append(DaemonSpec(f"proxy/{info.name}", argv, str(logs / f"proxy-{info.name}.log")))
     return specs
 
 
@@ -290,6 +332,59 @@ def node_statuses(state: ClusterState) -> dict[str, str]:
     return {node.metadata.name: "Ready" if any(c.type == "Ready" and c.status == "True"
                                                for c in node.status.conditions) else "NotReady"
             for node in nodes}
+
+
+def publish(state: ClusterState, token: bootstrap.Token, ca_pem: bytes, ttl: dt.timedelta = JOIN_TOKEN_TTL) -> bool:
+    """What a new cluster serves: kube-public/cluster-info, a bootstrap token (what `kctl token create`
+    makes) and kube-dns, created in-process as the admin.
+
+    In-process rather than through `kctl apply`: a kctl process costs ~1 s of CPU on a busy machine, and the
+    workers' kubelets wait for their join, which needs these. Idempotent, so `up` may retry it while the
+    apiserver warms up.
+    """
+    cluster = state.components_plan()
+    info = bootstrap.cluster_info(f"https://{cluster.api_server}", ca_pem,
+                                  f"{cluster.master_address}:{cluster.token_port}")
+    secret = bootstrap.token_secret(token, ttl=ttl, description=f"kctl cluster up: joins the nodes of {state.name}")
+
+    async def create() -> None:
+        async with clientconfig.load(kubeconfig=state.kubeconfig).client(timeout=10) as client:
+            for namespace in (bootstrap.CLUSTER_INFO_NAMESPACE, bootstrap.TOKEN_NAMESPACE):
+                ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+                ns.metadata.name = namespace
+                with contextlib.suppress(AlreadyExists):
+                    await client.create(ns)
+            dns = [manifest.from_dict(doc) for doc in yaml.safe_load_all(dns_manifest(state.master_address))]
+            for obj in (info, secret, *dns):
+                with contextlib.suppress(AlreadyExists):
+                    await client.create(obj)
+
+    try:
+        asyncio.run(create())
+    except (ApiError, clientconfig.ConfigError) as err:
+        raise RuntimeError(f"cannot publish cluster-info, a bootstrap token and kube-dns: {err}") from None
+    return True
+
+
+def join_command(state: ClusterState, token: bootstrap.Token, ca_pem: bytes) -> str:
+    return f"kctl join {state.token_address} --token {token} --discovery-token-ca-cert-hash {pki.ca_cert_hash(ca_pem)}"
+
+
+def join_workers(state: ClusterState, token: bootstrap.Token, ca_pem: bytes, deadline: float, folder: Path) -> None:
+    """`kctl join` for each worker: discover the cluster, pin its CA, write the node's bootstrap kubeconfig."""
+    pins = (pki.ca_cert_hash(ca_pem),)
+
+    def join(node: str) -> bool:
+        try:
+            join_node(state.token_address, str(token), pins, bootstrap_kubeconfig_path(folder, node))
+        except CliError as err:
+            # Right after its Secret is created the apiserver may not know the token yet (its authenticator
+            # learns tokens from a watch): Unauthorized until then, so try again until the deadline.
+            raise RuntimeError(str(err)) from None
+        return True
+
+    for node in state.worker_names():
+        _wait(lambda node=node: join(node), f"{node} joining with a bootstrap token", deadline, folder)
 
 
 def ready_nodes(state: ClusterState) -> set[str]:
@@ -380,7 +475,7 @@ def up(name: str = "flotilla", *, workers: int = 2, subnet: str = DEFAULT_SUBNET
 
         progress.phase("certificates")
         cluster = state.components_plan()
-        files = components.bundle(cluster)
+        files = components.bundle(cluster, token_joined=state.worker_names())
         files.write(state.config_dir)
         _copy_private(Path(cluster.kubeconfig_path(components.ADMIN)), Path(state.kubeconfig))
         progress.done(f"CA, {sum(f.endswith('.crt') for f in files.files) - 1} serving/client certificates, "
@@ -401,17 +496,23 @@ def up(name: str = "flotilla", *, workers: int = 2, subnet: str = DEFAULT_SUBNET
         progress.phase("control plane")
         # The port first (cheap to poll; the apiserver opens it once RBAC is loaded), then one kctl.
         _wait(lambda: _answers(state.api_address), "apiserver", deadline, folder)
-        # kube-dns, and kube-public/cluster-info so that `kctl token create --print-join-command` works.
-        published = dns_manifest(state.master_address) + "---\n" + yaml.safe_dump(
-            components.cluster_info_manifest(cluster, files.ca().cert_pem), sort_keys=False)
-        _wait(lambda: bool(kctl(state, "apply", "-f", "-", stdin=published)),
-              "the kube-dns Service and cluster-info", deadline, folder)
+        # kube-public/cluster-info (so that `kctl join` and `kctl token create --print-join-command` work), a
+        # bootstrap token for the workers, and kube-dns.
+        token = bootstrap.generate_token()
+        _wait(lambda: publish(state, token, files.ca().cert_pem), "cluster-info, a bootstrap token and kube-dns",
+              deadline, folder)
         progress.done(f"apiserver https://{state.api_address} (tokens :{cluster.token_port}), etcd, scheduler, "
-                      f"controller manager, DNS {master}:53")
+                      f"controller manager, DNS {master}:53 (kube-dns {DNS_SERVICE_IP})")
+
+        progress.phase("join")
+        join_workers(state, token, files.ca().cert_pem, deadline, folder)
+        ttl_hours = JOIN_TOKEN_TTL.total_seconds() / 3600
+        progress.done(f"{len(nodes) - 1} workers joined with a bootstrap token (TTL {ttl_hours:g} h); "
+                      f"to add a node: {join_command(state, token, files.ca().cert_pem)}")
 
         progress.phase("nodes")
         _wait(lambda: (folder / "supervisor.ready").exists(), "every daemon started", deadline, folder)
-        progress.done(f"containerd and kubelet on {len(nodes)} nodes, proxy on {len(nodes) - 1} workers")
+        progress.done(f"containerd, kubelet and proxy on {len(nodes)} nodes")
 
         progress.phase("node readiness")
         _wait(lambda: ready_nodes(state) >= {n.name for n in nodes}, "Nodes Ready", deadline, folder)
@@ -423,10 +524,24 @@ def up(name: str = "flotilla", *, workers: int = 2, subnet: str = DEFAULT_SUBNET
     state.pids = read_pids(folder)
     save_state(state)
     if write_default_config:
-        default = Path(os.environ.get("KCTL_CONFIG", Path.home() / ".kctl" / "config"))
+        default = default_kctl_config()
         default.parent.mkdir(parents=True, exist_ok=True)
         _copy_private(Path(state.kubeconfig), default)
     return state
+
+
+def default_kctl_config() -> Path:
+    """Where kctl looks when no --kubeconfig is given ($KCTL_CONFIG, else ~/.kctl/config)."""
+    return Path(os.environ.get("KCTL_CONFIG", Path.home() / ".kctl" / "config"))
+
+
+def _forget_default_config(state: ClusterState) -> None:
+    """Remove kctl's default config if it is still this cluster's copy (as `kind delete` drops its context):
+    left behind, every later kctl call would dial a cluster that is gone."""
+    default = default_kctl_config()
+    with contextlib.suppress(OSError):
+        if default.read_bytes() == Path(state.kubeconfig).read_bytes():
+            default.unlink()
 
 
 def _stop(pid: int, timeout: float) -> None:
@@ -447,6 +562,7 @@ def down(name: str = "flotilla", *, remove: bool = True) -> bool:
     if state is None and not folder.exists():
         return False
     if state is not None:
+        _forget_default_config(state)
         if state.supervisor_pid:
             _stop(state.supervisor_pid, timeout=60)  # it stops the daemons in reverse start order
         # If the supervisor had been killed, its daemons are still here.
@@ -458,6 +574,8 @@ def down(name: str = "flotilla", *, remove: bool = True) -> bool:
             runtime.cleanup()
             shutil.rmtree(runtime.socket.parent, ignore_errors=True)
         netns.remove_all(state.bridge, state.links(), state.nft_table)
+        with contextlib.suppress(nft.NftError):  # the master proxy's rules stay when it stops, on purpose
+            nft.apply_sync(nft.cleanup_transaction(state.proxy_table))
         with contextlib.suppress(OSError):
             SOCKET_ROOT.rmdir()  # only when no other cluster's node still has its socket there
     if remove:

@@ -80,6 +80,15 @@ def test_each_kubeconfig_carries_the_ca_and_its_own_identity(tmp_path: Path) -> 
     assert all((tmp_path / p).stat().st_mode & 0o077 == 0 for p in ("pki/ca.key", "kubeconfigs/admin.conf"))
 
 
+def test_token_joined_nodes_get_no_minted_kubelet_credentials(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    files = components.bundle(plan, token_joined=["tls-worker-1"]).files
+    assert "kubeconfigs/kubelet-tls-worker-1.conf" not in files  # it asks for its own by a CSR
+    assert "kubeconfigs/kubelet-tls-master.conf" in files and "pki/kubelet-tls-worker-1.crt" in files
+    with pytest.raises(components.PlanError, match="no node tls-worker-9"):
+        components.bundle(plan, token_joined=["tls-worker-9"])
+
+
 def test_an_existing_ca_is_kept(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
     components.bundle(plan).write(tmp_path)
@@ -113,6 +122,9 @@ def test_every_argv_is_accepted_by_its_daemon(tmp_path: Path) -> None:
         assert module.parse_args(argvs[identity.name][3:]).kubeconfig == plan.kubeconfig_path(identity)
     master = plan.nodes[0]
     assert proxy.parse_args(components.proxy_argv(plan, master)[3:]).node_name == "tls-master"
+    opts = proxy.parse_args(components.proxy_argv(plan, master, table="flotilla-proxy-tls", announce=False,
+                                                  nodeport_addresses=["192.168.73.1/32"])[3:])
+    assert (opts.table, opts.nodeport_addresses, opts.node_ip) == ("flotilla-proxy-tls", ["192.168.73.1/32"], None)
 
     settings = components.kubelet_settings(plan, master)
     config_file = tmp_path / "kubelet.yaml"

@@ -55,10 +55,21 @@ def test_the_master_is_a_tainted_node_on_the_host_and_every_daemon_speaks_tls(tm
         for node in nodes:  # the containerd socket folders it made under /run/flotilla
             with contextlib.suppress(OSError):
                 (local.SOCKET_ROOT / node.name).rmdir()
-    # The master's containerd and kubelet run on the host; a worker's inside its namespace; no master proxy.
+    # The master's containerd, kubelet and proxy run on the host; a worker's inside its namespace.
     assert specs["containerd/unit-tls-master"][0] != "nsenter"
     assert specs["kubelet/unit-tls-worker-1"][:2] == ["nsenter", "--net=/run/netns/unit-tls-worker-1"]
-    assert "proxy/unit-tls-master" not in specs and "proxy/unit-tls-worker-1" in specs
+    # The master's proxy: the cluster's own table, node ports on the master's address only, no LB announcing.
+    master_proxy = specs["proxy/unit-tls-master"]
+    assert "--netns" not in master_proxy and "--node-ip" not in master_proxy
+    assert master_proxy[master_proxy.index("--table") + 1] == "flotilla-proxy-unit-tls" == state.proxy_table
+    assert master_proxy[master_proxy.index("--nodeport-addresses") + 1] == "192.168.77.1/32"
+    assert "--table" not in specs["proxy/unit-tls-worker-1"]  # a worker's namespace is its own
+    # A worker's kubelet waits for `up` to join it, then bootstraps its own credentials from the token.
+    bootstrap_file = str(local.bootstrap_kubeconfig_path(folder, "unit-tls-worker-1"))
+    assert bootstrap_file in specs["kubelet/unit-tls-worker-1"][:7]
+    worker = yaml.safe_load((folder / "nodes" / "unit-tls-worker-1" / "kubelet.yaml").read_text())
+    assert worker["bootstrap_kubeconfig"] == bootstrap_file
+    assert worker["kubeconfig"] == str(local.kubelet_kubeconfig_path(folder, "unit-tls-worker-1"))
     apiserver = specs["apiserver"]
     assert "--listen" not in apiserver and apiserver[apiserver.index("--secure-listen") + 1] == "192.168.77.1:16477"
     assert "lb-controller" not in specs  # the controller manager runs the service-lb controller

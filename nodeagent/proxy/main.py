@@ -1,11 +1,15 @@
 """`flotilla-proxy`: the per-node daemon that makes Services reachable (kube-proxy).
 
     flotilla-proxy --server 127.0.0.1:6443 --node-name node-1 [--node-ip 192.168.56.101]
-    flotilla-proxy --cleanup        # remove every rule the proxy made, then exit
+    flotilla-proxy --cleanup [--table NAME]   # remove every rule the proxy made, then exit
 
 On a local cluster whose nodes are network namespaces, `--netns NODE` keeps the
 proxy in the host's namespace (where the apiserver listens on loopback) and
-programs the node's namespace (`ip netns exec NODE nft ...`).
+programs the node's namespace (`ip netns exec NODE nft ...`). A proxy that
+shares its namespace with other networks (a local cluster's master is the host
+itself) takes `--table NAME`, so each cluster has a table of its own, and
+`--nodeport-addresses CIDR` (as kube-proxy's), so node ports open on the node's
+address only and not on every interface of the machine.
 
 Runs as root on each node (it programs the node's nftables); see proxier.py for
 the loop and rules.py for the ruleset.
@@ -16,10 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 
-from nodeagent.proxy import nft
+from nodeagent.proxy import nft, rules
 from nodeagent.proxy.announcer import Announcer, interface_of
 from nodeagent.proxy.proxier import Proxier
 from proto.client import Client
@@ -27,6 +32,21 @@ from proto.client import config as clientconfig
 from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.proxy")
+
+
+def table_name(text: str) -> str:
+    # nft identifiers: a letter, then letters, digits, - _ . (a name is spliced into nft scripts as is).
+    if not text or not text[0].isalpha() or not all(c.isalnum() or c in "-_." for c in text) or len(text) > 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an nftables table name (a letter, then letters, "
+                                         "digits, '-', '_' or '.'; at most 64)")
+    return text
+
+
+def ipv4_cidr(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 CIDR (like 192.168.56.1/32)") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lb-interface", help="interface to announce LoadBalancer addresses on "
                         "(default: the one holding --node-ip; neither: no announcing)")
     parser.add_argument("--netns", help="program this named network namespace instead of our own (local nodes)")
+    parser.add_argument("--table", default=rules.TABLE, type=table_name,
+                        help=f"the nftables table (family {rules.FAMILY}) to own (default: %(default)s)")
+    parser.add_argument("--nodeport-addresses", action="append", default=[], type=ipv4_cidr, metavar="CIDR",
+                        help="answer node ports only on local addresses in CIDR (repeatable; default: every "
+                        "local address but loopback)")
     parser.add_argument("--cleanup", action="store_true", help="delete the proxy's nftables table and exit")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
@@ -48,7 +73,8 @@ async def serve(opts: argparse.Namespace) -> None:
     client_config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
     async with client_config.client() as client:
         await client.wait_ready(timeout=30)
-        proxier = Proxier(client, node_name=opts.node_name, netns=opts.netns)
+        proxier = Proxier(client, node_name=opts.node_name, netns=opts.netns, table=opts.table,
+                          nodeport_addresses=opts.nodeport_addresses)
         interface = opts.lb_interface or (interface_of(opts.node_ip, netns=opts.netns) if opts.node_ip else None)
         task = asyncio.create_task(run_all(proxier, client, opts, interface))
         loop = asyncio.get_running_loop()
@@ -75,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if opts.cleanup:
         try:
-            nft.apply_sync(nft.cleanup_transaction(), netns=opts.netns)
+            nft.apply_sync(nft.cleanup_transaction(opts.table), netns=opts.netns)
         except nft.NftError as err:
             raise SystemExit(f"flotilla-proxy: {err}") from None
         return

@@ -41,14 +41,14 @@ def apply_sync(transaction: str, *, netns: str | None = None) -> None:
         raise NftError(done.stderr.decode(errors="replace").strip()[:4000])
 
 
-def cleanup_transaction() -> str:
+def cleanup_transaction(table: str = TABLE) -> str:
     # "add" first makes the delete succeed whether or not the table exists.
-    return f"add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"
+    return f"add table {FAMILY} {table}\ndelete table {FAMILY} {table}\n"
 
 
-async def list_chains(*, netns: str | None = None) -> list[str]:
+async def list_chains(*, netns: str | None = None, table: str = TABLE) -> list[str]:
     """The chains the proxy's table holds now ([] when there is no table)."""
-    command = (["ip", "netns", "exec", netns] if netns else []) + ["nft", "list", "chains", FAMILY, TABLE]
+    command = (["ip", "netns", "exec", netns] if netns else []) + ["nft", "list", "chains", FAMILY, table]
     proc = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, _ = await proc.communicate()
     if proc.returncode != 0:

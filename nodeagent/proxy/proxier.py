@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable
 
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.conntrack import ConntrackCleaner, stale_flows
@@ -31,9 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class Proxier:
-    def __init__(self, client: Client, *, node_name: str, netns: str | None = None) -> None:
+    def __init__(self, client: Client, *, node_name: str, netns: str | None = None, table: str = rules.TABLE,
+                 nodeport_addresses: Iterable[str] = ()) -> None:
         self.node_name = node_name
         self.netns = netns  # run nft in this network namespace (tests); None is the proxy's own
+        self.table = table
+        self.nodeport_addresses = tuple(nodeport_addresses)  # CIDRs node ports answer on; () is every local one
         self.factory = InformerFactory(client)
         self.services = self.factory.informer(core_pb2.Service)
         self.endpoints = self.factory.informer(core_pb2.Endpoints)
@@ -118,9 +122,10 @@ class Proxier:
         wanted = {key: rules.render_service(p) for key, p in ports.items()}
         wanted = {key: frag for key, frag in wanted.items() if frag != rules.Fragment()}
         keep = set(rules.BASE_CHAINS).union(*(frag.chains for frag in wanted.values()))
-        stale = [name for name in await nft.list_chains(netns=self.netns) if name not in keep]
-        await self._apply(rules.declarations(wanted.values()))
-        await self._apply(rules.full_sync(wanted.values(), stale))
+        stale = [name for name in await nft.list_chains(netns=self.netns, table=self.table) if name not in keep]
+        await self._apply(rules.declarations(wanted.values(), table=self.table))
+        await self._apply(rules.full_sync(wanted.values(), stale, table=self.table,
+                                          nodeport_addresses=self.nodeport_addresses))
         self.applied = wanted
         self.applied_ports = {key: ports[key] for key in wanted}
         log.info("programmed %d services in %.3f s", len(wanted), time.perf_counter() - started)
@@ -129,7 +134,7 @@ class Proxier:
         ports = self.desired_ports(key)
         new = rules.render_service(ports)
         old = self.applied.get(key, rules.Fragment())
-        transaction = rules.fragment_diff(old, new)
+        transaction = rules.fragment_diff(old, new, table=self.table)
         if transaction:
             await self._apply(transaction)
         self._release_slots(key, self._port_ids(key))

@@ -1,11 +1,13 @@
 """The proxy's decision code: Services + Endpoints in, nftables ruleset text out (pure).
 
 Every node's proxy turns the cluster's Services into kernel rules in one table,
-`ip flotilla-proxy`, laid out as kube-proxy's nftables mode lays it out:
+`ip flotilla-proxy` (another name with --table, when several proxies share a
+namespace), laid out as kube-proxy's nftables mode lays it out:
 
     prerouting / output (nat, priority dstnat / -100) ─► services
     services:  ip daddr . meta l4proto . th dport vmap @service-ips        (ClusterIP, LB/external IPs)
-               fib daddr type local  meta l4proto . th dport vmap @service-nodeports
+               fib daddr type local  meta l4proto . th dport vmap @service-nodeports   (or: ip daddr in
+                                                 --nodeport-addresses and local)
     svc-<ns>/<name>/<proto>/<port>:  numgen random mod N vmap { 0 : goto ep-…, 1 : goto ep-… }
     ep-…:      hairpin mark; dnat to <pod IP>:<targetPort>
     ext-…:     (NodePort / LB) masquerade mark, then goto svc-…
@@ -305,8 +307,8 @@ BASE_CHAINS = ("services", "endpoints-check", REJECT_CHAIN, "prerouting", "outpu
                "filter-input", "filter-forward", "filter-output")
 
 
-def _base_objects() -> list[str]:
-    t = f"{FAMILY} {TABLE}"
+def _base_objects(table: str = TABLE) -> list[str]:
+    t = f"{FAMILY} {table}"
     lines = [f"add map {t} {name} {{ {_declare(kind)}; }}" for name, kind in _MAP_TYPES.items()]
     lines.append(f"add set {t} {HAIRPIN} {{ type ipv4_addr . inet_proto . inet_service . ipv4_addr; }}")
     return [
@@ -325,8 +327,21 @@ def _base_objects() -> list[str]:
     ]
 
 
-def _base_rules() -> list[str]:
-    t = f"{FAMILY} {TABLE}"
+def _nodeport_match(nodeport_addresses: Iterable[str]) -> str:
+    """Which destinations are node ports: any local address but loopback, or only those in the given CIDRs.
+
+    Loopback never (DNAT from 127/8 would need route_localnet). With CIDRs (kube-proxy's
+    --nodeport-addresses) a node that shares its namespace with other networks, as a local cluster's
+    master shares the host's, opens node ports on its own address only.
+    """
+    cidrs = ", ".join(nodeport_addresses)
+    return (f"ip daddr {{ {cidrs} }} fib daddr type local" if cidrs
+            else "fib daddr type local ip daddr != 127.0.0.0/8")
+
+
+def _base_rules(table: str = TABLE, nodeport_addresses: Iterable[str] = ()) -> list[str]:
+    t = f"{FAMILY} {table}"
+    nodeports = _nodeport_match(nodeport_addresses)
     lines = [
         f"add rule {t} prerouting jump services",
         f"add rule {t} output jump services",
@@ -334,12 +349,9 @@ def _base_rules() -> list[str]:
         f"add rule {t} services ip daddr . meta l4proto . th dport . ip saddr @{HAIRPIN} "
         f"meta mark set mark | {MASQUERADE_MARK:#x}",
         f"add rule {t} services ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}",
-        # Node ports: any local address but loopback (DNAT from 127/8 would need route_localnet).
-        f"add rule {t} services fib daddr type local ip daddr != 127.0.0.0/8 "
-        f"meta l4proto . th dport vmap @{SERVICE_NODEPORTS}",
+        f"add rule {t} services {nodeports} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}",
         f"add rule {t} endpoints-check ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}",
-        f"add rule {t} endpoints-check fib daddr type local ip daddr != 127.0.0.0/8 "
-        f"meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}",
+        f"add rule {t} endpoints-check {nodeports} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}",
         f"add rule {t} {REJECT_CHAIN} meta l4proto tcp reject with tcp reset",
         f"add rule {t} {REJECT_CHAIN} reject",
     ]
@@ -347,28 +359,29 @@ def _base_rules() -> list[str]:
     return lines
 
 
-def declarations(fragments: Iterable[Fragment]) -> str:
+def declarations(fragments: Iterable[Fragment], *, table: str = TABLE) -> str:
     """Start-up step 1: make sure the table and every chain, map and set exist.
 
     Only "add"s of empty objects, so it changes no packet's fate and may run while an
     older proxy's rules are live. Chains exist before step 2 names them, because the
     kernel is much slower to resolve a chain created in the same transaction.
     """
-    t = f"{FAMILY} {TABLE}"
-    lines = [f"add table {t}", *_base_objects()]
+    t = f"{FAMILY} {table}"
+    lines = [f"add table {t}", *_base_objects(table)]
     for frag in fragments:
         lines += [f"add set {t} {name} {{ {body} }}" for name, body in frag.sets.items()]
         lines += [f"add chain {t} {name}" for name in frag.chains]
     return "\n".join(lines) + "\n"
 
 
-def full_sync(fragments: Iterable[Fragment], stale_chains: Iterable[str] = ()) -> str:
+def full_sync(fragments: Iterable[Fragment], stale_chains: Iterable[str] = (), *, table: str = TABLE,
+              nodeport_addresses: Iterable[str] = ()) -> str:
     """Start-up step 2, one atomic transaction: every rule and element replaced at once.
 
     `stale_chains` are chains found in the table that no fragment wants (left by an
     earlier run); they are emptied and deleted in the same transaction.
     """
-    t = f"{FAMILY} {TABLE}"
+    t = f"{FAMILY} {table}"
     fragments = list(fragments)
     lines = [f"flush table {t}", *(f"flush map {t} {name}" for name in _MAP_TYPES), f"flush set {t} {HAIRPIN}"]
     lines += [f"delete chain {t} {name}" for name in stale_chains]
@@ -381,18 +394,18 @@ def full_sync(fragments: Iterable[Fragment], stale_chains: Iterable[str] = ()) -
             lines += [f"add rule {t} {name} {rule}" for rule in rules]
     # Hook chains and the other elements last, so nothing reaches the Service chains while
     # their rules go in and each rule is checked alone.
-    lines += _base_rules()
+    lines += _base_rules(table, nodeport_addresses)
     for map_name, items_list in elements.items():
         if items_list:
             lines.append(f"add element {t} {map_name} {{ {', '.join(items_list)} }}")
     return "\n".join(lines) + "\n"
 
 
-def fragment_diff(old: Fragment, new: Fragment) -> str:
+def fragment_diff(old: Fragment, new: Fragment, *, table: str = TABLE) -> str:
     """The transaction turning `old` into `new` (one Service's change); "" when they are equal."""
     if old == new:
         return ""
-    t = f"{FAMILY} {TABLE}"
+    t = f"{FAMILY} {table}"
     # Only what differs: an endpoint replaced is two elements of an endpoints map, which the
     # kernel takes without re-checking the rules (a changed rule costs a check of the table).
     lines: list[str] = []

@@ -4,11 +4,13 @@ Given a fresh cluster with two workers (a non-default name, subnet, bridge and
 ports, so it never collides with a cluster someone runs here), three Nodes are
 Ready, the master among them tainted control-plane:NoSchedule; kctl speaks TLS
 with the admin's client certificate, a caller without credentials is refused as
-unauthenticated, a worker's own kubeconfig cannot change another Node, and a
-bootstrap token's join command finds the cluster. When a user runs
+unauthenticated, the workers joined with a bootstrap token (their kubelets'
+certificates come from CSRs), a worker's own kubeconfig cannot change another
+Node, and a bootstrap token's join command finds the cluster. When a user runs
 nginx, exposes it on a NodePort, deploys and scales it and puts a LoadBalancer
-in front, then each step answers over HTTP from the host (and pods resolve the
-Service through the cluster DNS); a killed kubelet and apiserver come back under
+in front, then each step answers over HTTP from the host (the NodePort on the
+master's address too; pods, the master's among them, reach the ClusterIP and
+resolve the Service through the cluster DNS); a killed kubelet and apiserver come back under
 the cluster's supervisor; and once everything is deleted and the cluster is down, the host is as it was: no bridge, no
 namespaces, no routes, no processes. Every wait polls against a generous
 deadline (two cores, other test runs beside it). Needs root, containerd, runc
@@ -175,8 +177,14 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "nauthorized" in refused.stdout + refused.stderr, refused
 
-    # And a worker's own kubeconfig (system:node:<name>) cannot change another Node.
-    worker_config = tmp_path / "clusters" / NAME / "config" / "kubeconfigs" / f"kubelet-{NAME}-worker-1.conf"
+    # And the workers joined with a bootstrap token: no kubelet credentials were minted for them at `up`;
+    # each kubelet asked for its client certificate with a CertificateSigningRequest, approved and signed.
+    folder = tmp_path / "clusters" / NAME
+    assert not (folder / "config" / "kubeconfigs" / f"kubelet-{NAME}-worker-1.conf").exists()
+    csrs = [r for r in cluster.rows("get", "csr") if r["REQUESTOR"].startswith("system:bootstrap:")]
+    assert len(csrs) == 2 and all(r["CONDITION"] == "Approved,Issued" for r in csrs), csrs
+    # And a worker's own kubeconfig (system:node:<name>, from its CSR) cannot change another Node.
+    worker_config = folder / "nodes" / f"{NAME}-worker-1" / "kubelet.conf"
     hijack = subprocess.run([KCTL, "--kubeconfig", str(worker_config), "label", "node", f"{NAME}-worker-2",
                              "hijacked=yes"], env=cluster.env, capture_output=True, text=True, timeout=60)
     assert hijack.returncode != 0 and "may only modify its own Node" in hijack.stdout + hijack.stderr, hijack
@@ -202,11 +210,12 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     status = json.loads(cluster.kctl("get", "pod", "nginx", "-o", "json"))["status"]["containerStatuses"][0]
     assert status["imageID"].startswith(f"{SUBNET_PREFIX}.1:5000/library/nginx@sha256:"), status
 
-    # And expose it on a NodePort, then every worker answers on that port from the host.
+    # And expose it on a NodePort, then every node answers on that port from the host: the workers, and the
+    # master too (its proxy runs in the host's namespace with node ports on the master's address only).
     cluster.kctl("expose", "pod", "nginx", "--type=NodePort", "--port=80")
     service = {r["NAME"]: r for r in cluster.rows("get", "svc")}["nginx"]
     node_port = service["PORT(S)"].split(":")[1].split("/")[0]
-    for address in workers.values():
+    for address in nodes.values():
         page = eventually(lambda a=address: http_get(f"http://{a}:{node_port}/"), f"NodePort on {address}")  # type: ignore[misc]
         assert "Welcome to nginx!" in page
 
@@ -224,7 +233,7 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     eventually(short_name_answer, "DNS answer from a pod")
 
     # And a pod that tolerates the control-plane taint runs on the master, reaches nginx on a worker by its pod
-    # IP and resolves the Service (the master has no proxy: its pods ask the DNS server on the master's address).
+    # IP and by its ClusterIP (the master's proxy), and resolves the Service through kube-dns's ClusterIP.
     on_master = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "on-master"}, "spec": {
         "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
         "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
@@ -241,6 +250,10 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     page = eventually(lambda: cluster.kctl("exec", "on-master", "--", "busybox", "timeout", "3", "wget", "-qO-",
                                            f"http://{pod['IP']}/"), "nginx from the master's pod")
     assert "Welcome to nginx!" in page
+    page = eventually(lambda: cluster.kctl("exec", "on-master", "--", "busybox", "timeout", "3", "wget", "-qO-",
+                                           f"http://{cluster_ip}/"), "nginx's ClusterIP from the master's pod")
+    assert "Welcome to nginx!" in page
+    assert "nameserver 10.96.0.10" in cluster.kctl("exec", "on-master", "--", "cat", "/etc/resolv.conf")
     answer = cluster.kctl("exec", "on-master", "--", "nslookup", "nginx.default.svc.cluster.local", check=False)
     assert f"Address: {cluster_ip}" in answer, answer
     cluster.kctl("delete", "pod", "on-master")

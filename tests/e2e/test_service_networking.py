@@ -8,7 +8,8 @@ the stories run in order on it:
   kubelets keep (protocol 77), not routes the provisioner set;
 - 100 requests to a Deployment's ClusterIP from a pod reach all 3 replicas;
 - a pod resolves `web.default.svc.cluster.local` to the ClusterIP;
-- the NodePort answers on every node that runs a proxy;
+- the NodePort answers on every node, the master too (its proxy runs in the
+  host's namespace), and only on the master's address, not on the host's others;
 - scaling changes the endpoints the proxy programs within a second;
 - a rolling update behind a readiness probe drops no request;
 - a LoadBalancer address keeps answering after its announcing node is stopped:
@@ -33,6 +34,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,11 +231,21 @@ def test_node_port_answers_on_every_node(cluster: Cluster, nodes: dict[str, dict
                                           web: dict[str, str]) -> None:
     node_port = web["PORT(S)"].split(":")[1].split("/")[0]
     replicas = {p["NAME"] for p in running_pods(cluster, "web-", 3) or []}
-    # Every node that runs a proxy: the workers (a master Node, where there is one, runs none).
-    for name, address in WORKERS.items():
-        assert nodes[name]["INTERNAL-IP"] == address
-        answers = {http_get(f"http://{address}:{node_port}/").strip() for _ in range(20)}
+    # Every node runs a proxy: the workers, and the master in the host's namespace.
+    assert set(WORKERS) | {f"{NAME}-master"} == set(nodes)
+    for name, row in nodes.items():
+        assert WORKERS.get(name, f"{SUBNET_PREFIX}.1") == row["INTERNAL-IP"]
+        answers = {http_get(f"http://{row['INTERNAL-IP']}:{node_port}/").strip() for _ in range(20)}
         assert answers <= replicas and answers, f"NodePort on {name}: {answers}"
+    # But the master's node ports open on its own address only (--nodeport-addresses), not on every address
+    # of the host: another local address (one made here, on the cluster's bridge) is refused, nothing listens.
+    other = f"{SUBNET_PREFIX}.99"
+    ip("addr", "add", f"{other}/32", "dev", BRIDGE)
+    try:
+        with pytest.raises(urllib.error.URLError, match="refused"):
+            http_get(f"http://{other}:{node_port}/")
+    finally:
+        ip("addr", "del", f"{other}/32", "dev", BRIDGE)
 
 
 async def test_scaling_changes_the_proxy_endpoints_within_a_second(cluster: Cluster, web: dict[str, str]) -> None:
