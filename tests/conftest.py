@@ -6,6 +6,7 @@ test that writes gets its own namespace, so tests never see each other's objects
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,22 @@ import pytest
 from proto import core_pb2
 from proto.client import Client
 from provision.processes import ApiServer, Etcd, start_apiserver, start_etcd
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_kctl_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the user's own kctl config (~/.kctl/config).
+
+    A cluster someone brought up on this machine must not lend its credentials
+    to a test's kctl, and a test's `cluster up` must not replace the user's.
+    """
+    previous = os.environ.get("KCTL_CONFIG")
+    os.environ["KCTL_CONFIG"] = str(tmp_path_factory.mktemp("kctl") / "config")
+    yield
+    if previous is None:
+        os.environ.pop("KCTL_CONFIG", None)
+    else:
+        os.environ["KCTL_CONFIG"] = previous
 
 
 @pytest.fixture(scope="session")
