@@ -7,8 +7,9 @@ bridge flt78b and pods 10.78.0.0/16, free ports, a temporary FLOTILLA_HOME) thro
 `provision.local.up` that `kctl cluster up` calls (TLS everywhere, the master
 a Node too), which returns once every Node is Ready; then it reads the resident memory of every supervised
 daemon from /proc, and times `down` (which leaves the host as it was).
-Goals from issue 8: up <= 10 s for 1 master + 2 workers; control plane <= 250 MB
-and each node agent (kubelet) <= 80 MB resident.
+Goals from issue 8: up <= 10 s for 1 master + 2 workers; control plane (etcd, apiserver,
+scheduler, controller manager, DNS and the image registry) <= 250 MB and each node agent
+(kubelet) <= 80 MB resident.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from provision import local
 from provision.processes import free_port
 from provision.supervisor import read_pids
 
+# The master's control plane per issue 8, the image registry included (a Go binary, docker-registry).
 # The LoadBalancer pool is a controller in the controller manager (no lb-controller process).
-CONTROL_PLANE = ("etcd", "apiserver", "scheduler", "controller-manager", "dns")
+CONTROL_PLANE = ("etcd", "apiserver", "scheduler", "controller-manager", "dns", "registry")
 
 
 def rss_mib(pid: int) -> float:
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cluster up to master + {opts.workers} workers Ready (s, {opts.runs} runs): "
           f"median {statistics.median(ups):.2f}, min {min(ups):.2f}, max {max(ups):.2f}   (goal <= 10 s)")
     print(f"cluster down (s): median {statistics.median(downs):.2f}, max {max(downs):.2f}")
-    print(f"control plane RSS: {control:.1f} MiB (goal <= 250 MB): "
+    # 250 MB is 238.4 MiB: the goal is in MB, /proc in KiB.
+    print(f"control plane RSS: {control:.1f} MiB = {control * 2**20 / 1e6:.1f} MB (goal <= 250 MB): "
           + ", ".join(f"{k} {memory.get(k, 0):.1f}" for k in CONTROL_PLANE))
     for daemon, mib in sorted(memory.items()):
         if daemon not in CONTROL_PLANE:

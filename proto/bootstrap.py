@@ -24,8 +24,6 @@ import re
 import secrets
 from dataclasses import dataclass
 
-import yaml
-
 from proto import certificates_pb2, core_pb2
 
 TOKEN_SECRET_TYPE = "bootstrap.kubernetes.io/token"
@@ -158,6 +156,8 @@ def extra_groups_of(secret: core_pb2.Secret) -> list[str]:
 def cluster_info(server: str, ca_pem: bytes, bootstrap_server: str = "") -> core_pb2.ConfigMap:
     """kube-public/cluster-info: where the client-certificate port is, the CA that signs it, and
     where bootstrap tokens are taken."""
+    import yaml  # here, not at the top: the apiserver imports this module for tokens and never needs YAML
+
     kubeconfig = yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "", "cluster": {
@@ -174,6 +174,8 @@ def cluster_info(server: str, ca_pem: bytes, bootstrap_server: str = "") -> core
 
 def read_cluster_info(cm: core_pb2.ConfigMap) -> tuple[str, bytes]:
     """(server, CA PEM) from a cluster-info ConfigMap; ValueError naming what is missing."""
+    import yaml  # lazily, as in cluster_info
+
     try:
         doc = yaml.safe_load(cm.data.get(CLUSTER_INFO_KEY, ""))
         cluster = doc["clusters"][0]["cluster"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import os
 import time
 from typing import Any
 
@@ -58,7 +58,8 @@ class EventRecorder:
         ev = core_pb2.Event(api_version="v1", kind="Event", reason=reason, message=message, type=type_)
         # Events about cluster-scoped objects (nodes) live in "default", as in Kubernetes.
         ev.metadata.namespace = meta.namespace or "default"
-        ev.metadata.name = f"{meta.name}.{time.time_ns():x}{secrets.token_hex(2)}"
+        # os.urandom, not `secrets`: that imports hashlib, whose libcrypto costs every daemon ~3 MiB resident.
+        ev.metadata.name = f"{meta.name}.{time.time_ns():x}{os.urandom(2).hex()}"
         ref = ev.involved_object
         ref.kind, ref.api_version, ref.name, ref.namespace, ref.uid = (
             kind.kind, kind.api_version, meta.name, meta.namespace, meta.uid)
