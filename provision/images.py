@@ -130,10 +130,16 @@ def nginx_archive() -> bytes:
     return nginx_image().archive(NGINX_IMAGE)
 
 
+# Debian bookworm's nginx is 1.22: the image is tagged with that version too, so manifests
+# that pin a version (docs/examples) pull something true to its tag.
+NGINX_VERSION_TAG = "1.22"
+
+
 def node_images() -> dict[str, OCIImage]:
     """The base images by the name nodes pull them as (docker.io's paths, served by the cluster registry)."""
+    nginx = nginx_image()
     return {REGISTRY_PAUSE_IMAGE: pause_image(), "library/busybox:latest": busybox_image(),
-            "library/nginx:latest": nginx_image()}
+            "library/nginx:latest": nginx, f"library/nginx:{NGINX_VERSION_TAG}": nginx}
 
 
 def push_node_images(registry: str) -> list[PushResult]:
