@@ -4,7 +4,8 @@ Every node's proxy turns the cluster's Services into kernel rules in one table,
 `ip flotilla-proxy` (another name with --table, when several proxies share a
 namespace), laid out as kube-proxy's nftables mode lays it out:
 
-    prerouting / output (nat, priority dstnat / -100) ─► services
+    prerouting / output (nat, priority dstnat / -100) ─► services  (output: the node's own
+               connections to a Service carry the masquerade mark)
     services:  ip daddr . meta l4proto . th dport vmap @service-ips        (ClusterIP, LB/external IPs)
                fib daddr type local  meta l4proto . th dport vmap @service-nodeports   (or: ip daddr in
                                                  --nodeport-addresses and local)
@@ -344,7 +345,13 @@ def _base_rules(table: str = TABLE, nodeport_addresses: Iterable[str] = ()) -> l
     nodeports = _nodeport_match(nodeport_addresses)
     lines = [
         f"add rule {t} prerouting jump services",
+        # Connections the node itself opens to a Service leave with the node's source address,
+        # which pods may have no route back to (a master's default route, a node without one):
+        # mark them for masquerade as kube-proxy does for sources outside the cluster CIDR. A
+        # matched Service ends in dnat (terminal); the mark is taken off everything else.
+        f"add rule {t} output meta mark set mark | {MASQUERADE_MARK:#x}",
         f"add rule {t} output jump services",
+        f"add rule {t} output meta mark set mark & {~MASQUERADE_MARK & 0xFFFFFFFF:#x}",
         f"add rule {t} postrouting meta mark & {MASQUERADE_MARK:#x} == {MASQUERADE_MARK:#x} masquerade",
         f"add rule {t} services ip daddr . meta l4proto . th dport . ip saddr @{HAIRPIN} "
         f"meta mark set mark | {MASQUERADE_MARK:#x}",

@@ -257,6 +257,9 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     answer = cluster.kctl("exec", "on-master", "--", "nslookup", "nginx.default.svc.cluster.local", check=False)
     assert f"Address: {cluster_ip}" in answer, answer
     cluster.kctl("delete", "pod", "on-master")
+    # And the master itself reaches the ClusterIP (the NodePort above proves its proxy holds the Service):
+    # its own connections are masqueraded, so the pod answers an address it has a route to.
+    assert "Welcome to nginx!" in http_get(f"http://{cluster_ip}/")
 
     # When I create a Deployment and scale it to 3, then 3 of its pods run, over both workers.
     cluster.kctl("create", "deployment", "deploy-nginx", "--image=nginx")
