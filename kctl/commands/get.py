@@ -1,7 +1,7 @@
 """`kctl get`: list or fetch objects and print them as kubectl does, optionally watching.
 
 `get pods`, `get po,svc`, `get all`, `get deploy/web`, with -n / -A, label and
-field selectors, -o wide|yaml|json|name, --show-labels, --no-headers, and -w
+field selectors, -o wide|yaml|json|name|jsonpath=TEMPLATE, --show-labels, --no-headers, and -w
 to keep printing a row per change until Ctrl-C.
 """
 
@@ -13,7 +13,7 @@ from itertools import zip_longest
 import click
 from google.protobuf.message import Message
 
-from kctl import context, printers, resources
+from kctl import context, jsonpath, printers, resources
 from kctl.errors import CliError, report
 from proto.client import Client
 from proto.errors import Gone, Unavailable
@@ -24,7 +24,8 @@ from proto.errors import Gone, Unavailable
 @click.option("-A", "--all-namespaces", is_flag=True, help="List across all namespaces.")
 @click.option("-l", "--selector", default="", help="Label selector, e.g. app=web,tier!=db.")
 @click.option("--field-selector", default="", help="Field selector, e.g. spec.nodeName=node1.")
-@click.option("-o", "--output", type=click.Choice(printers.OUTPUTS), default=None, help="Output format.")
+@click.option("-o", "--output", callback=lambda _c, _p, v: output_format(v), default=None,
+              help=f"Output format: {', '.join(printers.OUTPUTS)} or jsonpath=TEMPLATE.")
 @click.option("-w", "--watch", is_flag=True, help="After listing, print a row per change.")
 @click.option("--show-labels", is_flag=True, help="Add a LABELS column.")
 @click.option("--no-headers", is_flag=True, help="Do not print the header row.")
@@ -49,6 +50,20 @@ def get(args: tuple[str, ...], all_namespaces: bool, selector: str, field_select
 
     if not context.run(body):
         raise click.exceptions.Exit(1)
+
+
+def output_format(value: str | None) -> str | None:
+    """-o: one of the printers' formats, or `jsonpath=TEMPLATE` (checked here, before any request)."""
+    if value is None or value in printers.OUTPUTS:
+        return value
+    if value.startswith("jsonpath="):
+        try:
+            jsonpath.render(value.removeprefix("jsonpath="), {})
+        except jsonpath.TemplateError as exc:
+            if "is not found" not in str(exc):
+                raise click.BadParameter(f"jsonpath template: {exc}") from None
+        return value
+    raise click.BadParameter(f"{value!r} is not one of {', '.join(map(repr, printers.OUTPUTS))} or jsonpath=TEMPLATE")
 
 
 class View:
@@ -82,6 +97,13 @@ class View:
             single = len(requests) == 1 and len(requests[0].names) == 1
             if every or not single:
                 click.echo(printers.render(every, self.output, single=single), nl=False)
+        elif self.output and self.output.startswith("jsonpath="):
+            single = len(requests) == 1 and len(requests[0].names) == 1
+            document = printers.as_dict(every[0]) if single and len(every) == 1 else printers.as_list(every)
+            try:
+                click.echo(jsonpath.render(self.output.removeprefix("jsonpath="), document), nl=False)
+            except jsonpath.TemplateError as err:
+                raise CliError(f"error executing jsonpath {self.output.removeprefix('jsonpath=')!r}: {err}") from None
         elif self.output == "name":
             click.echo(printers.render(every, "name", single=False), nl=False)
         else:
