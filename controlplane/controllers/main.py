@@ -18,7 +18,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -42,6 +41,7 @@ from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.tokencleaner import TokenCleaner
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, parse_pool
+from proto import duration
 from proto.client import Client, InformerFactory
 from proto.client import config as clientconfig
 from proto.client.events import EventRecorder
@@ -61,16 +61,11 @@ def lb_pool(text: str) -> list[str]:
 
 
 def parse_duration(text: str) -> float:
-    """Go-style durations as Kubernetes flags take them: "40s", "5m", "1m30s", "250ms"; bare numbers are seconds."""
+    """A duration flag ("40s", "5m", "1m30s", "250ms"; bare numbers are seconds)."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 40s, 5m, 1m30s)")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(n) * scale[u] for n, u in parts)
+        return duration.parse_duration(text)
+    except duration.DurationError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

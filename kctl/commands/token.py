@@ -11,17 +11,16 @@ since Python gRPC takes tokens and client certificates on separate ports).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from pathlib import Path
 
 import click
 
-from controlplane.controllers.main import parse_duration
 from kctl import context, printers
 from kctl.errors import CliError
 from proto import bootstrap, core_pb2
 from proto.client import Client
+from proto.duration import DurationError, parse_duration
 from proto.errors import AlreadyExists, NotFound
 from provision import pki
 
@@ -34,7 +33,7 @@ def token() -> None:
 def _ttl(text: str) -> dt.timedelta | None:
     try:
         seconds = parse_duration(text)
-    except argparse.ArgumentTypeError as exc:
+    except DurationError as exc:
         raise CliError(f"--ttl: {exc}") from None
     return dt.timedelta(seconds=seconds) if seconds > 0 else None
 
