@@ -50,6 +50,11 @@ def render(template: str, data: Any) -> str:
     return "".join(_run(_parse(template), data))
 
 
+def check(template: str) -> None:
+    """Parse `template` without data: raises TemplateError for bad syntax or an unparsable path."""
+    _parse(template)
+
+
 def _actions(template: str) -> list[tuple[bool, str]]:
     """Split into (is_action, text) pieces; `{`/`}` inside a quoted literal do not count."""
     pieces: list[tuple[bool, str]] = []

@@ -125,11 +125,6 @@ def nginx_image() -> OCIImage:
         return stand_in_nginx_image()
 
 
-def nginx_archive() -> bytes:
-    """nginx as an OCI archive for `ctr images import` (nodes without a registry: the VM bootstrap)."""
-    return nginx_image().archive(NGINX_IMAGE)
-
-
 # Debian bookworm's nginx is 1.22: the image is tagged with that version too, so manifests
 # that pin a version (docs/examples) pull something true to its tag.
 NGINX_VERSION_TAG = "1.22"

@@ -58,10 +58,9 @@ def output_format(value: str | None) -> str | None:
         return value
     if value.startswith("jsonpath="):
         try:
-            jsonpath.render(value.removeprefix("jsonpath="), {})
+            jsonpath.check(value.removeprefix("jsonpath="))
         except jsonpath.TemplateError as exc:
-            if "is not found" not in str(exc):
-                raise click.BadParameter(f"jsonpath template: {exc}") from None
+            raise click.BadParameter(f"jsonpath template: {exc}") from None
         return value
     raise click.BadParameter(f"{value!r} is not one of {', '.join(map(repr, printers.OUTPUTS))} or jsonpath=TEMPLATE")
 
