@@ -6,7 +6,7 @@ It starts a private etcd and apiserver on loopback in a temporary directory,
 measures five things twice in the same run, and removes everything after:
 
 - through the apiserver, with the typed client every Flotilla component uses
-  (`proto.client.Client`): gRPC to the apiserver, which defaults, validates,
+  (`client.Client`): gRPC to the apiserver, which defaults, validates,
   encodes and writes to etcd;
 - straight against etcd with aetcd, the apiserver's own etcd client, making the
   one etcd call the apiserver makes for the same request (a create-if-absent
@@ -45,10 +45,10 @@ from urllib.parse import urlparse
 import aetcd
 from aetcd import rpc
 
+from client import Client
 from controlplane.apiserver.storage import prefix_end
 from kctl.printers import format_table
 from proto import core_pb2, manifest
-from proto.client import Client
 from provision.processes import throwaway_control_plane
 
 BENCH_NS = "bench"  # created, read and listed pods

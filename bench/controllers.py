@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.controllers [--quick]
 
 It starts a private etcd, apiserver and controller manager on loopback in a
-temporary directory, registers hollow nodes (provision/hollow_kubelet.py: a
+temporary directory, registers hollow nodes (bench/hollow_kubelet.py: a
 binder and kubelets that mark pods Running and Ready, in this process), and
 measures in the same run:
 
@@ -33,10 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.api import closed_loop
+from bench.hollow_kubelet import HollowCluster
+from client import Client
 from kctl.printers import format_table
 from proto import apps_pb2, core_pb2
-from proto.client import Client
-from provision.hollow_kubelet import HollowCluster
 from provision.processes import Process, throwaway_control_plane
 
 NS = "bench"

@@ -40,12 +40,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from client import Client
 from kctl.printers import format_table
-from nodeagent.images import BUSYBOX_IMAGE
 from nodeagent.kubelet.runtime import Runtime
-from nodeagent.localnode import LocalNode, free_pod_cidr
 from proto import core_pb2, cri_pb2
-from proto.client import Client
+from provision.images.oci import BUSYBOX_IMAGE
+from provision.localnode import LocalNode, free_pod_cidr
 from provision.processes import start_apiserver, start_etcd
 
 NAMESPACE = "bench-pods"

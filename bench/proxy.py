@@ -30,10 +30,10 @@ import uuid
 
 from dnslib import DNSRecord  # type: ignore[import-untyped]
 
+from client import Client
 from controlplane.dns.server import DnsServer
 from nodeagent.proxy import nft, rules
 from proto import core_pb2
-from proto.client import Client
 
 
 def ip_of(n: int, base: int = 96) -> str:

@@ -36,6 +36,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from bench import hollow
+from client import Client
 from controlplane.scheduler import config as configuration
 from controlplane.scheduler.cache import Cache
 from controlplane.scheduler.framework import CycleState, Handle
@@ -43,8 +45,6 @@ from controlplane.scheduler.nodeinfo import PodInfo
 from controlplane.scheduler.scheduler import Scheduler
 from kctl.printers import format_table
 from proto import core_pb2
-from proto.client import Client
-from provision import hollow
 from provision.processes import throwaway_control_plane
 
 POOL = "bench.flotilla.io/pool"

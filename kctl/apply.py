@@ -23,14 +23,14 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from client import Client
 from kctl import resources
 from kctl.errors import message
 from kctl.manifests import Document
 from proto import manifest
-from proto.client import Client
 from proto.errors import ApiError, BadRequest, Conflict, NotFound
+from proto.wellknown import ANNOTATION_LAST_APPLIED
 
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Metadata only the server writes: never taken from a manifest (think `get -o yaml | apply -f -`).
 SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields",
                    "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
@@ -54,7 +54,7 @@ def applied_configuration(obj: Message) -> dict[str, Any]:
     for key in SERVER_METADATA:
         meta.pop(key, None)
     annotations = meta.get("annotations", {})
-    annotations.pop(LAST_APPLIED, None)
+    annotations.pop(ANNOTATION_LAST_APPLIED, None)
     if not annotations:
         meta.pop("annotations", None)
     return data
@@ -62,7 +62,7 @@ def applied_configuration(obj: Message) -> dict[str, Any]:
 
 def last_applied(live: Message) -> dict[str, Any]:
     """The previous manifest from the annotation; {} when absent or unreadable."""
-    text = live.metadata.annotations.get(LAST_APPLIED, "")  # type: ignore[attr-defined]
+    text = live.metadata.annotations.get(ANNOTATION_LAST_APPLIED, "")  # type: ignore[attr-defined]
     try:
         data = json.loads(text) if text else {}
     except json.JSONDecodeError:
@@ -105,7 +105,7 @@ def desired_state(live: Message, declared: dict[str, Any]) -> Message:
     merged.pop("status", None)
     if "status" in live_data:  # status belongs to the controllers; an update leaves it alone anyway
         merged["status"] = live_data["status"]
-    merged.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = _serialise(declared)
+    merged.setdefault("metadata", {}).setdefault("annotations", {})[ANNOTATION_LAST_APPLIED] = _serialise(declared)
     return manifest.from_dict(merged)
 
 
@@ -117,7 +117,7 @@ def with_last_applied(doc: Document) -> Message:
     """The manifest's object for a first create, carrying the last-applied annotation."""
     obj = type(doc.obj)()
     obj.CopyFrom(doc.obj)
-    obj.metadata.annotations[LAST_APPLIED] = _serialise(applied_configuration(doc.obj))  # type: ignore[attr-defined]
+    obj.metadata.annotations[ANNOTATION_LAST_APPLIED] = _serialise(applied_configuration(doc.obj))  # type: ignore[attr-defined]
     return obj
 
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import click
 
+from client import Client
+from client import config as clientconfig
 from kctl.errors import CliError
-from proto.client import Client
-from proto.client import config as clientconfig
 from proto.errors import Unavailable
 
 T = TypeVar("T")

@@ -20,12 +20,12 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 
+from client import Client
 from kctl import printers
-from kctl.apply import LAST_APPLIED
 from kctl.printers import desired_replicas
 from proto import apps_pb2, certificates_pb2, core_pb2, kinds, manifest, quantity, selectors
-from proto.client import Client
 from proto.errors import ApiError
+from proto.wellknown import ANNOTATION_LAST_APPLIED
 
 NONE = printers.NONE
 
@@ -94,7 +94,7 @@ def _pairs(mapping: Any) -> list[str]:
 
 def _annotations(mapping: Any) -> list[str]:
     """Annotations but the last-applied manifest, which kubectl describe leaves out too."""
-    return [f"{k}: {v}" for k, v in sorted(mapping.items()) if k != LAST_APPLIED]
+    return [f"{k}: {v}" for k, v in sorted(mapping.items()) if k != ANNOTATION_LAST_APPLIED]
 
 
 def _metadata(s: Section, obj: Message, kind: kinds.Kind) -> None:

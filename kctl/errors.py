@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 import yaml
 
-from proto.client.config import ConfigError
+from client.config import ConfigError
 from proto.errors import ApiError
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
+from client import Client
 from kctl.errors import CliError
 from proto import kinds
-from proto.client import Client
 from proto.errors import ApiError, NotFound
 
 # `kubectl get all`: the workload kinds Flotilla serves, in kubectl's order.

@@ -23,8 +23,8 @@ import termios
 import tty
 from collections.abc import AsyncIterator, Iterator
 
+from client import Client
 from proto import kubelet_pb2
-from proto.client import Client
 
 READ_SIZE = 64 * 1024
 

@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proto import bootstrap
-from provision import pki
+from client import bootstrap, certificates
+from proto.wellknown import TAINT_CONTROL_PLANE
 
 MASTERS = "system:masters"
 NODES = "system:nodes"
 CONTROL_PLANE_ROLE = "control-plane"
-CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane:NoSchedule"
+CONTROL_PLANE_TAINT = f"{TAINT_CONTROL_PLANE}:NoSchedule"
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_DNS_IP = "10.96.0.10"
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
@@ -185,15 +185,15 @@ class Bundle:
                 target.chmod(0o600)
             target.write_bytes(content)
 
-    def ca(self) -> pki.KeyPair:
-        return pki.KeyPair(self.files[f"{CA}.crt"], self.files[f"{CA}.key"])
+    def ca(self) -> certificates.KeyPair:
+        return certificates.KeyPair(self.files[f"{CA}.crt"], self.files[f"{CA}.key"])
 
 
-def read_ca(root: Path) -> pki.KeyPair | None:
+def read_ca(root: Path) -> certificates.KeyPair | None:
     """The CA a provider made on an earlier run, if its folder still has it."""
     cert, key = root / f"{CA}.crt", root / f"{CA}.key"
     if cert.exists() and key.exists():
-        return pki.KeyPair(cert.read_bytes(), key.read_bytes())
+        return certificates.KeyPair(cert.read_bytes(), key.read_bytes())
     return None
 
 
@@ -205,7 +205,7 @@ def apiserver_names(plan: ClusterPlan) -> list[str]:
             f"{plan.name}-master"]
 
 
-def bundle(plan: ClusterPlan, ca: pki.KeyPair | None = None, *, token_joined: Collection[str] = ()) -> Bundle:
+def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_joined: Collection[str] = ()) -> Bundle:
     """The PKI and every kubeconfig of the cluster (a new CA unless one is given).
 
     Nodes in `token_joined` get no kubelet client kubeconfig: they join with a bootstrap token.
@@ -213,24 +213,24 @@ def bundle(plan: ClusterPlan, ca: pki.KeyPair | None = None, *, token_joined: Co
     unknown = set(token_joined) - {n.name for n in plan.nodes}
     if unknown:
         raise PlanError(f"cluster {plan.name} has no node {', '.join(sorted(unknown))} to join with a token")
-    ca = ca or pki.create_ca(f"{plan.name}-ca")
+    ca = ca or certificates.create_ca(f"{plan.name}-ca")
     files: dict[str, bytes] = {f"{CA}.crt": ca.cert_pem, f"{CA}.key": ca.key_pem}
 
-    def put(name: str, pair: pki.KeyPair, *, chain: bool = False) -> None:
+    def put(name: str, pair: certificates.KeyPair, *, chain: bool = False) -> None:
         files[f"{name}.crt"] = pair.cert_pem + (ca.cert_pem if chain else b"")
         files[f"{name}.key"] = pair.key_pem
 
-    put(APISERVER, pki.create_serving_cert(ca, "kube-apiserver", apiserver_names(plan)), chain=True)
-    put(APISERVER_KUBELET_CLIENT, pki.create_client_cert(ca, KUBELET_CLIENT.user, KUBELET_CLIENT.groups))
+    put(APISERVER, certificates.create_serving_cert(ca, "kube-apiserver", apiserver_names(plan)), chain=True)
+    put(APISERVER_KUBELET_CLIENT, certificates.create_client_cert(ca, KUBELET_CLIENT.user, KUBELET_CLIENT.groups))
     # The token port needs a token file; static tokens are not handed out, so it starts empty.
     files[TOKENS] = b"# token,user,uid,\"group1,group2\" (none: components use client certificates)\n"
     server = f"https://{plan.api_server}"
     for identity in (*COMPONENTS, *(node_identity(n.name) for n in plan.nodes if n.name not in token_joined)):
-        credentials = pki.create_client_cert(ca, identity.user, identity.groups)
-        files[f"kubeconfigs/{identity.name}.conf"] = pki.kubeconfig(
+        credentials = certificates.create_client_cert(ca, identity.user, identity.groups)
+        files[f"kubeconfigs/{identity.name}.conf"] = certificates.kubeconfig(
             plan.name, server, ca.cert_pem, identity.user, credentials).encode()
     for node in plan.nodes:
-        put(f"pki/kubelet-{node.name}", pki.create_serving_cert(ca, node.name, [node.address, node.name]))
+        put(f"pki/kubelet-{node.name}", certificates.create_serving_cert(ca, node.name, [node.address, node.name]))
     return Bundle(files)
 
 

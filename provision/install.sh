@@ -12,7 +12,7 @@ APT_PACKAGES=(etcd-server etcd-client python3-venv python3-dev
   iputils-arping
   # the proxy: forget the UDP flows of removed endpoints (conntrack -D)
   conntrack
-  # the cluster's image registry on the master (provision/registry.py)
+  # the cluster's image registry on the master (provision/images/registry.py)
   docker-registry)
 
 missing=()
@@ -25,7 +25,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # Debian's own docker-registry service would hold port 5000 on every address (with its htpasswd auth);
-# each cluster runs its registry under its supervisor instead (provision/registry.py).
+# each cluster runs its registry under its supervisor instead (provision/images/registry.py).
 if [ -d /run/systemd/system ] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO systemctl disable --now docker-registry

@@ -64,17 +64,17 @@ from typing import Any, Protocol
 
 import yaml
 
-from kctl.commands.join import join_node
-from kctl.errors import CliError
-from nodeagent.containerd import NodeRuntime
-from nodeagent.localnode import LocalNode
+from client import bootstrap, certificates
+from client import config as clientconfig
+from client.discovery import DiscoveryError, join_node
 from nodeagent.proxy import nft
-from proto import bootstrap, core_pb2, manifest
-from proto.client import config as clientconfig
+from proto import core_pb2, manifest
 from proto.errors import AlreadyExists, ApiError
-from provision import components, netns, pki
-from provision import registry as image_registry
-from provision.images import push_node_images
+from provision import components, netns
+from provision.containerd import NodeRuntime
+from provision.images import registry as image_registry
+from provision.images.base import push_node_images
+from provision.localnode import LocalNode
 from provision.processes import etcd_argv
 from provision.supervisor import DaemonSpec, read_pids, write_specs
 
@@ -152,7 +152,7 @@ class ClusterState:
 
     @property
     def registry(self) -> str:
-        """host:port of the cluster's image registry, on the master (provision/registry.py)."""
+        """host:port of the cluster's image registry, on the master (provision/images/registry.py)."""
         return image_registry.registry_address(self.master_address)
 
     @property
@@ -367,17 +367,18 @@ def publish(state: ClusterState, token: bootstrap.Token, ca_pem: bytes, ttl: dt.
 
 
 def join_command(state: ClusterState, token: bootstrap.Token, ca_pem: bytes) -> str:
-    return f"kctl join {state.token_address} --token {token} --discovery-token-ca-cert-hash {pki.ca_cert_hash(ca_pem)}"
+    pin = certificates.ca_cert_hash(ca_pem)
+    return f"kctl join {state.token_address} --token {token} --discovery-token-ca-cert-hash {pin}"
 
 
 def join_workers(state: ClusterState, token: bootstrap.Token, ca_pem: bytes, deadline: float, folder: Path) -> None:
     """`kctl join` for each worker: discover the cluster, pin its CA, write the node's bootstrap kubeconfig."""
-    pins = (pki.ca_cert_hash(ca_pem),)
+    pins = (certificates.ca_cert_hash(ca_pem),)
 
     def join(node: str) -> bool:
         try:
             join_node(state.token_address, str(token), pins, bootstrap_kubeconfig_path(folder, node))
-        except CliError as err:
+        except DiscoveryError as err:
             # Right after its Secret is created the apiserver may not know the token yet (its authenticator
             # learns tokens from a watch): Unauthorized until then, so try again until the deadline.
             raise RuntimeError(str(err)) from None

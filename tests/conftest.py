@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from client import Client
 from proto import core_pb2
-from proto.client import Client
 from provision.processes import ApiServer, Etcd, start_apiserver, start_etcd
 
 

@@ -2,7 +2,7 @@
 
 The controller manager runs as a real process (so a test can SIGKILL it) with
 short timings, one per test module; `hollow` gives each test its own nodes,
-kubelets and binder (provision/hollow_kubelet.py), touching only that test's
+kubelets and binder (bench/hollow_kubelet.py), touching only that test's
 namespace. `eventually` polls a condition with a deadline instead of sleeping.
 """
 
@@ -17,10 +17,10 @@ from typing import TypeVar
 
 import pytest
 
+from bench.hollow_kubelet import HollowCluster
+from client import Client
 from proto import apps_pb2, core_pb2
-from proto.client import Client
 from proto.errors import Conflict
-from provision.hollow_kubelet import HollowCluster
 from provision.processes import ApiServer, Process
 
 T = TypeVar("T")

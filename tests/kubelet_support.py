@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from nodeagent.localnode import LocalNode, free_pod_cidr
+from client import Client
 from proto import coordination_pb2, core_pb2
-from proto.client import Client
 from proto.errors import NotFound
+from provision.localnode import LocalNode, free_pod_cidr
 from provision.processes import ApiServer
 
 BUSYBOX = "localhost/busybox:latest"

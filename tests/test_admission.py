@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from client import Client
 from proto import core_pb2, manifest
-from proto.client import Client
 from proto.errors import Forbidden
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import aetcd
 import pytest
 
+from client import Client
 from proto import apps_pb2, core_pb2, manifest
-from proto.client import Client
 from proto.errors import AlreadyExists, BadRequest, Conflict, Gone, Invalid, NamespaceTerminating, NotFound, TooLarge
 from provision.processes import ApiServer, Etcd, start_apiserver
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from client import Client
 from kctl.main import cli
 from proto import core_pb2, manifest
-from proto.client import Client
 from provision.processes import start_apiserver, start_etcd
 
 

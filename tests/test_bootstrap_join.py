@@ -32,13 +32,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from client import Client, bootstrap, certificates
+from client import config as clientconfig
 from kctl.main import cli
 from nodeagent.kubelet import bootstrap as kubelet_bootstrap
-from proto import bootstrap, certificates_pb2, core_pb2
-from proto.client import Client
-from proto.client import config as clientconfig
+from proto import certificates_pb2, core_pb2
 from proto.errors import ApiError, Forbidden, NotFound, Unauthorized
-from provision import pki
 from provision.processes import Etcd, Process, free_port, start_apiserver
 
 CSR = certificates_pb2.CertificateSigningRequest
@@ -48,11 +47,11 @@ CSR = certificates_pb2.CertificateSigningRequest
 class Cluster:
     secure: str  # mTLS port: client certificates
     tokens: str  # token port: bearer and bootstrap tokens
-    ca: pki.KeyPair
+    ca: certificates.KeyPair
     admin_kubeconfig: Path
 
     def client_as(self, user: str, *groups: str) -> Client:
-        cert = pki.create_client_cert(self.ca, user, groups)
+        cert = certificates.create_client_cert(self.ca, user, groups)
         return Client(self.secure, credentials=grpc.ssl_channel_credentials(self.ca.cert_pem, cert.key_pem,
                                                                             cert.cert_pem), timeout=10)
 
@@ -65,18 +64,20 @@ class Cluster:
         return result.exit_code, result.output
 
 
-def _kubeconfig(path: Path, server: str, ca: pki.KeyPair, user: str,
+def _kubeconfig(path: Path, server: str, ca: certificates.KeyPair, user: str,
                 *groups: str) -> Path:
-    path.write_text(pki.kubeconfig("test", server, ca.cert_pem, user, pki.create_client_cert(ca, user, groups)))
+    credentials = certificates.create_client_cert(ca, user, groups)
+    path.write_text(certificates.kubeconfig("test", server, ca.cert_pem, user, credentials))
     return path
 
 
 @pytest.fixture(scope="module")
 def cluster(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     folder: Path = tmp_path_factory.mktemp("join")
-    ca = pki.create_ca()
+    ca = certificates.create_ca()
     ca_crt, ca_key = ca.write(folder, "ca")
-    serving = pki.with_chain(pki.create_serving_cert(ca, "flotilla-apiserver", ["127.0.0.1", "localhost"]), ca)
+    serving = certificates.create_serving_cert(ca, "flotilla-apiserver", ["127.0.0.1", "localhost"])
+    serving = certificates.with_chain(serving, ca)
     crt, key = serving.write(folder, "apiserver")
     secure, tokens = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     server = start_apiserver(etcd.url, folder, extra=[
@@ -163,7 +164,7 @@ async def test_join_with_a_wrong_pin_is_refused_and_writes_nothing(cluster: Clus
     code, out = await asyncio.to_thread(run_join, args, target)
     assert code == 1
     assert "presented no CA matching --discovery-token-ca-cert-hash" in out
-    assert pki.ca_cert_hash(cluster.ca.cert_pem) in out  # it says what it saw
+    assert certificates.ca_cert_hash(cluster.ca.cert_pem) in out  # it says what it saw
     assert not target.exists()
 
 
@@ -179,7 +180,8 @@ async def test_kubelet_bootstrap_gets_a_node_identity_limited_to_its_own_node(cl
     assert stat.S_IMODE(os.stat(kubeconfig).st_mode) == 0o600
     config = clientconfig.load(kubeconfig=kubeconfig)
     assert config.server == cluster.secure and config.token is None
-    assert pki.identity_of(config.client_certificate_data or b"") == ("system:node:join-node-1", ("system:nodes",))
+    identity = certificates.identity_of(config.client_certificate_data or b"")
+    assert identity == ("system:node:join-node-1", ("system:nodes",))
 
     other = core_pb2.Node(api_version="v1", kind="Node")
     other.metadata.name = "join-node-other"
@@ -221,8 +223,8 @@ async def test_a_bootstrap_token_may_only_ask_for_certificates(cluster: Cluster)
 
         # Its own request for a client certificate as somebody else: stamped with who really asked,
         # and the requester cannot approve it.
-        csr = bootstrap.new_csr(pki.create_csr("alice", ("developers",))[0], bootstrap.SIGNER_KUBE_APISERVER_CLIENT,
-                                name="join-alice")
+        request_pem = certificates.create_csr("alice", ("developers",))[0]
+        csr = bootstrap.new_csr(request_pem, bootstrap.SIGNER_KUBE_APISERVER_CLIENT, name="join-alice")
         csr.spec.username = "system:admin"  # a lie the apiserver must ignore
         created = await joiner.create(csr)
         assert created.spec.username == f"system:bootstrap:{token[:6]}"
@@ -233,7 +235,7 @@ async def test_a_bootstrap_token_may_only_ask_for_certificates(cluster: Cluster)
 
 
 async def test_a_csr_for_another_signer_waits_for_a_person(cluster: Cluster) -> None:
-    csr = bootstrap.new_csr(pki.create_csr("bob", ("developers",))[0], bootstrap.SIGNER_KUBE_APISERVER_CLIENT,
+    csr = bootstrap.new_csr(certificates.create_csr("bob", ("developers",))[0], bootstrap.SIGNER_KUBE_APISERVER_CLIENT,
                             name="join-bob")
     csr.spec.expiration_seconds = 3600
     async with cluster.client_as("bob") as bob:
@@ -254,7 +256,7 @@ async def test_a_csr_for_another_signer_waits_for_a_person(cluster: Cluster) -> 
             return bool((await admin.get(CSR, "join-bob")).status.certificate)
         await eventually(issued, "the signer to issue join-bob")
         signed = await admin.get(CSR, "join-bob")
-    assert pki.identity_of(signed.status.certificate) == ("bob", ("developers",))
+    assert certificates.identity_of(signed.status.certificate) == ("bob", ("developers",))
     lifetime = x509_lifetime(signed.status.certificate)
     assert 3500 < lifetime <= 3600 + 300  # expirationSeconds honoured (plus the signer's clock-skew margin)
     code, described = await kctl(cluster, "describe", "csr", "join-bob")
@@ -324,7 +326,7 @@ async def test_token_secret_has_kubernetes_format(cluster: Cluster) -> None:
 def test_a_csr_in_yaml_carries_its_request_in_base64() -> None:
     from proto import manifest
 
-    request, _ = pki.create_csr("carol")
+    request, _ = certificates.create_csr("carol")
     csr = bootstrap.new_csr(request, bootstrap.SIGNER_KUBE_APISERVER_CLIENT, name="carol")
     data = manifest.to_dict(csr)
     assert base64.b64decode(data["spec"]["request"]) == request
@@ -381,7 +383,7 @@ def test_the_authenticator_checks_expiry_usage_and_secret_itself() -> None:
 
 def _node_csr(requester: str, groups: tuple[str, ...], cn: str, orgs: tuple[str, ...] = ("system:nodes",),
               signer: str = bootstrap.SIGNER_KUBELET_CLIENT) -> CSR:
-    csr = bootstrap.new_csr(pki.create_csr(cn, orgs)[0], signer)
+    csr = bootstrap.new_csr(certificates.create_csr(cn, orgs)[0], signer)
     csr.spec.username = requester
     csr.spec.groups.extend(groups)
     return csr

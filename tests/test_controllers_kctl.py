@@ -12,10 +12,10 @@ import asyncio
 
 from click.testing import CliRunner, Result
 
+from bench.hollow_kubelet import HollowCluster
+from client import Client
 from kctl.main import cli
 from proto import apps_pb2, autoscaling_pb2, core_pb2, metrics_pb2
-from proto.client import Client
-from provision.hollow_kubelet import HollowCluster
 from provision.processes import ApiServer
 from tests.controllers_support import (  # noqa: F401 - fixtures
     controller_manager_fixture,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
+from bench.hollow_kubelet import HollowCluster
+from client import Client
 from proto import apps_pb2, core_pb2
-from proto.client import Client
-from provision.hollow_kubelet import HollowCluster
 from tests.controllers_support import (  # noqa: F401 - fixtures
     controller_manager_fixture,
     deployment,

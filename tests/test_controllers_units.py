@@ -12,9 +12,10 @@ from controlplane.controllers import deployment as dep
 from controlplane.controllers.expectations import Expectations
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
 from controlplane.controllers.main import enabled, parse_duration
-from controlplane.controllers.nodelifecycle import UNREACHABLE, eviction_time, tolerates
+from controlplane.controllers.nodelifecycle import eviction_time, tolerates
 from controlplane.controllers.replicaset import deletion_cost, slow_start
 from proto import apps_pb2, autoscaling_pb2, core_pb2
+from proto.wellknown import LABEL_POD_TEMPLATE_HASH, TAINT_NODE_UNREACHABLE
 
 
 def rolling(replicas: int, surge: str, unavailable: str) -> apps_pb2.Deployment:
@@ -54,7 +55,7 @@ def test_template_hash_ignores_its_own_label_and_changes_with_collisions() -> No
     t.spec.containers.add(name="app", image="nginx")
     labelled = core_pb2.PodTemplateSpec()
     labelled.CopyFrom(t)
-    labelled.metadata.labels[dep.HASH_LABEL] = dep.compute_hash(t, 0)
+    labelled.metadata.labels[LABEL_POD_TEMPLATE_HASH] = dep.compute_hash(t, 0)
     assert dep.templates_equal(t, labelled)
     assert dep.compute_hash(t, 0) == dep.compute_hash(t, 0) != dep.compute_hash(t, 1)
     assert set(dep.compute_hash(t, 0)) <= set("bcdfghjklmnpqrstvwxz2456789")
@@ -90,12 +91,13 @@ async def test_slow_start_doubles_and_stops_at_the_first_failure() -> None:
 
 
 def test_tolerations_and_eviction_times() -> None:
-    taint = core_pb2.Taint(key=UNREACHABLE, effect="NoExecute")
+    taint = core_pb2.Taint(key=TAINT_NODE_UNREACHABLE, effect="NoExecute")
     taint.time_added.FromSeconds(1000)
     bare = core_pb2.Pod()
     assert eviction_time(bare, [taint], 300, 0) == 1300
     tolerant = core_pb2.Pod()
-    tolerant.spec.tolerations.add(key=UNREACHABLE, operator="Exists", effect="NoExecute", toleration_seconds=5)
+    tolerant.spec.tolerations.add(key=TAINT_NODE_UNREACHABLE, operator="Exists", effect="NoExecute",
+                                  toleration_seconds=5)
     assert eviction_time(tolerant, [taint], 300, 0) == 1005
     forever = core_pb2.Pod()
     forever.spec.tolerations.add(operator="Exists")

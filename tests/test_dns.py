@@ -14,9 +14,9 @@ from typing import cast
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord  # type: ignore[import-untyped]
 
+from client import Client
 from controlplane.dns.server import DnsServer
 from proto import core_pb2
-from proto.client import Client
 
 
 class FakeUpstream(asyncio.DatagramProtocol):

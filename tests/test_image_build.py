@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from client import Client
 from kctl.main import cli
-from nodeagent.images import OCIImage, busybox_image, parse_reference
 from proto import core_pb2
-from proto.client import Client
-from provision.imagebuild import BuildError, build, layer_paths
-from provision.imagestore import ImageStore
+from provision.images.build import BuildError, build, layer_paths
+from provision.images.oci import OCIImage, busybox_image, parse_reference
+from provision.images.store import ImageStore
 from provision.processes import ApiServer
 
 

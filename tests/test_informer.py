@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.apiserver.storage import Storage
-from proto import core_pb2, selectors
-from proto.client import (
+from client import (
     Client,
     Informer,
     InformerFactory,
@@ -28,7 +26,9 @@ from proto.client import (
     label_index,
     split_key,
 )
-from proto.client import informer as informer_module
+from client import informer as informer_module
+from controlplane.apiserver.storage import Storage
+from proto import core_pb2, selectors
 from proto.errors import BadRequest
 from provision.processes import ApiServer, Etcd, start_apiserver
 

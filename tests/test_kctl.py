@@ -26,13 +26,14 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from client import config as clientconfig
 from kctl import apply as applier
 from kctl import manifests, printers
 from kctl.commands.metadata import parse_changes
 from kctl.errors import CliError
 from kctl.main import cli
 from proto import autoscaling_pb2, core_pb2, kinds, manifest
-from proto.client import config as clientconfig
+from proto.wellknown import ANNOTATION_LAST_APPLIED
 from provision.processes import ApiServer
 
 KCTL = str(Path(sys.executable).with_name("kctl"))
@@ -100,7 +101,7 @@ def test_apply_kubernetes_examples_then_read_them_back(kctl: Kctl, ns: str, tmp_
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert (container["name"], container["image"]) == ("nginx", "nginx:1.14.2")
     assert container["ports"][0]["containerPort"] == 80
-    assert json.loads(dep["metadata"]["annotations"][applier.LAST_APPLIED])["spec"]["replicas"] == 3
+    assert json.loads(dep["metadata"]["annotations"][ANNOTATION_LAST_APPLIED])["spec"]["replicas"] == 3
 
     svc = read_yaml(kctl("get", "svc/my-service", "-n", ns, "-o", "yaml"))
     assert svc["spec"]["selector"] == {"app.kubernetes.io/name": "MyApp"}

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from nodeagent.localnode import LocalNode
+from client import Client
 from proto import kubelet_pb2
-from proto.client import Client
 from proto.errors import NotFound
+from provision.localnode import LocalNode
 from tests.kubelet_support import busybox, make_pod, node, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here

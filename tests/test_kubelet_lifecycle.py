@@ -16,10 +16,10 @@ from pathlib import Path
 
 import grpc
 
+from client import Client
 from nodeagent.kubelet.runtime import LABEL_POD_UID, Runtime
-from nodeagent.localnode import LocalNode
 from proto import core_pb2, kubelet_pb2, kubelet_pb2_grpc, metrics_pb2
-from proto.client import Client
+from provision.localnode import LocalNode
 from tests.kubelet_support import busybox, eventually, get_pod, is_ready, make_pod, node, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here

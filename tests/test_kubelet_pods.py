@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nodeagent.localnode import LocalNode
+from client import Client
 from proto import coordination_pb2, core_pb2
-from proto.client import Client
+from provision.localnode import LocalNode
 from tests.kubelet_support import busybox, eventually, get_pod, is_ready, make_pod, node, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here

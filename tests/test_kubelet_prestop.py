@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from client import Client
 from nodeagent.kubelet.runtime import LABEL_POD_UID, Runtime
-from nodeagent.localnode import LocalNode
 from proto import core_pb2, cri_pb2
-from proto.client import Client
+from provision.localnode import LocalNode
 from tests.kubelet_support import busybox, eventually, get_pod, make_pod, node, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here

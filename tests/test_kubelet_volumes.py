@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from client import Client
 from nodeagent.kubelet import atomic_writer
 from nodeagent.kubelet.atomic_writer import FileProjection, ProjectionError
-from nodeagent.localnode import LocalNode
 from proto import core_pb2
-from proto.client import Client
+from provision.localnode import LocalNode
 from tests.kubelet_support import busybox, eventually, make_pod, node, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here

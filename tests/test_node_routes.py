@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from client import Client
+from client.informer import InformerFactory
 from nodeagent.kubelet.routes import ROUTE_PROTOCOL, NodeRoute, NodeRoutes, desired_route, routes_possible
 from proto import core_pb2
-from proto.client import Client
-from proto.client.informer import InformerFactory
 from proto.errors import NotFound
 
 LINK = ipaddress.IPv4Network("192.168.171.0/24")

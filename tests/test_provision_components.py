@@ -20,15 +20,15 @@ import pytest
 import yaml
 from cryptography import x509
 
+from client import Client, bootstrap, certificates
+from client import config as clientconfig
+from client.informer import Store
 from controlplane.apiserver.proxy import KubeletClientTLS
 from nodeagent.kubelet.runtime import Runtime
 from nodeagent.kubelet.server import ServingTLS, serve
-from proto import bootstrap, core_pb2, kubelet_pb2, kubelet_pb2_grpc
-from proto.client import Client
-from proto.client import config as clientconfig
-from proto.client.informer import Store
+from proto import core_pb2, kubelet_pb2, kubelet_pb2_grpc
 from proto.errors import AlreadyExists, Forbidden, Unauthorized
-from provision import components, pki
+from provision import components
 from provision.processes import Etcd, Process, free_port, wait_until
 
 
@@ -75,7 +75,7 @@ def test_each_kubeconfig_carries_the_ca_and_its_own_identity(tmp_path: Path) -> 
         assert loaded.server == "192.168.73.1:16473"
         assert loaded.certificate_authority_data == bundle.files["pki/ca.crt"]
         assert loaded.client_certificate_data is not None
-        assert pki.identity_of(loaded.client_certificate_data) == identity, name
+        assert certificates.identity_of(loaded.client_certificate_data) == identity, name
     # Private keys, and kubeconfigs that carry one, are the owner's only.
     assert all((tmp_path / p).stat().st_mode & 0o077 == 0 for p in ("pki/ca.key", "kubeconfigs/admin.conf"))
 

@@ -135,7 +135,7 @@ def test_the_nginx_stand_in_says_what_it_is() -> None:
     import json
     import tarfile
 
-    from provision import images
+    from provision.images import base as images
 
     with tarfile.open(fileobj=io.BytesIO(images.stand_in_nginx_archive())) as archive:
         index = archive.extractfile("index.json")

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from client import Client
 from nodeagent.proxy.announcer import Announcer, LeaseTiming, interface_of
 from proto import core_pb2
-from proto.client import Client
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="needs root for namespaces")
 

@@ -12,10 +12,10 @@ import random
 
 import pytest
 
+from client import Client
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, choose, parse_pool
 from proto import core_pb2
-from proto.client import Client
 
 POOL = "10.251.7.200-10.251.7.202"
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
+from client import Client
 from nodeagent.proxy.proxier import Proxier
 from proto import core_pb2
-from proto.client import Client
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("curl"),

@@ -19,10 +19,10 @@ import uuid
 
 import pytest
 
+from client import Client
 from nodeagent.proxy import main as proxy_main
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.proxier import Proxier
-from proto.client import Client
 from tests.test_proxy_netns import (  # noqa: F401 (sandbox is a fixture)
     NODE_IP,
     POD_IPS,

@@ -24,12 +24,12 @@ import grpc
 import pytest
 from click.testing import CliRunner
 
+from client import Client
 from kctl.main import cli
-from nodeagent.images import REGISTRY_PAUSE_IMAGE, busybox_image, pause_image
-from nodeagent.localnode import LocalNode, free_pod_cidr
 from proto import core_pb2, cri_pb2, cri_pb2_grpc
-from proto.client import Client
-from provision import distribution, registry
+from provision.images import distribution, registry
+from provision.images.oci import REGISTRY_PAUSE_IMAGE, busybox_image, pause_image
+from provision.localnode import LocalNode, free_pod_cidr
 from provision.processes import ApiServer, Process, free_port, wait_until
 from tests.kubelet_support import SETTINGS, containerd_unusable, make_pod, wait_pod
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bench import hollow
+from client import Client
 from controlplane.scheduler import config as configuration
 from controlplane.scheduler import registry
 from controlplane.scheduler.framework import Code, CycleState, Handle, Status
@@ -23,9 +25,7 @@ from controlplane.scheduler.nodeinfo import PodInfo
 from controlplane.scheduler.plugins import default_binder
 from controlplane.scheduler.scheduler import Scheduler
 from proto import core_pb2
-from proto.client import Client
 from proto.quantity import milli_value
-from provision import hollow
 
 POOL = "scheduler.flotilla.io/test-pool"
 CONTROL_PLANE_TAINT = ("node-role.kubernetes.io/control-plane", "", "NoSchedule")

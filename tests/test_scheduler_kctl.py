@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 import pytest
 from click.testing import CliRunner, Result
 
+from bench import hollow
+from client import Client
 from kctl.main import cli
 from proto import core_pb2
-from proto.client import Client
 from proto.errors import NotFound
-from provision import hollow
 from provision.processes import ApiServer
 
 T = TypeVar("T")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench import hollow
 from controlplane.scheduler import config as configuration
 from controlplane.scheduler.cache import Cache
 from controlplane.scheduler.framework import CycleState, FitError, Framework, Handle
@@ -31,7 +32,6 @@ from controlplane.scheduler.plugins import (
 )
 from controlplane.scheduler.queue import ACTIVE, BACKOFF, UNSCHEDULABLE, SchedulingQueue
 from proto import core_pb2, meta_pb2
-from provision import hollow
 
 CONTROL_PLANE_TAINT = ("node-role.kubernetes.io/control-plane", "", "NoSchedule")
 

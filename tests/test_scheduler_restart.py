@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
+from bench import hollow
+from client import Client
 from proto import core_pb2
-from proto.client import Client
 from proto.quantity import milli_value
-from provision import hollow
 from provision.processes import ApiServer, Process
 
 POOL = "scheduler.flotilla.io/test-pool"

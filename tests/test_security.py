@@ -9,10 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from client import Client, certificates
 from proto import core_pb2, rbac_pb2
-from proto.client import Client
 from proto.errors import ApiError, Forbidden, Unauthorized
-from provision import pki
 from provision.processes import Etcd, free_port, start_apiserver
 
 
@@ -20,11 +19,11 @@ from provision.processes import Etcd, free_port, start_apiserver
 class SecureServer:
     secure: str  # mTLS port
     tokens: str  # bearer-token port
-    ca: pki.KeyPair
+    ca: certificates.KeyPair
     audit_log: Path
 
     def client_as(self, user: str, *groups: str) -> Client:
-        cert = pki.create_client_cert(self.ca, user, groups)
+        cert = certificates.create_client_cert(self.ca, user, groups)
         creds = grpc.ssl_channel_credentials(self.ca.cert_pem, cert.key_pem, cert.cert_pem)
         return Client(self.secure, credentials=creds, timeout=10)
 
@@ -36,9 +35,10 @@ class SecureServer:
 @pytest.fixture(scope="module")
 def secure_apiserver(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
     folder: Path = tmp_path_factory.mktemp("pki")
-    ca = pki.create_ca()
+    ca = certificates.create_ca()
     ca_crt, _ = ca.write(folder, "ca")
-    crt, key = pki.create_serving_cert(ca, "flotilla-apiserver", ["127.0.0.1", "localhost"]).write(folder, "apiserver")
+    serving = certificates.create_serving_cert(ca, "flotilla-apiserver", ["127.0.0.1", "localhost"])
+    crt, key = serving.write(folder, "apiserver")
     (folder / "tokens.csv").write_text('s3cret-bob,bob,uid-bob,"viewers"\n')
     secure, tokens = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     server = start_apiserver(etcd.url, folder, extra=[
@@ -146,7 +146,7 @@ def test_kctl_can_i_and_create_rbac(secure_apiserver: SecureServer, tmp_path: Pa
 
     from kctl.main import cli
 
-    admin = pki.create_client_cert(secure_apiserver.ca, "admin", ("system:masters",))
+    admin = certificates.create_client_cert(secure_apiserver.ca, "admin", ("system:masters",))
     ca_file, _ = secure_apiserver.ca.write(tmp_path, "ca")
     cert, key = admin.write(tmp_path, "admin")
     config = tmp_path / "config"
@@ -259,9 +259,9 @@ async def test_controller_manager_runs_with_its_own_certificate(secure_apiserver
     from proto import apps_pb2, manifest
     from provision.processes import Process
 
-    cert = pki.create_client_cert(secure_apiserver.ca, "system:kube-controller-manager")
+    cert = certificates.create_client_cert(secure_apiserver.ca, "system:kube-controller-manager")
     config = tmp_path / "controller-manager.conf"
-    config.write_text(pki.kubeconfig("sec", secure_apiserver.secure, secure_apiserver.ca.cert_pem,
+    config.write_text(certificates.kubeconfig("sec", secure_apiserver.secure, secure_apiserver.ca.cert_pem,
                                      "system:kube-controller-manager", cert))
     manager = Process("controller-manager", [sys.executable, "-m", "controlplane.controllers.main",
                                              "--server", secure_apiserver.secure, "--kubeconfig", str(config),

@@ -14,8 +14,8 @@ import random
 
 import pytest
 
+from client import Client
 from proto import core_pb2
-from proto.client import Client
 from proto.errors import Invalid
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from proto.client import ShutDown, WorkQueue, run_workers
+from client import ShutDown, WorkQueue, run_workers
 
 
 async def drain(queue: WorkQueue[str]) -> list[str]:

@@ -5,7 +5,7 @@ Every request passes `authenticate` (who is calling?) and then `authorize`
 
 - over TLS, a client certificate signed by the cluster CA names the user (CN)
   and groups (O); a bearer token from the static token file names them too,
-  and so does a bootstrap token (a Secret in kube-system, proto/bootstrap.py)
+  and so does a bootstrap token (a Secret in kube-system, client/bootstrap.py)
   for a joining node; a request with none is refused with UNAUTHENTICATED.
   Python's gRPC can either require and verify client certificates or not ask
   for them at all, so certificates are taken on one TLS port (mTLS) and tokens
@@ -29,7 +29,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import Message
 
-from proto import bootstrap, core_pb2
+from client import bootstrap
+from proto import core_pb2
 from proto.errors import Unauthorized
 
 MASTERS = "system:masters"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc
 
+from client.api import SERVER_OPTIONS
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
@@ -42,7 +43,6 @@ from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
 from controlplane.apiserver.storage import Storage
 from proto import apiserver_pb2_grpc, kinds
-from proto.client.api import SERVER_OPTIONS
 
 log = logging.getLogger("flotilla.apiserver")
 

@@ -20,9 +20,10 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from client import bootstrap
 from controlplane.apiserver.auth import MASTERS, Attributes
 from controlplane.apiserver.registry import Registry
-from proto import bootstrap, kinds, rbac_pb2
+from proto import kinds, rbac_pb2
 from proto.errors import Forbidden
 
 log = logging.getLogger(__name__)

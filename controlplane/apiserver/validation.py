@@ -32,7 +32,8 @@ from cryptography import x509
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from proto import apps_pb2, autoscaling_pb2, bootstrap, certificates_pb2, coordination_pb2, core_pb2, meta_pb2, rbac_pb2
+from client import bootstrap
+from proto import apps_pb2, autoscaling_pb2, certificates_pb2, coordination_pb2, core_pb2, meta_pb2, rbac_pb2
 from proto.errors import BadRequest
 from proto.kinds import Kind
 from proto.quantity import QuantityError, parse_quantity

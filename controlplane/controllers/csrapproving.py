@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 
+from client import Client, InformerFactory, bootstrap, key_of
+from client.controller import Controller, copy
 from controlplane.controllers import csrutil
-from controlplane.controllers.base import Controller, copy
-from proto import bootstrap, certificates_pb2
-from proto.client import Client, InformerFactory, key_of
+from proto import certificates_pb2
 from proto.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from client import Client, InformerFactory, bootstrap, certificates, key_of
+from client.controller import Controller, copy
 from controlplane.controllers import csrutil
-from controlplane.controllers.base import Controller, copy
-from proto import bootstrap, certificates_pb2
-from proto.client import Client, InformerFactory, key_of
+from proto import certificates_pb2
 from proto.errors import Conflict, NotFound
-from provision import pki
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ DEFAULT_DURATION = dt.timedelta(days=365)
 class CSRSigningController(Controller):
     name = "csrsigning"
 
-    def __init__(self, client: Client, factory: InformerFactory, ca: pki.KeyPair, *,
+    def __init__(self, client: Client, factory: InformerFactory, ca: certificates.KeyPair, *,
                  duration: dt.timedelta = DEFAULT_DURATION, workers: int = 1) -> None:
         super().__init__(client, factory, workers=workers)
         self.ca = ca
@@ -57,9 +56,9 @@ class CSRSigningController(Controller):
         problem = csrutil.signer_problem(csr)
         if problem is None:
             try:
-                csr.status.certificate = pki.sign_csr(self.ca, csr.spec.request, list(csr.spec.usages),
+                csr.status.certificate = certificates.sign_csr(self.ca, csr.spec.request, list(csr.spec.usages),
                                                       self.validity(csr))
-            except pki.SigningError as exc:
+            except certificates.SigningError as exc:
                 problem = str(exc)
         if problem is not None:
             csrutil.add_condition(csr, "Failed", "SignerValidationFailure", problem)

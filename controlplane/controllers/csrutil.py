@@ -13,8 +13,8 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from proto import bootstrap, certificates_pb2
-from provision import pki
+from client import bootstrap, certificates
+from proto import certificates_pb2
 
 CSR = certificates_pb2.CertificateSigningRequest
 
@@ -52,8 +52,8 @@ def _has_sans(request: x509.CertificateSigningRequest) -> bool:
 def node_client_problem(csr: CSR) -> str | None:
     """Why this is not a valid kubelet client certificate request; None when it is."""
     try:
-        request = pki.load_csr(csr.spec.request)
-    except pki.SigningError as exc:
+        request = certificates.load_csr(csr.spec.request)
+    except certificates.SigningError as exc:
         return str(exc)
     cns, orgs = _subject(request)
     if orgs != [bootstrap.NODES_GROUP]:
@@ -72,8 +72,8 @@ def node_client_problem(csr: CSR) -> str | None:
 def requested_node(csr: CSR) -> str:
     """The CN the request asks for (for messages and self-renewal checks)."""
     try:
-        cns, _ = _subject(pki.load_csr(csr.spec.request))
-    except pki.SigningError:
+        cns, _ = _subject(certificates.load_csr(csr.spec.request))
+    except certificates.SigningError:
         return ""
     return cns[0] if cns else ""
 
@@ -90,8 +90,8 @@ def signer_problem(csr: CSR) -> str | None:
         return None
     if signer == bootstrap.SIGNER_KUBELET_SERVING:
         try:
-            cns, orgs = _subject(pki.load_csr(csr.spec.request))
-        except pki.SigningError as exc:
+            cns, orgs = _subject(certificates.load_csr(csr.spec.request))
+        except certificates.SigningError as exc:
             return str(exc)
         if orgs != [bootstrap.NODES_GROUP] or len(cns) != 1 or not cns[0].startswith(bootstrap.NODE_USER_PREFIX):
             return f"subject must be CN={bootstrap.NODE_USER_PREFIX}<node name>, O={bootstrap.NODES_GROUP}"

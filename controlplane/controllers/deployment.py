@@ -29,20 +29,23 @@ import math
 import time
 from typing import Any
 
+from client import Client, InformerFactory, key_of
+from client.controller import Controller, MutationCache, copy
+from client.events import NORMAL, WARNING, EventRecorder
 from controlplane.controllers import podutil
-from controlplane.controllers.base import Controller, MutationCache, copy
 from proto import apps_pb2, core_pb2, selectors
-from proto.client import Client, InformerFactory, key_of
-from proto.client.events import NORMAL, WARNING, EventRecorder
 from proto.errors import AlreadyExists, Conflict, NamespaceTerminating, NotFound
+from proto.wellknown import (
+    ANNOTATION_CHANGE_CAUSE,
+    ANNOTATION_DESIRED_REPLICAS,
+    ANNOTATION_MAX_REPLICAS,
+    ANNOTATION_REVISION,
+    LABEL_POD_TEMPLATE_HASH,
+    revision_of,
+)
 
 log = logging.getLogger(__name__)
 
-REVISION = "deployment.kubernetes.io/revision"
-DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
-MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
-CHANGE_CAUSE = "kubernetes.io/change-cause"
-HASH_LABEL = "pod-template-hash"
 # kube's rand.SafeEncodeString alphabet: no vowels, no look-alikes (no bad words in names).
 _ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -172,7 +175,7 @@ class DeploymentController(Controller):
     def _is_scaling_event(self, d: apps_pb2.Deployment, rs_list: list[apps_pb2.ReplicaSet]) -> bool:
         """Only `replicas` changed: some active ReplicaSet was sized for another desired count."""
         for rs in rs_list:
-            desired = rs.metadata.annotations.get(DESIRED_REPLICAS)
+            desired = rs.metadata.annotations.get(ANNOTATION_DESIRED_REPLICAS)
             if rs.spec.replicas > 0 and desired is not None and desired != str(d.spec.replicas):
                 return True
         return False
@@ -190,7 +193,7 @@ class DeploymentController(Controller):
             if revision_of(new_rs) < revision:
                 # A rollback to an old template: its ReplicaSet becomes the newest revision.
                 updated = copy(new_rs)
-                updated.metadata.annotations[REVISION] = str(revision)
+                updated.metadata.annotations[ANNOTATION_REVISION] = str(revision)
                 _copy_change_cause(d, updated)
                 new_rs = await self.client.update(updated)
                 self.written.remember(new_rs)
@@ -198,8 +201,8 @@ class DeploymentController(Controller):
                 revision = revision_of(new_rs)
         elif create:
             new_rs = await self._create_new_rs(d, rs_list, revision)
-        if new_rs is not None and d.metadata.annotations.get(REVISION) != str(revision):
-            d.metadata.annotations[REVISION] = str(revision)
+        if new_rs is not None and d.metadata.annotations.get(ANNOTATION_REVISION) != str(revision):
+            d.metadata.annotations[ANNOTATION_REVISION] = str(revision)
             d = await self.client.update(d)
         return new_rs, old_rss, d
 
@@ -210,15 +213,15 @@ class DeploymentController(Controller):
         rs.metadata.name = f"{d.metadata.name}-{template_hash}"
         rs.metadata.namespace = d.metadata.namespace
         rs.spec.template.CopyFrom(d.spec.template)
-        rs.spec.template.metadata.labels[HASH_LABEL] = template_hash
+        rs.spec.template.metadata.labels[LABEL_POD_TEMPLATE_HASH] = template_hash
         rs.metadata.labels.update(rs.spec.template.metadata.labels)
         rs.spec.selector.CopyFrom(d.spec.selector)
-        rs.spec.selector.match_labels[HASH_LABEL] = template_hash
+        rs.spec.selector.match_labels[LABEL_POD_TEMPLATE_HASH] = template_hash
         rs.spec.min_ready_seconds = d.spec.min_ready_seconds
         rs.spec.replicas = new_rs_replicas(d, rs_list, None)
-        rs.metadata.annotations[REVISION] = str(revision)
-        rs.metadata.annotations[DESIRED_REPLICAS] = str(d.spec.replicas)
-        rs.metadata.annotations[MAX_REPLICAS] = str(d.spec.replicas + max_surge(d))
+        rs.metadata.annotations[ANNOTATION_REVISION] = str(revision)
+        rs.metadata.annotations[ANNOTATION_DESIRED_REPLICAS] = str(d.spec.replicas)
+        rs.metadata.annotations[ANNOTATION_MAX_REPLICAS] = str(d.spec.replicas + max_surge(d))
         _copy_change_cause(d, rs)
         podutil.set_controller(rs, d)
         try:
@@ -352,7 +355,7 @@ class DeploymentController(Controller):
         targets: list[int] = []
         added = 0
         for rs in active:
-            sized_for = _int_annotation(rs, MAX_REPLICAS) or current
+            sized_for = _int_annotation(rs, ANNOTATION_MAX_REPLICAS) or current
             share = round(rs.spec.replicas * allowed / sized_for) - rs.spec.replicas
             share = min(share, to_add - added) if to_add > 0 else max(share, to_add - added)
             targets.append(rs.spec.replicas + share)
@@ -364,12 +367,12 @@ class DeploymentController(Controller):
 
     async def _scale_rs(self, d: apps_pb2.Deployment, rs: apps_pb2.ReplicaSet, replicas: int) -> apps_pb2.ReplicaSet:
         desired, surge = str(d.spec.replicas), str(d.spec.replicas + max_surge(d))
-        if rs.spec.replicas == replicas and rs.metadata.annotations.get(DESIRED_REPLICAS) == desired:
+        if rs.spec.replicas == replicas and rs.metadata.annotations.get(ANNOTATION_DESIRED_REPLICAS) == desired:
             return rs
         new = copy(rs)
         new.spec.replicas = replicas
-        new.metadata.annotations[DESIRED_REPLICAS] = desired
-        new.metadata.annotations[MAX_REPLICAS] = surge
+        new.metadata.annotations[ANNOTATION_DESIRED_REPLICAS] = desired
+        new.metadata.annotations[ANNOTATION_MAX_REPLICAS] = surge
         updated = await self.client.update(new)
         self.written.remember(updated)
         if rs.spec.replicas != replicas:
@@ -461,8 +464,8 @@ def find_new_rs(d: apps_pb2.Deployment, rs_list: list[apps_pb2.ReplicaSet]) -> a
 def templates_equal(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> bool:
     """Equal but for the pod-template-hash label, which the ReplicaSet adds."""
     x, y = copy(a), copy(b)
-    x.metadata.labels.pop(HASH_LABEL, None)
-    y.metadata.labels.pop(HASH_LABEL, None)
+    x.metadata.labels.pop(LABEL_POD_TEMPLATE_HASH, None)
+    y.metadata.labels.pop(LABEL_POD_TEMPLATE_HASH, None)
     return bool(x == y)
 
 
@@ -476,9 +479,6 @@ def compute_hash(template: core_pb2.PodTemplateSpec, collision_count: int) -> st
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return "".join(_ALPHANUMS[ord(c) % len(_ALPHANUMS)] for c in str(h))
 
-
-def revision_of(rs: apps_pb2.ReplicaSet) -> int:
-    return _int_annotation(rs, REVISION)
 
 
 def resolve_int_or_percent(value: str, total: int, *, round_up: bool) -> int:
@@ -565,9 +565,9 @@ def _int_annotation(rs: apps_pb2.ReplicaSet, name: str) -> int:
 
 
 def _copy_change_cause(d: apps_pb2.Deployment, rs: apps_pb2.ReplicaSet) -> None:
-    cause = d.metadata.annotations.get(CHANGE_CAUSE)
+    cause = d.metadata.annotations.get(ANNOTATION_CHANGE_CAUSE)
     if cause is not None:
-        rs.metadata.annotations[CHANGE_CAUSE] = cause
+        rs.metadata.annotations[ANNOTATION_CHANGE_CAUSE] = cause
 
 
 def _replaced(rss: list[Any], new: Any) -> list[Any]:

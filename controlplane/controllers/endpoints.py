@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 
+from client import Client, InformerFactory, key_of, split_key
+from client.controller import Controller
 from controlplane.controllers import podutil
-from controlplane.controllers.base import Controller
 from proto import core_pb2, selectors
-from proto.client import Client, InformerFactory, key_of, split_key
 from proto.errors import AlreadyExists, NotFound
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from client import Client, Informer, InformerFactory, key_of
+from client.controller import Controller, copy, meta
 from controlplane.controllers import podutil
-from controlplane.controllers.base import Controller, copy, meta
 from proto import kinds
-from proto.client import Client, Informer, InformerFactory, key_of
 from proto.errors import BadRequest, Conflict, NotFound
 
 log = logging.getLogger(__name__)

@@ -24,11 +24,11 @@ import math
 import time
 from typing import Any
 
+from client import Client, InformerFactory, key_of, split_key
+from client.controller import Controller, copy
+from client.events import NORMAL, WARNING, EventRecorder
 from controlplane.controllers import podutil
-from controlplane.controllers.base import Controller, copy
 from proto import apps_pb2, autoscaling_pb2, core_pb2, metrics_pb2, selectors
-from proto.client import Client, InformerFactory, key_of, split_key
-from proto.client.events import NORMAL, WARNING, EventRecorder
 from proto.errors import ApiError, NotFound
 from proto.quantity import QuantityError, milli_value
 

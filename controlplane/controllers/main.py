@@ -26,7 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.controllers.base import Controller
+from client import Client, InformerFactory, certificates
+from client import config as clientconfig
+from client.controller import Controller
+from client.events import EventRecorder
+from client.leaderelection import LeaderElectionConfig, LeaderElector
 from controlplane.controllers.csrapproving import CSRApprovingController
 from controlplane.controllers.csrsigning import CSRSigningController
 from controlplane.controllers.deployment import DeploymentController
@@ -42,11 +46,6 @@ from controlplane.controllers.tokencleaner import TokenCleaner
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, parse_pool
 from proto import duration
-from proto.client import Client, InformerFactory
-from proto.client import config as clientconfig
-from proto.client.events import EventRecorder
-from proto.client.leaderelection import LeaderElectionConfig, LeaderElector
-from provision import pki
 
 log = logging.getLogger("flotilla.controller-manager")
 
@@ -125,7 +124,7 @@ def csr_signer(c: Context) -> Controller | None:
     """csrsigning needs the cluster CA; without `--cluster-signing-*-file` it does not run."""
     if not (c.opts.cluster_signing_cert_file and c.opts.cluster_signing_key_file):
         return None
-    ca = pki.KeyPair(Path(c.opts.cluster_signing_cert_file).read_bytes(),
+    ca = certificates.KeyPair(Path(c.opts.cluster_signing_cert_file).read_bytes(),
                      Path(c.opts.cluster_signing_key_file).read_bytes())
     return CSRSigningController(c.client, c.factory, ca, duration=dt.timedelta(
         seconds=c.opts.cluster_signing_duration))

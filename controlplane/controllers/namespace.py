@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from controlplane.controllers.base import Controller, copy
+from client import Client, InformerFactory, key_of
+from client.controller import Controller, copy
 from proto import core_pb2, kinds
-from proto.client import Client, InformerFactory, key_of
 from proto.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from controlplane.controllers.base import Controller, copy
+from client import Client, InformerFactory, key_of
+from client.controller import Controller, copy
+from client.events import WARNING, EventRecorder
 from proto import core_pb2
-from proto.client import Client, InformerFactory, key_of
-from proto.client.events import WARNING, EventRecorder
 from proto.errors import ApiError, NotFound
 
 log = logging.getLogger(__name__)

@@ -25,17 +25,16 @@ import logging
 import math
 import time
 
-from controlplane.controllers.base import Controller, copy
+from client import Client, InformerFactory, field_index
+from client.controller import Controller, copy
+from client.events import NORMAL, EventRecorder
 from proto import coordination_pb2, core_pb2
-from proto.client import Client, InformerFactory, field_index
-from proto.client.events import NORMAL, EventRecorder
 from proto.errors import ApiError, Conflict, NotFound
+from proto.wellknown import TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE
 
 log = logging.getLogger(__name__)
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
-UNREACHABLE = "node.kubernetes.io/unreachable"
-NOT_READY = "node.kubernetes.io/not-ready"
 NODE_NAME_INDEX = "spec.nodeName"
 
 
@@ -58,7 +57,7 @@ def eviction_time(pod: core_pb2.Pod, taints: list[core_pb2.Taint], default_secon
         matching = [t for t in pod.spec.tolerations if tolerates(t, taint)]
         if not matching:
             # Unreachable/not-ready get the default grace; any other NoExecute taint evicts now.
-            grace = default_seconds if taint.key in (UNREACHABLE, NOT_READY) else 0.0
+            grace = default_seconds if taint.key in (TAINT_NODE_UNREACHABLE, TAINT_NODE_NOT_READY) else 0.0
         elif any(not t.HasField("toleration_seconds") for t in matching):
             continue
         else:
@@ -139,9 +138,9 @@ class NodeLifecycleController(Controller):
             ready = next((c for c in node.status.conditions if c.type == "Ready"), None)
         want: str | None = None
         if stale or ready is None or ready.status == "Unknown":
-            want = UNREACHABLE
+            want = TAINT_NODE_UNREACHABLE
         elif ready.status == "False":
-            want = NOT_READY
+            want = TAINT_NODE_NOT_READY
         await self._reconcile_taints(node, want)
 
     async def _mark_unknown(self, node: core_pb2.Node) -> core_pb2.Node:
@@ -160,7 +159,7 @@ class NodeLifecycleController(Controller):
         return updated
 
     async def _reconcile_taints(self, node: core_pb2.Node, want: str | None) -> None:
-        ours = (UNREACHABLE, NOT_READY)
+        ours = (TAINT_NODE_UNREACHABLE, TAINT_NODE_NOT_READY)
         have = {t.key for t in node.spec.taints if t.key in ours and t.effect == "NoExecute"}
         if have == ({want} if want else set()):
             return

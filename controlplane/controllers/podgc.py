@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 
-from controlplane.controllers.base import Controller
+from client import Client, InformerFactory, field_index, key_of
+from client.controller import Controller
 from controlplane.controllers.nodelifecycle import NODE_NAME_INDEX
 from proto import core_pb2
-from proto.client import Client, InformerFactory, field_index, key_of
 from proto.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from client import Client, InformerFactory, key_of, split_key
+from client.controller import Controller, copy
+from client.events import NORMAL, WARNING, EventRecorder
 from controlplane.controllers import podutil
-from controlplane.controllers.base import Controller, copy
 from controlplane.controllers.expectations import Expectations
 from proto import apps_pb2, core_pb2, selectors
-from proto.client import Client, InformerFactory, key_of, split_key
-from proto.client.events import NORMAL, WARNING, EventRecorder
 from proto.errors import ApiError, Conflict, NamespaceTerminating, NotFound
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from controlplane.controllers.base import Controller
-from proto import bootstrap, core_pb2
-from proto.client import Client, InformerFactory, key_of
+from client import Client, InformerFactory, bootstrap, key_of
+from client.controller import Controller
+from proto import core_pb2
 from proto.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import contextlib
 import logging
 import signal
 
+from client import config as clientconfig
 from controlplane.dns.server import DnsServer
-from proto.client import config as clientconfig
 from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.dns")

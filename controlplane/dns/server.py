@@ -16,10 +16,10 @@ from typing import cast
 
 from dnslib import RCODE, DNSError, DNSRecord  # type: ignore[import-untyped]
 
+from client.api import Client
+from client.informer import InformerFactory
 from controlplane.dns.resolver import resolve
 from proto import core_pb2
-from proto.client.api import Client
-from proto.client.informer import InformerFactory
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 
-from controlplane.controllers.base import Controller
+from client.api import Client
+from client.controller import Controller
+from client.informer import InformerFactory, key_of, split_key
 from controlplane.loadbalancer.pool import choose
 from proto import core_pb2
-from proto.client.api import Client
-from proto.client.informer import InformerFactory, key_of, split_key
 from proto.errors import NotFound
 
 log = logging.getLogger(__name__)

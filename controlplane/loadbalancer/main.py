@@ -13,9 +13,9 @@ import contextlib
 import logging
 import signal
 
+from client import config as clientconfig
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, parse_pool
-from proto.client import config as clientconfig
 from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.loadbalancer")

@@ -33,7 +33,7 @@ import numpy as np
 from controlplane.scheduler.nodeinfo import MAX_NODE_SCORE, NodeTable, PodInfo, Vector
 
 if TYPE_CHECKING:
-    from proto.client import Client
+    from client import Client
 
 
 

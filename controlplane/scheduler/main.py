@@ -15,9 +15,9 @@ import contextlib
 import logging
 import signal
 
+from client import config as clientconfig
 from controlplane.scheduler import config as configuration
 from controlplane.scheduler.scheduler import Scheduler
-from proto.client import config as clientconfig
 from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.scheduler")

@@ -29,15 +29,15 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from client import Client
+from client.events import NORMAL, WARNING, EventRecorder
+from client.informer import InformerFactory, key_of
 from controlplane.scheduler import config as configuration
 from controlplane.scheduler.cache import TERMINAL_PHASES, Cache
 from controlplane.scheduler.framework import CycleState, FitError, Framework, Handle
 from controlplane.scheduler.nodeinfo import PodInfo
 from controlplane.scheduler.queue import SchedulingQueue
 from proto import core_pb2
-from proto.client import Client
-from proto.client.events import NORMAL, WARNING, EventRecorder
-from proto.client.informer import InformerFactory, key_of
 from proto.errors import ApiError, Conflict, NotFound
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ import functools
 
 import click
 
+from client import Client
 from kctl import apply as applier
 from kctl import context, manifests, resources
 from proto import core_pb2
-from proto.client import Client
 
 _echo_err = functools.partial(click.echo, err=True)
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import click
 
+from client import Client, bootstrap
 from kctl import context, resources
 from kctl.errors import CliError
-from proto import bootstrap, certificates_pb2
-from proto.client import Client
+from proto import certificates_pb2
 
 CSR = certificates_pb2.CertificateSigningRequest
 

@@ -14,11 +14,11 @@ import asyncio
 import click
 from google.protobuf.message import Message
 
+from client import Client
 from kctl import context, resources
 from kctl.commands.apply import load_manifests
 from kctl.errors import CliError, report
 from proto import kinds
-from proto.client import Client
 from proto.errors import ApiError, NotFound
 
 CASCADE = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan",

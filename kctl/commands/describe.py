@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from client import Client
 from kctl import context, resources
 from kctl import describe as describer
 from kctl.errors import report
-from proto.client import Client
 
 
 @click.command("describe")

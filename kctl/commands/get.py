@@ -13,9 +13,9 @@ from itertools import zip_longest
 import click
 from google.protobuf.message import Message
 
+from client import Client
 from kctl import context, jsonpath, printers, resources
 from kctl.errors import CliError, report
-from proto.client import Client
 from proto.errors import Gone, Unavailable
 
 

@@ -4,9 +4,9 @@
     kctl image push web:1                 # → the current local cluster's registry, as library/web:1
     kctl run web --image=web:1 --port 80  # the nodes pull it from there
 
-The build (provision/imagebuild.py) runs nothing and leaves its result in the
-local OCI store (provision/imagestore.py); push speaks the distribution API
-(provision/distribution.py). A name without a registry is pushed to the
+The build (provision/images/build.py) runs nothing and leaves its result in the
+local OCI store (provision/images/store.py); push speaks the distribution API
+(provision/images/distribution.py). A name without a registry is pushed to the
 current cluster's registry (from kctl's kubeconfig context, the cluster `kctl
 cluster up` made) or to `--registry HOST:PORT`, under docker.io's layout, so
 the short name in a pod spec finds it.
@@ -19,12 +19,14 @@ from pathlib import Path
 import click
 import yaml
 
+from client import config as clientconfig
 from kctl.errors import CliError
 from kctl.printers import format_table
-from nodeagent.images import OCIImage, parse_reference
-from proto.client import config as clientconfig
-from provision import distribution, imagebuild, local
-from provision.imagestore import ImageStore
+from provision import local
+from provision.images import build as imagebuild
+from provision.images import distribution
+from provision.images.oci import OCIImage, parse_reference
+from provision.images.store import ImageStore
 
 
 def current_cluster_registry() -> str:

@@ -6,9 +6,9 @@ from importlib import metadata
 
 import click
 
+from client import Client
 from kctl import context, printers
 from proto import kinds
-from proto.client import Client
 
 
 @click.command("api-resources")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import click
 from google.protobuf.message import Message
 
+from client import Client
 from kctl import context, resources
 from kctl.errors import CliError, report
-from proto.client import Client
 from proto.errors import ApiError, Conflict
 
 CONFLICT_RETRIES = 5

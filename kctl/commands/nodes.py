@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 
 import click
 
+from client import Client
 from kctl import context
 from kctl.errors import CliError
 from proto import core_pb2
-from proto.client import Client
 from proto.errors import Conflict, NotFound
+from proto.wellknown import ANNOTATION_MIRROR_POD
 
 CONFLICT_RETRIES = 5
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 POLL_INTERVAL = 0.2
 
@@ -131,7 +131,7 @@ def plan_drain(pods: list[core_pb2.Pod], *, force: bool, ignore_daemonsets: bool
     plan = DrainPlan()
     for pod in pods:
         ref = f"{pod.metadata.namespace}/{pod.metadata.name}"
-        if MIRROR_ANNOTATION in pod.metadata.annotations:
+        if ANNOTATION_MIRROR_POD in pod.metadata.annotations:
             continue  # a static pod: only its kubelet can remove it
         if pod.status.phase in TERMINAL_PHASES:
             plan.delete.append(pod)

@@ -13,10 +13,10 @@ import sys
 
 import click
 
+from client import Client
 from kctl import context, terminal
 from kctl.errors import CliError
 from proto import kubelet_pb2
-from proto.client import Client
 
 
 def _pod_name(arg: str) -> str:

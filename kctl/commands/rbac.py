@@ -10,11 +10,11 @@ from __future__ import annotations
 import click
 from google.protobuf.message import Message
 
+from client import Client
 from kctl import context, resources
 from kctl.commands.apply import create
 from kctl.errors import CliError
 from proto import kinds, rbac_pb2
-from proto.client import Client
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 RBAC_VERSION = f"{RBAC_GROUP}/v1"

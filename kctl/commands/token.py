@@ -1,6 +1,6 @@
 """`kctl token create|list|delete|publish-cluster-info`: bootstrap tokens, as `kubeadm token` manages them.
 
-A token is a Secret `kube-system/bootstrap-token-<id>` (proto/bootstrap.py);
+A token is a Secret `kube-system/bootstrap-token-<id>` (client/bootstrap.py);
 the apiserver accepts it on its token port as `system:bootstrap:<id>`, which may
 only ask for a node certificate and read `kube-public/cluster-info`. The
 cluster-info ConfigMap says where joining nodes go: the client-certificate
@@ -16,13 +16,12 @@ from pathlib import Path
 
 import click
 
+from client import Client, bootstrap, certificates
 from kctl import context, printers
 from kctl.errors import CliError
-from proto import bootstrap, core_pb2
-from proto.client import Client
+from proto import core_pb2
 from proto.duration import DurationError, parse_duration
 from proto.errors import AlreadyExists, NotFound
-from provision import pki
 
 
 @click.group("token")
@@ -55,7 +54,7 @@ async def join_command(client: Client, token: bootstrap.Token) -> str:
         raise CliError(f"{bootstrap.CLUSTER_INFO_NAMESPACE}/{bootstrap.CLUSTER_INFO_NAME} has no "
                        f"{bootstrap.CLUSTER_INFO_BOOTSTRAP_SERVER_KEY!r} (the apiserver's token address); "
                        "re-publish it")
-    return f"kctl join {target} --token {token} --discovery-token-ca-cert-hash {pki.ca_cert_hash(ca_pem)}"
+    return f"kctl join {target} --token {token} --discovery-token-ca-cert-hash {certificates.ca_cert_hash(ca_pem)}"
 
 
 @token.command("create")

@@ -20,16 +20,21 @@ from typing import Any
 import click
 from google.protobuf.message import Message
 
-from controlplane.controllers.deployment import CHANGE_CAUSE, HASH_LABEL, REVISION, revision_of
+from client import Client
 from kctl import context, printers, resources
 from kctl.commands.apply import create
 from kctl.errors import CliError
 from proto import apps_pb2, autoscaling_pb2, core_pb2, kinds, metrics_pb2
-from proto.client import Client
 from proto.errors import Conflict
 from proto.quantity import int_value, milli_value
+from proto.wellknown import (
+    ANNOTATION_CHANGE_CAUSE,
+    ANNOTATION_RESTARTED_AT,
+    ANNOTATION_REVISION,
+    LABEL_POD_TEMPLATE_HASH,
+    revision_of,
+)
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 CONFLICT_RETRIES = 5
 
 
@@ -74,7 +79,7 @@ def _without_hash(template: core_pb2.PodTemplateSpec) -> core_pb2.PodTemplateSpe
     """The deployment template a ReplicaSet was made from (the controller adds the hash label)."""
     copy = core_pb2.PodTemplateSpec()
     copy.CopyFrom(template)
-    copy.metadata.labels.pop(HASH_LABEL, None)
+    copy.metadata.labels.pop(LABEL_POD_TEMPLATE_HASH, None)
     return copy
 
 
@@ -164,7 +169,7 @@ def rollout_history(args: tuple[str, ...], revision: int) -> None:
             return
         click.echo(f"deployment.apps/{name} ")
         rows = [["REVISION", "CHANGE-CAUSE"]] + [
-            [str(revision_of(rs)), rs.metadata.annotations.get(CHANGE_CAUSE, "<none>")] for rs in rss]
+            [str(revision_of(rs)), rs.metadata.annotations.get(ANNOTATION_CHANGE_CAUSE, "<none>")] for rs in rss]
         click.echo("\n".join(printers.format_table(rows, gap=2)))
 
     context.run(body)
@@ -174,7 +179,7 @@ async def rollout_undo(client: Client, name: str, namespace: str, *, to_revision
     """Copy revision `to_revision` (0: the previous one) back into the deployment; kubectl's message."""
     d = await client.get(apps_pb2.Deployment, name, namespace)
     rss = await owned_replicasets(client, d)
-    current = int(d.metadata.annotations.get(REVISION, "0") or 0)
+    current = int(d.metadata.annotations.get(ANNOTATION_REVISION, "0") or 0)
     if to_revision:
         rs = next((r for r in rss if revision_of(r) == to_revision), None)
         if rs is None:
@@ -251,7 +256,7 @@ def rollout_restart(args: tuple[str, ...]) -> None:
     def change(d: apps_pb2.Deployment) -> bool:
         if d.spec.paused:
             raise CliError(f"can't restart paused deployment (run rollout resume first): deployment.apps/{name}")
-        d.spec.template.metadata.annotations[RESTARTED_AT] = stamp
+        d.spec.template.metadata.annotations[ANNOTATION_RESTARTED_AT] = stamp
         return True
 
     async def body(client: Client) -> None:

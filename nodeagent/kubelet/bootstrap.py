@@ -25,10 +25,9 @@ import logging
 import time
 from pathlib import Path
 
-from proto import bootstrap, certificates_pb2, core_pb2
-from proto.client import Client
-from proto.client import config as clientconfig
-from provision import pki
+from client import Client, bootstrap, certificates
+from client import config as clientconfig
+from proto import certificates_pb2, core_pb2
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def node_user(node_name: str) -> str:
 
 async def request_certificate(client: Client, node_name: str, timeout: float) -> tuple[bytes, bytes]:
     """Create the node's CSR and wait until it is signed: (certificate PEM, key PEM)."""
-    csr_pem, key_pem = pki.create_csr(node_user(node_name), (bootstrap.NODES_GROUP,))
+    csr_pem, key_pem = certificates.create_csr(node_user(node_name), (bootstrap.NODES_GROUP,))
     created = await client.create(bootstrap.new_csr(csr_pem, bootstrap.SIGNER_KUBELET_CLIENT, CLIENT_USAGES,
                                                     generate_name="node-csr-"))
     name = created.metadata.name
@@ -99,10 +98,10 @@ async def bootstrap_kubeconfig(bootstrap_path: Path, kubeconfig: Path, node_name
         # The CA `kctl join` pinned is the one to keep trusting.
         ca_pem = config.certificate_authority_data or info_ca
         cert_pem, key_pem = await request_certificate(client, node_name, timeout)
-    user, _ = pki.identity_of(cert_pem)
+    user, _ = certificates.identity_of(cert_pem)
     if user != node_user(node_name):
         raise BootstrapError(f"the signed certificate names {user!r}, not {node_user(node_name)!r}")
-    pki.write_private(kubeconfig, pki.kubeconfig("flotilla", server, ca_pem, user,
-                                                 credentials=pki.KeyPair(cert_pem, key_pem)).encode())
+    certificates.write_private(kubeconfig, certificates.kubeconfig("flotilla", server, ca_pem, user,
+                                                 credentials=certificates.KeyPair(cert_pem, key_pem)).encode())
     log.info("wrote %s: %s at %s", kubeconfig, user, server)
     return kubeconfig

@@ -22,6 +22,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from client import config as clientconfig
+from client.events import EventRecorder
+from client.informer import InformerFactory, enqueue
+from client.workqueue import WorkQueue, run_workers
 from nodeagent.kubelet import network
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.metrics import MetricsPublisher
@@ -33,10 +37,6 @@ from nodeagent.kubelet.routes import NodeRoutes, routes_possible
 from nodeagent.kubelet.runtime import Runtime
 from nodeagent.kubelet.server import ServingTLS, serve
 from proto import core_pb2
-from proto.client import config as clientconfig
-from proto.client.events import EventRecorder
-from proto.client.informer import InformerFactory, enqueue
-from proto.client.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import logging
 import time
 from collections import defaultdict
 
+from client import Client
 from nodeagent.kubelet.node import now_timestamp
 from nodeagent.kubelet.runtime import LABEL_MANAGED, LABEL_POD_NAME, LABEL_POD_NAMESPACE, CRIError, Runtime
 from proto import metrics_pb2
-from proto.client import Client
 from proto.errors import AlreadyExists, ApiError, NotFound
 from proto.quantity import format_bytes, format_milli
 

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from client import Client
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.runtime import CRIError, Runtime
 from proto import coordination_pb2, core_pb2
-from proto.client import Client
 from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
 
 log = logging.getLogger(__name__)

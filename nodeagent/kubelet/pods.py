@@ -34,9 +34,11 @@ from pathlib import Path
 
 import grpc
 
-from nodeagent.containerd import remove_cgroups
+from client import Client
+from client.informer import Store, split_key
 from nodeagent.kubelet import status as podstatus
 from nodeagent.kubelet.backoff import Backoff
+from nodeagent.kubelet.cgroups import remove_cgroups
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.lifecycle import run_pre_stop
 from nodeagent.kubelet.node import now_timestamp
@@ -52,8 +54,6 @@ from nodeagent.kubelet.runtime import (
 )
 from nodeagent.kubelet.volumes import ConfigError, Volumes
 from proto import core_pb2, cri_pb2
-from proto.client import Client
-from proto.client.informer import Store, split_key
 from proto.errors import Conflict, NotFound
 from proto.quantity import int_value, milli_value
 

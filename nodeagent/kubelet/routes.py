@@ -38,9 +38,9 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from client.informer import Informer
+from client.workqueue import WorkQueue, run_workers
 from proto import core_pb2
-from proto.client.informer import Informer
-from proto.client.workqueue import WorkQueue, run_workers
 
 if TYPE_CHECKING:
     from pyroute2 import AsyncIPRoute

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import grpc
 
+from client.certificates import identity_of
+from client.informer import Store
 from nodeagent.kubelet.runtime import LABEL_CONTAINER_NAME, LABEL_POD_UID, CRIError, Runtime
 from nodeagent.kubelet.streaming import StreamingError, exec_session
 from proto import core_pb2, cri_pb2, kubelet_pb2, kubelet_pb2_grpc
-from proto.client.informer import Store
-from provision.pki import identity_of
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+from client import Client
 from nodeagent.kubelet import atomic_writer
 from nodeagent.kubelet.atomic_writer import FileProjection
 from proto import core_pb2
-from proto.client import Client
 from proto.errors import ApiError, NotFound
 
 log = logging.getLogger(__name__)

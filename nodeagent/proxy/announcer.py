@@ -24,11 +24,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from client.api import Client
+from client.informer import InformerFactory, key_of, split_key
+from client.leaderelection import LeaderElectionConfig, LeaderElector
+from client.workqueue import WorkQueue, run_workers
 from proto import core_pb2
-from proto.client.api import Client
-from proto.client.informer import InformerFactory, key_of, split_key
-from proto.client.leaderelection import LeaderElectionConfig, LeaderElector
-from proto.client.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
 

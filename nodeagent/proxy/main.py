@@ -24,11 +24,11 @@ import ipaddress
 import logging
 import signal
 
+from client import Client
+from client import config as clientconfig
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.announcer import Announcer, interface_of
 from nodeagent.proxy.proxier import Proxier
-from proto.client import Client
-from proto.client import config as clientconfig
 from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.proxy")

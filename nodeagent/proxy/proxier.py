@@ -20,12 +20,12 @@ import logging
 import time
 from collections.abc import Iterable
 
+from client.api import Client
+from client.informer import InformerFactory, key_of, split_key
+from client.workqueue import WorkQueue, run_workers
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.conntrack import ConntrackCleaner, stale_flows
 from proto import core_pb2
-from proto.client.api import Client
-from proto.client.informer import InformerFactory, key_of, split_key
-from proto.client.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,11 @@ import yaml
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from provision import components, registry
+from provision import components
 from provision.bootstrap import steps
 from provision.bootstrap.host import BootstrapError, Host
-from provision.images import push_node_images
+from provision.images import registry
+from provision.images.base import push_node_images
 from provision.local import dns_manifest, home
 
 REPO = Path(__file__).resolve().parents[2]

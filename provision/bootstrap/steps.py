@@ -22,12 +22,13 @@ import hashlib
 import shlex
 from pathlib import Path
 
-from nodeagent.containerd import NodeRuntime
 from nodeagent.kubelet.config import KubeletConfig
-from nodeagent.localnode import LocalNode
-from provision import components, registry
+from provision import components
 from provision.bootstrap.host import Host
 from provision.bootstrap.units import UNIT_DIR, Unit
+from provision.containerd import NodeRuntime
+from provision.images import registry
+from provision.localnode import LocalNode
 from provision.processes import etcd_argv
 
 FLOTILLA_DIR = "/opt/flotilla"

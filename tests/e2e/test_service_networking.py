@@ -41,9 +41,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from client import config as clientconfig
 from nodeagent.kubelet.routes import ROUTE_PROTOCOL
 from proto import apps_pb2
-from proto.client import config as clientconfig
 from provision.processes import free_port
 from tests.e2e.test_seed_journey import Cluster, eventually, http_get
 

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from proto.client import Client
+from client import Client
 from proto.errors import AlreadyExists, ApiError, Timeout, Unavailable
 from provision.processes import ApiServer, Etcd, Process, free_port, start_apiserver, start_etcd
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bench import hollow
+from client import Client, Informer
 from proto import core_pb2
-from proto.client import Client, Informer
-from provision import hollow
 from tests.faults.support import (
     Acknowledged,
     FaultControlPlane,

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bench.hollow_kubelet import HollowCluster
+from client import Client
 from proto import apps_pb2, core_pb2
-from proto.client import Client
 from proto.errors import NotFound
-from provision.hollow_kubelet import HollowCluster
 from tests.controllers_support import (  # noqa: F401 - fixtures
     ControllerManager,
     controller_manager_fixture,

@@ -19,10 +19,10 @@ import time
 
 import pytest
 
+from bench import hollow
+from client import Client, Informer
 from proto import core_pb2
-from proto.client import Client, Informer
 from proto.errors import Gone
-from provision import hollow
 from tests.faults.support import (
     Acknowledged,
     FaultControlPlane,

@@ -29,8 +29,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.strategies import DataObject
 
+from client.api import CHANNEL_OPTIONS
 from proto import apiserver_pb2, core_pb2, kinds, manifest
-from proto.client.api import CHANNEL_OPTIONS
 from proto.errors import ApiError
 from tests.faults.fuzzing import any_text, fuzz_settings, hostile_manifests
 from tests.faults.support import FaultControlPlane

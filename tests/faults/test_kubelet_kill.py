@@ -15,9 +15,9 @@ import time
 
 import grpc
 
-from nodeagent.localnode import LocalNode
+from client import Client
 from proto import core_pb2, cri_pb2, cri_pb2_grpc
-from proto.client import Client
+from provision.localnode import LocalNode
 from tests.faults.support import eventually, report
 from tests.kubelet_support import busybox, is_ready, make_pod, node, wait_pod  # noqa: F401 - fixture
 

@@ -37,12 +37,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from nodeagent.images import import_base_images
-from nodeagent.localnode import LocalNode
+from client import Client
 from proto import apps_pb2, coordination_pb2, core_pb2, cri_pb2, cri_pb2_grpc
-from proto.client import Client
 from proto.errors import NotFound
 from provision import netns
+from provision.images.oci import import_base_images
+from provision.localnode import LocalNode
 from provision.processes import Process
 from tests.controllers_support import TEST_FLAGS, deployment, live_pods, ready
 from tests.faults.support import FaultControlPlane, eventually, report, start_scheduler

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from bench import hollow
+from client import Client
 from proto import core_pb2
-from proto.client import Client
-from provision import hollow
 from tests.faults.support import background, report, start_scheduler, until_true
 
 PODS = 200

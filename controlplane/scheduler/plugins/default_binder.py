@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from client import Client
 from controlplane.scheduler.framework import SUCCESS, Code, CycleState, Handle, Status
 from controlplane.scheduler.nodeinfo import PodInfo
 from proto import core_pb2
-from proto.client import Client
 from proto.errors import ApiError
 
 NAME = "DefaultBinder"

@@ -16,10 +16,9 @@ import numpy as np
 
 from controlplane.scheduler.framework import CycleState, FilterResult, Handle
 from controlplane.scheduler.nodeinfo import NOT_READY, UNKNOWN, NodeTable, PodInfo, tolerated
+from proto.wellknown import TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE
 
 NAME = "NodeReady"
-TAINT_NODE_NOT_READY = "node.kubernetes.io/not-ready"
-TAINT_NODE_UNREACHABLE = "node.kubernetes.io/unreachable"
 ERR_REASON_NOT_READY = f"node(s) had untolerated taint {{{TAINT_NODE_NOT_READY}: }}"
 ERR_REASON_UNREACHABLE = f"node(s) had untolerated taint {{{TAINT_NODE_UNREACHABLE}: }}"
 

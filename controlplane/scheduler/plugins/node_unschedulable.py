@@ -10,10 +10,10 @@ from typing import Any
 
 from controlplane.scheduler.framework import CycleState, FilterResult, Handle
 from controlplane.scheduler.nodeinfo import NodeTable, PodInfo, tolerated
+from proto.wellknown import TAINT_NODE_UNSCHEDULABLE
 
 NAME = "NodeUnschedulable"
 ERR_REASON_UNSCHEDULABLE = "node(s) were unschedulable"
-TAINT_NODE_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 
 
 class NodeUnschedulable:

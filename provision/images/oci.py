@@ -5,7 +5,7 @@ and the tests and examples need a small image with a shell and an HTTP server.
 These machines have no internet, so the images are made here from Debian
 packages: busybox from `busybox-static`, pause from a twenty-line C program built
 with `gcc -static`. An `OCIImage` (manifest, config, layers) is what the rest
-shares: the provisioner pushes it to the cluster registry (provision/images.py),
+shares: the provisioner pushes it to the cluster registry (provision/images/base.py),
 `kctl image build` makes one, and tests without a registry write it as an OCI
 image-layout tar that `ctr -n k8s.io images import` takes (the CRI plugin only
 sees the `k8s.io` namespace) under `localhost/` names, which containerd does
@@ -199,8 +199,8 @@ class OCIImage:
     """One linux/amd64 image as the OCI spec lays it out: a manifest naming a config blob and layer blobs.
 
     The same object is imported into containerd (`archive()`), pushed to a
-    registry (provision/distribution.py) and kept in kctl's local store
-    (provision/imagestore.py), so all three see byte-identical blobs.
+    registry (provision/images/distribution.py) and kept in kctl's local store
+    (provision/images/store.py), so all three see byte-identical blobs.
     """
 
     manifest: bytes
@@ -331,10 +331,10 @@ def import_base_images(address: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m nodeagent.images SOCKET`: build and import the base images into that containerd."""
+    """`python -m provision.images.oci SOCKET`: build and import the base images into that containerd."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m nodeagent.images", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m provision.images.oci", description=main.__doc__)
     parser.add_argument("socket", help="containerd's socket, e.g. /var/lib/flotilla/node-1/containerd/containerd.sock")
     opts = parser.parse_args(argv)
     import_base_images(opts.socket)

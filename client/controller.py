@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from proto.client import Client, Informer, InformerFactory, WorkQueue, key_of, run_workers
+from client import Client, Informer, InformerFactory, WorkQueue, key_of, run_workers
 
 log = logging.getLogger(__name__)
 

@@ -5,18 +5,9 @@ kctl) goes through this package, so retries, caching and error types behave the
 same everywhere.
 """
 
-from proto.client.api import Client, ObjectList, WatchEvent
-from proto.client.informer import (
-    Informer,
-    InformerFactory,
-    Store,
-    enqueue,
-    field_index,
-    key_of,
-    label_index,
-    split_key,
-)
-from proto.client.workqueue import ShutDown, WorkQueue, run_workers
+from client.api import Client, ObjectList, WatchEvent
+from client.informer import Informer, InformerFactory, Store, enqueue, field_index, key_of, label_index, split_key
+from client.workqueue import ShutDown, WorkQueue, run_workers
 
 __all__ = [
     "Client",

@@ -42,9 +42,9 @@ from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import Message
 
+from client.api import Client, WatchEvent
+from client.workqueue import WorkQueue
 from proto import kinds, selectors
-from proto.client.api import Client, WatchEvent
-from proto.client.workqueue import WorkQueue
 from proto.errors import ApiError, BadRequest, Gone, NotFound
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodeagent.containerd import NodeRuntime
-from nodeagent.images import import_base_images
 from nodeagent.kubelet.config import KubeletConfig
+from provision.containerd import NodeRuntime
+from provision.images.oci import import_base_images
 from provision.processes import Process
 
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import shlex
 
-    parser = argparse.ArgumentParser(prog="python -m nodeagent.localnode", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m provision.localnode", description=main.__doc__)
     parser.add_argument("--name", required=True)
     parser.add_argument("--base", required=True, help="the node's directory, e.g. /var/lib/flotilla/nodes/node-1")
     parser.add_argument("--server", default="127.0.0.1:6443")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     argv_kubelet[:3] = [str(Path(sys.executable).parent / "flotilla-kubelet")]
     print(f"# wrote {rt.config_path} and {node.config_path}; start the node with:")
     print(f"containerd --config {rt.config_path} &")
-    print(f"{shlex.quote(sys.executable)} -m nodeagent.images {rt.socket}")
+    print(f"{shlex.quote(sys.executable)} -m provision.images.oci {rt.socket}")
     print(shlex.join(argv_kubelet))
     return 0
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodeagent.images import DEFAULT_ENV, Layer, OCIImage, make_image
+from provision.images.oci import DEFAULT_ENV, Layer, OCIImage, make_image
 
 CONTAINERFILES = ("Containerfile", "Dockerfile")
 SUPPORTED = ("FROM", "COPY", "ADD", "ENV", "WORKDIR", "CMD", "ENTRYPOINT", "EXPOSE", "LABEL", "USER")

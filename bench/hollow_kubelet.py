@@ -1,6 +1,6 @@
 """Hollow kubelets and a trivial binder: what the controller manager needs from nodes, without nodes.
 
-`provision/hollow.py` registers hollow Node objects (kubemark's idea). A
+`bench/hollow.py` registers hollow Node objects (kubemark's idea). A
 `HollowCluster` adds the behaviour the controllers rely on but do not own:
 
 - the *kubelet* of each of its nodes: renews the node's Lease in
@@ -25,10 +25,10 @@ import itertools
 import logging
 from collections.abc import Iterable
 
+from bench import hollow
+from client import Client, Informer, WorkQueue, enqueue, run_workers
 from proto import coordination_pb2, core_pb2
-from proto.client import Client, Informer, WorkQueue, enqueue, run_workers
 from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
-from provision import hollow
 
 log = logging.getLogger(__name__)
 

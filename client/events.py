@@ -19,8 +19,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from client import Client
 from proto import core_pb2, kinds
-from proto.client import Client
 from proto.errors import ApiError
 
 log = logging.getLogger(__name__)

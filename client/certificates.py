@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from proto import bootstrap
+from client import bootstrap
 
 CA_DAYS = 3650
 CERT_DAYS = 365

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 
+from client import Client
 from proto import core_pb2
-from proto.client import Client
-
-HOSTNAME_LABEL = "kubernetes.io/hostname"
+from proto.wellknown import LABEL_HOSTNAME
 
 
 def node(name: str, *, cpu: str = "4", memory: str = "8Gi", pods: int = 110,
@@ -24,7 +23,7 @@ def node(name: str, *, cpu: str = "4", memory: str = "8Gi", pods: int = 110,
     """A Node message; `taints` are (key, value, effect); `ready` is the Ready condition's status."""
     obj = core_pb2.Node(api_version="v1", kind="Node")
     obj.metadata.name = name
-    obj.metadata.labels.update({HOSTNAME_LABEL: name, **(labels or {})})
+    obj.metadata.labels.update({LABEL_HOSTNAME: name, **(labels or {})})
     obj.spec.unschedulable = unschedulable
     for key, value, effect in taints:
         obj.spec.taints.add(key=key, value=value, effect=effect)

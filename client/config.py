@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 import yaml
 
-from proto.client.api import Client
+from client.api import Client
 
 ENV_VAR = "KCTL_CONFIG"
 DEFAULT_NAMESPACE = "default"

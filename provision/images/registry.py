@@ -3,7 +3,7 @@
 Nodes pull every image from here over plain HTTP on the private network: the
 provisioner pushes the base images (pause, busybox, nginx) at `cluster up`,
 users push their own with `kctl image push`, and each node's containerd serves
-docker.io names from it (nodeagent/containerd.py), so `--image=nginx` works
+docker.io names from it (provision/containerd.py), so `--image=nginx` works
 with no internet. This module writes the daemon's config and command line and
 tells when it answers; the supervisor runs it like any other daemon.
 

@@ -29,14 +29,13 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodeagent.images import PAUSE_IMAGE, REGISTRY_PAUSE_IMAGE
+from nodeagent.kubelet.cgroups import remove_cgroups
+from provision.images.oci import PAUSE_IMAGE, REGISTRY_PAUSE_IMAGE
 from provision.processes import Process, wait_until
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 CNI_BIN_DIR = "/usr/lib/cni"
 
 
@@ -260,28 +259,3 @@ state = "{base / 'state'}"
             for entry in results.iterdir():
                 if entry.name.startswith(f"flotilla-{self.node_name}-") or any(i in entry.name for i in sandbox_ids):
                     entry.unlink(missing_ok=True)
-
-
-def remove_cgroups(path: str) -> None:
-    """rmdir `path` (relative to each hierarchy) and everything under it, deepest first.
-
-    containerd leaves pod-level cgroup directories behind under cgroups v1, so the
-    kubelet calls this for each pod it tears down and tests call it per node.
-    """
-    rel = path.strip("/")
-    if not rel:
-        return
-    for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []:
-        top = hierarchy / rel
-        if not top.is_dir():
-            continue
-        dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-        for d in [*dirs, top]:
-            for _ in range(20):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.05)  # tasks still leaving (the kernel empties cgroups asynchronously)

@@ -1,7 +1,7 @@
 """Push images to, and fetch them from, a registry over the OCI distribution API (plain HTTP).
 
 The provisioner pushes the base images to the cluster registry at `cluster up`
-(provision/images.py), `kctl image push` pushes what `kctl image build` made,
+(provision/images/base.py), `kctl image push` pushes what `kctl image build` made,
 and a build `FROM` an image it does not have fetches it here. The wire work is
 python-dxf's (a maintained client of the distribution API): HEAD a blob to see
 whether the registry has it, upload it monolithically (POST then PUT with the
@@ -12,7 +12,7 @@ pushing again is cheap), the digest the registry ends up with checked against
 ours, and pulled blobs verified against the digests the manifest names.
 
 Registries are reached over plain HTTP (`insecure=True`): the cluster registry
-listens on the private node network only, with no TLS (provision/registry.py).
+listens on the private node network only, with no TLS (provision/images/registry.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import requests
 from dxf import DXF
 from dxf.exceptions import DXFError
 
-from nodeagent.images import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, OCIImage, make_image
+from provision.images.oci import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, OCIImage, make_image
 
 DOCKER_MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 GZIP_LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip",

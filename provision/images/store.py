@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeagent.images import MANIFEST_TYPE, OCIImage, digest_of, parse_reference
+from provision.images.oci import MANIFEST_TYPE, OCIImage, digest_of, parse_reference
 
 REF_NAME = "org.opencontainers.image.ref.name"
 

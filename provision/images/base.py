@@ -1,12 +1,12 @@
 """The images a local cluster starts with: pause, busybox and nginx, built from Debian packages and pushed.
 
 There is no internet here, so `cluster up` builds the base images locally and
-pushes them to the cluster registry on the master (provision/registry.py) as
+pushes them to the cluster registry on the master (provision/images/registry.py) as
 `library/pause:3.9`, `library/busybox:latest` and `library/nginx:latest`:
 the paths docker.io serves official images under, because every node's
 containerd serves docker.io names from the cluster registry. So `--image=nginx`
 (docker.io/library/nginx:latest) is pulled from the master over plain HTTP,
-and the seed commands work unchanged. nodeagent/images.py builds pause and
+and the seed commands work unchanged. provision/images/oci.py builds pause and
 busybox; nginx here is the busybox layer plus a second layer with Debian's
 nginx: the binary and stock welcome page from the `nginx` and `nginx-common`
 .debs (fetched once with `apt-get download` into /var/cache/flotilla/debs and
@@ -24,7 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from nodeagent.images import (
+from provision.images.distribution import PushResult, push
+from provision.images.oci import (
     DEFAULT_ENV,
     REGISTRY_PAUSE_IMAGE,
     Layer,
@@ -34,7 +35,6 @@ from nodeagent.images import (
     make_image,
     pause_image,
 )
-from provision.distribution import PushResult, push
 
 NGINX_IMAGE = "localhost/nginx:latest"
 DEB_CACHE = Path("/var/cache/flotilla/debs")

@@ -1,0 +1,43 @@
+"""Well-known names: the labels, annotations and taints every component agrees on.
+
+Kubernetes keeps these in `k8s.io/api/core/v1/well_known_labels.go`,
+`well_known_taints.go` and the apps/kubectl annotation constants; here they are
+one module so the controllers that write a name and kctl, the scheduler or the
+kubelet that read it can never drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Node labels the kubelet sets on its own Node.
+LABEL_HOSTNAME = "kubernetes.io/hostname"
+LABEL_OS = "kubernetes.io/os"
+LABEL_ARCH = "kubernetes.io/arch"
+LABEL_NODE_ROLE_PREFIX = "node-role.kubernetes.io/"
+
+# Labels controllers put on what they create.
+LABEL_POD_TEMPLATE_HASH = "pod-template-hash"  # ReplicaSets (and their pods) of a Deployment
+
+# Taints the control plane manages (node lifecycle, cordon) and the control-plane node's own.
+TAINT_NODE_NOT_READY = "node.kubernetes.io/not-ready"
+TAINT_NODE_UNREACHABLE = "node.kubernetes.io/unreachable"
+TAINT_NODE_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
+TAINT_CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
+
+# Annotations.
+ANNOTATION_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+ANNOTATION_RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+ANNOTATION_MIRROR_POD = "kubernetes.io/config.mirror"
+ANNOTATION_CHANGE_CAUSE = "kubernetes.io/change-cause"
+ANNOTATION_REVISION = "deployment.kubernetes.io/revision"
+ANNOTATION_DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+ANNOTATION_MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+
+
+def revision_of(obj: Any) -> int:
+    """The rollout revision an object's `deployment.kubernetes.io/revision` annotation records (0 if none)."""
+    try:
+        return int(obj.metadata.annotations.get(ANNOTATION_REVISION, "0"))
+    except ValueError:
+        return 0
