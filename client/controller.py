@@ -2,10 +2,22 @@
 
 This is kubernetes/sample-controller's `Controller` with the plumbing written
 once. A controller subclass registers its informers' handlers in `__init__`
-(handlers only enqueue keys), lists in `informers` what must have synced before
-its workers start, and implements `sync(key)`. `run()` waits for the caches,
-then drains the queue with `workers` concurrent loops (`run_workers`: forget on
-success, re-queue with per-key back-off on error) until cancelled.
+(handlers only enqueue keys: `enqueue(informer, self.queue)`), lists in
+`informers` what must have synced before its workers start, and implements
+`sync(key)`. `run()` waits for the caches, then drains the queue with `workers`
+concurrent loops (`run_workers`: forget on success, re-queue with per-key
+back-off on error) until cancelled.
+
+The same shape serves every loop in Flotilla, not only the controller
+manager's: the proxy and the LoadBalancer announcer (which run their own
+informers: no `factory` given, so `run()` starts and stops one of their own),
+and the kubelet's node routes (which keep a kernel, not the API, in step). A
+loop that must look at everything now and then, even when no event said so
+(level-triggered repair of what someone changed behind its back), sets
+`resync_period`: every period `resync()` queues every cached key again. Keys
+need not name objects: a loop may queue a key of its own (the proxy's full
+sync, the routes' sweep) and handle it in `sync` like any other, with the same
+de-duplication, exclusivity and back-off.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 
 from client import Client, Informer, InformerFactory, WorkQueue, key_of, run_workers
+from client.workqueue import DEFAULT_BASE_DELAY, DEFAULT_MAX_DELAY
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +43,19 @@ class Controller(abc.ABC):
 
     name = "controller"
 
-    def __init__(self, client: Client, factory: InformerFactory, *, workers: int = 2) -> None:
+    def __init__(self, client: Client, factory: InformerFactory | None = None, *, workers: int = 2,
+                 resync_period: float = 0.0, base_delay: float = DEFAULT_BASE_DELAY,
+                 max_delay: float = DEFAULT_MAX_DELAY) -> None:
         self.client = client
-        self.factory = factory
+        # A controller manager shares one factory among its controllers and runs it itself; a
+        # daemon with a single loop (the proxy, a standalone controller) lets the loop own one.
+        self.own_factory = factory is None
+        self.factory = factory or InformerFactory(client)
         self.workers = workers
-        self.queue: WorkQueue[str] = WorkQueue(self.name)
+        self.resync_period = resync_period  # seconds between `resync()` passes; 0: only on events
+        # base_delay/max_delay bound the per-key back-off: a loop whose failures are local (nft,
+        # netlink) retries slower than the 5 ms a Conflict deserves, so it does not spin on them.
+        self.queue: WorkQueue[str] = WorkQueue(self.name, base_delay=base_delay, max_delay=max_delay)
         # What must be in the cache before sync may trust it (filled by subclasses).
         self.informers: list[Informer[Any]] = []
 
@@ -42,14 +63,35 @@ class Controller(abc.ABC):
     async def sync(self, key: str) -> None:
         """Converge the object named by `key` (read from the cache) towards its spec."""
 
+    def resync(self) -> None:
+        """Queue every key the informers hold (each `resync_period`): level-triggered repair.
+
+        Override to queue keys of the controller's own as well (call this too).
+        """
+        for informer in self.informers:
+            for key in informer.store.list_keys():
+                self.queue.add(key)
+
     async def run(self) -> None:
-        """Wait for the caches, then run the workers until cancelled."""
-        await asyncio.gather(*(informer.wait_synced() for informer in self.informers))
-        log.info("%s: caches synced, starting %d workers", self.name, self.workers)
+        """Wait for the caches, then run the workers (and the resyncs) until cancelled."""
+        if self.own_factory:
+            self.factory.start()
         try:
-            await run_workers(self.queue, self.sync, self.workers)
+            await asyncio.gather(*(informer.wait_synced() for informer in self.informers))
+            log.info("%s: caches synced, starting %d workers", self.name, self.workers)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(run_workers(self.queue, self.sync, self.workers))
+                if self.resync_period > 0:
+                    group.create_task(self._resync_every_period())
         finally:
             self.queue.shutdown()
+            if self.own_factory:
+                self.factory.stop()
+
+    async def _resync_every_period(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_period)
+            self.resync()
 
 
 def copy(obj: M) -> M:

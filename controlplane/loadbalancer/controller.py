@@ -22,7 +22,7 @@ import logging
 
 from client.api import Client
 from client.controller import Controller
-from client.informer import InformerFactory, key_of, split_key
+from client.informer import InformerFactory, enqueue, key_of, split_key
 from controlplane.loadbalancer.pool import choose
 from proto import core_pb2
 from proto.errors import NotFound
@@ -36,33 +36,20 @@ class LoadBalancerController(Controller):
     def __init__(self, client: Client, pool: list[str], *, namespace: str = "",
                  factory: InformerFactory | None = None) -> None:
         # Without a shared factory (the standalone daemon, tests) it runs one of its own.
-        self.own_factory = factory is None
-        super().__init__(client, factory or InformerFactory(client), workers=1)
+        super().__init__(client, factory, workers=1)
         self.pool = pool
         self.services = self.factory.informer(core_pb2.Service, namespace)
         self.informers = [self.services]
         self.assigned: dict[str, str] = {}  # Service key -> address written, until the cache shows it
-        self.services.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._freed)
-
-    def _enqueue(self, svc: core_pb2.Service) -> None:
-        self.queue.add(key_of(svc))
+        enqueue(self.services, self.queue)
+        self.services.add_handler(on_delete=self._freed)
 
     def _freed(self, svc: core_pb2.Service) -> None:
         self.assigned.pop(key_of(svc), None)
         # An address came free: Services waiting for one get another chance.
         for pending in self.services.store.list():
             if _wants_address(pending) and not _ingress_ips(pending):
-                self._enqueue(pending)
-
-    async def run(self) -> None:
-        if not self.own_factory:
-            await super().run()
-            return
-        self.factory.start()
-        try:
-            await super().run()
-        finally:
-            self.factory.stop()
+                self.queue.add(key_of(pending))
 
     def in_use(self, *, besides: str) -> set[str]:
         used = {ip for svc in self.services.store.list() if key_of(svc) != besides for ip in _ingress_ips(svc)}

@@ -7,11 +7,11 @@ node reaches any pod" needs, on every node, one route per other node:
     <other node's podCIDR> via <other node's InternalIP> dev <our InternalIP's interface>
 
 (flannel's host-gw backend; Calico without IPIP does the same through BGP). The
-kubelet keeps them, in the network namespace it runs in, with the controller
-shape of the rest of Flotilla: a Node informer whose handlers put the Node's
-name on a work queue, and `sync(name)` makes the kernel hold that node's route
-— or none, once the node is gone, or when it is this node or has no podCIDR or
-InternalIP yet.
+kubelet keeps them, in the network namespace it runs in, on the shared
+controller (client/controller.py): a Node informer whose handlers put the
+Node's name on the work queue, and `sync(name)` makes the kernel hold that
+node's route — or none, once the node is gone, or when it is this node or has
+no podCIDR or InternalIP yet.
 
 Ownership: every route written here carries the route protocol
 `ROUTE_PROTOCOL` (`ip route` shows "proto 77"), and only routes with that
@@ -38,8 +38,8 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from client.informer import Informer
-from client.workqueue import WorkQueue, run_workers
+from client.controller import Controller
+from client.informer import Informer, enqueue
 from proto import core_pb2
 
 if TYPE_CHECKING:
@@ -96,27 +96,28 @@ def desired_route(node: core_pb2.Node | None, *, own_name: str,
     return NodeRoute(str(destination), gateway)
 
 
-class NodeRoutes:
+class NodeRoutes(Controller):
     """Keeps `<podCIDR> via <InternalIP>` for every other Node in this network namespace."""
+
+    name = "node-routes"
 
     def __init__(self, nodes: Informer[core_pb2.Node], *, node_name: str, node_ip: str,
                  resync_period: float = 60.0, netns: str | None = None) -> None:
+        # The Node informer is the kubelet's, run by the kubelet's factory (the one Controller makes for
+        # us stays empty). Netlink errors retry 0.5 s to 30 s apart: the kernel is not a busy apiserver.
+        super().__init__(nodes.client, workers=1, resync_period=resync_period, base_delay=0.5, max_delay=30.0)
         self.nodes = nodes
+        self.informers = [nodes]
         self.netns = netns  # a named network namespace to keep routes in (tests); None: our own
         self.node_name = node_name
         self.node_ip = node_ip
-        self.resync_period = resync_period
-        self.queue: WorkQueue[str] = WorkQueue("node-routes", base_delay=0.5, max_delay=30.0)
         # What this kubelet wrote per Node name: what to delete when the Node goes or changes.
         self.applied: dict[str, NodeRoute] = {}
         self._warned: set[NodeRoute] = set()
         self._ipr: AsyncIPRoute | None = None
         self._oif = 0
         self._link: ipaddress.IPv4Network | None = None
-        nodes.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._enqueue)
-
-    def _enqueue(self, node: core_pb2.Node) -> None:
-        self.queue.add(node.metadata.name)
+        enqueue(nodes, self.queue)  # a Node's key is its name
 
     async def run(self) -> None:
         """Find our interface, drop stale routes, then follow Nodes until cancelled."""
@@ -138,13 +139,9 @@ class NodeRoutes:
                         # the rest of the kubelet down with us.
                         log.error("node routes: %s; looking again in %.0f s", err, self.resync_period)
                         await asyncio.sleep(self.resync_period)
-                await self.nodes.wait_synced()
-                self.queue.add(SWEEP)
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(run_workers(self.queue, self.sync, 1))
-                    group.create_task(self._resync())
+                self.queue.add(SWEEP)  # routes of Nodes deleted while we were away
+                await super().run()
             finally:
-                self.queue.shutdown()
                 self._ipr = None
 
     @staticmethod
@@ -259,14 +256,10 @@ class NodeRoutes:
                 raise
         log.info("node routes: removed %s via %s", route.destination, route.gateway)
 
-    async def _resync(self) -> None:
-        """Level-triggered: now and then sweep stale routes and re-check every Node.
+    def resync(self) -> None:
+        """Level-triggered: sweep stale routes, then re-check every Node.
 
         The sweep also forgets applied routes the kernel lost (deleted by hand), so their sync writes them again.
         """
-        while True:
-            await asyncio.sleep(self.resync_period)
-            self.queue.add(SWEEP)
-            for name in self.nodes.store.list_keys():
-                self.queue.add(name)
-
+        self.queue.add(SWEEP)
+        super().resync()

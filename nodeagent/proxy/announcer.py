@@ -11,8 +11,10 @@ announces; a node that loses the Lease (or the Service its address) removes the
 /32 again. A Service with `externalTrafficPolicy: Local` is only answered by
 nodes with one of its endpoints, so only those nodes stand for its Lease.
 
-Shape: a Service informer whose handlers enqueue keys; `sync` starts or stops
-one election task per LoadBalancer Service with an address.
+Shape: the shared controller (client/controller.py) on Service and Endpoints
+informers whose handlers enqueue the Service's key; `sync` starts or stops one
+election task per LoadBalancer Service with an address. One worker: elections
+are started and stopped in the order their Services changed.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import subprocess
 from dataclasses import dataclass
 
 from client.api import Client
-from client.informer import InformerFactory, key_of, split_key
+from client.controller import Controller
+from client.informer import enqueue, split_key
 from client.leaderelection import LeaderElectionConfig, LeaderElector
-from client.workqueue import WorkQueue, run_workers
 from proto import core_pb2
 
 log = logging.getLogger(__name__)
@@ -55,36 +57,31 @@ def _ip(args: list[str], netns: str | None) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-class Announcer:
+class Announcer(Controller):
+    name = "lb-announcer"
+
     def __init__(self, client: Client, *, node_name: str, interface: str, netns: str | None = None,
                  timing: LeaseTiming = LeaseTiming(), namespace: str = "") -> None:
-        self.client = client
+        super().__init__(client, workers=1)
         self.node_name = node_name
         self.interface = interface
         self.netns = netns
         self.timing = timing
-        self.factory = InformerFactory(client)
         self.services = self.factory.informer(core_pb2.Service, namespace)
         self.endpoints = self.factory.informer(core_pb2.Endpoints, namespace)
-        self.queue: WorkQueue[str] = WorkQueue("lb-announcer")
+        self.informers = [self.services, self.endpoints]
         self.elections: dict[str, tuple[frozenset[str], asyncio.Task[None]]] = {}
         self._arping = shutil.which("arping")
         self._background: set[asyncio.Task[None]] = set()
         self._leading: set[str] = set()
-        for informer in (self.services, self.endpoints):
-            informer.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._enqueue)
-
-    def _enqueue(self, obj: core_pb2.Service | core_pb2.Endpoints) -> None:
-        self.queue.add(key_of(obj))  # an Endpoints object is named after its Service
+        for informer in self.informers:
+            enqueue(informer, self.queue)  # an Endpoints object is named after its Service
 
     async def run(self) -> None:
-        self.factory.start()
         try:
-            await self.factory.wait_for_cache_sync()
-            await run_workers(self.queue, self.sync, 1)
+            await super().run()
         finally:
-            self.queue.shutdown()
-            self.factory.stop()
+            # Each election's `finally` withdraws its addresses: a stopped announcer holds none.
             for _, task in self.elections.values():
                 task.cancel()
             await asyncio.gather(*(task for _, task in self.elections.values()), return_exceptions=True)

@@ -1,47 +1,61 @@
 """The proxy's control loop: keep the node's nftables table in step with Services and Endpoints.
 
-One informer each on Services and Endpoints (shared through an `InformerFactory`);
-their handlers only put the Service's key ("namespace/name": an Endpoints object
-is named after its Service) on a work queue. Once the caches have synced, the
-whole table is programmed at once (`full_sync`); then one worker takes keys off
-the queue and `sync_service` renders that Service's fragment from the caches,
-compares it with the fragment last applied, and commits the difference as one
-nft transaction. One worker, because nft transactions on one table should not
-race; a burst of changes to one Service still costs one sync (the queue
-collapses duplicate keys). After a sync that removed UDP endpoints, their
-conntrack flows are deleted (conntrack.py), so clients move to the others.
+The shared controller shape (client/controller.py): one informer each on
+Services and Endpoints, whose handlers only put the Service's key
+("namespace/name": an Endpoints object is named after its Service) on the work
+queue, and one worker that calls `sync(key)`.
+
+The first key is `FULL_SYNC` (kube-proxy's first `syncProxyRules`, a full
+one): the whole table is programmed at once from the warm caches, so rules left
+by an earlier run are corrected too. Until it has succeeded, Service keys are
+dropped — the full sync, re-queued with back-off while nft fails, reads every
+Service from the cache when it runs. After it, `sync_service` renders one
+Service's fragment from the caches, compares it with the fragment last applied,
+and commits the difference as one nft transaction: per-Service keys, rather
+than kube-proxy's single "sync everything" key, because that diff is what keeps
+a change at 10,000 Services within milliseconds (bench/proxy.py). One worker,
+because nft transactions on one table should not race; a burst of changes to
+one Service still costs one sync (the queue collapses duplicate keys). After a
+sync that removed UDP endpoints, their conntrack flows are deleted
+(conntrack.py), so clients move to the others.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
 from collections.abc import Iterable
 
 from client.api import Client
-from client.informer import InformerFactory, key_of, split_key
-from client.workqueue import WorkQueue, run_workers
+from client.controller import Controller
+from client.informer import enqueue, split_key
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.conntrack import ConntrackCleaner, stale_flows
 from proto import core_pb2
 
 log = logging.getLogger(__name__)
 
+# The queue key of the full sync: Service keys always hold a "/", so it is never one.
+FULL_SYNC = "full-sync"
 
 
-class Proxier:
+class Proxier(Controller):
+    name = "proxy"
+
     def __init__(self, client: Client, *, node_name: str, netns: str | None = None, table: str = rules.TABLE,
                  nodeport_addresses: Iterable[str] = ()) -> None:
+        # Nothing was applied when an nft transaction fails (it is atomic): retry it 0.5 s, 1 s, ...
+        # up to 30 s apart, rather than hammering nft every few milliseconds.
+        super().__init__(client, workers=1, base_delay=0.5, max_delay=30.0)
         self.node_name = node_name
         self.netns = netns  # run nft in this network namespace (tests); None is the proxy's own
         self.table = table
         self.nodeport_addresses = tuple(nodeport_addresses)  # CIDRs node ports answer on; () is every local one
-        self.factory = InformerFactory(client)
         self.services = self.factory.informer(core_pb2.Service)
         self.endpoints = self.factory.informer(core_pb2.Endpoints)
-        self.queue: WorkQueue[str] = WorkQueue("proxy")
+        self.informers = [self.services, self.endpoints]
+        self.full_synced = False
         # What the kernel holds, per Service key: the base the next change is diffed against.
         self.applied: dict[str, rules.Fragment] = {}
         # The ServicePorts behind each applied fragment: which endpoints a change removed.
@@ -51,31 +65,18 @@ class Proxier:
         self.slots: dict[str, int] = {}  # ServicePort.id -> slot
         self.free_slots: list[int] = []
         self.port_ids: dict[str, set[str]] = {}  # Service key -> ids of its ports holding slots
-        for informer in (self.services, self.endpoints):
-            informer.add_handler(self._enqueue, lambda _old, new: self._enqueue(new), self._enqueue)
+        for informer in self.informers:
+            enqueue(informer, self.queue)
+        # Queued before the informers start, so the worker takes it first once the caches are warm.
+        self.queue.add(FULL_SYNC)
 
-    def _enqueue(self, obj: core_pb2.Service | core_pb2.Endpoints) -> None:
-        self.queue.add(key_of(obj))
-
-    async def run(self) -> None:
-        """Program everything once the caches are warm, then follow changes until cancelled."""
-        self.factory.start()
-        try:
-            await self.factory.wait_for_cache_sync()
-            delay = 0.5
-            while True:
-                try:
-                    await self.full_sync()
-                    break
-                except nft.NftError as err:
-                    # Nothing was applied (the transaction is atomic): try again, no faster than 30 s apart.
-                    log.error("full sync failed, retrying in %.1f s: %s", delay, err)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-            await run_workers(self.queue, self.sync_service, 1)
-        finally:
-            self.queue.shutdown()
-            self.factory.stop()
+    async def sync(self, key: str) -> None:
+        """Program everything (`FULL_SYNC`), or one Service once everything has been."""
+        if key == FULL_SYNC:
+            await self.full_sync()
+            self.full_synced = True
+        elif self.full_synced:
+            await self.sync_service(key)
 
     def desired(self, key: str) -> rules.Fragment:
         """The fragment Service `key` should have, from the caches (taking slots for new ports)."""
