@@ -25,12 +25,12 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from controlplane.apiserver import certificates
 from controlplane.apiserver.admission import QUOTA_KIND, Admission, quota_status
 from controlplane.apiserver.allocators import ServiceAllocator
 from controlplane.apiserver.defaults import apply_defaults
 from controlplane.apiserver.memory import MemoryStore
 from controlplane.apiserver.storage import Change, Storage, Stored, prefix_end
+from controlplane.apiserver.strategies import certificates
 from controlplane.apiserver.validation import validate
 from proto import core_pb2, kinds
 from proto.errors import (

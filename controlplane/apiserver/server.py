@@ -18,7 +18,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from controlplane.apiserver import certificates, noderestriction
+from controlplane.apiserver.admission import noderestriction
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AUTHENTICATED,
@@ -31,6 +31,7 @@ from controlplane.apiserver.auth import (
 )
 from controlplane.apiserver.proxy import KubeletClientTLS, KubeletProxy
 from controlplane.apiserver.registry import Registry
+from controlplane.apiserver.strategies import certificates
 from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2
 from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Forbidden
 

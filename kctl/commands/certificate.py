@@ -1,6 +1,6 @@
 """`kctl certificate approve|deny NAME...`: a person's decision on CertificateSigningRequests.
 
-Written through the approval subresource (controlplane/apiserver/certificates.py),
+Written through the approval subresource (controlplane/apiserver/strategies/certificates.py),
 so the caller needs `approve` on the request's signer as well as update on
 `certificatesigningrequests/approval`. Approving an approved request, or denying
 a denied one, changes nothing; reversing a decision is refused, as in kubectl.
