@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from bench import hollow
 from client import Client, Informer, WorkQueue, enqueue, run_workers
+from client.retry import update_fresh
 from proto import coordination_pb2, core_pb2
 from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
 
@@ -96,20 +97,16 @@ class HollowCluster:
     # ---------------------------------------------------------------- kubelet: node
 
     async def _post_ready(self, name: str) -> None:
-        for _attempt in range(10):
-            node = await self.client.get(core_pb2.Node, name)
-            template = hollow.node(name, cpu="64", memory="256Gi", pods=1100)
-            node.status.CopyFrom(template.status)
+        def ready(node: core_pb2.Node) -> None:
+            node.status.CopyFrom(hollow.node(name, cpu="64", memory="256Gi", pods=1100).status)
             del node.status.conditions[:]
             cond = node.status.conditions.add(type="Ready", status="True", reason="KubeletReady",
                                               message="kubelet is posting ready status")
             cond.last_heartbeat_time.GetCurrentTime()
             cond.last_transition_time.GetCurrentTime()
-            try:
-                await self.client.update_status(node)
-                return
-            except Conflict:
-                continue
+
+        # The node controllers write the same Node (podCIDR, conditions): more tries than a kctl verb.
+        await update_fresh(self.client, core_pb2.Node, name, "", ready, status=True, attempts=10)
 
     async def _renew_leases(self) -> None:
         while True:

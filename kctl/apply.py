@@ -24,11 +24,12 @@ from typing import Any
 from google.protobuf.message import Message
 
 from client import Client
+from client.retry import retry_write
 from kctl import resources
 from kctl.errors import message
 from kctl.manifests import Document
 from proto import manifest
-from proto.errors import ApiError, BadRequest, Conflict, NotFound
+from proto.errors import ApiError, BadRequest, NotFound
 from proto.wellknown import ANNOTATION_LAST_APPLIED
 
 # Metadata only the server writes: never taken from a manifest (think `get -o yaml | apply -f -`).
@@ -36,7 +37,6 @@ SERVER_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", 
                    "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
 # How kubectl's strategic merge identifies an item in a list of objects.
 MERGE_KEYS = ("name", "containerPort", "port", "mountPath", "ip", "type")
-CONFLICT_RETRIES = 5
 
 Echo = Callable[[str], None]
 # apply() and create(): write documents, report each, True when all succeeded.
@@ -177,30 +177,28 @@ async def apply(client: Client, docs: list[Document], echo: Echo, echo_err: Echo
     if not await dry_run(client, plans, echo_err):
         return False
     ok = True
+
+    async def write(p: Plan) -> str:
+        if p.action == "create":
+            await client.create(p.obj)
+            return "created"
+        if p.action == "update":
+            await client.update(p.obj)
+            return "configured"
+        return "unchanged"
+
+    async def replan(p: Plan) -> Plan:
+        # Someone wrote between our read and our write: merge again onto their version.
+        return await plan_apply(client, p.doc)
+
     for p in plans:
-        ref = resources.object_ref(p.doc.kind, p.doc.name)
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                if p.action == "create":
-                    await client.create(p.obj)
-                    echo(f"{ref} created")
-                elif p.action == "update":
-                    await client.update(p.obj)
-                    echo(f"{ref} configured")
-                else:
-                    echo(f"{ref} unchanged")
-                break
-            except Conflict as exc:
-                # Someone wrote between our read and our write: merge again onto their version.
-                if attempt + 1 == CONFLICT_RETRIES:
-                    echo_err(message(exc, f"error when {_doing(p.action)} {p.doc.where}"))
-                    ok = False
-                else:
-                    p = await plan_apply(client, p.doc)
-            except ApiError as exc:  # reported per document; the others still go ahead, as in kubectl
-                echo_err(message(exc, f"error when {_doing(p.action)} {p.doc.where}"))
-                ok = False
-                break
+        try:
+            done = await retry_write(write, p, refresh=replan)
+        except ApiError as exc:  # reported per document; the others still go ahead, as in kubectl
+            echo_err(message(exc, f"error when {_doing(p.action)} {p.doc.where}"))
+            ok = False
+            continue
+        echo(f"{resources.object_ref(p.doc.kind, p.doc.name)} {done}")
     return ok
 
 

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from google.protobuf.message import Message
 
 from bench.hollow_kubelet import HollowCluster
 from client import Client
+from client.retry import update_fresh
 from proto import apps_pb2, core_pb2
-from proto.errors import Conflict
 from provision.processes import ApiServer, Process
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 TEST_FLAGS = [
     "--node-monitor-period", "0.5s", "--node-monitor-grace-period", "3s", "--pod-eviction-timeout", "1s",
@@ -130,16 +132,11 @@ def ready(pod: core_pb2.Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
 
 
-async def mutate(client: Client, cls: type[T], name: str, namespace: str, change: Callable[[T], None]) -> T:
+async def mutate(client: Client, cls: type[M], name: str, namespace: str, change: Callable[[M], None]) -> M:
     """Read, change, write; again on Conflict (controllers write the same objects)."""
-    for _ in range(20):
-        obj = await client.get(cls, name, namespace)  # type: ignore[type-var]
-        change(obj)
-        try:
-            return await client.update(obj)  # type: ignore[type-var]
-        except Conflict:
-            await asyncio.sleep(0.02)
-    raise AssertionError(f"could not update {name}: too many conflicts")
+    updated = await update_fresh(client, cls, name, namespace, change, attempts=20)
+    assert updated is not None  # `change` returns None: always a write
+    return updated
 
 
 def set_image(image: str) -> Callable[[apps_pb2.Deployment], None]:

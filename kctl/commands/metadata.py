@@ -8,15 +8,16 @@ already has another value needs --overwrite.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from google.protobuf.message import Message
 
 from client import Client
+from client.retry import retry_write
 from kctl import context, resources
 from kctl.errors import CliError, report
-from proto.errors import ApiError, Conflict
-
-CONFLICT_RETRIES = 5
+from proto.errors import ApiError
 
 
 def parse_changes(args: tuple[str, ...]) -> tuple[list[str], dict[str, str], list[str]]:
@@ -89,11 +90,10 @@ def _change(name: str, field: str, verb: str) -> click.Command:
 
 async def _update(client: Client, obj: Message, field: str, sets: dict[str, str], removes: list[str],
                   overwrite: bool) -> bool:
-    """Apply the change to the freshest copy; False when it changes nothing."""
-    for attempt in range(CONFLICT_RETRIES):
-        if attempt:
-            obj = await client.get(type(obj), obj.metadata.name, obj.metadata.namespace)  # type: ignore[attr-defined]
-        values = getattr(obj.metadata, field)  # type: ignore[attr-defined]
+    """Apply the change to `obj` (just listed), or to a fresh copy after a Conflict; False when it changes nothing."""
+
+    async def write(target: Any) -> bool:
+        values = getattr(target.metadata, field)
         if not overwrite:
             for key, value in sets.items():
                 if key in values and values[key] != value:
@@ -104,13 +104,13 @@ async def _update(client: Client, obj: Message, field: str, sets: dict[str, str]
             values.pop(key, None)
         if dict(values) == before:
             return False
-        try:
-            await client.update(obj)
-            return True
-        except Conflict:
-            if attempt + 1 == CONFLICT_RETRIES:
-                raise
-    return False
+        await client.update(target)
+        return True
+
+    async def reread(stale: Any) -> Any:
+        return await client.get(type(stale), stale.metadata.name, stale.metadata.namespace)
+
+    return await retry_write(write, obj, refresh=reread)
 
 
 label = _change("label", "labels", "labeled")

@@ -19,37 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import click
 
 from client import Client
+from client.retry import update_fresh
 from kctl import context
 from kctl.errors import CliError
 from proto import core_pb2
-from proto.errors import Conflict, NotFound
+from proto.errors import NotFound
 from proto.wellknown import ANNOTATION_MIRROR_POD
 
-CONFLICT_RETRIES = 5
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TERMINAL_PHASES = ("Succeeded", "Failed")
 POLL_INTERVAL = 0.2
-
-
-async def update_node(client: Client, name: str, change: Callable[[core_pb2.Node], bool]) -> bool:
-    """Apply `change` to the freshest copy of the node and write it; False when it changed nothing."""
-    for attempt in range(CONFLICT_RETRIES):
-        node = await client.get(core_pb2.Node, name)
-        if not change(node):
-            return False
-        try:
-            await client.update(node)
-            return True
-        except Conflict:
-            if attempt + 1 == CONFLICT_RETRIES:
-                raise
-    return False
 
 
 def node_names(args: tuple[str, ...]) -> list[str]:
@@ -81,7 +65,7 @@ async def set_schedulable(client: Client, name: str, schedulable: bool) -> str:
         return True
 
     verb = "uncordoned" if schedulable else "cordoned"
-    changed = await update_node(client, name, change)
+    changed = await update_fresh(client, core_pb2.Node, name, "", change) is not None
     return f"node/{name} {verb}" if changed else f"node/{name} already {verb}"
 
 
@@ -287,7 +271,8 @@ def taint(args: tuple[str, ...], overwrite: bool) -> None:
 
     async def body(client: Client) -> None:
         for name in names:
-            await update_node(client, name, lambda node: apply_taints(node, adds, removes, overwrite))
+            await update_fresh(client, core_pb2.Node, name, "",
+                               lambda node: apply_taints(node, adds, removes, overwrite))
             click.echo(f"node/{name} {verb}")
 
     context.run(body)

@@ -21,11 +21,11 @@ import click
 from google.protobuf.message import Message
 
 from client import Client
+from client.retry import update_fresh
 from kctl import context, printers, resources
 from kctl.commands.apply import create
 from kctl.errors import CliError
 from proto import apps_pb2, autoscaling_pb2, core_pb2, kinds, metrics_pb2
-from proto.errors import Conflict
 from proto.quantity import int_value, milli_value
 from proto.wellknown import (
     ANNOTATION_CHANGE_CAUSE,
@@ -34,9 +34,6 @@ from proto.wellknown import (
     LABEL_POD_TEMPLATE_HASH,
     revision_of,
 )
-
-CONFLICT_RETRIES = 5
-
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -54,20 +51,6 @@ def target(args: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[kinds.Kind,
         raise CliError(f'no {kind.resource} "{name}" can be handled here: expected one of '
                        f'{", ".join(k.lower() for k in allowed)}')
     return kind, name
-
-
-async def modify(client: Client, cls: type[Any], name: str, namespace: str, change: Any) -> Any:
-    """Read, change (`change(obj)` returns False for nothing to do), write; again on Conflict."""
-    for attempt in range(CONFLICT_RETRIES):
-        obj = await client.get(cls, name, namespace)
-        if change(obj) is False:
-            return None
-        try:
-            return await client.update(obj)
-        except Conflict:
-            if attempt + 1 == CONFLICT_RETRIES:
-                raise
-    return None
 
 
 async def owned_replicasets(client: Client, d: apps_pb2.Deployment) -> list[apps_pb2.ReplicaSet]:
@@ -201,7 +184,7 @@ async def rollout_undo(client: Client, name: str, namespace: str, *, to_revision
         obj.spec.template.CopyFrom(template)
         return True
 
-    await modify(client, apps_pb2.Deployment, name, namespace, change)
+    await update_fresh(client, apps_pb2.Deployment, name, namespace, change)
     return f"deployment.apps/{name} rolled back"
 
 
@@ -231,7 +214,7 @@ def _pause_command(verb: str, paused: bool) -> click.Command:
             return True
 
         async def body(client: Client) -> None:
-            await modify(client, apps_pb2.Deployment, name, namespace, change)
+            await update_fresh(client, apps_pb2.Deployment, name, namespace, change)
             click.echo(f"deployment.apps/{name} {verb}d")
 
         context.run(body)
@@ -260,7 +243,7 @@ def rollout_restart(args: tuple[str, ...]) -> None:
         return True
 
     async def body(client: Client) -> None:
-        await modify(client, apps_pb2.Deployment, name, namespace, change)
+        await update_fresh(client, apps_pb2.Deployment, name, namespace, change)
         click.echo(f"deployment.apps/{name} restarted")
 
     context.run(body)
@@ -274,7 +257,7 @@ async def scale(client: Client, kind: kinds.Kind, name: str, namespace: str, rep
         obj.spec.replicas = replicas
         return True
 
-    await modify(client, kind.message, name, namespace, change)
+    await update_fresh(client, kind.message, name, namespace, change)
     return f"{resources.object_ref(kind, name)} scaled"
 
 
@@ -321,7 +304,7 @@ def set_image(args: tuple[str, ...]) -> None:
         return True
 
     async def body(client: Client) -> None:
-        await modify(client, kind.message, name, namespace, change)
+        await update_fresh(client, kind.message, name, namespace, change)
         click.echo(f"{resources.object_ref(kind, name)} image updated")
 
     context.run(body)
