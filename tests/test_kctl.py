@@ -32,7 +32,7 @@ from kctl import manifests, printers
 from kctl.commands.metadata import parse_changes
 from kctl.errors import CliError
 from kctl.main import cli
-from proto import autoscaling_pb2, core_pb2, kinds, manifest
+from proto import core_pb2, kinds, manifest
 from proto.wellknown import ANNOTATION_LAST_APPLIED
 from provision.processes import ApiServer
 
@@ -415,119 +415,42 @@ def test_watch_prints_a_row_per_change_and_stops_on_ctrl_c(apiserver: ApiServer,
 # ---------------------------------------------------------------- printers, no server
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (-1, "0s"), (-5, "<invalid>"), (45, "45s"), (119, "119s"), (120, "2m"), (192, "3m12s"),
-    (600, "10m"), (179 * 60, "179m"), (3 * 3600, "3h"), (4 * 3600 + 5 * 60, "4h5m"), (47 * 3600, "47h"),
-    (2 * 86400 + 3 * 3600, "2d3h"), (30 * 86400, "30d"), (800 * 86400, "2y70d"), (9 * 365 * 86400, "9y"),
-])
-def test_age_is_formatted_like_kubectl(seconds: int, text: str) -> None:
-    assert printers.human_duration(seconds) == text
-
-
-def _pod(phase: str = "", **status: Any) -> core_pb2.Pod:
-    data: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-                            "spec": {"containers": [{"name": "app", "image": "x"}]},
-                            "status": {"phase": phase, **status} if phase else status}
-    pod = manifest.from_dict(data)
-    assert isinstance(pod, core_pb2.Pod)
-    return pod
-
-
-@pytest.mark.parametrize(("pod", "status"), [
-    (_pod(), "Pending"),
-    (_pod("Running", containerStatuses=[{"name": "app", "ready": True,
-                                         "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}]),
-     "Running"),
-    (_pod("Pending", containerStatuses=[{"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}}]),
-     "ContainerCreating"),
-    (_pod("Running", containerStatuses=[{"name": "app", "restartCount": 4,
-                                         "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]),
-     "CrashLoopBackOff"),
-    (_pod("Succeeded", containerStatuses=[{"name": "app", "state": {"terminated": {"reason": "Completed"}}}]),
-     "Completed"),
-    (_pod("Failed", containerStatuses=[{"name": "app", "state": {"terminated": {"exitCode": 3}}}]),
-     "ExitCode:3"),
-    (_pod("Failed", reason="Evicted"), "Evicted"),
-])
-def test_pod_status_follows_kubectl(pod: core_pb2.Pod, status: str) -> None:
-    assert printers.pod_status(pod) == status
-
-
-def test_pod_status_init_containers_and_terminating() -> None:
-    pod = _pod("Pending", initContainerStatuses=[{"name": "init", "state": {"waiting": {"reason": "PodInitializing"}}}])
-    pod.spec.init_containers.add(name="init", image="busybox")
-    assert printers.pod_status(pod) == "Init:0/1"
-    pod.status.init_container_statuses[0].state.Clear()
-    pod.status.init_container_statuses[0].state.terminated.exit_code = 1
-    pod.status.init_container_statuses[0].state.terminated.reason = "Error"
-    assert printers.pod_status(pod) == "Init:Error"
-
-    running = _pod("Running")
-    running.metadata.deletion_timestamp.GetCurrentTime()
-    assert printers.pod_status(running) == "Terminating"
-    done = _pod("Succeeded")
-    done.metadata.deletion_timestamp.GetCurrentTime()
-    assert printers.pod_status(done) == "Succeeded"
-
-
-def test_pod_ready_and_restarts() -> None:
-    at = dt.datetime(2024, 1, 1, 1, 0, tzinfo=dt.UTC)
-    pod = _pod("Running", containerStatuses=[
-        {"name": "app", "ready": True, "restartCount": 2,
-         "lastState": {"terminated": {"finishedAt": "2024-01-01T00:55:00Z"}}}])
-    pod.spec.containers.add(name="sidecar", image="y")
-    assert printers.pod_ready(pod) == "1/2"
-    assert printers.pod_restarts(pod, at) == "2 (5m ago)"
-
-
-def test_node_service_and_endpoint_columns() -> None:
-    node = core_pb2.Node()
-    assert printers.node_status(node) == "Unknown"
-    node.status.conditions.add(type="Ready", status="False")
-    node.spec.unschedulable = True
-    assert printers.node_status(node) == "NotReady,SchedulingDisabled"
-    assert printers.node_roles(node) == "<none>"
-    node.metadata.labels["node-role.kubernetes.io/control-plane"] = ""
-    node.metadata.labels["node-role.kubernetes.io/worker"] = ""
-    assert printers.node_roles(node) == "control-plane,worker"
-
-    svc = core_pb2.Service()
-    svc.spec.type = "LoadBalancer"
-    svc.spec.ports.add(port=80, node_port=30080, protocol="TCP")
-    svc.spec.ports.add(port=53, protocol="UDP")
-    assert printers.service_ports(svc) == "80:30080/TCP,53/UDP"
-    assert printers.service_external_ip(svc) == "<pending>"
-    svc.status.load_balancer.ingress.add(ip="192.168.56.200")
-    assert printers.service_external_ip(svc) == "192.168.56.200"
-
-    ep = core_pb2.Endpoints()
-    assert printers.endpoints_text(ep) == "<none>"
-    subset = ep.subsets.add()
-    subset.ports.add(port=80)
-    for i in range(5):
-        subset.addresses.add(ip=f"10.244.0.{i}")
-    assert printers.endpoints_text(ep) == "10.244.0.0:80,10.244.0.1:80,10.244.0.2:80 + 2 more..."
-
-
-def test_hpa_targets_show_current_over_target() -> None:
-    hpa = manifest.from_dict({
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
-        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5, "metrics": [
-            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization",
-                                                                        "averageUtilization": 80}}}]}})
-    assert isinstance(hpa, autoscaling_pb2.HorizontalPodAutoscaler)
-    assert printers.hpa_targets(hpa) == "cpu: <unknown>/80%"
-    metric = hpa.status.current_metrics.add(type="Resource")
-    metric.resource.name = "cpu"
-    metric.resource.current.average_utilization = 40
-    assert printers.hpa_targets(hpa) == "cpu: 40%/80%"
-    row = printers.Table(kinds.resolve("hpa")).row(hpa, printers.now())
-    assert row[:6] == ["web", "Deployment/web", "cpu: 40%/80%", "<unset>", "5", "0"]
-
-
 def test_format_table_pads_columns_with_three_spaces() -> None:
     lines = printers.format_table([["NAME", "READY"], ["a-long-name", "1/1"]])
     assert lines == ["NAME          READY", "a-long-name   1/1"]
+
+
+def test_get_table_renders_the_api_side_columns() -> None:
+    # kctl keeps no columns of its own: names upper-cased, priority-1 columns only with -o wide,
+    # cells as text, kind/ before the name when several kinds print, NAMESPACE and LABELS added.
+    hpa = manifest.from_dict({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5}})
+    table = printers.Table(kinds.resolve("hpa"))
+    assert table.header() == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]
+    assert table.row(hpa, printers.now())[:6] == ["web", "Deployment/web", "<none>", "<unset>", "5", "0"]
+
+    pods = printers.Table(kinds.resolve("pods"), wide=True, namespace_column=True, show_labels=True,
+                          name_prefix="pod/")
+    assert pods.header() == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE",
+                             "NOMINATED NODE", "READINESS GATES", "LABELS"]
+    pod = core_pb2.Pod()
+    pod.metadata.name, pod.metadata.namespace = "p", "shop"
+    pod.metadata.labels["app"] = "web"
+    assert pods.row(pod, printers.now()) == ["shop", "pod/p", "0/0", "Pending", "0", "<unknown>", "<none>",
+                                             "<none>", "<none>", "<none>", "app=web"]
+    assert printers.Table(kinds.resolve("pods")).header() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+
+
+def test_event_name_column_is_prefixed_only_when_wide_shows_it() -> None:
+    event = core_pb2.Event(type="Normal", reason="Pulled", message="done", count=2)
+    event.metadata.name = "web.1"
+    event.involved_object.kind, event.involved_object.name = "Pod", "web-1"
+    narrow = printers.Table(kinds.resolve("events"), name_prefix="event/").row(event, printers.now())
+    wide = printers.Table(kinds.resolve("events"), wide=True, name_prefix="event/").row(event, printers.now())
+    assert narrow[1:] == ["Normal", "Pulled", "pod/web-1", "done"]
+    assert wide[-2:] == ["2", "event/web.1"]
 
 
 # ---------------------------------------------------------------- apply's merge and manifest loading

@@ -1,0 +1,57 @@
+"""Describing a deployment: replica counts, strategy, pod template, conditions, old and new ReplicaSets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from controlplane.printers.apps import desired_replicas
+from controlplane.printers.text import NONE, selector_text
+from kctl.describe.pods import containers
+from kctl.describe.section import Section, annotation_lines, metadata, pairs
+from proto import apps_pb2, core_pb2, kinds
+
+
+def _rs_line(rs: apps_pb2.ReplicaSet) -> str:
+    return f"{rs.metadata.name} ({rs.status.replicas}/{desired_replicas(rs.spec)} replicas created)"
+
+
+def describe_deployment(dep: apps_pb2.Deployment, replicasets: Sequence[apps_pb2.ReplicaSet]) -> Section:
+    s = Section()
+    spec, status = dep.spec, dep.status
+    metadata(s, dep, kinds.resolve("deployments"))
+    s.kv(0, "Selector", selector_text(spec.selector))
+    s.kv(0, "Replicas", f"{desired_replicas(spec)} desired | {status.updated_replicas} updated | "
+                        f"{status.replicas} total | {status.available_replicas} available | "
+                        f"{status.unavailable_replicas} unavailable")
+    strategy = spec.strategy.type or "RollingUpdate"
+    s.kv(0, "StrategyType", strategy)
+    s.kv(0, "MinReadySeconds", spec.min_ready_seconds)
+    if strategy == "RollingUpdate":
+        ru = spec.strategy.rolling_update
+        s.kv(0, "RollingUpdateStrategy", f"{ru.max_unavailable or '25%'} max unavailable, "
+                                         f"{ru.max_surge or '25%'} max surge")
+    s.header(0, "Pod Template:")
+    s.many(1, "Labels", pairs(spec.template.metadata.labels))
+    if spec.template.metadata.annotations:
+        s.many(1, "Annotations", annotation_lines(spec.template.metadata.annotations))
+    containers(s, 1, "Containers", spec.template.spec.containers, None)
+    if status.conditions:
+        s.header(0, "Conditions:")
+        s.table(1, [["Type", "Status", "Reason"], *[[c.type, c.status, c.reason] for c in status.conditions]])
+    owned = [rs for rs in replicasets
+             if any(o.uid == dep.metadata.uid for o in rs.metadata.owner_references)]
+    new = [rs for rs in owned if _same_template(rs.spec.template, spec.template)]
+    old = [rs for rs in owned if rs not in new and (desired_replicas(rs.spec) or rs.status.replicas)]
+    s.kv(0, "OldReplicaSets", ", ".join(_rs_line(rs) for rs in old) or NONE)
+    s.kv(0, "NewReplicaSet", ", ".join(_rs_line(rs) for rs in new) or NONE)
+    return s
+
+
+def _same_template(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> bool:
+    """Equal but for the pod-template-hash label the deployment controller adds."""
+    left, right = core_pb2.PodTemplateSpec(), core_pb2.PodTemplateSpec()
+    left.CopyFrom(a)
+    right.CopyFrom(b)
+    for t in (left, right):
+        t.metadata.labels.pop("pod-template-hash", None)
+    return left == right
