@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from provision.bootstrap.cluster import cluster_folder
+from provision.provider import cluster_dir as cluster_folder
 from provision.vagrant import CLUSTER_NAME
 
 REPO = Path(__file__).resolve().parents[1]

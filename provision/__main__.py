@@ -46,10 +46,11 @@ def vagrant_group() -> None:
 def vagrant_bootstrap(root: str) -> None:
     """Install Flotilla on the VMs and join them (what `vagrant up`'s trigger runs)."""
     from provision import vagrant as vagrant_provider
+    from provision.provider import ProvisionError
 
     try:
         vagrant_provider.bootstrap(root)
-    except vagrant_provider.ProvisionError as err:
+    except ProvisionError as err:
         raise click.ClickException(str(err)) from err
 
 
@@ -58,10 +59,11 @@ def vagrant_bootstrap(root: str) -> None:
 def vagrant_down(root: str) -> None:
     """Stop and remove what bootstrap installed on the VMs (the VMs themselves stay)."""
     from provision import vagrant as vagrant_provider
+    from provision.provider import ProvisionError
 
     try:
         vagrant_provider.teardown(root)
-    except vagrant_provider.ProvisionError as err:
+    except ProvisionError as err:
         raise click.ClickException(str(err)) from err
 
 

@@ -15,8 +15,10 @@ The inventory names each machine, how to reach it and what it becomes:
 
 Each machine gets one fabric.Connection and the bootstrap of
 provision/bootstrap/ (commands run with `sudo -n` unless the user is root).
-The Vagrant provider is this provider with the inventory read from
-`vagrant ssh-config` (provision/vagrant.py).
+`SSHProvider` is the Provider (provision/provider.py) over it: `up` bootstraps
+the machines, `join` runs `kctl join` on a worker, `down` removes what `up`
+installed, `status` asks each machine's systemd. The Vagrant provider is this
+provider with the inventory read from `vagrant ssh-config` (provision/vagrant.py).
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from typing import Any
 
 import yaml
 
+from provision import components, phases
 from provision.bootstrap import cluster
 from provision.bootstrap.host import Host
+from provision.progress import Progress
+from provision.provider import Cluster, Options, ProvisionError, home
 
 ROLES = ("master", "worker")
 
 
-class InventoryError(ValueError):
+class InventoryError(ProvisionError, ValueError):
     """The inventory file is malformed (the message names the host and the field)."""
 
 
@@ -121,10 +126,58 @@ def default_lb_pool(inventory: Inventory) -> str:
     return f"{prefix}.200-{prefix}.250"
 
 
-def up(inventory: Inventory) -> cluster.Result:
-    return cluster.up(inventory.name, machines(inventory), pod_network=inventory.pod_network,
-                      lb_pool=inventory.lb_pool or default_lb_pool(inventory))
+class SSHProvider:
+    """The Provider of clusters on existing machines, reached over SSH as an inventory file says."""
 
+    kind = "ssh"
 
-def down(inventory: Inventory) -> None:
-    cluster.down(inventory.name, machines(inventory))
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._inventory: Inventory | None = None
+        self._machines: list[cluster.Machine] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.inventory().name
+
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            if not self.options.inventory:
+                raise ProvisionError("--provider ssh needs --inventory hosts.yaml")
+            self._inventory = load_inventory(self.options.inventory)
+        return self._inventory
+
+    def machines(self) -> list[cluster.Machine]:
+        """One per inventory host; Fabric connects on the first command, not here."""
+        if self._machines is None:
+            self._machines = machines(self.inventory())
+        return self._machines
+
+    def down_command(self) -> str:
+        return f"kctl cluster down --provider ssh --inventory {self.options.inventory}"
+
+    def plan(self) -> components.ClusterPlan:
+        inv = self.inventory()
+        return cluster.make_plan(inv.name, self.machines(), pod_network=inv.pod_network,
+                                 lb_pool=inv.lb_pool or default_lb_pool(inv))
+
+    def up(self, progress: Progress) -> Cluster:
+        inv = self.inventory()
+        return cluster.up(inv.name, self.machines(), pod_network=inv.pod_network,
+                          lb_pool=inv.lb_pool or default_lb_pool(inv), progress=progress, kind=self.kind,
+                          down_command=self.down_command(), write_default_config=self.options.write_default_config)
+
+    def join(self, node: str, command: phases.JoinCommand) -> None:
+        cluster.join(next(m for m in self.machines() if m.node == node), command)
+
+    def down(self) -> bool:
+        cluster.down(self.inventory().name, self.machines())
+        return True
+
+    def status(self) -> dict[str, bool]:
+        return cluster.status(self.plan(), self.machines())
+
+    def clusters(self) -> list[str]:
+        """Clusters bootstrapped from this machine: those whose PKI bundle is kept here."""
+        root = home() / "clusters"
+        return sorted(p.name for p in root.iterdir() if (p / "bundle").is_dir()) if root.exists() else []

@@ -11,6 +11,9 @@ and addresses are decided.
 
 libvirt brings the machines up in parallel and the trigger fires when the last
 one is up, so the bootstrap first waits until every machine answers on SSH.
+`VagrantProvider` is the SSH provider with that inventory (so `kctl cluster up
+--provider vagrant` works too); the trigger's `bootstrap` reports with plain
+lines (its output is piped) and ends with the same summary as kctl's.
 """
 
 from __future__ import annotations
@@ -22,19 +25,16 @@ from pathlib import Path
 from paramiko import SSHConfig, SSHException
 from rich.console import Console
 
-from provision import ssh
-from provision.bootstrap import cluster
+from provision import phases, ssh
 from provision.bootstrap.host import BootstrapError, Host
+from provision.progress import LineProgress, show, summary
+from provision.provider import Cluster, Options, ProvisionError
 
 PRIVATE_INTERFACE = "eth1"  # eth0 is Vagrant's management (NAT) network
 SSH_TIMEOUT = 1200.0
 CLUSTER_NAME = "vagrant"
 
 console = Console(stderr=True)
-
-
-class ProvisionError(RuntimeError):
-    """The Vagrant machines could not be bootstrapped (the message says which and why)."""
 
 
 def ssh_settings(root: str, timeout: float = SSH_TIMEOUT) -> dict[str, dict[str, str]]:
@@ -90,23 +90,41 @@ def inventory(root: str) -> ssh.Inventory:
     return ssh.Inventory(CLUSTER_NAME, tuple(hosts))
 
 
-def bootstrap(root: str) -> cluster.Result:
+class VagrantProvider(ssh.SSHProvider):
+    """The SSH provider, its inventory read from the Vagrantfile's machines (Options.vagrant_root)."""
+
+    kind = "vagrant"
+
+    def inventory(self) -> ssh.Inventory:
+        if self._inventory is None:
+            self._inventory = inventory(str(Path(self.options.vagrant_root).resolve()))
+        return self._inventory
+
+    def down_command(self) -> str:
+        return "python -m provision vagrant down; vagrant destroy -f"
+
+    def clusters(self) -> list[str]:
+        return [name for name in super().clusters() if name == CLUSTER_NAME]
+
+
+def bootstrap(root: str) -> Cluster:
+    """What `vagrant up`'s trigger runs: every VM answers on SSH, then the SSH provider's `up`."""
     started = time.monotonic()
+    provider = VagrantProvider(Options(CLUSTER_NAME, vagrant_root=root))
+    progress = LineProgress()
     try:
-        inv = inventory(str(Path(root).resolve()))
+        inv = provider.inventory()
         console.print(f"vagrant: {len(inv.hosts)} machines answer on SSH "
                       f"({time.monotonic() - started:.0f}s): "
                       + ", ".join(f"{h.name} {h.address}" for h in inv.hosts))
-        result = ssh.up(inv)
-    except (BootstrapError, ssh.InventoryError) as err:
-        raise ProvisionError(str(err)) from err
-    console.print(cluster.summary(result))
+        made = provider.up(progress)
+    except BaseException:
+        progress.failed()
+        raise
+    show(console, summary(made, phases.node_statuses(made.kubeconfig), time.monotonic() - started))
     console.print("  vagrant ssh master -c 'kctl get nodes'")
-    return result
+    return made
 
 
 def teardown(root: str) -> None:
-    try:
-        ssh.down(inventory(str(Path(root).resolve())))
-    except (BootstrapError, ssh.InventoryError) as err:
-        raise ProvisionError(str(err)) from err
+    VagrantProvider(Options(CLUSTER_NAME, vagrant_root=root)).down()

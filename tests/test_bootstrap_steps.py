@@ -152,3 +152,16 @@ def test_inventory_parses(tmp_path):
     inventory = ssh.load_inventory(path)
     assert [h.name for h in inventory.hosts] == ["m", "w"] and inventory.hosts[1].port == 2222
     assert ssh.default_lb_pool(inventory) == "192.168.60.200-192.168.60.250"
+
+
+def test_status_reads_every_unit_from_systemd(root, tmp_path):
+    # systemctl is-active prints one state per unit, in order; this stand-in says the kubelets are down.
+    script = tmp_path / "is-active"
+    script.write_text('#!/bin/sh\nshift\nfor u in "$@"; do case $u in *kubelet*) echo inactive;; *) echo active;; '
+                      'esac; done\n')
+    script.chmod(0o755)
+    nodes = machines(root, str(script))
+    states = cluster.status(cluster.make_plan("lab", nodes), nodes)
+    assert states["apiserver"] and states["containerd/w1-k8s"] and states["proxy/m-k8s"]
+    assert not states["kubelet/m-k8s"] and not states["kubelet/w1-k8s"]
+    assert "apiserver/w1-k8s" not in states and "etcd" in states

@@ -5,12 +5,15 @@ and workers sit at .101, .102 with 10.244.1.0/24, 10.244.2.0/24; the master's
 containerd and kubelet run on the host, tainted, and every daemon carries a
 kubeconfig; given a supervisor, a daemon that dies is started again and all of
 them stop with the supervisor; `up` reports one plain line per phase when its
-output is not a terminal. (The whole cluster is tests/e2e/.)
+output is not a terminal. Every provider answers the one Provider protocol; the
+workers join at once and a refused join is tried again; the summary lists every
+node. (The whole cluster is tests/e2e/.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import re
@@ -26,12 +29,15 @@ import yaml
 from rich.console import Console
 
 from kctl.cluster import ConsoleProgress
-from provision import local
+from provision import localdaemons, localplan, phases
+from provision.local import LocalProvider
+from provision.progress import summary
+from provision.provider import PROVIDERS, Cluster, Options, ProvisionError, provider
 from provision.supervisor import DaemonSpec, read_pids, write_specs
 
 
 def test_plan_places_workers_like_the_books_vagrantfile() -> None:
-    nodes = local.plan("demo", workers=3, subnet="192.168.77.0/24", bridge="flt77", pod_network="10.244.0.0/16")
+    nodes = localplan.plan("demo", workers=3, subnet="192.168.77.0/24", bridge="flt77", pod_network="10.244.0.0/16")
     assert [(n.name, n.address, n.pod_cidr, n.host_veth, n.control_plane) for n in nodes] == [
         ("demo-master", "192.168.77.1", "10.244.0.0/24", "", True),
         ("demo-worker-1", "192.168.77.101", "10.244.1.0/24", "flt77-w1", False),
@@ -43,18 +49,18 @@ def test_plan_places_workers_like_the_books_vagrantfile() -> None:
 def test_the_master_is_a_tainted_node_on_the_host_and_every_daemon_speaks_tls(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOTILLA_HOME", str(tmp_path))
-    nodes = local.plan("unit-tls", workers=1, subnet="192.168.77.0/24", bridge="flt77", pod_network="10.244.0.0/16")
-    state = local.ClusterState("unit-tls", "192.168.77.1:16477", "http://127.0.0.1:12477", {}, "kubeconfig", "flt77",
-                               "192.168.77.0/24", "192.168.77.1", [asdict(n) for n in nodes],
-                               token_address="192.168.77.1:16478")
+    nodes = localplan.plan("unit-tls", workers=1, subnet="192.168.77.0/24", bridge="flt77", pod_network="10.244.0.0/16")
+    state = localplan.ClusterState("unit-tls", "192.168.77.1:16477", "http://127.0.0.1:12477", {}, "kubeconfig",
+                                   "flt77", "192.168.77.0/24", "192.168.77.1", [asdict(n) for n in nodes],
+                                   token_address="192.168.77.1:16478")
     assert [link.netns for link in state.links()] == ["unit-tls-worker-1"]  # the master is the host: no namespace
-    folder = local.cluster_dir("unit-tls")
+    folder = state.folder
     try:
-        specs = {s.name: s.argv for s in local._daemon_specs(state, folder, etcd_port=12477)}
+        specs = {s.name: s.argv for s in localdaemons.daemon_specs(state, etcd_port=12477)}
     finally:
         for node in nodes:  # the containerd socket folders it made under /run/flotilla
             with contextlib.suppress(OSError):
-                (local.SOCKET_ROOT / node.name).rmdir()
+                (localdaemons.SOCKET_ROOT / node.name).rmdir()
     # The master's containerd, kubelet and proxy run on the host; a worker's inside its namespace.
     assert specs["containerd/unit-tls-master"][0] != "nsenter"
     assert specs["kubelet/unit-tls-worker-1"][:2] == ["nsenter", "--net=/run/netns/unit-tls-worker-1"]
@@ -65,11 +71,11 @@ def test_the_master_is_a_tainted_node_on_the_host_and_every_daemon_speaks_tls(tm
     assert master_proxy[master_proxy.index("--nodeport-addresses") + 1] == "192.168.77.1/32"
     assert "--table" not in specs["proxy/unit-tls-worker-1"]  # a worker's namespace is its own
     # A worker's kubelet waits for `up` to join it, then bootstraps its own credentials from the token.
-    bootstrap_file = str(local.bootstrap_kubeconfig_path(folder, "unit-tls-worker-1"))
+    bootstrap_file = str(localplan.bootstrap_kubeconfig_path(folder, "unit-tls-worker-1"))
     assert bootstrap_file in specs["kubelet/unit-tls-worker-1"][:7]
     worker = yaml.safe_load((folder / "nodes" / "unit-tls-worker-1" / "kubelet.yaml").read_text())
     assert worker["bootstrap_kubeconfig"] == bootstrap_file
-    assert worker["kubeconfig"] == str(local.kubelet_kubeconfig_path(folder, "unit-tls-worker-1"))
+    assert worker["kubeconfig"] == str(localplan.kubelet_kubeconfig_path(folder, "unit-tls-worker-1"))
     apiserver = specs["apiserver"]
     assert "--listen" not in apiserver and apiserver[apiserver.index("--secure-listen") + 1] == "192.168.77.1:16477"
     assert "lb-controller" not in specs  # the controller manager runs the service-lb controller
@@ -83,8 +89,8 @@ def test_the_master_is_a_tainted_node_on_the_host_and_every_daemon_speaks_tls(tm
 
 
 def test_kube_dns_points_at_the_master() -> None:
-    service, endpoints = list(yaml.safe_load_all(local.dns_manifest("192.168.77.1")))[1:]
-    assert service["spec"]["clusterIP"] == local.DNS_SERVICE_IP
+    service, endpoints = list(yaml.safe_load_all(phases.dns_manifest("192.168.77.1")))[1:]
+    assert service["spec"]["clusterIP"] == localplan.DNS_SERVICE_IP
     assert endpoints["subsets"][0]["addresses"] == [{"ip": "192.168.77.1"}]
     assert {p["protocol"] for p in endpoints["subsets"][0]["ports"]} == {"UDP", "TCP"}
 
@@ -154,3 +160,54 @@ def test_up_progress_is_one_plain_line_per_phase_when_not_a_terminal(capsys: pyt
     out, err = capsys.readouterr()
     assert re.fullmatch(r"certificates: CA, 5 serving/client certificates \(\d+\.\ds\)\n", out)
     assert re.fullmatch(r"node readiness failed after \d+\.\ds\n", err)
+
+
+def test_every_provider_answers_the_one_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOTILLA_HOME", str(tmp_path))
+    chosen = provider("local", Options("unit-proto", workers=1, subnet="192.168.77.0/24"))
+    assert isinstance(chosen, LocalProvider) and chosen.kind == "local" and chosen.name == "unit-proto"
+    plan = chosen.plan()  # what up would make, and nothing made
+    assert [(n.name, n.role) for n in plan.nodes] == [("unit-proto-master", "control-plane"),
+                                                      ("unit-proto-worker-1", "worker")]
+    assert not (tmp_path / "clusters").exists()
+    assert chosen.status() == {} and not chosen.down() and chosen.clusters() == []
+    for kind, (module, cls) in PROVIDERS.items():
+        made = getattr(importlib.import_module(module), cls)
+        for verb in ("plan", "up", "join", "down", "status", "clusters"):
+            assert callable(getattr(made, verb)), (kind, verb)
+    with pytest.raises(ProvisionError, match="no provider 'kind'"):
+        provider("kind", Options())
+    with pytest.raises(ProvisionError, match="needs --inventory"):
+        provider("ssh", Options()).plan()
+
+
+def test_workers_join_at_once_and_a_refused_join_is_tried_again() -> None:
+    command = phases.JoinCommand("192.168.77.1:6444", "abcdef.0123456789abcdef", "sha256:00")
+    assert str(command) == ("kctl join 192.168.77.1:6444 --token abcdef.0123456789abcdef "
+                            "--discovery-token-ca-cert-hash sha256:00")
+    tries: list[str] = []
+
+    def join(node: str, given: phases.JoinCommand) -> None:
+        tries.append(node)
+        if tries.count(node) == 1:  # the apiserver has not seen the token's Secret yet
+            raise RuntimeError("Unauthorized")
+
+    phases.join_workers(["w1", "w2"], join, command, time.monotonic() + 5)
+    assert sorted(tries) == ["w1", "w1", "w2", "w2"]
+
+    def refused(node: str, given: phases.JoinCommand) -> None:
+        raise RuntimeError("Unauthorized")
+
+    with pytest.raises(phases.WaitTimeout, match=r"w1 joining .* \(last error: Unauthorized\); logs in x"):
+        phases.join_workers(["w1"], refused, command, time.monotonic() + 0.5, hint="logs in x")
+
+
+def test_the_summary_lists_every_node_with_its_status() -> None:
+    nodes = tuple(n.plan() for n in localplan.plan("demo", workers=1, subnet="192.168.77.0/24", bridge="flt77",
+                                                   pod_network="10.244.0.0/16"))
+    made = Cluster("demo", "local", "192.168.77.1:6443", Path("/k"), nodes, "/logs", "kctl cluster down --name demo")
+    shown = summary(made, {"demo-master": "Ready"}, 2.5)
+    assert shown.title == 'cluster "demo" is up in 2.5s: apiserver https://192.168.77.1:6443'
+    assert shown.rows == [["demo-master", "control-plane", "192.168.77.1", "10.244.0.0/24", "Ready"],
+                          ["demo-worker-1", "worker", "192.168.77.101", "10.244.1.0/24", "Unknown"]]
+    assert shown.notes[-1] == "  kctl cluster down --name demo" and "logs: /logs" in shown.notes

@@ -1,27 +1,31 @@
 """Bootstrap a whole cluster of machines from this host: the SSH and Vagrant providers' engine.
 
 Given the machines (each a `Host` plus its node name, private address and
-role), `up`:
+role), `up` goes through these phases, reported as it goes:
 
-1. on this host: plans the cluster (components.ClusterPlan), makes its PKI
-   and kubeconfigs once and keeps them in ~/.flotilla/clusters/<name>/bundle
-   (so a second run writes identical files), builds Flotilla's wheels
-   (`pip wheel`: guests may not reach PyPI);
-2. on every node at once: installs the wheels, writes its files, starts the
-   master's etcd, image registry and control plane (master) and containerd,
-   the kubelet and the proxy (every node: the master is a tainted
-   control-plane node);
-3. waits for the apiserver, applies the kube-dns Service, builds the base
-   images here and pushes them to the registry on the master (nodes pull
-   `nginx` from it: docker.io names resolve there), waits until every Node is
-   Ready, writes the admin kubeconfig here and for kctl on the master.
+1. host: plans the cluster (components.ClusterPlan), makes its PKI and
+   kubeconfigs once and keeps them in ~/.flotilla/clusters/<name>/bundle (so
+   a second run writes identical files), builds Flotilla's wheels (`pip
+   wheel`: guests may not reach PyPI);
+2. machines, all at once: installs the wheels, writes each machine's files,
+   starts the master's etcd, image registry and control plane (master) and
+   containerd and the proxy (every node: the master is a tainted
+   control-plane node), the kubelet on the master;
+3. control plane, images, join, node readiness: the phases every provider
+   shares (provision/phases.py): cluster-info, kube-dns and a bootstrap token
+   published through the API, the base images built here and pushed to the
+   registry on the master (nodes pull `nginx` from it: docker.io names
+   resolve there), each new worker joined, every Node Ready read from the
+   API; the admin kubeconfig goes here, to kctl's default config and to kctl
+   on the master.
 
-Workers join as with kubeadm: once the apiserver serves, the master prints a
-join command (`kctl token create --print-join-command`), each worker runs it
-(`kctl join`: CA pinned by hash, bootstrap kubeconfig written) and its kubelet
-starts with `--bootstrap-kubeconfig`, obtaining its own client certificate
-through a CSR the controller manager signs. The master's kubelet, the kubelet
-API's serving certificates and the proxy's kubeconfig come from this host.
+Workers join as with kubeadm: each worker without credentials runs `kctl join`
+with the token and the CA's pin (`join`, its bootstrap kubeconfig written),
+then its kubelet starts with `--bootstrap-kubeconfig`, obtaining its own client
+certificate through a CSR the controller manager signs. Workers that joined
+before are not joined again, and no token is made when none needs one. The
+master's kubelet, the kubelet API's serving certificates and the proxy's
+kubeconfig come from this host.
 """
 
 from __future__ import annotations
@@ -38,24 +42,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from provision import components
+from client import bootstrap, certificates
+from provision import components, phases
 from provision.bootstrap import steps
 from provision.bootstrap.host import BootstrapError, Host
 from provision.images import registry
 from provision.images.base import push_node_images
-from provision.local import dns_manifest, home
+from provision.progress import Progress
+from provision.provider import Cluster, cluster_dir, home
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_POD_NETWORK = "10.244.0.0/16"
 READY_TIMEOUT = 900.0
 # Reproducible wheel archives: the same source gives the same bytes, so a re-run installs nothing.
 SOURCE_DATE_EPOCH = "315532800"
-
-console = Console(stderr=True)
+POLL = 2.0  # seconds between checks: every one is a round trip to a VM that may be emulated
 
 
 @dataclass
@@ -70,18 +71,6 @@ class Machine:
     def __post_init__(self) -> None:
         if self.role not in ("master", "worker"):
             raise BootstrapError(f"{self.node}: role must be master or worker, not {self.role!r}")
-
-
-@dataclass
-class Result:
-    name: str
-    kubeconfig: Path
-    nodes: list[str]
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def cluster_folder(name: str) -> Path:
-    return home() / "clusters" / name
 
 
 def make_plan(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NETWORK,
@@ -100,7 +89,7 @@ def make_plan(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_
 
 def load_bundle(plan: components.ClusterPlan) -> components.Bundle:
     """The cluster's files, made once per plan and kept (the CA survives a change of plan)."""
-    folder = cluster_folder(plan.name) / "bundle"
+    folder = cluster_dir(plan.name) / "bundle"
     key = json.dumps({"nodes": [(n.name, n.address) for n in plan.nodes], "master": plan.master_address})
     stamp = folder / "plan.json"
     if stamp.exists() and stamp.read_text() == key:
@@ -133,27 +122,6 @@ def build_wheels() -> list[Path]:
     for wheel in sorted(out.glob("*.whl"), key=lambda p: p.stat().st_mtime):
         newest[wheel.name.split("-")[0].lower()] = wheel  # one version per project: the latest built
     return sorted(newest.values())
-
-
-def kctl(kubeconfig: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    # kctl.main has no __main__ guard: call its entry point (the same path a user's `kctl` takes).
-    return subprocess.run([sys.executable, "-c", "from kctl.main import main; main()", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "KCTL_CONFIG": str(kubeconfig)})
-
-
-def ready_nodes(kubeconfig: Path) -> set[str]:
-    out = kctl(kubeconfig, "get", "nodes").stdout
-    return {line.split()[0] for line in out.splitlines()[1:] if len(line.split()) > 1 and line.split()[1] == "Ready"}
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(2)
-    raise BootstrapError(f"{what}: not ready after {timeout:.0f}s")
 
 
 @dataclass
@@ -191,32 +159,21 @@ def provision_node(machine: Machine, plan: components.ClusterPlan, bundle: compo
     report("done")
 
 
-def join_workers(plan: components.ClusterPlan, machines: list[Machine], state: NodeState) -> list[str]:
-    """kubeadm's join: the master prints a join command (a fresh bootstrap token and the CA's hash), each
-    worker without credentials runs it, then every worker's kubelet starts (TLS bootstrap: its own CSR).
+def join(machine: Machine, command: phases.JoinCommand) -> None:
+    """kubeadm's join on one worker: `kctl join` there (CA pinned, bootstrap kubeconfig written)."""
+    steps.join(machine.host, str(command))
 
-    Workers that joined before are not joined again, and no token is made when none needs one.
-    """
-    master = next(m for m in machines if m.role == "master")
-    workers = [m for m in machines if m.role == "worker"]
-    new = [w for w in workers if steps.needs_join(w.host, plan, plan.node(w.node))]
-    if new:
-        # On the master, as its admin: the join command names the token port and pins the CA.
-        command = master.host.run("KCTL_CONFIG=/root/.kctl/config kctl token create --ttl 1h --print-join-command "
-                                  "--description 'flotilla bootstrap'", timeout=300).strip().splitlines()[-1]
 
+def start_kubelets(plan: components.ClusterPlan, workers: list[Machine], state: NodeState) -> None:
+    """Every worker's kubelet, once the worker has credentials (TLS bootstrap: its own CSR)."""
     def start(worker: Machine) -> None:
-        node = plan.node(worker.node)
-        if worker in new:
-            steps.join(worker.host, command)
-        kubelet = [u for u in steps.node_units(plan, node) if u.name == "kubelet"]
+        kubelet = [u for u in steps.node_units(plan, plan.node(worker.node)) if u.name == "kubelet"]
         steps.apply_units(worker.host, kubelet, state.changed.get(worker.node, set()),
                           code_changed=state.code_changed.get(worker.node, False))
 
     with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
         for future in [pool.submit(start, w) for w in workers]:
             future.result()
-    return [w.node for w in new]
 
 
 def _login_user(host: Host) -> str:
@@ -224,82 +181,83 @@ def _login_user(host: Host) -> str:
 
 
 def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NETWORK, lb_pool: str = "",
-       timeout: float = READY_TIMEOUT, write_default_config: bool = True) -> Result:
+       timeout: float = READY_TIMEOUT, write_default_config: bool = True, progress: Progress,
+       kind: str = "ssh", down_command: str = "") -> Cluster:
     """Bootstrap every machine and wait until all Nodes are Ready."""
     started = time.monotonic()
     timings: dict[str, float] = {}
     plan = make_plan(name, machines, pod_network=pod_network, lb_pool=lb_pool)
-    folder = cluster_folder(name)
+    folder = cluster_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-        prep = progress.add_task("host: PKI, wheels", total=1)
-        t0 = time.monotonic()
-        bundle = load_bundle(plan)
-        wheels = build_wheels()
-        timings["host: PKI, wheels"] = round(time.monotonic() - t0, 1)
-        progress.update(prep, completed=1)
-        tasks = {m.node: progress.add_task(f"{m.node} ({m.role}): connecting", total=1) for m in machines}
-        state = NodeState()
+    hint = "logs: journalctl -u 'flotilla-*' on the machines"
+    t0 = time.monotonic()
 
-        def run(machine: Machine) -> None:
-            def report(what: str) -> None:
-                if not console.is_terminal:  # Vagrant's trigger pipes our output: one plain line per step
-                    console.print(f"{machine.node}: {what}", highlight=False)
-                progress.update(tasks[machine.node], description=f"{machine.node} ({machine.role}): {what}",
-                                completed=1 if what == "done" else 0)
-            try:
-                provision_node(machine, plan, bundle, wheels, report, timings, state)
-            except Exception as err:
-                report(f"[red]failed[/]: {err}")  # at once: the other nodes may take minutes more
-                raise
-
-        with ThreadPoolExecutor(max_workers=len(machines)) as pool:
-            for future in [pool.submit(run, m) for m in machines]:
-                future.result()
-        kubeconfig = folder / "kubeconfig"
-        kubeconfig.write_bytes(bundle.files[f"kubeconfigs/{components.ADMIN.name}.conf"])
-        kubeconfig.chmod(0o600)
-        ready = progress.add_task("apiserver", total=1)
-        t0 = time.monotonic()
-        _wait(lambda: kctl(kubeconfig, "get", "namespaces").returncode == 0, "apiserver", timeout)
-        # kube-dns, and kube-public/cluster-info: what `kctl join` on the workers trusts and reads.
-        published = dns_manifest(plan.master_address) + "---\n" + yaml.safe_dump(
-            components.cluster_info_manifest(plan, bundle.ca().cert_pem), sort_keys=False)
-        _wait(lambda: kctl(kubeconfig, "apply", "-f", "-", stdin=published).returncode == 0,
-              "kube-dns Service and cluster-info", 120)
-        timings["apiserver ready"] = round(time.monotonic() - t0, 1)
-        progress.update(ready, completed=1, description="apiserver: serving")
-        pushing = progress.add_task(f"images -> {plan.registry}", total=1)
-        t0 = time.monotonic()
-        _wait(lambda: registry.ready(plan.registry), "image registry", 300)
-        pushed = push_node_images(plan.registry)
-        timings["images pushed"] = round(time.monotonic() - t0, 1)
-        progress.update(pushing, completed=1, description=f"images -> {plan.registry}: "
-                        + ", ".join(p.reference.partition("/")[2] for p in pushed))
-        joining = progress.add_task("workers: join", total=1)
-        t0 = time.monotonic()
-        joined = join_workers(plan, machines, state)
-        timings["workers join"] = round(time.monotonic() - t0, 1)
-        progress.update(joining, completed=1, description=f"workers: {', '.join(joined) or 'none'} joined "
-                        "(bootstrap token, CSR signed by the cluster CA)")
-        nodes = progress.add_task(f"Nodes Ready (0/{len(machines)})", total=len(machines))
+    def done(what: str, detail: str) -> None:
+        nonlocal t0
+        timings[what] = round(time.monotonic() - t0, 1)
+        progress.done(detail)
         t0 = time.monotonic()
 
-        def all_ready() -> bool:
-            got = ready_nodes(kubeconfig)
-            progress.update(nodes, completed=len(got), description=f"Nodes Ready ({len(got)}/{len(machines)})")
-            return got >= {m.node for m in machines}
+    progress.phase("host")
+    bundle = load_bundle(plan)
+    wheels = build_wheels()
+    done("host: PKI, wheels", f"PKI in {folder / 'bundle'}, {len(wheels)} wheels")
 
-        _wait(all_ready, "Nodes Ready", timeout)
-        timings["nodes ready"] = round(time.monotonic() - t0, 1)
+    progress.phase("machines")
+    state = NodeState()
+
+    def run(machine: Machine) -> None:
+        def report(what: str) -> None:
+            progress.step(f"{machine.node} ({machine.role}): {what}")
+        try:
+            provision_node(machine, plan, bundle, wheels, report, timings, state)
+        except Exception as err:
+            report(f"failed: {err}")  # at once: the other machines may take minutes more
+            raise
+
+    with ThreadPoolExecutor(max_workers=len(machines)) as pool:
+        for future in [pool.submit(run, m) for m in machines]:
+            future.result()
+    done("machines", f"{len(machines)} machines: Flotilla installed, files written, daemons started")
+
+    progress.phase("control plane")
+    kubeconfig = folder / "kubeconfig"
+    certificates.write_private(kubeconfig, bundle.files[f"kubeconfigs/{components.ADMIN.name}.conf"])
+    deadline = time.monotonic() + timeout
+    phases.wait_for_port(plan.api_server, "apiserver", deadline, hint=hint)
+    workers = [m for m in machines if m.role == "worker"]
+    new = [w for w in workers if steps.needs_join(w.host, plan, plan.node(w.node))]
+    token = bootstrap.generate_token() if new else None
+    phases.wait(lambda: phases.publish(kubeconfig, plan, bundle.ca().cert_pem, token=token),
+                "cluster-info and kube-dns", deadline, hint=hint, interval=POLL)
+    done("apiserver ready", f"apiserver https://{plan.api_server}, cluster-info, kube-dns {plan.dns_ip}")
+
+    progress.phase("images")
+    phases.wait(lambda: registry.ready(plan.registry), "image registry", deadline, hint=hint, interval=POLL)
+    pushed = push_node_images(plan.registry)
+    done("images pushed", ", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {plan.registry}")
+
+    progress.phase("join")
+    joined = "every worker had joined before: no token made"
+    if token is not None:
+        command = phases.JoinCommand.for_plan(plan, token, bundle.ca().cert_pem)
+        by_name = {w.node: w for w in new}
+        phases.join_workers(list(by_name), lambda node, cmd: join(by_name[node], cmd), command, deadline,
+                            hint=hint)
+        joined = phases.join_detail(len(new), command)
+    start_kubelets(plan, workers, state)
+    done("workers join", joined)
+
+    progress.phase("node readiness")
+    phases.wait_for_nodes_ready(kubeconfig, [m.node for m in machines], deadline, hint=hint,
+                                report=progress.step, interval=POLL)
+    done("nodes ready", f"{len(machines)} Nodes Ready")
     if write_default_config:
-        default = Path(os.environ.get("KCTL_CONFIG", Path.home() / ".kctl" / "config"))
-        default.parent.mkdir(parents=True, exist_ok=True)
-        if not default.exists() or not default.samefile(kubeconfig):  # KCTL_CONFIG may point at ours already
-            shutil.copyfile(kubeconfig, default)
+        phases.point_kctl_at(kubeconfig)
     timings["total"] = round(time.monotonic() - started, 1)
     (folder / "timings.json").write_text(json.dumps(timings, indent=2))
-    return Result(name, kubeconfig, [m.node for m in machines], timings)
+    return Cluster(name, kind, plan.api_server, kubeconfig, plan.nodes, hint.removeprefix("logs: "),
+                   down_command or f"kctl cluster down --provider {kind}", timings)
 
 
 def down(name: str, machines: list[Machine]) -> None:
@@ -307,12 +265,25 @@ def down(name: str, machines: list[Machine]) -> None:
     with ThreadPoolExecutor(max_workers=max(1, len(machines))) as pool:
         for future in [pool.submit(steps.teardown, m.host, _login_user(m.host)) for m in machines]:
             future.result()
-    shutil.rmtree(cluster_folder(name), ignore_errors=True)
+    phases.forget_default_config(cluster_dir(name) / "kubeconfig")
+    shutil.rmtree(cluster_dir(name), ignore_errors=True)
 
 
-def summary(result: Result) -> str:
-    lines = [f'cluster "{result.name}" is up in {result.timings.get("total", 0):.0f}s: '
-             f"{len(result.nodes)} nodes Ready ({', '.join(result.nodes)})",
-             f"kubeconfig: {result.kubeconfig} (copied to kctl's default config)",
-             "next: kctl get nodes -o wide; kctl run nginx --image=nginx; kctl get pods -o wide"]
-    return "\n".join(lines)
+def status(plan: components.ClusterPlan, machines: list[Machine]) -> dict[str, bool]:
+    """Each machine's flotilla units, active or not (`systemctl is-active`, one round trip per machine):
+    the control plane's by daemon name, a node's as daemon/node, as the local provider names them."""
+    def read(machine: Machine) -> dict[str, bool]:
+        node = plan.node(machine.node)
+        units = (steps.master_units(plan) if node.control_plane else []) + steps.node_units(plan, node)
+        out = machine.host.run(f"{machine.host.systemctl} is-active " + " ".join(u.service for u in units),
+                               check=False).split()
+        node_daemons = {u.name for u in steps.node_units(plan, node)}
+        active = out + [""] * (len(units) - len(out))  # a unit systemd does not know prints nothing useful
+        return {(f"{u.name}/{node.name}" if u.name in node_daemons else u.name): active[i] == "active"
+                for i, u in enumerate(units)}
+
+    result: dict[str, bool] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(machines))) as pool:
+        for found in pool.map(read, machines):
+            result.update(found)
+    return result

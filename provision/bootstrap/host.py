@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from provision.provider import ProvisionError
+
 ARG_CHUNK = 60_000  # base64 characters per command line
 
 
@@ -34,7 +36,7 @@ class Runner(Protocol):
     def run(self, command: str, **kwargs: Any) -> Any: ...
 
 
-class BootstrapError(RuntimeError):
+class BootstrapError(ProvisionError):
     """A bootstrap step failed on a machine (the message names the machine and the command)."""
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.bootstrap.cluster import cluster_folder
+from provision.provider import cluster_dir as cluster_folder
 from provision.vagrant import CLUSTER_NAME
 from tests.e2e.test_seed_journey import Cluster, eventually, http_get
 

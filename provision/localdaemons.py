@@ -1,0 +1,106 @@
+"""What the local provider's supervisor runs: one DaemonSpec per daemon of the cluster, in start order.
+
+The registry first (`up` pushes the base images to it while the rest starts),
+then etcd and the control plane on the host, then per node its containerd,
+kubelet and proxy. A worker's containerd and kubelet run inside its network
+namespace (`nsenter --net`: the apiserver dials its kubelet at the node's
+InternalIP); its proxy programs the namespace from the host. The master is the
+host: its daemons run in the host's namespace, its proxy with a table of the
+cluster's own and node ports on the master's address only.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from provision import components
+from provision.containerd import NodeRuntime
+from provision.images import registry as image_registry
+from provision.localnode import LocalNode
+from provision.localplan import ClusterState, NodeInfo, bootstrap_kubeconfig_path, kubelet_kubeconfig_path
+from provision.processes import etcd_argv
+from provision.supervisor import DaemonSpec
+
+SOCKET_ROOT = Path("/run/flotilla")
+
+
+class ClusterRuntime(NodeRuntime):
+    """A node's containerd, pulling over plain HTTP from the cluster registry (docker.io names included)."""
+
+    @property
+    def socket(self) -> Path:
+        # Unix socket paths are limited to 108 bytes (containerd's ttrpc check: 104); the cluster folder may be deep.
+        return SOCKET_ROOT / self.node_name / "containerd.sock"
+
+    def config(self) -> str:
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        return super().config()
+
+
+def node(state: ClusterState, info: NodeInfo) -> LocalNode:
+    """The node's kubelet settings and containerd (its files under <cluster>/nodes/<node>/)."""
+    folder = state.folder
+    settings = components.kubelet_settings(state.components_plan(), info.plan())
+    # Any free port for the kubelet API: the master's kubelet shares the host with whatever else runs here.
+    settings["port"] = 0
+    if info.control_plane:
+        # The master's kubelet runs in the host's namespace, whose routes to the pods the provisioner owns
+        # (netns.add_host_pod_routes): another cluster's master on this host must not sweep them either.
+        settings["node_routes"] = False
+    else:
+        settings["bootstrap_kubeconfig"] = str(bootstrap_kubeconfig_path(folder, info.name))
+        settings["kubeconfig"] = str(kubelet_kubeconfig_path(folder, info.name))
+    made = LocalNode(info.name, folder / "nodes" / info.name, state.api_address, info.address, info.pod_cidr,
+                     settings)
+    made.runtime = ClusterRuntime(info.name, made.base / "containerd", registry=state.registry)
+    return made
+
+
+def daemon_specs(state: ClusterState, *, etcd_port: int) -> list[DaemonSpec]:
+    """Every daemon of the cluster, in the order the supervisor starts them (writing their config files)."""
+    folder = state.folder
+    logs = folder / "logs"
+    cluster = state.components_plan()
+    master_api = f"tcp:{state.api_address}"
+    # The registry first: `up` pushes the base images to it while the rest starts.
+    specs = [DaemonSpec("registry", image_registry.argv(image_registry.write_config(folder / "registry",
+                                                                                     state.registry)),
+                        str(logs / "registry.log"), f"tcp:{state.registry}"),
+             DaemonSpec("etcd", etcd_argv(folder / "etcd", etcd_port, etcd_port + 1), str(logs / "etcd.log"),
+                        f"tcp:127.0.0.1:{etcd_port}")]
+    for daemon, argv in components.control_plane_argvs(cluster).items():
+        specs.append(DaemonSpec(daemon, argv, str(logs / f"{daemon}.log"), master_api if daemon == "apiserver" else ""))
+    containerd = shutil.which("containerd") or "/usr/bin/containerd"
+    for info in state.node_infos():
+        made = node(state, info)
+        rt = made.runtime
+        for d in (rt.base, rt.runc_root, rt.cni_conf_dir, rt.cni_data_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        rt.config_path.write_text(rt.config())
+        # A worker's daemons run inside its namespace (the apiserver dials its kubelet at the node's InternalIP);
+        # nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup mounts. The master is the host.
+        enter = [] if info.control_plane else ["nsenter", f"--net=/run/netns/{info.name}"]
+        kubelet = made.kubelet_argv()
+        if not info.control_plane:
+            # Started once `up` has joined the node (written its bootstrap kubeconfig), as kubeadm's kubelet
+            # waits for `kubeadm join`; exiting instead would cost the supervisor's restart back-off.
+            kubelet = ["sh", "-c", 'until [ -e "$0" ]; do sleep 0.1; done; exec "$@"',
+                       str(bootstrap_kubeconfig_path(folder, info.name)), *kubelet]
+        specs += [
+            DaemonSpec(f"containerd/{info.name}", [*enter, containerd, "--config", str(rt.config_path)],
+                       str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),
+            DaemonSpec(f"kubelet/{info.name}", [*enter, *kubelet], str(logs / f"kubelet-{info.name}.log")),
+        ]
+        if info.control_plane:
+            # In the host's namespace: a table of this cluster's own, node ports on the master's address only
+            # (not on the machine's other interfaces), and no LoadBalancer announcing -- the master is the
+            # host, and an announced /32 would land on the host's bridge; like kubeadm's control-plane nodes
+            # (node.kubernetes.io/exclude-from-external-load-balancers) it stays out of the LB pool.
+            argv = components.proxy_argv(cluster, info.plan(), table=state.proxy_table,
+                                         nodeport_addresses=[f"{info.address}/32"], announce=False)
+        else:
+            # The proxy programs the node's namespace from the host.
+            argv = components.proxy_argv(cluster, info.plan(), netns=info.name)
+        specs.append(DaemonSpec(f"proxy/{info.name}", argv, str(logs / f"proxy-{info.name}.log")))
+    return specs

@@ -1,0 +1,151 @@
+"""The local provider's plan and state: what a cluster on this machine is, and what `up` made of it.
+
+`plan` places the nodes (the master at the bridge's .1 with the pod network's
+first /24, worker i at .10i with the i-th /24 after it, as in the book's
+Vagrantfile); `ClusterState` is written to `<cluster>/state.json` before
+anything is made, so `down` can undo even a half-finished `up`, and it derives
+the components' plan (provision/components.py) that every daemon's files and
+flags come from. Nothing here touches the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provision import components, netns
+from provision.images import registry as image_registry
+from provision.provider import Options, cluster_dir, home
+
+DEFAULTS = Options()
+DNS_SERVICE_IP = components.DEFAULT_DNS_IP
+FIRST_WORKER_HOST = 101  # workers at .101, .102, ... as in the book's Vagrantfile
+LB_POOL_HOSTS = (200, 250)
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    address: str
+    pod_cidr: str
+    host_veth: str  # "" for the master: it is the host itself, on the bridge
+    control_plane: bool = False
+
+    def plan(self) -> components.NodePlan:
+        return components.NodePlan(self.name, self.address, self.pod_cidr, self.control_plane)
+
+
+@dataclass
+class ClusterState:
+    """What `up` made, written to state.json first so `down` can undo even a half-finished `up`."""
+
+    name: str
+    api_address: str
+    etcd_url: str
+    pids: dict[str, int]
+    kubeconfig: str
+    bridge: str = DEFAULTS.bridge
+    subnet: str = DEFAULTS.subnet
+    master_address: str = ""
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    supervisor_pid: int = 0
+    pod_network: str = DEFAULTS.pod_network
+    token_address: str = ""
+
+    def node_infos(self) -> list[NodeInfo]:
+        return [NodeInfo(**n) for n in self.nodes]
+
+    def links(self) -> list[netns.NodeLink]:
+        """The workers' places on the bridge (the master is the host: no namespace, no veth)."""
+        return [netns.NodeLink(n.name, n.host_veth, n.address, n.pod_cidr) for n in self.node_infos()
+                if not n.control_plane]
+
+    @property
+    def folder(self) -> Path:
+        return cluster_dir(self.name)
+
+    @property
+    def config_dir(self) -> Path:
+        """The PKI and the components' kubeconfigs (provision/components.py)."""
+        return self.folder / "config"
+
+    def components_plan(self) -> components.ClusterPlan:
+        api_port = int(self.api_address.rpartition(":")[2])
+        net = ipaddress.ip_network(self.subnet)
+        return components.ClusterPlan(
+            self.name, self.master_address, tuple(n.plan() for n in self.node_infos()), self.pod_network,
+            self.etcd_url, self.config_dir, api_port=api_port,
+            token_port=int(self.token_address.rpartition(":")[2] or api_port + 1), dns_ip=DNS_SERVICE_IP,
+            lb_pool=f"{net[LB_POOL_HOSTS[0]]}-{net[LB_POOL_HOSTS[1]]}", registry=self.registry)
+
+    @property
+    def registry(self) -> str:
+        """host:port of the cluster's image registry, on the master (provision/images/registry.py)."""
+        return image_registry.registry_address(self.master_address)
+
+    @property
+    def nft_table(self) -> str:
+        return f"flotilla-{self.name}"
+
+    @property
+    def proxy_table(self) -> str:
+        """The master proxy's table (family ip): the host's namespace may hold other clusters' masters."""
+        return f"flotilla-proxy-{self.name}"
+
+    def worker_names(self) -> list[str]:
+        return [n.name for n in self.node_infos() if not n.control_plane]
+
+
+def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str) -> list[NodeInfo]:
+    """The master (the host's bridge address .1, pods 10.244.0.0/24) and the workers (.10i, 10.244.i.0/24)."""
+    net = ipaddress.ip_network(subnet)
+    pods = ipaddress.ip_network(pod_network)
+    pod_subnets = pods.subnets(new_prefix=24)
+    nodes = [NodeInfo(f"{name}-master", str(net[1]), str(next(pod_subnets)), "", control_plane=True)]
+    for i in range(1, workers + 1):
+        node = f"{name}-worker-{i}"
+        nodes.append(NodeInfo(node, str(net[FIRST_WORKER_HOST - 1 + i]), str(next(pod_subnets)),
+                              f"{bridge}-w{i}"[:15]))
+    return nodes
+
+
+def new_state(options: Options) -> ClusterState:
+    """The state of a cluster `options` describe, before anything is made (what `up` saves first)."""
+    folder = cluster_dir(options.name)
+    master = str(ipaddress.ip_network(options.subnet)[1])
+    nodes = plan(options.name, workers=options.workers, subnet=options.subnet, bridge=options.bridge,
+                 pod_network=options.pod_network)
+    return ClusterState(options.name, f"{master}:{options.api_port}", f"http://127.0.0.1:{options.etcd_port}", {},
+                        str(folder / "kubeconfig"), options.bridge, options.subnet, master,
+                        [asdict(n) for n in nodes], pod_network=options.pod_network,
+                        token_address=f"{master}:{options.api_port + 1}")
+
+
+def load_state(name: str) -> ClusterState | None:
+    path = cluster_dir(name) / "state.json"
+    if not path.exists():
+        return None
+    return ClusterState(**json.loads(path.read_text()))
+
+
+def save_state(state: ClusterState) -> None:
+    (state.folder / "state.json").write_text(json.dumps(asdict(state), indent=2))
+
+
+def names() -> list[str]:
+    """The local clusters on this machine: every cluster folder with a state.json."""
+    root = home() / "clusters"
+    return sorted(p.name for p in root.iterdir() if (p / "state.json").exists()) if root.exists() else []
+
+
+def bootstrap_kubeconfig_path(folder: Path, node: str) -> Path:
+    """Where `up` joins a worker: its bootstrap kubeconfig (the token), which its kubelet waits for."""
+    return folder / "nodes" / node / "bootstrap-kubeconfig"
+
+
+def kubelet_kubeconfig_path(folder: Path, node: str) -> Path:
+    """A worker kubelet's own credentials, written by its TLS bootstrap (and reused when it restarts)."""
+    return folder / "nodes" / node / "kubelet.conf"

@@ -1,0 +1,227 @@
+"""The phases every provider goes through the same way, written once.
+
+`kubeadm init` and `join` have phases; so does `kctl cluster up`, whatever
+makes the machines. Once a provider has the control plane starting, the rest
+is the same everywhere and lives here:
+
+    wait                 poll a check until a deadline, keeping the last error for the message
+    wait_for_port        the apiserver's port answers (cheap to poll while it starts)
+    publish              kube-public/cluster-info, kube-dns and a bootstrap token, as the admin
+    join_workers         each worker joins with that token (the provider's `join`), retried, all at once
+    node_statuses        each Node Ready or not, by its Ready condition read through the API
+    wait_for_nodes_ready every planned Node Ready
+    point_kctl_at        the admin kubeconfig placed as kctl's default config (and forgotten at down)
+
+Everything here talks to the apiserver in-process through client/ (never by
+running kctl and parsing its table): `up` polls several times a second while
+the daemons start, and a kctl process per poll costs the CPU they need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from client import bootstrap, certificates
+from client import config as clientconfig
+from proto import core_pb2, manifest
+from proto.errors import AlreadyExists, ApiError
+from provision import components
+from provision.provider import ProvisionError
+
+# Long enough to add a node by hand after `up`, short-lived like kubeadm's.
+JOIN_TOKEN_TTL = dt.timedelta(hours=1)
+
+
+class WaitTimeout(ProvisionError):
+    """Something `up` waits for did not happen before the deadline (the message says what, and the last error)."""
+
+
+# ---------------------------------------------------------------- waiting
+
+def wait(check: Callable[[], object], what: str, deadline: float, *, hint: str = "", interval: float = 0.2) -> None:
+    """Call `check` until it returns something true; an error counts as "not yet" and is kept for the message.
+
+    `hint` ends the timeout's message: where to look (the logs) when it comes.
+    """
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as err:
+            last = f" (last error: {err})"
+        time.sleep(interval)
+    raise WaitTimeout(f"{what} not ready in time{last}" + (f"; {hint}" if hint else ""))
+
+
+def port_answers(address: str) -> bool:
+    """HOST:PORT accepts a TCP connection."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=0.5):
+        return True
+
+
+def wait_for_port(address: str, what: str, deadline: float, *, hint: str = "") -> None:
+    """The port first, before any request: the apiserver opens it once RBAC is loaded, and a refused
+    connection is cheaper to poll than an API call that times out."""
+    wait(lambda: port_answers(address), what, deadline, hint=hint)
+
+
+# ---------------------------------------------------------------- what a new cluster serves
+
+def dns_manifest(master_address: str, dns_ip: str = components.DEFAULT_DNS_IP) -> str:
+    """kube-dns: a Service at the DNS address whose Endpoints (no selector) name the master's DNS server."""
+    ports = [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
+    meta = {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}}
+    return yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"clusterIP": dns_ip, "ports": [{**p, "targetPort": 53} for p in ports]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
+         "subsets": [{"addresses": [{"ip": master_address}], "ports": ports}]},
+    ], sort_keys=False)
+
+
+def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes, *,
+            token: bootstrap.Token | None = None, ttl: dt.timedelta = JOIN_TOKEN_TTL) -> bool:
+    """What a new cluster serves: kube-public/cluster-info (what `kctl join` trusts and reads), kube-dns and,
+    given one, a bootstrap token (what `kctl token create` makes), created in-process as the admin.
+
+    Idempotent, so callers retry it (phases.wait) while the apiserver warms up.
+    """
+    info = bootstrap.cluster_info(f"https://{plan.api_server}", ca_pem, f"{plan.master_address}:{plan.token_port}")
+    objects = [info, *(manifest.from_dict(doc) for doc in yaml.safe_load_all(dns_manifest(plan.master_address,
+                                                                                           plan.dns_ip)))]
+    if token is not None:
+        objects.append(bootstrap.token_secret(token, ttl=ttl,
+                                              description=f"kctl cluster up: joins the nodes of {plan.name}"))
+
+    async def create() -> None:
+        async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
+            for namespace in (bootstrap.CLUSTER_INFO_NAMESPACE, bootstrap.TOKEN_NAMESPACE):
+                ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
+                ns.metadata.name = namespace
+                with contextlib.suppress(AlreadyExists):
+                    await client.create(ns)
+            for obj in objects:
+                with contextlib.suppress(AlreadyExists):
+                    await client.create(obj)
+
+    try:
+        asyncio.run(create())
+    except (ApiError, clientconfig.ConfigError) as err:
+        what = "cluster-info, a bootstrap token and kube-dns" if token else "cluster-info and kube-dns"
+        raise RuntimeError(f"cannot publish {what}: {err}") from None
+    return True
+
+
+# ---------------------------------------------------------------- joining
+
+@dataclass(frozen=True)
+class JoinCommand:
+    """`kctl join`'s arguments for a new node: where discovery goes, the bootstrap token, the CA's pin."""
+
+    address: str  # the apiserver's token port, HOST:PORT
+    token: str
+    ca_hash: str  # sha256:<hex> of the cluster CA's public key
+
+    @classmethod
+    def for_plan(cls, plan: components.ClusterPlan, token: bootstrap.Token, ca_pem: bytes) -> JoinCommand:
+        return cls(f"{plan.master_address}:{plan.token_port}", str(token), certificates.ca_cert_hash(ca_pem))
+
+    def __str__(self) -> str:
+        return f"kctl join {self.address} --token {self.token} --discovery-token-ca-cert-hash {self.ca_hash}"
+
+
+def join_workers(workers: Sequence[str], join: Callable[[str, JoinCommand], None], command: JoinCommand,
+                 deadline: float, *, hint: str = "") -> None:
+    """kubeadm's join for each worker at once, through the provider's `join`.
+
+    Each is retried until the deadline: right after its Secret is created the apiserver may not know the token
+    yet (its authenticator learns tokens from a watch), so the first discovery may be refused.
+    """
+    def one(node: str) -> None:
+        def joined() -> bool:
+            join(node, command)
+            return True
+
+        wait(joined, f"{node} joining with a bootstrap token", deadline, hint=hint)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
+        for future in [pool.submit(one, node) for node in workers]:
+            future.result()
+
+
+def join_detail(joined: int, command: JoinCommand, ttl: dt.timedelta = JOIN_TOKEN_TTL) -> str:
+    """The join phase's report: how many joined, and the line that adds another node."""
+    return (f"{joined} workers joined with a bootstrap token (TTL {ttl.total_seconds() / 3600:g} h); "
+            f"to add a node: {command}")
+
+
+# ---------------------------------------------------------------- readiness
+
+def node_statuses(kubeconfig: str | Path) -> dict[str, str]:
+    """Each registered Node: Ready or NotReady, by its Ready condition (read as the admin, over TLS)."""
+    async def read() -> list[core_pb2.Node]:
+        async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=5) as client:
+            return (await client.list(core_pb2.Node)).items
+
+    try:
+        nodes = asyncio.run(read())
+    except (ApiError, clientconfig.ConfigError) as err:
+        raise RuntimeError(f"cannot list Nodes: {err}") from None
+    return {node.metadata.name: "Ready" if any(c.type == "Ready" and c.status == "True"
+                                               for c in node.status.conditions) else "NotReady"
+            for node in nodes}
+
+
+def ready_nodes(kubeconfig: str | Path) -> set[str]:
+    return {node for node, status in node_statuses(kubeconfig).items() if status == "Ready"}
+
+
+def wait_for_nodes_ready(kubeconfig: str | Path, nodes: Collection[str], deadline: float, *, hint: str = "",
+                         report: Callable[[str], None] | None = None, interval: float = 0.2) -> None:
+    """Until every Node in `nodes` is Ready; `report` hears the count each time it is read."""
+    def all_ready() -> bool:
+        ready = ready_nodes(kubeconfig) & set(nodes)
+        if report is not None:
+            report(f"{len(ready)}/{len(nodes)} Nodes Ready")
+        return len(ready) == len(set(nodes))
+
+    wait(all_ready, "Nodes Ready", deadline, hint=hint, interval=interval)
+
+
+# ---------------------------------------------------------------- the admin's kubeconfig
+
+def default_kctl_config() -> Path:
+    """Where kctl looks when no --kubeconfig is given ($KCTL_CONFIG, else ~/.kctl/config)."""
+    return Path(os.environ.get("KCTL_CONFIG", Path.home() / ".kctl" / "config"))
+
+
+def point_kctl_at(kubeconfig: Path) -> None:
+    """Copy the cluster's admin kubeconfig to kctl's default config (it holds a private key: 0600)."""
+    default = default_kctl_config()
+    if default.exists() and default.samefile(kubeconfig):  # KCTL_CONFIG may name the cluster's own copy
+        return
+    certificates.write_private(default, kubeconfig.read_bytes())
+
+
+def forget_default_config(kubeconfig: Path) -> None:
+    """Remove kctl's default config if it is still this cluster's copy (as `kind delete` drops its context):
+    left behind, every later kctl call would dial a cluster that is gone."""
+    default = default_kctl_config()
+    with contextlib.suppress(OSError):
+        if default.read_bytes() == kubeconfig.read_bytes():
+            default.unlink()
