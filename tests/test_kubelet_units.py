@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from nodeagent.kubelet import network
+from nodeagent.kubelet import dns, network
 from nodeagent.kubelet import status as podstatus
 from nodeagent.kubelet.backoff import Backoff
-from nodeagent.kubelet.config import KubeletConfig
-from nodeagent.kubelet.pods import PodSyncer, _expand
+from nodeagent.kubelet.containers import expand
+from nodeagent.kubelet.images import image_candidates
 from nodeagent.kubelet.server import CRILogParser
-from proto import core_pb2, cri_pb2
+from proto import core_pb2, cri_pb2, meta_pb2
 
 
 def view(state: cri_pb2.ContainerState.ValueType | None, exit_code: int = 0, attempt: int = 0,
@@ -75,13 +75,30 @@ def test_conflist_is_bridge_host_local_portmap_and_loopback(tmp_path) -> None:
 
 
 def test_short_image_names_try_the_cluster_registry_first() -> None:
-    syncer = PodSyncer.__new__(PodSyncer)
-    syncer.config = KubeletConfig(cluster_registry="10.0.0.5:5000")
-    assert syncer.image_candidates("nginx:1.25") == ["10.0.0.5:5000/library/nginx:1.25", "nginx:1.25"]
-    assert syncer.image_candidates("alice/web") == ["10.0.0.5:5000/alice/web", "alice/web"]
-    assert syncer.image_candidates("localhost/busybox:latest") == ["localhost/busybox:latest"]
-    assert syncer.image_candidates("quay.io/x/y") == ["quay.io/x/y"]
+    registry = "10.0.0.5:5000"
+    assert image_candidates("nginx:1.25", registry) == ["10.0.0.5:5000/library/nginx:1.25", "nginx:1.25"]
+    assert image_candidates("alice/web", registry) == ["10.0.0.5:5000/alice/web", "alice/web"]
+    assert image_candidates("localhost/busybox:latest", registry) == ["localhost/busybox:latest"]
+    assert image_candidates("quay.io/x/y", registry) == ["quay.io/x/y"]
+    assert image_candidates("nginx", "") == ["nginx"]  # no cluster registry: the name as given
 
 
 def test_dependent_environment_variables_expand() -> None:
-    assert _expand("$(A)-$(B)-$(MISSING)", {"A": "1", "B": "2"}) == "1-2-$(MISSING)"
+    assert expand("$(A)-$(B)-$(MISSING)", {"A": "1", "B": "2"}) == "1-2-$(MISSING)"
+
+
+def test_cluster_first_dns_gives_the_search_path_but_not_to_host_network_pods() -> None:
+    pod = core_pb2.Pod(metadata=meta_pb2.ObjectMeta(namespace="shop"))
+    dns_config = cri_pb2.DNSConfig()
+    dns.pod_dns(pod, dns_config, cluster_dns=["10.96.0.10"], cluster_domain="cluster.local")
+    assert list(dns_config.servers) == ["10.96.0.10"]
+    assert list(dns_config.searches) == ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    assert list(dns_config.options) == ["ndots:5"]
+    pod.spec.host_network = True
+    sandbox = cri_pb2.PodSandboxConfig()
+    dns.pod_dns(pod, sandbox.dns_config, cluster_dns=["10.96.0.10"], cluster_domain="cluster.local")
+    assert not sandbox.HasField("dns_config")  # the node's own resolv.conf
+    pod.spec.dns_policy = "ClusterFirstWithHostNet"
+    dns.pod_dns(pod, sandbox.dns_config, cluster_dns=["10.96.0.10"], cluster_domain="cluster.local")
+    assert list(sandbox.dns_config.servers) == ["10.96.0.10"]
+

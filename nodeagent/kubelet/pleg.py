@@ -15,8 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from nodeagent.kubelet.pods import pod_key_of_labels
-from nodeagent.kubelet.runtime import LABEL_MANAGED, CRIError, Runtime
+from nodeagent.kubelet.runtime import LABEL_MANAGED, CRIError, Runtime, pod_key_of_labels
 
 log = logging.getLogger(__name__)
 

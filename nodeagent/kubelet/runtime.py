@@ -4,14 +4,17 @@ Everything the kubelet does to containers goes through here, over the same gRPC
 API the real kubelet uses (proto/cri.proto). The kubelet keeps no record of its
 own of what runs: sandboxes and containers carry labels naming their pod, and
 the runtime is the record. That is what lets a restarted kubelet adopt the pods
-it started before (`pod_uid_of`, `container_name_of`).
+it started before: `pod_labels` writes the record, `group_by_uid` and
+`pod_key_of_labels` read it back (kubecontainer.Pod and kuberuntime's labels.go).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import grpc
 
-from proto import cri_pb2, cri_pb2_grpc
+from proto import core_pb2, cri_pb2, cri_pb2_grpc
 
 # Labels set on every sandbox and container the kubelet creates.
 LABEL_POD_UID = "io.kubernetes.pod.uid"
@@ -156,3 +159,48 @@ class Runtime:
         reply = await self._call("ListImages", cri_pb2.ListImagesRequest())
         assert isinstance(reply, cri_pb2.ListImagesResponse)
         return list(reply.images)
+
+
+# ---------------------------------------------------------------- the runtime's record of pods
+
+
+def pod_labels(pod: core_pb2.Pod) -> dict[str, str]:
+    """The labels every sandbox and container of `pod` carries (containers add their name)."""
+    return {LABEL_POD_UID: pod.metadata.uid, LABEL_POD_NAME: pod.metadata.name,
+            LABEL_POD_NAMESPACE: pod.metadata.namespace, LABEL_MANAGED: "true"}
+
+
+def pod_key_of_labels(labels: dict[str, str] | object) -> str | None:
+    """The "namespace/name" work-queue key a sandbox or container belongs to, if it is the kubelet's."""
+    get = getattr(labels, "get")  # noqa: B009 - protobuf maps and dicts alike
+    ns, name = get(LABEL_POD_NAMESPACE, ""), get(LABEL_POD_NAME, "")
+    return f"{ns}/{name}" if ns and name else None
+
+
+@dataclass
+class RuntimePod:
+    """One pod uid's sandboxes and containers as the runtime lists them."""
+
+    uid: str
+    sandboxes: list[cri_pb2.PodSandbox] = field(default_factory=list)
+    containers: list[cri_pb2.Container] = field(default_factory=list)
+
+    def ready_sandbox(self) -> cri_pb2.PodSandbox | None:
+        ready = [s for s in self.sandboxes if s.state == cri_pb2.SANDBOX_READY]
+        return max(ready, key=lambda s: s.created_at) if ready else None
+
+    def instances(self, name: str) -> list[cri_pb2.Container]:
+        """Every instance of one container, newest (highest attempt) first."""
+        found = [c for c in self.containers if c.metadata.name == name]
+        return sorted(found, key=lambda c: (c.metadata.attempt, c.created_at), reverse=True)
+
+
+def group_by_uid(sandboxes: list[cri_pb2.PodSandbox], containers: list[cri_pb2.Container]) -> dict[str, RuntimePod]:
+    pods: dict[str, RuntimePod] = {}
+    for s in sandboxes:
+        uid = s.labels.get(LABEL_POD_UID, "")
+        pods.setdefault(uid, RuntimePod(uid)).sandboxes.append(s)
+    for c in containers:
+        uid = c.labels.get(LABEL_POD_UID, "")
+        pods.setdefault(uid, RuntimePod(uid)).containers.append(c)
+    return pods

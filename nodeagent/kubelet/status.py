@@ -1,7 +1,9 @@
 """Pod status from what the runtime says: phase, conditions and container statuses.
 
-Pure functions over plain data, so the rules can be read (and tested) apart
-from the gRPC plumbing. They follow the kubelet's generateAPIPodStatus/getPhase:
+The rules are pure functions over plain data, so they can be read (and tested)
+apart from the gRPC plumbing; one writer at the end (`update_pod_status`, the
+status manager's part) puts the result on the Pod. They follow the kubelet's
+generateAPIPodStatus/getPhase:
 
 - a container never started is `waiting` (ContainerCreating, ErrImagePull, ...);
 - a running one is `running`, `ready` when its readiness probe says so;
@@ -14,12 +16,17 @@ from the gRPC plumbing. They follow the kubelet's generateAPIPodStatus/getPhase:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from client import Client
 from nodeagent.kubelet.runtime import CONTAINER_ID_PREFIX
 from proto import core_pb2, cri_pb2
+from proto.errors import Conflict
+
+log = logging.getLogger(__name__)
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -137,3 +144,53 @@ def conditions(old: list[core_pb2.PodCondition], *, initialized: bool, container
             before.last_transition_time if before is not None and before.status == value else now)
         result.append(cond)
     return result
+
+
+def pod_status(pod: core_pb2.Pod, init_views: list[ContainerView], views: list[ContainerView], *, host_ip: str,
+               pod_ip: str, now: Timestamp) -> core_pb2.PodStatus:
+    """generateAPIPodStatus: the pod's whole status from its containers' views, on top of what it has now."""
+    policy = pod.spec.restart_policy or "Always"
+    initialized = all(succeeded(v) for v in init_views)
+    if not initialized:
+        for view in views:
+            view.waiting_reason = view.waiting_reason or "PodInitializing"
+    new = core_pb2.PodStatus()
+    new.CopyFrom(pod.status)
+    new.phase = phase(views, policy) if initialized else init_phase(init_views)
+    new.host_ip = host_ip
+    del new.host_ips[:]
+    new.host_ips.add(ip=host_ip)
+    if pod_ip:
+        new.pod_ip = pod_ip
+        del new.pod_ips[:]
+        new.pod_ips.add(ip=pod_ip)
+    if not new.HasField("start_time"):
+        new.start_time.CopyFrom(now)
+    del new.container_statuses[:]
+    new.container_statuses.extend(container_status(v) for v in views)
+    del new.init_container_statuses[:]
+    new.init_container_statuses.extend(container_status(v) for v in init_views)
+    all_ready = bool(views) and all(s.ready for s in new.container_statuses)
+    if new.phase in TERMINAL_PHASES:
+        all_ready = False
+    del new.conditions[:]
+    new.conditions.extend(conditions(list(pod.status.conditions), initialized=initialized,
+                                     containers_ready=all_ready, now=now))
+    return new
+
+
+async def update_pod_status(client: Client, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> None:
+    """Write `status` to the pod's status subresource; once more on the fresh pod on Conflict."""
+    updated = core_pb2.Pod()
+    updated.CopyFrom(pod)
+    updated.status.CopyFrom(status)
+    try:
+        await client.update_status(updated)
+    except Conflict:
+        fresh = await client.get(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace)
+        if fresh.metadata.uid != pod.metadata.uid:
+            return
+        fresh.status.CopyFrom(status)
+        await client.update_status(fresh)
+    if status.phase != pod.status.phase:
+        log.info("pod %s/%s is %s", pod.metadata.namespace, pod.metadata.name, status.phase)
