@@ -6,7 +6,8 @@ same everywhere.
 """
 
 from client.api import Client, ObjectList, WatchEvent
-from client.informer import Informer, InformerFactory, Store, enqueue, field_index, key_of, label_index, split_key
+from client.informer import Informer, InformerFactory, enqueue
+from client.store import Store, field_index, key_of, label_index, split_key
 from client.workqueue import ShutDown, WorkQueue, run_workers
 
 __all__ = [

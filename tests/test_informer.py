@@ -165,6 +165,15 @@ def test_replace_reports_only_what_changed() -> None:
     assert sorted(store.list_keys()) == ["default/changed", "default/kept", "default/new"]
 
 
+def test_the_cache_names_stay_importable_from_the_informer_module() -> None:
+    # The Store moved to client/store.py; components importing it from client.informer keep working.
+    from client import store
+
+    for name in ("Store", "key_of", "split_key", "label_index", "field_index"):
+        assert getattr(informer_module, name) is getattr(store, name)
+    assert informer_module.Store is Store and store.label_index("app") is label_index("app")
+
+
 async def test_the_factory_shares_one_informer_per_resource_and_selector() -> None:
     async with Client("127.0.0.1:1") as client:
         factory = InformerFactory(client)
