@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import os
-import signal
-import socket
-import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from client import Client, InformerFactory, certificates
-from client import config as clientconfig
+from client.component import Command, LeaderElection, parse_duration
 from client.controller import Controller
 from client.events import EventRecorder
-from client.leaderelection import LeaderElectionConfig, LeaderElector
 from controlplane.controllers.csrapproving import CSRApprovingController
 from controlplane.controllers.csrsigning import CSRSigningController
 from controlplane.controllers.deployment import DeploymentController
@@ -45,7 +38,6 @@ from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.tokencleaner import TokenCleaner
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, parse_pool
-from proto import duration
 
 log = logging.getLogger("flotilla.controller-manager")
 
@@ -59,20 +51,7 @@ def lb_pool(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def parse_duration(text: str) -> float:
-    """A duration flag ("40s", "5m", "1m30s", "250ms"; bare numbers are seconds)."""
-    try:
-        return duration.parse_duration(text)
-    except duration.DurationError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="flotilla-controller-manager", description=__doc__.split("\n")[0])
-    p.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig; overrides the "
-                   "kubeconfig's server)")
-    p.add_argument("--kubeconfig", default="",
-                   help="kubeconfig with the CA and this component's credentials (for a TLS apiserver)")
+def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controllers", default="*",
                    help="comma-separated controllers to run ('*' for all; '-name' to leave one out)")
     p.add_argument("--node-monitor-period", type=parse_duration, metavar="DURATION", default=5.0,
@@ -94,13 +73,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cluster-signing-key-file", default="", help="its private key (PEM)")
     p.add_argument("--cluster-signing-duration", type=parse_duration, metavar="DURATION", default=365 * 86400.0,
                    help="the longest validity csrsigning gives a certificate")
-    p.add_argument("--leader-elect", default="true", choices=["true", "false"],
-                   help="hold a Lease in kube-system before acting (a second copy stands by)")
-    p.add_argument("--leader-elect-lease-duration", type=parse_duration, metavar="DURATION", default=15.0)
-    p.add_argument("--leader-elect-renew-deadline", type=parse_duration, metavar="DURATION", default=10.0)
-    p.add_argument("--leader-elect-retry-period", type=parse_duration, metavar="DURATION", default=2.0)
-    p.add_argument("--log-level", default="INFO")
-    return p.parse_args(argv)
+
+
+# A copy that loses the Lease exits (LeaderElectionLost), so its supervisor restarts it as a standby.
+# OSError: the cluster signing files cannot be read.
+COMMAND = Command("flotilla-controller-manager", __doc__, flags=add_flags, errors=(OSError,),
+                  leader_election=LeaderElection(LEASE_NAME))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return COMMAND.parse_args(argv)
 
 
 @dataclass
@@ -167,7 +149,7 @@ def enabled(spec: str) -> list[str]:
     return [n for n in chosen if f"-{n}" not in names]
 
 
-async def run_controllers(client: Client, opts: argparse.Namespace) -> None:
+async def run(opts: argparse.Namespace, client: Client) -> None:
     """Build the enabled controllers on one informer factory and run them until cancelled."""
     factory = InformerFactory(client)
     ctx = Context(client, factory, opts)
@@ -191,44 +173,8 @@ async def run_controllers(client: Client, opts: argparse.Namespace) -> None:
             recorder.stop()
 
 
-async def serve(opts: argparse.Namespace) -> None:
-    client_for = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig).client()
-    async with client_for as client:
-        await client.wait_ready(timeout=30)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        elector: LeaderElector | None = None
-        if opts.leader_elect == "true":
-            identity = f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-            elector = LeaderElector(client, LeaderElectionConfig(
-                LEASE_NAME, identity, lease_duration=opts.leader_elect_lease_duration,
-                renew_deadline=opts.leader_elect_renew_deadline, retry_period=opts.leader_elect_retry_period))
-            log.info("%s: waiting to lead", identity)
-            work = asyncio.create_task(elector.run(lambda: run_controllers(client, opts)))
-        else:
-            work = asyncio.create_task(run_controllers(client, opts))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if work.done():
-            if not work.cancelled() and work.exception() is not None:
-                raise SystemExit(f"flotilla-controller-manager: {work.exception()}")
-            raise SystemExit("flotilla-controller-manager: lost the leader lease")
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
-        if elector is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(elector.release(), timeout=5)
-
-
 def main(argv: list[str] | None = None) -> None:
-    opts = parse_args(argv)
-    logging.basicConfig(level=opts.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(opts))
+    COMMAND.main(run, argv)
 
 
 if __name__ == "__main__":

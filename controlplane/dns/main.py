@@ -9,14 +9,11 @@ resolver.py for what it answers and server.py for how.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
-import signal
 
-from client import config as clientconfig
+from client import Client
+from client.component import Command, until_stopped
 from controlplane.dns.server import DnsServer
-from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.dns")
 
@@ -28,40 +25,32 @@ def host_port(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flotilla-dns", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig)")
-    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and this component's credentials (TLS)")
+def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", type=host_port, default=("127.0.0.1", 53), help="UDP and TCP address")
     parser.add_argument("--upstream", type=host_port, help="resolver for names outside the cluster domain")
     parser.add_argument("--domain", default="cluster.local")
-    parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
 
 
-async def serve(opts: argparse.Namespace) -> None:
-    client_config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
-    async with client_config.client() as client:
-        await client.wait_ready(timeout=30)
-        dns = DnsServer(client, domain=opts.domain, upstream=opts.upstream)
-        host, port = await dns.start(*opts.listen)
-        log.info("serving %s on %s:%d (udp, tcp), upstream %s", opts.domain, host, port, opts.upstream)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop.wait()
+# OSError: the listen address is taken or needs privileges (port 53).
+COMMAND = Command("flotilla-dns", __doc__, flags=add_flags, errors=(OSError,))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return COMMAND.parse_args(argv)
+
+
+async def run(opts: argparse.Namespace, client: Client) -> None:
+    dns = DnsServer(client, domain=opts.domain, upstream=opts.upstream)
+    host, port = await dns.start(*opts.listen)
+    log.info("serving %s on %s:%d (udp, tcp), upstream %s", opts.domain, host, port, opts.upstream)
+    try:
+        await until_stopped()  # the server answers in its own tasks
+    finally:
         await dns.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
-    opts = parse_args(argv)
-    logging.basicConfig(level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(serve(opts))
-    except (clientconfig.ConfigError, ApiError, OSError) as err:
-        raise SystemExit(f"flotilla-dns: {err}") from None
+    COMMAND.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -1,60 +1,47 @@
 """`flotilla-scheduler`: the daemon that assigns pending pods to nodes.
 
-    flotilla-scheduler --server 127.0.0.1:6443 [--config scheduler.yaml]
+    flotilla-scheduler --server 127.0.0.1:6443 [--config scheduler.yaml] [--leader-elect true]
 
 It is an ordinary API client: it lists and watches pods and nodes, and its one
 write that matters is the Binding. See scheduler.py for the loop and config.py
-for the file's format.
+for the file's format; client/component.py does the rest of a daemon's life
+(flags, connection, leader election, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
-import signal
 
-from client import config as clientconfig
+from client import Client
+from client.component import Command, LeaderElection
 from controlplane.scheduler import config as configuration
 from controlplane.scheduler.scheduler import Scheduler
-from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.scheduler")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flotilla-scheduler", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig)")
-    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and this component's credentials (TLS)")
+def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="KubeSchedulerConfiguration YAML (default: every plugin, LeastAllocated)")
-    parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
 
 
-async def serve(opts: argparse.Namespace) -> None:
-    settings = configuration.load(opts.config)
-    client_config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
-    async with client_config.client() as client:
-        await client.wait_ready(timeout=30)
-        scheduler = Scheduler(client, settings)
-        task = asyncio.create_task(scheduler.run())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        log.info("scheduling for %s against %s", ", ".join(scheduler.profiles), client.server)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        log.info("stopped")
+# Leader election is off unless asked for: a second scheduler is usually a second profile, not a standby.
+COMMAND = Command("flotilla-scheduler", __doc__, flags=add_flags, errors=(configuration.ConfigError,),
+                  leader_election=LeaderElection("flotilla-scheduler", enabled_by_default=False))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return COMMAND.parse_args(argv)
+
+
+async def run(opts: argparse.Namespace, client: Client) -> None:
+    scheduler = Scheduler(client, configuration.load(opts.config))
+    log.info("scheduling for %s against %s", ", ".join(scheduler.profiles), client.server)
+    await scheduler.run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    opts = parse_args(argv)
-    logging.basicConfig(level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(serve(opts))
-    except (configuration.ConfigError, clientconfig.ConfigError, ApiError) as err:
-        raise SystemExit(f"flotilla-scheduler: {err}") from None
+    COMMAND.main(run, argv)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import signal
 
 from client import Client
-from client import config as clientconfig
+from client.component import Command
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.announcer import Announcer, interface_of
 from nodeagent.proxy.proxier import Proxier
-from proto.errors import ApiError
 
 log = logging.getLogger("flotilla.proxy")
 
@@ -49,10 +46,7 @@ def ipv4_cidr(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 CIDR (like 192.168.56.1/32)") from None
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flotilla-proxy", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", help="the apiserver's HOST:PORT (plaintext without --kubeconfig)")
-    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and this component's credentials (TLS)")
+def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-name", help="this node's name (required unless --cleanup)")
     # Node ports answer on every local address (fib daddr type local); the IP finds the LB interface.
     parser.add_argument("--node-ip", help="this node's InternalIP: LoadBalancer addresses go on its interface")
@@ -65,29 +59,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="answer node ports only on local addresses in CIDR (repeatable; default: every "
                         "local address but loopback)")
     parser.add_argument("--cleanup", action="store_true", help="delete the proxy's nftables table and exit")
-    parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
 
 
-async def serve(opts: argparse.Namespace) -> None:
-    client_config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
-    async with client_config.client() as client:
-        await client.wait_ready(timeout=30)
-        proxier = Proxier(client, node_name=opts.node_name, netns=opts.netns, table=opts.table,
-                          nodeport_addresses=opts.nodeport_addresses)
-        interface = opts.lb_interface or (interface_of(opts.node_ip, netns=opts.netns) if opts.node_ip else None)
-        task = asyncio.create_task(run_all(proxier, client, opts, interface))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        log.info("proxying for node %s (%s) against %s", opts.node_name, opts.node_ip or "?", client.server)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        # The rules stay on purpose: a restarting proxy must not cut live Service traffic.
-        log.info("stopped")
+# LookupError: --node-ip is on no interface of the node.
+COMMAND = Command("flotilla-proxy", __doc__, flags=add_flags, errors=(nft.NftError, LookupError))
 
 
-async def run_all(proxier: Proxier, client: Client, opts: argparse.Namespace, interface: str | None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return COMMAND.parse_args(argv)
+
+
+async def run(opts: argparse.Namespace, client: Client) -> None:
+    proxier = Proxier(client, node_name=opts.node_name, netns=opts.netns, table=opts.table,
+                      nodeport_addresses=opts.nodeport_addresses)
+    interface = opts.lb_interface or (interface_of(opts.node_ip, netns=opts.netns) if opts.node_ip else None)
+    log.info("proxying for node %s (%s) against %s", opts.node_name, opts.node_ip or "?", client.server)
+    # On SIGTERM the rules stay on purpose: a restarting proxy must not cut live Service traffic.
     async with asyncio.TaskGroup() as group:
         group.create_task(proxier.run())
         if interface:
@@ -96,21 +83,19 @@ async def run_all(proxier: Proxier, client: Client, opts: argparse.Namespace, in
             log.info("announcing LoadBalancer addresses on %s", interface)
 
 
+async def cleanup(opts: argparse.Namespace) -> None:
+    """`--cleanup`: delete the table, needing no apiserver (as kube-proxy's --cleanup)."""
+    await nft.apply(nft.cleanup_transaction(opts.table), netns=opts.netns)
+
+
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
-    logging.basicConfig(level=opts.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if opts.cleanup:
-        try:
-            nft.apply_sync(nft.cleanup_transaction(opts.table), netns=opts.netns)
-        except nft.NftError as err:
-            raise SystemExit(f"flotilla-proxy: {err}") from None
-        return
-    if not opts.node_name:
+        COMMAND.run_standalone(cleanup, opts)
+    elif not opts.node_name:
         raise SystemExit("flotilla-proxy: --node-name is required")
-    try:
-        asyncio.run(serve(opts))
-    except (clientconfig.ConfigError, ApiError, nft.NftError, LookupError) as err:
-        raise SystemExit(f"flotilla-proxy: {err}") from None
+    else:
+        COMMAND.run(run, opts)
 
 
 if __name__ == "__main__":
