@@ -19,13 +19,12 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import signal
-import sys
 from pathlib import Path
 
 import grpc
 
 from client.api import SERVER_OPTIONS
+from client.component import Command, until_stopped
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
@@ -47,8 +46,7 @@ from proto import apiserver_pb2_grpc, kinds
 log = logging.getLogger("flotilla.apiserver")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flotilla-apiserver", description=__doc__.split("\n")[0])
+def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--etcd-servers", default="http://127.0.0.1:2379",
                         help="etcd client URL (only the first of a comma-separated list is used)")
     parser.add_argument("--listen", default="", help="plaintext HOST:PORT, loopback only (no credentials needed)")
@@ -75,8 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--audit-log-path", default="", help="write one JSON line per mutating request here")
     parser.add_argument("--audit-log-maxsize", type=int, default=100, help="MiB before the audit log rotates")
     parser.add_argument("--audit-log-maxbackup", type=int, default=5, help="rotated audit files to keep")
-    parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+
+
+# The apiserver serves rather than calls: no --server or --kubeconfig, and no client from the runner.
+# OSError: a certificate, key or token file cannot be read.
+COMMAND = Command("flotilla-apiserver", __doc__, flags=add_flags, connects=False, errors=(OSError,))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return COMMAND.parse_args(argv)
 
 
 def require_loopback(listen: str) -> None:
@@ -181,25 +186,20 @@ async def serve(opts: argparse.Namespace) -> None:
     log.info("serving on %s, etcd %s, authorization %s",
              ", ".join(p for p in (opts.listen, opts.secure_listen, opts.token_listen) if p), storage.url,
              opts.authorization_mode)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
-    await server.stop(grace=2)
-    for task in background:
-        task.cancel()
-    await storage.close()
+    try:
+        await until_stopped()
+    finally:
+        # In-flight calls get two seconds to finish; watches are cut (their clients re-list).
+        await server.stop(grace=2)
+        for task in background:
+            task.cancel()
+        await storage.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
-    logging.basicConfig(level=opts.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     check_options(opts)
-    asyncio.run(serve(opts))
+    COMMAND.run_standalone(serve, opts)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@
 
 The config file (YAML) holds the tunables of nodeagent/kubelet/config.py; the
 flags override it. SIGTERM stops the agent and leaves the pods running.
+
+The kubelet takes the common flags from client/component.py but opens its
+connection itself (kubelet.py): its server and kubeconfig may come from the
+config file, and with --bootstrap-kubeconfig the kubeconfig does not exist until
+TLS bootstrap has written it.
 """
 
 from __future__ import annotations
@@ -12,20 +17,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
-import sys
 from pathlib import Path
 
+from client.component import Command
 from nodeagent.kubelet import bootstrap
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.kubelet import Kubelet
 from proto.errors import ApiError
 
+log = logging.getLogger("flotilla.kubelet")
 
-def parse_args(argv: list[str] | None = None) -> KubeletConfig:
-    parser = argparse.ArgumentParser(prog="flotilla-kubelet", description=__doc__.split("\n")[0])
-    parser.add_argument("--server", help="the apiserver, HOST:PORT")
-    parser.add_argument("--kubeconfig", help="kubeconfig with the CA and the node's credentials (TLS apiserver)")
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap-kubeconfig",
                         help="token kubeconfig (from `kctl join`) used to obtain --kubeconfig when it does not exist")
     parser.add_argument("--node-name", required=True)
@@ -40,10 +43,17 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
     parser.add_argument("--tls-cert-file", help="the kubelet API's serving certificate (PEM; absent: plaintext)")
     parser.add_argument("--tls-private-key-file", help="the kubelet API's serving key (PEM)")
     parser.add_argument("--client-ca-file", help="CA whose client certificates may call the kubelet API")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    opts = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if opts.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class TLSBootstrapFailed(Exception):
+    """The node has no credentials and could not obtain them with its bootstrap token."""
+
+
+COMMAND = Command("flotilla-kubelet", __doc__, flags=add_flags, errors=(TLSBootstrapFailed,))
+
+
+def kubelet_config(opts: argparse.Namespace) -> KubeletConfig:
+    """The config file's settings with the flags over them."""
     return KubeletConfig.load(opts.config, server=opts.server, node_name=opts.node_name, node_ip=opts.node_ip,
                               containerd_socket=opts.containerd_socket, pod_cidr=opts.pod_cidr, port=opts.port,
                               root_dir=opts.root_dir, kubeconfig=opts.kubeconfig,
@@ -52,7 +62,12 @@ def parse_args(argv: list[str] | None = None) -> KubeletConfig:
                               client_ca_file=opts.client_ca_file, node_routes=opts.node_routes)
 
 
-async def _main(config: KubeletConfig) -> None:
+def parse_args(argv: list[str] | None = None) -> KubeletConfig:
+    return kubelet_config(COMMAND.parse_args(argv))
+
+
+async def run(opts: argparse.Namespace) -> None:
+    config = kubelet_config(opts)
     if config.bootstrap_kubeconfig:
         if not config.kubeconfig:
             raise SystemExit("flotilla-kubelet: --bootstrap-kubeconfig needs --kubeconfig (where to write the "
@@ -61,22 +76,17 @@ async def _main(config: KubeletConfig) -> None:
             await bootstrap.bootstrap_kubeconfig(Path(config.bootstrap_kubeconfig), Path(config.kubeconfig),
                                                  config.node_name)
         except (bootstrap.BootstrapError, ApiError) as exc:
-            raise SystemExit(f"flotilla-kubelet: TLS bootstrap failed: {exc}") from None
-    task = asyncio.create_task(Kubelet(config).run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+            raise TLSBootstrapFailed(f"TLS bootstrap failed: {exc}") from exc
     try:
-        await task
+        await Kubelet(config).run()
     except asyncio.CancelledError:
-        logging.getLogger(__name__).info("kubelet stopped; pods keep running")
+        log.info("kubelet stopped; pods keep running")
+        raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_args(argv)
-    asyncio.run(_main(config))
-    return 0
+def main(argv: list[str] | None = None) -> None:
+    COMMAND.run_standalone(run, COMMAND.parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
