@@ -61,6 +61,37 @@ def test_bad_table_names_and_cidrs_are_refused_by_name(capsys: pytest.CaptureFix
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="network namespaces")
+async def test_failed_first_full_sync_is_retried_and_service_syncs_wait_for_it(
+        client: Client, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kernel needed: nft is replaced by a recorder that refuses the first transaction."""
+    applied: list[str] = []
+
+    async def apply(transaction: str, *, netns: str | None = None) -> None:
+        if not applied:
+            applied.append("refused")
+            raise nft.NftError("nft: the kernel said no")
+        applied.append(transaction)
+
+    async def list_chains(*, netns: str | None = None, table: str = rules.TABLE) -> list[str]:
+        return []
+
+    monkeypatch.setattr(nft, "apply", apply)
+    monkeypatch.setattr(nft, "list_chains", list_chains)
+    await client.create(service(namespace, "web", random_cluster_ip()))
+    await client.create(endpoints(namespace, "web", POD_IPS))
+    proxier = Proxier(client, node_name="node-1")
+    async with running(proxier):
+        for _ in range(100):
+            if proxier.full_synced:
+                break
+            await asyncio.sleep(0.05)
+        assert proxier.full_synced, "the full sync is retried after nft refused it"
+        # Refused, then the declarations and the one full transaction: the Service's own key, synced
+        # meanwhile, was left to the full sync, which programmed it from the cache.
+        assert len(applied) == 3 and applied[0] == "refused", applied
+        assert f"{namespace}/web" in proxier.applied
+
+
 async def test_own_table_and_node_ports_on_the_node_ip_only(sandbox: Sandbox, client: Client,  # noqa: F811
                                                             namespace: str) -> None:
     other_ip = "10.251.100.9"  # another local address of the node (the host's other interfaces, on a master)

@@ -1,13 +1,17 @@
 """The work queue's promises, which every controller relies on: one sync per burst of
-changes, never two workers on one key, back-off for failures, a clean shutdown."""
+changes, never two workers on one key, back-off for failures, a clean shutdown — and
+the `Controller` loop drained from it (client/controller.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
-from client import ShutDown, WorkQueue, run_workers
+from client import Client, ShutDown, WorkQueue, enqueue, run_workers
+from client.controller import Controller
+from proto import core_pb2
 
 
 async def drain(queue: WorkQueue[str]) -> list[str]:
@@ -160,3 +164,47 @@ async def test_a_cancelled_getter_does_not_swallow_a_key() -> None:
     queue.add("ns/a")  # wakes `first`...
     first.cancel()  # ...which is cancelled before it runs
     assert await asyncio.wait_for(second, 1) == "ns/a"
+
+
+class ConfigMapWatcher(Controller):
+    """The smallest controller: remembers what it synced, and what the cache held then."""
+
+    name = "config-map-watcher"
+
+    def __init__(self, client: Client, namespace: str, *, resync_period: float = 0.0) -> None:
+        super().__init__(client, workers=1, resync_period=resync_period)
+        self.config_maps = self.factory.informer(core_pb2.ConfigMap, namespace)
+        self.informers = [self.config_maps]
+        enqueue(self.config_maps, self.queue)
+        self.synced: list[tuple[str, int]] = []  # (key, objects cached when it was synced)
+
+    async def sync(self, key: str) -> None:
+        self.synced.append((key, len(self.config_maps.store)))
+
+
+async def test_controller_syncs_from_warm_caches_resyncs_and_stops_its_own_factory(
+        client: Client, namespace: str) -> None:
+    cm = core_pb2.ConfigMap(api_version="v1", kind="ConfigMap")
+    cm.metadata.name, cm.metadata.namespace = "settings", namespace
+    await client.create(cm)
+    controller = ConfigMapWatcher(client, namespace, resync_period=0.1)
+    controller.queue.add("first-pass")  # a key of the controller's own, queued before anything runs
+    task = asyncio.create_task(controller.run())
+    try:
+        key = f"{namespace}/settings"
+        for _ in range(100):
+            if controller.synced.count((key, 1)) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        # The own key waited for the cache; the object was synced at start, then again by each resync.
+        assert controller.synced[0] == ("first-pass", 1)
+        assert controller.synced.count((key, 1)) >= 3, controller.synced
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert controller.queue.shutting_down
+    cm.metadata.name = "later"
+    await client.create(cm)
+    await asyncio.sleep(0.3)
+    assert len(controller.config_maps.store) == 1, "its own factory stopped watching with it"
