@@ -28,33 +28,41 @@ from proto import core_pb2 as proto_dot_core__pb2
 from proto import options_pb2 as proto_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/apps.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10proto/meta.proto\x1a\x10proto/core.proto\x1a\x13proto/options.proto\"\xaf\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\x02 \x01(\x05\x12-\n\x08selector\x18\x03 \x01(\x0b\x32\x1b.flotilla.api.LabelSelector\x12/\n\x08template\x18\x04 \x01(\x0b\x32\x1d.flotilla.api.PodTemplateSpecB\x0b\n\t_replicas\"\xc2\x01\n\x10ReplicaSetStatus\x12\x10\n\x08replicas\x18\x01 \x01(\x05\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x03 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x05 \x01(\x03\x12+\n\nconditions\x18\x06 \x03(\x0b\x32\x17.flotilla.api.Condition\"\xb7\x01\n\nReplicaSet\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12*\n\x04spec\x18\x04 \x01(\x0b\x32\x1c.flotilla.api.ReplicaSetSpec\x12.\n\x06status\x18\x05 \x01(\x0b\x32\x1e.flotilla.api.ReplicaSetStatus\"Q\n\x17RollingUpdateDeployment\x12\x1d\n\x0fmax_unavailable\x18\x01 \x01(\tB\x04\xc8\xf3\x18\x01\x12\x17\n\tmax_surge\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x01\"a\n\x12\x44\x65ploymentStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12=\n\x0erolling_update\x18\x02 \x01(\x0b\x32%.flotilla.api.RollingUpdateDeployment\"\xf9\x02\n\x0e\x44\x65ploymentSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12-\n\x08selector\x18\x02 \x01(\x0b\x32\x1b.flotilla.api.LabelSelector\x12/\n\x08template\x18\x03 \x01(\x0b\x32\x1d.flotilla.api.PodTemplateSpec\x12\x32\n\x08strategy\x18\x04 \x01(\x0b\x32 .flotilla.api.DeploymentStrategy\x12\x19\n\x11min_ready_seconds\x18\x05 \x01(\x05\x12#\n\x16revision_history_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12&\n\x19progress_deadline_seconds\x18\x08 \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_replicasB\x19\n\x17_revision_history_limitB\x1c\n\x1a_progress_deadline_seconds\"\xc4\x01\n\x13\x44\x65ploymentCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x34\n\x10last_update_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x96\x02\n\x10\x44\x65ploymentStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x03 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x04 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x05 \x01(\x05\x12\x1c\n\x14unavailable_replicas\x18\x06 \x01(\x05\x12\x35\n\nconditions\x18\x07 \x03(\x0b\x32!.flotilla.api.DeploymentCondition\x12\x1c\n\x0f\x63ollision_count\x18\x08 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_collision_count\"\xb7\x01\n\nDeployment\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12*\n\x04spec\x18\x04 \x01(\x0b\x32\x1c.flotilla.api.DeploymentSpec\x12.\n\x06status\x18\x05 \x01(\x0b\x32\x1e.flotilla.api.DeploymentStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/apps.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10proto/meta.proto\x1a\x10proto/core.proto\x1a\x13proto/options.proto\"\xaf\x01\n\x0eReplicaSetSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x19\n\x11min_ready_seconds\x18\x04 \x01(\x05\x12-\n\x08selector\x18\x02 \x01(\x0b\x32\x1b.flotilla.api.LabelSelector\x12/\n\x08template\x18\x03 \x01(\x0b\x32\x1d.flotilla.api.PodTemplateSpecB\x0b\n\t_replicas\"\x8e\x01\n\x13ReplicaSetCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x38\n\x14last_transition_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xee\x01\n\x10ReplicaSetStatus\x12\x10\n\x08replicas\x18\x01 \x01(\x05\x12\x1e\n\x16\x66ully_labeled_replicas\x18\x02 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x04 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x05 \x01(\x05\x12\x1b\n\x13observed_generation\x18\x03 \x01(\x03\x12W\n\nconditions\x18\x06 \x03(\x0b\x32!.flotilla.api.ReplicaSetConditionB \xda\xf3\x18\x04type\xe2\xf3\x18\x05merge\xea\xf3\x18\x03map\xf2\xf3\x18\x04type\"\xb9\x01\n\nReplicaSet\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.flotilla.api.ReplicaSetSpec\x12.\n\x06status\x18\x03 \x01(\x0b\x32\x1e.flotilla.api.ReplicaSetStatus\"Q\n\x17RollingUpdateDeployment\x12\x1d\n\x0fmax_unavailable\x18\x01 \x01(\tB\x04\xc8\xf3\x18\x01\x12\x17\n\tmax_surge\x18\x02 \x01(\tB\x04\xc8\xf3\x18\x01\"a\n\x12\x44\x65ploymentStrategy\x12\x0c\n\x04type\x18\x01 \x01(\t\x12=\n\x0erolling_update\x18\x02 \x01(\x0b\x32%.flotilla.api.RollingUpdateDeployment\"\x89\x03\n\x0e\x44\x65ploymentSpec\x12\x15\n\x08replicas\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12-\n\x08selector\x18\x02 \x01(\x0b\x32\x1b.flotilla.api.LabelSelector\x12/\n\x08template\x18\x03 \x01(\x0b\x32\x1d.flotilla.api.PodTemplateSpec\x12\x42\n\x08strategy\x18\x04 \x01(\x0b\x32 .flotilla.api.DeploymentStrategyB\x0e\xe2\xf3\x18\nretainKeys\x12\x19\n\x11min_ready_seconds\x18\x05 \x01(\x05\x12#\n\x16revision_history_limit\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06paused\x18\x07 \x01(\x08\x12&\n\x19progress_deadline_seconds\x18\t \x01(\x05H\x02\x88\x01\x01\x42\x0b\n\t_replicasB\x19\n\x17_revision_history_limitB\x1c\n\x1a_progress_deadline_seconds\"\xc4\x01\n\x13\x44\x65ploymentCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x34\n\x10last_update_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xb8\x02\n\x10\x44\x65ploymentStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12\x10\n\x08replicas\x18\x02 \x01(\x05\x12\x18\n\x10updated_replicas\x18\x03 \x01(\x05\x12\x16\n\x0eready_replicas\x18\x07 \x01(\x05\x12\x1a\n\x12\x61vailable_replicas\x18\x04 \x01(\x05\x12\x1c\n\x14unavailable_replicas\x18\x05 \x01(\x05\x12W\n\nconditions\x18\x06 \x03(\x0b\x32!.flotilla.api.DeploymentConditionB \xda\xf3\x18\x04type\xe2\xf3\x18\x05merge\xea\xf3\x18\x03map\xf2\xf3\x18\x04type\x12\x1c\n\x0f\x63ollision_count\x18\x08 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_collision_count\"\xb9\x01\n\nDeployment\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.flotilla.api.DeploymentSpec\x12.\n\x06status\x18\x03 \x01(\x0b\x32\x1e.flotilla.api.DeploymentStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.apps_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REPLICASETSTATUS'].fields_by_name['conditions']._loaded_options = None
+  _globals['_REPLICASETSTATUS'].fields_by_name['conditions']._serialized_options = b'\332\363\030\004type\342\363\030\005merge\352\363\030\003map\362\363\030\004type'
   _globals['_ROLLINGUPDATEDEPLOYMENT'].fields_by_name['max_unavailable']._loaded_options = None
   _globals['_ROLLINGUPDATEDEPLOYMENT'].fields_by_name['max_unavailable']._serialized_options = b'\310\363\030\001'
   _globals['_ROLLINGUPDATEDEPLOYMENT'].fields_by_name['max_surge']._loaded_options = None
   _globals['_ROLLINGUPDATEDEPLOYMENT'].fields_by_name['max_surge']._serialized_options = b'\310\363\030\001'
+  _globals['_DEPLOYMENTSPEC'].fields_by_name['strategy']._loaded_options = None
+  _globals['_DEPLOYMENTSPEC'].fields_by_name['strategy']._serialized_options = b'\342\363\030\nretainKeys'
+  _globals['_DEPLOYMENTSTATUS'].fields_by_name['conditions']._loaded_options = None
+  _globals['_DEPLOYMENTSTATUS'].fields_by_name['conditions']._serialized_options = b'\332\363\030\004type\342\363\030\005merge\352\363\030\003map\362\363\030\004type'
   _globals['_REPLICASETSPEC']._serialized_start=125
   _globals['_REPLICASETSPEC']._serialized_end=300
-  _globals['_REPLICASETSTATUS']._serialized_start=303
-  _globals['_REPLICASETSTATUS']._serialized_end=497
-  _globals['_REPLICASET']._serialized_start=500
-  _globals['_REPLICASET']._serialized_end=683
-  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_start=685
-  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_end=766
-  _globals['_DEPLOYMENTSTRATEGY']._serialized_start=768
-  _globals['_DEPLOYMENTSTRATEGY']._serialized_end=865
-  _globals['_DEPLOYMENTSPEC']._serialized_start=868
-  _globals['_DEPLOYMENTSPEC']._serialized_end=1245
-  _globals['_DEPLOYMENTCONDITION']._serialized_start=1248
-  _globals['_DEPLOYMENTCONDITION']._serialized_end=1444
-  _globals['_DEPLOYMENTSTATUS']._serialized_start=1447
-  _globals['_DEPLOYMENTSTATUS']._serialized_end=1725
-  _globals['_DEPLOYMENT']._serialized_start=1728
-  _globals['_DEPLOYMENT']._serialized_end=1911
+  _globals['_REPLICASETCONDITION']._serialized_start=303
+  _globals['_REPLICASETCONDITION']._serialized_end=445
+  _globals['_REPLICASETSTATUS']._serialized_start=448
+  _globals['_REPLICASETSTATUS']._serialized_end=686
+  _globals['_REPLICASET']._serialized_start=689
+  _globals['_REPLICASET']._serialized_end=874
+  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_start=876
+  _globals['_ROLLINGUPDATEDEPLOYMENT']._serialized_end=957
+  _globals['_DEPLOYMENTSTRATEGY']._serialized_start=959
+  _globals['_DEPLOYMENTSTRATEGY']._serialized_end=1056
+  _globals['_DEPLOYMENTSPEC']._serialized_start=1059
+  _globals['_DEPLOYMENTSPEC']._serialized_end=1452
+  _globals['_DEPLOYMENTCONDITION']._serialized_start=1455
+  _globals['_DEPLOYMENTCONDITION']._serialized_end=1651
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=1654
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=1966
+  _globals['_DEPLOYMENT']._serialized_start=1969
+  _globals['_DEPLOYMENT']._serialized_end=2154
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,41 @@ class ReplicaSetSpec(_message.Message):
 Global___ReplicaSetSpec: _TypeAlias = ReplicaSetSpec  # noqa: Y015
 
 @_typing.final
+class ReplicaSetCondition(_message.Message):
+    """Not meta's Condition: Kubernetes numbers ReplicaSet's own condition type differently."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LAST_TRANSITION_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """ReplicaFailure"""
+    status: _builtins.str
+    reason: _builtins.str
+    message: _builtins.str
+    @_builtins.property
+    def last_transition_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        status: _builtins.str = ...,
+        last_transition_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_transition_time", b"last_transition_time", "message", b"message", "reason", b"reason", "status", b"status", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaSetCondition: _TypeAlias = ReplicaSetCondition  # noqa: Y015
+
+@_typing.final
 class ReplicaSetStatus(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -69,7 +104,7 @@ class ReplicaSetStatus(_message.Message):
     available_replicas: _builtins.int
     observed_generation: _builtins.int
     @_builtins.property
-    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[_meta_pb2.Condition]: ...
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaSetCondition]: ...
     def __init__(
         self,
         *,
@@ -78,7 +113,7 @@ class ReplicaSetStatus(_message.Message):
         ready_replicas: _builtins.int = ...,
         available_replicas: _builtins.int = ...,
         observed_generation: _builtins.int = ...,
-        conditions: _abc.Iterable[_meta_pb2.Condition] | None = ...,
+        conditions: _abc.Iterable[Global___ReplicaSetCondition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

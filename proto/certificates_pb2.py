@@ -23,22 +23,29 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from proto import options_pb2 as proto_dot_options__pb2
 from proto import meta_pb2 as proto_dot_meta__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18proto/certificates.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10proto/meta.proto\"\xbc\x01\n\x1d\x43\x65rtificateSigningRequestSpec\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x13\n\x0bsigner_name\x18\x02 \x01(\t\x12\x1f\n\x12\x65xpiration_seconds\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06usages\x18\x04 \x03(\t\x12\x10\n\x08username\x18\x05 \x01(\t\x12\x0b\n\x03uid\x18\x06 \x01(\t\x12\x0e\n\x06groups\x18\x07 \x03(\tB\x15\n\x13_expiration_seconds\"\xd3\x01\n\"CertificateSigningRequestCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x34\n\x10last_update_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"|\n\x1f\x43\x65rtificateSigningRequestStatus\x12\x44\n\nconditions\x18\x01 \x03(\x0b\x32\x30.flotilla.api.CertificateSigningRequestCondition\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\"\xe4\x01\n\x19\x43\x65rtificateSigningRequest\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x39\n\x04spec\x18\x04 \x01(\x0b\x32+.flotilla.api.CertificateSigningRequestSpec\x12=\n\x06status\x18\x05 \x01(\x0b\x32-.flotilla.api.CertificateSigningRequestStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18proto/certificates.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13proto/options.proto\x1a\x10proto/meta.proto\"\xd4\x01\n\x1d\x43\x65rtificateSigningRequestSpec\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x13\n\x0bsigner_name\x18\x07 \x01(\t\x12\x1f\n\x12\x65xpiration_seconds\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x1a\n\x06usages\x18\x05 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x1a\n\x06groups\x18\x04 \x03(\tB\n\xea\xf3\x18\x06\x61tomicB\x15\n\x13_expiration_seconds\"\xd3\x01\n\"CertificateSigningRequestCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x34\n\x10last_update_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14last_transition_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x1f\x43\x65rtificateSigningRequestStatus\x12U\n\nconditions\x18\x01 \x03(\x0b\x32\x30.flotilla.api.CertificateSigningRequestConditionB\x0f\xea\xf3\x18\x03map\xf2\xf3\x18\x04type\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\"\xe6\x01\n\x19\x43\x65rtificateSigningRequest\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x39\n\x04spec\x18\x02 \x01(\x0b\x32+.flotilla.api.CertificateSigningRequestSpec\x12=\n\x06status\x18\x03 \x01(\x0b\x32-.flotilla.api.CertificateSigningRequestStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.certificates_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_start=94
-  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_end=282
-  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_start=285
-  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_end=496
-  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_start=498
-  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_end=622
-  _globals['_CERTIFICATESIGNINGREQUEST']._serialized_start=625
-  _globals['_CERTIFICATESIGNINGREQUEST']._serialized_end=853
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC'].fields_by_name['usages']._loaded_options = None
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC'].fields_by_name['usages']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC'].fields_by_name['groups']._loaded_options = None
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC'].fields_by_name['groups']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_CERTIFICATESIGNINGREQUESTSTATUS'].fields_by_name['conditions']._loaded_options = None
+  _globals['_CERTIFICATESIGNINGREQUESTSTATUS'].fields_by_name['conditions']._serialized_options = b'\352\363\030\003map\362\363\030\004type'
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_start=115
+  _globals['_CERTIFICATESIGNINGREQUESTSPEC']._serialized_end=327
+  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_start=330
+  _globals['_CERTIFICATESIGNINGREQUESTCONDITION']._serialized_end=541
+  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_start=544
+  _globals['_CERTIFICATESIGNINGREQUESTSTATUS']._serialized_end=685
+  _globals['_CERTIFICATESIGNINGREQUEST']._serialized_start=688
+  _globals['_CERTIFICATESIGNINGREQUEST']._serialized_end=918
 # @@protoc_insertion_point(module_scope)

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from proto import options_pb2 as proto_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/meta.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\x0eOwnerReference\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x17\n\ncontroller\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12!\n\x14\x62lock_owner_deletion\x18\x06 \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_controllerB\x17\n\x15_block_owner_deletion\"\xaf\x05\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rgenerate_name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x12\n\ngeneration\x18\x06 \x01(\x03\x12\x34\n\x06labels\x18\x07 \x03(\x0b\x32$.flotilla.api.ObjectMeta.LabelsEntry\x12>\n\x0b\x61nnotations\x18\x08 \x03(\x0b\x32).flotilla.api.ObjectMeta.AnnotationsEntry\x12\x36\n\x10owner_references\x18\t \x03(\x0b\x32\x1c.flotilla.api.OwnerReference\x12\x36\n\x12\x63reation_timestamp\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64\x65letion_timestamp\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x1d\x64\x65letion_grace_period_seconds\x18\x0c \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nfinalizers\x18\r \x03(\t\x12\x38\n\x0emanaged_fields\x18\x0e \x03(\x0b\x32 .flotilla.api.ManagedFieldsEntry\x12\x11\n\tself_link\x18\x0f \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42 \n\x1e_deletion_grace_period_seconds\"\xd6\x01\n\x12ManagedFieldsEntry\x12\x0f\n\x07manager\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66ields_type\x18\x05 \x01(\t\x12\x33\n\tfields_v1\x18\x06 \x01(\x0b\x32\x16.flotilla.api.FieldsV1R\x08\x66ieldsV1\x12\x13\n\x0bsubresource\x18\x07 \x01(\t\"\n\n\x08\x46ieldsV1\"I\n\x18LabelSelectorRequirement\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\"\xca\x01\n\rLabelSelector\x12\x42\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32,.flotilla.api.LabelSelector.MatchLabelsEntry\x12\x41\n\x11match_expressions\x18\x02 \x03(\x0b\x32&.flotilla.api.LabelSelectorRequirement\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x1b\n\x13observed_generation\x18\x03 \x01(\x03\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x90\x01\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\t\x12\x18\n\x10resource_version\x18\x06 \x01(\t\x12\x12\n\nfield_path\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/meta.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13proto/options.proto\"\xb2\x01\n\x0eOwnerReference\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x17\n\ncontroller\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12!\n\x14\x62lock_owner_deletion\x18\x07 \x01(\x08H\x01\x88\x01\x01\x42\r\n\x0b_controllerB\x17\n\x15_block_owner_deletion\"\xed\x05\n\nObjectMeta\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rgenerate_name\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x05 \x01(\t\x12\x18\n\x10resource_version\x18\x06 \x01(\t\x12\x12\n\ngeneration\x18\x07 \x01(\x03\x12\x34\n\x06labels\x18\x0b \x03(\x0b\x32$.flotilla.api.ObjectMeta.LabelsEntry\x12>\n\x0b\x61nnotations\x18\x0c \x03(\x0b\x32).flotilla.api.ObjectMeta.AnnotationsEntry\x12V\n\x10owner_references\x18\r \x03(\x0b\x32\x1c.flotilla.api.OwnerReferenceB\x1e\xda\xf3\x18\x03uid\xe2\xf3\x18\x05merge\xea\xf3\x18\x03map\xf2\xf3\x18\x03uid\x12\x36\n\x12\x63reation_timestamp\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x64\x65letion_timestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x1d\x64\x65letion_grace_period_seconds\x18\n \x01(\x03H\x00\x88\x01\x01\x12$\n\nfinalizers\x18\x0e \x03(\tB\x10\xe2\xf3\x18\x05merge\xea\xf3\x18\x03set\x12\x44\n\x0emanaged_fields\x18\x11 \x03(\x0b\x32 .flotilla.api.ManagedFieldsEntryB\n\xea\xf3\x18\x06\x61tomic\x12\x11\n\tself_link\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42 \n\x1e_deletion_grace_period_seconds\"\xd6\x01\n\x12ManagedFieldsEntry\x12\x0f\n\x07manager\x18\x01 \x01(\t\x12\x11\n\toperation\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66ields_type\x18\x06 \x01(\t\x12\x33\n\tfields_v1\x18\x07 \x01(\x0b\x32\x16.flotilla.api.FieldsV1R\x08\x66ieldsV1\x12\x13\n\x0bsubresource\x18\x08 \x01(\t\"\n\n\x08\x46ieldsV1\"U\n\x18LabelSelectorRequirement\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x1a\n\x06values\x18\x03 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\"\xd6\x01\n\rLabelSelector\x12\x42\n\x0cmatch_labels\x18\x01 \x03(\x0b\x32,.flotilla.api.LabelSelector.MatchLabelsEntry\x12M\n\x11match_expressions\x18\x02 \x03(\x0b\x32&.flotilla.api.LabelSelectorRequirementB\n\xea\xf3\x18\x06\x61tomic\x1a\x32\n\x10MatchLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x01\n\tCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x1b\n\x13observed_generation\x18\x03 \x01(\x03\x12\x38\n\x14last_transition_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x90\x01\n\x0fObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x05 \x01(\t\x12\x18\n\x10resource_version\x18\x06 \x01(\t\x12\x12\n\nfield_path\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,28 +37,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBJECTMETA_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_OBJECTMETA_ANNOTATIONSENTRY']._loaded_options = None
   _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_OBJECTMETA'].fields_by_name['owner_references']._loaded_options = None
+  _globals['_OBJECTMETA'].fields_by_name['owner_references']._serialized_options = b'\332\363\030\003uid\342\363\030\005merge\352\363\030\003map\362\363\030\003uid'
+  _globals['_OBJECTMETA'].fields_by_name['finalizers']._loaded_options = None
+  _globals['_OBJECTMETA'].fields_by_name['finalizers']._serialized_options = b'\342\363\030\005merge\352\363\030\003set'
+  _globals['_OBJECTMETA'].fields_by_name['managed_fields']._loaded_options = None
+  _globals['_OBJECTMETA'].fields_by_name['managed_fields']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_LABELSELECTORREQUIREMENT'].fields_by_name['values']._loaded_options = None
+  _globals['_LABELSELECTORREQUIREMENT'].fields_by_name['values']._serialized_options = b'\352\363\030\006atomic'
   _globals['_LABELSELECTOR_MATCHLABELSENTRY']._loaded_options = None
   _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_options = b'8\001'
-  _globals['_OWNERREFERENCE']._serialized_start=68
-  _globals['_OWNERREFERENCE']._serialized_end=246
-  _globals['_OBJECTMETA']._serialized_start=249
-  _globals['_OBJECTMETA']._serialized_end=936
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=805
-  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=850
-  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_start=852
-  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_end=902
-  _globals['_MANAGEDFIELDSENTRY']._serialized_start=939
-  _globals['_MANAGEDFIELDSENTRY']._serialized_end=1153
-  _globals['_FIELDSV1']._serialized_start=1155
-  _globals['_FIELDSV1']._serialized_end=1165
-  _globals['_LABELSELECTORREQUIREMENT']._serialized_start=1167
-  _globals['_LABELSELECTORREQUIREMENT']._serialized_end=1240
-  _globals['_LABELSELECTOR']._serialized_start=1243
-  _globals['_LABELSELECTOR']._serialized_end=1445
-  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_start=1395
-  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_end=1445
-  _globals['_CONDITION']._serialized_start=1448
-  _globals['_CONDITION']._serialized_end=1609
-  _globals['_OBJECTREFERENCE']._serialized_start=1612
-  _globals['_OBJECTREFERENCE']._serialized_end=1756
+  _globals['_LABELSELECTOR'].fields_by_name['match_expressions']._loaded_options = None
+  _globals['_LABELSELECTOR'].fields_by_name['match_expressions']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_OWNERREFERENCE']._serialized_start=89
+  _globals['_OWNERREFERENCE']._serialized_end=267
+  _globals['_OBJECTMETA']._serialized_start=270
+  _globals['_OBJECTMETA']._serialized_end=1019
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_start=888
+  _globals['_OBJECTMETA_LABELSENTRY']._serialized_end=933
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_start=935
+  _globals['_OBJECTMETA_ANNOTATIONSENTRY']._serialized_end=985
+  _globals['_MANAGEDFIELDSENTRY']._serialized_start=1022
+  _globals['_MANAGEDFIELDSENTRY']._serialized_end=1236
+  _globals['_FIELDSV1']._serialized_start=1238
+  _globals['_FIELDSV1']._serialized_end=1248
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_start=1250
+  _globals['_LABELSELECTORREQUIREMENT']._serialized_end=1335
+  _globals['_LABELSELECTOR']._serialized_start=1338
+  _globals['_LABELSELECTOR']._serialized_end=1552
+  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_start=1502
+  _globals['_LABELSELECTOR_MATCHLABELSENTRY']._serialized_end=1552
+  _globals['_CONDITION']._serialized_start=1555
+  _globals['_CONDITION']._serialized_end=1716
+  _globals['_OBJECTREFERENCE']._serialized_start=1719
+  _globals['_OBJECTREFERENCE']._serialized_end=1863
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from proto import meta_pb2 as proto_dot_meta__pb2
 from proto import options_pb2 as proto_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/metrics.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10proto/meta.proto\x1a\x13proto/options.proto\"\x8e\x01\n\x10\x43ontainerMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x05usage\x18\x02 \x03(\x0b\x32).flotilla.api.ContainerMetrics.UsageEntryB\x04\xd0\xf3\x18\x01\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xce\x01\n\nPodMetrics\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06window\x18\x05 \x01(\t\x12\x32\n\ncontainers\x18\x06 \x03(\x0b\x32\x1e.flotilla.api.ContainerMetrics\"\x84\x02\n\x0bNodeMetrics\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06window\x18\x05 \x01(\t\x12\x39\n\x05usage\x18\x06 \x03(\x0b\x32$.flotilla.api.NodeMetrics.UsageEntryB\x04\xd0\xf3\x18\x01\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/metrics.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10proto/meta.proto\x1a\x13proto/options.proto\"\x8e\x01\n\x10\x43ontainerMetrics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x05usage\x18\x02 \x03(\x0b\x32).flotilla.api.ContainerMetrics.UsageEntryB\x04\xd0\xf3\x18\x01\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe2\x01\n\nPodMetrics\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x06window\x18\x03 \x01(\tB\x04\x80\xf4\x18\x01\x12>\n\ncontainers\x18\x04 \x03(\x0b\x32\x1e.flotilla.api.ContainerMetricsB\n\xea\xf3\x18\x06\x61tomic\"\x8c\x02\n\x0bNodeMetrics\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x06window\x18\x03 \x01(\tB\x04\x80\xf4\x18\x01\x12\x39\n\x05usage\x18\x04 \x03(\x0b\x32$.flotilla.api.NodeMetrics.UsageEntryB\x04\xd0\xf3\x18\x01\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTAINERMETRICS_USAGEENTRY']._serialized_options = b'8\001'
   _globals['_CONTAINERMETRICS'].fields_by_name['usage']._loaded_options = None
   _globals['_CONTAINERMETRICS'].fields_by_name['usage']._serialized_options = b'\320\363\030\001'
+  _globals['_PODMETRICS'].fields_by_name['window']._loaded_options = None
+  _globals['_PODMETRICS'].fields_by_name['window']._serialized_options = b'\200\364\030\001'
+  _globals['_PODMETRICS'].fields_by_name['containers']._loaded_options = None
+  _globals['_PODMETRICS'].fields_by_name['containers']._serialized_options = b'\352\363\030\006atomic'
   _globals['_NODEMETRICS_USAGEENTRY']._loaded_options = None
   _globals['_NODEMETRICS_USAGEENTRY']._serialized_options = b'8\001'
+  _globals['_NODEMETRICS'].fields_by_name['window']._loaded_options = None
+  _globals['_NODEMETRICS'].fields_by_name['window']._serialized_options = b'\200\364\030\001'
   _globals['_NODEMETRICS'].fields_by_name['usage']._loaded_options = None
   _globals['_NODEMETRICS'].fields_by_name['usage']._serialized_options = b'\320\363\030\001'
   _globals['_CONTAINERMETRICS']._serialized_start=110
@@ -47,9 +53,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTAINERMETRICS_USAGEENTRY']._serialized_start=208
   _globals['_CONTAINERMETRICS_USAGEENTRY']._serialized_end=252
   _globals['_PODMETRICS']._serialized_start=255
-  _globals['_PODMETRICS']._serialized_end=461
-  _globals['_NODEMETRICS']._serialized_start=464
-  _globals['_NODEMETRICS']._serialized_end=724
+  _globals['_PODMETRICS']._serialized_end=481
+  _globals['_NODEMETRICS']._serialized_start=484
+  _globals['_NODEMETRICS']._serialized_end=752
   _globals['_NODEMETRICS_USAGEENTRY']._serialized_start=208
   _globals['_NODEMETRICS_USAGEENTRY']._serialized_end=252
 # @@protoc_insertion_point(module_scope)

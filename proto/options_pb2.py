@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/options.proto\x12\x0c\x66lotilla.api\x1a google/protobuf/descriptor.proto:6\n\rint_or_string\x12\x1d.google.protobuf.FieldOptions\x18\xb9\x8e\x03 \x01(\x08:3\n\nquantities\x12\x1d.google.protobuf.FieldOptions\x18\xba\x8e\x03 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/options.proto\x12\x0c\x66lotilla.api\x1a google/protobuf/descriptor.proto:6\n\rint_or_string\x12\x1d.google.protobuf.FieldOptions\x18\xb9\x8e\x03 \x01(\x08:3\n\nquantities\x12\x1d.google.protobuf.FieldOptions\x18\xba\x8e\x03 \x01(\x08:8\n\x0fpatch_merge_key\x12\x1d.google.protobuf.FieldOptions\x18\xbb\x8e\x03 \x01(\t:7\n\x0epatch_strategy\x12\x1d.google.protobuf.FieldOptions\x18\xbc\x8e\x03 \x01(\t:2\n\tlist_type\x12\x1d.google.protobuf.FieldOptions\x18\xbd\x8e\x03 \x01(\t:6\n\rlist_map_keys\x12\x1d.google.protobuf.FieldOptions\x18\xbe\x8e\x03 \x01(\t:4\n\x0b\x65mbedded_in\x12\x1d.google.protobuf.FieldOptions\x18\xbf\x8e\x03 \x01(\r:1\n\x08\x64uration\x12\x1d.google.protobuf.FieldOptions\x18\xc0\x8e\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

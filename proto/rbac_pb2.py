@@ -23,29 +23,50 @@ _sym_db = _symbol_database.Default()
 
 
 from proto import meta_pb2 as proto_dot_meta__pb2
+from proto import options_pb2 as proto_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/rbac.proto\x12\x0c\x66lotilla.api\x1a\x10proto/meta.proto\"\x86\x01\n\nPolicyRule\x12\r\n\x05verbs\x18\x01 \x03(\t\x12\x12\n\napi_groups\x18\x02 \x03(\t\x12\x11\n\tresources\x18\x03 \x03(\t\x12\x16\n\x0eresource_names\x18\x04 \x03(\t\x12*\n\x11non_resource_urls\x18\x05 \x03(\tR\x0fnonResourceURLs\"~\n\x04Role\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\'\n\x05rules\x18\x04 \x03(\x0b\x32\x18.flotilla.api.PolicyRule\"N\n\x0f\x41ggregationRule\x12;\n\x16\x63luster_role_selectors\x18\x01 \x03(\x0b\x32\x1b.flotilla.api.LabelSelector\"\xbe\x01\n\x0b\x43lusterRole\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\'\n\x05rules\x18\x04 \x03(\x0b\x32\x18.flotilla.api.PolicyRule\x12\x37\n\x10\x61ggregation_rule\x18\x05 \x01(\x0b\x32\x1d.flotilla.api.AggregationRule\"K\n\x07Subject\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tapi_group\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\"8\n\x07RoleRef\x12\x11\n\tapi_group\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xae\x01\n\x0bRoleBinding\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\'\n\x08subjects\x18\x04 \x03(\x0b\x32\x15.flotilla.api.Subject\x12\'\n\x08role_ref\x18\x05 \x01(\x0b\x32\x15.flotilla.api.RoleRef\"\xb5\x01\n\x12\x43lusterRoleBinding\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12*\n\x08metadata\x18\x03 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\'\n\x08subjects\x18\x04 \x03(\x0b\x32\x15.flotilla.api.Subject\x12\'\n\x08role_ref\x18\x05 \x01(\x0b\x32\x15.flotilla.api.RoleRefb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/rbac.proto\x12\x0c\x66lotilla.api\x1a\x10proto/meta.proto\x1a\x13proto/options.proto\"\xc2\x01\n\nPolicyRule\x12\x19\n\x05verbs\x18\x01 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\x1e\n\napi_groups\x18\x02 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\x1d\n\tresources\x18\x03 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\"\n\x0eresource_names\x18\x04 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\x36\n\x11non_resource_urls\x18\x05 \x03(\tB\n\xea\xf3\x18\x06\x61tomicR\x0fnonResourceURLs\"\x8c\x01\n\x04Role\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x33\n\x05rules\x18\x02 \x03(\x0b\x32\x18.flotilla.api.PolicyRuleB\n\xea\xf3\x18\x06\x61tomic\"Z\n\x0f\x41ggregationRule\x12G\n\x16\x63luster_role_selectors\x18\x01 \x03(\x0b\x32\x1b.flotilla.api.LabelSelectorB\n\xea\xf3\x18\x06\x61tomic\"\xcc\x01\n\x0b\x43lusterRole\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x33\n\x05rules\x18\x02 \x03(\x0b\x32\x18.flotilla.api.PolicyRuleB\n\xea\xf3\x18\x06\x61tomic\x12\x37\n\x10\x61ggregation_rule\x18\x03 \x01(\x0b\x32\x1d.flotilla.api.AggregationRule\"K\n\x07Subject\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tapi_group\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\"8\n\x07RoleRef\x12\x11\n\tapi_group\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xbc\x01\n\x0bRoleBinding\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x33\n\x08subjects\x18\x02 \x03(\x0b\x32\x15.flotilla.api.SubjectB\n\xea\xf3\x18\x06\x61tomic\x12\'\n\x08role_ref\x18\x03 \x01(\x0b\x32\x15.flotilla.api.RoleRef\"\xc3\x01\n\x12\x43lusterRoleBinding\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x33\n\x08subjects\x18\x02 \x03(\x0b\x32\x15.flotilla.api.SubjectB\n\xea\xf3\x18\x06\x61tomic\x12\'\n\x08role_ref\x18\x03 \x01(\x0b\x32\x15.flotilla.api.RoleRefb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.rbac_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POLICYRULE']._serialized_start=53
-  _globals['_POLICYRULE']._serialized_end=187
-  _globals['_ROLE']._serialized_start=189
-  _globals['_ROLE']._serialized_end=315
-  _globals['_AGGREGATIONRULE']._serialized_start=317
-  _globals['_AGGREGATIONRULE']._serialized_end=395
-  _globals['_CLUSTERROLE']._serialized_start=398
-  _globals['_CLUSTERROLE']._serialized_end=588
-  _globals['_SUBJECT']._serialized_start=590
-  _globals['_SUBJECT']._serialized_end=665
-  _globals['_ROLEREF']._serialized_start=667
-  _globals['_ROLEREF']._serialized_end=723
-  _globals['_ROLEBINDING']._serialized_start=726
-  _globals['_ROLEBINDING']._serialized_end=900
-  _globals['_CLUSTERROLEBINDING']._serialized_start=903
-  _globals['_CLUSTERROLEBINDING']._serialized_end=1084
+  _globals['_POLICYRULE'].fields_by_name['verbs']._loaded_options = None
+  _globals['_POLICYRULE'].fields_by_name['verbs']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_POLICYRULE'].fields_by_name['api_groups']._loaded_options = None
+  _globals['_POLICYRULE'].fields_by_name['api_groups']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_POLICYRULE'].fields_by_name['resources']._loaded_options = None
+  _globals['_POLICYRULE'].fields_by_name['resources']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_POLICYRULE'].fields_by_name['resource_names']._loaded_options = None
+  _globals['_POLICYRULE'].fields_by_name['resource_names']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_POLICYRULE'].fields_by_name['non_resource_urls']._loaded_options = None
+  _globals['_POLICYRULE'].fields_by_name['non_resource_urls']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_ROLE'].fields_by_name['rules']._loaded_options = None
+  _globals['_ROLE'].fields_by_name['rules']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_AGGREGATIONRULE'].fields_by_name['cluster_role_selectors']._loaded_options = None
+  _globals['_AGGREGATIONRULE'].fields_by_name['cluster_role_selectors']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_CLUSTERROLE'].fields_by_name['rules']._loaded_options = None
+  _globals['_CLUSTERROLE'].fields_by_name['rules']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_ROLEBINDING'].fields_by_name['subjects']._loaded_options = None
+  _globals['_ROLEBINDING'].fields_by_name['subjects']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_CLUSTERROLEBINDING'].fields_by_name['subjects']._loaded_options = None
+  _globals['_CLUSTERROLEBINDING'].fields_by_name['subjects']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_POLICYRULE']._serialized_start=74
+  _globals['_POLICYRULE']._serialized_end=268
+  _globals['_ROLE']._serialized_start=271
+  _globals['_ROLE']._serialized_end=411
+  _globals['_AGGREGATIONRULE']._serialized_start=413
+  _globals['_AGGREGATIONRULE']._serialized_end=503
+  _globals['_CLUSTERROLE']._serialized_start=506
+  _globals['_CLUSTERROLE']._serialized_end=710
+  _globals['_SUBJECT']._serialized_start=712
+  _globals['_SUBJECT']._serialized_end=787
+  _globals['_ROLEREF']._serialized_start=789
+  _globals['_ROLEREF']._serialized_end=845
+  _globals['_ROLEBINDING']._serialized_start=848
+  _globals['_ROLEBINDING']._serialized_end=1036
+  _globals['_CLUSTERROLEBINDING']._serialized_start=1039
+  _globals['_CLUSTERROLEBINDING']._serialized_end=1234
 # @@protoc_insertion_point(module_scope)
