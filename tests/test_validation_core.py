@@ -15,8 +15,9 @@ import pytest
 import yaml
 from google.protobuf.message import Message
 
-from controlplane.apiserver.defaults import apply_defaults, image_pull_policy
-from controlplane.apiserver.validation import is_dns1123_label, is_port_name, is_qualified_name, validate
+from controlplane.apiserver.defaults import image_pull_policy
+from controlplane.apiserver.strategies import apply_defaults, validate
+from controlplane.apiserver.validation.meta import is_dns1123_label, is_port_name, is_qualified_name
 from proto import apps_pb2, autoscaling_pb2, core_pb2
 from proto.kinds import Kind, for_message
 from proto.manifest import from_dict

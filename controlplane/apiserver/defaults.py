@@ -6,8 +6,9 @@ protocol with `protocol: TCP`. Every component downstream (scheduler, kubelet,
 proxy, controllers) then reads one explicit value instead of re-deriving the
 default, and `kctl get -o yaml` shows what the cluster will actually do.
 
-The apiserver calls `apply_defaults` on every create and update, before
-`validation.validate`, so validation sees (and may rely on) the defaulted object.
+Each kind's strategy (strategies/) calls its function here on every create and
+update, before validation, so validation sees (and may rely on) the defaulted
+object. Lease, Event, ConfigMap and Node have nothing to default.
 Defaulting only fills what is unset; it never overrides what a client wrote, and
 applying it twice changes nothing. The values are those of Kubernetes'
 `SetDefaults_*` functions (pkg/apis/*/v1/defaults.go).
@@ -15,14 +16,8 @@ applying it twice changes nothing. The values are those of Kubernetes'
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from google.protobuf.message import Message
-
-from controlplane.apiserver.validation import VOLUME_SOURCES
+from controlplane.apiserver.validation.podspec import VOLUME_SOURCES
 from proto import apps_pb2, autoscaling_pb2, core_pb2
-from proto.kinds import Kind
 
 _DEFAULT_FILE_MODE = 0o644  # what configMap and secret volume files get unless told otherwise
 
@@ -129,14 +124,14 @@ def default_pod_spec(spec: core_pb2.PodSpec) -> None:
         _volume(volume)
 
 
-def _pod(pod: core_pb2.Pod) -> None:
+def default_pod(pod: core_pb2.Pod) -> None:
     default_pod_spec(pod.spec)
 
 
 # ---------------------------------------------------------------- Service, Endpoints
 
 
-def _service(svc: core_pb2.Service) -> None:
+def default_service(svc: core_pb2.Service) -> None:
     spec = svc.spec
     if not spec.type:
         spec.type = "ClusterIP"
@@ -159,7 +154,7 @@ def _service(svc: core_pb2.Service) -> None:
         spec.allocate_load_balancer_node_ports = True
 
 
-def _endpoints(ep: core_pb2.Endpoints) -> None:
+def default_endpoints(ep: core_pb2.Endpoints) -> None:
     for subset in ep.subsets:
         for port in subset.ports:
             if not port.protocol:
@@ -169,13 +164,13 @@ def _endpoints(ep: core_pb2.Endpoints) -> None:
 # ---------------------------------------------------------------- ReplicaSet, Deployment
 
 
-def _replica_set(rs: apps_pb2.ReplicaSet) -> None:
+def default_replica_set(rs: apps_pb2.ReplicaSet) -> None:
     if not rs.spec.HasField("replicas"):
         rs.spec.replicas = 1
     default_pod_spec(rs.spec.template.spec)
 
 
-def _deployment(d: apps_pb2.Deployment) -> None:
+def default_deployment(d: apps_pb2.Deployment) -> None:
     spec = d.spec
     if not spec.HasField("replicas"):
         spec.replicas = 1
@@ -199,7 +194,7 @@ def _deployment(d: apps_pb2.Deployment) -> None:
 # ---------------------------------------------------------------- the small kinds
 
 
-def _namespace(ns: core_pb2.Namespace) -> None:
+def default_namespace(ns: core_pb2.Namespace) -> None:
     # The "kubernetes" finalizer holds a deleted namespace until the namespace
     # controller has emptied it. Once deletion has begun, the finalizer list only
     # shrinks: adding it back would keep the namespace forever.
@@ -209,7 +204,7 @@ def _namespace(ns: core_pb2.Namespace) -> None:
         ns.status.phase = "Active"
 
 
-def _secret(secret: core_pb2.Secret) -> None:
+def default_secret(secret: core_pb2.Secret) -> None:
     if not secret.type:
         secret.type = "Opaque"
     # stringData is a write-only convenience: Kubernetes folds it into data (it wins
@@ -219,7 +214,7 @@ def _secret(secret: core_pb2.Secret) -> None:
     secret.ClearField("string_data")
 
 
-def _hpa(hpa: autoscaling_pb2.HorizontalPodAutoscaler) -> None:
+def default_horizontal_pod_autoscaler(hpa: autoscaling_pb2.HorizontalPodAutoscaler) -> None:
     spec = hpa.spec
     if not spec.HasField("min_replicas"):
         spec.min_replicas = 1
@@ -228,23 +223,3 @@ def _hpa(hpa: autoscaling_pb2.HorizontalPodAutoscaler) -> None:
         metric.resource.name = "cpu"
         metric.resource.target.type = "Utilization"
         metric.resource.target.average_utilization = 80
-
-
-# Lease, Event, ConfigMap and Node have nothing to default.
-_DEFAULTERS: dict[str, Callable[[Any], None]] = {
-    "Pod": _pod,
-    "Service": _service,
-    "Endpoints": _endpoints,
-    "ReplicaSet": _replica_set,
-    "Deployment": _deployment,
-    "Namespace": _namespace,
-    "Secret": _secret,
-    "HorizontalPodAutoscaler": _hpa,
-}
-
-
-def apply_defaults(kind: Kind, obj: Message) -> None:
-    """Fill the unset fields of `obj` (a `kind`) in place, as Kubernetes' defaulting does."""
-    defaulter = _DEFAULTERS.get(kind.kind)
-    if defaulter is not None:
-        defaulter(obj)

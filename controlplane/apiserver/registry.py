@@ -1,11 +1,13 @@
 """The registry: what create, update, delete, bind and watch mean for an object.
 
-This is the layer kube-apiserver calls a "strategy" plus its generic registry:
-it sets server-owned metadata (uid, creationTimestamp, generation,
-resourceVersion), applies defaults, validates every write, keeps status and
-spec apart (the status subresource), runs graceful deletion with finalizers,
-guards namespaces, and turns etcd changes into ADDED/MODIFIED/DELETED events
-filtered by selectors. Storage is below it; the gRPC service is above it.
+This is kube-apiserver's generic registry (its Store): it sets server-owned
+metadata (uid, creationTimestamp, generation, resourceVersion), runs each write
+through the kind's strategy (strategies/: defaults, validation, the status/spec
+split, graceful deletion, allocations) and the admission chain (admission/),
+runs graceful deletion with finalizers, and turns etcd changes into
+ADDED/MODIFIED/DELETED events filtered by selectors. It never asks which kind
+it holds: what differs between kinds is the strategy's. Storage is below it;
+the gRPC service is above it.
 """
 
 from __future__ import annotations
@@ -18,20 +20,18 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
 
 from google.protobuf.message import Message
 
-from controlplane.apiserver.admission import QUOTA_KIND, Admission, quota_status
+from controlplane.apiserver import admission, strategies
 from controlplane.apiserver.allocators import ServiceAllocator
-from controlplane.apiserver.defaults import apply_defaults
+from controlplane.apiserver.auth import Attributes
 from controlplane.apiserver.memory import MemoryStore
 from controlplane.apiserver.storage import Change, Storage, Stored, prefix_end
-from controlplane.apiserver.strategies import certificates
-from controlplane.apiserver.validation import validate
+from controlplane.apiserver.strategies.core import bind
+from controlplane.apiserver.validation.field import Errors
 from proto import core_pb2, kinds
 from proto.errors import (
     AlreadyExists,
@@ -39,7 +39,6 @@ from proto.errors import (
     Conflict,
     Gone,
     Invalid,
-    NamespaceTerminating,
     NotFound,
     TooLarge,
 )
@@ -53,6 +52,10 @@ SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # kube-apiserver's generateName alphabet: no vowels (no words) and no look-alikes.
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _CONFLICT_RETRIES = 16
+
+
+# A decided write, not yet made: GuaranteedUpdate runs it and retries on a lost race.
+Commit = Callable[[], Awaitable[Message]]
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,16 @@ class Registry:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        # NamespaceLifecycle admission reads namespaces from here on the hot path
-        # (create), falling back to etcd on a miss so a just-created namespace works.
-        self._namespaces: dict[str, bool] = {}  # name -> terminating
         self.memory = MemoryStore()  # metrics.k8s.io reports (kinds with in_memory=True)
-        self.allocator = ServiceAllocator(storage)  # Services' clusterIPs and node ports, in etcd
-        self.admission = Admission()  # LimitRange and ResourceQuota, fed by watch_admission_policy
+        self._namespaces = admission.NamespaceLifecycle(self._stored_namespace)
+        self.admission = admission.new_chain(
+            namespaces=self._namespaces, stored_pods=self.stored_pods,
+            pods_on_node=lambda node: self.stored_pods("", f"spec.nodeName={node}"),
+            update_quota_status=lambda quota: self.update(
+                kinds.resolve("resourcequotas"), quota.metadata.namespace, quota, subresource="status"))
+        # What strategies' storage hooks may touch: Services' clusterIPs and node ports
+        # (in etcd), and the namespace cache NamespaceLifecycle admission reads.
+        self._store_context = strategies.StoreContext(ServiceAllocator(storage), self._namespaces.observe)
 
     # ---------------------------------------------------------------- codec
 
@@ -136,39 +143,23 @@ class Registry:
             namespaces.append(ns)
         await self.ensure(namespaces)
 
-    async def _check_namespace(self, kind: kinds.Kind, namespace: str) -> None:
-        if not kind.namespaced:
-            return
-        if not namespace:
-            raise BadRequest(f"{_noun(kind)} must be created in a namespace")
-        terminating = self._namespaces.get(namespace)
-        if terminating is None:
-            stored = await self.storage.get(_key(kinds.resolve("namespaces"), "", namespace))
-            if stored is None:
-                raise NotFound(f'namespaces "{namespace}" not found')
-            ns = core_pb2.Namespace()
-            ns.ParseFromString(stored.value)
-            terminating = ns.metadata.HasField("deletion_timestamp")
-            self._namespaces[namespace] = terminating
-        if terminating:
-            raise NamespaceTerminating(
-                f"unable to create new content in namespace {namespace} because it is being terminated")
-
-    def _note_namespace(self, ns: Message, *, gone: bool = False) -> None:
-        name = ns.metadata.name  # type: ignore[attr-defined]
-        if gone:
-            self._namespaces.pop(name, None)
-        else:
-            self._namespaces[name] = ns.metadata.HasField("deletion_timestamp")  # type: ignore[attr-defined]
+    async def _stored_namespace(self, name: str) -> Message | None:
+        """A Namespace as stored now, for NamespaceLifecycle admission on a cache miss."""
+        namespaces = kinds.resolve("namespaces")
+        stored = await self.storage.get(_key(namespaces, "", name))
+        return None if stored is None else self.decode(namespaces, stored)
 
     # ---------------------------------------------------------------- create / get
 
-    async def create(self, kind: kinds.Kind, namespace: str, obj: Message, *, dry_run: bool = False) -> Message:
+    async def create(self, kind: kinds.Kind, namespace: str, obj: Message, *, dry_run: bool = False,
+                     caller: Attributes | None = None) -> Message:
+        """Store a new object; `caller` is who asked (None: the apiserver itself)."""
         meta = obj.metadata  # type: ignore[attr-defined]
+        request = admission.Request(admission.CREATE, kind, obj, dry_run=dry_run, caller=caller)
         if kind.in_memory:
             meta.namespace = namespace or meta.namespace
-            await self._check_namespace(kind, meta.namespace)
-            return obj if dry_run else self.memory.put(kind, obj)
+            async with self.admission.validate(request):
+                return obj if dry_run else self.memory.put(kind, obj)
         if kind.namespaced:
             if meta.namespace and namespace and meta.namespace != namespace:
                 raise BadRequest(f"the namespace of the object ({meta.namespace}) does not match "
@@ -185,31 +176,22 @@ class Registry:
         meta.ClearField("deletion_timestamp")
         meta.ClearField("deletion_grace_period_seconds")
         meta.generation = 1
-        if kind.kind == "Pod":
-            # A pod may carry nodeName at create (static placement), but its status is the kubelet's.
-            obj.ClearField("status")
-            obj.status.phase = "Pending"  # type: ignore[attr-defined]
-        apply_defaults(kind, obj)
-        if isinstance(obj, core_pb2.Pod):
-            self.admission.apply_limit_ranges(obj)
-        elif isinstance(obj, core_pb2.ResourceQuota):
-            obj.status.hard.clear()
-            obj.status.hard.update(obj.spec.hard)
-        self._validate(kind, obj, None)
-        await self._check_namespace(kind, meta.namespace)
+        strategy = strategies.for_kind(kind)
+        strategy.prepare_for_create(obj, caller.user if caller is not None else None)
+        strategy.default(obj)
+        self.admission.admit(request)
+        self._raise_invalid(kind, obj, strategy.validate(kind, obj))
         key = _key(kind, meta.namespace, meta.name)
-        guard = (self.admission.quota_guard(obj, self.stored_pods, self._record_quota_usage, dry_run=dry_run)
-                 if isinstance(obj, core_pb2.Pod) else contextlib.nullcontext())
         try:
-            async with guard:
+            async with self.admission.validate(request):
                 if dry_run:  # admitted, quota included, but not written
                     return obj
-                revision = await self._store_new(kind, key, obj)
+                async with strategy.allocations(self._store_context, obj, None):
+                    revision = await self.storage.create(key, self._encode(obj))
         except AlreadyExists:
             raise AlreadyExists(f'{_noun(kind)} "{meta.name}" already exists') from None
         meta.resource_version = str(revision)
-        if kind.kind == "Namespace":
-            self._note_namespace(obj)
+        await strategy.after_write(self._store_context, obj)
         return obj
 
     async def _read(self, kind: kinds.Kind, namespace: str, name: str) -> tuple[Message, Stored]:
@@ -308,10 +290,10 @@ class Registry:
     # ---------------------------------------------------------------- update
 
     async def update(self, kind: kinds.Kind, namespace: str, obj: Message, *, subresource: str = "",
-                     dry_run: bool = False, admit: Callable[[Message], None] | None = None) -> Message:
+                     dry_run: bool = False, caller: Attributes | None = None) -> Message:
         """Replace an object (or only its status); Conflict when resourceVersion is stale."""
-        if subresource not in ("", "status") and not (subresource == certificates.APPROVAL
-                                                      and kind.kind == certificates.KIND):
+        strategy = strategies.for_kind(kind)
+        if subresource not in ("", "status", *strategy.subresources):
             raise BadRequest(f'unknown subresource "{subresource}"')
         if subresource == "status" and not kind.has_status:
             raise NotFound(f"{_noun(kind)} have no status subresource")
@@ -320,49 +302,37 @@ class Registry:
         if kind.in_memory:
             meta.namespace = namespace
             return obj if dry_run else self.memory.put(kind, obj)
-        wanted_version = meta.resource_version
-        for _attempt in range(_CONFLICT_RETRIES):
-            old, stored = await self._read(kind, namespace, meta.name)
-            if admit is not None:
-                admit(old)  # e.g. node restriction: only pods bound to the calling node
-            if wanted_version and wanted_version != str(stored.revision):
-                raise self._conflict(kind, meta.name)
-            new = self._merge_update(kind, old, obj, subresource)
+
+        async def try_update(old: Message, revision: int) -> Message | Commit:
+            new = self._prepare_update(kind, strategy, old, obj, subresource)
             if new.SerializeToString(deterministic=True) == old.SerializeToString(deterministic=True):
                 return old  # a no-op write changes nothing, not even resourceVersion
             if dry_run:
                 return new
-            try:
-                return await self._write_allocating(kind, old, new, stored.revision)
-            except Conflict:
-                if wanted_version:
-                    raise self._conflict(kind, meta.name) from None
-                # Unconditional update: someone wrote in between; merge onto theirs.
-        raise self._conflict(kind, meta.name)
+            request = admission.Request(admission.UPDATE, kind, new, old, subresource, dry_run, caller)
+            self.admission.admit(request)
 
-    def _merge_update(self, kind: kinds.Kind, old: Message, incoming: Message, subresource: str) -> Message:
+            async def commit() -> Message:
+                async with self.admission.validate(request), \
+                        strategy.allocations(self._store_context, new, old):
+                    return await self._write(kind, new, revision)
+            return commit
+
+        return await self._guaranteed_update(kind, namespace, meta.name, try_update, caller=caller,
+                                             resource_version=meta.resource_version)
+
+    def _prepare_update(self, kind: kinds.Kind, strategy: strategies.Strategy, old: Message, incoming: Message,
+                        subresource: str) -> Message:
+        """The object to store: `incoming` over `old` as the strategy allows, defaulted and validated."""
+        if subresource:
+            updated = strategy.prepare_for_subresource_update(kind, old, incoming, subresource)
+            self._raise_invalid(kind, updated, strategy.validate_status_update(kind, updated, old))
+            return updated
         new = kind.message()
         new.CopyFrom(incoming)
         new_meta, old_meta = new.metadata, old.metadata  # type: ignore[attr-defined]
         new.api_version, new.kind = kind.api_version, kind.kind  # type: ignore[attr-defined]
-        if kind.kind == certificates.KIND and subresource:
-            merged = certificates.merge_subresource(old, incoming, subresource)  # type: ignore[arg-type]
-            self._validate(kind, merged, old)
-            return merged
-        if subresource == "status":
-            # The status subresource changes status and nothing else.
-            status = kind.message()
-            status.CopyFrom(old)
-            status.ClearField("status")
-            status.status.CopyFrom(new.status)  # type: ignore[attr-defined]
-            status.metadata.resource_version = old_meta.resource_version  # type: ignore[attr-defined]
-            self._validate(kind, status, old)
-            return status
-        if kind.has_status and kind.kind != "Namespace":
-            new.ClearField("status")
-            new.status.CopyFrom(old.status)  # type: ignore[attr-defined]
-        elif kind.kind == "Namespace":
-            new.status.CopyFrom(old.status)  # type: ignore[attr-defined]
+        strategy.prepare_for_update(kind, new, old)
         # Server-owned metadata survives whatever the client sent.
         new_meta.namespace = old_meta.namespace
         new_meta.uid = old_meta.uid
@@ -378,10 +348,8 @@ class Registry:
             new_meta.ClearField("deletion_grace_period_seconds")
         if not new_meta.name:
             new_meta.name = old_meta.name
-        if kind.kind == "Service":
-            _keep_service_allocations(new, old)  # type: ignore[arg-type]
-        apply_defaults(kind, new)
-        self._validate(kind, new, old)
+        strategy.default(new)
+        self._raise_invalid(kind, new, strategy.validate_update(kind, new, old))
         if self._spec_bytes(new) != self._spec_bytes(old):
             new_meta.generation = old_meta.generation + 1
         return new
@@ -396,55 +364,57 @@ class Registry:
             copy.ClearField("status")
         return copy.SerializeToString(deterministic=True)
 
-    # ---------------------------------------------------------------- allocations (Services)
+    # ---------------------------------------------------------------- writes
 
-    async def _store_new(self, kind: kinds.Kind, key: bytes, obj: Message) -> int:
-        """Create the key; a Service first takes its clusterIP and node ports, given back if the create fails."""
-        if not isinstance(obj, core_pb2.Service):
-            return await self.storage.create(key, self._encode(obj))
-        allocation = await self.allocator.allocate(obj)
-        try:
-            return await self.storage.create(key, self._encode(obj))
-        except BaseException:
-            await self.allocator.release_keys(allocation.keys)
-            raise
+    async def _guaranteed_update(self, kind: kinds.Kind, namespace: str, name: str,
+                                 try_update: Callable[[Message, int], Awaitable[Message | Commit]], *,
+                                 caller: Attributes | None = None, uid: str = "",
+                                 resource_version: str = "") -> Message:
+        """Read, decide, compare-and-swap on the mod revision; on a lost race, all again (GuaranteedUpdate).
 
-    async def _write_allocating(self, kind: kinds.Kind, old: Message, new: Message, expected_revision: int) -> Message:
-        """`_write` for updates: a Service takes what it newly needs and gives back what it dropped."""
-        if not isinstance(new, core_pb2.Service) or not isinstance(old, core_pb2.Service):
-            return await self._write(kind, new, expected_revision)
-        allocation = await self.allocator.allocate(new, old)
-        try:
-            written = await self._write(kind, new, expected_revision)
-        except BaseException:
-            await self.allocator.release_keys(allocation.keys)
-            raise
-        await self.allocator.release(old, keep=new)
-        return written
-
-    async def _release(self, kind: kinds.Kind, obj: Message) -> None:
-        if isinstance(obj, core_pb2.Service):
-            await self.allocator.release(obj)
+        `try_update(current, revision)` returns either the answer (nothing to write:
+        a no-op or a dry run) or a `Commit` that writes, guarded by `revision`. Admission
+        of the stored object and the preconditions (uid, resourceVersion) are checked
+        on every fresh copy. With a resourceVersion precondition a lost race is the
+        caller's Conflict; without one, the change is decided again on the newer object.
+        """
+        for _attempt in range(_CONFLICT_RETRIES):
+            current, stored = await self._read(kind, namespace, name)
+            self.admission.validate_stored(caller, current)  # e.g. node restriction: only its own pods
+            current_uid = current.metadata.uid  # type: ignore[attr-defined]
+            if uid and current_uid != uid:
+                raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}")
+            if resource_version and resource_version != str(stored.revision):
+                raise self._conflict(kind, name)
+            outcome = await try_update(current, stored.revision)
+            if isinstance(outcome, Message):
+                return outcome
+            try:
+                return await outcome()
+            except Conflict:
+                if resource_version:
+                    raise self._conflict(kind, name) from None
+            except NotFound:
+                raise NotFound(f'{_noun(kind)} "{name}" not found') from None
+        raise self._conflict(kind, name)
 
     async def _write(self, kind: kinds.Kind, new: Message, expected_revision: int) -> Message:
-        """Store an updated object, or delete it once a terminating object has no finalizers."""
+        """Store an updated object, or delete it once a terminating object has no one left to wait for."""
         meta = new.metadata  # type: ignore[attr-defined]
         key = _key(kind, meta.namespace, meta.name)
-        if meta.HasField("deletion_timestamp") and not self._held(kind, new):
+        strategy = strategies.for_kind(kind)
+        if meta.HasField("deletion_timestamp") and not self._held(strategy, new):
             revision = await self.storage.delete(key, expected_revision)
-            await self._release(kind, new)
+            await strategy.after_delete(self._store_context, new)
             meta.resource_version = str(revision)
-            if kind.kind == "Namespace":
-                self._note_namespace(new, gone=True)
             return new
         revision = await self.storage.update(key, self._encode(new), expected_revision)
         meta.resource_version = str(revision)
-        if kind.kind == "Namespace":
-            self._note_namespace(new)
+        await strategy.after_write(self._store_context, new)
         return new
 
-    def _validate(self, kind: kinds.Kind, obj: Message, old: Message | None) -> None:
-        errors = validate(kind, obj, old)
+    @staticmethod
+    def _raise_invalid(kind: kinds.Kind, obj: Message, errors: Errors) -> None:
         if errors:
             raise Invalid(f'{kind.kind} "{obj.metadata.name}"', errors)  # type: ignore[attr-defined]
 
@@ -456,25 +426,17 @@ class Registry:
     # ---------------------------------------------------------------- delete
 
     @staticmethod
-    def _held(kind: kinds.Kind, obj: Message) -> bool:
+    def _held(strategy: strategies.Strategy, obj: Message) -> bool:
         """Whether a terminating object must stay until someone finishes it.
 
-        Finalizers hold any object; a namespace is held by its spec finalizers
-        (the namespace controller's); a bound pod with a grace period is held
-        until its kubelet has stopped the containers and deletes it with grace 0.
+        Finalizers hold any object; past them, the strategy decides (a namespace
+        waits for its spec finalizers, a bound pod for its kubelet).
         """
-        meta = obj.metadata  # type: ignore[attr-defined]
-        if meta.finalizers:
-            return True
-        if kind.kind == "Namespace":
-            return bool(obj.spec.finalizers)  # type: ignore[attr-defined]
-        if kind.kind == "Pod":
-            return bool(obj.spec.node_name) and meta.deletion_grace_period_seconds > 0  # type: ignore[attr-defined]
-        return False
+        return bool(obj.metadata.finalizers) or strategy.held(obj)  # type: ignore[attr-defined]
 
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *, grace_period: int | None = None,
                      propagation_policy: str = "", uid: str = "", resource_version: str = "",
-                     dry_run: bool = False, admit: Callable[[Message], None] | None = None) -> Message:
+                     dry_run: bool = False, caller: Attributes | None = None) -> Message:
         if propagation_policy not in ("", "Background", "Foreground", "Orphan"):
             raise BadRequest(f'Unsupported value: "{propagation_policy}": supported values: '
                              '"Background", "Foreground", "Orphan"')
@@ -482,36 +444,28 @@ class Registry:
             raise BadRequest("gracePeriodSeconds must not be negative")
         if kind.in_memory:
             return self.memory.get(kind, namespace, name) if dry_run else self.memory.delete(kind, namespace, name)
-        for _attempt in range(_CONFLICT_RETRIES):
-            obj, stored = await self._read(kind, namespace, name)
-            if admit is not None:
-                admit(obj)
-            meta = obj.metadata  # type: ignore[attr-defined]
-            if uid and meta.uid != uid:
-                raise Conflict(f'Precondition failed: UID in precondition: {uid}, UID in object meta: {meta.uid}')
-            if resource_version and resource_version != str(stored.revision):
-                raise self._conflict(kind, name)
-            graceful = self._begin_graceful_deletion(kind, obj, grace_period, propagation_policy)
+        strategy = strategies.for_kind(kind)
+
+        async def try_delete(obj: Message, revision: int) -> Message | Commit:
+            graceful = self._begin_graceful_deletion(strategy, obj, grace_period, propagation_policy)
             if dry_run:
                 return obj
-            try:
-                if graceful:
-                    return await self._write(kind, obj, stored.revision)
-                revision = await self.storage.delete(stored.key, stored.revision)
-                await self._release(kind, obj)
-            except Conflict:
-                if resource_version:
-                    raise self._conflict(kind, name) from None
-                continue
-            except NotFound:
-                raise NotFound(f'{_noun(kind)} "{name}" not found') from None
-            meta.resource_version = str(revision)
-            if kind.kind == "Namespace":
-                self._note_namespace(obj, gone=True)
-            return obj
-        raise self._conflict(kind, name)
+            if graceful:
+                return lambda: self._write(kind, obj, revision)
 
-    def _begin_graceful_deletion(self, kind: kinds.Kind, obj: Message, grace_period: int | None,
+            async def commit() -> Message:
+                meta = obj.metadata  # type: ignore[attr-defined]
+                deleted = await self.storage.delete(_key(kind, meta.namespace, meta.name), revision)
+                await strategy.after_delete(self._store_context, obj)
+                meta.resource_version = str(deleted)
+                return obj
+            return commit
+
+        return await self._guaranteed_update(kind, namespace, name, try_delete, caller=caller, uid=uid,
+                                             resource_version=resource_version)
+
+    @staticmethod
+    def _begin_graceful_deletion(strategy: strategies.Strategy, obj: Message, grace_period: int | None,
                                  propagation_policy: str) -> bool:
         """Mark the object terminating if someone must finish it; False means delete now."""
         meta = obj.metadata  # type: ignore[attr-defined]
@@ -519,24 +473,8 @@ class Registry:
             meta.finalizers.append("orphan")
         elif propagation_policy == "Foreground" and "foregroundDeletion" not in meta.finalizers:
             meta.finalizers.append("foregroundDeletion")
-        if kind.kind == "Namespace":
-            # The namespace controller empties it, then removes the "kubernetes" finalizer.
-            obj.status.phase = "Terminating"  # type: ignore[attr-defined]
-            if not meta.HasField("deletion_timestamp"):
-                meta.deletion_timestamp.FromSeconds(_now_seconds())
-                meta.deletion_grace_period_seconds = 0
-            return bool(obj.spec.finalizers) or bool(meta.finalizers)  # type: ignore[attr-defined]
-        if kind.kind == "Pod" and obj.spec.node_name:  # type: ignore[attr-defined]
-            spec_grace = obj.spec.termination_grace_period_seconds  # type: ignore[attr-defined]
-            grace = spec_grace if grace_period is None else grace_period
-            if meta.HasField("deletion_timestamp"):
-                # A second delete may only shorten the grace period, as in Kubernetes.
-                grace = min(grace, meta.deletion_grace_period_seconds)
-            if grace > 0:
-                meta.deletion_timestamp.FromSeconds(_now_seconds() + grace)
-                meta.deletion_grace_period_seconds = grace
-                return True
-            meta.deletion_grace_period_seconds = 0
+        if strategy.begin_graceful_delete(obj, grace_period):
+            return True
         if meta.finalizers:
             if not meta.HasField("deletion_timestamp"):
                 meta.deletion_timestamp.FromSeconds(_now_seconds())
@@ -554,24 +492,13 @@ class Registry:
             raise Invalid(f'Binding "{name}"', [("target.name", "Required value")])
         if binding.target.kind and binding.target.kind != "Node":
             raise Invalid(f'Binding "{name}"', [("target.kind", 'must be "Node"')])
-        for _attempt in range(_CONFLICT_RETRIES):
-            obj, stored = await self._read(pods, namespace or binding.metadata.namespace, name)
-            pod: core_pb2.Pod = obj  # type: ignore[assignment]
-            if binding.metadata.uid and binding.metadata.uid != pod.metadata.uid:
-                raise Conflict(f'Precondition failed: UID in precondition: {binding.metadata.uid}, '
-                               f'UID in object meta: {pod.metadata.uid}')
-            if pod.metadata.HasField("deletion_timestamp"):
-                raise Conflict(f"pod {name} is being deleted, cannot be assigned to a host")
-            if pod.spec.node_name:
-                raise Conflict(f"pod {name} is already assigned to node \"{pod.spec.node_name}\"")
-            pod.spec.node_name = node
-            _set_pod_condition(pod, "PodScheduled", "True")
-            try:
-                result = await self._write(pods, pod, stored.revision)
-                return result  # type: ignore[return-value]
-            except Conflict:
-                continue
-        raise self._conflict(pods, name)
+
+        async def try_bind(pod: Message, revision: int) -> Commit:
+            bind(pod, binding)  # type: ignore[arg-type]
+            return lambda: self._write(pods, pod, revision)
+
+        result = await self._guaranteed_update(pods, namespace or binding.metadata.namespace, name, try_bind)
+        return result  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- watch
 
@@ -684,27 +611,14 @@ class Registry:
             pods.append(pod)
         return pods
 
-    async def _record_quota_usage(self, quota: core_pb2.ResourceQuota, used: dict[str, Decimal]) -> None:
-        """Show the namespace's usage in the quota's status (display only: checks recount)."""
-        try:
-            await self.update(QUOTA_KIND, quota.metadata.namespace, quota_status(quota, used), subresource="status")
-        except (Conflict, NotFound) as exc:
-            log.info("quota %s/%s status not updated: %s", quota.metadata.namespace, quota.metadata.name, exc)
-
     async def watch_admission_policy(self) -> None:
-        """Keep LimitRanges and ResourceQuotas current for admission."""
-        def forget(table: dict[tuple[str, str], Any]) -> Callable[[], None]:
-            return table.clear
-
-        await asyncio.gather(
-            self.mirror(kinds.resolve("limitranges"), self.admission.observe, forget(self.admission.limit_ranges)),
-            self.mirror(QUOTA_KIND, self.admission.observe, forget(self.admission.quotas)))
+        """Keep admission plugins' policy caches (LimitRanges, ResourceQuotas) current."""
+        await asyncio.gather(*(self.mirror(plugin.policy_kind, plugin.observe, plugin.reset)
+                               for plugin in self.admission.policy_watchers))
 
     async def watch_namespaces(self) -> None:
-        """Keep the namespace cache current (the cache falls back to etcd on a miss)."""
-        await self.mirror(kinds.resolve("namespaces"),
-                          lambda event, ns: self._note_namespace(ns, gone=event == "DELETED"),
-                          self._namespaces.clear)
+        """Keep NamespaceLifecycle's namespace cache current (it falls back to etcd on a miss)."""
+        await self.mirror(kinds.resolve("namespaces"), self._namespaces.observe, self._namespaces.reset)
 
     async def compact_forever(self, interval: float) -> None:
         """Compact etcd history older than one interval (shared/notes/etcd.md, pitfall 4)."""
@@ -729,32 +643,3 @@ def _parse(kind: kinds.Kind, raw: bytes) -> Message:
     obj.ParseFromString(raw)
     return obj
 
-
-def _keep_service_allocations(new: core_pb2.Service, old: core_pb2.Service) -> None:
-    """An update that leaves allocated fields empty keeps them, as `kubectl apply` expects.
-
-    clusterIP and node ports are assigned once; a manifest re-applied without
-    them means "unchanged", not "release". A move to ClusterIP drops node ports.
-    """
-    if not new.spec.cluster_ip and new.spec.type != "ExternalName":
-        new.spec.cluster_ip = old.spec.cluster_ip
-        new.spec.cluster_ips[:] = old.spec.cluster_ips
-    if new.spec.type in ("NodePort", "LoadBalancer"):
-        allocated = {(p.port, p.protocol or "TCP"): p.node_port for p in old.spec.ports}
-        for port in new.spec.ports:
-            if not port.node_port:
-                port.node_port = allocated.get((port.port, port.protocol or "TCP"), 0)
-    else:
-        for port in new.spec.ports:
-            port.node_port = 0
-
-
-def _set_pod_condition(pod: core_pb2.Pod, type_: str, status: str) -> None:
-    for cond in pod.status.conditions:
-        if cond.type == type_:
-            if cond.status != status:
-                cond.status = status
-                cond.last_transition_time.FromSeconds(_now_seconds())
-            return
-    cond = pod.status.conditions.add(type=type_, status=status)
-    cond.last_transition_time.FromSeconds(_now_seconds())

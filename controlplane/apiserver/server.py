@@ -1,7 +1,8 @@
-"""The apiserver's gRPC service: decode, authenticate, authorise, hand to the registry.
+"""The apiserver's gRPC service: decode, authenticate, authorise, admit, hand to the registry.
 
-Each RPC resolves the resource name to a kind, checks the caller, runs the
-registry call and encodes the answer. `ApiError`s become gRPC status codes in
+Each RPC resolves the resource name to a kind, checks the caller (authorization,
+then the admission chain's checks of the request alone), runs the registry call
+(which runs the rest of the chain around the write) and encodes the answer. `ApiError`s become gRPC status codes in
 one place (`_serve`), so a handler never builds a status by hand.
 """
 
@@ -18,7 +19,6 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from controlplane.apiserver.admission import noderestriction
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AUTHENTICATED,
@@ -31,7 +31,6 @@ from controlplane.apiserver.auth import (
 )
 from controlplane.apiserver.proxy import KubeletClientTLS, KubeletProxy
 from controlplane.apiserver.registry import Registry
-from controlplane.apiserver.strategies import certificates
 from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2
 from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Forbidden
 
@@ -71,6 +70,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
         self.authorizer = authorizer or AlwaysAllow()
         self.bookmark_interval = bookmark_interval
         self.kubelets = KubeletProxy(registry, kubelet_tls)
+        registry.admission.set_authorizer(self.authorizer)  # CSR approval checks the signer itself
 
     async def _serve(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[R]]) -> R:
         started = time.monotonic()
@@ -89,26 +89,17 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
         if self.audit is not None and attrs is not None:
             self.audit.record(attrs, result, started)
 
-    def _admit(self, context: grpc.aio.ServicerContext, verb: str, resource: str, namespace: str = "",
-               name: str = "", subresource: str = "") -> kinds.Kind:
+    async def _admit(self, context: grpc.aio.ServicerContext, verb: str, resource: str, namespace: str = "",
+                     name: str = "", subresource: str = "") -> kinds.Kind:
+        """Authenticate, authorize, and run admission's checks of the request alone (node restriction)."""
         kind = kinds.resolve(resource)
         user = self.authenticator.authenticate(context)
         attrs = Attributes(user, verb, kind.resource, namespace if kind.namespaced else "", name, subresource,
                            kind.group)
         _request.set(attrs)  # for the audit record once the call ends
         self.authorizer.authorize(attrs)
-        node = noderestriction.node_of(user)
-        if node is not None:
-            noderestriction.check_request(node, attrs)
+        await self.registry.admission.validate_request(attrs)
         return kind
-
-    def _stored_object_check(self) -> Callable[[Message], None] | None:
-        """For a node's request, the check of the stored object it would change."""
-        attrs = _request.get()
-        node = noderestriction.node_of(attrs.user) if attrs is not None else None
-        if attrs is None or node is None or attrs.resource != "pods":
-            return None
-        return lambda stored: noderestriction.check_stored_pod(node, attrs, stored)
 
     # ------------------------------------------------------------------ RPCs
 
@@ -116,24 +107,17 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
                      ) -> apiserver_pb2.ObjectReply:
         async def run() -> apiserver_pb2.ObjectReply:
             obj = _decode(kinds.resolve(request.resource), request.object)
-            kind = self._admit(context, "create", request.resource, request.namespace,
-                               obj.metadata.name)  # type: ignore[attr-defined]
-            attrs = _request.get()
-            if kind.kind == certificates.KIND and attrs is not None:
-                certificates.prepare_for_create(obj, attrs.user)  # the requester, never the client's word
-            obj = await self.registry.create(kind, request.namespace, obj, dry_run=request.dry_run)
+            kind = await self._admit(context, "create", request.resource, request.namespace,
+                                     obj.metadata.name)  # type: ignore[attr-defined]
+            obj = await self.registry.create(kind, request.namespace, obj, dry_run=request.dry_run,
+                                             caller=_request.get())
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
 
     async def Get(self, request: apiserver_pb2.GetRequest, context: grpc.aio.ServicerContext
                   ) -> apiserver_pb2.ObjectReply:
         async def run() -> apiserver_pb2.ObjectReply:
-            kind = self._admit(context, "get", request.resource, request.namespace, request.name)
-            attrs, node = _request.get(), None
-            if attrs is not None and (node := noderestriction.node_of(attrs.user)) is not None \
-                    and kind.resource in ("secrets", "configmaps"):
-                noderestriction.check_reference(
-                    node, attrs, await self.registry.stored_pods("", f"spec.nodeName={node}"))
+            kind = await self._admit(context, "get", request.resource, request.namespace, request.name)
             obj = await self.registry.get(kind, request.namespace, request.name)
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
@@ -141,7 +125,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     async def List(self, request: apiserver_pb2.ListRequest, context: grpc.aio.ServicerContext
                    ) -> apiserver_pb2.ListReply:
         async def run() -> apiserver_pb2.ListReply:
-            kind = self._admit(context, "list", request.resource, request.namespace)
+            kind = await self._admit(context, "list", request.resource, request.namespace)
             items, revision, token, remaining = await self.registry.list(
                 kind, request.namespace, request.label_selector, request.field_selector,
                 request.limit, getattr(request, "continue"))
@@ -156,34 +140,29 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
         async def run() -> apiserver_pb2.ObjectReply:
             kind = kinds.resolve(request.resource)
             obj = _decode(kind, request.object)
-            self._admit(context, "update", request.resource, request.namespace,
-                        obj.metadata.name, request.subresource)  # type: ignore[attr-defined]
-            admit = self._stored_object_check()
-            attrs = _request.get()
-            if kind.kind == certificates.KIND and request.subresource and attrs is not None:
-                admit = certificates.signer_check(self.authorizer, attrs, request.subresource)
+            await self._admit(context, "update", request.resource, request.namespace,
+                              obj.metadata.name, request.subresource)  # type: ignore[attr-defined]
             updated = await self.registry.update(kind, request.namespace, obj, subresource=request.subresource,
-                                                 dry_run=request.dry_run, admit=admit)
+                                                 dry_run=request.dry_run, caller=_request.get())
             return apiserver_pb2.ObjectReply(object=updated.SerializeToString())
         return await self._serve(context, run)
 
     async def Delete(self, request: apiserver_pb2.DeleteRequest, context: grpc.aio.ServicerContext
                      ) -> apiserver_pb2.ObjectReply:
         async def run() -> apiserver_pb2.ObjectReply:
-            kind = self._admit(context, "delete", request.resource, request.namespace, request.name)
+            kind = await self._admit(context, "delete", request.resource, request.namespace, request.name)
             grace = request.grace_period_seconds if request.HasField("grace_period_seconds") else None
             obj = await self.registry.delete(
                 kind, request.namespace, request.name, grace_period=grace,
                 propagation_policy=request.propagation_policy, uid=request.uid,
-                resource_version=request.resource_version, dry_run=request.dry_run,
-                admit=self._stored_object_check())
+                resource_version=request.resource_version, dry_run=request.dry_run, caller=_request.get())
             return apiserver_pb2.ObjectReply(object=obj.SerializeToString())
         return await self._serve(context, run)
 
     async def Watch(self, request: apiserver_pb2.WatchRequest, context: grpc.aio.ServicerContext
                     ) -> AsyncIterator[apiserver_pb2.WatchEvent]:
         try:
-            kind = self._admit(context, "watch", request.resource, request.namespace)
+            kind = await self._admit(context, "watch", request.resource, request.namespace)
             interval = self.bookmark_interval if request.allow_bookmarks else 0.0
             async for event in self.registry.watch(kind, request.namespace, request.resource_version,
                                                    request.label_selector, request.field_selector, interval):
@@ -195,7 +174,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     async def Bind(self, request: apiserver_pb2.BindRequest, context: grpc.aio.ServicerContext
                    ) -> apiserver_pb2.ObjectReply:
         async def run() -> apiserver_pb2.ObjectReply:
-            self._admit(context, "create", "pods", request.namespace, request.binding.metadata.name, "binding")
+            await self._admit(context, "create", "pods", request.namespace, request.binding.metadata.name, "binding")
             pod = await self.registry.bind(request.namespace, request.binding)
             return apiserver_pb2.ObjectReply(object=pod.SerializeToString())
         return await self._serve(context, run)
@@ -234,7 +213,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     async def Logs(self, request: kubelet_pb2.LogsRequest, context: grpc.aio.ServicerContext
                    ) -> AsyncIterator[kubelet_pb2.LogChunk]:
         try:
-            self._admit(context, "get", "pods", request.namespace, request.pod, "log")
+            await self._admit(context, "get", "pods", request.namespace, request.pod, "log")
             async for chunk in self.kubelets.logs(request):
                 yield chunk
         except ApiError as err:
@@ -250,7 +229,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             if first is None or not first.HasField("start"):
                 raise BadRequest("an exec stream must begin with its start (namespace, pod, command)")
             start = first.start
-            self._admit(context, "create", "pods", start.namespace, start.pod, "exec")
+            await self._admit(context, "create", "pods", start.namespace, start.pod, "exec")
             # aclosing: a user who goes away ends the kubelet call at once, not at garbage collection.
             async with aclosing(self.kubelets.exec_stream(start, requests)) as replies:
                 async for reply in replies:
@@ -263,7 +242,7 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     async def Exec(self, request: kubelet_pb2.ExecRequest, context: grpc.aio.ServicerContext
                    ) -> kubelet_pb2.ExecReply:
         async def run() -> kubelet_pb2.ExecReply:
-            self._admit(context, "create", "pods", request.namespace, request.pod, "exec")
+            await self._admit(context, "create", "pods", request.namespace, request.pod, "exec")
             return await self.kubelets.exec(request)
         try:
             return await self._serve(context, run)

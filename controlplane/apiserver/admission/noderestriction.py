@@ -11,7 +11,7 @@ credential therefore cannot rewrite the rest of the cluster or read its secrets.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from google.protobuf.message import Message
 
@@ -19,6 +19,7 @@ from controlplane.apiserver.auth import Attributes, UserInfo
 from proto import core_pb2
 from proto.errors import Forbidden
 
+NAME = "NodeRestriction"
 NODES_GROUP = "system:nodes"
 NODE_PREFIX = "system:node:"
 
@@ -82,3 +83,27 @@ def check_reference(node: str, attrs: Attributes, pods_on_node: Sequence[core_pb
     if not any(pod.metadata.namespace == attrs.namespace and pod_uses(pod, attrs.resource, attrs.name)
                for pod in pods_on_node):
         raise _refuse(node, attrs, f"no pod bound to node {node} uses it")
+
+
+class NodeRestriction:
+    """The plugin: request checks for every node request, stored-pod checks for its writes.
+
+    `pods_on_node(node)` lists the pods bound to a node as stored now: a node's
+    read of a Secret or ConfigMap is checked against them, not against a cache.
+    """
+
+    def __init__(self, pods_on_node: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]]) -> None:
+        self._pods_on_node = pods_on_node
+
+    async def validate_request(self, attrs: Attributes) -> None:
+        node = node_of(attrs.user)
+        if node is None:
+            return
+        check_request(node, attrs)
+        if attrs.verb == "get" and attrs.resource in ("secrets", "configmaps"):
+            check_reference(node, attrs, await self._pods_on_node(node))
+
+    def validate_stored(self, attrs: Attributes, stored: Message) -> None:
+        node = node_of(attrs.user)
+        if node is not None and attrs.resource == "pods":
+            check_stored_pod(node, attrs, stored)

@@ -1,13 +1,8 @@
-"""Admission: namespace policy applied to pods on create — LimitRange and ResourceQuota.
+"""ResourceQuota: a namespace's quotas bound what its pods may take together.
 
-After defaults and before a pod is stored, two Kubernetes admission plugins:
-
-- **LimitRanger** fills a container's missing requests and limits from the
-  namespace's LimitRange (`defaultRequest`, `default`) and refuses one outside
-  its `min`/`max`;
-- **ResourceQuota** refuses a pod that would take the namespace past a quota's
-  `hard` limits (pods, requests.cpu/memory, limits.cpu/memory), then records the
-  new usage in the quota's status.
+After validation, a pod is refused if it would take the namespace past a
+quota's `hard` limits (pods, requests.cpu/memory, limits.cpu/memory); once it
+is stored, the new usage is recorded in the quota's status.
 
 Quota usage is counted from the pods actually stored (running and pending;
 finished pods no longer count), under a per-namespace lock held across the
@@ -18,17 +13,22 @@ That is exact with one apiserver, which is how Flotilla runs.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from decimal import Decimal
-from typing import Any
 
 from google.protobuf.message import Message
 
+from controlplane.apiserver.admission.interface import CREATE, Request
 from proto import core_pb2, kinds
-from proto.errors import Forbidden
+from proto.errors import Conflict, Forbidden, NotFound
 from proto.quantity import format_bytes, format_milli, parse_quantity
+
+log = logging.getLogger(__name__)
+
+NAME = "ResourceQuota"
 
 COMPUTE = ("cpu", "memory")
 # Quota keys and what each counts; plain "cpu"/"memory" mean requests, as in Kubernetes.
@@ -58,60 +58,36 @@ def _show(key: str, value: Decimal) -> str:
     return str(int(value))
 
 
-class Admission:
-    """Holds the namespaces' LimitRanges and ResourceQuotas, fed by the registry's watches."""
+class ResourceQuota:
+    """A validating plugin holding the namespace's quota lock across check and write: pods, on create.
 
-    def __init__(self) -> None:
-        self.limit_ranges: dict[tuple[str, str], core_pb2.LimitRange] = {}
+    `stored_pods` lists a namespace's pods as stored now (a cache could miss one
+    created a moment ago); `update_status` writes a quota's status subresource.
+    """
+
+    policy_kind = kinds.resolve("resourcequotas")
+
+    def __init__(self, stored_pods: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]],
+                 update_status: Callable[[core_pb2.ResourceQuota], Awaitable[object]]) -> None:
         self.quotas: dict[tuple[str, str], core_pb2.ResourceQuota] = {}
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._stored_pods = stored_pods
+        self._update_status = update_status
 
     def observe(self, event_type: str, obj: Message) -> None:
         meta = obj.metadata  # type: ignore[attr-defined]
-        table: dict[tuple[str, str], Any] = (
-            self.limit_ranges if isinstance(obj, core_pb2.LimitRange) else self.quotas)
         if event_type == "DELETED":
-            table.pop((meta.namespace, meta.name), None)
+            self.quotas.pop((meta.namespace, meta.name), None)
         else:
-            table[(meta.namespace, meta.name)] = obj
+            self.quotas[(meta.namespace, meta.name)] = obj  # type: ignore[assignment]
 
-    # ------------------------------------------------------------ LimitRanger
+    def reset(self) -> None:
+        self.quotas.clear()
 
-    def apply_limit_ranges(self, pod: core_pb2.Pod) -> None:
-        """Fill missing requests/limits from the namespace's LimitRanges; refuse what breaks min/max."""
-        ranges = [lr for (ns, _), lr in sorted(self.limit_ranges.items()) if ns == pod.metadata.namespace]
-        for limit_range in ranges:
-            for item in limit_range.spec.limits:
-                if item.type not in ("", "Container"):
-                    continue
-                for container in pod.spec.containers:
-                    self._limit_container(pod, container, item)
-
-    @staticmethod
-    def _limit_container(pod: core_pb2.Pod, container: core_pb2.Container, item: core_pb2.LimitRangeItem) -> None:
-        res = container.resources
-        for resource, value in item.default.items():
-            if resource not in res.limits:
-                res.limits[resource] = value
-        for resource, value in item.default_request.items():
-            if resource not in res.requests:
-                res.requests[resource] = value
-        for resource in item.default:
-            # As Kubernetes: with only a default limit, the request defaults to the limit.
-            if resource not in res.requests:
-                res.requests[resource] = res.limits[resource]
-        name = f'pods "{pod.metadata.name}"'
-        for resource, bound in item.max.items():
-            if resource in res.limits and parse_quantity(res.limits[resource]) > parse_quantity(bound):
-                raise Forbidden(f"{name} is forbidden: maximum {resource} usage per Container is {bound}, "
-                                f"but limit is {res.limits[resource]}")
-            if resource not in res.limits:
-                raise Forbidden(f"{name} is forbidden: maximum {resource} usage per Container is {bound}, "
-                                "but no limit is specified")
-        for resource, bound in item.min.items():
-            if resource in res.requests and parse_quantity(res.requests[resource]) < parse_quantity(bound):
-                raise Forbidden(f"{name} is forbidden: minimum {resource} usage per Container is {bound}, "
-                                f"but request is {res.requests[resource]}")
+    def validate(self, request: Request) -> AbstractAsyncContextManager[None]:
+        if request.operation == CREATE and isinstance(request.obj, core_pb2.Pod):
+            return self.quota_guard(request.obj, dry_run=request.dry_run)
+        return nullcontext()
 
     # ------------------------------------------------------------ ResourceQuota
 
@@ -119,9 +95,7 @@ class Admission:
         return [q for (ns, _), q in sorted(self.quotas.items()) if ns == namespace]
 
     @asynccontextmanager
-    async def quota_guard(self, pod: core_pb2.Pod, stored_pods: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]],
-                          record: Callable[[core_pb2.ResourceQuota, dict[str, Decimal]], Awaitable[None]],
-                          *, dry_run: bool = False) -> AsyncIterator[None]:
+    async def quota_guard(self, pod: core_pb2.Pod, *, dry_run: bool = False) -> AsyncIterator[None]:
         """Hold the namespace's quota lock while `pod` is checked and stored; then record usage."""
         namespace = pod.metadata.namespace
         if not self._quotas_in(namespace):
@@ -129,7 +103,7 @@ class Admission:
             return
         async with self._locks[namespace]:
             used: dict[str, Decimal] = defaultdict(Decimal)
-            for other in await stored_pods(namespace):
+            for other in await self._stored_pods(namespace):
                 if other.status.phase not in ("Succeeded", "Failed"):
                     for key, value in pod_usage(other).items():
                         used[key] += value
@@ -141,7 +115,14 @@ class Admission:
                 return
             after = {k: used[k] + wanted.get(k, Decimal(0)) for k in set(used) | set(wanted)}
             for quota in self._quotas_in(namespace):
-                await record(quota, after)
+                await self._record(quota, after)
+
+    async def _record(self, quota: core_pb2.ResourceQuota, used: dict[str, Decimal]) -> None:
+        """Show the namespace's usage in the quota's status (display only: checks recount)."""
+        try:
+            await self._update_status(quota_status(quota, used))
+        except (Conflict, NotFound) as exc:
+            log.info("quota %s/%s status not updated: %s", quota.metadata.namespace, quota.metadata.name, exc)
 
     @staticmethod
     def _check(pod: core_pb2.Pod, quota: core_pb2.ResourceQuota, used: dict[str, Decimal],
@@ -179,5 +160,3 @@ def quota_status(quota: core_pb2.ResourceQuota, used: dict[str, Decimal]) -> cor
             updated.status.used[key] = _show(counted, used.get(counted, Decimal(0)))
     return updated
 
-
-QUOTA_KIND = kinds.resolve("resourcequotas")

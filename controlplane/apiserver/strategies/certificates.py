@@ -1,4 +1,4 @@
-"""CertificateSigningRequests in the apiserver: who asked, and the approval and status subresources.
+"""Strategy of certificates.k8s.io/v1: CertificateSigningRequest — who asked, approval and status.
 
 Kubernetes' CSR strategy, in three rules:
 
@@ -6,39 +6,52 @@ Kubernetes' CSR strategy, in three rules:
   the apiserver, whatever the client sent, and status starts empty — so the
   approver can trust `spec.username` when it decides;
 - the `approval` subresource changes only the Approved/Denied conditions: that
-  is what `kctl certificate approve|deny` and the csrapproving controller write.
-  Besides RBAC's `update` on `certificatesigningrequests/approval`, the caller
-  needs the `approve` verb on the `signers` resource named by the CSR's signer
-  (certificates.k8s.io), checked against the stored object, not the request;
+  is what `kctl certificate approve|deny` and the csrapproving controller write;
 - the `status` subresource is the signer's: it writes the certificate (and
-  Failed), needs `sign` on the signer, and cannot add or drop an approval.
+  Failed), and cannot add or drop an approval.
+
+Who may write either subresource (`approve` or `sign` on the CSR's signer) is
+admission's business (admission/certificates.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from google.protobuf.message import Message
 
-from controlplane.apiserver.auth import Attributes, Authorizer, UserInfo
+from controlplane.apiserver.admission.certificates import APPROVAL
+from controlplane.apiserver.auth import UserInfo
+from controlplane.apiserver.strategies.base import Strategy
+from controlplane.apiserver.validation import certificates as validation
+from controlplane.apiserver.validation.field import Errors
 from proto import certificates_pb2
-from proto.errors import BadRequest, Forbidden
+from proto.errors import BadRequest
+from proto.kinds import Kind
 
-KIND = "CertificateSigningRequest"
-APPROVAL = "approval"
-SIGNERS_GROUP = "certificates.k8s.io"
 _APPROVAL_TYPES = ("Approved", "Denied")
 
 
-def prepare_for_create(csr: Message, user: UserInfo) -> None:
-    """Stamp the requester into the spec and start with an empty status."""
-    if not isinstance(csr, certificates_pb2.CertificateSigningRequest):
-        return
-    csr.spec.username = user.name
-    csr.spec.uid = ""  # Flotilla's identities carry no uid
-    del csr.spec.groups[:]
-    csr.spec.groups.extend(user.groups)
-    csr.ClearField("status")
+class CertificateSigningRequestStrategy(Strategy):
+    subresources = (APPROVAL,)
+
+    def prepare_for_create(self, obj: Message, user: UserInfo | None) -> None:
+        """Stamp the requester into the spec and start with an empty status."""
+        if user is None:  # written by the apiserver itself: nobody to stamp
+            return
+        assert isinstance(obj, certificates_pb2.CertificateSigningRequest)
+        obj.spec.username = user.name
+        obj.spec.uid = ""  # Flotilla's identities carry no uid
+        del obj.spec.groups[:]
+        obj.spec.groups.extend(user.groups)
+        obj.ClearField("status")
+
+    def prepare_for_subresource_update(self, kind: Kind, old: Message, incoming: Message,
+                                       subresource: str) -> Message:
+        assert isinstance(old, certificates_pb2.CertificateSigningRequest)
+        assert isinstance(incoming, certificates_pb2.CertificateSigningRequest)
+        return merge_subresource(old, incoming, subresource)
+
+    def validate_fields(self, obj: Message, old: Message | None) -> Errors:
+        return validation.validate_certificate_signing_request(obj, old)  # type: ignore[arg-type]
 
 
 def merge_subresource(old: certificates_pb2.CertificateSigningRequest,
@@ -59,24 +72,3 @@ def merge_subresource(old: certificates_pb2.CertificateSigningRequest,
     else:
         raise BadRequest(f'unknown subresource "{subresource}" of certificatesigningrequests')
     return new
-
-
-def signer_check(authorizer: Authorizer, attrs: Attributes, subresource: str) -> Callable[[Message], None]:
-    """The check of the stored CSR for an approval (verb `approve`) or status (verb `sign`) write."""
-    verb = "approve" if subresource == APPROVAL else "sign"
-
-    def check(stored: Message) -> None:
-        assert isinstance(stored, certificates_pb2.CertificateSigningRequest)
-        signer = stored.spec.signer_name
-        domain = signer.partition("/")[0]
-        for name in (signer, f"{domain}/*"):
-            try:
-                authorizer.authorize(Attributes(attrs.user, verb, "signers", name=name, api_group=SIGNERS_GROUP))
-                return
-            except Forbidden:
-                continue
-        raise Forbidden(f'certificatesigningrequests "{stored.metadata.name}" is forbidden: User '
-                        f'"{attrs.user.name}" cannot {verb} resource "signers" in API group "{SIGNERS_GROUP}" '
-                        f'for signer "{signer}"')
-
-    return check

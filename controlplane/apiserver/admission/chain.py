@@ -1,0 +1,65 @@
+"""The admission chain: every plugin, in one order, stage by stage.
+
+The registry runs `admit` and `validate` around each write and
+`validate_stored` on the object a write would change; the gRPC service runs
+`validate_request` right after authorization. A stage runs its plugins in the
+chain's order, and the first refusal ends the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from google.protobuf.message import Message
+
+from controlplane.apiserver.admission.interface import (
+    MutationInterface,
+    PolicyWatcher,
+    Request,
+    RequestValidator,
+    StoredObjectValidator,
+    ValidationInterface,
+    WantsAuthorizer,
+)
+from controlplane.apiserver.auth import Attributes, Authorizer
+
+
+class Chain:
+    """Ordered admission plugins, sorted once into the stages each implements."""
+
+    def __init__(self, plugins: Sequence[object]) -> None:
+        self.plugins = list(plugins)
+        self._request = [p for p in self.plugins if isinstance(p, RequestValidator)]
+        self._stored = [p for p in self.plugins if isinstance(p, StoredObjectValidator)]
+        self._mutating = [p for p in self.plugins if isinstance(p, MutationInterface)]
+        self._validating = [p for p in self.plugins if isinstance(p, ValidationInterface)]
+        self.policy_watchers = [p for p in self.plugins if isinstance(p, PolicyWatcher)]
+
+    def set_authorizer(self, authorizer: Authorizer) -> None:
+        """Hand the authorizer to the plugins that check permissions of their own (CSR approval)."""
+        for plugin in self.plugins:
+            if isinstance(plugin, WantsAuthorizer):
+                plugin.set_authorizer(authorizer)
+
+    async def validate_request(self, attrs: Attributes) -> None:
+        for plugin in self._request:
+            await plugin.validate_request(attrs)
+
+    def validate_stored(self, attrs: Attributes | None, stored: Message) -> None:
+        if attrs is None:  # the apiserver's own writes
+            return
+        for plugin in self._stored:
+            plugin.validate_stored(attrs, stored)
+
+    def admit(self, request: Request) -> None:
+        for plugin in self._mutating:
+            plugin.admit(request)
+
+    @asynccontextmanager
+    async def validate(self, request: Request) -> AsyncIterator[None]:
+        """Enter every validating plugin in order; the write happens inside."""
+        async with AsyncExitStack() as stack:
+            for plugin in self._validating:
+                await stack.enter_async_context(plugin.validate(request))
+            yield

@@ -1,0 +1,137 @@
+"""Validation of apps/v1: ReplicaSet and Deployment (selectors, templates, rollout strategy)."""
+
+from __future__ import annotations
+
+import re
+
+from controlplane.apiserver.validation.field import (
+    Errors,
+    forbidden,
+    invalid,
+    nonnegative,
+    one_of,
+    required,
+    unsupported,
+)
+from controlplane.apiserver.validation.meta import (
+    PERCENT,
+    regex_error,
+    validate_annotations,
+    validate_label_selector,
+    validate_labels,
+)
+from controlplane.apiserver.validation.podspec import validate_pod_spec
+from proto import apps_pb2, core_pb2, meta_pb2
+from proto.errors import BadRequest
+from proto.selectors import LabelSelector, from_message
+
+# ---------------------------------------------------------------- ReplicaSet, Deployment
+
+
+def _pod_template(template: core_pb2.PodTemplateSpec, path: str, selector: LabelSelector | None) -> Errors:
+    labels_path = f"{path}.metadata.labels"
+    errors = validate_labels(template.metadata.labels, labels_path)
+    errors += validate_annotations(template.metadata.annotations, f"{path}.metadata.annotations")
+    if selector is not None and not selector.empty() and not selector.matches(template.metadata.labels):
+        # The controller would create pods it does not count as its own, forever.
+        errors.append(invalid(labels_path, dict(template.metadata.labels),
+                              "`selector` does not match template `labels`"))
+    errors += validate_pod_spec(template.spec, f"{path}.spec")
+    spec = template.spec
+    if spec.restart_policy and spec.restart_policy != "Always":
+        # A controller keeps its pods running; a pod that is allowed to finish would just be replaced.
+        errors.append(unsupported(f"{path}.spec.restartPolicy", spec.restart_policy, ("Always",)))
+    if spec.HasField("active_deadline_seconds"):
+        errors.append(invalid(f"{path}.spec.activeDeadlineSeconds", spec.active_deadline_seconds,
+                              "activeDeadlineSeconds in ReplicaSet is not Supported"))
+    return errors
+
+
+def _replicated_spec(spec: apps_pb2.ReplicaSetSpec | apps_pb2.DeploymentSpec) -> Errors:
+    """What ReplicaSet and Deployment share: replicas, selector, and a template it selects."""
+    errors: Errors = []
+    if spec.HasField("replicas"):
+        errors += nonnegative(spec.replicas, "spec.replicas")
+    errors += nonnegative(spec.min_ready_seconds, "spec.minReadySeconds")
+    selector: LabelSelector | None = None
+    if not spec.HasField("selector"):
+        errors.append(required("spec.selector"))
+    else:
+        selector_errors = validate_label_selector(spec.selector, "spec.selector")
+        errors += selector_errors
+        if not spec.selector.match_labels and not spec.selector.match_expressions:
+            # Kubernetes says "deployment" for ReplicaSets too; kept so the message is searchable.
+            errors.append(invalid("spec.selector", spec.selector, "empty selector is invalid for deployment"))
+        elif not selector_errors:
+            try:
+                selector = from_message(spec.selector)
+            except BadRequest:
+                errors.append(invalid("spec.selector", spec.selector, "invalid label selector"))
+    return errors + _pod_template(spec.template, "spec.template", selector)
+
+
+def _selector_update(new: meta_pb2.LabelSelector, old: meta_pb2.LabelSelector) -> Errors:
+    # apps/v1 made selectors immutable: a changed selector would orphan the old pods.
+    return [] if new == old else [invalid("spec.selector", new, "field is immutable")]
+
+
+def validate_replica_set(rs: apps_pb2.ReplicaSet, old: apps_pb2.ReplicaSet | None) -> Errors:
+    errors = _replicated_spec(rs.spec)
+    if old is not None:
+        errors += _selector_update(rs.spec.selector, old.spec.selector)
+    return errors
+
+
+def _int_or_percent(value: str, path: str, *, at_most_100: bool) -> tuple[int, Errors]:
+    """maxSurge / maxUnavailable: a non-negative int or "N%"; returns the number for the both-zero check."""
+    if not value:
+        return 0, []
+    if re.fullmatch(r"-?[0-9]+", value):
+        return int(value), nonnegative(int(value), path)
+    if not re.fullmatch(PERCENT, value):
+        return 0, [invalid(path, value, regex_error(
+            "a valid percent string must be a numeric string followed by an ending '%'",
+            PERCENT, "1%", "93%"))]
+    percent = int(value[:-1])
+    if at_most_100 and percent > 100:
+        return percent, [invalid(path, value, "must not be greater than 100%")]
+    return percent, []
+
+
+def _strategy(strategy: apps_pb2.DeploymentStrategy, path: str) -> Errors:
+    if strategy.type == "Recreate":
+        if strategy.HasField("rolling_update"):
+            return [forbidden(f"{path}.rollingUpdate",
+                              "may not be specified when strategy `type` is 'Recreate'")]
+        return []
+    if strategy.type != "RollingUpdate":
+        return one_of(strategy.type, f"{path}.type", ("Recreate", "RollingUpdate"))
+    if not strategy.HasField("rolling_update"):
+        return [required(f"{path}.rollingUpdate", "this should be defaulted and never be nil")]
+    p = f"{path}.rollingUpdate"
+    unavailable, errors = _int_or_percent(strategy.rolling_update.max_unavailable, f"{p}.maxUnavailable",
+                                          at_most_100=True)
+    surge, errs = _int_or_percent(strategy.rolling_update.max_surge, f"{p}.maxSurge", at_most_100=False)
+    errors += errs
+    if unavailable == 0 and surge == 0:
+        # Neither a new pod above the count nor an old pod below it: the rollout could never start.
+        errors.append(invalid(f"{p}.maxUnavailable", strategy.rolling_update.max_unavailable,
+                              "may not be 0 when `maxSurge` is 0"))
+    return errors
+
+
+def validate_deployment(d: apps_pb2.Deployment, old: apps_pb2.Deployment | None) -> Errors:
+    spec = d.spec
+    errors = _replicated_spec(spec)
+    errors += _strategy(spec.strategy, "spec.strategy")
+    if spec.HasField("revision_history_limit"):
+        errors += nonnegative(spec.revision_history_limit, "spec.revisionHistoryLimit")
+    if spec.HasField("progress_deadline_seconds"):
+        errors += nonnegative(spec.progress_deadline_seconds, "spec.progressDeadlineSeconds")
+        if spec.progress_deadline_seconds <= spec.min_ready_seconds:
+            # Pods must get the chance to become available before the rollout is declared stuck.
+            errors.append(invalid("spec.progressDeadlineSeconds", spec.progress_deadline_seconds,
+                                  "must be greater than minReadySeconds"))
+    if old is not None:
+        errors += _selector_update(spec.selector, old.spec.selector)
+    return errors
