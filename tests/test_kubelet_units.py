@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from client import Client
 from nodeagent.kubelet import dns, network
 from nodeagent.kubelet import status as podstatus
 from nodeagent.kubelet.backoff import Backoff
@@ -9,6 +12,7 @@ from nodeagent.kubelet.containers import expand
 from nodeagent.kubelet.images import image_candidates
 from nodeagent.kubelet.server import CRILogParser
 from proto import core_pb2, cri_pb2, meta_pb2
+from proto.errors import Conflict
 
 
 def view(state: cri_pb2.ContainerState.ValueType | None, exit_code: int = 0, attempt: int = 0,
@@ -102,3 +106,35 @@ def test_cluster_first_dns_gives_the_search_path_but_not_to_host_network_pods() 
     dns.pod_dns(pod, sandbox.dns_config, cluster_dns=["10.96.0.10"], cluster_domain="cluster.local")
     assert list(sandbox.dns_config.servers) == ["10.96.0.10"]
 
+
+class _ConflictOnce:
+    """A client whose first status write conflicts and whose fresh read returns `fresh`."""
+
+    def __init__(self, fresh: core_pb2.Pod) -> None:
+        self.fresh = fresh
+        self.written: list[core_pb2.Pod] = []
+
+    async def get(self, cls: type, name: str, namespace: str = "") -> core_pb2.Pod:
+        return self.fresh
+
+    async def update_status(self, obj: core_pb2.Pod) -> core_pb2.Pod:
+        if not self.written:
+            self.written.append(obj)
+            raise Conflict("the pod changed")
+        self.written.append(obj)
+        return obj
+
+
+async def test_pod_status_is_written_again_on_the_fresh_pod_unless_it_is_another_pod() -> None:
+    pod = core_pb2.Pod(metadata=meta_pb2.ObjectMeta(name="web", namespace="default", uid="u1"))
+    status = core_pb2.PodStatus(phase="Running")
+    fresh = core_pb2.Pod(metadata=meta_pb2.ObjectMeta(name="web", namespace="default", uid="u1",
+                                                      resource_version="7"))
+    client = _ConflictOnce(fresh)
+    await podstatus.update_pod_status(cast(Client, client), pod, status)
+    assert [p.metadata.resource_version for p in client.written] == ["", "7"]
+    assert client.written[-1].status.phase == "Running"
+    fresh.metadata.uid = "u2"  # deleted and created again under the same name
+    client = _ConflictOnce(fresh)
+    await podstatus.update_pod_status(cast(Client, client), pod, status)
+    assert len(client.written) == 1  # tried once, then left the new pod alone

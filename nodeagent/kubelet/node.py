@@ -22,10 +22,11 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from client import Client
+from client.retry import update_fresh
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.runtime import CRIError, Runtime
 from proto import coordination_pb2, core_pb2
-from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
+from proto.errors import AlreadyExists, ApiError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +182,9 @@ class NodeStatusManager:
             k: v[0] for k, v in conditions.items()}
         if not (force or due or overwritten or summary != self._last_conditions):
             return
-        for _ in range(3):
-            node = await self.client.get(core_pb2.Node, self.name)
-            self._fill_status(node, conditions)
-            try:
-                await self.client.update_status(node)
-            except Conflict:
-                continue
-            break
+        # The Node is shared (labels, taints, the node lifecycle controller's conditions): write on the fresh copy.
+        await update_fresh(self.client, core_pb2.Node, self.name, "",
+                           lambda node: self._fill_status(node, conditions), status=True)
         if summary != self._last_conditions:
             log.info("node %s conditions: %s", self.name, ", ".join(f"{k}={v[0]}" for k, v in summary.items()))
         self._last_conditions = summary

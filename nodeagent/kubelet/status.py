@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from client import Client
+from client.retry import retry_write
 from nodeagent.kubelet.runtime import CONTAINER_ID_PREFIX
 from proto import core_pb2, cri_pb2
-from proto.errors import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +180,29 @@ def pod_status(pod: core_pb2.Pod, init_views: list[ContainerView], views: list[C
 
 
 async def update_pod_status(client: Client, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> None:
-    """Write `status` to the pod's status subresource; once more on the fresh pod on Conflict."""
-    updated = core_pb2.Pod()
-    updated.CopyFrom(pod)
-    updated.status.CopyFrom(status)
-    try:
-        await client.update_status(updated)
-    except Conflict:
-        fresh = await client.get(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace)
-        if fresh.metadata.uid != pod.metadata.uid:
-            return
-        fresh.status.CopyFrom(status)
-        await client.update_status(fresh)
-    if status.phase != pod.status.phase:
+    """Write `status` to the pod's status subresource, again on the fresh pod on Conflict.
+
+    The first try writes over the cached pod the sync started from, since most writes do
+    not conflict and so need no read; a retry reads the pod afresh and gives up when a
+    new pod of the same name (another uid) has taken its place: that one is not ours.
+    """
+
+    def ours_with_status(target: core_pb2.Pod) -> core_pb2.Pod | None:
+        if target.metadata.uid != pod.metadata.uid:
+            return None
+        out = core_pb2.Pod()
+        out.CopyFrom(target)
+        out.status.CopyFrom(status)
+        return out
+
+    async def refresh(_: core_pb2.Pod | None) -> core_pb2.Pod | None:
+        return ours_with_status(await client.get(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace))
+
+    async def write(target: core_pb2.Pod | None) -> bool:
+        if target is None:
+            return False
+        await client.update_status(target)
+        return True
+
+    if await retry_write(write, ours_with_status(pod), refresh=refresh) and status.phase != pod.status.phase:
         log.info("pod %s/%s is %s", pod.metadata.namespace, pod.metadata.name, status.phase)
