@@ -12,8 +12,8 @@
 
 It only touches pods in its own namespaces, so several can share a cluster
 (one per test). A node can be `kill()`ed (its kubelet goes silent: no lease
-renewals, no pod updates) and `revive()`d. It runs on the shared informer +
-work-queue library, like the real components. Used by the controller tests
+renewals, no pod updates) and `revive()`d. It is a `Controller` over its
+namespaces' pods, like the real components. Used by the controller tests
 and `bench/controllers.py`.
 """
 
@@ -26,7 +26,8 @@ import logging
 from collections.abc import Iterable
 
 from bench import hollow
-from client import Client, Informer, WorkQueue, enqueue, run_workers
+from client import Client, enqueue
+from client.controller import Controller
 from client.retry import update_fresh
 from proto import coordination_pb2, core_pb2
 from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
@@ -36,19 +37,21 @@ log = logging.getLogger(__name__)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 
-class HollowCluster:
+class HollowCluster(Controller):
+    name = "hollow"
+
     def __init__(self, client: Client, namespaces: Iterable[str], *, nodes: int = 3, prefix: str = "hollow",
                  lease_interval: float = 0.5, workers: int = 16) -> None:
-        self.client = client
+        super().__init__(client, workers=workers)
         self.namespaces = list(namespaces)
         self.node_names = [f"{prefix}-{i}" for i in range(nodes)]
         self.dead: set[str] = set()
         # Pods running one of these images never become ready (a broken release, for rollout tests).
         self.unready_images: set[str] = set()
         self.lease_interval = lease_interval
-        self.workers = workers
-        self.queue: WorkQueue[str] = WorkQueue("hollow")
-        self.informers = [Informer(client, core_pb2.Pod, namespace=ns) for ns in self.namespaces]
+        self.informers = [self.factory.informer(core_pb2.Pod, ns) for ns in self.namespaces]
+        for informer in self.informers:
+            enqueue(informer, self.queue)
         self._next_node = itertools.cycle(self.node_names)
         self._ips = itertools.count(2)
         self._tasks: list[asyncio.Task[None]] = []
@@ -60,18 +63,12 @@ class HollowCluster:
             with contextlib.suppress(AlreadyExists):
                 await self.client.create(hollow.node(name, cpu="64", memory="256Gi", pods=1100))
             await self._post_ready(name)
-        for informer in self.informers:
-            enqueue(informer, self.queue)
-            self._tasks.append(asyncio.create_task(informer.run()))
+        self._tasks.append(asyncio.create_task(self.run()))
         self._tasks.append(asyncio.create_task(self._renew_leases()))
-        self._tasks.append(asyncio.create_task(run_workers(self.queue, self._sync, self.workers)))
         await asyncio.gather(*(i.wait_synced() for i in self.informers))
 
     async def stop(self, *, delete_nodes: bool = True) -> None:
-        self.queue.shutdown()
-        for informer in self.informers:
-            informer.stop()
-        for task in self._tasks:
+        for task in self._tasks:  # run() shuts the queue and stops the informers on its way out
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -140,7 +137,7 @@ class HollowCluster:
 
     # ---------------------------------------------------------------- binder and kubelet: pods
 
-    async def _sync(self, key: str) -> None:
+    async def sync(self, key: str) -> None:
         namespace, _, name = key.partition("/")
         informer = next(i for i in self.informers if i.namespace == namespace)
         pod = informer.store.get(key)
