@@ -25,6 +25,7 @@ import grpc
 
 from client.api import SERVER_OPTIONS
 from client.component import Command, until_stopped
+from controlplane.apiserver import storagemigration
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
@@ -148,6 +149,11 @@ def kubelet_client_tls(opts: argparse.Namespace) -> KubeletClientTLS | None:
 async def serve(opts: argparse.Namespace) -> None:
     storage = Storage(opts.etcd_servers.split(",")[0])
     await storage.connect()
+    # Objects stored by an older Flotilla (before Kubernetes' field numbers) are rewritten once, before
+    # anything reads them; every start checks, since only the marker tells the formats apart.
+    migrated = await storagemigration.migrate(storage)
+    if migrated:
+        log.info("storage: %d objects rewritten in Kubernetes' field numbering", migrated)
     registry = Registry(storage)
     await registry.ensure_system_namespaces()
     tokens = TokenFile(Path(opts.token_auth_file)) if opts.token_auth_file else None
