@@ -42,6 +42,12 @@ kubeconfigs), logs/, nodes/<node>/.
 tears each node's runtime down (runc state, shims, mounts, cgroups, the
 master's CNI bridge), deletes namespaces, veths, bridge, host routes and the
 nft tables (the provisioner's and the master proxy's), and removes the folder.
+
+`LocalProvider` is this provider behind the Provider protocol
+(provision/provider.py). The plan and state.json are provision/localplan.py,
+the supervised daemons' specs provision/localdaemons.py; the phases it shares
+with the SSH provider (waits, publishing, joining, readiness, the kubeconfig)
+provision/phases.py.
 """
 
 from __future__ import annotations
