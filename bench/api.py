@@ -55,7 +55,7 @@ BENCH_NS = "bench"  # created, read and listed pods
 WATCH_NS = "bench-watch"  # pods rewritten at a fixed rate under a watch
 RAW = b"/bench/raw/"  # the baseline's own keys, beside the apiserver's /registry/
 SENT = "bench.flotilla.io/due-ns"  # annotation: when the write was due (perf_counter_ns)
-# A 10k-pod range is ~10 MB, over gRPC's 4 MiB default (shared/notes/etcd.md, pitfall 1).
+# A 10k-pod range is ~10 MB, over gRPC's 4 MiB default (docs/etcd.md).
 RAW_OPTIONS = {"grpc.max_receive_message_length": 256 * 1024 * 1024}
 
 

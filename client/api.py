@@ -20,7 +20,7 @@ from proto.errors import ApiError, from_rpc_error
 
 M = TypeVar("M", bound=Message)
 
-# Lists of 10,000 pods exceed gRPC's 4 MiB default (see shared/notes/etcd.md).
+# Lists of 10,000 pods exceed gRPC's 4 MiB default (docs/etcd.md).
 MAX_MESSAGE = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),

@@ -7,7 +7,7 @@ Debian's docker-registry, busybox...), so guests never run apt at boot; make it
 bootable (cloud kernel, a small initramfs with the virtio modules, extlinux);
 turn it into a qcow2 disk and a libvirt box; `vagrant box add` it.
 
-Traps handled (measured in shared/notes/vagrant-vms.md):
+Traps handled (docs/vagrant-hosts.md says why each matters):
 - /etc/machine-id is left empty (and /var/lib/dbus/machine-id points at it):
   otherwise every clone has the same machine-id, hence the same DHCP client
   id and IP address, and vagrant-libvirt drops the "duplicate" domains;

@@ -4,7 +4,7 @@ A Flotilla node is a containerd plus a kubelet. Several nodes may share one
 machine (tests, the local provider), so every containerd gets its own root,
 state, socket, runc root, CNI config directory and host-local data directory
 under one base directory, and its pods' cgroups live under a per-node prefix.
-The settings below are the ones ../shared/notes/containerd-cri.md found
+The settings below are the ones docs/containerd.md explains as
 necessary for containerd 1.6 on these machines; each carries its reason.
 
 Images: with a cluster `registry` (host:port of the master's registry), the

@@ -1,6 +1,6 @@
 """The local cluster's network: a host bridge, one network namespace per node, and routes.
 
-What ../shared/notes/local-cluster.md measured, as code. The host gets a bridge
+What docs/local-network.md describes, as code. The host gets a bridge
 (`flt0`, the first address of the cluster subnet); each node is a network
 namespace whose `eth0` is one end of a veth pair, the other end enslaved to the
 bridge. Pod networks are routed "host-gw" style: every node and the host have a

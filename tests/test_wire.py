@@ -1,7 +1,8 @@
 """kubectl's protobuf request bodies decode to the objects it means; patch tags are where the HTTP layer looks.
 
 The byte strings are kubectl 1.32's own request bodies, recorded against a
-logging stub (shared/notes/kubectl-1.32-requests/, the file named above each).
+request-logging stub (one recording per command, named above each vector); docs/http-api.md
+says what else that recording showed.
 """
 
 from __future__ import annotations

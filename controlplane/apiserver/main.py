@@ -41,7 +41,7 @@ from controlplane.apiserver.proxy import KubeletClientTLS
 from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
-from controlplane.apiserver.storage import Storage
+from controlplane.apiserver.storage import Storage, compact_forever
 from proto import apiserver_pb2_grpc, kinds
 
 log = logging.getLogger("flotilla.apiserver")
@@ -188,7 +188,7 @@ async def serve(opts: argparse.Namespace) -> None:
     background.append(asyncio.create_task(registry.watch_namespaces()))
     background.append(asyncio.create_task(registry.watch_admission_policy()))
     if opts.compaction_interval > 0:
-        background.append(asyncio.create_task(registry.compact_forever(opts.compaction_interval)))
+        background.append(asyncio.create_task(compact_forever(storage, opts.compaction_interval)))
     log.info("serving on %s, etcd %s, authorization %s",
              ", ".join(p for p in (opts.listen, opts.secure_listen, opts.token_listen) if p), storage.url,
              opts.authorization_mode)

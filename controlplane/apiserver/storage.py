@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Large lists (10,000 pods) exceed gRPC's default 4 MiB (shared/notes/etcd.md, pitfall 1).
+# Large lists (10,000 pods) exceed gRPC's default 4 MiB receive limit (docs/etcd.md).
 _ETCD_OPTIONS = {
     "grpc.max_receive_message_length": 512 * 1024 * 1024,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
@@ -227,3 +227,21 @@ class Storage:
             raise Unavailable(f"etcd watch failed: {exc}") from None
         finally:
             await watch.cancel()
+
+
+async def compact_forever(storage: Storage, interval: float) -> None:
+    """Compact etcd history older than one interval, as kube-apiserver does (docs/etcd.md: replaying a
+    watch from far back on etcd 3.4 is slow once there are many newer revisions)."""
+    previous = 0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            current = await storage.revision()
+            if previous:
+                await storage.compact(previous)
+                log.info("compacted etcd history up to revision %d", previous)
+            previous = current
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("compaction failed: %s", exc)
