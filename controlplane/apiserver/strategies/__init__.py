@@ -2,31 +2,27 @@
 
 `for_kind` is the registry's only way to learn what is special about a kind;
 a kind missing from `STRATEGIES` gets the default `Strategy` (base.py), right
-for kinds with nothing special (LimitRange, metrics reports). One module per
-API group, as Kubernetes' pkg/registry/<group>/<resource>/strategy.go.
+for kinds with nothing special (LimitRange, metrics reports). Kinds that differ
+only in defaults and checks are plain `Strategy(defaulter=, validator=)` entries;
+kinds with rules of their own have a subclass in the module of their API group,
+as Kubernetes' pkg/registry/<group>/<resource>/strategy.go.
 """
 
 from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from controlplane.apiserver.strategies.apps import DeploymentStrategy, ReplicaSetStrategy
-from controlplane.apiserver.strategies.autoscaling import HorizontalPodAutoscalerStrategy
+from controlplane.apiserver import defaults
 from controlplane.apiserver.strategies.base import StoreContext, Strategy
 from controlplane.apiserver.strategies.certificates import CertificateSigningRequestStrategy
-from controlplane.apiserver.strategies.coordination import LeaseStrategy
 from controlplane.apiserver.strategies.core import (
-    ConfigMapStrategy,
-    EndpointsStrategy,
-    EventStrategy,
     NamespaceStrategy,
-    NodeStrategy,
     PodStrategy,
     ResourceQuotaStrategy,
-    SecretStrategy,
     ServiceStrategy,
 )
 from controlplane.apiserver.strategies.rbac import RoleBindingStrategy, RoleStrategy
+from controlplane.apiserver.validation import apps, autoscaling, coordination, core
 from controlplane.apiserver.validation.field import Errors
 from proto.kinds import Kind
 
@@ -36,19 +32,20 @@ STRATEGIES: dict[str, Strategy] = {
     # core/v1
     "Pod": PodStrategy(),
     "Service": ServiceStrategy(),
-    "Endpoints": EndpointsStrategy(),
+    "Endpoints": Strategy(defaulter=defaults.default_endpoints, validator=core.validate_endpoints),
     "Namespace": NamespaceStrategy(),
-    "Node": NodeStrategy(),
-    "Event": EventStrategy(),
-    "ConfigMap": ConfigMapStrategy(),
-    "Secret": SecretStrategy(),
+    "Node": Strategy(validator=core.validate_node),
+    "Event": Strategy(validator=core.validate_event),
+    "ConfigMap": Strategy(validator=core.validate_config_map),
+    "Secret": Strategy(defaulter=defaults.default_secret, validator=core.validate_secret),
     "ResourceQuota": ResourceQuotaStrategy(),
     # apps/v1
-    "ReplicaSet": ReplicaSetStrategy(),
-    "Deployment": DeploymentStrategy(),
+    "ReplicaSet": Strategy(defaulter=defaults.default_replica_set, validator=apps.validate_replica_set),
+    "Deployment": Strategy(defaulter=defaults.default_deployment, validator=apps.validate_deployment),
     # coordination.k8s.io/v1, autoscaling/v2
-    "Lease": LeaseStrategy(),
-    "HorizontalPodAutoscaler": HorizontalPodAutoscalerStrategy(),
+    "Lease": Strategy(validator=coordination.validate_lease),
+    "HorizontalPodAutoscaler": Strategy(defaulter=defaults.default_horizontal_pod_autoscaler,
+                                        validator=autoscaling.validate_horizontal_pod_autoscaler),
     # rbac.authorization.k8s.io/v1
     "Role": RoleStrategy(),
     "ClusterRole": RoleStrategy(),

@@ -14,7 +14,9 @@ so the registry itself never asks which kind it holds:
 - storage hooks, given a `StoreContext`: `allocations` around a write (a
   Service's clusterIP and node ports), `after_write` and `after_delete`.
 
-`Strategy` itself is the default: right for a kind with nothing special.
+`Strategy` itself is the default. A kind whose only differences are its defaults
+and its checks is a `Strategy(defaulter=..., validator=...)` entry in the table;
+a kind with rules of its own (Pod, Service, Namespace, CSR...) is a subclass.
 Generic steps (uid, creationTimestamp, generation on spec change, finalizers)
 stay in the registry, since every kind shares them.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -59,6 +62,12 @@ class Strategy:
 
     subresources: tuple[str, ...] = ()  # writable subresources besides `status`
 
+    def __init__(self, *, defaulter: Callable[[Any], None] | None = None,
+                 validator: Callable[[Any, Any], Errors] | None = None) -> None:
+        # The kind's defaulting (defaults.py) and its own checks (validation/<group>.py), where it has them.
+        self._defaulter = defaulter
+        self._validator = validator
+
     def name_rule(self, name: str) -> list[str]:
         """What is wrong with `name` as this kind's metadata.name (most kinds: a DNS-1123 subdomain)."""
         return is_dns1123_subdomain(name)
@@ -88,12 +97,14 @@ class Strategy:
 
     def default(self, obj: Message) -> None:
         """Fill unset fields (defaults.py); never overrides what the client wrote."""
+        if self._defaulter is not None:
+            self._defaulter(obj)
 
     # ------------------------------------------------------------ validation
 
     def validate_fields(self, obj: Message, old: Message | None) -> Errors:
         """The kind's own checks (validation/<group>.py); `old` is the stored object on update."""
-        return []
+        return self._validator(obj, old) if self._validator is not None else []
 
     def validate(self, kind: Kind, obj: Message) -> Errors:
         """What is wrong with a new object; defaults applied and name generated already."""

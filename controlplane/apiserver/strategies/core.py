@@ -1,4 +1,4 @@
-"""Strategies of the core ("" group, v1) kinds: Pod, Service, Namespace and the plainer ones.
+"""Strategies of the core ("" group, v1) kinds with rules of their own: Pod, Service, Namespace, ResourceQuota.
 
 The Pod strategy owns the status/spec split of a new pod and graceful deletion
 of bound pods (the kubelet stops the containers, then deletes with grace 0),
@@ -180,34 +180,3 @@ class ResourceQuotaStrategy(Strategy):
         quota: Any = obj
         quota.status.hard.clear()
         quota.status.hard.update(quota.spec.hard)
-
-
-class NodeStrategy(Strategy):
-    def validate_fields(self, obj: Message, old: Message | None) -> Errors:
-        return validation.validate_node(obj, old)  # type: ignore[arg-type]
-
-
-class EndpointsStrategy(Strategy):
-    def default(self, obj: Message) -> None:
-        defaults.default_endpoints(obj)  # type: ignore[arg-type]
-
-    def validate_fields(self, obj: Message, old: Message | None) -> Errors:
-        return validation.validate_endpoints(obj, old)  # type: ignore[arg-type]
-
-
-class EventStrategy(Strategy):
-    def validate_fields(self, obj: Message, old: Message | None) -> Errors:
-        return validation.validate_event(obj, old)  # type: ignore[arg-type]
-
-
-class ConfigMapStrategy(Strategy):
-    def validate_fields(self, obj: Message, old: Message | None) -> Errors:
-        return validation.validate_config_map(obj, old)  # type: ignore[arg-type]
-
-
-class SecretStrategy(Strategy):
-    def default(self, obj: Message) -> None:
-        defaults.default_secret(obj)  # type: ignore[arg-type]
-
-    def validate_fields(self, obj: Message, old: Message | None) -> Errors:
-        return validation.validate_secret(obj, old)  # type: ignore[arg-type]
