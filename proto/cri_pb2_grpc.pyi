@@ -53,6 +53,7 @@ class RuntimeServiceStub:
     ContainerStatus: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatusRequest, _cri_pb2.ContainerStatusResponse]
     ExecSync: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ExecSyncRequest, _cri_pb2.ExecSyncResponse]
     Exec: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ExecRequest, _cri_pb2.ExecResponse]
+    Attach: _grpc.UnaryUnaryMultiCallable[_cri_pb2.AttachRequest, _cri_pb2.AttachResponse]
     ContainerStats: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatsRequest, _cri_pb2.ContainerStatsResponse]
     ListContainerStats: _grpc.UnaryUnaryMultiCallable[_cri_pb2.ListContainerStatsRequest, _cri_pb2.ListContainerStatsResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_cri_pb2.StatusRequest, _cri_pb2.StatusResponse]
@@ -74,6 +75,7 @@ class RuntimeServiceAsyncStub(RuntimeServiceStub):
     ContainerStatus: _aio.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatusRequest, _cri_pb2.ContainerStatusResponse]  # type: ignore[assignment]
     ExecSync: _aio.UnaryUnaryMultiCallable[_cri_pb2.ExecSyncRequest, _cri_pb2.ExecSyncResponse]  # type: ignore[assignment]
     Exec: _aio.UnaryUnaryMultiCallable[_cri_pb2.ExecRequest, _cri_pb2.ExecResponse]  # type: ignore[assignment]
+    Attach: _aio.UnaryUnaryMultiCallable[_cri_pb2.AttachRequest, _cri_pb2.AttachResponse]  # type: ignore[assignment]
     ContainerStats: _aio.UnaryUnaryMultiCallable[_cri_pb2.ContainerStatsRequest, _cri_pb2.ContainerStatsResponse]  # type: ignore[assignment]
     ListContainerStats: _aio.UnaryUnaryMultiCallable[_cri_pb2.ListContainerStatsRequest, _cri_pb2.ListContainerStatsResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_cri_pb2.StatusRequest, _cri_pb2.StatusResponse]  # type: ignore[assignment]
@@ -176,6 +178,13 @@ class RuntimeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cri_pb2.ExecRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cri_pb2.ExecResponse, _abc.Awaitable[_cri_pb2.ExecResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Attach(
+        self,
+        request: _cri_pb2.AttachRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cri_pb2.AttachResponse, _abc.Awaitable[_cri_pb2.AttachResponse]]: ...
 
     @_abc_1.abstractmethod
     def ContainerStats(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/kubelet.proto\x12\rflotilla.node\"\x9e\x01\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\ntail_lines\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08previous\x18\x06 \x01(\x08\x12\x12\n\ntimestamps\x18\x07 \x01(\x08\x42\r\n\x0b_tail_lines\"\x18\n\x08LogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"j\n\x0b\x45xecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x03\">\n\tExecReply\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\"k\n\tExecStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\r\n\x05stdin\x18\x05 \x01(\x08\x12\x0b\n\x03tty\x18\x06 \x01(\x08\"-\n\x0cTerminalSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"\x87\x01\n\x11\x45xecStreamRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.flotilla.node.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12-\n\x06resize\x18\x03 \x01(\x0b\x32\x1b.flotilla.node.TerminalSizeH\x00\x42\x07\n\x05\x66rame\".\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"g\n\x0f\x45xecStreamReply\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\'\n\x04\x65xit\x18\x03 \x01(\x0b\x32\x17.flotilla.node.ExecExitH\x00\x42\x07\n\x05\x66rame2\xe0\x01\n\x07Kubelet\x12?\n\x04Logs\x12\x1a.flotilla.node.LogsRequest\x1a\x17.flotilla.node.LogChunk\"\x00\x30\x01\x12>\n\x04\x45xec\x12\x1a.flotilla.node.ExecRequest\x1a\x18.flotilla.node.ExecReply\"\x00\x12T\n\nExecStream\x12 .flotilla.node.ExecStreamRequest\x1a\x1e.flotilla.node.ExecStreamReply\"\x00(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/kubelet.proto\x12\rflotilla.node\"\x8a\x02\n\x0bLogsRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x04 \x01(\x08\x12\x17\n\ntail_lines\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08previous\x18\x06 \x01(\x08\x12\x12\n\ntimestamps\x18\x07 \x01(\x08\x12\x1a\n\rsince_seconds\x18\x08 \x01(\x03H\x01\x88\x01\x01\x12\x12\n\nsince_time\x18\t \x01(\t\x12\x18\n\x0blimit_bytes\x18\n \x01(\x03H\x02\x88\x01\x01\x42\r\n\x0b_tail_linesB\x10\n\x0e_since_secondsB\x0e\n\x0c_limit_bytes\"\x18\n\x08LogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"j\n\x0b\x45xecRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x03\">\n\tExecReply\x12\x0e\n\x06stdout\x18\x01 \x01(\x0c\x12\x0e\n\x06stderr\x18\x02 \x01(\x0c\x12\x11\n\texit_code\x18\x03 \x01(\x05\"k\n\tExecStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x11\n\tcontainer\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x03(\t\x12\r\n\x05stdin\x18\x05 \x01(\x08\x12\x0b\n\x03tty\x18\x06 \x01(\x08\"-\n\x0cTerminalSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"\x9e\x01\n\x11\x45xecStreamRequest\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x18.flotilla.node.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12-\n\x06resize\x18\x03 \x01(\x0b\x32\x1b.flotilla.node.TerminalSizeH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x42\x07\n\x05\x66rame\".\n\x08\x45xecExit\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"g\n\x0f\x45xecStreamReply\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\'\n\x04\x65xit\x18\x03 \x01(\x0b\x32\x17.flotilla.node.ExecExitH\x00\x42\x07\n\x05\x66rame\"M\n\x10PortForwardStart\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\t\x12\x0c\n\x04port\x18\x04 \x01(\x05\"v\n\x12PortForwardRequest\x12\x30\n\x05start\x18\x01 \x01(\x0b\x32\x1f.flotilla.node.PortForwardStartH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x15\n\x0b\x63lose_write\x18\x03 \x01(\x08H\x00\x42\x07\n\x05\x66rame\"<\n\x10PortForwardReply\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05\x65rror\x18\x02 \x01(\tH\x00\x42\x07\n\x05\x66rame2\x8b\x03\n\x07Kubelet\x12?\n\x04Logs\x12\x1a.flotilla.node.LogsRequest\x1a\x17.flotilla.node.LogChunk\"\x00\x30\x01\x12>\n\x04\x45xec\x12\x1a.flotilla.node.ExecRequest\x1a\x18.flotilla.node.ExecReply\"\x00\x12T\n\nExecStream\x12 .flotilla.node.ExecStreamRequest\x1a\x1e.flotilla.node.ExecStreamReply\"\x00(\x01\x30\x01\x12P\n\x06\x41ttach\x12 .flotilla.node.ExecStreamRequest\x1a\x1e.flotilla.node.ExecStreamReply\"\x00(\x01\x30\x01\x12W\n\x0bPortForward\x12!.flotilla.node.PortForwardRequest\x1a\x1f.flotilla.node.PortForwardReply\"\x00(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,23 +32,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.kubelet_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGSREQUEST']._serialized_start=39
-  _globals['_LOGSREQUEST']._serialized_end=197
-  _globals['_LOGCHUNK']._serialized_start=199
-  _globals['_LOGCHUNK']._serialized_end=223
-  _globals['_EXECREQUEST']._serialized_start=225
-  _globals['_EXECREQUEST']._serialized_end=331
-  _globals['_EXECREPLY']._serialized_start=333
-  _globals['_EXECREPLY']._serialized_end=395
-  _globals['_EXECSTART']._serialized_start=397
-  _globals['_EXECSTART']._serialized_end=504
-  _globals['_TERMINALSIZE']._serialized_start=506
-  _globals['_TERMINALSIZE']._serialized_end=551
-  _globals['_EXECSTREAMREQUEST']._serialized_start=554
-  _globals['_EXECSTREAMREQUEST']._serialized_end=689
-  _globals['_EXECEXIT']._serialized_start=691
-  _globals['_EXECEXIT']._serialized_end=737
-  _globals['_EXECSTREAMREPLY']._serialized_start=739
-  _globals['_EXECSTREAMREPLY']._serialized_end=842
-  _globals['_KUBELET']._serialized_start=845
-  _globals['_KUBELET']._serialized_end=1069
+  _globals['_LOGSREQUEST']._serialized_end=305
+  _globals['_LOGCHUNK']._serialized_start=307
+  _globals['_LOGCHUNK']._serialized_end=331
+  _globals['_EXECREQUEST']._serialized_start=333
+  _globals['_EXECREQUEST']._serialized_end=439
+  _globals['_EXECREPLY']._serialized_start=441
+  _globals['_EXECREPLY']._serialized_end=503
+  _globals['_EXECSTART']._serialized_start=505
+  _globals['_EXECSTART']._serialized_end=612
+  _globals['_TERMINALSIZE']._serialized_start=614
+  _globals['_TERMINALSIZE']._serialized_end=659
+  _globals['_EXECSTREAMREQUEST']._serialized_start=662
+  _globals['_EXECSTREAMREQUEST']._serialized_end=820
+  _globals['_EXECEXIT']._serialized_start=822
+  _globals['_EXECEXIT']._serialized_end=868
+  _globals['_EXECSTREAMREPLY']._serialized_start=870
+  _globals['_EXECSTREAMREPLY']._serialized_end=973
+  _globals['_PORTFORWARDSTART']._serialized_start=975
+  _globals['_PORTFORWARDSTART']._serialized_end=1052
+  _globals['_PORTFORWARDREQUEST']._serialized_start=1054
+  _globals['_PORTFORWARDREQUEST']._serialized_end=1172
+  _globals['_PORTFORWARDREPLY']._serialized_start=1174
+  _globals['_PORTFORWARDREPLY']._serialized_end=1234
+  _globals['_KUBELET']._serialized_start=1237
+  _globals['_KUBELET']._serialized_end=1632
 # @@protoc_insertion_point(module_scope)

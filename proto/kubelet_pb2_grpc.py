@@ -49,6 +49,16 @@ class KubeletStub:
                 request_serializer=proto_dot_kubelet__pb2.ExecStreamRequest.SerializeToString,
                 response_deserializer=proto_dot_kubelet__pb2.ExecStreamReply.FromString,
                 _registered_method=True)
+        self.Attach = channel.stream_stream(
+                '/flotilla.node.Kubelet/Attach',
+                request_serializer=proto_dot_kubelet__pb2.ExecStreamRequest.SerializeToString,
+                response_deserializer=proto_dot_kubelet__pb2.ExecStreamReply.FromString,
+                _registered_method=True)
+        self.PortForward = channel.stream_stream(
+                '/flotilla.node.Kubelet/PortForward',
+                request_serializer=proto_dot_kubelet__pb2.PortForwardRequest.SerializeToString,
+                response_deserializer=proto_dot_kubelet__pb2.PortForwardReply.FromString,
+                _registered_method=True)
 
 
 class KubeletServicer:
@@ -76,6 +86,23 @@ class KubeletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attach(self, request_iterator, context):
+        """Join a running container's own stdio (kubectl attach, CRI Attach): the same frames as
+        ExecStream; the start's command is ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PortForward(self, request_iterator, context):
+        """One TCP connection to a port on the pod's loopback, inside its network namespace
+        (kubectl port-forward): the first request names the pod and port, later ones carry the
+        caller's bytes; replies carry the pod's bytes. The stream ends when either side closes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KubeletServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +120,16 @@ def add_KubeletServicer_to_server(servicer, server):
                     servicer.ExecStream,
                     request_deserializer=proto_dot_kubelet__pb2.ExecStreamRequest.FromString,
                     response_serializer=proto_dot_kubelet__pb2.ExecStreamReply.SerializeToString,
+            ),
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=proto_dot_kubelet__pb2.ExecStreamRequest.FromString,
+                    response_serializer=proto_dot_kubelet__pb2.ExecStreamReply.SerializeToString,
+            ),
+            'PortForward': grpc.stream_stream_rpc_method_handler(
+                    servicer.PortForward,
+                    request_deserializer=proto_dot_kubelet__pb2.PortForwardRequest.FromString,
+                    response_serializer=proto_dot_kubelet__pb2.PortForwardReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +213,60 @@ class Kubelet:
             '/flotilla.node.Kubelet/ExecStream',
             proto_dot_kubelet__pb2.ExecStreamRequest.SerializeToString,
             proto_dot_kubelet__pb2.ExecStreamReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flotilla.node.Kubelet/Attach',
+            proto_dot_kubelet__pb2.ExecStreamRequest.SerializeToString,
+            proto_dot_kubelet__pb2.ExecStreamReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PortForward(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flotilla.node.Kubelet/PortForward',
+            proto_dot_kubelet__pb2.PortForwardRequest.SerializeToString,
+            proto_dot_kubelet__pb2.PortForwardReply.FromString,
             options,
             channel_credentials,
             insecure,
