@@ -369,3 +369,91 @@ class ObjectReference(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ObjectReference: _TypeAlias = ObjectReference  # noqa: Y015
+
+@_typing.final
+class Preconditions(_message.Message):
+    """What must still hold when a delete happens; a mismatch is a 409 Conflict."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UID_FIELD_NUMBER: _builtins.int
+    RESOURCE_VERSION_FIELD_NUMBER: _builtins.int
+    uid: _builtins.str
+    resource_version: _builtins.str
+    def __init__(
+        self,
+        *,
+        uid: _builtins.str | None = ...,
+        resource_version: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resource_version", b"_resource_version", "_uid", b"_uid", "resource_version", b"resource_version", "uid", b"uid"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resource_version", b"_resource_version", "_uid", b"_uid", "resource_version", b"resource_version", "uid", b"uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__resource_version: _TypeAlias = _typing.Literal["resource_version"]  # noqa: Y015
+    _WhichOneofArgType__resource_version: _TypeAlias = _typing.Literal["_resource_version", b"_resource_version"]  # noqa: Y015
+    _WhichOneofReturnType__uid: _TypeAlias = _typing.Literal["uid"]  # noqa: Y015
+    _WhichOneofArgType__uid: _TypeAlias = _typing.Literal["_uid", b"_uid"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resource_version) -> _WhichOneofReturnType__resource_version | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__uid) -> _WhichOneofReturnType__uid | None: ...
+
+Global___Preconditions: _TypeAlias = Preconditions  # noqa: Y015
+
+@_typing.final
+class DeleteOptions(_message.Message):
+    """The body of a DELETE (and of a policy/v1 Eviction's deleteOptions)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    GRACE_PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    PRECONDITIONS_FIELD_NUMBER: _builtins.int
+    ORPHAN_DEPENDENTS_FIELD_NUMBER: _builtins.int
+    PROPAGATION_POLICY_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    api_version: _builtins.str
+    kind: _builtins.str
+    grace_period_seconds: _builtins.int
+    """Seconds the pod gets to stop; 0 means at once. Unset means the object's default."""
+    orphan_dependents: _builtins.bool
+    """Deprecated in Kubernetes for propagationPolicy (true means Orphan)."""
+    propagation_policy: _builtins.str
+    """Orphan, Background or Foreground: what becomes of the object's dependents."""
+    @_builtins.property
+    def preconditions(self) -> Global___Preconditions: ...
+    @_builtins.property
+    def dry_run(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """["All"] asks for every stage but the write to storage."""
+
+    def __init__(
+        self,
+        *,
+        api_version: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        grace_period_seconds: _builtins.int | None = ...,
+        preconditions: Global___Preconditions | None = ...,
+        orphan_dependents: _builtins.bool | None = ...,
+        propagation_policy: _builtins.str | None = ...,
+        dry_run: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_period_seconds", b"_grace_period_seconds", "_orphan_dependents", b"_orphan_dependents", "_propagation_policy", b"_propagation_policy", "grace_period_seconds", b"grace_period_seconds", "orphan_dependents", b"orphan_dependents", "preconditions", b"preconditions", "propagation_policy", b"propagation_policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_period_seconds", b"_grace_period_seconds", "_orphan_dependents", b"_orphan_dependents", "_propagation_policy", b"_propagation_policy", "api_version", b"api_version", "dry_run", b"dry_run", "grace_period_seconds", b"grace_period_seconds", "kind", b"kind", "orphan_dependents", b"orphan_dependents", "preconditions", b"preconditions", "propagation_policy", b"propagation_policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__grace_period_seconds: _TypeAlias = _typing.Literal["grace_period_seconds"]  # noqa: Y015
+    _WhichOneofArgType__grace_period_seconds: _TypeAlias = _typing.Literal["_grace_period_seconds", b"_grace_period_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__orphan_dependents: _TypeAlias = _typing.Literal["orphan_dependents"]  # noqa: Y015
+    _WhichOneofArgType__orphan_dependents: _TypeAlias = _typing.Literal["_orphan_dependents", b"_orphan_dependents"]  # noqa: Y015
+    _WhichOneofReturnType__propagation_policy: _TypeAlias = _typing.Literal["propagation_policy"]  # noqa: Y015
+    _WhichOneofArgType__propagation_policy: _TypeAlias = _typing.Literal["_propagation_policy", b"_propagation_policy"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_period_seconds) -> _WhichOneofReturnType__grace_period_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__orphan_dependents) -> _WhichOneofReturnType__orphan_dependents | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__propagation_policy) -> _WhichOneofReturnType__propagation_policy | None: ...
+
+Global___DeleteOptions: _TypeAlias = DeleteOptions  # noqa: Y015

@@ -33,14 +33,15 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from proto import kinds, manifest, options_pb2
+from proto import autoscaling_pb2, kinds, manifest, meta_pb2, options_pb2, policy_pb2
 from proto.errors import BadRequest, NotFound
 
 MAGIC = b"k8s\x00"
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 
 _PACKAGE = "flotilla.api"
-_API_FILES = ("meta", "core", "apps", "autoscaling", "coordination", "rbac", "certificates", "metrics")
+_API_FILES = ("meta", "core", "apps", "autoscaling", "coordination", "rbac", "certificates", "metrics", "policy",
+              "authorization", "authentication")
 _WIRE_FILE = "flotilla/wire.proto"  # the synthetic file holding Kubernetes' wrapper shapes
 _QUANTITY = f"{_PACKAGE}.Quantity"
 _INT_OR_STRING = f"{_PACKAGE}.IntOrString"
@@ -290,14 +291,23 @@ def message_name(api_version: str, kind: str) -> str:
     extra = _EXTRA_KINDS.get((api_version, kind))
     if extra:
         return extra
+    review = kinds.review(api_version, kind)  # `kubectl auth can-i` and `auth whoami` bodies
+    if review is not None:
+        return review.message.DESCRIPTOR.full_name
     try:
         return kinds.for_kind(api_version, kind).message.DESCRIPTOR.full_name
     except NotFound:
         raise BadRequest(f"protobuf body holds {kind} in {api_version}, which this server does not decode") from None
 
 
-# Kinds that are request bodies only (no resource of their own in proto/kinds.py).
-_EXTRA_KINDS: dict[tuple[str, str], str] = {}
+# Kinds that are request bodies only, with no resource of their own in proto/kinds.py:
+# the `scale` and `eviction` subresources' bodies, and a DELETE's options.
+_EXTRA_KINDS: dict[tuple[str, str], str] = {
+    ("autoscaling/v1", "Scale"): autoscaling_pb2.Scale.DESCRIPTOR.full_name,
+    ("policy/v1", "Eviction"): policy_pb2.Eviction.DESCRIPTOR.full_name,
+    ("v1", "DeleteOptions"): meta_pb2.DeleteOptions.DESCRIPTOR.full_name,
+    ("meta.k8s.io/v1", "DeleteOptions"): meta_pb2.DeleteOptions.DESCRIPTOR.full_name,
+}
 
 
 def decode(body: bytes) -> dict[str, Any]:

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import pytest
 
-from proto import apps_pb2, core_pb2, manifest, meta_pb2, patchmeta, rbac_pb2, wire
+from proto import (
+    apps_pb2,
+    authentication_pb2,
+    authorization_pb2,
+    core_pb2,
+    kinds,
+    manifest,
+    meta_pb2,
+    patchmeta,
+    rbac_pb2,
+    wire,
+)
 from proto.errors import BadRequest
 
 # X_create_configmap_cm1_--from-literal_a_b.req.txt
@@ -44,6 +55,18 @@ QUOTA = bytes.fromhex(
     "0d0a0b0a04706f647312030a01321a001a002200"
 )
 
+# Y_auth_can_i_get_pods_.req.txt: `kubectl auth can-i get pods`
+SELF_SUBJECT_ACCESS_REVIEW = bytes.fromhex(
+    "6b3873000a320a17617574686f72697a6174696f6e2e6b38732e696f2f7631121753656c665375626a65637441636365"
+    "7373526576696577123c0a100a0012001a0022002a00320038004200121e0a1c0a0764656661756c7412036765741a00"
+    "22002a04706f647332003a001a08080012001a0020001a002200"
+)
+# Y_auth_whoami_.req.txt: `kubectl auth whoami` (its first try, authentication.k8s.io/v1)
+SELF_SUBJECT_REVIEW = bytes.fromhex(
+    "6b3873000a2d0a1861757468656e7469636174696f6e2e6b38732e696f2f7631121153656c665375626a656374526576"
+    "696577121a0a100a0012001a0022002a0032003800420012060a040a0012001a002200"
+)
+
 
 @pytest.mark.parametrize(("body", "expected"), [
     (CONFIGMAP, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1"}, "data": {"a": "b"}}),
@@ -62,6 +85,35 @@ def test_kubectl_create_bodies_decode_to_what_kubectl_sends_as_json(body: bytes,
     decoded = wire.decode(body)
     assert decoded == expected
     manifest.from_dict(decoded)  # and the apiserver's manifest codec takes it as it is
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (SELF_SUBJECT_ACCESS_REVIEW, {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "metadata": {},
+        "spec": {"resourceAttributes": {"namespace": "default", "verb": "get", "resource": "pods"}},
+        "status": {}}),
+    (SELF_SUBJECT_REVIEW, {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview", "metadata": {},
+        "status": {"userInfo": {}}}),
+], ids=["auth-can-i", "auth-whoami"])
+def test_kubectl_auth_bodies_decode_to_reviews(body: bytes, expected: dict) -> None:
+    decoded = wire.decode(body)
+    assert decoded == expected
+    review = kinds.review(decoded["apiVersion"], decoded["kind"])
+    assert review is not None
+    assert isinstance(manifest.from_dict(decoded, review), review.message)
+
+
+@pytest.mark.parametrize("sent", [
+    {"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web", "namespace": "default"},
+     "spec": {"replicas": 3}, "status": {"replicas": 2, "selector": "app=web"}},
+    # what `kubectl drain` POSTs (as JSON, but a protobuf client sends the same object)
+    {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "nginx", "namespace": "default"},
+     "deleteOptions": {"gracePeriodSeconds": 0, "preconditions": {"uid": "u1"}, "dryRun": ["All"]}},
+    {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"},
+], ids=["scale", "eviction", "delete-options"])
+def test_subresource_bodies_round_trip(sent: dict) -> None:
+    assert wire.decode(wire.encode_dict(sent)) == sent
 
 
 def test_a_deployment_round_trips_through_kubernetes_protobuf() -> None:
@@ -121,6 +173,12 @@ def test_kubernetes_numbers_where_kubectl_puts_them() -> None:
     assert (container["env_from"], container["startup_probe"], container["restart_policy"]) == (19, 22, 24)
     assert apps_pb2.DeploymentSpec.DESCRIPTOR.fields_by_name["progress_deadline_seconds"].number == 9
     assert rbac_pb2.RoleBinding.DESCRIPTOR.fields_by_name["role_ref"].number == 3
+    attributes = {f.name: f.number for f in authorization_pb2.ResourceAttributes.DESCRIPTOR.fields}
+    assert (attributes["namespace"], attributes["verb"], attributes["resource"], attributes["name"]) == (1, 2, 5, 7)
+    status = {f.name: f.number for f in authorization_pb2.SubjectAccessReviewStatus.DESCRIPTOR.fields}
+    assert (status["allowed"], status["reason"], status["evaluation_error"], status["denied"]) == (1, 2, 3, 4)
+    assert authentication_pb2.TokenReviewStatus.DESCRIPTOR.fields_by_name["audiences"].number == 4
+    assert meta_pb2.DeleteOptions.DESCRIPTOR.fields_by_name["propagation_policy"].number == 4
 
 
 @pytest.mark.parametrize(("body", "problem"), [
