@@ -2,7 +2,13 @@
 
 This is what `kubectl api-resources` prints and what every layer keys on: the
 apiserver (etcd key prefix, namespaced or not, status subresource), the client
-(which message class to decode), and kctl (short names such as `po`, `deploy`).
+(which message class to decode), kctl (short names such as `po`, `deploy`), and the
+HTTP API's discovery documents (controlplane/apiserver/http/discovery.py: verbs,
+categories, subresources), so a kind added here is served and discoverable at once.
+
+`KINDS` are the stored (or, for metrics, in-memory) objects every controller may
+list; `REVIEWS` are the create-only questions (`kubectl auth can-i`, `auth whoami`)
+that are answered at once and never stored, so nothing that lists kinds sees them.
 """
 
 from __future__ import annotations
@@ -11,8 +17,38 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from proto import apps_pb2, autoscaling_pb2, certificates_pb2, coordination_pb2, core_pb2, metrics_pb2, rbac_pb2
+from proto import (
+    apps_pb2,
+    authentication_pb2,
+    authorization_pb2,
+    autoscaling_pb2,
+    certificates_pb2,
+    coordination_pb2,
+    core_pb2,
+    metrics_pb2,
+    rbac_pb2,
+)
 from proto.errors import NotFound
+
+# Kubernetes' verbs, sorted as discovery lists them.
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+READ_ONLY = ("get", "list")  # metrics.k8s.io, as metrics-server serves it
+CREATE_ONLY = ("create",)  # the reviews
+ALL_CATEGORY = ("all",)  # what `kubectl get all` lists
+
+
+@dataclass(frozen=True)
+class Subresource:
+    """A path under one object (`pods/web/log`, `deployments/web/scale`), as discovery lists it."""
+
+    name: str
+    verbs: tuple[str, ...]
+    kind: str = ""  # the kind its bodies carry; "" means the parent's
+    api_version: str = ""  # "group/version" of that kind; "" means the parent's
+
+
+STATUS = Subresource("status", ("get", "patch", "update"))
+SCALE = Subresource("scale", ("get", "patch", "update"), "Scale", "autoscaling/v1")
 
 
 @dataclass(frozen=True)
@@ -20,7 +56,7 @@ class Kind:
     """One served resource, as Kubernetes describes it in discovery."""
 
     kind: str
-    resource: str  # plural, lower case: the name in URLs and etcd keys
+    resource: str  # plural, lower case: the name in etcd keys, RBAC rules and kctl
     singular: str
     api_version: str  # "v1" for core, else "group/version"
     message: type[Message]
@@ -30,22 +66,62 @@ class Kind:
     # Kept in the apiserver's memory, not etcd: usage reports (metrics.k8s.io), which
     # are replaced every few seconds. Get, list, create/update (upsert) and delete only.
     in_memory: bool = False
+    verbs: tuple[str, ...] = ALL_VERBS  # what discovery promises clients
+    categories: tuple[str, ...] = ()
+    scalable: bool = False  # has a `scale` subresource (autoscaling/v1 Scale)
+    # Subresources besides status and scale (pods' log, exec, binding, eviction ...).
+    extra_subresources: tuple[Subresource, ...] = ()
+    # The plural in HTTP paths and discovery, where it differs from `resource`.
+    served_as: str = ""
 
     @property
     def group(self) -> str:
         return self.api_version.rpartition("/")[0]
 
     @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
     def qualified_resource(self) -> str:
         """`deployments.apps`; core resources have no group suffix."""
         return f"{self.resource}.{self.group}" if self.group else self.resource
 
+    @property
+    def http_resource(self) -> str:
+        """The plural clients use in URLs: `pods` for metrics.k8s.io's PodMetrics."""
+        return self.served_as or self.resource
+
+    @property
+    def subresources(self) -> tuple[Subresource, ...]:
+        """Every subresource, sorted by name as Kubernetes lists them."""
+        found = [*self.extra_subresources]
+        if self.has_status:
+            found.append(STATUS)
+        if self.scalable:
+            found.append(SCALE)
+        return tuple(sorted(found, key=lambda s: s.name))
+
+
+# What a pod serves under its name besides status (kubectl logs, exec, attach,
+# port-forward, drain; the scheduler's binding).
+POD_SUBRESOURCES = (
+    Subresource("attach", ("create", "get"), "PodAttachOptions"),
+    Subresource("binding", CREATE_ONLY, "Binding"),
+    Subresource("eviction", CREATE_ONLY, "Eviction", "policy/v1"),
+    Subresource("exec", ("create", "get"), "PodExecOptions"),
+    Subresource("log", ("get",)),
+    Subresource("portforward", ("create", "get"), "PodPortForwardOptions"),
+)
 
 KINDS: tuple[Kind, ...] = (
-    Kind("Namespace", "namespaces", "namespace", "v1", core_pb2.Namespace, False, ("ns",)),
+    # Kubernetes has no deletecollection of namespaces: emptying a cluster takes one at a time.
+    Kind("Namespace", "namespaces", "namespace", "v1", core_pb2.Namespace, False, ("ns",),
+         verbs=tuple(v for v in ALL_VERBS if v != "deletecollection")),
     Kind("Node", "nodes", "node", "v1", core_pb2.Node, False, ("no",)),
-    Kind("Pod", "pods", "pod", "v1", core_pb2.Pod, True, ("po",)),
-    Kind("Service", "services", "service", "v1", core_pb2.Service, True, ("svc",)),
+    Kind("Pod", "pods", "pod", "v1", core_pb2.Pod, True, ("po",), categories=ALL_CATEGORY,
+         extra_subresources=POD_SUBRESOURCES),
+    Kind("Service", "services", "service", "v1", core_pb2.Service, True, ("svc",), categories=ALL_CATEGORY),
     Kind("Endpoints", "endpoints", "endpoints", "v1", core_pb2.Endpoints, True, ("ep",), has_status=False),
     Kind("Event", "events", "event", "v1", core_pb2.Event, True, ("ev",), has_status=False),
     Kind("ConfigMap", "configmaps", "configmap", "v1", core_pb2.ConfigMap, True, ("cm",), has_status=False),
@@ -53,12 +129,14 @@ KINDS: tuple[Kind, ...] = (
     Kind("ResourceQuota", "resourcequotas", "resourcequota", "v1", core_pb2.ResourceQuota, True, ("quota",)),
     Kind("LimitRange", "limitranges", "limitrange", "v1", core_pb2.LimitRange, True, ("limits",),
          has_status=False),
-    Kind("ReplicaSet", "replicasets", "replicaset", "apps/v1", apps_pb2.ReplicaSet, True, ("rs",)),
-    Kind("Deployment", "deployments", "deployment", "apps/v1", apps_pb2.Deployment, True, ("deploy",)),
+    Kind("ReplicaSet", "replicasets", "replicaset", "apps/v1", apps_pb2.ReplicaSet, True, ("rs",),
+         categories=ALL_CATEGORY, scalable=True),
+    Kind("Deployment", "deployments", "deployment", "apps/v1", apps_pb2.Deployment, True, ("deploy",),
+         categories=ALL_CATEGORY, scalable=True),
     Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),
          has_status=False),
     Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling/v2",
-         autoscaling_pb2.HorizontalPodAutoscaler, True, ("hpa",)),
+         autoscaling_pb2.HorizontalPodAutoscaler, True, ("hpa",), categories=ALL_CATEGORY),
     Kind("Role", "roles", "role", "rbac.authorization.k8s.io/v1", rbac_pb2.Role, True, (), has_status=False),
     Kind("ClusterRole", "clusterroles", "clusterrole", "rbac.authorization.k8s.io/v1", rbac_pb2.ClusterRole, False,
          (), has_status=False),
@@ -67,21 +145,45 @@ KINDS: tuple[Kind, ...] = (
     Kind("ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", "rbac.authorization.k8s.io/v1",
          rbac_pb2.ClusterRoleBinding, False, (), has_status=False),
     Kind("CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest",
-         "certificates.k8s.io/v1", certificates_pb2.CertificateSigningRequest, False, ("csr",)),
-    # Kubernetes serves these as pods.metrics.k8s.io and nodes.metrics.k8s.io; the
-    # plural names here keep `pods` and `nodes` meaning the core kinds.
+         "certificates.k8s.io/v1", certificates_pb2.CertificateSigningRequest, False, ("csr",),
+         extra_subresources=(Subresource("approval", ("get", "patch", "update")),)),
+    # Kubernetes serves these as pods.metrics.k8s.io and nodes.metrics.k8s.io (so over
+    # HTTP, `served_as`); the registry's names keep `pods` and `nodes` meaning the core
+    # kinds. Clients only read them; kubelets write theirs over gRPC.
     Kind("PodMetrics", "podmetrics", "podmetrics", "metrics.k8s.io/v1beta1", metrics_pb2.PodMetrics, True,
-         (), has_status=False, in_memory=True),
+         (), has_status=False, in_memory=True, verbs=READ_ONLY, served_as="pods"),
     Kind("NodeMetrics", "nodemetrics", "nodemetrics", "metrics.k8s.io/v1beta1", metrics_pb2.NodeMetrics, False,
-         (), has_status=False, in_memory=True),
+         (), has_status=False, in_memory=True, verbs=READ_ONLY, served_as="nodes"),
 )
+
+
+def _review(kind: str, group_version: str, message: type[Message]) -> Kind:
+    """A cluster-scoped, create-only kind whose status is the answer (no status subresource)."""
+    return Kind(kind, f"{kind.lower()}s", kind.lower(), group_version, message, False, has_status=False,
+                verbs=CREATE_ONLY)
+
+
+# Questions put to the apiserver: POSTed, answered with their status filled in, never
+# stored (controlplane/apiserver/subresources/reviews.py answers them).
+REVIEWS: tuple[Kind, ...] = (
+    _review("SelfSubjectAccessReview", "authorization.k8s.io/v1", authorization_pb2.SelfSubjectAccessReview),
+    _review("SelfSubjectRulesReview", "authorization.k8s.io/v1", authorization_pb2.SelfSubjectRulesReview),
+    _review("SubjectAccessReview", "authorization.k8s.io/v1", authorization_pb2.SubjectAccessReview),
+    _review("SelfSubjectReview", "authentication.k8s.io/v1", authentication_pb2.SelfSubjectReview),
+    _review("TokenReview", "authentication.k8s.io/v1", authentication_pb2.TokenReview),
+)
+
+# Everything the HTTP API serves, in discovery's order.
+SERVED: tuple[Kind, ...] = KINDS + REVIEWS
 
 _BY_NAME: dict[str, Kind] = {}
 for _k in KINDS:
     for _name in (_k.resource, _k.singular, _k.kind.lower(), _k.qualified_resource, *_k.short_names):
         _BY_NAME[_name] = _k
 _BY_KIND: dict[str, Kind] = {k.kind: k for k in KINDS}
-_BY_MESSAGE: dict[str, Kind] = {k.message.DESCRIPTOR.full_name: k for k in KINDS}
+_BY_MESSAGE: dict[str, Kind] = {k.message.DESCRIPTOR.full_name: k for k in SERVED}
+_BY_REVIEW: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in REVIEWS}
+_BY_HTTP_RESOURCE: dict[tuple[str, str], Kind] = {(k.group, k.http_resource): k for k in SERVED}
 
 
 def resolve(name: str) -> Kind:
@@ -105,3 +207,13 @@ def for_kind(api_version: str, kind: str) -> Kind:
 def for_message(message: Message) -> Kind:
     """The kind of a decoded object."""
     return _BY_MESSAGE[message.DESCRIPTOR.full_name]
+
+
+def review(api_version: str, kind: str) -> Kind | None:
+    """The review kind a request body names (`authorization.k8s.io/v1`, `SelfSubjectAccessReview`)."""
+    return _BY_REVIEW.get((api_version, kind))
+
+
+def served(group: str, resource: str) -> Kind | None:
+    """The kind an HTTP path or an access review means by group and plural (`metrics.k8s.io`, `pods`)."""
+    return _BY_HTTP_RESOURCE.get((group, resource))
