@@ -13,6 +13,11 @@ Every request passes `authenticate` (who is calling?) and then `authorize`
 - on the insecure loopback port (for daemons on the master until they carry
   credentials), the caller is on this host and counts as the local admin.
 
+Both transports hand the authenticators the same `Credentials` (was the
+connection TLS, which verified client certificate, which bearer token):
+`credentials_of` reads them off a gRPC call, the HTTP app off its request, so
+the rules above are written once.
+
 Authorisers: AlwaysAllow, or RBAC (controlplane/apiserver/rbac.py).
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import csv
 import hmac
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -56,8 +62,17 @@ class Attributes:
     api_group: str = ""
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presented, whichever transport carried it."""
+
+    secure: bool  # it came over TLS (else: the loopback plaintext port)
+    certificate: UserInfo | None = None  # the identity of a client certificate the TLS layer verified
+    bearer_token: str | None = None  # `Authorization: Bearer <token>`
+
+
 class Authenticator(Protocol):
-    def authenticate(self, context: grpc.aio.ServicerContext) -> UserInfo:
+    def authenticate(self, credentials: Credentials) -> UserInfo:
         """The caller's identity; raise proto.errors.Unauthorized if there is none."""
         ...
 
@@ -71,24 +86,49 @@ class Authorizer(Protocol):
 class LoopbackAuthenticator:
     """The insecure port binds loopback only, so a caller is someone on this host."""
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> UserInfo:
+    def authenticate(self, credentials: Credentials) -> UserInfo:
         return UserInfo("system:admin", (MASTERS, AUTHENTICATED))
 
 
+@lru_cache(maxsize=1024)
 def identity_of(cert_pem: bytes) -> UserInfo:
     """The user a client certificate names: CN is the user, each O a group."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
+    return _identity(x509.load_pem_x509_certificate(cert_pem))
+
+
+@lru_cache(maxsize=1024)
+def identity_of_der(cert_der: bytes) -> UserInfo:
+    """The same, for the DER bytes the HTTP listener's TLS layer hands over (a few certificates, many requests)."""
+    return _identity(x509.load_der_x509_certificate(cert_der))
+
+
+def _identity(cert: x509.Certificate) -> UserInfo:
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     groups = tuple(str(o.value) for o in orgs)
     return UserInfo(str(cns[0].value) if cns else "", (*groups, AUTHENTICATED))
 
 
+def parse_bearer(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value."""
+    if authorization and authorization.startswith("Bearer "):
+        return authorization[len("Bearer "):].strip()
+    return None
+
+
 def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer "):].strip()
+        if key == "authorization" and isinstance(value, str):
+            return parse_bearer(value)
     return None
+
+
+def credentials_of(context: grpc.aio.ServicerContext) -> Credentials:
+    """A gRPC call's credentials (gRPC puts the peer certificate in the auth context only once verified)."""
+    auth = context.auth_context() or {}
+    secure = b"ssl" in (auth.get("transport_security_type") or ())
+    pem = auth.get("x509_pem_cert")
+    return Credentials(secure, identity_of(pem[0]) if pem else None, bearer_token(context))
 
 
 class TokenFile:
@@ -163,15 +203,11 @@ class RequestAuthenticator:
         self.tokens = tokens
         self.bootstrap_tokens = bootstrap_tokens
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> UserInfo:
-        auth = context.auth_context() or {}
-        # gRPC puts the peer certificate here only when it verified it against the client CA.
-        pem = auth.get("x509_pem_cert")
-        if pem:
-            user = identity_of(pem[0])
-            if user.name:
-                return user
-        token = bearer_token(context)
+    def authenticate(self, credentials: Credentials) -> UserInfo:
+        user = credentials.certificate
+        if user is not None and user.name:
+            return user
+        token = credentials.bearer_token
         if token is not None:
             found = self.tokens.lookup(token) if self.tokens else None
             if found is None and self.bootstrap_tokens is not None:
@@ -195,10 +231,9 @@ class ByTransport:
         self.secure = secure
         self.insecure = insecure
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> UserInfo:
-        auth = context.auth_context() or {}
-        if b"ssl" in (auth.get("transport_security_type") or ()):
-            return self.secure.authenticate(context)
+    def authenticate(self, credentials: Credentials) -> UserInfo:
+        if credentials.secure:
+            return self.secure.authenticate(credentials)
         if self.insecure is None:
             raise Unauthorized("Unauthorized: this apiserver has no insecure port")
-        return self.insecure.authenticate(context)
+        return self.insecure.authenticate(credentials)

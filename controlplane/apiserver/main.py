@@ -37,6 +37,7 @@ from controlplane.apiserver.auth import (
     TokenFile,
 )
 from controlplane.apiserver.decoding import RejectUndecodableRequests
+from controlplane.apiserver.endpoints import Endpoints
 from controlplane.apiserver.proxy import KubeletClientTLS
 from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
@@ -179,10 +180,10 @@ async def serve(opts: argparse.Namespace) -> None:
         audit = AuditLog(Path(opts.audit_log_path), max_bytes=opts.audit_log_maxsize * 1024 * 1024,
                          backups=opts.audit_log_maxbackup)
     kubelet_tls = kubelet_client_tls(opts)
+    endpoints = Endpoints(registry, authorizer=authorizer, audit=audit, kubelet_tls=kubelet_tls,
+                          bookmark_interval=opts.bookmark_interval)
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RejectUndecodableRequests()])
-    apiserver_pb2_grpc.add_ApiServerServicer_to_server(
-        ApiService(registry, authenticator=authenticator, authorizer=authorizer,
-                   bookmark_interval=opts.bookmark_interval, audit=audit, kubelet_tls=kubelet_tls), server)
+    apiserver_pb2_grpc.add_ApiServerServicer_to_server(ApiService(endpoints, authenticator=authenticator), server)
     add_ports(server, opts)
     await server.start()
     background.append(asyncio.create_task(registry.watch_namespaces()))
