@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from client import config as clientconfig
+from client.api import Client
+from client.controller import Controller
 from client.events import EventRecorder
-from client.informer import InformerFactory, enqueue
-from client.workqueue import WorkQueue, run_workers
+from client.informer import Informer, InformerFactory, enqueue
 from nodeagent.kubelet import network
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.metrics import MetricsPublisher
@@ -68,9 +68,9 @@ class Kubelet:
         try:
             await client.wait_ready(timeout=60)
             pods = factory.informer(core_pb2.Pod, field_selector=f"spec.nodeName={config.node_name}")
-            # Per-key retries double from 0.5 s: a failing pod (no network yet, a CRI error) is not hammered.
-            queue: WorkQueue[str] = WorkQueue("pods", base_delay=0.5, max_delay=60.0)
-            enqueue(pods, queue)
+            workers = PodWorkers(client, factory, pods, workers=config.pod_workers,
+                                 resync_period=config.sync_frequency)
+            queue = workers.queue
             tls = ServingTLS.from_files(config.tls_cert_file, config.tls_private_key_file, config.client_ca_file)
             server, self.port = await serve(runtime, pods.store, f"{config.listen_address or config.node_ip}:"
                                                                  f"{config.port}", tls)
@@ -90,18 +90,17 @@ class Kubelet:
             recorder.start()
             probes = ProbeManager(runtime, queue.add, default_period=config.probe_default_period,
                                   default_timeout=config.probe_default_timeout, record=recorder.event)
-            syncer = PodSyncer(client, runtime, config, pods.store, probes, queue.add_after, self.network_ready,
-                               record=recorder.event)
+            workers.syncer = PodSyncer(client, runtime, config, pods.store, probes, queue.add_after,
+                                       self.network_ready, record=recorder.event)
             pleg = PLEG(runtime, config.relist_period, queue.add)
             metrics = MetricsPublisher(client, runtime, config.node_name, config.metrics_period)
             log.info("kubelet for node %s is running (kubelet API on port %d)", config.node_name, self.port)
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(run_workers(queue, syncer.sync, config.pod_workers))
+                    group.create_task(workers.run())
                     group.create_task(pleg.run())
                     group.create_task(node.run())
                     group.create_task(metrics.run())
-                    group.create_task(self._resync(pods.store.list_keys, queue))
                     if routes is not None:
                         group.create_task(routes.run())
             finally:
@@ -115,10 +114,26 @@ class Kubelet:
             await runtime.close()
             await client.close()
 
-    async def _resync(self, keys: Callable[[], list[str]], queue: WorkQueue[str]) -> None:
-        """Every sync_frequency, sync every pod even if nothing said it changed (level-triggered)."""
-        while True:
-            await asyncio.sleep(self.config.sync_frequency)
-            for key in keys():
-                queue.add(key)
 
+class PodWorkers(Controller):
+    """The kubelet's pod loop on the shared controller shape: keys of pods bound to this node.
+
+    Keys come from the pod informer, the PLEG, probe results and back-off timers;
+    every `sync_frequency` each pod is synced again even if nothing said it
+    changed (level-triggered). A failing pod (no network yet, a CRI error) is
+    retried from 0.5 s, doubling, so it is not hammered.
+    """
+
+    name = "pods"
+
+    def __init__(self, client: Client, factory: InformerFactory, pods: Informer[core_pb2.Pod], *, workers: int,
+                 resync_period: float) -> None:
+        super().__init__(client, factory, workers=workers, resync_period=resync_period, base_delay=0.5,
+                         max_delay=60.0)
+        enqueue(pods, self.queue)
+        self.informers.append(pods)
+        self.syncer: PodSyncer | None = None  # set once the node is registered (it needs the queue first)
+
+    async def sync(self, key: str) -> None:
+        assert self.syncer is not None, "PodWorkers.run before its syncer was set"
+        await self.syncer.sync(key)
