@@ -43,6 +43,12 @@ class Invalid(BadRequest):
         super().__init__(f"{what} is invalid: {detail}")
 
 
+class UnsupportedMediaType(BadRequest):
+    """The body is in a format this endpoint does not read (HTTP 415), e.g. an unknown patch type."""
+
+    reason = "UnsupportedMediaType"
+
+
 class NotFound(ApiError):
     code = grpc.StatusCode.NOT_FOUND
     reason = "NotFound"
@@ -97,12 +103,13 @@ class Timeout(ApiError):
     reason = "Timeout"
 
 
-_KNOWN = (BadRequest, Invalid, NotFound, AlreadyExists, Conflict, Gone, NamespaceTerminating,
+_KNOWN = (BadRequest, Invalid, UnsupportedMediaType, NotFound, AlreadyExists, Conflict, Gone, NamespaceTerminating,
           TooLarge, Unauthorized, Forbidden, Unavailable, Timeout)
-_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {cls.code: cls for cls in _KNOWN if cls is not Invalid}
+_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {cls.code: cls for cls in _KNOWN
+                                                   if cls not in (Invalid, UnsupportedMediaType)}
 _BY_REASON: dict[str, type[ApiError]] = {cls.reason: cls for cls in _KNOWN}
-# Several reasons share a status code (Invalid and BadRequest are both
-# INVALID_ARGUMENT); the reason travels beside the status in trailing metadata.
+# Several reasons share a status code (Invalid, UnsupportedMediaType and BadRequest
+# are all INVALID_ARGUMENT); the reason travels beside the status in trailing metadata.
 REASON_METADATA_KEY = "flotilla-reason"
 
 
