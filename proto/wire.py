@@ -48,6 +48,7 @@ _INT_OR_STRING = f"{_PACKAGE}.IntOrString"
 _DURATION = f"{_PACKAGE}.Duration"
 _UNKNOWN = f"{_PACKAGE}.Unknown"
 _TIMESTAMP = "google.protobuf.Timestamp"
+_TYPE_META_NUMBERS = (10001, 10002)  # Flotilla's apiVersion and kind; Kubernetes' objects have no such fields
 _EMBEDDED = "embedded_"  # name prefix of the synthetic field holding an inlined struct
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -215,8 +216,8 @@ def _json_fields(desc: Any) -> dict[str, tuple[Any, Any]]:
 def _fill(msg: Message, data: dict[str, Any]) -> None:
     for key, value in data.items():
         found = _json_fields(msg.DESCRIPTOR).get(key)
-        if found is None or value is None:
-            continue  # apiVersion/kind (they travel in TypeMeta) and nulls
+        if found is None or value is None or found[0].number in _TYPE_META_NUMBERS:
+            continue  # nulls, and apiVersion/kind: they travel in the envelope's TypeMeta
         fd, holder = found
         target = getattr(msg, holder.name) if holder is not None else msg
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:

@@ -116,6 +116,12 @@ def test_subresource_bodies_round_trip(sent: dict) -> None:
     assert wire.decode(wire.encode_dict(sent)) == sent
 
 
+def test_type_meta_travels_only_in_the_envelope() -> None:
+    # Kubernetes' objects have no fields 10001/10002: apiVersion and kind go in runtime.Unknown's TypeMeta.
+    body = wire.encode_dict({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm1"}, "data": {"a": "b"}})
+    assert body.count(b"ConfigMap") == 1
+
+
 def test_a_deployment_round_trips_through_kubernetes_protobuf() -> None:
     # kubectl create deployment web --image=nginx --replicas=2, as its JSON would be (the
     # recorded protobuf of this one lost its bytes >= 0x80 to the log's text encoding).
