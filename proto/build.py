@@ -2,6 +2,11 @@
 
 Run `python -m proto.build` after editing a .proto; `python -m proto.build --check`
 fails if the committed modules are stale, which the test script runs in CI.
+
+It also writes proto/api_descriptors.binpb: the API's descriptors *with their source
+comments*, which generated modules do not carry. The apiserver's OpenAPI documents
+(controlplane/apiserver/openapi/) take their field and kind descriptions from it, as
+Kubernetes takes them from its Go doc comments, so `kubectl explain` tells what a .proto says.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
+API_DESCRIPTORS = "api_descriptors.binpb"
+# Not the Kubernetes API: the runtime's and kubelet's services, the gRPC service, the options.
+NOT_API = {"cri", "kubelet", "apiserver", "options"}
+
+
+def api_sources() -> list[str]:
+    """The .proto files of the Kubernetes API (meta, core, apps, ...), as protoc names them."""
+    return sorted(str(p.relative_to(ROOT)) for p in PROTO_DIR.glob("*.proto") if p.stem not in NOT_API)
 
 
 def compile_to(out: Path) -> None:
@@ -38,10 +51,18 @@ def compile_to(out: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    # A second run for the API alone: its imports (options, Timestamp) are not described
+    # again, as the modules already carry them.
+    descriptors = out / "proto" / API_DESCRIPTORS
+    descriptors.parent.mkdir(parents=True, exist_ok=True)
+    args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--descriptor_set_out={descriptors}", "--include_source_info",
+            *api_sources()]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed (descriptor set)")
 
 
 def generated_names(folder: Path) -> set[str]:
-    suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+    suffixes = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi", API_DESCRIPTORS)
     return {p.name for p in folder.iterdir() if p.name.endswith(suffixes)}
 
 
