@@ -9,7 +9,6 @@ that the apiserver flags and kubeconfigs point at.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import ipaddress
@@ -18,13 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from client import bootstrap
+from client import config as clientconfig
 
 CA_DAYS = 3650
 CERT_DAYS = 365
@@ -221,18 +220,16 @@ def identity_of(cert_pem: bytes) -> tuple[str, tuple[str, ...]]:
 
 
 def kubeconfig(cluster: str, server: str, ca: bytes, user: str, credentials: KeyPair | None = None,
-               token: str | None = None, namespace: str = "default") -> str:
-    """A kubeconfig (YAML) carrying the CA and one identity: a client certificate or a token."""
-    identity: dict[str, str] = {}
-    if credentials is not None:
-        identity["client-certificate-data"] = base64.b64encode(credentials.cert_pem).decode()
-        identity["client-key-data"] = base64.b64encode(credentials.key_pem).decode()
-    if token:
-        identity["token"] = token
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": cluster,
-        "clusters": [{"name": cluster, "cluster": {
-            "server": server, "certificate-authority-data": base64.b64encode(ca).decode()}}],
-        "users": [{"name": user, "user": identity}],
-        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user, "namespace": namespace}}],
-    }, sort_keys=False)
+               token: str | None = None, namespace: str = "default", *,
+               grpc_endpoints: clientconfig.GrpcEndpoints | None = None) -> str:
+    """A standard kubeconfig (YAML) carrying the CA and one identity: a client certificate or a token.
+
+    `server` is the Kubernetes API's URL; kctl's gRPC addresses go in the cluster's extension. Without
+    `grpc_endpoints`, `server` is itself the gRPC address (a node's kubeconfig, written from what
+    cluster-info names, which only Flotilla's kubelet reads). `user` names the user entry.
+    """
+    endpoints = grpc_endpoints or clientconfig.GrpcEndpoints(clientconfig.grpc_target(server))
+    doc = clientconfig.kubeconfig(
+        cluster, server, ca, endpoints, client_certificate=credentials.cert_pem if credentials else None,
+        client_key=credentials.key_pem if credentials else None, token=token, namespace=namespace, user=user)
+    return clientconfig.dump(doc)

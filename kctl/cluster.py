@@ -117,12 +117,13 @@ def cluster() -> None:
 @click.option("--pod-network", default=DEFAULTS.pod_network, show_default=True,
               help="pod addresses; the master gets the first /24, worker i the i-th after it")
 @click.option("--api-port", default=DEFAULTS.api_port, show_default=True, type=int,
-              help="apiserver port on the master address (client certificates); bearer tokens on the next one")
+              help="the Kubernetes API (HTTPS, kubectl's) on the master address; gRPC with bearer tokens on "
+                   "the next port, gRPC with client certificates (kctl, the daemons) on the one after")
 @click.option("--etcd-port", default=DEFAULTS.etcd_port, show_default=True, type=int)
 @provider_options
 def up(name: str, workers: int, subnet: str, bridge: str, pod_network: str, api_port: int, etcd_port: int,
        kind: str, inventory: str | None, vagrant_root: str) -> None:
-    """Start a cluster, wait for its nodes to be Ready, and point kctl at it.
+    """Start a cluster, wait for its nodes to be Ready, and point kubectl and kctl at it.
 
     The local provider makes it on this machine; --provider ssh bootstraps the machines of an --inventory
     file over SSH, --provider vagrant the Vagrantfile's VMs.

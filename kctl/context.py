@@ -1,4 +1,4 @@
-"""The invocation's settings (server, kubeconfig, namespace, token) and running a command's body.
+"""The invocation's settings (server, kubeconfig, context, namespace, token) and running a command's body.
 
 kubectl accepts its global flags anywhere (`kubectl get pods -n x` as well as
 `kubectl -n x get pods`), so `global_options` puts the same flags on the root
@@ -31,14 +31,15 @@ class Settings:
 
     server: str | None = None
     kubeconfig: str | None = None
+    context: str | None = None
     namespace: str | None = None
     token: str | None = None
     _config: clientconfig.ClientConfig | None = field(default=None, repr=False)
 
     def config(self) -> clientconfig.ClientConfig:
         if self._config is None:
-            self._config = clientconfig.load(server=self.server, kubeconfig=self.kubeconfig,
-                                           token=self.token, namespace=self.namespace)
+            self._config = clientconfig.load(server=self.server, kubeconfig=self.kubeconfig, context=self.context,
+                                             token=self.token, namespace=self.namespace)
         return self._config
 
     @property
@@ -66,10 +67,12 @@ def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
 
 
 def global_options(f: F) -> F:
-    """-s/--server, --kubeconfig, -n/--namespace and --token, accepted on any command."""
+    """-s/--server, --kubeconfig, --context, -n/--namespace and --token, accepted on any command."""
     for decl, attr, help_text in reversed((
         (("-s", "--server"), "server", "The apiserver's HOST:PORT."),
-        (("--kubeconfig",), "kubeconfig", "The kubeconfig file (default: $KCTL_CONFIG, ~/.kctl/config)."),
+        (("--kubeconfig",), "kubeconfig",
+         "The kubeconfig file (default: $KCTL_CONFIG, else $KUBECONFIG, else ~/.kube/config, else ~/.kctl/config)."),
+        (("--context",), "context", "The kubeconfig context to use (default: its current-context)."),
         (("-n", "--namespace"), "namespace", "The namespace for this request."),
         (("--token",), "token", "Bearer token for authentication to the apiserver."),
     )):

@@ -1,7 +1,7 @@
 """kctl: the kubectl of Flotilla. This module is the entry point and the error boundary.
 
 `cli` is the root click group: the global flags (-s/--server, --kubeconfig,
--n/--namespace, --token), the subcommands from kctl.commands, and the
+--context, -n/--namespace, --token), the subcommands from kctl.commands, and the
 `cluster` group from kctl.cluster. A further command family is one more
 `cli.add_command(...)`.
 

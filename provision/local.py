@@ -185,7 +185,7 @@ class LocalProvider:
         progress.done(", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {state.registry}")
 
         progress.phase("control plane")
-        phases.wait_for_port(state.api_address, "apiserver", deadline, hint=hint)
+        phases.wait_for_port(state.grpc_server, "apiserver", deadline, hint=hint)
         # kube-public/cluster-info (so that `kctl join` and `kctl token create --print-join-command` work), a
         # bootstrap token for the workers, and kube-dns.
         token = bootstrap.generate_token()
@@ -222,7 +222,7 @@ class LocalProvider:
         if state is None and not self.folder.exists():
             return False
         if state is not None:
-            phases.forget_default_config(Path(state.kubeconfig))
+            phases.forget_default_config(state.name, Path(state.kubeconfig))
             self._teardown(state)
         shutil.rmtree(self.folder, ignore_errors=True)
         return True

@@ -51,7 +51,7 @@ def node(state: ClusterState, info: NodeInfo) -> LocalNode:
     else:
         settings["bootstrap_kubeconfig"] = str(bootstrap_kubeconfig_path(folder, info.name))
         settings["kubeconfig"] = str(kubelet_kubeconfig_path(folder, info.name))
-    made = LocalNode(info.name, folder / "nodes" / info.name, state.api_address, info.address, info.pod_cidr,
+    made = LocalNode(info.name, folder / "nodes" / info.name, state.grpc_server, info.address, info.pod_cidr,
                      settings)
     made.runtime = ClusterRuntime(info.name, made.base / "containerd", registry=state.registry)
     return made
@@ -62,7 +62,7 @@ def daemon_specs(state: ClusterState, *, etcd_port: int) -> list[DaemonSpec]:
     folder = state.folder
     logs = folder / "logs"
     cluster = state.components_plan()
-    master_api = f"tcp:{state.api_address}"
+    master_api = f"tcp:{state.grpc_server}"  # the daemons' port: what they wait for
     # The registry first: `up` pushes the base images to it while the rest starts.
     specs = [DaemonSpec("registry", image_registry.argv(image_registry.write_config(folder / "registry",
                                                                                      state.registry)),

@@ -54,6 +54,8 @@ class ClusterState:
     supervisor_pid: int = 0
     pod_network: str = DEFAULTS.pod_network
     token_address: str = ""
+    # gRPC with client certificates ("" in a state.json from before: the port after the token port).
+    grpc_address: str = ""
 
     def node_infos(self) -> list[NodeInfo]:
         return [NodeInfo(**n) for n in self.nodes]
@@ -72,13 +74,19 @@ class ClusterState:
         """The PKI and the components' kubeconfigs (provision/components.py)."""
         return self.folder / "config"
 
+    @property
+    def grpc_server(self) -> str:
+        """HOST:PORT of the apiserver's gRPC with client certificates (the daemons' and kctl's)."""
+        return self.components_plan().grpc_server
+
     def components_plan(self) -> components.ClusterPlan:
         api_port = int(self.api_address.rpartition(":")[2])
         net = ipaddress.ip_network(self.subnet)
         return components.ClusterPlan(
             self.name, self.master_address, tuple(n.plan() for n in self.node_infos()), self.pod_network,
             self.etcd_url, self.config_dir, api_port=api_port,
-            token_port=int(self.token_address.rpartition(":")[2] or api_port + 1), dns_ip=DNS_SERVICE_IP,
+            token_port=int(self.token_address.rpartition(":")[2] or api_port + 1),
+            grpc_port=int(self.grpc_address.rpartition(":")[2] or api_port + 2), dns_ip=DNS_SERVICE_IP,
             lb_pool=f"{net[LB_POOL_HOSTS[0]]}-{net[LB_POOL_HOSTS[1]]}", registry=self.registry)
 
     @property
@@ -121,7 +129,8 @@ def new_state(options: Options) -> ClusterState:
     return ClusterState(options.name, f"{master}:{options.api_port}", f"http://127.0.0.1:{options.etcd_port}", {},
                         str(folder / "kubeconfig"), options.bridge, options.subnet, master,
                         [asdict(n) for n in nodes], pod_network=options.pod_network,
-                        token_address=f"{master}:{options.api_port + 1}")
+                        token_address=f"{master}:{options.api_port + 1}",
+                        grpc_address=f"{master}:{options.api_port + 2}")
 
 
 def load_state(name: str) -> ClusterState | None:

@@ -10,7 +10,7 @@ is the same everywhere and lives here:
     join_workers         each worker joins with that token (the provider's `join`), retried, all at once
     node_statuses        each Node Ready or not, by its Ready condition read through the API
     wait_for_nodes_ready every planned Node Ready
-    point_kctl_at        the admin kubeconfig placed as kctl's default config (and forgotten at down)
+    point_kctl_at        the admin's context merged into the user's kubeconfig (and taken out at down)
 
 Everything here talks to the apiserver in-process through client/ (never by
 running kctl and parsing its table): `up` polls several times a second while
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import os
 import socket
 import subprocess
 import time
@@ -101,7 +100,7 @@ def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes,
 
     Idempotent, so callers retry it (phases.wait) while the apiserver warms up.
     """
-    info = bootstrap.cluster_info(f"https://{plan.api_server}", ca_pem, f"{plan.master_address}:{plan.token_port}")
+    info = bootstrap.cluster_info(f"https://{plan.grpc_server}", ca_pem, plan.token_server)
     objects = [info, *(manifest.from_dict(doc) for doc in yaml.safe_load_all(dns_manifest(plan.master_address,
                                                                                            plan.dns_ip)))]
     if token is not None:
@@ -139,7 +138,7 @@ class JoinCommand:
 
     @classmethod
     def for_plan(cls, plan: components.ClusterPlan, token: bootstrap.Token, ca_pem: bytes) -> JoinCommand:
-        return cls(f"{plan.master_address}:{plan.token_port}", str(token), certificates.ca_cert_hash(ca_pem))
+        return cls(plan.token_server, str(token), certificates.ca_cert_hash(ca_pem))
 
     def __str__(self) -> str:
         return f"kctl join {self.address} --token {self.token} --discovery-token-ca-cert-hash {self.ca_hash}"
@@ -205,23 +204,34 @@ def wait_for_nodes_ready(kubeconfig: str | Path, nodes: Collection[str], deadlin
 
 # ---------------------------------------------------------------- the admin's kubeconfig
 
-def default_kctl_config() -> Path:
-    """Where kctl looks when no --kubeconfig is given ($KCTL_CONFIG, else ~/.kctl/config)."""
-    return Path(os.environ.get("KCTL_CONFIG", Path.home() / ".kctl" / "config"))
+def default_kubeconfig() -> Path:
+    """The user's kubeconfig, where `up` merges the cluster's context: `$KCTL_CONFIG`, else `$KUBECONFIG`'s
+    first file (as kind), else ~/.kube/config; kubectl and kctl both read it."""
+    return clientconfig.write_path()
 
 
-def point_kctl_at(kubeconfig: Path) -> None:
-    """Copy the cluster's admin kubeconfig to kctl's default config (it holds a private key: 0600)."""
-    default = default_kctl_config()
-    if default.exists() and default.samefile(kubeconfig):  # KCTL_CONFIG may name the cluster's own copy
-        return
-    certificates.write_private(default, kubeconfig.read_bytes())
+def point_kctl_at(kubeconfig: Path) -> Path:
+    """Merge the cluster's admin kubeconfig (its cluster, user and context, all `flotilla-<name>`) into the
+    user's kubeconfig and make its context current, as `kind create cluster` does; the file's other clusters,
+    contexts and preferences stay, and it stays 0600 (it holds a private key). Returns the file."""
+    default = default_kubeconfig()
+    if default.exists() and default.samefile(kubeconfig):  # $KCTL_CONFIG may name the cluster's own copy
+        return default
+    clientconfig.merge(default, clientconfig.read(kubeconfig))
+    return default
 
 
-def forget_default_config(kubeconfig: Path) -> None:
-    """Remove kctl's default config if it is still this cluster's copy (as `kind delete` drops its context):
-    left behind, every later kctl call would dial a cluster that is gone."""
-    default = default_kctl_config()
+def forget_default_config(cluster: str, kubeconfig: Path) -> None:
+    """Take the cluster's entries out of the user's kubeconfig, and unset current-context if it was this
+    cluster's (as `kind delete cluster`): left behind, every later kctl or kubectl call would dial a cluster
+    that is gone. A legacy ~/.kctl/config that is still this cluster's copy goes too."""
+    default = default_kubeconfig()
+    ours = kubeconfig.exists() and default.exists() and default.samefile(kubeconfig)
+    # A kubeconfig down cannot parse is the user's to mend: down's job is the cluster, not to stop half-way.
+    with contextlib.suppress(OSError, clientconfig.ConfigError):
+        if not ours:
+            clientconfig.remove(default, components.context_name(cluster))
+    legacy = clientconfig.legacy_path()
     with contextlib.suppress(OSError):
-        if default.read_bytes() == kubeconfig.read_bytes():
-            default.unlink()
+        if legacy.read_bytes() == kubeconfig.read_bytes():
+            legacy.unlink()

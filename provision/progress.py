@@ -18,6 +18,8 @@ from typing import Protocol
 from rich.console import Console
 from rich.table import Table
 
+from client import config as clientconfig
+from provision import components
 from provision.provider import Cluster
 
 
@@ -87,9 +89,11 @@ def summary(cluster: Cluster, statuses: dict[str, str], seconds: float) -> Summa
     rows = [[n.name, n.role, n.address, n.pod_cidr, statuses.get(n.name, "Unknown")] for n in cluster.nodes]
     return Summary(f'cluster "{cluster.name}" is up in {seconds:.1f}s: apiserver https://{cluster.api_server}',
                    ("NAME", "ROLE", "INTERNAL-IP", "POD-CIDR", "STATUS"), rows,
-                   [f"kubeconfig: {cluster.kubeconfig} (admin, client certificate; copied to kctl's default config)",
+                   [f"kubeconfig: {cluster.kubeconfig} (admin, client certificate); context "
+                    f"{components.context_name(cluster.name)} set in {clientconfig.write_path()} for kubectl and kctl",
                     f"logs: {cluster.logs}",
-                    "next:", "  kctl get nodes -o wide", "  kctl run nginx --image=nginx", f"  {cluster.down_command}"])
+                    "next (kctl takes the same commands):", "  kubectl get nodes -o wide",
+                    "  kubectl run nginx --image=nginx", f"  {cluster.down_command}"])
 
 
 def show(console: Console, shown: Summary) -> None:

@@ -75,7 +75,7 @@ class Cluster:
 
     name: str
     provider: str
-    api_server: str  # HOST:PORT of the client-certificate port
+    api_server: str  # HOST:PORT of the Kubernetes API (HTTPS, kubectl's); kctl's gRPC ports are in the kubeconfig
     kubeconfig: Path  # the admin's
     nodes: tuple[components.NodePlan, ...]
     logs: str  # where the daemons' logs are

@@ -68,7 +68,7 @@ def test_provision_twice_changes_nothing_then_restarts_only_what_changed(root, s
     m = root / "m-k8s"
     unit = (m / "etc/systemd/system/flotilla-apiserver.service").read_text()
     assert "ExecStart=/opt/flotilla/venv/bin/python -m controlplane.apiserver.main" in unit
-    assert "--secure-listen 192.168.60.10:6443" in unit and "Restart=always" in unit
+    assert "--secure-listen 192.168.60.10:6445" in unit and "Restart=always" in unit  # gRPC; HTTPS on 6443
     assert stat.S_IMODE(os.stat(m / "etc/flotilla/pki/ca.key").st_mode) == 0o600
     kubelet = (m / "etc/flotilla/kubelet.yaml").read_text()
     assert "192.168.60.10" in kubelet and components.CONTROL_PLANE_TAINT in kubelet

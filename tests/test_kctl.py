@@ -345,7 +345,8 @@ def test_kubeconfig_gives_server_and_namespace(apiserver: ApiServer, kctl: Kctl,
                                                tmp_path: Path) -> None:
     kctl("apply", "-n", ns, "-f", write(tmp_path / "pod.yaml", POD))
     config = {"apiVersion": "v1", "kind": "Config", "current-context": "dev",
-              "clusters": [{"name": "local", "cluster": {"server": f"https://{apiserver.address}"}}],
+              "clusters": [{"name": "local", "cluster": {"server": f"https://{apiserver.address}", "extensions": [
+                  {"name": "flotilla.dev/grpc", "extension": {"server": apiserver.address}}]}}],
               "users": [{"name": "me", "user": {"token": "t0k3n"}}],
               "contexts": [{"name": "dev", "context": {"cluster": "local", "user": "me", "namespace": ns}}]}
     path = tmp_path / "config"

@@ -33,14 +33,14 @@ from provision.processes import Etcd, Process, free_port, wait_until
 
 
 def make_plan(config_dir: Path, *, master: str = "192.168.73.1", api_port: int = 16473, token_port: int = 16474,
-              etcd_url: str = "http://127.0.0.1:12473") -> components.ClusterPlan:
+              grpc_port: int = 16475, etcd_url: str = "http://127.0.0.1:12473") -> components.ClusterPlan:
     nodes = (components.NodePlan("tls-master", master, "10.73.0.0/24", control_plane=True),
              components.NodePlan("tls-worker-1", "192.168.73.101" if master != "127.0.0.1" else "127.0.0.1",
                                  "10.73.1.0/24"),
              components.NodePlan("tls-worker-2", "192.168.73.102" if master != "127.0.0.1" else "127.0.0.1",
                                  "10.73.2.0/24"))
     return components.ClusterPlan("tls", master, nodes, "10.73.0.0/16", etcd_url, config_dir, api_port=api_port,
-                                  token_port=token_port, lb_pool="192.168.73.200-192.168.73.250")
+                                  token_port=token_port, grpc_port=grpc_port, lb_pool="192.168.73.200-192.168.73.250")
 
 
 def sans(cert_pem: bytes) -> set[str]:
@@ -72,7 +72,7 @@ def test_each_kubeconfig_carries_the_ca_and_its_own_identity(tmp_path: Path) -> 
                 "kubelet-tls-worker-2": ("system:node:tls-worker-2", ("system:nodes",))}
     for name, identity in expected.items():
         loaded = clientconfig.load(kubeconfig=tmp_path / "kubeconfigs" / f"{name}.conf")
-        assert loaded.server == "192.168.73.1:16473"
+        assert loaded.server == "192.168.73.1:16475" and loaded.url == "https://192.168.73.1:16473"
         assert loaded.certificate_authority_data == bundle.files["pki/ca.crt"]
         assert loaded.client_certificate_data is not None
         assert certificates.identity_of(loaded.client_certificate_data) == identity, name
@@ -112,11 +112,13 @@ def test_every_argv_is_accepted_by_its_daemon(tmp_path: Path) -> None:
     argvs = components.control_plane_argvs(plan)
     opts = apiserver.parse_args(argvs["apiserver"][3:])
     apiserver.check_options(opts)
-    assert (opts.secure_listen, opts.token_listen, opts.listen) == ("192.168.73.1:16473", "192.168.73.1:16474", "")
+    assert (opts.secure_listen, opts.token_listen, opts.listen) == ("192.168.73.1:16475", "192.168.73.1:16474", "")
+    if components.apiserver_serves_https():  # the Kubernetes API over HTTPS, kubectl's `server`
+        assert opts.https_listen == "192.168.73.1:16473"
     assert opts.kubelet_client_certificate.endswith("apiserver-kubelet-client.crt")
     assert opts.enable_bootstrap_token_auth and opts.authorization_mode == "RBAC"
     cm = controllers.parse_args(argvs["controller-manager"][3:])
-    assert cm.server == "192.168.73.1:16473" and cm.cluster_signing_key_file == plan.path("pki/ca.key")
+    assert cm.server == "192.168.73.1:16475" and cm.cluster_signing_key_file == plan.path("pki/ca.key")
     assert len(cm.lb_pool) == 51 and "service-lb" in controllers.enabled(cm.controllers)
     for module, identity in ((scheduler, components.SCHEDULER), (dns, components.DNS)):
         assert module.parse_args(argvs[identity.name][3:]).kubeconfig == plan.kubeconfig_path(identity)
@@ -132,7 +134,7 @@ def test_every_argv_is_accepted_by_its_daemon(tmp_path: Path) -> None:
     config = kubelet.parse_args(components.kubelet_argv(plan, master, config_file=str(config_file),
                                                         containerd_socket="/run/x.sock")[3:])
     assert config.register_with_taints == ["node-role.kubernetes.io/control-plane:NoSchedule"]
-    assert config.node_role == "control-plane" and config.server == "192.168.73.1:16473"
+    assert config.node_role == "control-plane" and config.server == "192.168.73.1:16475"
     assert config.tls_cert_file.endswith("pki/kubelet-tls-master.crt") and config.client_ca_file
 
 
@@ -142,7 +144,7 @@ def test_cluster_info_tells_joining_nodes_where_to_go_and_what_to_trust(tmp_path
     manifest = components.cluster_info_manifest(plan, ca.cert_pem)
     assert (manifest["metadata"]["namespace"], manifest["metadata"]["name"]) == ("kube-public", "cluster-info")
     info = core_pb2.ConfigMap(data=manifest["data"])
-    assert bootstrap.read_cluster_info(info) == ("https://192.168.73.1:16473", ca.cert_pem)
+    assert bootstrap.read_cluster_info(info) == ("https://192.168.73.1:16475", ca.cert_pem)
     assert info.data[bootstrap.CLUSTER_INFO_BOOTSTRAP_SERVER_KEY] == "192.168.73.1:16474"
 
 
@@ -160,14 +162,15 @@ def test_a_bad_plan_is_refused_with_what_is_wrong(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def tls_cluster(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[components.ClusterPlan]:
     folder: Path = tmp_path_factory.mktemp("components")
-    plan = make_plan(folder, master="127.0.0.1", api_port=free_port(), token_port=free_port(), etcd_url=etcd.url)
+    plan = make_plan(folder, master="127.0.0.1", api_port=free_port(), token_port=free_port(),
+                     grpc_port=free_port(), etcd_url=etcd.url)
     components.bundle(plan).write(folder)
     proc = Process("apiserver", components.apiserver_argv(plan), folder / "apiserver.log")
     proc.start()
 
     def answers() -> bool:
         import socket
-        with socket.create_connection(("127.0.0.1", plan.api_port), timeout=0.5):
+        with socket.create_connection(("127.0.0.1", plan.grpc_port), timeout=0.5):
             return True
     wait_until(answers, "TLS apiserver", proc, timeout=60)
     yield plan
@@ -277,6 +280,8 @@ def test_bundle_kubeconfigs_are_self_contained(tmp_path: Path) -> None:
     files = components.bundle(make_plan(tmp_path)).files
     doc = yaml.safe_load(files["kubeconfigs/proxy.conf"])
     cluster = doc["clusters"][0]["cluster"]
-    assert cluster["server"] == "https://192.168.73.1:16473"
+    assert cluster["server"] == "https://192.168.73.1:16473"  # the Kubernetes API, as kubectl dials it
+    assert cluster["extensions"] == [{"name": "flotilla.dev/grpc", "extension": {
+        "server": "192.168.73.1:16475", "tokenServer": "192.168.73.1:16474"}}]  # kctl's gRPC ports
     assert base64.b64decode(cluster["certificate-authority-data"]) == files["pki/ca.crt"]
     assert set(doc["users"][0]["user"]) == {"client-certificate-data", "client-key-data"}

@@ -52,7 +52,7 @@ def test_the_master_is_a_tainted_node_on_the_host_and_every_daemon_speaks_tls(tm
     nodes = localplan.plan("unit-tls", workers=1, subnet="192.168.77.0/24", bridge="flt77", pod_network="10.244.0.0/16")
     state = localplan.ClusterState("unit-tls", "192.168.77.1:16477", "http://127.0.0.1:12477", {}, "kubeconfig",
                                    "flt77", "192.168.77.0/24", "192.168.77.1", [asdict(n) for n in nodes],
-                                   token_address="192.168.77.1:16478")
+                                   token_address="192.168.77.1:16478", grpc_address="192.168.77.1:16479")
     assert [link.netns for link in state.links()] == ["unit-tls-worker-1"]  # the master is the host: no namespace
     folder = state.folder
     try:
@@ -77,7 +77,7 @@ def test_the_master_is_a_tainted_node_on_the_host_and_every_daemon_speaks_tls(tm
     assert worker["bootstrap_kubeconfig"] == bootstrap_file
     assert worker["kubeconfig"] == str(localplan.kubelet_kubeconfig_path(folder, "unit-tls-worker-1"))
     apiserver = specs["apiserver"]
-    assert "--listen" not in apiserver and apiserver[apiserver.index("--secure-listen") + 1] == "192.168.77.1:16477"
+    assert "--listen" not in apiserver and apiserver[apiserver.index("--secure-listen") + 1] == "192.168.77.1:16479"
     assert "lb-controller" not in specs  # the controller manager runs the service-lb controller
     for daemon in ("scheduler", "controller-manager", "dns", "proxy/unit-tls-worker-1"):
         assert "--kubeconfig" in specs[daemon], daemon

@@ -22,7 +22,7 @@ import yaml
 from client import config as clientconfig
 from kctl.errors import CliError
 from kctl.printers import format_table
-from provision import local
+from provision import components, local
 from provision.images import build as imagebuild
 from provision.images import distribution
 from provision.images.oci import OCIImage, parse_reference
@@ -36,7 +36,8 @@ def current_cluster_registry() -> str:
         context = (yaml.safe_load(path.read_text()) or {}).get("current-context", "")
     except OSError:
         context = ""
-    state = local.load_state(context) if context else None
+    cluster = components.cluster_of_context(context) or context  # before flotilla-<name>: the bare name
+    state = local.load_state(cluster) if cluster else None
     if state is None:
         why = f"the current context {context!r} in {path} is not" if context else f"no context in {path} names"
         raise CliError(f"no --registry given, and {why} a local cluster (kctl cluster up makes one)")

@@ -224,13 +224,14 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
     kubeconfig = folder / "kubeconfig"
     certificates.write_private(kubeconfig, bundle.files[f"kubeconfigs/{components.ADMIN.name}.conf"])
     deadline = time.monotonic() + timeout
-    phases.wait_for_port(plan.api_server, "apiserver", deadline, hint=hint)
+    phases.wait_for_port(plan.grpc_server, "apiserver", deadline, hint=hint)
     workers = [m for m in machines if m.role == "worker"]
     new = [w for w in workers if steps.needs_join(w.host, plan, plan.node(w.node))]
     token = bootstrap.generate_token() if new else None
     phases.wait(lambda: phases.publish(kubeconfig, plan, bundle.ca().cert_pem, token=token),
                 "cluster-info and kube-dns", deadline, hint=hint, interval=POLL)
-    done("apiserver ready", f"apiserver https://{plan.api_server}, cluster-info, kube-dns {plan.dns_ip}")
+    done("apiserver ready", f"apiserver {plan.https_url} (gRPC {plan.grpc_server}), cluster-info, "
+                            f"kube-dns {plan.dns_ip}")
 
     progress.phase("images")
     phases.wait(lambda: registry.ready(plan.registry), "image registry", deadline, hint=hint, interval=POLL)
@@ -256,8 +257,8 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
         phases.point_kctl_at(kubeconfig)
     timings["total"] = round(time.monotonic() - started, 1)
     (folder / "timings.json").write_text(json.dumps(timings, indent=2))
-    return Cluster(name, kind, plan.api_server, kubeconfig, plan.nodes, hint.removeprefix("logs: "),
-                   down_command or f"kctl cluster down --provider {kind}", timings)
+    return Cluster(name, kind, f"{plan.master_address}:{plan.api_port}", kubeconfig, plan.nodes,
+                   hint.removeprefix("logs: "), down_command or f"kctl cluster down --provider {kind}", timings)
 
 
 def down(name: str, machines: list[Machine]) -> None:
@@ -265,7 +266,7 @@ def down(name: str, machines: list[Machine]) -> None:
     with ThreadPoolExecutor(max_workers=max(1, len(machines))) as pool:
         for future in [pool.submit(steps.teardown, m.host, _login_user(m.host)) for m in machines]:
             future.result()
-    phases.forget_default_config(cluster_dir(name) / "kubeconfig")
+    phases.forget_default_config(name, cluster_dir(name) / "kubeconfig")
     shutil.rmtree(cluster_dir(name), ignore_errors=True)
 
 

@@ -96,7 +96,7 @@ def _local_node(plan: components.ClusterPlan, node: components.NodePlan) -> Loca
     known = {f.name for f in dataclasses.fields(KubeletConfig)}
     settings = {k: v for k, v in components.kubelet_settings(plan, node).items() if k in known}
     settings["root_dir"] = f"{NODE_DIR}/kubelet"
-    local = LocalNode(node.name, Path(NODE_DIR), plan.api_server, node.address, node.pod_cidr, settings)
+    local = LocalNode(node.name, Path(NODE_DIR), plan.grpc_server, node.address, node.pod_cidr, settings)
     local.runtime = RemoteRuntime(node.name, Path(NODE_DIR) / "containerd", registry=plan.registry)
     return local
 

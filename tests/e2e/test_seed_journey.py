@@ -57,7 +57,10 @@ pytestmark = pytest.mark.skipif(
 class Cluster:
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.env = {**os.environ, "FLOTILLA_HOME": str(home), "KCTL_CONFIG": str(home / "kctl-config")}
+        # A home of its own: `cluster up` merges its context into $KUBECONFIG (here, never the user's ~/.kube).
+        self.kubeconfig = home / ".kube" / "config"
+        env = {k: v for k, v in os.environ.items() if k != "KCTL_CONFIG"}  # it would win over $KUBECONFIG
+        self.env = {**env, "FLOTILLA_HOME": str(home), "HOME": str(home), "KUBECONFIG": str(self.kubeconfig)}
 
     def kctl(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         done = subprocess.run([KCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -156,12 +159,19 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}.items() \
         <= master["spec"]["taints"][0].items()
 
-    # And kctl speaks TLS to the master address with the admin's client certificate.
-    config = yaml.safe_load((tmp_path / "kctl-config").read_text())
+    # And the user's kubeconfig has the cluster's context, current, in kubectl's own format: the Kubernetes
+    # API's HTTPS address for kubectl, kctl's gRPC ports in the cluster's extension, the admin's certificate.
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    assert config["current-context"] == f"flotilla-{NAME}"
     assert config["clusters"][0]["cluster"]["server"].startswith(f"https://{SUBNET_PREFIX}.1:")
+    assert config["clusters"][0]["cluster"]["extensions"][0]["name"] == "flotilla.dev/grpc"
     assert {"client-certificate-data", "client-key-data"} <= set(config["users"][0]["user"])
-    assert (tmp_path / "kctl-config").stat().st_mode & 0o077 == 0  # it holds the admin's private key
+    assert cluster.kubeconfig.stat().st_mode & 0o077 == 0  # it holds the admin's private key
     assert cluster.kctl("auth", "can-i", "delete", "nodes").strip() == "yes"
+    if shutil.which("kubectl"):
+        view = subprocess.run(["kubectl", "config", "view", "--minify", "-o", "jsonpath={.contexts[0].name}"],
+                              env=cluster.env, capture_output=True, text=True, timeout=30)
+        assert (view.returncode, view.stdout) == (0, f"flotilla-{NAME}"), view
 
     # And a caller with no credentials is refused: on the token port as unauthenticated, on the
     # client-certificate port already at the TLS handshake.
@@ -169,8 +179,10 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     token_port = int(config["clusters"][0]["cluster"]["server"].rpartition(":")[2]) + 1
     anonymous.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "anon",
-        "clusters": [{"name": "anon", "cluster": {**config["clusters"][0]["cluster"],
-                                                  "server": f"https://{SUBNET_PREFIX}.1:{token_port}"}}],
+        "clusters": [{"name": "anon", "cluster": {
+            **config["clusters"][0]["cluster"],
+            "extensions": [{"name": "flotilla.dev/grpc",
+                            "extension": {"server": f"{SUBNET_PREFIX}.1:{token_port}"}}]}}],
         "users": [{"name": "anon", "user": {}}],
         "contexts": [{"name": "anon", "context": {"cluster": "anon", "user": "anon"}}]}))
     refused = subprocess.run([KCTL, "--kubeconfig", str(anonymous), "get", "pods"], env=cluster.env,
@@ -305,3 +317,6 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
     # And once the cluster is down, the host is as it was.
     cluster.kctl("cluster", "down", "--name", NAME, timeout=300)
     eventually(lambda: not host_leftovers(tmp_path) or None, "host clean", timeout=60)
+    # And the user's kubeconfig no longer names it (the file stays, with whatever else it held).
+    left = yaml.safe_load(cluster.kubeconfig.read_text())
+    assert not left["contexts"] and not left["clusters"] and not left["users"] and not left["current-context"]
