@@ -10,6 +10,11 @@ and the .proto comments `kubectl explain` prints.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,6 +24,7 @@ from controlplane.apiserver import openapi
 from controlplane.apiserver.openapi import comments, paths, schemas
 from controlplane.apiserver.openapi.required import REQUIRED
 from proto import kinds
+from provision.processes import Etcd, free_port, start_apiserver
 
 APPS = "apis/apps/v1"
 SCHEMAS = "#/components/schemas/"
@@ -223,3 +229,58 @@ def test_required_fields_name_real_messages_and_fields() -> None:
         assert message in by_name, message
         json_names = {f.json_name for f in by_name[message].fields}
         assert set(fields) <= json_names, (message, set(fields) - json_names)
+
+
+# ---------------------------------------------------------------- real kubectl, real apiserver
+
+KUBECTL = "/usr/bin/kubectl"
+
+
+def _serves_http() -> bool:
+    """Whether the apiserver has its plaintext loopback HTTP listener (engineer A's --http-listen) yet."""
+    out = subprocess.run([sys.executable, "-m", "controlplane.apiserver.main", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    return "--http-listen" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def kubectl_config(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A kubeconfig for real kubectl against an apiserver's loopback HTTP listener."""
+    if not shutil.which(KUBECTL):
+        pytest.skip(f"{KUBECTL} is not installed")
+    if not _serves_http():
+        pytest.skip("the apiserver has no --http-listen yet (engineer A's HTTP listener)")
+    etcd: Etcd = request.getfixturevalue("etcd")
+    base = tmp_path_factory.mktemp("openapi-kubectl")
+    port = free_port()
+    server = start_apiserver(etcd.url, base, extra=["--http-listen", f"127.0.0.1:{port}"])
+    config = base / "kubeconfig"
+    config.write_text(f"""apiVersion: v1
+kind: Config
+clusters: [{{name: local, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: admin, user: {{}}}}]
+contexts: [{{name: local, context: {{cluster: local, user: admin}}}}]
+current-context: local
+""")
+    yield config
+    server.process.stop()
+
+
+def kubectl(config: Path, *args: str) -> str:
+    done = subprocess.run([KUBECTL, "--kubeconfig", str(config), "--cache-dir", str(config.parent / "cache"),
+                           *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_kubectl_explain_prints_the_fields_of_a_deployment_spec(kubectl_config: Path) -> None:
+    out = kubectl(kubectl_config, "explain", "deployment.spec", "--api-version=apps/v1")
+    assert "KIND:       Deployment" in out and "FIELDS:" in out
+    assert "template\t<PodTemplateSpec> -required-" in out
+    assert "replicas\t<integer>" in out
+
+
+def test_kubectl_explain_prints_the_proto_comment_of_a_field(kubectl_config: Path) -> None:
+    out = kubectl(kubectl_config, "explain", "pods.spec.containers.imagePullPolicy")
+    assert "FIELD: imagePullPolicy <string>" in out
+    assert "Always, IfNotPresent, Never" in out
