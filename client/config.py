@@ -180,7 +180,7 @@ def load(
     else:
         paths = files_to_read()
     if paths:
-        resolved = _resolve(_merge_files(paths), context)
+        resolved = _resolve(_merge_files(paths), context, server_given=bool(server))
     elif server is None:
         where = " or ".join(str(p) for p in search_paths())
         raise ConfigError(f"no server to talk to: pass --server HOST:PORT, or write a kubeconfig at {where} "
@@ -262,7 +262,7 @@ def read(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _resolve(merged: _Merged, context_name: str | None) -> ClientConfig:
+def _resolve(merged: _Merged, context_name: str | None, *, server_given: bool = False) -> ClientConfig:
     where = ", ".join(str(p) for p in merged.paths)
     contexts, clusters, users = (merged.sections[s] for s in ("contexts", "clusters", "users"))
     name = context_name or merged.current_context
@@ -287,7 +287,8 @@ def _resolve(merged: _Merged, context_name: str | None) -> ClientConfig:
 
     certificate = _material(user.body, "client-certificate", user.path)
     token = _token(user.body, user.path)
-    endpoints = grpc_endpoints(cluster.body, cluster.path, cluster_name)
+    # With --server the file lends only credentials, CA and namespace: its gRPC address does not matter.
+    endpoints = GrpcEndpoints("") if server_given else grpc_endpoints(cluster.body, cluster.path, cluster_name)
     # A token-only identity (a joining node's bootstrap kubeconfig) dials the port that takes tokens.
     target = endpoints.token_server if token and certificate is None and endpoints.token_server else endpoints.server
     return ClientConfig(

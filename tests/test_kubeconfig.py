@@ -129,6 +129,9 @@ def test_a_kubeconfig_for_another_kubernetes_is_refused_with_what_kctl_needs(tmp
     result = CliRunner().invoke(cli, ["get", "pods"])
     assert result.exit_code == 1
     assert f'kubeconfig {path}: cluster "kind-dev" (https://127.0.0.1:40001) has no flotilla.dev/grpc' in result.output
+    # An explicit --server says where to go: the file lends only its credentials and namespace.
+    assert (clientconfig.load(server="127.0.0.1:1").server, clientconfig.load(server="127.0.0.1:1").token) == \
+        ("127.0.0.1:1", "kind-token")
 
 
 def test_a_malformed_extension_is_refused(tmp_path: Path) -> None:
