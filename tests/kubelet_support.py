@@ -92,6 +92,16 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
         await asyncio.sleep(interval)
 
 
+async def allow_privileged_pods(client: Client, namespace: str) -> None:
+    """Label a test's namespace `privileged` for Pod Security, as an admin does for system workloads.
+
+    The cluster enforces `baseline` by default, which refuses hostNetwork, hostPort and hostPath pods.
+    """
+    ns = await client.get(core_pb2.Namespace, namespace)
+    ns.metadata.labels["pod-security.kubernetes.io/enforce"] = "privileged"
+    await client.update(ns)
+
+
 def make_pod(name: str, node: LocalNode, *containers: core_pb2.Container, restart_policy: str = "Always",
              grace: int | None = None) -> core_pb2.Pod:
     pod = core_pb2.Pod(api_version="v1", kind="Pod")

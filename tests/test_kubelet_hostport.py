@@ -19,7 +19,16 @@ import pytest
 from client import Client
 from proto import core_pb2
 from provision.localnode import LocalNode
-from tests.kubelet_support import busybox, eventually, get_pod, is_ready, make_pod, node, wait_pod
+from tests.kubelet_support import (
+    allow_privileged_pods,
+    busybox,
+    eventually,
+    get_pod,
+    is_ready,
+    make_pod,
+    node,
+    wait_pod,
+)
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here
 
@@ -77,6 +86,7 @@ async def test_host_port_answers_on_the_node_ip_and_goes_with_the_pod(client: Cl
     web.ports.add(container_port=8080, host_port=host_port, protocol="TCP")
     web.readiness_probe.tcp_socket.port = "8080"
     web.readiness_probe.period_seconds = 1
+    await allow_privileged_pods(client, namespace)
     await client.create(make_pod("hostport", node, web, grace=1), namespace=namespace)
     pod = await wait_pod(client, "hostport", namespace, is_ready, what="hostport Ready")
     assert nat_rules_for(host_port), "portmap added no DNAT rule for the hostPort"

@@ -20,7 +20,16 @@ from client import Client
 from nodeagent.kubelet.runtime import LABEL_POD_UID, Runtime
 from proto import core_pb2, kubelet_pb2, kubelet_pb2_grpc, metrics_pb2
 from provision.localnode import LocalNode
-from tests.kubelet_support import busybox, eventually, get_pod, is_ready, make_pod, node, wait_pod
+from tests.kubelet_support import (
+    allow_privileged_pods,
+    busybox,
+    eventually,
+    get_pod,
+    is_ready,
+    make_pod,
+    node,
+    wait_pod,
+)
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here
 
@@ -175,6 +184,7 @@ async def test_startup_probe_holds_readiness_until_it_passes(client: Client, nam
 
 async def test_host_network_pod_has_the_node_ip(client: Client, namespace: str, node: LocalNode) -> None:
     pod = make_pod("hostnet", node, busybox("c", "sh", "-c", "sleep 3600"), grace=1)
+    await allow_privileged_pods(client, namespace)
     pod.spec.host_network = True
     await client.create(pod, namespace=namespace)
     ran = await wait_pod(client, "hostnet", namespace, lambda p: p.status.phase == "Running")

@@ -8,23 +8,32 @@ users, groups, or service accounts (user `system:serviceaccount:NS:NAME`).
 
 The policy objects are read from a cache the apiserver keeps current by
 watching its own registry, so an authorisation check costs no etcd read.
+
+Escalation prevention (Kubernetes' pkg/registry/rbac/validation) lives here
+too, because it is a question about rules: `covers(owner, servant)` says which
+of the servant rules the owner rules do not grant, and `confirm_no_escalation`
+refuses a caller who would grant rules it does not hold itself. The admission
+plugin admission/rbacescalation.py applies it to Role and binding writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
 from client import bootstrap
-from controlplane.apiserver.auth import MASTERS, Attributes
-from controlplane.apiserver.registry import Registry
+from controlplane.apiserver.auth import MASTERS, Attributes, UserInfo
 from proto import kinds, rbac_pb2
 from proto.errors import Forbidden
+
+if TYPE_CHECKING:  # the registry runs admission, whose RBAC escalation plugin imports this module
+    from controlplane.apiserver.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +123,14 @@ class RBACAuthorizer:
                 if namespaced_role is not None:
                     yield from namespaced_role.rules
 
+    def role_reference_rules(self, role_ref: rbac_pb2.RoleRef, namespace: str) -> list[rbac_pb2.PolicyRule] | None:
+        """The rules a binding's roleRef names (a Role in `namespace`, or a ClusterRole); None if it is missing."""
+        if role_ref.kind == "ClusterRole":
+            cluster_role = self.cluster_roles.get(role_ref.name)
+            return None if cluster_role is None else list(cluster_role.rules)
+        role = self.roles.get((namespace, role_ref.name))
+        return None if role is None else list(role.rules)
+
     def allowed(self, attrs: Attributes) -> bool:
         if MASTERS in attrs.user.groups:
             return True
@@ -127,6 +144,108 @@ class RBACAuthorizer:
         named = f' "{attrs.name}"' if attrs.name else ""
         raise Forbidden(f'{what}{named} is forbidden: User "{attrs.user.name}" cannot {attrs.verb} resource '
                         f'"{what}" in API group "{attrs.api_group}"{scope}')
+
+
+# ---------------------------------------------------------------- escalation prevention
+
+def _breakdown(rule: rbac_pb2.PolicyRule) -> list[rbac_pb2.PolicyRule]:
+    """The rule as rules of one group, one resource, one verb and at most one name (or one URL and one verb)."""
+    out = []
+    for group in rule.api_groups:
+        for resource in rule.resources:
+            for verb in rule.verbs:
+                for name in rule.resource_names or [""]:
+                    out.append(rbac_pb2.PolicyRule(api_groups=[group], resources=[resource], verbs=[verb],
+                                                   resource_names=[name] if name else []))
+    out += [rbac_pb2.PolicyRule(non_resource_urls=[url], verbs=[verb])
+            for url in rule.non_resource_urls for verb in rule.verbs]
+    return out
+
+
+def _resources_cover(owner: Iterable[str], wanted: Iterable[str]) -> bool:
+    owned = set(owner)
+    if "*" in owned:
+        return True
+    for resource in wanted:
+        if resource in owned:
+            continue
+        # `*/scale` covers the scale subresource of every resource
+        if "/" not in resource or f"*/{resource.split('/', 1)[1]}" not in owned:
+            return False
+    return True
+
+
+def _url_covers(owner: str, path: str) -> bool:
+    return owner == path or (owner.endswith("*") and path.startswith(owner.rstrip("*")))
+
+
+def _rule_covers(owner: rbac_pb2.PolicyRule, sub: rbac_pb2.PolicyRule) -> bool:
+    """Whether one owner rule grants a broken-down rule (Kubernetes' ruleCovers)."""
+    if not ("*" in owner.verbs or set(sub.verbs) <= set(owner.verbs)):
+        return False
+    if not ("*" in owner.api_groups or set(sub.api_groups) <= set(owner.api_groups)):
+        return False
+    if not _resources_cover(owner.resources, sub.resources):
+        return False
+    if not all(any(_url_covers(o, u) for o in owner.non_resource_urls) for u in sub.non_resource_urls):
+        return False
+    if sub.resource_names:
+        return not owner.resource_names or set(sub.resource_names) <= set(owner.resource_names)
+    return not owner.resource_names
+
+
+def covers(owner_rules: Iterable[rbac_pb2.PolicyRule],
+           servant_rules: Iterable[rbac_pb2.PolicyRule]) -> list[rbac_pb2.PolicyRule]:
+    """The parts of `servant_rules` no owner rule grants (empty: the owner holds them all)."""
+    owners = list(owner_rules)
+    return [sub for rule in servant_rules for sub in _breakdown(rule)
+            if not any(_rule_covers(owner, sub) for owner in owners)]
+
+
+def compact_rules(rules: Iterable[rbac_pb2.PolicyRule]) -> list[rbac_pb2.PolicyRule]:
+    """Rules of one group and one resource (and nothing else) merged into one rule with all their verbs."""
+    compacted: list[rbac_pb2.PolicyRule] = []
+    simple: dict[tuple[str, str], rbac_pb2.PolicyRule] = {}
+    for rule in rules:
+        if (len(rule.api_groups) == 1 and len(rule.resources) == 1 and not rule.resource_names
+                and not rule.non_resource_urls):
+            key = (rule.api_groups[0], rule.resources[0])
+            if key in simple:
+                simple[key].verbs.extend(rule.verbs)
+            else:
+                simple[key] = rbac_pb2.PolicyRule()
+                simple[key].CopyFrom(rule)
+        else:
+            compacted.append(rule)
+    return compacted + list(simple.values())
+
+
+def _go_quoted(items: Iterable[str]) -> str:
+    """A string list as Go's %q prints it: ["a" "b"]."""
+    return "[" + " ".join(json.dumps(i, ensure_ascii=False) for i in items) + "]"
+
+
+def compact_string(rule: rbac_pb2.PolicyRule) -> str:
+    """`{APIGroups:[""], Resources:["pods"], Verbs:["get" "list"]}`, as Kubernetes' escalation errors print rules."""
+    parts = [f"{label}:{_go_quoted(values)}" for label, values in (
+        ("APIGroups", rule.api_groups), ("Resources", rule.resources), ("NonResourceURLs", rule.non_resource_urls),
+        ("ResourceNames", rule.resource_names), ("Verbs", rule.verbs)) if values]
+    return "{" + ", ".join(parts) + "}"
+
+
+def escalation_message(user: UserInfo, missing: Iterable[rbac_pb2.PolicyRule]) -> str:
+    """Kubernetes' ConfirmNoEscalation text: who tries to grant what it does not hold."""
+    described = sorted({compact_string(rule) for rule in compact_rules(missing)})
+    return (f"user {json.dumps(user.name)} (groups={_go_quoted(user.groups)}) is attempting to grant RBAC "
+            "permissions not currently held:\n" + "\n".join(described))
+
+
+def confirm_no_escalation(authorizer: RBACAuthorizer, user: UserInfo, namespace: str,
+                          rules: Iterable[rbac_pb2.PolicyRule]) -> str | None:
+    """None if `user` holds every rule in `namespace` (cluster-wide grants included); else why not."""
+    held = list(authorizer.rules_for(Attributes(user, "", "", namespace)))
+    missing = covers(held, rules)
+    return escalation_message(user, missing) if missing else None
 
 
 # ---------------------------------------------------------------- default policy

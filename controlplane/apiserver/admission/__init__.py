@@ -2,15 +2,21 @@
 
 The plugins, in the order Kubernetes recommends (and runs them in):
 
-    NamespaceLifecycle   nothing new in a missing or terminating namespace
-    LimitRanger          a namespace's LimitRanges fill in and bound container resources
-    NodeRestriction      a kubelet's credentials reach only its own node's objects
-    CertificateApproval  approving or signing a CSR needs `approve`/`sign` on its signer
-    ResourceQuota        a namespace's pods stay within its quotas (last: it counts what is admitted)
+    NamespaceLifecycle      nothing new in a missing or terminating namespace
+    LimitRanger             a namespace's LimitRanges fill in and bound container resources
+    NodeRestriction         a kubelet's credentials reach only its own node's objects
+    PodSecurity             the namespace's Pod Security Standard (enforce / audit / warn)
+    ReservedHostPorts       no pod takes a hostPort the control plane listens on (Flotilla's own)
+    CertificateApproval     approving or signing a CSR needs `approve`/`sign` on its signer
+    DenyServiceExternalIPs  no Service claims spec.externalIPs (CVE-2020-8554)
+    RBACEscalation          roles and bindings grant only what their author holds (Kubernetes
+                            does this in its RBAC storage; here it is one more plugin)
+    ResourceQuota           a namespace's pods stay within its quotas (last: it counts what is admitted)
 
-One module per plugin; interface.py holds the extension points and chain.py runs
-them. A new plugin (PodSecurity comes next, before ResourceQuota) is a module
-here and one line in `new_chain`.
+One module (or package) per plugin; interface.py holds the extension points,
+chain.py runs them and warnings.py carries what they tell the client and the
+audit log besides yes or no (`recording()`). A new plugin is a module here and
+one line in `new_chain`.
 """
 
 from __future__ import annotations
@@ -19,14 +25,20 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from controlplane.apiserver.admission.certificates import CertificateSubresources
 from controlplane.apiserver.admission.chain import Chain
+from controlplane.apiserver.admission.externalips import DenyServiceExternalIPs
 from controlplane.apiserver.admission.interface import CREATE, DELETE, UPDATE, Request
 from controlplane.apiserver.admission.limitranger import LimitRanger
 from controlplane.apiserver.admission.namespacelifecycle import NamespaceLifecycle
 from controlplane.apiserver.admission.noderestriction import NodeRestriction
+from controlplane.apiserver.admission.podsecurity import PodSecurity
+from controlplane.apiserver.admission.rbacescalation import RBACEscalation
+from controlplane.apiserver.admission.reservedhostports import DEFAULT_RESERVED_HOST_PORTS, ReservedHostPorts
 from controlplane.apiserver.admission.resourcequota import ResourceQuota
+from controlplane.apiserver.admission.warnings import Recorded, add_annotation, add_warning, recording, warning_header
 from proto import core_pb2
 
-__all__ = ["CREATE", "DELETE", "UPDATE", "Chain", "NamespaceLifecycle", "Request", "new_chain"]
+__all__ = ["CREATE", "DEFAULT_RESERVED_HOST_PORTS", "DELETE", "UPDATE", "Chain", "NamespaceLifecycle", "Recorded",
+           "Request", "add_annotation", "add_warning", "new_chain", "recording", "warning_header"]
 
 
 def new_chain(*, namespaces: NamespaceLifecycle,
@@ -38,6 +50,10 @@ def new_chain(*, namespaces: NamespaceLifecycle,
         namespaces,
         LimitRanger(),
         NodeRestriction(pods_on_node),
+        PodSecurity(namespaces.get, stored_pods),
+        ReservedHostPorts(),
         CertificateSubresources(),
+        DenyServiceExternalIPs(),
+        RBACEscalation(),
         ResourceQuota(stored_pods, update_quota_status),
     ])

@@ -24,6 +24,8 @@ _RESOURCE = "certificatesigningrequests"
 class CertificateSubresources:
     """A stored-object validator for writes of a CSR's approval (verb `approve`) and status (verb `sign`)."""
 
+    NAME = NAME
+
     def __init__(self) -> None:
         self._authorizer: Authorizer | None = None
 

@@ -4,11 +4,17 @@ The registry runs `admit` and `validate` around each write and
 `validate_stored` on the object a write would change; the gRPC service runs
 `validate_request` right after authorization. A stage runs its plugins in the
 chain's order, and the first refusal ends the request.
+
+Besides refusing, a plugin may warn the client or annotate the audit record
+(warnings.py): a transport wraps a request in `admission.recording()` and
+sends what was recorded. The apiserver configures the chain once at start-up:
+`set_authorizer`, `disable` (its --disable-admission-plugins) and
+`set_reserved_host_ports` (its --reserved-host-ports).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from google.protobuf.message import Message
@@ -22,7 +28,13 @@ from controlplane.apiserver.admission.interface import (
     ValidationInterface,
     WantsAuthorizer,
 )
+from controlplane.apiserver.admission.reservedhostports import ReservedHostPorts
 from controlplane.apiserver.auth import Attributes, Authorizer
+
+
+def plugin_name(plugin: object) -> str:
+    """A plugin's name in Kubernetes' words (its NAME), as flags and messages use it."""
+    return str(getattr(plugin, "NAME", type(plugin).__name__))
 
 
 class Chain:
@@ -30,6 +42,9 @@ class Chain:
 
     def __init__(self, plugins: Sequence[object]) -> None:
         self.plugins = list(plugins)
+        self._sort()
+
+    def _sort(self) -> None:
         self._request = [p for p in self.plugins if isinstance(p, RequestValidator)]
         self._stored = [p for p in self.plugins if isinstance(p, StoredObjectValidator)]
         self._mutating = [p for p in self.plugins if isinstance(p, MutationInterface)]
@@ -41,6 +56,25 @@ class Chain:
         for plugin in self.plugins:
             if isinstance(plugin, WantsAuthorizer):
                 plugin.set_authorizer(authorizer)
+
+    @property
+    def names(self) -> list[str]:
+        return [plugin_name(p) for p in self.plugins]
+
+    def disable(self, names: Iterable[str]) -> None:
+        """Take plugins out of the chain by name (kube-apiserver's --disable-admission-plugins)."""
+        unknown = set(names) - set(self.names)
+        if unknown:
+            raise ValueError(f"unknown admission plugins: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(self.names)})")
+        self.plugins = [p for p in self.plugins if plugin_name(p) not in set(names)]
+        self._sort()
+
+    def set_reserved_host_ports(self, ports: Iterable[int]) -> None:
+        """The host ports no pod may use, in any namespace: those the control plane listens on."""
+        for plugin in self.plugins:
+            if isinstance(plugin, ReservedHostPorts):
+                plugin.ports = frozenset(ports)
 
     async def validate_request(self, attrs: Attributes) -> None:
         for plugin in self._request:

@@ -21,6 +21,8 @@ NAME = "LimitRanger"
 class LimitRanger:
     """A mutating plugin (it may also refuse): pods only, on create."""
 
+    NAME = NAME
+
     policy_kind = kinds.resolve("limitranges")
 
     def __init__(self) -> None:

@@ -92,6 +92,8 @@ class NodeRestriction:
     read of a Secret or ConfigMap is checked against them, not against a cache.
     """
 
+    NAME = NAME
+
     def __init__(self, pods_on_node: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]]) -> None:
         self._pods_on_node = pods_on_node
 

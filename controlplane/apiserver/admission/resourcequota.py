@@ -65,6 +65,8 @@ class ResourceQuota:
     created a moment ago); `update_status` writes a quota's status subresource.
     """
 
+    NAME = NAME
+
     policy_kind = kinds.resolve("resourcequotas")
 
     def __init__(self, stored_pods: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]],

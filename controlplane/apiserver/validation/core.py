@@ -252,6 +252,34 @@ def _traffic_policies(spec: core_pb2.ServiceSpec) -> Errors:
     return errors
 
 
+# Go's net.IP.IsLinkLocalMulticast: 224.0.0.0/24 and ff02::/16.
+_LINK_LOCAL_MULTICAST = (ipaddress.ip_network("224.0.0.0/24"), ipaddress.ip_network("ff02::/16"))
+
+
+def non_special_ip(ip: str, path: str) -> Errors:
+    """An address traffic may be sent to on a Service's behalf: not unspecified, loopback or link-local.
+
+    An Endpoints (or EndpointSlice) address is where every node's proxy sends a
+    Service's traffic; 127.0.0.1 would reach whatever listens on the node
+    itself (etcd, the kubelet) and 169.254.x.x a cloud's metadata service
+    (CVE-2020-8558 class). Kubernetes' ValidateNonSpecialIP, its messages too.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return [invalid(path, ip, "must be a valid IP address")]
+    errors: Errors = []
+    if address.is_unspecified:
+        errors.append(invalid(path, ip, f"may not be unspecified ({ip})"))
+    if address.is_loopback:
+        errors.append(invalid(path, ip, "may not be in the loopback range (127.0.0.0/8, ::1/128)"))
+    if address.is_link_local:
+        errors.append(invalid(path, ip, "may not be in the link-local range (169.254.0.0/16, fe80::/10)"))
+    if any(address in net for net in _LINK_LOCAL_MULTICAST if net.version == address.version):
+        errors.append(invalid(path, ip, "may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)"))
+    return errors
+
+
 def validate_endpoints(ep: core_pb2.Endpoints, old: core_pb2.Endpoints | None) -> Errors:
     errors: Errors = []
     for i, subset in enumerate(ep.subsets):
@@ -266,6 +294,8 @@ def validate_endpoints(ep: core_pb2.Endpoints, old: core_pb2.Endpoints | None) -
                     errors.append(required(f"{ap}.ip"))
                 elif not is_ipv4(address.ip):
                     errors.append(invalid(f"{ap}.ip", address.ip, "must be a valid IPv4 address"))
+                else:
+                    errors += non_special_ip(address.ip, f"{ap}.ip")
                 if address.hostname:
                     errors += check_format(is_dns1123_label, address.hostname, f"{ap}.hostname")
                 if address.node_name:
