@@ -77,8 +77,8 @@ def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _child(desc: Schema, field: str) -> tuple[patchmeta.PatchMeta, Schema]:
-    """A field's tags and its element's descriptor; nothing for fields the schema does not declare."""
+def field_schema(desc: Schema, field: str) -> tuple[patchmeta.PatchMeta, Schema]:
+    """A field's tags and its (element's) message descriptor; nothing for fields the schema does not declare."""
     if desc is None:
         return patchmeta.NONE, None
     try:
@@ -122,7 +122,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], desc: Schema) ->
             original[field] = [v for v in current if v not in values]
 
     for field, value in patch.items():
-        meta, sub = _child(desc, field)
+        meta, sub = field_schema(desc, field)
         if value is None:
             original.pop(field, None)
             continue
@@ -144,7 +144,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], desc: Schema) ->
     for field, order in orders.items():
         current = original.get(field)
         if isinstance(current, list):
-            meta, sub = _child(desc, field)
+            meta, sub = field_schema(desc, field)
             original[field] = _merge_list(current, [], meta, sub, field, order)
     return original
 
