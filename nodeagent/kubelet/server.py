@@ -1,11 +1,14 @@
-"""The kubelet API (proto/kubelet.proto): container logs and exec, served from the node.
+"""The kubelet API (proto/kubelet.proto): container logs, exec, attach and port-forward, from the node.
 
 Only the node has a container's log file and a way into its namespaces, so the
-apiserver forwards `kctl logs` and `kctl exec` here (it finds this server from
-the Node's InternalIP and daemonEndpoints.kubeletEndpoint.Port).
+apiserver forwards `logs`, `exec`, `attach` and `port-forward` here (it finds
+this server from the Node's InternalIP and daemonEndpoints.kubeletEndpoint.Port).
 
-`ExecStream` is the interactive exec (`kctl exec -i/-t`): the kubelet asks CRI
-for an exec URL and drives containerd's streaming server itself (streaming.py).
+`ExecStream` is the interactive exec (`kctl exec -i/-t`, kubectl exec) and
+`Attach` joins a running container's own stdio (kubectl attach): the kubelet
+asks CRI for a streaming URL and drives containerd's streaming server itself
+(streaming.py). `PortForward` connects to a port on the pod's loopback from
+inside its network namespace (portforward.py).
 
 Logs are read from the file containerd writes for each container instance (CRI
 has no logs call): one line per chunk of output, `<RFC 3339 time> <stream>
@@ -29,14 +32,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 
 from client.certificates import identity_of
 from client.informer import Store
+from nodeagent.kubelet.portforward import PortForwardError, connect, relay, sandbox_netns
 from nodeagent.kubelet.runtime import LABEL_CONTAINER_NAME, LABEL_POD_UID, CRIError, Runtime
-from nodeagent.kubelet.streaming import StreamingError, exec_session
+from nodeagent.kubelet.streaming import StreamingError, attach_url, exec_session
 from proto import core_pb2, cri_pb2, kubelet_pb2, kubelet_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -75,8 +80,9 @@ class ContainerLookupError(Exception):
 class CRILogParser:
     """Turns CRI log records into the container's output lines, across reads of a growing file."""
 
-    def __init__(self, *, timestamps: bool = False) -> None:
+    def __init__(self, *, timestamps: bool = False, since: datetime | None = None) -> None:
         self.timestamps = timestamps
+        self.since = since  # records written before are skipped (sinceSeconds, sinceTime)
         self._unfinished = b""  # a record not yet ended by its newline
         self._partial = b""  # text of P records waiting for their F record
 
@@ -88,11 +94,54 @@ class CRILogParser:
             parts = record.split(b" ", 3)
             if len(parts) < 3:
                 continue
+            if self.since is not None and not self._partial and record_time(parts[0]) < self.since:
+                continue
             self._partial += parts[3] if len(parts) > 3 else b""
             if parts[2] == b"F":
                 lines.append((parts[0] + b" " if self.timestamps else b"") + self._partial + b"\n")
                 self._partial = b""
         return lines
+
+
+def record_time(stamp: bytes) -> datetime:
+    """The time of a CRI log record (RFC 3339 with nanoseconds; Python keeps microseconds)."""
+    text = stamp.decode(errors="replace").replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # cut the fraction to 6 digits, keep the zone
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]:0<6}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def logs_since(request: kubelet_pb2.LogsRequest) -> datetime | None:
+    """The earliest record time a LogsRequest wants, from sinceSeconds or sinceTime."""
+    if request.HasField("since_seconds"):
+        return datetime.now(UTC) - timedelta(seconds=request.since_seconds)
+    if request.since_time:
+        return record_time(request.since_time.encode())
+    return None
+
+
+class ByteLimit:
+    """limitBytes: lets chunks through until the limit, cutting the last one."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+
+    def take(self, data: bytes) -> bytes:
+        if self.left is None:
+            return data
+        data = data[:self.left]
+        self.left -= len(data)
+        return data
+
+    @property
+    def spent(self) -> bool:
+        return self.left is not None and self.left <= 0
 
 
 class KubeletService(kubelet_pb2_grpc.KubeletServicer):
@@ -151,16 +200,19 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
         except CRIError as err:
             await context.abort(err.code, str(err))
             return
+        # Headers now: the apiserver answers the user as soon as the container is known, log or no log.
+        await context.send_initial_metadata(())
         path = Path(status.log_path)
         data = await asyncio.to_thread(_read_from, path, 0)
         offset = len(data)
-        parser = CRILogParser(timestamps=request.timestamps)
+        parser = CRILogParser(timestamps=request.timestamps, since=logs_since(request))
+        limit = ByteLimit(request.limit_bytes if request.HasField("limit_bytes") else None)
         lines = parser.feed(data)
         if request.HasField("tail_lines"):
             lines = lines[-request.tail_lines:] if request.tail_lines > 0 else []
         if lines:
-            yield kubelet_pb2.LogChunk(data=b"".join(lines))
-        if not request.follow or request.previous:
+            yield kubelet_pb2.LogChunk(data=limit.take(b"".join(lines)))
+        if not request.follow or request.previous or limit.spent:
             return
         while True:
             await asyncio.sleep(FOLLOW_POLL)
@@ -168,7 +220,9 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
             offset += len(new)
             lines = parser.feed(new)
             if lines:
-                yield kubelet_pb2.LogChunk(data=b"".join(lines))
+                yield kubelet_pb2.LogChunk(data=limit.take(b"".join(lines)))
+                if limit.spent:
+                    return
             elif not new:
                 try:
                     state = (await self.runtime.container_status(container.id)).state
@@ -197,19 +251,34 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
 
     async def ExecStream(self, request_iterator: AsyncIterator[kubelet_pb2.ExecStreamRequest],
                          context: grpc.aio.ServicerContext) -> AsyncIterator[kubelet_pb2.ExecStreamReply]:
+        async for reply in self._stream(request_iterator, context, attach=False):
+            yield reply
+
+    async def Attach(self, request_iterator: AsyncIterator[kubelet_pb2.ExecStreamRequest],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[kubelet_pb2.ExecStreamReply]:
+        async for reply in self._stream(request_iterator, context, attach=True):
+            yield reply
+
+    async def _stream(self, request_iterator: AsyncIterator[kubelet_pb2.ExecStreamRequest],
+                      context: grpc.aio.ServicerContext, *, attach: bool) -> AsyncIterator[kubelet_pb2.ExecStreamReply]:
+        """An exec or attach session: its start, then containerd's streaming server until the exit."""
         await self._authorize(context)
         requests = aiter(request_iterator)
         first = await anext(requests, None)
         if first is None or not first.HasField("start"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an exec stream must begin with its start")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a stream must begin with its start")
             return
         start = first.start
-        if not start.command:
+        if not attach and not start.command:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a command is required")
             return
         try:
             container = await self._container(start.namespace, start.pod, start.container, running=True)
-            url = await self.runtime.exec_url(container.id, list(start.command), stdin=start.stdin, tty=start.tty)
+            if attach:
+                url = await attach_url(self.runtime, container.id, stdin=start.stdin, tty=start.tty)
+            else:
+                url = await self.runtime.exec_url(container.id, list(start.command), stdin=start.stdin,
+                                                  tty=start.tty)
             # aclosing: a caller that goes away closes the session (and its websocket) at once.
             async with aclosing(exec_session(url, requests)) as replies:
                 async for reply in replies:
@@ -220,6 +289,46 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
             await context.abort(err.code, str(err))
         except StreamingError as err:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+
+    async def PortForward(self, request_iterator: AsyncIterator[kubelet_pb2.PortForwardRequest],
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[kubelet_pb2.PortForwardReply]:
+        await self._authorize(context)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or not first.HasField("start"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a port-forward must begin with its start")
+            return
+        start = first.start
+        if not 0 < start.port < 65536:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid port {start.port}")
+            return
+        try:
+            netns = await self._pod_netns(start.namespace, start.pod, start.uid)
+            sock = await connect(netns, start.port)
+        except ContainerLookupError as err:
+            await context.abort(err.code, str(err))
+            return
+        except CRIError as err:
+            await context.abort(err.code, str(err))
+            return
+        except PortForwardError as err:
+            # Told in-band, as Kubernetes does on the error stream: the user's connection fails, not the forward.
+            yield kubelet_pb2.PortForwardReply(error=str(err))
+            return
+        async with aclosing(relay(sock, requests)) as replies:
+            async for reply in replies:
+                yield reply
+
+    async def _pod_netns(self, namespace: str, name: str, uid: str) -> str:
+        pod = self.pods.get(f"{namespace}/{name}")
+        if pod is None or (uid and pod.metadata.uid != uid):
+            raise ContainerLookupError(grpc.StatusCode.NOT_FOUND, f'pods "{name}" not found on this node')
+        sandboxes = await self.runtime.list_pod_sandboxes({LABEL_POD_UID: pod.metadata.uid})
+        ready = [s for s in sandboxes if s.state == cri_pb2.SANDBOX_READY]
+        if not ready:
+            raise ContainerLookupError(grpc.StatusCode.FAILED_PRECONDITION, f"pod {name} has no running sandbox")
+        ready.sort(key=lambda s: s.created_at, reverse=True)
+        return await sandbox_netns(self.runtime, ready[0].id)
 
 
 def _read_from(path: Path, offset: int) -> bytes:
