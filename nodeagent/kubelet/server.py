@@ -280,7 +280,7 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
                 url = await self.runtime.exec_url(container.id, list(start.command), stdin=start.stdin,
                                                   tty=start.tty)
             # aclosing: a caller that goes away closes the session (and its websocket) at once.
-            async with aclosing(exec_session(url, requests)) as replies:
+            async with aclosing(exec_session(url, requests, stdin=start.stdin, tty=start.tty)) as replies:
                 async for reply in replies:
                     yield reply
         except ContainerLookupError as err:
