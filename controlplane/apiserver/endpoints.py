@@ -186,8 +186,12 @@ class Endpoints:
                                               caller=attrs)
 
     async def patch(self, user: UserInfo, kind: kinds.Kind, namespace: str, name: str, transform: Transform, *,
-                    subresource: str = "", dry_run: bool = False, create_missing: bool = False) -> Message:
+                    subresource: str = "", dry_run: bool = False, create_missing: bool = False,
+                    verb: str = "patch") -> Message:
         """Apply `transform` to the object as stored now and store the result.
+
+        Patches (and server-side apply) do this; so does an update through a view of
+        the object such as `scale` (with `verb="update"`).
 
         The result carries the resourceVersion it was computed from, so a write
         that raced is a Conflict, and the patch is applied again to the newer
@@ -197,7 +201,7 @@ class Endpoints:
         right to create as well.
         """
         stored_as = _STORED_AS.get(subresource, subresource)
-        async with self.request(user, "patch", kind, namespace, name, subresource) as attrs:
+        async with self.request(user, verb, kind, namespace, name, subresource) as attrs:
             for _attempt in range(PATCH_RETRIES):
                 try:
                     current: Message | None = await self.registry.get(kind, namespace, name)
@@ -249,6 +253,12 @@ class Endpoints:
                 except NotFound:
                     continue  # gone meanwhile: that is what was asked
             return deleted
+
+    async def evict(self, user: UserInfo, namespace: str, name: str,
+                    options: DeleteOptions = DeleteOptions()) -> Message:
+        """pods/eviction (`kubectl drain`): a delete that asks first (no disruption budgets here yet)."""
+        async with self.request(user, "create", PODS, namespace, name, "eviction") as attrs:
+            return await self._delete(PODS, namespace, name, options, replace(attrs, verb="delete", subresource=""))
 
     async def bind(self, user: UserInfo, namespace: str, binding: core_pb2.Binding) -> core_pb2.Pod:
         """pods/binding: the scheduler's decision for one pod."""

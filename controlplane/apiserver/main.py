@@ -8,7 +8,12 @@
 Ports: `--listen` is plaintext and loopback only (the caller counts as the local
 admin); `--secure-listen` is TLS that requires a client certificate signed by
 the client CA (CN = user, O = groups); `--token-listen` is TLS with bearer
-tokens. Connects to etcd, makes sure the system namespaces (and with RBAC the
+tokens. `--https-listen` serves the Kubernetes HTTP API (kubectl, client
+libraries) over TLS with an optional client certificate, else a bearer token;
+`--http-listen` serves it in plaintext on loopback, to the local admin. gRPC and
+HTTP run on one asyncio loop over the same request core (endpoints.py).
+
+Connects to etcd, makes sure the system namespaces (and with RBAC the
 default roles) exist, starts the history compactor and the caches, then serves
 the gRPC API until SIGTERM.
 """
@@ -22,6 +27,7 @@ import logging
 from pathlib import Path
 
 import grpc
+from aiohttp import web
 
 from client.api import SERVER_OPTIONS
 from client.component import Command, until_stopped
@@ -29,6 +35,7 @@ from controlplane.apiserver import storagemigration
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
+    Authenticator,
     Authorizer,
     BootstrapTokens,
     ByTransport,
@@ -38,6 +45,7 @@ from controlplane.apiserver.auth import (
 )
 from controlplane.apiserver.decoding import RejectUndecodableRequests
 from controlplane.apiserver.endpoints import Endpoints
+from controlplane.apiserver.http.app import make_app, server_ssl_context
 from controlplane.apiserver.proxy import KubeletClientTLS
 from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
@@ -54,6 +62,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="", help="plaintext HOST:PORT, loopback only (no credentials needed)")
     parser.add_argument("--secure-listen", default="", help="TLS HOST:PORT requiring client certificates")
     parser.add_argument("--token-listen", default="", help="TLS HOST:PORT taking bearer tokens")
+    parser.add_argument("--https-listen", default="",
+                        help="Kubernetes HTTP API over TLS on HOST:PORT (client certificate optional, else a bearer "
+                             "token): what kubectl and client libraries use")
+    parser.add_argument("--http-listen", default="",
+                        help="Kubernetes HTTP API in plaintext on HOST:PORT, loopback only (the caller is the "
+                             "local admin)")
     parser.add_argument("--tls-cert-file", default="", help="serving certificate (PEM)")
     parser.add_argument("--tls-private-key-file", default="", help="serving key (PEM)")
     parser.add_argument("--client-ca-file", default="", help="CA that signs client certificates (PEM)")
@@ -100,15 +114,19 @@ def require_loopback(listen: str) -> None:
 
 def check_options(opts: argparse.Namespace) -> None:
     """Refuse configurations that would expose the API without protection."""
-    if not (opts.listen or opts.secure_listen or opts.token_listen):
+    if not (opts.listen or opts.secure_listen or opts.token_listen or opts.https_listen or opts.http_listen):
         opts.listen = "127.0.0.1:6443"
-    if opts.listen:
-        require_loopback(opts.listen)
-    secure = bool(opts.secure_listen or opts.token_listen)
+    for plaintext in (opts.listen, opts.http_listen):
+        if plaintext:
+            require_loopback(plaintext)
+    secure = bool(opts.secure_listen or opts.token_listen or opts.https_listen)
     if secure and not (opts.tls_cert_file and opts.tls_private_key_file):
         raise SystemExit("flotilla-apiserver: TLS ports need --tls-cert-file and --tls-private-key-file")
     if opts.secure_listen and not opts.client_ca_file:
         raise SystemExit("flotilla-apiserver: --secure-listen needs --client-ca-file")
+    if opts.https_listen and not (opts.client_ca_file or opts.token_auth_file or opts.enable_bootstrap_token_auth):
+        raise SystemExit("flotilla-apiserver: --https-listen needs --client-ca-file or a token source "
+                         "(--token-auth-file, --enable-bootstrap-token-auth)")
     if opts.token_listen and not (opts.token_auth_file or opts.enable_bootstrap_token_auth):
         raise SystemExit("flotilla-apiserver: --token-listen needs --token-auth-file or "
                          "--enable-bootstrap-token-auth")
@@ -136,6 +154,32 @@ def add_ports(server: grpc.aio.Server, opts: argparse.Namespace) -> None:
     for address, bound in ports:
         if bound == 0:
             raise SystemExit(f"flotilla-apiserver: cannot listen on {address}")
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def start_http(endpoints: Endpoints, authenticator: Authenticator, opts: argparse.Namespace
+                     ) -> list[web.AppRunner]:
+    """The Kubernetes HTTP API listeners, on this loop beside gRPC (one runner per listener)."""
+    runners = []
+    listeners: list[tuple[str, bool]] = [(opts.https_listen, True), (opts.http_listen, False)]
+    for listen, secure in listeners:
+        if not listen:
+            continue
+        runner = web.AppRunner(make_app(endpoints, authenticator, secure=secure), access_log=None,
+                               handle_signals=False)
+        await runner.setup()
+        tls = server_ssl_context(opts.tls_cert_file, opts.tls_private_key_file, opts.client_ca_file) if secure else None
+        host, port = _host_port(listen)
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=tls, shutdown_timeout=2).start()
+        except OSError as exc:
+            raise SystemExit(f"flotilla-apiserver: cannot listen on {listen}: {exc}") from None
+        runners.append(runner)
+    return runners
 
 
 def kubelet_client_tls(opts: argparse.Namespace) -> KubeletClientTLS | None:
@@ -167,7 +211,7 @@ async def serve(opts: argparse.Namespace) -> None:
             kinds.resolve("secrets"), bootstrap_tokens.observe, bootstrap_tokens.forget, synced)))
         await asyncio.wait_for(synced.wait(), 30)
     authenticator = ByTransport(RequestAuthenticator(tokens, bootstrap_tokens),
-                                LoopbackAuthenticator() if opts.listen else None)
+                                LoopbackAuthenticator() if opts.listen or opts.http_listen else None)
     authorizer: Authorizer = AlwaysAllow()
     if opts.authorization_mode == "RBAC":
         await ensure_default_policy(registry)
@@ -186,18 +230,21 @@ async def serve(opts: argparse.Namespace) -> None:
     apiserver_pb2_grpc.add_ApiServerServicer_to_server(ApiService(endpoints, authenticator=authenticator), server)
     add_ports(server, opts)
     await server.start()
+    http_runners = await start_http(endpoints, authenticator, opts)
     background.append(asyncio.create_task(registry.watch_namespaces()))
     background.append(asyncio.create_task(registry.watch_admission_policy()))
     if opts.compaction_interval > 0:
         background.append(asyncio.create_task(compact_forever(storage, opts.compaction_interval)))
     log.info("serving on %s, etcd %s, authorization %s",
-             ", ".join(p for p in (opts.listen, opts.secure_listen, opts.token_listen) if p), storage.url,
-             opts.authorization_mode)
+             ", ".join(p for p in (opts.listen, opts.secure_listen, opts.token_listen, opts.https_listen,
+                                   opts.http_listen) if p), storage.url, opts.authorization_mode)
     try:
         await until_stopped()
     finally:
         # In-flight calls get two seconds to finish; watches are cut (their clients re-list).
         await server.stop(grace=2)
+        for runner in http_runners:
+            await runner.cleanup()
         for task in background:
             task.cancel()
         await storage.close()

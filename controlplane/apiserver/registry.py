@@ -541,7 +541,10 @@ class Registry:
                     yield event
         finally:
             if next_change is not None:
+                # The pending read must have finished before the stream can close (aclose of a
+                # running generator is an error): a watcher cancelled mid-wait lands here.
                 next_change.cancel()
+                await asyncio.gather(next_change, return_exceptions=True)
             await changes.aclose()  # type: ignore[attr-defined]
 
     def _to_event(self, kind: kinds.Kind, change: Change, labels: LabelSelector,
