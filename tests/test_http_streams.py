@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import re
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,12 +32,13 @@ from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.storage import Storage
 from proto import core_pb2
 from provision.localnode import LocalNode
-from provision.processes import Etcd
+from provision.processes import Etcd, free_port, start_apiserver
 from tests.kubelet_support import busybox, make_pod, node, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here
 
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
+KUBECTL = "/usr/bin/kubectl"
 PAGE = "hello-from-the-pod"
 
 
@@ -311,3 +315,93 @@ async def test_port_forward_needs_a_websocket(client: Client, namespace: str, no
         assert "WebSocket" in (await answer.json())["message"]
     pod = await client.get(core_pb2.Pod, "web", namespace)
     assert pod.status.phase == "Running"  # the refused request touched nothing
+
+
+# ---------------------------------------------------------------------------------------------- kubectl 1.32
+
+
+@pytest.fixture(scope="module")
+def http_api(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second apiserver on the session's etcd, serving the HTTP API on loopback (`--http-listen`)."""
+    address = f"127.0.0.1:{free_port()}"
+    server = start_apiserver(etcd.url, tmp_path_factory.mktemp("http-apiserver"),
+                             extra=["--http-listen", address, "--log-level", "WARNING"])
+    try:
+        yield f"http://{address}"
+    finally:
+        server.process.stop()
+
+
+def kubectl_argv(server: str, namespace: str, tmp: Path, *args: str) -> list[str]:
+    config = tmp / "kubeconfig"  # empty: everything comes from the flags
+    config.write_text("apiVersion: v1\nkind: Config\n")
+    return [KUBECTL, f"--kubeconfig={config}", f"--cache-dir={tmp / 'cache'}", "--server", server,
+            "-n", namespace, *args]
+
+
+def kubectl(server: str, namespace: str, tmp: Path, *args: str, stdin: bytes | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(kubectl_argv(server, namespace, tmp, *args), input=stdin, capture_output=True,
+                          timeout=timeout, check=False)
+
+
+needs_kubectl = pytest.mark.skipif(not Path(KUBECTL).exists(), reason="kubectl is not installed")
+
+
+@needs_kubectl
+async def test_kubectl_exec_exits_with_the_commands_code_and_ends_stdin(
+        client: Client, namespace: str, node: LocalNode, http_api: str, tmp_path: Path) -> None:
+    await run_pod(client, namespace, node, "shell", "sleep", "3600")
+    failed = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "shell", "--",
+                                     "sh", "-c", "echo out; exit 3")
+    assert failed.returncode == 3, failed.stderr
+    assert failed.stdout == b"out\n"
+    piped = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "-i", "shell", "--", "cat",
+                                    stdin=b"hello through stdin\n")
+    assert (piped.returncode, piped.stdout) == (0, b"hello through stdin\n"), piped.stderr
+    missing = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "nope", "--", "true")
+    assert missing.returncode == 1 and b'pods "nope" not found' in missing.stderr
+
+
+@needs_kubectl
+async def test_kubectl_logs_tail_and_follow(client: Client, namespace: str, node: LocalNode, http_api: str,
+                                            tmp_path: Path) -> None:
+    await run_pod(client, namespace, node, "logger", "sh", "-c",
+                  "for i in 1 2 3; do echo line $i; done; sleep 2; echo late; sleep 3600")
+    tail = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "logs", "logger", "--tail=1")
+    assert tail.returncode == 0, tail.stderr
+    assert tail.stdout in (b"line 3\n", b"late\n")
+    follow = await asyncio.create_subprocess_exec(*kubectl_argv(http_api, namespace, tmp_path, "logs", "-f",
+                                                                "logger"), stdout=asyncio.subprocess.PIPE)
+    try:
+        assert follow.stdout is not None
+        seen = b""
+        while b"late\n" not in seen:
+            seen += await asyncio.wait_for(follow.stdout.readline(), 15)
+        assert seen.startswith(b"line 1\n")
+        assert follow.returncode is None  # still following
+    finally:
+        follow.kill()
+        await follow.wait()
+
+
+@needs_kubectl
+async def test_kubectl_port_forward_serves_the_pods_page(client: Client, namespace: str, node: LocalNode,
+                                                         http_api: str, tmp_path: Path) -> None:
+    await web_pod(client, namespace, node)
+    forward = await asyncio.create_subprocess_exec(
+        *kubectl_argv(http_api, namespace, tmp_path, "port-forward", "pod/web", ":80"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert forward.stdout is not None
+        line = await asyncio.wait_for(forward.stdout.readline(), 20)
+        match = re.search(rb"Forwarding from 127\.0\.0\.1:(\d+) -> 80", line)
+        assert match, line
+        for _ in range(2):  # two connections through the same session
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{int(match[1])}/") as page:
+                assert page.status == 200
+                assert (await page.text()).strip() == PAGE
+        assert forward.returncode is None
+    finally:
+        forward.terminate()
+        await forward.wait()
