@@ -136,6 +136,23 @@ async def test_exec_success_and_stdin_over_v4(client: Client, namespace: str, no
     assert (got.protocol, got.stdout, got.status) == (V4, b"got abc\n", {"metadata": {}, "status": "Success"})
 
 
+async def test_exec_with_the_python_client(client: Client, namespace: str, node: LocalNode, streams: str) -> None:
+    from kubernetes import client as k8s
+    from kubernetes.stream import stream
+
+    await run_pod(client, namespace, node, "shell", "sleep", "3600")
+
+    def run() -> tuple[str, str, int | None]:
+        api = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=streams)))
+        session = stream(api.connect_get_namespaced_pod_exec, "shell", namespace,
+                         command=["sh", "-c", "echo to-out; echo to-err >&2; exit 7"],
+                         stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+        session.run_forever(timeout=15)
+        return session.read_stdout(), session.read_stderr(), session.returncode
+
+    assert await asyncio.wait_for(asyncio.to_thread(run), 30) == ("to-out\n", "to-err\n", 7)
+
+
 async def test_exec_on_a_terminal_follows_its_size(client: Client, namespace: str, node: LocalNode,
                                                    streams: str) -> None:
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
@@ -361,6 +378,14 @@ async def test_kubectl_exec_exits_with_the_commands_code_and_ends_stdin(
     assert (piped.returncode, piped.stdout) == (0, b"hello through stdin\n"), piped.stderr
     missing = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "nope", "--", "true")
     assert missing.returncode == 1 and b'pods "nope" not found' in missing.stderr
+    # kubectl cp is `tar xf -` fed through stdin: it finishes only if stdin's end reaches tar.
+    (tmp_path / "notes.txt").write_text("copied in\n")
+    copied = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "cp", str(tmp_path / "notes.txt"),
+                                     "shell:/tmp/notes.txt")
+    assert copied.returncode == 0, copied.stderr
+    back = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "shell", "--",
+                                   "cat", "/tmp/notes.txt")
+    assert back.stdout == b"copied in\n"
 
 
 @needs_kubectl
