@@ -1,7 +1,9 @@
 """Fixtures: a real etcd and a real apiserver process for the whole test session.
 
-Nothing is faked: tests talk gRPC to the apiserver, which talks to etcd. Each
-test that writes gets its own namespace, so tests never see each other's objects.
+Nothing is faked: tests talk gRPC to the apiserver, which talks to etcd; the
+same apiserver also serves the Kubernetes HTTP API on a loopback port
+(`http_url`), for kubectl and the Python client. Each test that writes gets its
+own namespace, so tests never see each other's objects.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 
 from client import Client
 from proto import core_pb2
-from provision.processes import ApiServer, Etcd, start_apiserver, start_etcd
+from provision.processes import ApiServer, Etcd, free_port, start_apiserver, start_etcd
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,10 +45,23 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
 
 
 @pytest.fixture(scope="session")
-def apiserver(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_apiserver(etcd.url, tmp_path_factory.mktemp("apiserver"))
+def http_port() -> int:
+    """The apiserver's plaintext Kubernetes HTTP API port (`--http-listen`)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def apiserver(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory, http_port: int) -> Iterator[ApiServer]:
+    server = start_apiserver(etcd.url, tmp_path_factory.mktemp("apiserver"),
+                             extra=["--http-listen", f"127.0.0.1:{http_port}"])
     yield server
     server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def http_url(apiserver: ApiServer, http_port: int) -> str:
+    """The same apiserver's Kubernetes HTTP API, as kubectl and the Python client reach it."""
+    return f"http://127.0.0.1:{http_port}"
 
 
 @pytest.fixture
