@@ -30,8 +30,6 @@ touches the network.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import ipaddress
 import sys
 from collections.abc import Collection, Iterable, Mapping
@@ -283,19 +281,11 @@ def _module(plan: ClusterPlan, module: str) -> list[str]:
     return [plan.python, "-m", module]
 
 
-@functools.cache
-def apiserver_serves_https() -> bool:
-    """Whether this checkout's apiserver takes --https-listen (the HTTP API, issue 13, in progress): until it
-    does, an unknown flag would stop it at start. Read from its source, not imported (this module is pure)."""
-    spec = importlib.util.find_spec("controlplane.apiserver.main")
-    return bool(spec and spec.origin and "--https-listen" in Path(spec.origin).read_text())
-
-
 def apiserver_argv(plan: ClusterPlan) -> list[str]:
     """The Kubernetes API over HTTPS on the API port (client certificates or bearer tokens), gRPC with client
     certificates and gRPC with bearer tokens on their own ports, all under the one serving certificate; RBAC."""
-    https = ["--https-listen", f"{plan.master_address}:{plan.api_port}"] if apiserver_serves_https() else []
-    return [*_module(plan, "controlplane.apiserver.main"), "--etcd-servers", plan.etcd_url, *https,
+    return [*_module(plan, "controlplane.apiserver.main"), "--etcd-servers", plan.etcd_url,
+            "--https-listen", f"{plan.master_address}:{plan.api_port}",
             "--secure-listen", plan.grpc_server, "--token-listen", plan.token_server,
             "--tls-cert-file", plan.path(f"{APISERVER}.crt"), "--tls-private-key-file", plan.path(f"{APISERVER}.key"),
             "--client-ca-file", plan.path(f"{CA}.crt"), "--token-auth-file", plan.path(TOKENS),

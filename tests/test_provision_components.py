@@ -113,8 +113,7 @@ def test_every_argv_is_accepted_by_its_daemon(tmp_path: Path) -> None:
     opts = apiserver.parse_args(argvs["apiserver"][3:])
     apiserver.check_options(opts)
     assert (opts.secure_listen, opts.token_listen, opts.listen) == ("192.168.73.1:16475", "192.168.73.1:16474", "")
-    if components.apiserver_serves_https():  # the Kubernetes API over HTTPS, kubectl's `server`
-        assert opts.https_listen == "192.168.73.1:16473"
+    assert opts.https_listen == "192.168.73.1:16473"  # the Kubernetes API over HTTPS, kubectl's `server`
     assert opts.kubelet_client_certificate.endswith("apiserver-kubelet-client.crt")
     assert opts.enable_bootstrap_token_auth and opts.authorization_mode == "RBAC"
     cm = controllers.parse_args(argvs["controller-manager"][3:])

@@ -172,6 +172,10 @@ def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:
         view = subprocess.run(["kubectl", "config", "view", "--minify", "-o", "jsonpath={.contexts[0].name}"],
                               env=cluster.env, capture_output=True, text=True, timeout=30)
         assert (view.returncode, view.stdout) == (0, f"flotilla-{NAME}"), view
+        # And real kubectl, on the same context, reaches the Kubernetes API over HTTPS as the admin.
+        got = subprocess.run(["kubectl", "get", "nodes", "-o", "name"], env=cluster.env, capture_output=True,
+                             text=True, timeout=60)
+        assert (got.returncode, sorted(got.stdout.split())) == (0, sorted(f"node/{n}" for n in nodes)), got
 
     # And a caller with no credentials is refused: on the token port as unauthenticated, on the
     # client-certificate port already at the TLS handshake.
