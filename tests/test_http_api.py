@@ -121,7 +121,7 @@ async def test_create_get_update_delete_with_kubernetes_codes(http: aiohttp.Clie
     code, stale, _ = await call(http, "PUT", f"{base}/web", json=got)  # the old resourceVersion
     assert code == 409 and stale["reason"] == "Conflict"
     code, deleted, _ = await call(http, "DELETE", f"{base}/web")
-    assert code == 200
+    assert code == 200 and deleted["details"]["name"] == "web"  # gone at once (no node): a Success Status
     code, missing, _ = await call(http, "GET", f"{base}/web")
     assert code == 404 and missing["message"] == 'pods "web" not found'
     assert missing["details"] == {"name": "web", "kind": "pods"}
@@ -243,7 +243,7 @@ async def test_delete_collection_and_delete_options(http: aiohttp.ClientSession,
     assert [i["metadata"]["name"] for i in left["items"]] == ["c"]
     code, status, _ = await call(http, "DELETE", f"{path}/c", json={
         "apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": "not-the-uid"}})
-    assert code == 409
+    assert code == 409 and status["reason"] == "Conflict"
     code, _, _ = await call(http, "DELETE", f"{path}/c", json={"dryRun": ["All"]})
     assert code == 200 and (await call(http, "GET", f"{path}/c"))[0] == 200
 
@@ -252,7 +252,7 @@ async def test_delete_collection_and_delete_options(http: aiohttp.ClientSession,
 
 
 async def read_events(response: aiohttp.ClientResponse, count: int) -> list[dict[str, Any]]:
-    events = []
+    events: list[dict[str, Any]] = []
     async with asyncio.timeout(10):
         while len(events) < count:
             line = await response.content.readline()
