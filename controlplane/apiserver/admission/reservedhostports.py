@@ -10,7 +10,7 @@ only fail later), as a field error in Kubernetes' words:
     pods "p" is forbidden: spec.containers[0].ports[0].hostPort: Forbidden: port 6443 is reserved for the control plane
 
 The ports are Flotilla's defaults (etcd 2379/2380 and the local clusters'
-12379/12380, the apiserver's 6443 and token port 6444, the kubelet's 10250, the
+12379/12380, the apiserver's HTTPS 6443, gRPC token port 6444 and gRPC certificate port 6445, the kubelet's 10250, the
 image registry's 5000); the apiserver's `--reserved-host-ports` replaces the
 list with the ports its cluster really uses (`Chain.set_reserved_host_ports`).
 """
@@ -26,7 +26,7 @@ from proto import core_pb2
 from proto.errors import Forbidden
 
 NAME = "ReservedHostPorts"
-DEFAULT_RESERVED_HOST_PORTS = frozenset({2379, 2380, 5000, 6443, 6444, 10250, 12379, 12380})
+DEFAULT_RESERVED_HOST_PORTS = frozenset({2379, 2380, 5000, 6443, 6444, 6445, 10250, 12379, 12380})
 
 
 def reserved_ports_used(spec: core_pb2.PodSpec, reserved: frozenset[int], path: str) -> list[str]:
