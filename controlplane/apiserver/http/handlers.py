@@ -33,6 +33,9 @@ from proto.errors import ApiError, BadRequest, NotFound, Unauthorized
 APPLY_PATCH = "application/apply-patch+yaml"
 _NODE_STREAMS = {"log": "get", "exec": "create", "attach": "create", "portforward": "create"}
 _NOT_FOUND = "the server could not find the requested resource"
+# Kinds whose delete answers with the deleted object rather than a Status (ReturnDeletedObject in
+# Kubernetes' registries); clients decode the answer as that kind (the Python client's V1Pod).
+_RETURNS_DELETED = frozenset({"pods", "services"})
 
 
 def _bool(query: Any, key: str) -> bool:
@@ -201,8 +204,8 @@ class ResourceHandlers:
         options = await delete_options(request)
         obj = await self.endpoints.delete(user, kind, namespace, info.name, options)
         meta = obj.metadata  # type: ignore[attr-defined]
-        if meta.HasField("deletion_timestamp") or kind.in_memory:
-            return self._render_one(request, kind, obj)  # still there, terminating: the object, as Kubernetes
+        if meta.HasField("deletion_timestamp") or kind.in_memory or kind.resource in _RETURNS_DELETED:
+            return self._render_one(request, kind, obj)  # still there (terminating), or a kind that says so
         return json_response(success_status({"name": meta.name, "group": kind.group, "kind": kind.http_resource,
                                              "uid": meta.uid}))
 
