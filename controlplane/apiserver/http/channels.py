@@ -18,6 +18,9 @@ The status a command ends with is a Status: Success, or Failure with reason
 Port-forward over channels (`v4.channel.k8s.io`, the Python client): the i-th
 port in the `ports` query parameter gets channel 2i for data and 2i+1 for
 errors; the first message on each carries the port, 2 bytes little-endian.
+
+Also here, for all the stream handlers: boolean query parameters read as
+Kubernetes reads them.
 """
 
 from __future__ import annotations
@@ -28,10 +31,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 from multidict import MultiMapping
 
-from proto.errors import ApiError, BadRequest
+from proto.errors import BadRequest
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = range(5)
 CLOSE = 255  # v5: [CLOSE, channel] ends that channel
@@ -127,22 +129,6 @@ def terminal_size(data: bytes) -> tuple[int, int]:
 def port_prefix(port: int) -> bytes:
     """The first message's payload on a port-forward channel: the port, 2 bytes little-endian."""
     return port.to_bytes(2, "little")
-
-
-def error_response(err: ApiError) -> web.Response:
-    """An ApiError as an HTTP Status response, through A's one mapping (http/status.py)."""
-    try:
-        from controlplane.apiserver.http.status import status_response  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # until the HTTP core lands: the same Status shape, kept minimal
-        code = HTTP_CODES.get(err.reason, 500)
-        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": err.message, "reason": err.reason, "code": code}
-        return web.json_response(body, status=code)
-    return status_response(err)
-
-
-HTTP_CODES = {"BadRequest": 400, "Invalid": 422, "NotFound": 404, "Conflict": 409, "Forbidden": 403,
-              "Unauthorized": 401, "ServiceUnavailable": 503, "Timeout": 504}
 
 
 def parse_bool(query: MultiMapping[str], name: str, default: bool = False) -> bool:

@@ -40,12 +40,12 @@ from controlplane.apiserver.http.channels import (
     STDOUT,
     ChannelProtocol,
     ProtocolError,
-    error_response,
     exit_status,
     parse_bool,
     status_payload,
     terminal_size,
 )
+from controlplane.apiserver.http.status import status_response
 from controlplane.apiserver.proxy import KubeletProxy
 from proto import kubelet_pb2
 from proto.errors import ApiError, BadRequest, from_rpc_error
@@ -102,7 +102,7 @@ async def serve_exec(request: web.Request, kubelets: KubeletProxy, namespace: st
         if not is_websocket(request):
             raise websocket_required(f"pods/{subresource}")
     except ApiError as err:
-        return error_response(err)
+        return status_response(err)
     ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, max_msg_size=0)
     await ws.prepare(request)
     protocol = PROTOCOLS.get(ws.ws_protocol or "", DEFAULT)

@@ -20,7 +20,8 @@ import grpc
 from aiohttp import web
 from multidict import MultiMapping
 
-from controlplane.apiserver.http.channels import error_response, parse_bool
+from controlplane.apiserver.http.channels import parse_bool
+from controlplane.apiserver.http.status import status_response
 from controlplane.apiserver.proxy import KubeletProxy
 from proto import kubelet_pb2
 from proto.errors import ApiError, BadRequest, Invalid
@@ -77,7 +78,7 @@ async def serve_logs(request: web.Request, kubelets: KubeletProxy, namespace: st
         _, logs.container = await kubelets.target(namespace, pod, logs.container, running=False)
         chunks = await kubelets.open_logs(logs)
     except ApiError as err:
-        return error_response(err)
+        return status_response(err)
     response = web.StreamResponse(headers={"Content-Type": "text/plain"})
     response.enable_chunked_encoding()
     async with aclosing(chunks):

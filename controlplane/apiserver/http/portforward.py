@@ -33,9 +33,10 @@ import grpc
 from aiohttp import WSMsgType, web
 
 from client.spdy import SpdyError, header
-from controlplane.apiserver.http.channels import PROTOCOLS, ProtocolError, error_response, port_prefix
+from controlplane.apiserver.http.channels import PROTOCOLS, ProtocolError, port_prefix
 from controlplane.apiserver.http.exec import is_websocket
 from controlplane.apiserver.http.spdy import SpdyServerSession, SpdyStream
+from controlplane.apiserver.http.status import status_response
 from controlplane.apiserver.proxy import KubeletProxy
 from proto import kubelet_pb2
 from proto.errors import ApiError, BadRequest, from_rpc_error
@@ -72,7 +73,7 @@ async def serve_portforward(request: web.Request, kubelets: KubeletProxy, namesp
                              f"({SPDY_PROTOCOL}, v4.channel.k8s.io); SPDY over plain HTTP is not supported")
         ports = parse_ports(list(request.query.getall("ports", [])))
     except ApiError as err:
-        return error_response(err)
+        return status_response(err)
     ws = web.WebSocketResponse(protocols=(SPDY_PROTOCOL, *CHANNEL_PROTOCOLS), autoping=True, max_msg_size=0)
     await ws.prepare(request)
     forwarder = Forwarder(kubelets, namespace, pod, target.metadata.uid)
