@@ -121,7 +121,7 @@ async def test_create_get_update_delete_with_kubernetes_codes(http: aiohttp.Clie
     code, stale, _ = await call(http, "PUT", f"{base}/web", json=got)  # the old resourceVersion
     assert code == 409 and stale["reason"] == "Conflict"
     code, deleted, _ = await call(http, "DELETE", f"{base}/web")
-    assert code == 200 and deleted["details"]["name"] == "web"  # gone at once (no node): a Success Status
+    assert code == 200 and deleted["metadata"]["name"] == "web"  # pods answer with the deleted object
     code, missing, _ = await call(http, "GET", f"{base}/web")
     assert code == 404 and missing["message"] == 'pods "web" not found'
     assert missing["details"] == {"name": "web", "kind": "pods"}
@@ -237,6 +237,8 @@ async def test_delete_collection_and_delete_options(http: aiohttp.ClientSession,
     for name, team in (("a", "x"), ("b", "x"), ("c", "y")):
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"team": team}}}
         assert (await call(http, "POST", path, json=cm))[0] == 201
+    code, gone, _ = await call(http, "DELETE", f"{path}/c?dryRun=All")
+    assert code == 200 and gone["status"] == "Success" and gone["details"]["name"] == "c"  # others: a Status
     code, deleted, _ = await call(http, "DELETE", f"{path}?labelSelector=team%3Dx")
     assert code == 200 and sorted(i["metadata"]["name"] for i in deleted["items"]) == ["a", "b"]
     code, left, _ = await call(http, "GET", path)
