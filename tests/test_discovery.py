@@ -3,11 +3,15 @@
 Given the one kinds table, when kubectl asks /api, /apis and each group version (or
 the aggregated documents instead), then every kind is there with its verbs, short
 names, categories and subresources, and `deployments/scale` answers with an
-autoscaling/v1 Scale, as `kubectl scale` expects.
+autoscaling/v1 Scale, as `kubectl scale` expects. The last tests ask real kubectl
+1.32 against the test apiserver's HTTP listener.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,3 +148,40 @@ def test_documents_are_computed_once() -> None:
     assert discovery.api_resource_list("", "v1") is discovery.api_resource_list("", "v1")
     assert discovery.AGGREGATED_CONTENT_TYPE == (
         "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+
+
+# ---------------------------------------------------------------- real kubectl
+
+KUBECTL = "/usr/bin/kubectl"
+
+
+def run_kubectl(http_url: str, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl 1.32 against the test apiserver's plaintext listener (the caller is the local admin)."""
+    if not shutil.which(KUBECTL):
+        pytest.skip(f"{KUBECTL} is not installed on this machine")
+    config = cache / "kubeconfig"
+    config.write_text("apiVersion: v1\nkind: Config\n")
+    return subprocess.run([KUBECTL, "--kubeconfig", str(config), "--server", http_url, "--cache-dir",
+                           str(cache / "cache"), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_kubectl_api_resources_prints_the_kinds_table(http_url: str, tmp_path: Path) -> None:
+    result = run_kubectl(http_url, tmp_path, "api-resources", "--no-headers", "-o", "wide")
+    assert result.returncode == 0, result.stderr
+    printed = set()
+    for line in result.stdout.splitlines():
+        columns = line.split()
+        # NAME [SHORTNAMES] APIVERSION NAMESPACED KIND VERBS [CATEGORIES]: SHORTNAMES may be blank.
+        at = next(i for i, c in enumerate(columns) if c in ("true", "false"))
+        name, short, api_version = columns[0], columns[1:at - 1], columns[at - 1]
+        printed.add((name, ",".join(short), api_version, columns[at] == "true", columns[at + 1], columns[at + 2],
+                     columns[at + 3] if len(columns) > at + 3 else ""))
+    assert printed == {(k.http_resource, ",".join(k.short_names), k.api_version, k.namespaced, k.kind,
+                        ",".join(k.verbs), ",".join(k.categories)) for k in kinds.SERVED}
+
+
+def test_kubectl_get_all_means_the_all_category(http_url: str, tmp_path: Path) -> None:
+    result = run_kubectl(http_url, tmp_path, "api-resources", "--categories=all", "-o", "name")
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == {"pods", "services", "deployments.apps", "replicasets.apps",
+                                          "horizontalpodautoscalers.autoscaling"}

@@ -4,20 +4,23 @@ Stories: given a Deployment, when kubectl scales it through its Scale, then only
 replicas change; given `kubectl drain`'s Eviction, its DeleteOptions come out checked;
 given the default RBAC policy and a user bound to `view` in one namespace, `kubectl
 auth can-i` answers as the next request would be treated, and only reviewers may ask
-about someone else.
+about someone else. The last tests run real kubectl 1.32 against the test apiserver.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from client import Client
 from controlplane.apiserver.auth import AUTHENTICATED, MASTERS, AlwaysAllow, UserInfo
 from controlplane.apiserver.rbac import RBACAuthorizer, default_cluster_role_bindings, default_cluster_roles
 from controlplane.apiserver.subresources import eviction, reviews, scale
 from proto import apps_pb2, kinds, manifest, rbac_pb2, wire
 from proto.errors import BadRequest, Conflict, Forbidden, Invalid, NotFound
+from tests.test_discovery import run_kubectl
 from tests.test_wire import SELF_SUBJECT_ACCESS_REVIEW, SELF_SUBJECT_REVIEW
 
 DEPLOYMENTS = kinds.resolve("deployments")
@@ -297,3 +300,39 @@ def test_token_review_answers_without_echoing_the_token() -> None:
     assert unknown["status"] == {"authenticated": False}
     with pytest.raises(Invalid, match=r"spec\.token: Required value"):
         reviews.token_review(tokens.get, {**body, "spec": {}})
+
+
+# ---------------------------------------------------------------- real kubectl
+
+
+async def test_kubectl_scale_changes_the_deployments_replicas(client: Client, namespace: str, http_url: str,
+                                                              tmp_path: Path) -> None:
+    dep = web_deployment()
+    dep.metadata.namespace = namespace
+    dep.metadata.ClearField("uid")
+    dep.metadata.ClearField("resource_version")
+    dep.metadata.ClearField("creation_timestamp")
+    dep.ClearField("status")
+    await client.create(dep)
+    result = run_kubectl(http_url, tmp_path, "scale", "-n", namespace, "deployment", "web", "--replicas=3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "deployment.apps/web scaled"
+    assert (await client.get(apps_pb2.Deployment, "web", namespace)).spec.replicas == 3
+    # --current-replicas is a precondition kubectl checks against the Scale it reads.
+    stale = run_kubectl(http_url, tmp_path, "scale", "-n", namespace, "deployment/web", "--current-replicas=2",
+                        "--replicas=5")
+    assert stale.returncode == 1 and "Expected replicas to be 2, was 3" in stale.stderr
+    assert (await client.get(apps_pb2.Deployment, "web", namespace)).spec.replicas == 3
+
+
+def test_kubectl_auth_can_i_and_whoami(http_url: str, tmp_path: Path) -> None:
+    # The plaintext listener's caller is the local admin (system:masters).
+    can_i = run_kubectl(http_url, tmp_path, "auth", "can-i", "get", "pods")
+    assert (can_i.returncode, can_i.stdout.strip()) == (0, "yes"), can_i.stderr
+    top = run_kubectl(http_url, tmp_path, "auth", "can-i", "list", "pods.metrics.k8s.io", "-A")
+    assert top.stdout.strip() == "yes", top.stderr
+    unknown = run_kubectl(http_url, tmp_path, "auth", "can-i", "get", "frobnitzes")
+    assert "the server doesn't have a resource type" in unknown.stderr  # kubectl resolves it from discovery
+    whoami = run_kubectl(http_url, tmp_path, "auth", "whoami", "-o", "json")
+    assert whoami.returncode == 0, whoami.stderr
+    assert '"kind": "SelfSubjectReview"' in whoami.stdout and "system:masters" in whoami.stdout
