@@ -1,11 +1,11 @@
 """Logs, exec, attach and port-forward over the HTTP API: given running pods, real clients reach them.
 
-Real etcd, apiserver, containerd, runc and kubelet (tests/kubelet_support.py); the
-stream handlers (controlplane/apiserver/http/{logs,exec,portforward}.py) are
-served by a small aiohttp app over the session's etcd with the apiserver's own
-KubeletProxy, and driven the way kubectl 1.32 and the Python client drive them:
-WebSocket `v5.channel.k8s.io` / `v4.channel.k8s.io` channels, SPDY/3.1 inside
-a WebSocket for port-forward, and the `kubernetes` package's portforward.
+Real etcd, apiserver (its `--http-listen` HTTP API, `http_url`), containerd, runc
+and kubelet (tests/kubelet_support.py). The streams are driven the way their
+clients drive them: WebSocket `v5.channel.k8s.io` / `v4.channel.k8s.io`
+channels, SPDY/3.1 inside a WebSocket for port-forward, the `kubernetes`
+package's exec and portforward, and real kubectl 1.32 (exec exit codes and
+stdin, cp, logs, port-forward).
 """
 
 from __future__ import annotations
@@ -14,25 +14,17 @@ import asyncio
 import json
 import re
 import subprocess
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from client import Client, spdy
-from controlplane.apiserver.http.exec import serve_exec
-from controlplane.apiserver.http.logs import serve_logs
-from controlplane.apiserver.http.portforward import serve_portforward
-from controlplane.apiserver.proxy import KubeletProxy
-from controlplane.apiserver.registry import Registry
-from controlplane.apiserver.storage import Storage
 from proto import core_pb2
 from provision.localnode import LocalNode
-from provision.processes import Etcd, free_port, start_apiserver
 from tests.kubelet_support import busybox, make_pod, node, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here
@@ -40,35 +32,6 @@ __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it her
 V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
 KUBECTL = "/usr/bin/kubectl"
 PAGE = "hello-from-the-pod"
-
-
-@pytest.fixture
-async def streams(etcd: Etcd) -> AsyncIterator[str]:
-    """http://127.0.0.1:<port> serving pods/{log,exec,attach,portforward} through the kubelets."""
-    storage = Storage(etcd.url)
-    await storage.connect()
-    kubelets = KubeletProxy(Registry(storage))
-
-    async def route(request: web.Request) -> web.StreamResponse:
-        namespace, pod, sub = (request.match_info[k] for k in ("namespace", "pod", "sub"))
-        if sub == "log":
-            return await serve_logs(request, kubelets, namespace, pod)
-        if sub in ("exec", "attach"):
-            return await serve_exec(request, kubelets, namespace, pod, sub)
-        return await serve_portforward(request, kubelets, namespace, pod)
-
-    app = web.Application()
-    app.router.add_route("*", "/api/v1/namespaces/{namespace}/pods/{pod}/{sub:log|exec|attach|portforward}", route)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-        await storage.close()
 
 
 async def run_pod(client: Client, namespace: str, local: LocalNode, name: str, *command: str,
@@ -116,9 +79,9 @@ def exec_url(base: str, namespace: str, pod: str, *command: str, **flags: str) -
 
 
 async def test_exec_over_v5_reports_output_and_the_exit_code(client: Client, namespace: str, node: LocalNode,
-                                                             streams: str) -> None:
+                                                             http_url: str) -> None:
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
-    url = exec_url(streams, namespace, "shell", "sh", "-c", "echo out; echo err >&2; exit 3",
+    url = exec_url(http_url, namespace, "shell", "sh", "-c", "echo out; echo err >&2; exit 3",
                    stdout="true", stderr="true")
     got = await asyncio.wait_for(channel_session(url, V5), 20)
     assert got.protocol == V5
@@ -128,22 +91,22 @@ async def test_exec_over_v5_reports_output_and_the_exit_code(client: Client, nam
 
 
 async def test_exec_success_and_stdin_over_v4(client: Client, namespace: str, node: LocalNode,
-                                              streams: str) -> None:
+                                              http_url: str) -> None:
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
-    url = exec_url(streams, namespace, "shell", "sh", "-c", "read line; echo got $line",
+    url = exec_url(http_url, namespace, "shell", "sh", "-c", "read line; echo got $line",
                    stdin="true", stdout="true", stderr="true")
     got = await asyncio.wait_for(channel_session(url, V4, b"\x00abc\n"), 20)
     assert (got.protocol, got.stdout, got.status) == (V4, b"got abc\n", {"metadata": {}, "status": "Success"})
 
 
-async def test_exec_with_the_python_client(client: Client, namespace: str, node: LocalNode, streams: str) -> None:
+async def test_exec_with_the_python_client(client: Client, namespace: str, node: LocalNode, http_url: str) -> None:
     from kubernetes import client as k8s
     from kubernetes.stream import stream
 
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
 
     def run() -> tuple[str, str, int | None]:
-        api = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=streams)))
+        api = k8s.CoreV1Api(k8s.ApiClient(k8s.Configuration(host=http_url)))
         session = stream(api.connect_get_namespaced_pod_exec, "shell", namespace,
                          command=["sh", "-c", "echo to-out; echo to-err >&2; exit 7"],
                          stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
@@ -154,9 +117,9 @@ async def test_exec_with_the_python_client(client: Client, namespace: str, node:
 
 
 async def test_exec_on_a_terminal_follows_its_size(client: Client, namespace: str, node: LocalNode,
-                                                   streams: str) -> None:
+                                                   http_url: str) -> None:
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
-    url = exec_url(streams, namespace, "shell", "sh", "-c", "sleep 1; stty size", stdin="true", stdout="true",
+    url = exec_url(http_url, namespace, "shell", "sh", "-c", "sleep 1; stty size", stdin="true", stdout="true",
                    tty="true")
     got = await asyncio.wait_for(channel_session(url, V5, b'\x04{"Width":101,"Height":41}'), 20)
     assert b"41 101" in got.stdout
@@ -164,18 +127,18 @@ async def test_exec_on_a_terminal_follows_its_size(client: Client, namespace: st
 
 
 async def test_exec_stdin_end_of_file_over_v5(client: Client, namespace: str, node: LocalNode,
-                                              streams: str) -> None:
+                                              http_url: str) -> None:
     # kubectl sends [255, 0] when its input ends: `cat` must see end-of-file and exit.
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
-    url = exec_url(streams, namespace, "shell", "cat", stdin="true", stdout="true", stderr="true")
+    url = exec_url(http_url, namespace, "shell", "cat", stdin="true", stdout="true", stderr="true")
     got = await asyncio.wait_for(channel_session(url, V5, b"\x00hello-stdin\n", b"\xff\x00"), 20)
     assert (got.stdout, got.status["status"]) == (b"hello-stdin\n", "Success")
 
 
 async def test_exec_errors_are_statuses_before_the_upgrade(client: Client, namespace: str, node: LocalNode,
-                                                           streams: str) -> None:
+                                                           http_url: str) -> None:
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
-    base = f"{streams}/api/v1/namespaces/{namespace}/pods"
+    base = f"{http_url}/api/v1/namespaces/{namespace}/pods"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/nope/exec?command=ls&stdout=true",
                             headers={"Upgrade": "websocket", "Connection": "Upgrade"}) as missing:
@@ -195,10 +158,11 @@ async def test_exec_errors_are_statuses_before_the_upgrade(client: Client, names
 
 
 async def test_attach_joins_the_containers_output(client: Client, namespace: str, node: LocalNode,
-                                                  streams: str) -> None:
+                                                  http_url: str) -> None:
     await run_pod(client, namespace, node, "talker", "sh", "-c",
                   "while true; do echo tick; sleep 0.2; done")
-    url = f"{streams.replace('http', 'ws', 1)}/api/v1/namespaces/{namespace}/pods/talker/attach?stdout=true&stderr=true"
+    base = http_url.replace("http", "ws", 1)
+    url = f"{base}/api/v1/namespaces/{namespace}/pods/talker/attach?stdout=true&stderr=true"
     async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=(V5,)) as ws:
         seen = b""
         while b"tick\ntick\n" not in seen:
@@ -213,10 +177,10 @@ async def test_attach_joins_the_containers_output(client: Client, namespace: str
 
 
 async def test_logs_tail_limit_follow_and_bad_options(client: Client, namespace: str, node: LocalNode,
-                                                      streams: str) -> None:
+                                                      http_url: str) -> None:
     await run_pod(client, namespace, node, "logger", "sh", "-c",
                   "for i in 1 2 3 4 5; do echo line $i; done; sleep 2; echo late; sleep 3600")
-    base = f"{streams}/api/v1/namespaces/{namespace}/pods/logger/log"
+    base = f"{http_url}/api/v1/namespaces/{namespace}/pods/logger/log"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}?tailLines=2") as tail:
             assert tail.status == 200 and tail.headers["Content-Type"].startswith("text/plain")
@@ -257,7 +221,7 @@ class SpdyTunnel:
         await self.ws.send_bytes(self.writer.encode(frame))
 
     async def request(self, port: int, request_id: int, payload: bytes) -> tuple[bytes, bytes]:
-        """One forwarded connection: error and data streams, the request with FIN, the answer until FIN."""
+        """One forwarded connection: error and data http_url, the request with FIN, the answer until FIN."""
         error_id, data_id = self.next_id, self.next_id + 2
         self.next_id += 4
         headers = {"port": [str(port)], "requestid": [str(request_id)]}
@@ -283,9 +247,9 @@ class SpdyTunnel:
 
 
 async def test_port_forward_through_spdy_in_a_websocket(client: Client, namespace: str, node: LocalNode,
-                                                        streams: str) -> None:
+                                                        http_url: str) -> None:
     await web_pod(client, namespace, node)
-    url = f"{streams.replace('http', 'ws', 1)}/api/v1/namespaces/{namespace}/pods/web/portforward"
+    url = f"{http_url.replace('http', 'ws', 1)}/api/v1/namespaces/{namespace}/pods/web/portforward"
     async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=("SPDY/3.1+portforward.k8s.io",)) as ws:
         assert ws.protocol == "SPDY/3.1+portforward.k8s.io"
         tunnel = SpdyTunnel(ws)
@@ -298,14 +262,14 @@ async def test_port_forward_through_spdy_in_a_websocket(client: Client, namespac
 
 
 async def test_port_forward_with_the_python_client(client: Client, namespace: str, node: LocalNode,
-                                                   streams: str) -> None:
+                                                   http_url: str) -> None:
     from kubernetes import client as k8s
     from kubernetes.stream import portforward
 
     await web_pod(client, namespace, node)
 
     def fetch() -> bytes:
-        config = k8s.Configuration(host=streams)
+        config = k8s.Configuration(host=http_url)
         api = k8s.CoreV1Api(k8s.ApiClient(config))
         forward = portforward(api.connect_get_namespaced_pod_portforward, "web", namespace, ports="80")
         sock = forward.socket(80)
@@ -322,9 +286,9 @@ async def test_port_forward_with_the_python_client(client: Client, namespace: st
 
 
 async def test_port_forward_needs_a_websocket(client: Client, namespace: str, node: LocalNode,
-                                              streams: str) -> None:
+                                              http_url: str) -> None:
     await web_pod(client, namespace, node)
-    url = f"{streams}/api/v1/namespaces/{namespace}/pods/web/portforward"
+    url = f"{http_url}/api/v1/namespaces/{namespace}/pods/web/portforward"
     async with aiohttp.ClientSession() as http, http.post(
             url, headers={"Upgrade": "SPDY/3.1", "Connection": "Upgrade",
                           "X-Stream-Protocol-Version": "portforward.k8s.io"}) as answer:
@@ -335,18 +299,6 @@ async def test_port_forward_needs_a_websocket(client: Client, namespace: str, no
 
 
 # ---------------------------------------------------------------------------------------------- kubectl 1.32
-
-
-@pytest.fixture(scope="module")
-def http_api(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second apiserver on the session's etcd, serving the HTTP API on loopback (`--http-listen`)."""
-    address = f"127.0.0.1:{free_port()}"
-    server = start_apiserver(etcd.url, tmp_path_factory.mktemp("http-apiserver"),
-                             extra=["--http-listen", address, "--log-level", "WARNING"])
-    try:
-        yield f"http://{address}"
-    finally:
-        server.process.stop()
 
 
 def kubectl_argv(server: str, namespace: str, tmp: Path, *args: str) -> list[str]:
@@ -367,36 +319,36 @@ needs_kubectl = pytest.mark.skipif(not Path(KUBECTL).exists(), reason="kubectl i
 
 @needs_kubectl
 async def test_kubectl_exec_exits_with_the_commands_code_and_ends_stdin(
-        client: Client, namespace: str, node: LocalNode, http_api: str, tmp_path: Path) -> None:
+        client: Client, namespace: str, node: LocalNode, http_url: str, tmp_path: Path) -> None:
     await run_pod(client, namespace, node, "shell", "sleep", "3600")
-    failed = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "shell", "--",
+    failed = await asyncio.to_thread(kubectl, http_url, namespace, tmp_path, "exec", "shell", "--",
                                      "sh", "-c", "echo out; exit 3")
     assert failed.returncode == 3, failed.stderr
     assert failed.stdout == b"out\n"
-    piped = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "-i", "shell", "--", "cat",
+    piped = await asyncio.to_thread(kubectl, http_url, namespace, tmp_path, "exec", "-i", "shell", "--", "cat",
                                     stdin=b"hello through stdin\n")
     assert (piped.returncode, piped.stdout) == (0, b"hello through stdin\n"), piped.stderr
-    missing = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "nope", "--", "true")
+    missing = await asyncio.to_thread(kubectl, http_url, namespace, tmp_path, "exec", "nope", "--", "true")
     assert missing.returncode == 1 and b'pods "nope" not found' in missing.stderr
     # kubectl cp is `tar xf -` fed through stdin: it finishes only if stdin's end reaches tar.
     (tmp_path / "notes.txt").write_text("copied in\n")
-    copied = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "cp", str(tmp_path / "notes.txt"),
+    copied = await asyncio.to_thread(kubectl, http_url, namespace, tmp_path, "cp", str(tmp_path / "notes.txt"),
                                      "shell:/tmp/notes.txt")
     assert copied.returncode == 0, copied.stderr
-    back = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "exec", "shell", "--",
+    back = await asyncio.to_thread(kubectl, http_url, namespace, tmp_path, "exec", "shell", "--",
                                    "cat", "/tmp/notes.txt")
     assert back.stdout == b"copied in\n"
 
 
 @needs_kubectl
-async def test_kubectl_logs_tail_and_follow(client: Client, namespace: str, node: LocalNode, http_api: str,
+async def test_kubectl_logs_tail_and_follow(client: Client, namespace: str, node: LocalNode, http_url: str,
                                             tmp_path: Path) -> None:
     await run_pod(client, namespace, node, "logger", "sh", "-c",
                   "for i in 1 2 3; do echo line $i; done; sleep 2; echo late; sleep 3600")
-    tail = await asyncio.to_thread(kubectl, http_api, namespace, tmp_path, "logs", "logger", "--tail=1")
+    tail = await asyncio.to_thread(kubectl, http_url, namespace, tmp_path, "logs", "logger", "--tail=1")
     assert tail.returncode == 0, tail.stderr
     assert tail.stdout in (b"line 3\n", b"late\n")
-    follow = await asyncio.create_subprocess_exec(*kubectl_argv(http_api, namespace, tmp_path, "logs", "-f",
+    follow = await asyncio.create_subprocess_exec(*kubectl_argv(http_url, namespace, tmp_path, "logs", "-f",
                                                                 "logger"), stdout=asyncio.subprocess.PIPE)
     try:
         assert follow.stdout is not None
@@ -412,10 +364,10 @@ async def test_kubectl_logs_tail_and_follow(client: Client, namespace: str, node
 
 @needs_kubectl
 async def test_kubectl_port_forward_serves_the_pods_page(client: Client, namespace: str, node: LocalNode,
-                                                         http_api: str, tmp_path: Path) -> None:
+                                                         http_url: str, tmp_path: Path) -> None:
     await web_pod(client, namespace, node)
     forward = await asyncio.create_subprocess_exec(
-        *kubectl_argv(http_api, namespace, tmp_path, "port-forward", "pod/web", ":80"),
+        *kubectl_argv(http_url, namespace, tmp_path, "port-forward", "pod/web", ":80"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         assert forward.stdout is not None
