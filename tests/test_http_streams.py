@@ -11,9 +11,14 @@ stdin, cp, logs, port-forward).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import pty
 import re
 import subprocess
+import termios
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from client import Client, spdy
 from proto import core_pb2
 from provision.localnode import LocalNode
 from tests.kubelet_support import busybox, make_pod, node, wait_pod
+from tests.test_kubelet_exec import _read_until
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here
 
@@ -382,3 +388,55 @@ async def test_kubectl_port_forward_serves_the_pods_page(client: Client, namespa
     finally:
         forward.terminate()
         await forward.wait()
+
+
+@needs_kubectl
+async def test_kubectl_attach_follows_the_containers_output(client: Client, namespace: str, node: LocalNode,
+                                                            http_url: str, tmp_path: Path) -> None:
+    await run_pod(client, namespace, node, "talker", "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; "
+                  "sleep 0.2; done")
+    attach = await asyncio.create_subprocess_exec(*kubectl_argv(http_url, namespace, tmp_path, "attach", "talker"),
+                                                  stdout=asyncio.subprocess.PIPE)
+    try:
+        assert attach.stdout is not None
+        first = await asyncio.wait_for(attach.stdout.readline(), 15)
+        second = await asyncio.wait_for(attach.stdout.readline(), 5)
+        assert first.startswith(b"tick ") and second.startswith(b"tick ")
+        assert int(second.split()[1]) == int(first.split()[1]) + 1  # live, in order
+    finally:
+        attach.kill()
+        await attach.wait()
+
+
+def _kubectl_on_a_terminal(argv: list[str]) -> tuple[int, bytes]:
+    """`kubectl exec -it shell -- sh` on a pseudo-terminal 30x90: ask its size, resize to 50x120, exit 4."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: kubectl on the terminal, as a user starts it
+        os.execv(argv[0], argv)
+    try:
+        termios.tcsetwinsize(fd, (30, 90))
+        out = _read_until(fd, b"# ", 20)  # busybox's prompt: the session is live
+        os.write(fd, b"stty size\r")
+        out += _read_until(fd, b"30 90", 10)
+        termios.tcsetwinsize(fd, (50, 120))  # the kernel sends kubectl SIGWINCH
+        time.sleep(0.5)
+        os.write(fd, b"stty size\r")
+        out += _read_until(fd, b"50 120", 10)
+        os.write(fd, b"exit 4\r")
+        with contextlib.suppress(AssertionError):
+            out += _read_until(fd, b"exit code 4", 10)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out
+
+
+@needs_kubectl
+async def test_kubectl_exec_it_is_a_terminal_that_follows_resizes(client: Client, namespace: str,
+                                                                  node: LocalNode, http_url: str,
+                                                                  tmp_path: Path) -> None:
+    await run_pod(client, namespace, node, "shell", "sleep", "3600")
+    argv = kubectl_argv(http_url, namespace, tmp_path, "exec", "-it", "shell", "--", "sh")
+    code, out = await asyncio.to_thread(_kubectl_on_a_terminal, argv)
+    assert code == 4, out
+    assert b"command terminated with exit code 4" in out
