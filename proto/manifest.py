@@ -8,7 +8,9 @@ message descriptor:
 - IntOrString fields (targetPort: 8080 or "http") are strings in protobuf, so
   numbers become strings going in and numeric strings become numbers coming out;
 - quantity fields accept YAML numbers (cpu: 1, cpu: 0.5) and must parse;
-- int64 fields come out of json_format as strings; Kubernetes prints numbers.
+- int64 fields come out of json_format as strings; Kubernetes prints numbers;
+- a `raw_json` message (FieldsV1) is any JSON in the manifest and its bytes in
+  the message.
 
 Unknown fields and wrongly typed values are refused with the field's path
 (`spec.containers[0].ports[0].containerPort: ...`), before anything is stored.
@@ -16,7 +18,9 @@ Unknown fields and wrongly typed values are refused with the field's path
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import json
 from functools import cache
 from typing import Any
 
@@ -50,6 +54,22 @@ def _is_int_or_string(fd: Field) -> bool:
 @cache
 def _is_quantity(fd: Field) -> bool:
     return bool(fd.GetOptions().Extensions[options_pb2.quantities])
+
+
+@cache
+def is_raw_json(desc: Descriptor) -> bool:
+    """A message kept as verbatim JSON bytes (`option (raw_json)`), such as FieldsV1."""
+    return bool(desc.GetOptions().Extensions[options_pb2.raw_json])
+
+
+def raw_json_bytes(value: Any) -> bytes:
+    """A raw_json message's bytes for a JSON value (compact; TypeError/ValueError if it is not JSON)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def raw_json_value(raw: bytes) -> Any:
+    """A raw_json message's JSON value (an unset one is the empty object)."""
+    return json.loads(raw) if raw else {}
 
 
 def _is_map(fd: Field) -> bool:
@@ -140,6 +160,13 @@ class _Normaliser:
                 if not isinstance(value, str):
                     self.errors.append((path, f"expected an RFC 3339 time, got {_type_name(value)}"))
                 return value
+            if is_raw_json(fd.message_type):
+                try:
+                    raw = raw_json_bytes(value)
+                except (TypeError, ValueError) as exc:
+                    self.errors.append((path, f"not JSON: {exc}"))
+                    return {}
+                return {"raw": base64.b64encode(raw).decode("ascii")}
             return self.message(fd.message_type, value, path)
         if quantity or _is_quantity(fd):
             if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -225,6 +252,11 @@ def _restore(desc: Descriptor, data: dict[str, Any]) -> None:
             continue
         if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.full_name != _TIMESTAMP:
             if _is_map(fd):
+                continue
+            if is_raw_json(fd.message_type):
+                def unwrap(item: dict[str, Any]) -> Any:
+                    return raw_json_value(base64.b64decode(item.get("raw", "")))
+                data[key] = [unwrap(v) for v in value] if fd.is_repeated else unwrap(value)
                 continue
             for item in value if fd.is_repeated else [value]:
                 _restore(fd.message_type, item)

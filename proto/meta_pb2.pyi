@@ -173,7 +173,7 @@ Global___ObjectMeta: _TypeAlias = ObjectMeta  # noqa: Y015
 
 @_typing.final
 class ManagedFieldsEntry(_message.Message):
-    """Accepted so that `kubectl get -o yaml` output re-applies; not interpreted."""
+    """Which manager owns which fields (server-side apply; controlplane/apiserver/fieldmanager.py)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -214,14 +214,22 @@ Global___ManagedFieldsEntry: _TypeAlias = ManagedFieldsEntry  # noqa: Y015
 
 @_typing.final
 class FieldsV1(_message.Message):
+    """The set of fields a manager owns, in Kubernetes' FieldsV1 format ({"f:spec": {"f:replicas": {}}}):
+    stored as the JSON bytes, shown as the JSON object (see the raw_json option).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    RAW_FIELD_NUMBER: _builtins.int
+    raw: _builtins.bytes
     def __init__(
         self,
+        *,
+        raw: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["raw", b"raw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

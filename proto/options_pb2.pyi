@@ -21,6 +21,7 @@ LIST_TYPE_FIELD_NUMBER: _builtins.int
 LIST_MAP_KEYS_FIELD_NUMBER: _builtins.int
 EMBEDDED_IN_FIELD_NUMBER: _builtins.int
 DURATION_FIELD_NUMBER: _builtins.int
+RAW_JSON_FIELD_NUMBER: _builtins.int
 int_or_string: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
 """An IntOrString in Kubernetes (targetPort, maxSurge, probe ports): stored as a
 string, written back as a number when it is one. On Kubernetes' wire it is a
@@ -54,3 +55,7 @@ numbers it 2001). Field numbers say this too; the option makes it checkable.
 """
 duration: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.bool]
 """A metav1.Duration ("30s"): a string in JSON, a message {1 string} on the wire."""
+raw_json: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.bool]
+"""A message whose JSON form is arbitrary JSON kept verbatim in its `bytes raw = 1`
+(Kubernetes' FieldsV1: on the wire the JSON bytes, in JSON the object itself).
+"""

@@ -174,6 +174,8 @@ def _value(fd: Any, value: Any) -> Any:
             return value.duration
         if name == _TIMESTAMP:
             return _time(value)
+        if manifest.is_raw_json(fd.message_type):  # FieldsV1: JSON bytes on the wire, the JSON in a dict
+            return manifest.raw_json_value(value.raw)
         return _to_dict(value)
     if fd.type == FieldDescriptor.TYPE_BYTES:
         return base64.b64encode(value).decode("ascii")  # Kubernetes JSON's []byte
@@ -254,6 +256,8 @@ def _set_message(msg: Any, fd: Any, value: Any) -> None:
         msg.duration = str(value)
     elif name == _TIMESTAMP:
         msg.FromJsonString(value)
+    elif manifest.is_raw_json(fd.message_type):
+        msg.raw = manifest.raw_json_bytes(value)
     else:
         msg.SetInParent()  # an empty struct is still sent, as Kubernetes does
         _fill(msg, value)

@@ -67,6 +67,10 @@ def _int_or_string(value: str) -> Any:
     return int(value) if value.isdigit() else value
 
 
+def _raw_json(value: Any) -> Any:
+    return manifest.raw_json_value(value.raw)
+
+
 def _timestamp(value: Any) -> str:
     return str(value.ToJsonString())
 
@@ -76,6 +80,8 @@ def _value_converter(fd: Any) -> Callable[[Any], Any] | None:
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         if fd.message_type.full_name == "google.protobuf.Timestamp":
             return _timestamp
+        if manifest.is_raw_json(fd.message_type):
+            return _raw_json
         return _converter(fd.message_type)
     if fd.type == FieldDescriptor.TYPE_BYTES:
         return _bytes
