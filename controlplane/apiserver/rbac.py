@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from client import bootstrap
-from controlplane.apiserver.auth import MASTERS, Attributes, UserInfo
+from controlplane.apiserver.auth import AUTHENTICATED, MASTERS, Attributes, UserInfo
 from proto import kinds, rbac_pb2
 from proto.errors import Forbidden
 
@@ -297,7 +297,12 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
         "system:coredns": [_rule(READ, [""], ["services", "endpoints", "pods", "namespaces"])],
         "system:lb-controller": [_rule(READ, [""], ["services"]),
                                  _rule(["update", "patch"], [""], ["services/status"]),
-                                 _rule(["create", "patch"], [""], ["events"])],
+                                 _rule(["create", "patch"], [""], ["events"]),
+                                 _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
+        # What every signed-in user may ask about itself (`kubectl auth can-i`, `auth whoami`).
+        "system:basic-user": [
+            _rule(["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+            _rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"])],
     }
     out = []
     for name, rules in roles.items():
@@ -316,7 +321,8 @@ def default_cluster_role_bindings() -> list[rbac_pb2.ClusterRoleBinding]:
              ("system:node-bootstrapper", "Group", bootstrap.BOOTSTRAPPERS_GROUP),
              ("system:kube-proxy", "User", "system:kube-proxy"),
              ("system:coredns", "User", "system:coredns"),
-             ("system:lb-controller", "User", "system:lb-controller")]
+             ("system:lb-controller", "User", "system:lb-controller"),
+             ("system:basic-user", "Group", AUTHENTICATED)]
     out = []
     for role, kind, subject in pairs:
         binding = rbac_pb2.ClusterRoleBinding(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRoleBinding")
