@@ -8,8 +8,8 @@ terminal, not to kctl), sends what the user types and the terminal's size
 exit code. The terminal is restored however the session ends.
 
 Without a terminal (`-i` alone, e.g. input from a pipe) stdin is sent as it
-comes; containerd 1.6's streaming protocol cannot pass on its end (see
-streaming.py), so the command should not wait for end-of-file.
+comes, and its end is passed on (`close_stdin`), so `... | kctl exec -i pod --
+cat` finishes as it would locally.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, fd: int, inbox: asyncio.Queue[k
         if data:
             inbox.put_nowait(kubelet_pb2.ExecStreamRequest(stdin=data))
         else:
-            loop.remove_reader(fd)  # end of input: nothing more to send (the protocol cannot say so)
+            loop.remove_reader(fd)  # end of input: the command's stdin reaches end-of-file too
+            inbox.put_nowait(kubelet_pb2.ExecStreamRequest(close_stdin=True))
 
     try:
         loop.add_reader(fd, readable)
@@ -98,5 +99,6 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, fd: int, inbox: asyncio.Queue[k
         with os.fdopen(os.dup(fd), "rb") as f:
             while data := f.read(READ_SIZE):
                 inbox.put_nowait(kubelet_pb2.ExecStreamRequest(stdin=data))
+        inbox.put_nowait(kubelet_pb2.ExecStreamRequest(close_stdin=True))
         return
     cleanup.callback(loop.remove_reader, fd)

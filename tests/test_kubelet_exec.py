@@ -1,7 +1,7 @@
 """Interactive exec: given a running pod, when a user opens a shell on it, then they talk to it live.
 
 kctl (or the client library) → apiserver ExecStream → the pod's kubelet →
-CRI Exec → containerd's streaming server over websocket (v4.channel.k8s.io).
+CRI Exec → containerd's streaming server over SPDY (nodeagent/kubelet/streaming.py).
 Real etcd, apiserver, containerd, runc and kubelet; the kctl story runs the
 real CLI on a pseudo-terminal, as a user at a terminal does.
 """
@@ -135,3 +135,16 @@ async def test_kctl_exec_it_is_a_live_terminal_that_follows_resizes(client: Clie
     code, out = await asyncio.to_thread(_kctl_on_a_terminal, client.server, namespace)
     assert code == 5, out
     assert b"command terminated with exit code 5" in out
+
+
+async def test_kctl_exec_i_passes_on_the_end_of_piped_input(client: Client, namespace: str, node: LocalNode) -> None:
+    # `... | kctl exec -i shell -- cat` must finish: the end of kctl's stdin is the end of cat's.
+    await start_shell(client, namespace, node)
+    kctl = os.path.join(os.path.dirname(sys.executable), "kctl")
+    proc = await asyncio.create_subprocess_exec(
+        kctl, "-s", client.server, "-n", namespace, "exec", "-i", "shell", "--", "cat",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "KCTL_CONFIG": "/nonexistent"})
+    out, err = await asyncio.wait_for(proc.communicate(b"piped line\n"), 20)
+    assert proc.returncode == 0, err
+    assert out == b"piped line\n"

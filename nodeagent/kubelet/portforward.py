@@ -29,7 +29,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from nodeagent.kubelet.runtime import Runtime
-from proto import cri_pb2, kubelet_pb2
+from proto import kubelet_pb2
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,9 @@ class PortForwardError(Exception):
 
 async def sandbox_netns(runtime: Runtime, sandbox_id: str) -> str:
     """The path of the sandbox's network namespace, from its process in the verbose CRI status."""
-    request = cri_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
-    reply = await runtime._call("PodSandboxStatus", request)
-    assert isinstance(reply, cri_pb2.PodSandboxStatusResponse)
+    info = await runtime.pod_sandbox_info(sandbox_id)
     try:
-        pid = int(json.loads(reply.info.get("info", "{}")).get("pid") or 0)
+        pid = int(json.loads(info.get("info", "{}")).get("pid") or 0)
     except ValueError:
         pid = 0
     if pid <= 0:

@@ -86,6 +86,13 @@ class Runtime:
         assert isinstance(reply, cri_pb2.PodSandboxStatusResponse)
         return reply.status
 
+    async def pod_sandbox_info(self, sandbox_id: str) -> dict[str, str]:
+        """The runtime's verbose details of a sandbox (containerd: "info" holds JSON with its pid)."""
+        request = cri_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
+        reply = await self._call("PodSandboxStatus", request)
+        assert isinstance(reply, cri_pb2.PodSandboxStatusResponse)
+        return dict(reply.info)
+
     async def list_pod_sandboxes(self, labels: dict[str, str] | None = None) -> list[cri_pb2.PodSandbox]:
         request = cri_pb2.ListPodSandboxRequest(filter=cri_pb2.PodSandboxFilter(label_selector=labels or {}))
         reply = await self._call("ListPodSandbox", request)
@@ -135,6 +142,14 @@ class Runtime:
                                       stderr=not tty)  # a terminal has one output stream
         reply = await self._call("Exec", request)
         assert isinstance(reply, cri_pb2.ExecResponse)
+        return reply.url
+
+    async def attach_url(self, container_id: str, *, stdin: bool, tty: bool) -> str:
+        """Where containerd's streaming server joins the container's own stdio (CRI Attach; see streaming.py)."""
+        request = cri_pb2.AttachRequest(container_id=container_id, stdin=stdin, tty=tty, stdout=True,
+                                        stderr=not tty)  # a terminal has one output stream
+        reply = await self._call("Attach", request)
+        assert isinstance(reply, cri_pb2.AttachResponse)
         return reply.url
 
     async def list_container_stats(self) -> list[cri_pb2.ContainerStats]:

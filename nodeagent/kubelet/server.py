@@ -41,7 +41,7 @@ from client.certificates import identity_of
 from client.informer import Store
 from nodeagent.kubelet.portforward import PortForwardError, connect, relay, sandbox_netns
 from nodeagent.kubelet.runtime import LABEL_CONTAINER_NAME, LABEL_POD_UID, CRIError, Runtime
-from nodeagent.kubelet.streaming import StreamingError, attach_url, exec_session
+from nodeagent.kubelet.streaming import StreamingError, exec_session
 from proto import core_pb2, cri_pb2, kubelet_pb2, kubelet_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ class KubeletService(kubelet_pb2_grpc.KubeletServicer):
         try:
             container = await self._container(start.namespace, start.pod, start.container, running=True)
             if attach:
-                url = await attach_url(self.runtime, container.id, stdin=start.stdin, tty=start.tty)
+                url = await self.runtime.attach_url(container.id, stdin=start.stdin, tty=start.tty)
             else:
                 url = await self.runtime.exec_url(container.id, list(start.command), stdin=start.stdin,
                                                   tty=start.tty)

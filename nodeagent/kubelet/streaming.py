@@ -35,8 +35,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from client import spdy
-from nodeagent.kubelet.runtime import Runtime
-from proto import cri_pb2, kubelet_pb2
+from proto import kubelet_pb2
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,6 @@ def exit_of(status: bytes) -> kubelet_pb2.ExecExit:
                 except ValueError:
                     break
     return kubelet_pb2.ExecExit(exit_code=1, message=str(parsed.get("message") or "exec failed"))
-
-
-async def attach_url(runtime: Runtime, container_id: str, *, stdin: bool, tty: bool) -> str:
-    """Where containerd's streaming server joins the container's own stdio (CRI Attach)."""
-    request = cri_pb2.AttachRequest(container_id=container_id, stdin=stdin, tty=tty, stdout=True,
-                                    stderr=not tty)  # a terminal has one output stream
-    reply = await runtime._call("Attach", request)
-    assert isinstance(reply, cri_pb2.AttachResponse)
-    return reply.url
 
 
 async def upgrade(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
