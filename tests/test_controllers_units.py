@@ -61,6 +61,19 @@ def test_template_hash_ignores_its_own_label_and_changes_with_collisions() -> No
     assert set(dep.compute_hash(t, 0)) <= set("bcdfghjklmnpqrstvwxz2456789")
 
 
+def test_template_echoed_with_empty_resources_is_the_same_template() -> None:
+    # kubectl rollout undo sends the old ReplicaSet's template back with `resources: {}` on each container:
+    # the Deployment must find that ReplicaSet again (same hash), not start a new one.
+    t = core_pb2.PodTemplateSpec()
+    t.spec.containers.add(name="app", image="nginx:1.22")
+    echoed = core_pb2.PodTemplateSpec()
+    echoed.CopyFrom(t)
+    echoed.spec.containers[0].resources.SetInParent()
+    assert dep.templates_equal(t, echoed) and dep.compute_hash(t, 0) == dep.compute_hash(echoed, 0)
+    echoed.spec.containers[0].resources.limits["cpu"] = "1"
+    assert not dep.templates_equal(t, echoed) and dep.compute_hash(t, 0) != dep.compute_hash(echoed, 0)
+
+
 def pod(name: str, *, node: str = "", phase: str = "Running", ready: bool = True, created: int = 0) -> core_pb2.Pod:
     p = core_pb2.Pod()
     p.metadata.name = name

@@ -461,9 +461,24 @@ def find_new_rs(d: apps_pb2.Deployment, rs_list: list[apps_pb2.ReplicaSet]) -> a
     return matching[0] if matching else None
 
 
+def _canonical(template: core_pb2.PodTemplateSpec) -> core_pb2.PodTemplateSpec:
+    """The template as Kubernetes compares it: an empty `resources` is no `resources`.
+
+    A container's resources are a value in Kubernetes (never absent), so clients
+    send `resources: {}` whenever they echo a template back — kubectl's
+    `rollout undo` copies the old ReplicaSet's template that way. In a message
+    that empty field is present, and would make the same template look new.
+    """
+    canonical = copy(template)
+    for c in (*canonical.spec.init_containers, *canonical.spec.containers):
+        if c.HasField("resources") and not c.resources.ByteSize():
+            c.ClearField("resources")
+    return canonical
+
+
 def templates_equal(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> bool:
     """Equal but for the pod-template-hash label, which the ReplicaSet adds."""
-    x, y = copy(a), copy(b)
+    x, y = _canonical(a), _canonical(b)
     x.metadata.labels.pop(LABEL_POD_TEMPLATE_HASH, None)
     y.metadata.labels.pop(LABEL_POD_TEMPLATE_HASH, None)
     return bool(x == y)
@@ -472,7 +487,7 @@ def templates_equal(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) ->
 def compute_hash(template: core_pb2.PodTemplateSpec, collision_count: int) -> str:
     """pod-template-hash: FNV-1a of the template (and the collision count), safe-encoded."""
     h = 0x811C9DC5
-    data = template.SerializeToString(deterministic=True)
+    data = _canonical(template).SerializeToString(deterministic=True)
     if collision_count:
         data += str(collision_count).encode()
     for byte in data:
