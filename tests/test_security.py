@@ -203,7 +203,7 @@ async def test_audit_log_records_each_mutating_request(secure_apiserver: SecureS
 
 
 async def test_node_credentials_reach_only_their_own_node(secure_apiserver: SecureServer) -> None:
-    from proto import coordination_pb2, manifest
+    from proto import coordination_pb2, manifest, metrics_pb2
 
     async with secure_apiserver.client_as("admin", "system:masters") as admin:
         await make_namespace(admin, "noderes")
@@ -249,6 +249,11 @@ async def test_node_credentials_reach_only_their_own_node(secure_apiserver: Secu
         lease.metadata.name = "n2"
         with pytest.raises(Forbidden, match="its own Lease"):
             await n1.create(lease)
+        # Its pods' usage reports: published, and withdrawn once the pod's containers are gone (`top pods`).
+        usage = metrics_pb2.PodMetrics(api_version="metrics.k8s.io/v1beta1", kind="PodMetrics", window="10s")
+        usage.metadata.name, usage.metadata.namespace = "mine", "noderes"
+        await n1.create(usage)
+        await n1.delete(metrics_pb2.PodMetrics, "mine", "noderes")
 
 
 async def test_controller_manager_runs_with_its_own_certificate(secure_apiserver: SecureServer, tmp_path: Path) -> None:

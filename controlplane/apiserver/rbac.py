@@ -287,7 +287,9 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
             _rule(["create", "update", "patch"], [""], ["nodes", "nodes/status", "pods/status", "events"]),
             _rule(["delete"], [""], ["pods"]),
             _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"]),
+            # its pods' usage reports, withdrawn once their containers are gone
             _rule(["create", "update"], ["metrics.k8s.io"], ["podmetrics", "nodemetrics"]),
+            _rule(["delete"], ["metrics.k8s.io"], ["podmetrics"]),
             # renewing its own client certificate
             _rule([*READ, "create"], [CERTIFICATES], ["certificatesigningrequests"])],
         # Leases: each proxy's LoadBalancer announcer elects one node per address (nodeagent/proxy/announcer.py).

@@ -81,21 +81,25 @@ class MetricsPublisher:
     async def publish(self) -> None:
         pods, node_usage = await self.collect()
         window = f"{self.period:g}s"
+        # The node's own report first: a failure over one pod's report must not leave the node without one.
+        node = metrics_pb2.NodeMetrics(window=window, usage=node_usage)
+        node.metadata.name = self.node_name
+        node.timestamp.CopyFrom(now_timestamp())
+        await self._upsert(node)
         for (namespace, name), containers in pods.items():
             report = metrics_pb2.PodMetrics(window=window, containers=containers)
             report.metadata.name, report.metadata.namespace = name, namespace
             report.timestamp.CopyFrom(now_timestamp())
             await self._upsert(report)
+        # Pods whose containers are gone: their last report would otherwise linger in `top pods`.
         for namespace, name in self._published - set(pods):
             try:
                 await self.client.delete(metrics_pb2.PodMetrics, name, namespace)
             except NotFound:
                 pass
+            except ApiError as err:  # forgotten all the same: retrying every period would only repeat it
+                log.warning("withdrawing the metrics of pod %s/%s: %s", namespace, name, err)
         self._published = set(pods)
-        node = metrics_pb2.NodeMetrics(window=window, usage=node_usage)
-        node.metadata.name = self.node_name
-        node.timestamp.CopyFrom(now_timestamp())
-        await self._upsert(node)
 
     async def _upsert(self, report: metrics_pb2.PodMetrics | metrics_pb2.NodeMetrics) -> None:
         try:
