@@ -1664,6 +1664,33 @@ class SecretVolumeSource(_message.Message):
 Global___SecretVolumeSource: _TypeAlias = SecretVolumeSource  # noqa: Y015
 
 @_typing.final
+class NFSVolumeSource(_message.Message):
+    """An NFS export mounted for the pod's lifetime (VolumeSource.nfs; also a PersistentVolume source)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    READ_ONLY_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    path: _builtins.str
+    read_only: _builtins.bool
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        path: _builtins.str = ...,
+        read_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "read_only", b"read_only", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NFSVolumeSource: _TypeAlias = NFSVolumeSource  # noqa: Y015
+
+@_typing.final
 class PersistentVolumeClaimVolumeSource(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1695,6 +1722,7 @@ class Volume(_message.Message):
     CONFIG_MAP_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
     PERSISTENT_VOLUME_CLAIM_FIELD_NUMBER: _builtins.int
+    NFS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def empty_dir(self) -> Global___EmptyDirVolumeSource: ...
@@ -1706,6 +1734,8 @@ class Volume(_message.Message):
     def secret(self) -> Global___SecretVolumeSource: ...
     @_builtins.property
     def persistent_volume_claim(self) -> Global___PersistentVolumeClaimVolumeSource: ...
+    @_builtins.property
+    def nfs(self) -> Global___NFSVolumeSource: ...
     def __init__(
         self,
         *,
@@ -1715,10 +1745,11 @@ class Volume(_message.Message):
         config_map: Global___ConfigMapVolumeSource | None = ...,
         secret: Global___SecretVolumeSource | None = ...,
         persistent_volume_claim: Global___PersistentVolumeClaimVolumeSource | None = ...,
+        nfs: Global___NFSVolumeSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "persistent_volume_claim", b"persistent_volume_claim", "secret", b"secret"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "nfs", b"nfs", "persistent_volume_claim", b"persistent_volume_claim", "secret", b"secret"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "name", b"name", "persistent_volume_claim", b"persistent_volume_claim", "secret", b"secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "name", b"name", "nfs", b"nfs", "persistent_volume_claim", b"persistent_volume_claim", "secret", b"secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
