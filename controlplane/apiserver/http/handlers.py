@@ -21,6 +21,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 from multidict import CIMultiDict
 
+from controlplane.apiserver.admission import warning_header
 from controlplane.apiserver.auth import Authenticator, Credentials, UserInfo
 from controlplane.apiserver.endpoints import DeleteOptions, Endpoints
 from controlplane.apiserver.http import codec, patching, watch
@@ -63,8 +64,7 @@ def dry_run(query: Any) -> bool:
 def json_response(data: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     headers: CIMultiDict[str] = CIMultiDict()
     for text in warnings or ():
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        headers.add("Warning", f'299 - "{escaped}"')
+        headers.add("Warning", warning_header(text))
     return web.Response(status=status, body=codec.dumps(data), content_type=codec.JSON, headers=headers)
 
 
@@ -163,7 +163,9 @@ class ResourceHandlers:
         if kind in kinds.REVIEWS:
             data = codec.load(await request.read(), request.headers.get("Content-Type", codec.JSON))
             return json_response(await self.review(user, kind, data), 201)
+        manager = patching.field_manager(request.query, request.headers, "CreateOptions")
         obj, warnings = await self._body_object(request, kind)
+        obj = patching.track(kind, None, obj, manager)
         created = await self.endpoints.create(user, kind, namespace, obj, dry_run=dry_run(request.query))
         return self._render_one(request, kind, created, 201, warnings)
 
@@ -175,8 +177,19 @@ class ResourceHandlers:
             raise BadRequest(f"the name of the object ({meta.name}) does not match the name on the URL "
                              f"({info.name})")
         meta.name = info.name
-        updated = await self.endpoints.update(user, kind, namespace, obj, subresource=info.subresource,
-                                              dry_run=dry_run(request.query))
+        manager = patching.field_manager(request.query, request.headers, "UpdateOptions")
+
+        def put(current: Message | None) -> Message:
+            assert current is not None
+            new = type(obj)()
+            new.CopyFrom(obj)
+            if not meta.resource_version:
+                # Unconditional, but managedFields are computed against `current`: a lost race computes again.
+                new.metadata.resource_version = current.metadata.resource_version  # type: ignore[attr-defined]
+            return patching.track(kind, current, new, manager, subresource=info.subresource)
+        updated = await self.endpoints.patch(user, kind, namespace, info.name, put,
+                                             subresource=info.subresource, dry_run=dry_run(request.query),
+                                             verb="update")
         return self._render_one(request, kind, updated, 200, warnings)
 
     async def patch(self, request: web.Request, user: UserInfo, info: RequestInfo, kind: kinds.Kind,
@@ -185,8 +198,10 @@ class ResourceHandlers:
         content_type = request.headers.get("Content-Type", "")
         validation = codec.field_validation(request.query.get("fieldValidation", ""))
         warnings: builtins.list[str] = []
-        transform = patching.transform(kind, body, content_type, request.query, validation, warnings)
-        applying = content_type.split(";")[0].strip() == APPLY_PATCH
+        manager = patching.field_manager(request.query, request.headers, "PatchOptions")
+        transform = patching.transform(kind, body, content_type, request.query, validation, warnings,
+                                       manager=manager, subresource=info.subresource)
+        applying = patching.media_type(content_type) == APPLY_PATCH
         existed = True
 
         def tracking(current: Message | None) -> Message:
@@ -247,20 +262,24 @@ class ResourceHandlers:
             return json_response(scale.to_scale(kind, obj))
         if info.verb == "update":
             wanted = codec.load(await request.read(), request.headers.get("Content-Type", codec.JSON))
+            manager = patching.field_manager(request.query, request.headers, "UpdateOptions")
 
             def put(current: Message | None) -> Message:
                 assert current is not None
-                return scale.apply_scale(kind, current, wanted)
+                return patching.track(kind, current, scale.apply_scale(kind, current, wanted), manager,
+                                      subresource="scale")
             updated = await self.endpoints.patch(user, kind, namespace, info.name, put, subresource="scale",
                                                  dry_run=dry_run(request.query), verb="update")
             return json_response(scale.to_scale(kind, updated))
         if info.verb == "patch":
             body, content_type = await request.read(), request.headers.get("Content-Type", "")
+            manager = patching.field_manager(request.query, request.headers, "PatchOptions")
 
             def patch(current: Message | None) -> Message:
                 assert current is not None
                 patched = patching.apply(scale.SCALE, scale.to_scale(kind, current), body, content_type)
-                return scale.apply_scale(kind, current, patched)
+                return patching.track(kind, current, scale.apply_scale(kind, current, patched), manager,
+                                      subresource="scale")
             updated = await self.endpoints.patch(user, kind, namespace, info.name, patch, subresource="scale",
                                                  dry_run=dry_run(request.query))
             return json_response(scale.to_scale(kind, updated))

@@ -1,123 +1,129 @@
-"""PATCH requests: which patch the Content-Type names, turned into a transform of the stored object.
+"""PATCH requests and field managers: what a write says about who made it, and what a patch does.
 
 The patch algorithms are controlplane/apiserver/patch.py's (JSON patch, merge
-patch, strategic merge patch) and fieldmanager.py's (server-side apply with
-managedFields). This module only reads the request: the body, its
-Content-Type, `fieldManager`, `force` and `fieldValidation`, and returns the
-function the request core applies to the object as stored now (on every retry
-after a lost race, so a patch always lands on the latest object).
+patch, strategic merge patch) and fieldmanager.py's (server-side apply, and the
+managedFields bookkeeping of every other write). This module only reads the
+request: the body, its Content-Type, `fieldManager`, `force` and
+`fieldValidation`, and returns the function the request core applies to the
+object as stored now (on every retry after a lost race, so a patch always lands
+on the latest object).
 
-Until those modules are in the tree, JSON patch and merge patch are applied
-here with jsonpatch and RFC 7386, and a strategic merge patch as a merge
-patch (lists replaced whole); server-side apply then needs fieldmanager.py.
+Every write names a field manager, as in Kubernetes: `?fieldManager=`, else the
+client's User-Agent up to its first `/` (`kubectl-client-side-apply`,
+`kubectl-edit`, `OpenAPI-Generator` for the Python client). Creates, updates
+and patches record what they changed under that manager with operation
+`Update` (`track`); server-side apply records `Apply`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
 from google.protobuf.message import Message
 
+from controlplane.apiserver import fieldmanager, patch
 from controlplane.apiserver.http import codec
-from proto import kinds
-from proto.errors import ApiError, BadRequest
+from proto import kinds, manifest
+from proto.errors import BadRequest, Invalid
 
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
-APPLY_PATCH = "application/apply-patch+yaml"
-PATCH_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
+JSON_PATCH = patch.JSON_PATCH
+MERGE_PATCH = patch.MERGE_PATCH
+STRATEGIC_MERGE_PATCH = patch.STRATEGIC_MERGE_PATCH
+APPLY_PATCH = patch.APPLY_PATCH
+MAX_FIELD_MANAGER_BYTES = 128  # Kubernetes' limit on a manager's name
 
-
-class UnsupportedMediaType(ApiError):
-    reason = "UnsupportedMediaType"
+Transform = Callable[[Message | None], Message]
 
 
-def _media(content_type: str) -> str:
-    return content_type.split(";")[0].strip().lower()
+def media_type(content_type: str) -> str:
+    return patch.media_type(content_type)
 
 
-def _merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge(result.get(key), value)
-    return result
+def field_manager(query: Mapping[str, str], headers: Mapping[str, str], options: str) -> str:
+    """The manager a write is recorded under; `options` names the request's options kind in errors.
+
+    An explicit `fieldManager` must be printable and at most 128 bytes (Kubernetes'
+    ValidateFieldManager, a 422 on e.g. `PatchOptions.meta.k8s.io ""`); one taken
+    from the User-Agent is cut to fit, as kube-apiserver does.
+    """
+    manager = query.get("fieldManager")
+    if manager is not None:
+        what = f'{options}.meta.k8s.io ""'
+        if len(manager.encode("utf-8", "surrogatepass")) > MAX_FIELD_MANAGER_BYTES:
+            raise Invalid(what, [("fieldManager", f"Too long: may not be more than {MAX_FIELD_MANAGER_BYTES} "
+                                                  "bytes")])
+        if not manager.isprintable():
+            raise Invalid(what, [("fieldManager", f"Invalid value: {manager!r}: must consist of printable "
+                                                  "characters")])
+        if manager:
+            return manager
+    agent = headers.get("User-Agent", "").split("/", 1)[0]
+    agent = "".join(c for c in agent if c.isprintable())
+    return agent.encode()[:MAX_FIELD_MANAGER_BYTES].decode(errors="ignore")
 
 
-def _fallback(current: dict[str, Any], body: bytes, media: str) -> dict[str, Any]:
-    try:
-        patch = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the patch is not valid JSON: {exc}") from None
-    if media == JSON_PATCH:
-        import jsonpatch
+def track(kind: kinds.Kind, old: Message | None, new: Message, manager: str, *, subresource: str = "") -> Message:
+    """`new` with its managedFields recording what this write (by `manager`) changed from `old`.
 
-        if not isinstance(patch, list):
-            raise BadRequest("a JSON patch must be a list of operations")
-        try:
-            result = jsonpatch.apply_patch(current, patch)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
-            raise BadRequest(f"the JSON patch cannot be applied: {exc}") from None
-        if not isinstance(result, dict):
-            raise BadRequest("the JSON patch must leave an object")
-        return result
-    if not isinstance(patch, dict):
-        raise BadRequest("a merge patch must be a JSON object")
-    merged: dict[str, Any] = _merge(current, patch)
-    return merged
+    Nothing is recorded without a manager (Kubernetes lets such writes through too).
+    """
+    if not manager:
+        return new
+    before = codec.object_dict(old) if old is not None else None
+    after = fieldmanager.update(kind, before, codec.object_dict(new), manager, fieldmanager.UPDATE,
+                                subresource=subresource)
+    entries = after.get("metadata", {}).get("managedFields", [])
+    meta = manifest.from_dict({"apiVersion": kind.api_version, "kind": kind.kind,
+                               "metadata": {"managedFields": entries}}, kind).metadata  # type: ignore[attr-defined]
+    tracked = type(new)()
+    tracked.CopyFrom(new)
+    tracked.metadata.ClearField("managed_fields")  # type: ignore[attr-defined]
+    tracked.metadata.managed_fields.extend(meta.managed_fields)  # type: ignore[attr-defined]
+    return tracked
 
 
 def apply(kind: kinds.Kind, current: dict[str, Any], body: bytes, content_type: str) -> dict[str, Any]:
-    """A JSON, merge or strategic merge patch applied to an object's JSON."""
-    media = _media(content_type)
-    if media not in (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH):
-        raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
-                                   f'include: {", ".join(PATCH_TYPES)}')
-    try:
-        from controlplane.apiserver import patch
-    except ImportError:
-        return _fallback(current, body, media)
-    result: dict[str, Any] = patch.apply_patch(kind, current, body, media)
-    return result
+    """A JSON, merge or strategic merge patch applied to an object's JSON (patch.py; 415 for other types)."""
+    return patch.apply_patch(kind, current, body, content_type)
 
 
-def transform(kind: kinds.Kind, body: bytes, content_type: str, query: Any, validation: str,
-              warnings: list[str]) -> Callable[[Message | None], Message]:
+def transform(kind: kinds.Kind, body: bytes, content_type: str, query: Mapping[str, str], validation: str,
+              warnings: list[str], *, manager: str, subresource: str = "") -> Transform:
     """What a PATCH does to the stored object (None: there is none, which only apply may create)."""
-    media = _media(content_type)
+    media = media_type(content_type)
     if media == APPLY_PATCH:
-        manager = query.get("fieldManager", "")
-        if not manager:
+        if not query.get("fieldManager"):
             raise BadRequest("PATCH /apply requires fieldManager to be set")
-        force = str(query.get("force", "")).lower() == "true"
+        force = _force(query)
         applied = codec.load(body, media)
-        if not isinstance(applied, dict):
-            raise BadRequest("an applied configuration must be an object")
-        from controlplane.apiserver import fieldmanager
 
         def apply_config(current: Message | None) -> Message:
             live = codec.object_dict(current) if current is not None else None
-            merged = fieldmanager.apply(kind, live, applied, manager, force)
+            merged = fieldmanager.apply(kind, live, copy.deepcopy(applied), manager, force, subresource=subresource)
             obj, found = codec.to_object(kind, merged, validation)
             warnings[:] = found
             return obj
         return apply_config
-    if media not in PATCH_TYPES:
-        raise UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media types '
-                                   f'include: {", ".join(PATCH_TYPES)}')
+    if media not in patch.PATCH_TYPES:
+        raise patch.unsupported_media_type()
+    if "force" in query:
+        raise Invalid('PatchOptions.meta.k8s.io ""', [("force", "Forbidden: may not be specified for non-apply "
+                                                                "patch")])
 
     def patch_object(current: Message | None) -> Message:
-        assert current is not None
+        if current is None:  # only apply creates; the request core never asks others to
+            raise BadRequest("a patch needs an object to patch")
         patched = apply(kind, codec.object_dict(current), body, media)
         obj, found = codec.to_object(kind, patched, validation)
         warnings[:] = found
-        return obj
+        return track(kind, current, obj, manager, subresource=subresource)
     return patch_object
+
+
+def _force(query: Mapping[str, str]) -> bool:
+    value = query.get("force", "")
+    if value.lower() not in ("", "true", "false", "1", "0"):
+        raise BadRequest(f'force: invalid value "{value}": must be true or false')
+    return value.lower() in ("true", "1")

@@ -12,11 +12,13 @@ only raise.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from controlplane.apiserver.fieldmanager import ApplyConflict
 from proto.errors import ApiError, Invalid
 
 # Kubernetes' HTTP code for each Status reason (k8s.io/apimachinery/pkg/api/errors).
@@ -70,19 +72,27 @@ def _cause_type(message: str) -> str:
     return "FieldValueInvalid"
 
 
+def _cause(field: str, message: str, reason: str) -> dict[str, str]:
+    # A cause without a field (a patch that does not apply) is only its message, as Kubernetes sends it.
+    return {"reason": reason, "message": message, "field": field} if field else {"message": message}
+
+
 def status_dict(err: ApiError, *, name: str = "", group: str = "", kind: str = "") -> dict[str, Any]:
     """The Status a client gets for `err`; `name`, `group` and `kind` (the resource) fill in its details."""
     details: dict[str, Any] = {}
     message = str(err)
-    if isinstance(err, Invalid):
+    if isinstance(err, ApplyConflict):
+        # Server-side apply: one cause per (field, manager), which kubectl prints under its advice.
+        details["causes"] = [{"reason": err.cause_type, "message": m, "field": f} for f, m in err.causes]
+    elif isinstance(err, Invalid):
         # kubectl prints `The <details.kind> "<details.name>" is invalid:` then one line per cause.
         what = _WHAT.match(err.what or "")
         if what:
             details["name"], details["kind"] = what["name"], what["kind"]
         if group:
             details["group"] = group
-        details["causes"] = [{"reason": _cause_type(m), "message": m, "field": f} for f, m in err.causes]
-        if err.what:
+        details["causes"] = [_cause(f, m, _cause_type(m)) for f, m in err.causes]
+        if err.what:  # else (a patch that does not apply) the message is already complete
             message = f"{err.what} is invalid: " + ", ".join(f"{f}: {m}" if f else m for f, m in err.causes)
     else:
         named = _NAMED.match(message)
@@ -106,7 +116,7 @@ def status_dict(err: ApiError, *, name: str = "", group: str = "", kind: str = "
     return status
 
 
-def status_response(err: ApiError, *, headers: dict[str, str] | None = None, **details: str) -> web.Response:
+def status_response(err: ApiError, *, headers: Mapping[str, str] | None = None, **details: str) -> web.Response:
     """`err` as the HTTP answer: its code, and the Status as JSON."""
     body = status_dict(err, **details)
     return web.Response(status=body["code"], body=orjson.dumps(body), content_type=STATUS_CONTENT_TYPE,
