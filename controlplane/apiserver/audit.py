@@ -2,7 +2,9 @@
 
 Who did what to which object, whether it worked and how long it took — the
 record an operator reads after an incident. Reads (get, list, watch) are not
-logged: they change nothing and would drown the writes.
+logged: they change nothing and would drown the writes. Admission plugins may
+add annotations to a request's record (Pod Security's `pod-security.kubernetes.io/audit-violations`,
+say); they appear under `annotations`, as in Kubernetes' audit events.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import logging.handlers
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from controlplane.apiserver.auth import Attributes
@@ -28,11 +31,12 @@ class AuditLog:
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger.addHandler(handler)
 
-    def record(self, attrs: Attributes, result: str, started: float) -> None:
+    def record(self, attrs: Attributes, result: str, started: float, *,
+               annotations: Mapping[str, str] | None = None) -> None:
         """Log one request that has finished (`result` is "OK" or the error's reason)."""
         if attrs.verb not in MUTATING:
             return
-        self._logger.info(json.dumps({
+        event: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "user": attrs.user.name,
             "groups": list(attrs.user.groups),
@@ -43,4 +47,7 @@ class AuditLog:
             "name": attrs.name,
             "result": result,
             "latencyMs": round((time.monotonic() - started) * 1000, 2),
-        }, separators=(",", ":")))
+        }
+        if annotations:
+            event["annotations"] = dict(annotations)
+        self._logger.info(json.dumps(event, separators=(",", ":")))

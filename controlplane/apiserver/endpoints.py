@@ -7,7 +7,13 @@ kube-apiserver's handler chain, without the wire: every request names who asks
 2. runs admission's checks of the request alone (node restriction),
 3. makes the registry call, which runs defaulting, validation and the rest of
    the admission chain around the write (registry.py),
-4. writes the audit record once the request has ended, with its outcome.
+4. writes the audit record once the request has ended, with its outcome and
+   the audit annotations admission added.
+
+What admission says besides yes or no (warnings.py: `Warning:` texts for the
+client) is recorded per request; a transport wraps each request it serves in
+`collect_warnings()` and sends what it collected, with the answer or the error:
+HTTP as `Warning` headers, gRPC as `warning` trailing metadata.
 
 The gRPC service (server.py) and the HTTP API (http/) are thin adapters over
 this class: they decode, authenticate, call one method here, and encode the
@@ -26,12 +32,14 @@ from __future__ import annotations
 import builtins
 import platform
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 from google.protobuf.message import Message
 
+from controlplane.apiserver import admission
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import AUTHENTICATED, AlwaysAllow, Attributes, Authorizer, UserInfo
 from controlplane.apiserver.proxy import KubeletClientTLS, KubeletProxy
@@ -53,6 +61,30 @@ PODS = kinds.resolve("pods")
 
 # Turns the current object (None: there is none) into the object to store.
 Transform = Callable[[Message | None], Message]
+
+# The warnings of the request a transport is serving (collect_warnings), for every call it makes.
+_warnings: ContextVar[builtins.list[str] | None] = ContextVar("flotilla_request_warnings", default=None)
+
+
+@contextmanager
+def collect_warnings() -> Iterator[builtins.list[str]]:
+    """What a transport wraps one request in: admission's warnings of every call inside land in the list.
+
+    The list fills as calls end, refused ones included (Kubernetes sends the
+    warnings with the error too), each text once, in order.
+    """
+    collected: builtins.list[str] = []
+    token = _warnings.set(collected)
+    try:
+        yield collected
+    finally:
+        _warnings.reset(token)
+
+
+def _hand_over(warnings: builtins.list[str]) -> None:
+    collected = _warnings.get()
+    if collected is not None:
+        collected.extend(w for w in warnings if w not in collected)
 
 
 @dataclass(frozen=True)
@@ -128,22 +160,25 @@ class Endpoints:
         started = time.monotonic()
         attrs = Attributes(user, verb, kind.resource, namespace if kind.namespaced else "", name, subresource,
                            kind.group)
-        try:
-            self.authorizer.authorize(attrs)
-            admitted = replace(attrs, verb=_ADMISSION_VERB.get(verb, verb))
-            await self.registry.admission.validate_request(admitted)
-            yield admitted
-        except ApiError as err:
-            self._audit(attrs, err.reason, started)
-            raise
-        except Exception:
-            self._audit(attrs, "InternalError", started)
-            raise
-        self._audit(attrs, "OK", started)
+        with admission.recording() as recorded:
+            try:
+                self.authorizer.authorize(attrs)
+                admitted = replace(attrs, verb=_ADMISSION_VERB.get(verb, verb))
+                await self.registry.admission.validate_request(admitted)
+                yield admitted
+            except ApiError as err:
+                self._audit(attrs, err.reason, started, recorded)
+                raise
+            except Exception:
+                self._audit(attrs, "InternalError", started, recorded)
+                raise
+            finally:
+                _hand_over(recorded.warnings)
+            self._audit(attrs, "OK", started, recorded)
 
-    def _audit(self, attrs: Attributes, result: str, started: float) -> None:
+    def _audit(self, attrs: Attributes, result: str, started: float, recorded: admission.Recorded) -> None:
         if self.audit is not None:
-            self.audit.record(attrs, result, started)
+            self.audit.record(attrs, result, started, annotations=recorded.annotations)
 
     # ------------------------------------------------------------------ reads
 

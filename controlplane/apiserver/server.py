@@ -4,7 +4,8 @@ Each RPC decodes its request, authenticates the caller from the call's
 credentials, resolves the resource name to a kind and calls one `Endpoints`
 method, which authorises, admits, runs the registry call and audits. `ApiError`s
 become gRPC status codes in one place (`_serve`), with the Kubernetes reason in
-the trailing metadata, so a handler never builds a status by hand. The HTTP API
+the trailing metadata, so a handler never builds a status by hand; admission's
+warnings travel there too, one `warning` entry each, on success or failure. The HTTP API
 (http/) is the other adapter over the same core.
 """
 
@@ -19,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from controlplane.apiserver.auth import Authenticator, LoopbackAuthenticator, UserInfo, credentials_of
-from controlplane.apiserver.endpoints import DeleteOptions, Endpoints
+from controlplane.apiserver.endpoints import DeleteOptions, Endpoints, collect_warnings
 from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2
 from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest
 
@@ -37,9 +38,18 @@ def _decode(kind: kinds.Kind, raw: bytes) -> Message:
     return obj
 
 
-async def _abort(context: grpc.aio.ServicerContext, err: ApiError) -> None:
-    """End the call with the error's status code, its reason beside it."""
-    context.set_trailing_metadata(((REASON_METADATA_KEY, err.reason),))
+WARNING_METADATA_KEY = "warning"  # one entry per admission warning, as HTTP sends one `Warning` header each
+
+
+def _warning_metadata(warnings: list[str]) -> tuple[tuple[str, str], ...]:
+    # gRPC metadata values are printable ASCII: anything else is escaped rather than refused.
+    return tuple((WARNING_METADATA_KEY, "".join(c if c.isprintable() else " " for c in text)
+                  .encode("ascii", "backslashreplace").decode("ascii")) for text in warnings)
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: ApiError, warnings: list[str] | None = None) -> None:
+    """End the call with the error's status code, its reason (and any admission warnings) beside it."""
+    context.set_trailing_metadata(((REASON_METADATA_KEY, err.reason), *_warning_metadata(warnings or [])))
     await context.abort(err.code, str(err))
 
 
@@ -53,11 +63,15 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
 
     @staticmethod
     async def _serve(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[R]]) -> R:
-        try:
-            return await call()
-        except ApiError as err:
-            await _abort(context, err)
-            raise  # unreachable: abort raises
+        with collect_warnings() as warnings:
+            try:
+                result = await call()
+            except ApiError as err:
+                await _abort(context, err, warnings)
+                raise  # unreachable: abort raises
+        if warnings:
+            context.set_trailing_metadata(_warning_metadata(warnings))
+        return result
 
     # ------------------------------------------------------------------ RPCs
 

@@ -6,7 +6,9 @@ request core as gRPC (controlplane/apiserver/endpoints.py). A request passes
 
 1. the error middleware: any `ApiError` (and aiohttp's own refusals, such as a
    body over the size limit) becomes a meta/v1 Status with its HTTP code
-   (status.py), so no handler builds an error by hand;
+   (status.py), so no handler builds an error by hand; and admission's warnings
+   for the request become `Warning: 299 - "..."` headers, on errors too (kubectl
+   prints each as `Warning: ...`);
 2. the authentication middleware: on the TLS listener a client certificate the
    TLS layer verified against the client CA (CN = user, O = groups), else a
    bearer token, else 401; on the loopback plaintext listener the caller is
@@ -28,8 +30,9 @@ from typing import Any
 from aiohttp import web
 
 from controlplane.apiserver import openapi
+from controlplane.apiserver.admission import warning_header
 from controlplane.apiserver.auth import Authenticator, Credentials, UserInfo, identity_of_der, parse_bearer
-from controlplane.apiserver.endpoints import Endpoints
+from controlplane.apiserver.endpoints import Endpoints, collect_warnings
 from controlplane.apiserver.http import codec, discovery, requestinfo
 from controlplane.apiserver.http.handlers import ResourceHandlers, json_response
 from controlplane.apiserver.http.status import status_response
@@ -55,17 +58,23 @@ def _http_error(exc: web.HTTPException) -> ApiError:
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as err:
-        return status_response(err)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return status_response(_http_error(exc))
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return status_response(ApiError("Internal error occurred: the apiserver failed to serve the request"))
+    with collect_warnings() as warnings:
+        try:
+            response = await handler(request)
+        except ApiError as err:
+            response = status_response(err)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = status_response(_http_error(exc))
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = status_response(ApiError("Internal error occurred: the apiserver failed to serve the "
+                                                "request"))
+    if warnings and not response.prepared:  # a stream already sent its headers; watches have no admission
+        for text in warnings:
+            response.headers.add("Warning", warning_header(text))
+    return response
 
 
 def credentials(request: web.Request, secure: bool) -> Credentials:
