@@ -186,7 +186,8 @@ class Registry:
         key = _key(kind, meta.namespace, meta.name)
         try:
             async with self.admission.validate(request):
-                if dry_run:  # admitted, quota included, but not written
+                if dry_run:  # admitted, quota and allocations included, but not written
+                    await self._dry_allocations(strategy, obj, None)
                     return obj
                 async with strategy.allocations(self._store_context, obj, None):
                     revision = await self.storage.create(key, self._encode(obj))
@@ -293,15 +294,16 @@ class Registry:
             new = self._prepare_update(kind, strategy, old, obj, subresource)
             if new.SerializeToString(deterministic=True) == old.SerializeToString(deterministic=True):
                 return old  # a no-op write changes nothing, not even resourceVersion
-            if dry_run:
-                return new
             request = admission.Request(admission.UPDATE, kind, new, old, subresource, dry_run, caller)
             self.admission.admit(request)
 
             async def commit() -> Message:
-                async with self.admission.validate(request), \
-                        strategy.allocations(self._store_context, new, old):
-                    return await self._write(kind, new, revision)
+                async with self.admission.validate(request):
+                    if dry_run:  # every check a real update passes, and nothing written
+                        await self._dry_allocations(strategy, new, old)
+                        return new
+                    async with strategy.allocations(self._store_context, new, old):
+                        return await self._write(kind, new, revision)
             return commit
 
         return await self._guaranteed_update(kind, namespace, meta.name, try_update, caller=caller,
@@ -312,6 +314,10 @@ class Registry:
         """The object to store: `incoming` over `old` as the strategy allows, defaulted and validated."""
         if subresource:
             updated = strategy.prepare_for_subresource_update(kind, old, incoming, subresource)
+            incoming_fields = incoming.metadata.managed_fields  # type: ignore[attr-defined]
+            if incoming_fields:  # they record this write too (Kubernetes' ResetObjectMetaForStatus keeps them)
+                updated.metadata.ClearField("managed_fields")  # type: ignore[attr-defined]
+                updated.metadata.managed_fields.extend(incoming_fields)  # type: ignore[attr-defined]
             self._raise_invalid(kind, updated, strategy.validate_status_update(kind, updated, old))
             return updated
         new = kind.message()
@@ -399,6 +405,13 @@ class Registry:
         await strategy.after_write(self._store_context, new)
         return new
 
+    async def _dry_allocations(self, strategy: strategies.Strategy, new: Message, old: Message | None) -> None:
+        """A dry run's allocations: taken as a real write takes them (so a taken clusterIP or node port is
+        refused, and the answer shows what would be assigned), then given back at once."""
+        with contextlib.suppress(_DryRun):
+            async with strategy.allocations(self._store_context, new, old):
+                raise _DryRun  # the strategy gives back what it took, as for a failed write
+
     @staticmethod
     def _raise_invalid(kind: kinds.Kind, obj: Message, errors: Errors) -> None:
         if errors:
@@ -433,15 +446,17 @@ class Registry:
         strategy = strategies.for_kind(kind)
 
         async def try_delete(obj: Message, revision: int) -> Message | Commit:
+            request = admission.Request(admission.DELETE, kind, obj, dry_run=dry_run, caller=caller)
             graceful = self._begin_graceful_deletion(strategy, obj, grace_period, propagation_policy)
-            if dry_run:
-                return obj
-            if graceful:
-                return lambda: self._write(kind, obj, revision)
 
             async def commit() -> Message:
-                meta = obj.metadata  # type: ignore[attr-defined]
-                deleted = await self.storage.delete(_key(kind, meta.namespace, meta.name), revision)
+                async with self.admission.validate(request):
+                    if dry_run:
+                        return obj
+                    if graceful:
+                        return await self._write(kind, obj, revision)
+                    meta = obj.metadata  # type: ignore[attr-defined]
+                    deleted = await self.storage.delete(_key(kind, meta.namespace, meta.name), revision)
                 await strategy.after_delete(self._store_context, obj)
                 meta.resource_version = str(deleted)
                 return obj
@@ -608,6 +623,10 @@ class Registry:
     async def watch_namespaces(self) -> None:
         """Keep NamespaceLifecycle's namespace cache current (it falls back to etcd on a miss)."""
         await self.mirror(kinds.resolve("namespaces"), self._namespaces.observe, self._namespaces.reset)
+
+
+class _DryRun(Exception):
+    """Ends a dry run's allocations the way a failed write ends them: everything taken is released."""
 
 
 def _parse(kind: kinds.Kind, raw: bytes) -> Message:
