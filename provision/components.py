@@ -36,6 +36,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from client import bootstrap, certificates
 from client import config as clientconfig
@@ -293,7 +294,17 @@ def apiserver_argv(plan: ClusterPlan) -> list[str]:
             "--enable-bootstrap-token-auth", "--authorization-mode", "RBAC",
             "--kubelet-client-certificate", plan.path(f"{APISERVER_KUBELET_CLIENT}.crt"),
             "--kubelet-client-key", plan.path(f"{APISERVER_KUBELET_CLIENT}.key"),
-            "--kubelet-certificate-authority", plan.path(f"{CA}.crt")]
+            "--kubelet-certificate-authority", plan.path(f"{CA}.crt"),
+            # No pod may take a host port this cluster's control plane listens on (ReservedHostPorts admission).
+            "--reserved-host-ports", ",".join(str(p) for p in reserved_host_ports(plan))]
+
+
+def reserved_host_ports(plan: ClusterPlan) -> list[int]:
+    """The ports the plan's daemons listen on: etcd (client, and peer one above), the apiserver's three,
+    the kubelet's and the image registry's."""
+    etcd = urlsplit(plan.etcd_url).port or 2379
+    registry = int(plan.registry.rpartition(":")[2]) if plan.registry.rpartition(":")[2].isdigit() else 5000
+    return sorted({etcd, etcd + 1, plan.api_port, plan.token_port, plan.grpc_port, plan.kubelet_port, registry})
 
 
 def scheduler_argv(plan: ClusterPlan) -> list[str]:

@@ -89,6 +89,38 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-log-path", default="", help="write one JSON line per mutating request here")
     parser.add_argument("--audit-log-maxsize", type=int, default=100, help="MiB before the audit log rotates")
     parser.add_argument("--audit-log-maxbackup", type=int, default=5, help="rotated audit files to keep")
+    parser.add_argument("--disable-admission-plugins", default="", type=_names,
+                        help="comma-separated admission plugins to turn off (e.g. PodSecurity)")
+    parser.add_argument("--reserved-host-ports", default=None, type=_ports,
+                        help="comma-separated host ports no pod may use (default: Flotilla's own ports: etcd, "
+                             "the apiserver's, the kubelet's, the image registry's)")
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _ports(value: str) -> list[int]:
+    ports = []
+    for item in _names(value):
+        try:
+            port = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a port number: {item!r}") from None
+        if not 0 < port < 65536:
+            raise argparse.ArgumentTypeError(f"not a port number: {port}")
+        ports.append(port)
+    return ports
+
+
+def configure_admission(registry: Registry, opts: argparse.Namespace) -> None:
+    """The admission chain as the flags want it; an unknown plugin name stops the start."""
+    try:
+        registry.admission.disable(opts.disable_admission_plugins)
+    except ValueError as exc:
+        raise SystemExit(f"flotilla-apiserver: --disable-admission-plugins: {exc}") from None
+    if opts.reserved_host_ports is not None:
+        registry.admission.set_reserved_host_ports(opts.reserved_host_ports)
 
 
 # The apiserver serves rather than calls: no --server or --kubeconfig, and no client from the runner.
@@ -193,13 +225,14 @@ def kubelet_client_tls(opts: argparse.Namespace) -> KubeletClientTLS | None:
 
 async def serve(opts: argparse.Namespace) -> None:
     storage = Storage(opts.etcd_servers.split(",")[0])
+    registry = Registry(storage)
+    configure_admission(registry, opts)  # a mistyped plugin name stops the start before anything is touched
     await storage.connect()
     # Objects stored by an older Flotilla (before Kubernetes' field numbers) are rewritten once, before
     # anything reads them; every start checks, since only the marker tells the formats apart.
     migrated = await storagemigration.migrate(storage)
     if migrated:
         log.info("storage: %d objects rewritten in Kubernetes' field numbering", migrated)
-    registry = Registry(storage)
     await registry.ensure_system_namespaces()
     tokens = TokenFile(Path(opts.token_auth_file)) if opts.token_auth_file else None
     background: list[asyncio.Task[None]] = []
