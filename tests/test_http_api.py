@@ -318,3 +318,235 @@ async def test_bookmark_objects_carry_only_their_version() -> None:
     line = _Encoder(kinds.resolve("pods"), codec.Rendering()).line(Event("BOOKMARK", b"", 42))
     assert orjson.loads(line) == {"type": "BOOKMARK", "object": {
         "kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "42"}}}
+
+
+# ---------------------------------------------------------------- field managers, conflicts, warnings, dry runs
+
+
+def managers(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """managedFields by (manager, subresource)."""
+    return {(e["manager"], e.get("subresource", "")): e for e in obj["metadata"].get("managedFields", [])}
+
+
+async def test_writes_record_their_field_manager(http: aiohttp.ClientSession, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned"}, "data": {"a": "1"}}
+    code, created, _ = await call(http, "POST", f"{path}?fieldManager=kubectl-create", json=cm)
+    assert code == 201
+    entry = managers(created)["kubectl-create", ""]
+    assert entry["operation"] == "Update" and entry["apiVersion"] == "v1" and entry["fieldsType"] == "FieldsV1"
+    assert entry["fieldsV1"] == {"f:data": {".": {}, "f:a": {}}}
+    # Without ?fieldManager the manager is the User-Agent up to its first "/", as kube-apiserver takes it.
+    code, labelled, _ = await call(http, "PATCH", f"{path}/owned", data=b'{"metadata":{"labels":{"x":"y"}}}',
+                                   headers={"Content-Type": "application/merge-patch+json",
+                                            "User-Agent": "kubectl-label/v1.32.0 (linux/amd64)"})
+    assert code == 200
+    assert managers(labelled)["kubectl-label", ""]["fieldsV1"] == {"f:metadata": {"f:labels": {".": {},
+                                                                                              "f:x": {}}}}
+    labelled["data"]["a"] = "2"
+    code, replaced, _ = await call(http, "PUT", f"{path}/owned", json=labelled,
+                                   headers={"User-Agent": "Python-urllib/3.12"})
+    assert code == 200
+    owners = managers(replaced)
+    assert owners["Python-urllib", ""]["fieldsV1"] == {"f:data": {"f:a": {}}}
+    assert owners["kubectl-create", ""]["fieldsV1"] == {"f:data": {}}  # still the map's owner, not the key's
+    code, again, _ = await call(http, "PUT", f"{path}/owned", json=replaced)  # a no-op: nothing moves
+    assert code == 200 and again["metadata"]["resourceVersion"] == replaced["metadata"]["resourceVersion"]
+
+
+async def test_status_and_scale_writes_record_their_subresource(http: aiohttp.ClientSession, ns: str) -> None:
+    path = f"/apis/apps/v1/namespaces/{ns}/deployments"
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                           "template": {"metadata": {"labels": {"app": "web"}},
+                                        "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}}
+    assert (await call(http, "POST", f"{path}?fieldManager=kubectl-create", json=deployment))[0] == 201
+    code, _, _ = await call(http, "PATCH", f"{path}/web/scale", data=b'{"spec":{"replicas":3}}',
+                            headers={"Content-Type": "application/merge-patch+json",
+                                     "User-Agent": "kubectl-scale/v1.32.0"})
+    assert code == 200
+    code, scaled, _ = await call(http, "GET", f"{path}/web")
+    owners = managers(scaled)
+    assert owners["kubectl-scale", "scale"]["fieldsV1"] == {"f:spec": {"f:replicas": {}}}
+    assert "f:replicas" not in owners["kubectl-create", ""]["fieldsV1"]["f:spec"]  # taken by the scaler
+    scaled["status"] = {"replicas": 3, "observedGeneration": 1}
+    code, status, _ = await call(http, "PUT", f"{path}/web/status?fieldManager=my-controller", json=scaled)
+    assert code == 200
+    assert managers(status)["my-controller", "status"]["fieldsV1"] == {
+        "f:status": {"f:observedGeneration": {}, "f:replicas": {}}}
+
+
+async def test_apply_conflict_is_409_with_field_manager_causes(http: aiohttp.ClientSession, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"x": "1"}}
+    assert (await call(http, "POST", f"{path}?fieldManager=first", json=cm))[0] == 201
+    applied = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {x: '2'}\n"
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    code, status, _ = await call(http, "PATCH", f"{path}/c?fieldManager=second", data=applied, headers=apply)
+    assert code == 409 and status["reason"] == "Conflict"
+    assert status["message"] == 'Apply failed with 1 conflict: conflict with "first" using v1: .data.x'
+    assert status["details"] == {"causes": [{"reason": "FieldManagerConflict", "field": ".data.x",
+                                             "message": 'conflict with "first" using v1'}]}
+    code, forced, _ = await call(http, "PATCH", f"{path}/c?fieldManager=second&force=true", data=applied,
+                                 headers=apply)
+    assert code == 200 and forced["data"] == {"x": "2"}
+    assert managers(forced)["second", ""]["operation"] == "Apply"
+
+
+async def test_bad_patch_options_and_types(http: aiohttp.ClientSession, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    assert (await call(http, "POST", path, json={"apiVersion": "v1", "kind": "ConfigMap",
+                                                 "metadata": {"name": "p"}}))[0] == 201
+    merge = {"Content-Type": "application/merge-patch+json"}
+    code, status, _ = await call(http, "PATCH", f"{path}/p?force=true", data=b"{}", headers=merge)
+    assert code == 422 and status["details"]["causes"][0]["field"] == "force"
+    code, status, _ = await call(http, "PATCH", f"{path}/p?fieldManager={'m' * 129}", data=b"{}", headers=merge)
+    assert code == 422 and "may not be more than 128 bytes" in status["message"]
+    code, status, _ = await call(http, "POST", f"{path}?fieldManager={'m' * 129}", json={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "q"}})
+    assert code == 422 and (await call(http, "GET", f"{path}/q"))[0] == 404
+    code, status, _ = await call(http, "PATCH", f"{path}/p", data=b"{}", headers={"Content-Type": "text/plain"})
+    assert code == 415 and status["reason"] == "UnsupportedMediaType"
+    code, status, _ = await call(http, "PATCH", f"{path}/p", data=b'[{"op":"test","path":"/data","value":1}]',
+                                 headers={"Content-Type": "application/json-patch+json"})
+    # a patch that does not apply: Kubernetes' complete 422 message, its reason as the one cause
+    assert code == 422 and status["message"] == "the server rejected our request due to an error in our request"
+    assert status["details"]["causes"] == [{"message": "testing value /data failed"}]
+
+
+async def _namespace(http: aiohttp.ClientSession, **labels: str) -> str:
+    name = f"h-{uuid.uuid4().hex[:10]}"
+    code, _, _ = await call(http, "POST", "/api/v1/namespaces", json={
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    assert code == 201
+    return name
+
+
+RESTRICTED_WARNING = 'would violate PodSecurity \\"restricted:latest\\"'
+
+
+async def test_admission_warnings_are_warning_headers_also_on_errors(http: aiohttp.ClientSession) -> None:
+    ns = await _namespace(http, **{"pod-security.kubernetes.io/enforce": "privileged",
+                                   "pod-security.kubernetes.io/warn": "restricted"})
+    path = f"/api/v1/namespaces/{ns}/pods"
+    code, _, headers = await call(http, "POST", path, json=pod("warned"))
+    assert code == 201
+    warnings = headers.getall("Warning")
+    assert len(warnings) == 1 and warnings[0].startswith('299 - "' + RESTRICTED_WARNING)
+    squatter = pod("squatter")
+    squatter["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 6443}]
+    code, status, headers = await call(http, "POST", path, json=squatter)
+    assert code == 403 and "port 6443 is reserved for the control plane" in status["message"]
+    assert any(w.startswith('299 - "' + RESTRICTED_WARNING) for w in headers.getall("Warning"))
+
+
+async def test_admission_warnings_travel_as_grpc_trailing_metadata(apiserver: Any, http: aiohttp.ClientSession
+                                                                   ) -> None:
+    import grpc
+
+    from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2
+
+    ns = await _namespace(http, **{"pod-security.kubernetes.io/warn": "restricted"})
+    created = manifest.from_dict(pod("warned"))
+    async with grpc.aio.insecure_channel(apiserver.address) as channel:
+        call_ = apiserver_pb2_grpc.ApiServerStub(channel).Create(apiserver_pb2.CreateRequest(
+            resource="pods", namespace=ns, object=created.SerializeToString()))
+        reply = await call_
+        trailers = await call_.trailing_metadata()
+    assert core_pb2.Pod.FromString(reply.object).metadata.name == "warned"
+    warnings = [value for key, value in trailers if key == "warning"]
+    assert len(warnings) == 1 and warnings[0].startswith('would violate PodSecurity "restricted:latest"')
+
+
+async def test_dry_run_writes_pass_admission_and_allocation_checks(http: aiohttp.ClientSession, ns: str) -> None:
+    deployments = f"/apis/apps/v1/namespaces/{ns}/deployments"
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                  "spec": {"selector": {"matchLabels": {"app": "d"}},
+                           "template": {"metadata": {"labels": {"app": "d"}},
+                                        "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}}
+    code, stored, _ = await call(http, "POST", deployments, json=deployment)
+    assert code == 201
+    stored["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 2379}]
+    code, status, _ = await call(http, "PUT", f"{deployments}/d?dryRun=All", json=stored)
+    assert code == 403 and "port 2379 is reserved for the control plane" in status["message"]
+
+    services = f"/api/v1/namespaces/{ns}/services"
+
+    def service(name: str, node_port: int = 0) -> dict[str, Any]:
+        port: dict[str, Any] = {"port": 80, **({"nodePort": node_port} if node_port else {})}
+        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                "spec": {"type": "NodePort", "selector": {"app": "d"}, "ports": [port]}}
+    code, first, _ = await call(http, "POST", services, json=service("first"))
+    assert code == 201
+    taken = first["spec"]["ports"][0]["nodePort"]
+    code, status, _ = await call(http, "POST", f"{services}?dryRun=All", json=service("second", taken))
+    assert code == 422 and "provided port is already allocated" in status["message"]
+    code, dry, _ = await call(http, "POST", f"{services}?dryRun=All", json=service("second"))
+    assert code == 201 and dry["spec"]["clusterIP"] and dry["spec"]["ports"][0]["nodePort"]
+    code, second, _ = await call(http, "POST", services, json=service("second", dry["spec"]["ports"][0]["nodePort"]))
+    assert code == 201  # the dry run gave back what it tried
+    second["spec"]["ports"][0]["nodePort"] = taken
+    code, status, _ = await call(http, "PUT", f"{services}/second?dryRun=All", json=second)
+    assert code == 422 and "provided port is already allocated" in status["message"]
+    code, gone, _ = await call(http, "DELETE", f"{services}/second?dryRun=All")
+    assert code == 200 and gone["metadata"]["name"] == "second"  # services answer with the object
+    assert (await call(http, "GET", f"{services}/second"))[0] == 200
+
+
+async def test_audit_records_carry_admission_annotations(etcd: Etcd, tmp_path: Any) -> None:
+    from controlplane.apiserver.audit import AuditLog
+    from controlplane.apiserver.auth import UserInfo
+    from controlplane.apiserver.endpoints import Endpoints, collect_warnings
+    from controlplane.apiserver.registry import Registry
+    from controlplane.apiserver.storage import Storage
+    from proto import kinds
+
+    storage = Storage(etcd.url)
+    await storage.connect()
+    endpoints = Endpoints(Registry(storage), audit=AuditLog(tmp_path / "audit.log"))
+    admin = UserInfo("admin", ("system:masters",))
+    name = f"h-{uuid.uuid4().hex[:10]}"
+    await endpoints.create(admin, kinds.resolve("namespaces"), "", manifest.from_dict({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/audit": "restricted"}}}))
+    with collect_warnings() as warnings:
+        await endpoints.create(admin, kinds.resolve("pods"), name, manifest.from_dict(pod("audited")))
+    assert warnings == []  # audit mode: the record says it, the client is not told
+    record = orjson.loads((tmp_path / "audit.log").read_text().splitlines()[-1])
+    assert record["verb"] == "create" and record["name"] == "audited" and record["result"] == "OK"
+    assert record["annotations"]["pod-security.kubernetes.io/audit-violations"].startswith(
+        'would violate PodSecurity "restricted:latest"')
+    await storage.close()
+
+
+# ---------------------------------------------------------------- the apiserver's admission flags
+
+
+def test_admission_flags_configure_the_chain() -> None:
+    from controlplane.apiserver import main
+    from controlplane.apiserver.admission.reservedhostports import ReservedHostPorts
+    from controlplane.apiserver.registry import Registry
+    from controlplane.apiserver.storage import Storage
+
+    registry = Registry(Storage("http://127.0.0.1:1"))  # never connected: the flags act before etcd
+    opts = main.parse_args(["--disable-admission-plugins", "PodSecurity, DenyServiceExternalIPs",
+                            "--reserved-host-ports", "2379,6443"])
+    main.configure_admission(registry, opts)
+    assert "PodSecurity" not in registry.admission.names and "DenyServiceExternalIPs" not in registry.admission.names
+    plugin = next(p for p in registry.admission.plugins if isinstance(p, ReservedHostPorts))
+    assert plugin.ports == {2379, 6443}
+    with pytest.raises(SystemExit, match="unknown admission plugins: PodSecurityPolicy"):
+        main.configure_admission(Registry(Storage("http://127.0.0.1:1")),
+                                 main.parse_args(["--disable-admission-plugins", "PodSecurityPolicy"]))
+    with pytest.raises(SystemExit):
+        main.parse_args(["--reserved-host-ports", "6443,http"])
+
+
+def test_clusters_reserve_the_ports_their_control_plane_uses(tmp_path: Any) -> None:
+    from provision import components
+
+    plan = components.ClusterPlan("c", "10.0.0.1", (), "10.244.0.0/16", "http://127.0.0.1:12379", tmp_path,
+                                  registry="10.0.0.1:5000")
+    argv = components.apiserver_argv(plan)
+    ports = argv[argv.index("--reserved-host-ports") + 1]
+    assert ports == "5000,6443,6444,6445,10250,12379,12380"
