@@ -40,8 +40,8 @@ MAGIC = b"k8s\x00"
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 
 _PACKAGE = "flotilla.api"
-_API_FILES = ("meta", "core", "apps", "autoscaling", "coordination", "rbac", "certificates", "metrics", "policy",
-              "authorization", "authentication")
+_API_FILES = ("meta", "core", "apps", "batch", "autoscaling", "coordination", "rbac", "certificates", "metrics",
+              "policy", "authorization", "authentication")
 _WIRE_FILE = "flotilla/wire.proto"  # the synthetic file holding Kubernetes' wrapper shapes
 _QUANTITY = f"{_PACKAGE}.Quantity"
 _INT_OR_STRING = f"{_PACKAGE}.IntOrString"
