@@ -61,17 +61,15 @@ class _Encoder:
         if event.type == "BOOKMARK":
             obj: dict[str, Any] = {"kind": self.kind.kind, "apiVersion": self.kind.api_version,
                                    "metadata": {"resourceVersion": str(event.revision)}}
-        else:
-            message = codec.parse(self.kind, event.object)
-            if self.rendering.table:
-                obj = codec.table(self.kind, [message], self.rendering)
-                if self.headers_sent:
-                    obj["columnDefinitions"] = []
-                self.headers_sent = True
-            else:
-                obj = codec.object_dict(message)
-                if self.rendering.as_ in (codec.AS_PARTIAL, codec.AS_PARTIAL_LIST):
-                    obj = codec.partial_metadata(obj)
+        elif self.rendering.table:
+            obj = codec.table(self.kind, [codec.parse(self.kind, event.object)], self.rendering)
+            if self.headers_sent:
+                obj["columnDefinitions"] = []
+            self.headers_sent = True
+        elif self.rendering.as_ in (codec.AS_PARTIAL, codec.AS_PARTIAL_LIST):
+            obj = codec.partial_object(codec.parse(self.kind, event.object))
+        else:  # the object itself, encoded once per version for every watcher (codec.ENCODED)
+            return codec.watch_line(event.type, self.kind, event.object)
         return codec.dumps({"type": event.type, "object": obj}) + b"\n"
 
 
