@@ -107,8 +107,12 @@ async def test_rolebinding_grants_edit_in_its_namespace_only(secure_apiserver: S
             await _eventually(lambda: alice.create(pod("p1", "team-a")))
             with pytest.raises(Forbidden, match='in the namespace "team-b"'):
                 await alice.create(pod("p1", "team-b"))
-            with pytest.raises(Forbidden, match="clusterroles"):
+            # Named as Kubernetes names it: the group-qualified resource, then the refused action.
+            with pytest.raises(Forbidden) as refused:
                 await alice.list(rbac_pb2.ClusterRole)
+            assert str(refused.value) == (
+                'clusterroles.rbac.authorization.k8s.io is forbidden: User "alice" cannot list resource '
+                '"clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope')
 
 
 async def test_token_user_with_view_can_read_not_write(secure_apiserver: SecureServer) -> None:

@@ -139,11 +139,21 @@ class RBACAuthorizer:
     def authorize(self, attrs: Attributes) -> None:
         if self.allowed(attrs):
             return
-        what = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
-        scope = f' in the namespace "{attrs.namespace}"' if attrs.namespace else " at the cluster scope"
-        named = f' "{attrs.name}"' if attrs.name else ""
-        raise Forbidden(f'{what}{named} is forbidden: User "{attrs.user.name}" cannot {attrs.verb} resource '
-                        f'"{what}" in API group "{attrs.api_group}"{scope}')
+        raise Forbidden(forbidden_message(attrs))
+
+
+def forbidden_message(attrs: Attributes) -> str:
+    """Kubernetes' words for a refusal: `deployments.apps "web" is forbidden: User "u" cannot delete ...`.
+
+    The object is named by its group-qualified resource (as NotFound names it);
+    the refused action by resource/subresource, verb, group and scope.
+    """
+    qualified = f"{attrs.resource}.{attrs.api_group}" if attrs.api_group else attrs.resource
+    named = f' "{attrs.name}"' if attrs.name else ""
+    what = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
+    scope = f' in the namespace "{attrs.namespace}"' if attrs.namespace else " at the cluster scope"
+    return (f'{qualified}{named} is forbidden: User "{attrs.user.name}" cannot {attrs.verb} resource '
+            f'"{what}" in API group "{attrs.api_group}"{scope}')
 
 
 # ---------------------------------------------------------------- escalation prevention
