@@ -18,6 +18,15 @@ LABEL_NODE_ROLE_PREFIX = "node-role.kubernetes.io/"
 
 # Labels controllers put on what they create.
 LABEL_POD_TEMPLATE_HASH = "pod-template-hash"  # ReplicaSets (and their pods) of a Deployment
+# A Job's pods (and, by defaulting, the Job): the server selects a Job's pods by its uid.
+LABEL_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+LABEL_JOB_NAME = "batch.kubernetes.io/job-name"
+LABEL_LEGACY_CONTROLLER_UID = "controller-uid"  # the unprefixed twins older clients select on
+LABEL_LEGACY_JOB_NAME = "job-name"
+# An Indexed Job's pod: its index, as a label and an annotation (the env var reads the annotation).
+JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# The finalizer that keeps a Job's pod until the Job controller has counted it.
+FINALIZER_JOB_TRACKING = "batch.kubernetes.io/job-tracking"
 
 # Taints the control plane manages (node lifecycle, cordon) and the control-plane node's own.
 TAINT_NODE_NOT_READY = "node.kubernetes.io/not-ready"
@@ -33,6 +42,8 @@ ANNOTATION_CHANGE_CAUSE = "kubernetes.io/change-cause"
 ANNOTATION_REVISION = "deployment.kubernetes.io/revision"
 ANNOTATION_DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 ANNOTATION_MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+ANNOTATION_CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"  # a CronJob's Job: its time
+ANNOTATION_CRONJOB_INSTANTIATE = "cronjob.kubernetes.io/instantiate"  # "manual": made by `create job --from`
 
 
 def revision_of(obj: Any) -> int:

@@ -17,7 +17,7 @@ applying it twice changes nothing. The values are those of Kubernetes'
 from __future__ import annotations
 
 from controlplane.apiserver.validation.podspec import VOLUME_SOURCES
-from proto import apps_pb2, autoscaling_pb2, core_pb2
+from proto import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2
 
 _DEFAULT_FILE_MODE = 0o644  # what configMap and secret volume files get unless told otherwise
 
@@ -189,6 +189,56 @@ def default_deployment(d: apps_pb2.Deployment) -> None:
     if not spec.HasField("progress_deadline_seconds"):
         spec.progress_deadline_seconds = 600
     default_pod_spec(spec.template.spec)
+
+
+# ---------------------------------------------------------------- Job, CronJob
+
+
+def default_job_spec(spec: batch_pb2.JobSpec) -> None:
+    """A Job's spec: one pod at a time, one success, six retries (SetDefaults_Job)."""
+    if not spec.HasField("completions") and not spec.HasField("parallelism"):
+        # Neither said: a single pod that must succeed once.
+        spec.completions = 1
+    if not spec.HasField("parallelism"):
+        spec.parallelism = 1
+    if not spec.HasField("backoff_limit"):
+        spec.backoff_limit = 6
+    if not spec.HasField("completion_mode"):
+        spec.completion_mode = "NonIndexed"
+    if not spec.HasField("suspend"):
+        spec.suspend = False
+    for rule in spec.pod_failure_policy.rules:
+        for pattern in rule.on_pod_conditions:
+            if not pattern.status:
+                pattern.status = "True"
+    if not spec.HasField("pod_replacement_policy"):
+        # With a podFailurePolicy the controller must see how a pod ended before replacing it.
+        spec.pod_replacement_policy = "Failed" if spec.HasField("pod_failure_policy") else "TerminatingOrFailed"
+    # restartPolicy is defaulted to Always like any pod's, which Job validation then
+    # refuses: a Job's pods must be allowed to finish, and the user must say how.
+    default_pod_spec(spec.template.spec)
+
+
+def default_job(job: batch_pb2.Job) -> None:
+    default_job_spec(job.spec)
+    if job.spec.template.metadata.labels and not job.metadata.labels:
+        # A Job without labels of its own is labelled as its pods are (kubectl get -l finds both).
+        job.metadata.labels.update(job.spec.template.metadata.labels)
+
+
+def default_cron_job(cj: batch_pb2.CronJob) -> None:
+    spec = cj.spec
+    if not spec.concurrency_policy:
+        spec.concurrency_policy = "Allow"
+    if not spec.HasField("suspend"):
+        spec.suspend = False
+    if not spec.HasField("successful_jobs_history_limit"):
+        spec.successful_jobs_history_limit = 3
+    if not spec.HasField("failed_jobs_history_limit"):
+        spec.failed_jobs_history_limit = 1
+    # Only the pod template is defaulted here; each Job made from the template gets
+    # the Job defaults when it is created, as in Kubernetes.
+    default_pod_spec(spec.job_template.spec.template.spec)
 
 
 # ---------------------------------------------------------------- the small kinds

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from controlplane.apiserver import defaults
 from controlplane.apiserver.strategies.base import StoreContext, Strategy
+from controlplane.apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from controlplane.apiserver.strategies.certificates import CertificateSigningRequestStrategy
 from controlplane.apiserver.strategies.core import (
     NamespaceStrategy,
@@ -42,6 +43,9 @@ STRATEGIES: dict[str, Strategy] = {
     # apps/v1
     "ReplicaSet": Strategy(defaulter=defaults.default_replica_set, validator=apps.validate_replica_set),
     "Deployment": Strategy(defaulter=defaults.default_deployment, validator=apps.validate_deployment),
+    # batch/v1
+    "Job": JobStrategy(),
+    "CronJob": CronJobStrategy(),
     # coordination.k8s.io/v1, autoscaling/v2
     "Lease": Strategy(validator=coordination.validate_lease),
     "HorizontalPodAutoscaler": Strategy(defaulter=defaults.default_horizontal_pod_autoscaler,
