@@ -1,7 +1,11 @@
 """etcd backup and restore: a cluster's whole state is in etcd, so its snapshot is the backup.
 
 `save` streams a consistent snapshot through etcd's Maintenance.Snapshot API
-and checks it before declaring success. `restore` turns a snapshot into a fresh
+and checks it before declaring success. A cluster's etcd speaks only TLS and
+takes only the apiserver's and the backup tool's client certificates
+(provision/components.py), so `save` dials it with the latter; the snapshot
+holds every Secret (sealed, if encryption at rest is on) and the bootstrap
+tokens, so the file is the owner's only (0600) from its first byte. `restore` turns a snapshot into a fresh
 data directory for a new single-member etcd (with etcdctl, the one tool that
 rewrites etcd's on-disk format); start etcd on that directory and every object
 is back with its uid and resourceVersion. docs/disaster-recovery.md is the runbook.
@@ -10,21 +14,23 @@ is back with its uid and resourceVersion. docs/disaster-recovery.md is the runbo
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
 
-import aetcd
+from controlplane.apiserver.storage import EtcdClientTLS, etcd_client
 
 
-async def save(etcd_url: str, path: Path) -> tuple[int, str]:
-    """Write a snapshot of the etcd at `etcd_url` to `path`: (bytes, sha256)."""
-    parsed = urlparse(etcd_url if "://" in etcd_url else f"http://{etcd_url}")
+async def save(etcd_url: str, path: Path, tls: EtcdClientTLS | None = None) -> tuple[int, str]:
+    """Write a snapshot of the etcd at `etcd_url` to `path` (mode 0600): (bytes, sha256).
+
+    `tls` (the etcd CA and a client certificate it signed) is needed for an https URL."""
     partial = path.with_name(path.name + ".part")
     # A CLI's one job: blocking file writes between stream chunks cost nothing here.
-    async with aetcd.Client(host=parsed.hostname or "127.0.0.1", port=parsed.port or 2379, timeout=600) as etcd:
-        with partial.open("wb") as out:
+    async with etcd_client(etcd_url, tls, timeout=600) as etcd:
+        partial.unlink(missing_ok=True)  # a stale .part may carry another mode: start from a new file
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             await etcd.snapshot(out)
     return _finish(partial, path, etcd_url)
 
@@ -39,7 +45,7 @@ def _finish(partial: Path, path: Path, etcd_url: str) -> tuple[int, str]:
 
 
 def restore(snapshot: Path, data_dir: Path, *, name: str = "flotilla",
-            peer_url: str = "http://127.0.0.1:2380") -> None:
+            peer_url: str = "https://127.0.0.1:2380") -> None:
     """Make `data_dir` an etcd data directory holding the snapshot's state.
 
     `name` and `peer_url` must be the ones the restored etcd will run with

@@ -1,8 +1,16 @@
 """Start the control plane's processes on this machine: etcd and the apiserver.
 
 Used by the test fixtures and the benchmarks; the local provider
-(`kctl cluster up`) runs the same etcd command line under its supervisor. Each process
-gets a log file and waits until it answers before the call returns.
+(`kctl cluster up`) and the SSH/Vagrant bootstrap run the same etcd command
+line (`etcd_argv`). Each process gets a log file and waits until it answers
+before the call returns.
+
+etcd has two modes. With `EtcdTLS` (every cluster a provider makes) it speaks
+only TLS, on its client and its peer URL, and takes only clients whose
+certificate its own CA signed (`--client-cert-auth`): the apiserver's and the
+backup tool's (provision/components.py makes them), so a local user or a pod
+that reaches its port gets nowhere. Without it (the test fixtures, the
+benchmarks) it listens in plaintext on loopback, for throwaway data.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -99,26 +108,57 @@ def wait_until(check: object, what: str, proc: Process, timeout: float = 20.0) -
     raise RuntimeError(f"{what} not ready after {timeout:.0f}s:\n{proc.tail()}")
 
 
+@dataclass(frozen=True)
+class EtcdTLS:
+    """etcd's certificates (paths as etcd reads them): its CA, which must have signed every client's and
+    peer's certificate, its serving pair for the client URL and its pair for the peer URL."""
+
+    ca: str
+    cert: str
+    key: str
+    peer_cert: str
+    peer_key: str
+
+
+@dataclass(frozen=True)
+class EtcdClientFiles:
+    """How a client proves itself to a TLS etcd: the etcd CA and a client pair it signed (paths)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
 @dataclass
 class Etcd:
     data_dir: Path
     client_port: int
     peer_port: int
     process: Process
+    client_tls: EtcdClientFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.client_tls else 'http'}://127.0.0.1:{self.client_port}"
 
     def healthy(self) -> bool:
-        with urllib.request.urlopen(f"{self.url}/health", timeout=1) as reply:
+        context = None
+        if self.client_tls is not None:
+            context = ssl.create_default_context(cafile=self.client_tls.ca)
+            context.load_cert_chain(self.client_tls.cert, self.client_tls.key)
+        with urllib.request.urlopen(f"{self.url}/health", timeout=1, context=context) as reply:
             return b'"true"' in reply.read()
 
 
-def etcd_argv(data_dir: Path, client_port: int, peer_port: int) -> list[str]:
-    """One etcd member on loopback (shared by start_etcd and the local provider's supervisor)."""
-    client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
-    return [
+def etcd_argv(data_dir: Path, client_port: int, peer_port: int, tls: EtcdTLS | None = None) -> list[str]:
+    """One etcd member on loopback (shared by start_etcd, the local provider's supervisor and the units).
+
+    With `tls`, both URLs are https and both require a certificate the etcd CA signed: there is no plaintext
+    listener at all, not even on loopback. Without it, plaintext (test fixtures only).
+    """
+    scheme = "https" if tls else "http"
+    client, peer = f"{scheme}://127.0.0.1:{client_port}", f"{scheme}://127.0.0.1:{peer_port}"
+    argv = [
         etcd_binary(), "--name", "flotilla", "--data-dir", str(data_dir),
         "--listen-client-urls", client, "--advertise-client-urls", client,
         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -126,17 +166,25 @@ def etcd_argv(data_dir: Path, client_port: int, peer_port: int) -> list[str]:
         # The apiserver's objects are small but lists are large; 3.4 default quota is 2 GiB.
         "--quota-backend-bytes", str(4 * 1024**3), "--log-level", "warn", "--logger", "zap",
     ]
+    if tls is not None:
+        argv += ["--cert-file", tls.cert, "--key-file", tls.key, "--client-cert-auth", "--trusted-ca-file", tls.ca,
+                 "--peer-cert-file", tls.peer_cert, "--peer-key-file", tls.peer_key, "--peer-client-cert-auth",
+                 "--peer-trusted-ca-file", tls.ca]
+    return argv
 
 
-def start_etcd(data_dir: Path, *, client_port: int = 0, peer_port: int = 0, log_dir: Path | None = None) -> Etcd:
-    """One etcd member on loopback, its data in `data_dir`."""
+def start_etcd(data_dir: Path, *, client_port: int = 0, peer_port: int = 0, log_dir: Path | None = None,
+               tls: EtcdTLS | None = None, client_tls: EtcdClientFiles | None = None) -> Etcd:
+    """One etcd member on loopback, its data in `data_dir` (with `tls`, `client_tls` checks it is up)."""
+    if (tls is None) != (client_tls is None):
+        raise ValueError("a TLS etcd needs both its own certificates and a client's to check it")
     data_dir.mkdir(parents=True, exist_ok=True)
     client_port = client_port or free_port()
     peer_port = peer_port or free_port()
-    proc = Process("etcd", etcd_argv(data_dir, client_port, peer_port), (log_dir or data_dir.parent) / "etcd.log",
+    proc = Process("etcd", etcd_argv(data_dir, client_port, peer_port, tls), (log_dir or data_dir.parent) / "etcd.log",
                    env={"ETCD_UNSUPPORTED_ARCH": os.environ.get("ETCD_UNSUPPORTED_ARCH", "")})
     proc.start()
-    etcd = Etcd(data_dir, client_port, peer_port, proc)
+    etcd = Etcd(data_dir, client_port, peer_port, proc, client_tls)
     wait_until(etcd.healthy, "etcd", proc, timeout=60)
     return etcd
 

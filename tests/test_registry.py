@@ -62,7 +62,7 @@ def test_the_config_stays_on_the_private_network(tmp_path: Path) -> None:
     config = yaml.safe_load(text)
     assert config["http"]["addr"] == "192.168.72.1:5000"
     assert config["storage"]["filesystem"]["rootdirectory"] == str(tmp_path)
-    assert config["storage"]["delete"]["enabled"] is True
+    assert config["storage"]["delete"]["enabled"] is False  # nothing removes an image a node may pull
     assert not {"auth", "proxy", "notifications", "reporting"} & set(config)
 
 

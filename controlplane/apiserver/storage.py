@@ -8,22 +8,33 @@ in Flotilla talks to etcd.
 
 This module knows keys, bytes and revisions only; what an object means
 (defaults, validation, graceful deletion) is the registry's business.
+
+Two things happen to the bytes on their way, and nowhere else: etcd is dialled
+over TLS with the apiserver's client certificate when the URL is https
+(`EtcdClientTLS`: Kubernetes' --etcd-cafile/--etcd-certfile/--etcd-keyfile;
+clusters' etcds take nothing else), and the values of resources named in an
+EncryptionConfiguration are sealed before every write and opened after every
+read -- get, range and watch alike, so the registry's list fast path (stored
+bytes served undecoded) and its watches only ever see plaintext (encryption.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import aetcd
 import grpc
 from aetcd import exceptions as etcd_errors
-from aetcd import rpc
+from aetcd import rpc, watcher
 
+from controlplane.apiserver.encryption import EncryptionConfig, TransformError
 from proto.errors import AlreadyExists, Conflict, Gone, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -70,16 +81,82 @@ def prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+@dataclass(frozen=True)
+class EtcdClientTLS:
+    """A client's side of etcd's TLS: the CA that signed etcd's serving certificate, and the client's own
+    certificate and key, which etcd (`--client-cert-auth`) checks against that CA. All PEM."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    @classmethod
+    def from_files(cls, ca: str, cert: str, key: str) -> EtcdClientTLS:
+        return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
+
+
+class _TLSClient(aetcd.Client):
+    """aetcd's client over a TLS channel: aetcd 1.x only dials plaintext (no TLS arguments), so this
+    opens the channel itself, then sets up the stubs as aetcd's connect does (no etcd user auth:
+    the client certificate is the credential)."""
+
+    def __init__(self, *, tls: EtcdClientTLS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
+                                          options=list(self._options.items()))
+        self.kvstub = rpc.KVStub(self.channel)
+        self.clusterstub = rpc.ClusterStub(self.channel)
+        self.leasestub = rpc.LeaseStub(self.channel)
+        self.maintenancestub = rpc.MaintenanceStub(self.channel)
+        self._watcher = watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata)
+        self._connected.set()
+
+
+def etcd_client(url: str, tls: EtcdClientTLS | None = None, *, timeout: int = 10,
+                options: dict[str, Any] | None = None) -> aetcd.Client:
+    """An aetcd client for `url`: TLS with a client certificate for https, plaintext for http.
+
+    An https URL without credentials is refused here rather than at the first call (etcd would only say
+    that the handshake failed)."""
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"etcd URL {url}: the scheme must be http or https")
+    if parsed.scheme == "https" and tls is None:
+        raise ValueError(f"etcd at {url} speaks TLS: give its CA and a client certificate "
+                         "(--etcd-cafile, --etcd-certfile, --etcd-keyfile)")
+    if parsed.scheme == "http" and tls is not None:
+        raise ValueError(f"etcd URL {url} is plaintext, but TLS credentials were given: use https://")
+    common: dict[str, Any] = {"host": parsed.hostname or "127.0.0.1", "port": parsed.port or 2379,
+                              "options": options or {}, "timeout": timeout}
+    return aetcd.Client(**common) if tls is None else _TLSClient(tls=tls, **common)
+
+
 class Storage:
     """A thin, typed layer over etcd's KV and Watch APIs."""
 
-    def __init__(self, url: str) -> None:
-        parsed = urlparse(url if "://" in url else f"http://{url}")
+    def __init__(self, url: str, *, tls: EtcdClientTLS | None = None,
+                 encryption: EncryptionConfig | None = None) -> None:
         self.url = url
+        self.encryption = encryption
         # aetcd uses `timeout` only for its own calls (watch creation among them): without
         # one, a watch it cannot create waits forever.
-        self._etcd = aetcd.Client(host=parsed.hostname or "127.0.0.1", port=parsed.port or 2379,
-                                  options=_ETCD_OPTIONS, timeout=10)
+        self._etcd = etcd_client(url, tls, options=_ETCD_OPTIONS, timeout=10)
+
+    def _seal(self, key: bytes, value: bytes) -> bytes:
+        return value if self.encryption is None else self.encryption.seal(key, value)
+
+    def _open(self, key: bytes, value: bytes) -> bytes:
+        if self.encryption is None:
+            if value.startswith(b"k8s:enc:"):
+                raise TransformError(f'Internal error occurred: unable to transform key "{key.decode()}": the '
+                                     "value is encrypted and no --encryption-provider-config is given")
+            return value
+        return self.encryption.open(key, value) if value else value
 
     async def connect(self, timeout: float = 30.0) -> None:
         """Connect, retrying while etcd starts (the apiserver may come up first)."""
@@ -122,13 +199,13 @@ class Storage:
         if not reply.kvs:
             return None
         kv = reply.kvs[0]
-        return Stored(kv.key, kv.value, kv.mod_revision)
+        return Stored(kv.key, self._open(kv.key, kv.value), kv.mod_revision)
 
     async def range(self, start: bytes, end: bytes, *, limit: int = 0, revision: int = 0) -> RangePage:
         """Keys in [start, end) at `revision` (0: now), at most `limit` of them."""
         reply = await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
             key=start, range_end=end, limit=limit, revision=revision)))
-        items = [Stored(kv.key, kv.value, kv.mod_revision) for kv in reply.kvs]
+        items = [Stored(kv.key, self._open(kv.key, kv.value), kv.mod_revision) for kv in reply.kvs]
         return RangePage(items, bool(reply.more), int(reply.header.revision), int(reply.count))
 
     async def count(self, prefix: bytes) -> int:
@@ -143,7 +220,7 @@ class Storage:
         request = rpc.TxnRequest(
             compare=[rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE,
                                  create_revision=0)],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))])
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=self._seal(key, value)))])
         reply = await self._rpc(lambda: self._etcd.kvstub.Txn(request))
         if not reply.succeeded:
             raise AlreadyExists(key.decode())
@@ -152,7 +229,7 @@ class Storage:
     async def update(self, key: bytes, value: bytes, expected_revision: int) -> int:
         """Replace a key only if it is still at `expected_revision`; Conflict otherwise."""
         return await self._if_unchanged(key, expected_revision, rpc.RequestOp(
-            request_put=rpc.PutRequest(key=key, value=value)))
+            request_put=rpc.PutRequest(key=key, value=self._seal(key, value))))
 
     async def delete(self, key: bytes, expected_revision: int) -> int:
         """Delete a key only if it is still at `expected_revision`; Conflict otherwise."""
@@ -180,6 +257,39 @@ class Storage:
     async def etcd_version(self) -> str:
         reply = await self._rpc(lambda: self._etcd.maintenancestub.Status(rpc.StatusRequest()))
         return str(reply.version)
+
+    # ---------------------------------------------------------------- encryption at rest
+
+    async def rewrite_stale(self, page_size: int = 500) -> tuple[int, int]:
+        """Seal again every value of an encrypted resource that the writing key did not seal (an older key,
+        or plaintext from before encryption): the rotation step Kubernetes leaves to `kubectl replace`, done
+        at every apiserver start. Each rewrite is guarded by the key's revision, so a concurrent write wins
+        and needs nothing more. Returns (rewritten, unreadable); unreadable values are logged, not fatal."""
+        config = self.encryption
+        if config is None:
+            return 0, 0
+        rewritten = unreadable = 0
+        for prefix in config.prefixes():
+            start, end = prefix, prefix_end(prefix)
+            while True:
+                request = rpc.RangeRequest(key=start, range_end=end, limit=page_size)
+                reply = await self._rpc(lambda r=request: self._etcd.kvstub.Range(r))  # type: ignore[misc]
+                for kv in reply.kvs:
+                    try:
+                        if not config.is_stale(kv.key, kv.value):
+                            continue
+                        plain = config.open(kv.key, kv.value)
+                    except TransformError as exc:
+                        unreadable += 1
+                        log.error("encryption at rest: %s", exc)
+                        continue
+                    with contextlib.suppress(Conflict, NotFound):
+                        await self.update(kv.key, plain, int(kv.mod_revision))
+                        rewritten += 1
+                if not reply.more or not reply.kvs:
+                    break
+                start = reply.kvs[-1].key + b"\0"
+        return rewritten, unreadable
 
     # ---------------------------------------------------------------- watch
 
@@ -219,8 +329,8 @@ class Storage:
                 kv, prev = event.kv, event.prev_kv
                 yield Change(
                     type="DELETE" if str(kind).endswith("DELETE") else "PUT",
-                    key=kv.key, value=kv.value or b"", previous=prev.value if prev else b"",
-                    revision=int(kv.mod_revision))
+                    key=kv.key, value=self._open(kv.key, kv.value or b""),
+                    previous=self._open(kv.key, prev.value) if prev else b"", revision=int(kv.mod_revision))
         except etcd_errors.RevisionCompactedError as exc:
             raise Gone(f"too old resource version: compacted below {exc.compacted_revision}") from None
         except etcd_errors.ClientError as exc:

@@ -35,6 +35,7 @@ from provision.images.oci import (
     make_image,
     pause_image,
 )
+from provision.images.registry import PushTarget
 
 NGINX_IMAGE = "localhost/nginx:latest"
 DEB_CACHE = Path("/var/cache/flotilla/debs")
@@ -137,10 +138,11 @@ def node_images() -> dict[str, OCIImage]:
             "library/nginx:latest": nginx, f"library/nginx:{NGINX_VERSION_TAG}": nginx}
 
 
-def push_node_images(registry: str) -> list[PushResult]:
-    """Build the base images and push them to the cluster registry (blobs it already has are skipped)."""
+def push_node_images(registry: str, target: PushTarget | None = None) -> list[PushResult]:
+    """Build the base images and push them to the cluster registry (blobs it already has are skipped);
+    `target`: the cluster's push side and credentials (a cluster's `registry` itself is read-only)."""
     results = []
     for name, image in node_images().items():
         repository, _, tag = name.partition(":")
-        results.append(push(image, registry=registry, repository=repository, tag=tag))
+        results.append(push(image, registry=registry, repository=repository, tag=tag, target=target))
     return results

@@ -11,8 +11,11 @@ layer before the manifest that names them, already-present blobs skipped (so
 pushing again is cheap), the digest the registry ends up with checked against
 ours, and pulled blobs verified against the digests the manifest names.
 
-Registries are reached over plain HTTP (`insecure=True`): the cluster registry
-listens on the private node network only, with no TLS (provision/images/registry.py).
+Pulls go over plain HTTP (`insecure=True`): the cluster registry's pull side
+listens on the private node network only, read-only, with no TLS. Pushes to a
+cluster go to its push side with `credentials` (basic auth, which python-dxf
+only sends over TLS: the push port serves HTTPS under the cluster CA,
+`ca_file`); provision/images/registry.py has the two.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
-from dxf import DXF
+from dxf import DXF, DXFBase
 from dxf.exceptions import DXFError
 
 from provision.images.oci import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, OCIImage, make_image
+from provision.images.registry import Credentials, PushTarget
 
 DOCKER_MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 GZIP_LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar+gzip",
@@ -45,8 +50,16 @@ class PushResult:
     skipped: int  # blobs the registry already had
 
 
-def _repo(registry: str, repository: str) -> DXF:
-    return DXF(registry, repository, insecure=True, timeout=TIMEOUT)
+def _repo(registry: str, repository: str, credentials: Credentials | None = None,
+          ca_file: Path | None = None) -> DXF:
+    if credentials is None:
+        return DXF(registry, repository, insecure=True, timeout=TIMEOUT)
+
+    def authenticate(repo: DXFBase, response: requests.Response) -> None:
+        repo.authenticate(credentials.username, credentials.password, response=response)
+
+    return DXF(registry, repository, auth=authenticate, insecure=False, timeout=TIMEOUT,
+               tlsverify=str(ca_file) if ca_file else True)
 
 
 def _has_blob(repo: DXF, digest: str) -> bool:
@@ -59,12 +72,18 @@ def _has_blob(repo: DXF, digest: str) -> bool:
         raise
 
 
-def push(image: OCIImage, *, registry: str, repository: str, tag: str) -> PushResult:
-    """Upload the image's blobs (those missing) then its manifest as `repository:tag`."""
+def push(image: OCIImage, *, registry: str, repository: str, tag: str,
+         target: PushTarget | None = None) -> PushResult:
+    """Upload the image's blobs (those missing) then its manifest as `repository:tag`.
+
+    With `target` (a cluster's push side), the upload goes there with its credentials; `registry` stays the
+    name the image is known by (the pull side, which serves the same storage)."""
     reference = f"{registry}/{repository}:{tag}"
     uploaded = skipped = 0
+    address, credentials, ca_file = (target.address, target.credentials, target.ca_file) if target else (
+        registry, None, None)
     try:
-        with _repo(registry, repository) as repo:
+        with _repo(address, repository, credentials, ca_file) as repo:
             for digest, data in image.blobs().items():
                 if _has_blob(repo, digest):
                     skipped += 1
@@ -123,6 +142,11 @@ def _describe(err: Exception) -> str:
     if isinstance(err, requests.HTTPError) and err.response is not None:
         if err.response.status_code == 404:
             return "not found in the registry"
+        if err.response.status_code == 401:
+            return "HTTP 401: the registry wants credentials (pushes need the cluster's, from its PKI folder)"
+        if err.response.status_code == 405:
+            return ("HTTP 405: this registry is read-only (a cluster's pull side); push to its push side "
+                    "with the cluster's credentials")
         return f"HTTP {err.response.status_code}: {err.response.text.strip()[:300]}"
     if isinstance(err, requests.ConnectionError):
         return "cannot connect (is the registry running and reachable?)"
