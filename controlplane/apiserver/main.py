@@ -31,7 +31,7 @@ from aiohttp import web
 
 from client.api import SERVER_OPTIONS
 from client.component import Command, until_stopped
-from controlplane.apiserver import storagemigration
+from controlplane.apiserver import encryption, storagemigration
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
@@ -50,7 +50,7 @@ from controlplane.apiserver.proxy import KubeletClientTLS
 from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
-from controlplane.apiserver.storage import Storage, compact_forever
+from controlplane.apiserver.storage import EtcdClientTLS, Storage, compact_forever
 from proto import apiserver_pb2_grpc, kinds
 
 log = logging.getLogger("flotilla.apiserver")
@@ -58,7 +58,13 @@ log = logging.getLogger("flotilla.apiserver")
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--etcd-servers", default="http://127.0.0.1:2379",
-                        help="etcd client URL (only the first of a comma-separated list is used)")
+                        help="etcd client URL (only the first of a comma-separated list is used); https needs "
+                             "--etcd-cafile, --etcd-certfile and --etcd-keyfile")
+    parser.add_argument("--etcd-cafile", default="", help="CA of etcd's serving certificate (PEM)")
+    parser.add_argument("--etcd-certfile", default="", help="client certificate (PEM) etcd accepts")
+    parser.add_argument("--etcd-keyfile", default="", help="its key (PEM)")
+    parser.add_argument("--encryption-provider-config", default="",
+                        help="EncryptionConfiguration file: which resources are encrypted in etcd, with which keys")
     parser.add_argument("--listen", default="", help="plaintext HOST:PORT, loopback only (no credentials needed)")
     parser.add_argument("--secure-listen", default="", help="TLS HOST:PORT requiring client certificates")
     parser.add_argument("--token-listen", default="", help="TLS HOST:PORT taking bearer tokens")
@@ -223,8 +229,24 @@ def kubelet_client_tls(opts: argparse.Namespace) -> KubeletClientTLS | None:
                             Path(opts.kubelet_certificate_authority).read_bytes())
 
 
+def open_storage(opts: argparse.Namespace) -> Storage:
+    """etcd as the flags describe it: TLS with a client certificate, encryption at rest; a mistake stops the
+    start with one line."""
+    etcd_tls = [opts.etcd_cafile, opts.etcd_certfile, opts.etcd_keyfile]
+    if any(etcd_tls) and not all(etcd_tls):
+        raise SystemExit("flotilla-apiserver: TLS to etcd needs --etcd-cafile, --etcd-certfile and "
+                         "--etcd-keyfile together")
+    try:
+        tls = EtcdClientTLS.from_files(*etcd_tls) if all(etcd_tls) else None
+        config = (encryption.load_config(Path(opts.encryption_provider_config))
+                  if opts.encryption_provider_config else None)
+        return Storage(opts.etcd_servers.split(",")[0], tls=tls, encryption=config)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"flotilla-apiserver: {exc}") from None
+
+
 async def serve(opts: argparse.Namespace) -> None:
-    storage = Storage(opts.etcd_servers.split(",")[0])
+    storage = open_storage(opts)
     registry = Registry(storage)
     configure_admission(registry, opts)  # a mistyped plugin name stops the start before anything is touched
     await storage.connect()
@@ -233,6 +255,11 @@ async def serve(opts: argparse.Namespace) -> None:
     migrated = await storagemigration.migrate(storage)
     if migrated:
         log.info("storage: %d objects rewritten in Kubernetes' field numbering", migrated)
+    # Encryption at rest: what an older key (or no key) sealed is sealed again with the writing key.
+    resealed, unreadable = await storage.rewrite_stale()
+    if resealed or unreadable:
+        log.info("encryption at rest: %d values sealed again with the current key, %d unreadable", resealed,
+                 unreadable)
     await registry.ensure_system_namespaces()
     tokens = TokenFile(Path(opts.token_auth_file)) if opts.token_auth_file else None
     background: list[asyncio.Task[None]] = []
