@@ -21,6 +21,13 @@ it makes
   its own Node) except those named in `token_joined`, whose kubelets obtain
   their client certificate themselves with a bootstrap token (kubelet TLS
   bootstrap);
+- etcd's own PKI, as kubeadm's: a separate etcd CA (so no certificate the
+  cluster CA signs -- a kubelet's, a CSR's -- opens etcd), etcd's serving and
+  peer pairs, and the only two client certificates etcd accepts: the
+  apiserver's and the backup tool's (`kctl etcd snapshot save`);
+- the EncryptionConfiguration that seals Secrets in etcd (a fresh aescbc key,
+  kept across re-runs: `keep`), and the image registry's push credentials
+  (a password, its bcrypt htpasswd line, the push port's serving certificate);
 - each daemon's argv, pointing at those files under `plan.config_dir`.
 
 `bundle()` returns the files as {relative path: bytes}; `Bundle.write()` puts
@@ -40,7 +47,10 @@ from urllib.parse import urlsplit
 
 from client import bootstrap, certificates
 from client import config as clientconfig
+from controlplane.apiserver import encryption
 from proto.wellknown import TAINT_CONTROL_PLANE
+from provision.images import registry as image_registry
+from provision.processes import EtcdClientFiles, EtcdTLS
 
 MASTERS = "system:masters"
 NODES = "system:nodes"
@@ -55,6 +65,22 @@ CA = "pki/ca"
 APISERVER = "pki/apiserver"
 APISERVER_KUBELET_CLIENT = "pki/apiserver-kubelet-client"
 TOKENS = "pki/tokens.csv"
+# etcd's PKI (kubeadm's layout): its own CA, and the only client certificates it takes.
+ETCD_CA = "pki/etcd/ca"
+ETCD_SERVER = "pki/etcd/server"
+ETCD_PEER = "pki/etcd/peer"
+APISERVER_ETCD_CLIENT = "pki/apiserver-etcd-client"
+ETCD_BACKUP_CLIENT = "pki/etcd/backup-client"
+ENCRYPTION_CONFIG = "pki/encryption-config.yaml"
+# Files that are secret without being keys or kubeconfigs (0600, like those).
+PRIVATE = frozenset({TOKENS, ENCRYPTION_CONFIG, image_registry.CREDENTIALS_FILE, image_registry.HTPASSWD_FILE})
+# Files a re-run must not change: a new encryption key would leave every stored Secret unreadable.
+KEEP = (ENCRYPTION_CONFIG,)
+
+
+def is_private(relative: str) -> bool:
+    """Whether a bundle file is for its owner only (keys, kubeconfigs, tokens, the encryption key, passwords)."""
+    return relative.endswith((".key", ".conf")) or relative in PRIVATE
 
 
 class PlanError(ValueError):
@@ -215,13 +241,18 @@ class Bundle:
             target = root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             # Private keys, and kubeconfigs (which carry their identity's key inline), for the owner only.
-            if target.suffix in (".key", ".conf") or relative == TOKENS:
+            if is_private(relative):
                 target.touch(mode=0o600)
                 target.chmod(0o600)
             target.write_bytes(content)
 
     def ca(self) -> certificates.KeyPair:
         return certificates.KeyPair(self.files[f"{CA}.crt"], self.files[f"{CA}.key"])
+
+
+def read_kept(root: Path) -> dict[str, bytes]:
+    """The files of an earlier bundle under `root` that `bundle(keep=...)` must carry over (KEEP)."""
+    return {relative: (root / relative).read_bytes() for relative in KEEP if (root / relative).exists()}
 
 
 def read_ca(root: Path) -> certificates.KeyPair | None:
@@ -240,10 +271,12 @@ def apiserver_names(plan: ClusterPlan) -> list[str]:
             f"{plan.name}-master"]
 
 
-def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_joined: Collection[str] = ()) -> Bundle:
+def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_joined: Collection[str] = (),
+           keep: Mapping[str, bytes] | None = None) -> Bundle:
     """The PKI and every kubeconfig of the cluster (a new CA unless one is given).
 
     Nodes in `token_joined` get no kubelet client kubeconfig: they join with a bootstrap token.
+    `keep`: files of an earlier bundle to carry over as they are (`read_kept`: the encryption key).
     """
     unknown = set(token_joined) - {n.name for n in plan.nodes}
     if unknown:
@@ -266,7 +299,45 @@ def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_j
         files[f"kubeconfigs/{identity.name}.conf"] = clientconfig.dump(doc).encode()
     for node in plan.nodes:
         put(f"pki/kubelet-{node.name}", certificates.create_serving_cert(ca, node.name, [node.address, node.name]))
+    files.update(_etcd_pki(plan))
+    files[ENCRYPTION_CONFIG] = encryption.new_config().encode()
+    if plan.registry:
+        push = image_registry.new_credentials()
+        files[image_registry.CREDENTIALS_FILE] = push.to_yaml(image_registry.push_address(plan.registry))
+        files[image_registry.HTPASSWD_FILE] = image_registry.htpasswd(push)
+        put(image_registry.SERVING_CERT, certificates.create_serving_cert(
+            ca, "flotilla-registry", [plan.registry.rpartition(":")[0], f"{plan.name}-master"]))
+    files.update({k: v for k, v in (keep or {}).items() if k in KEEP})
     return Bundle(files)
+
+
+def _etcd_pki(plan: ClusterPlan) -> dict[str, bytes]:
+    """etcd's CA, serving and peer pairs (loopback and the master's address), and its two clients."""
+    etcd_ca = certificates.create_ca(f"{plan.name}-etcd-ca")
+    names = ["127.0.0.1", "localhost", plan.master_address, f"{plan.name}-master"]
+    pairs = {ETCD_SERVER: certificates.create_serving_cert(etcd_ca, "kube-etcd", names),
+             ETCD_PEER: certificates.create_serving_cert(etcd_ca, "kube-etcd-peer", names),
+             APISERVER_ETCD_CLIENT: certificates.create_client_cert(etcd_ca, "kube-apiserver-etcd-client"),
+             ETCD_BACKUP_CLIENT: certificates.create_client_cert(etcd_ca, "flotilla-etcd-backup")}
+    files = {f"{ETCD_CA}.crt": etcd_ca.cert_pem, f"{ETCD_CA}.key": etcd_ca.key_pem}
+    for name, pair in pairs.items():
+        files[f"{name}.crt"], files[f"{name}.key"] = pair.cert_pem, pair.key_pem
+    return files
+
+
+def etcd_tls(plan: ClusterPlan) -> EtcdTLS | None:
+    """etcd's certificates for its command line (None: a plaintext etcd URL, which only tests use)."""
+    if not plan.etcd_url.startswith("https://"):
+        return None
+    return EtcdTLS(plan.path(f"{ETCD_CA}.crt"), plan.path(f"{ETCD_SERVER}.crt"), plan.path(f"{ETCD_SERVER}.key"),
+                   plan.path(f"{ETCD_PEER}.crt"), plan.path(f"{ETCD_PEER}.key"))
+
+
+def etcd_backup_tls(config_dir: Path) -> EtcdClientFiles:
+    """What `kctl etcd snapshot save` dials etcd with, from a cluster's config folder."""
+    root = str(config_dir)
+    return EtcdClientFiles(f"{root}/{ETCD_CA}.crt", f"{root}/{ETCD_BACKUP_CLIENT}.crt",
+                         f"{root}/{ETCD_BACKUP_CLIENT}.key")
 
 
 def cluster_info_manifest(plan: ClusterPlan, ca_pem: bytes) -> dict[str, Any]:
@@ -295,8 +366,19 @@ def apiserver_argv(plan: ClusterPlan) -> list[str]:
             "--kubelet-client-certificate", plan.path(f"{APISERVER_KUBELET_CLIENT}.crt"),
             "--kubelet-client-key", plan.path(f"{APISERVER_KUBELET_CLIENT}.key"),
             "--kubelet-certificate-authority", plan.path(f"{CA}.crt"),
+            *_etcd_client_flags(plan),
+            # Secrets are sealed in etcd (its WAL, its db, its snapshots) with the cluster's own key.
+            "--encryption-provider-config", plan.path(ENCRYPTION_CONFIG),
             # No pod may take a host port this cluster's control plane listens on (ReservedHostPorts admission).
             "--reserved-host-ports", ",".join(str(p) for p in reserved_host_ports(plan))]
+
+
+def _etcd_client_flags(plan: ClusterPlan) -> list[str]:
+    """Kubernetes' flags for the apiserver's etcd client certificate (none for a plaintext test etcd)."""
+    if not plan.etcd_url.startswith("https://"):
+        return []
+    return ["--etcd-cafile", plan.path(f"{ETCD_CA}.crt"), "--etcd-certfile", plan.path(f"{APISERVER_ETCD_CLIENT}.crt"),
+            "--etcd-keyfile", plan.path(f"{APISERVER_ETCD_CLIENT}.key")]
 
 
 def reserved_host_ports(plan: ClusterPlan) -> list[int]:
@@ -304,7 +386,9 @@ def reserved_host_ports(plan: ClusterPlan) -> list[int]:
     the kubelet's and the image registry's."""
     etcd = urlsplit(plan.etcd_url).port or 2379
     registry = int(plan.registry.rpartition(":")[2]) if plan.registry.rpartition(":")[2].isdigit() else 5000
-    return sorted({etcd, etcd + 1, plan.api_port, plan.token_port, plan.grpc_port, plan.kubelet_port, registry})
+    # The registry's push side listens on the port after its pull side (provision/images/registry.py).
+    return sorted({etcd, etcd + 1, plan.api_port, plan.token_port, plan.grpc_port, plan.kubelet_port, registry,
+                   registry + 1})
 
 
 def scheduler_argv(plan: ClusterPlan) -> list[str]:
