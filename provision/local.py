@@ -180,8 +180,11 @@ class LocalProvider:
                                           start_new_session=True)
         state.supervisor_pid = supervisor.pid
         save_state(state)
-        phases.wait(lambda: image_registry.ready(state.registry), "image registry", deadline, hint=hint)
-        pushed = push_node_images(state.registry)
+        ca_file = state.config_dir / image_registry.CA_FILE
+        phases.wait(lambda: image_registry.cluster_ready(state.registry, ca_file), "image registry", deadline,
+                    hint=hint)
+        pushed = push_node_images(state.registry, image_registry.cluster_push_target(state.config_dir,
+                                                                                     state.registry))
         progress.done(", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {state.registry}")
 
         progress.phase("control plane")

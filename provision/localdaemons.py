@@ -1,7 +1,8 @@
 """What the local provider's supervisor runs: one DaemonSpec per daemon of the cluster, in start order.
 
-The registry first (`up` pushes the base images to it while the rest starts),
-then etcd and the control plane on the host, then per node its containerd,
+The registry first (`up` pushes the base images to it while the rest starts:
+its push side, with credentials, then the read-only side nodes pull from),
+then etcd (TLS only) and the control plane on the host, then per node its containerd,
 kubelet and proxy. A worker's containerd and kubelet run inside its network
 namespace (`nsenter --net`: the apiserver dials its kubelet at the node's
 InternalIP); its proxy programs the namespace from the host. The master is the
@@ -63,12 +64,18 @@ def daemon_specs(state: ClusterState, *, etcd_port: int) -> list[DaemonSpec]:
     logs = folder / "logs"
     cluster = state.components_plan()
     master_api = f"tcp:{state.grpc_server}"  # the daemons' port: what they wait for
-    # The registry first: `up` pushes the base images to it while the rest starts.
-    specs = [DaemonSpec("registry", image_registry.argv(image_registry.write_config(folder / "registry",
-                                                                                     state.registry)),
-                        str(logs / "registry.log"), f"tcp:{state.registry}"),
-             DaemonSpec("etcd", etcd_argv(folder / "etcd", etcd_port, etcd_port + 1), str(logs / "etcd.log"),
-                        f"tcp:127.0.0.1:{etcd_port}")]
+    # The registry first: `up` pushes the base images to it while the rest starts. Two processes over one
+    # storage: the push side (credentials, TLS) and the read-only pull side the nodes use.
+    pki = state.config_dir
+    pull_config, push_config = image_registry.write_cluster_configs(
+        folder / "registry", state.registry, htpasswd_file=pki / image_registry.HTPASSWD_FILE,
+        tls=(pki / f"{image_registry.SERVING_CERT}.crt", pki / f"{image_registry.SERVING_CERT}.key"))
+    specs = [DaemonSpec("registry-push", image_registry.argv(push_config), str(logs / "registry-push.log"),
+                        f"tcp:{image_registry.push_address(state.registry)}"),
+             DaemonSpec("registry", image_registry.argv(pull_config), str(logs / "registry.log"),
+                        f"tcp:{state.registry}"),
+             DaemonSpec("etcd", etcd_argv(folder / "etcd", etcd_port, etcd_port + 1, components.etcd_tls(cluster)),
+                        str(logs / "etcd.log"), f"tcp:127.0.0.1:{etcd_port}")]
     for daemon, argv in components.control_plane_argvs(cluster).items():
         specs.append(DaemonSpec(daemon, argv, str(logs / f"{daemon}.log"), master_api if daemon == "apiserver" else ""))
     containerd = shutil.which("containerd") or "/usr/bin/containerd"

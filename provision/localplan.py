@@ -126,7 +126,8 @@ def new_state(options: Options) -> ClusterState:
     master = str(ipaddress.ip_network(options.subnet)[1])
     nodes = plan(options.name, workers=options.workers, subnet=options.subnet, bridge=options.bridge,
                  pod_network=options.pod_network)
-    return ClusterState(options.name, f"{master}:{options.api_port}", f"http://127.0.0.1:{options.etcd_port}", {},
+    # etcd speaks only TLS, with client certificates (provision/components.py makes its PKI).
+    return ClusterState(options.name, f"{master}:{options.api_port}", f"https://127.0.0.1:{options.etcd_port}", {},
                         str(folder / "kubeconfig"), options.bridge, options.subnet, master,
                         [asdict(n) for n in nodes], pod_network=options.pod_network,
                         token_address=f"{master}:{options.api_port + 1}",

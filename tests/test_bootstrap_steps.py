@@ -60,9 +60,9 @@ def test_provision_twice_changes_nothing_then_restarts_only_what_changed(root, s
     master, worker = nodes
 
     restarted = provision(master, plan, bundle)
-    assert restarted == [f"flotilla-{d}.service" for d in ("etcd", "registry", "apiserver", "scheduler",
-                                                           "controller-manager", "dns", "containerd", "kubelet",
-                                                           "proxy")]
+    assert restarted == [f"flotilla-{d}.service" for d in ("etcd", "registry", "registry-push", "apiserver",
+                                                           "scheduler", "controller-manager", "dns", "containerd",
+                                                           "kubelet", "proxy")]
     assert provision(worker, plan, bundle) == ["flotilla-containerd.service", "flotilla-kubelet.service",
                                                "flotilla-proxy.service"]
     m = root / "m-k8s"

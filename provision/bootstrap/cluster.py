@@ -82,7 +82,7 @@ def make_plan(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_
     ordered = [master, *[m for m in machines if m is not master]]
     nodes = tuple(components.NodePlan(m.node, m.address, f"{pod_network.rsplit('.', 2)[0]}.{i}.0/24",
                                       control_plane=m is master) for i, m in enumerate(ordered))
-    return components.ClusterPlan(name, master.address, nodes, pod_network, f"http://127.0.0.1:{steps.ETCD_PORT}",
+    return components.ClusterPlan(name, master.address, nodes, pod_network, f"https://127.0.0.1:{steps.ETCD_PORT}",
                                   Path(steps.CONFIG_DIR), lb_pool=lb_pool, python=f"{steps.VENV}/bin/python",
                                   registry=registry.registry_address(master.address))
 
@@ -96,7 +96,8 @@ def load_bundle(plan: components.ClusterPlan) -> components.Bundle:
         files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
                  if p.is_file() and p != stamp}
         return components.Bundle(files)
-    bundle = components.bundle(plan, components.read_ca(folder))
+    # The encryption key is kept: a new one would leave every stored Secret unreadable.
+    bundle = components.bundle(plan, components.read_ca(folder), keep=components.read_kept(folder))
     bundle.write(folder)
     stamp.write_text(key)
     return bundle
@@ -234,8 +235,10 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
                             f"kube-dns {plan.dns_ip}")
 
     progress.phase("images")
-    phases.wait(lambda: registry.ready(plan.registry), "image registry", deadline, hint=hint, interval=POLL)
-    pushed = push_node_images(plan.registry)
+    pki = folder / "bundle"
+    phases.wait(lambda: registry.cluster_ready(plan.registry, pki / registry.CA_FILE), "image registry", deadline,
+                hint=hint, interval=POLL)
+    pushed = push_node_images(plan.registry, registry.cluster_push_target(pki, plan.registry))
     done("images pushed", ", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {plan.registry}")
 
     progress.phase("join")

@@ -44,7 +44,8 @@ KUBELET_CONFIG = f"{CONFIG_DIR}/kubelet.yaml"
 BOOTSTRAP_KUBECONFIG = f"{CONFIG_DIR}/bootstrap-kubeconfig"
 # Debian's docker-registry (baked into the box) with the cluster's config: the image registry on the master.
 REGISTRY_BINARY = "/usr/bin/docker-registry"
-REGISTRY_CONFIG = f"{CONFIG_DIR}/registry.yml"
+REGISTRY_CONFIG = f"{CONFIG_DIR}/registry.yml"  # the read-only side nodes pull from
+REGISTRY_PUSH_CONFIG = f"{CONFIG_DIR}/registry-push.yml"  # the side pushes go to: credentials, TLS
 REGISTRY_STORAGE = "/var/lib/flotilla/registry"
 
 
@@ -75,8 +76,8 @@ def node_files(plan: components.ClusterPlan, node: components.NodePlan,
                   f"pki/kubelet-{node.name}.key"}
     files: dict[str, tuple[bytes, int]] = {}
     for relative in sorted(wanted):
-        private = relative.endswith(".key") or relative.endswith(".conf") or relative == components.TOKENS
-        files[f"{plan.config_dir}/{relative}"] = (bundle.files[relative], 0o600 if private else 0o644)
+        files[f"{plan.config_dir}/{relative}"] = (bundle.files[relative], 0o600 if components.is_private(relative)
+                                                  else 0o644)
     local = _local_node(plan, node)
     rt = local.runtime
     files[str(rt.config_path)] = (rt.config().encode(), 0o644)
@@ -86,8 +87,13 @@ def node_files(plan: components.ClusterPlan, node: components.NodePlan,
     if node.control_plane and plan.registry:
         # A fixed upload secret (from the CA: stable per cluster) keeps a re-run from rewriting the file.
         secret = hashlib.sha256(bundle.files[f"{components.CA}.crt"]).hexdigest()[:32]
-        files[REGISTRY_CONFIG] = (registry.config_text(storage=Path(REGISTRY_STORAGE), address=plan.registry,
-                                                       secret=secret).encode(), 0o600)
+        storage, pki = Path(REGISTRY_STORAGE), plan.config_dir
+        files[REGISTRY_CONFIG] = (registry.config_text(storage=storage, address=plan.registry, secret=secret,
+                                                       readonly=True).encode(), 0o600)
+        files[REGISTRY_PUSH_CONFIG] = (registry.config_text(
+            storage=storage, address=registry.push_address(plan.registry), secret=secret,
+            htpasswd_file=pki / registry.HTPASSWD_FILE,
+            tls=(pki / f"{registry.SERVING_CERT}.crt", pki / f"{registry.SERVING_CERT}.key")).encode(), 0o600)
     return files
 
 
@@ -102,14 +108,22 @@ def _local_node(plan: components.ClusterPlan, node: components.NodePlan) -> Loca
 
 
 def master_units(plan: components.ClusterPlan) -> list[Unit]:
-    """etcd on loopback, then the control plane (argv from provision/components.py)."""
+    """etcd on loopback (TLS only), then the control plane (argv from provision/components.py)."""
     kubeconfigs = {"scheduler": components.SCHEDULER, "controller-manager": components.CONTROLLER_MANAGER,
                    "dns": components.DNS}
-    units = [Unit("etcd", etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1), kill_mode="mixed")]
+    tls = components.etcd_tls(plan)
+    etcd_reads = () if tls is None else (tls.ca, tls.cert, tls.key, tls.peer_cert, tls.peer_key)
+    units = [Unit("etcd", etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls), etcd_reads, kill_mode="mixed")]
     if plan.registry:
-        units.append(Unit("registry", [REGISTRY_BINARY, "serve", REGISTRY_CONFIG], (REGISTRY_CONFIG,)))
-    pki = tuple(f"{plan.config_dir}/{p}" for p in (f"{components.APISERVER}.crt", f"{components.APISERVER}.key",
-                                                    f"{components.CA}.crt", components.TOKENS))
+        pushes = tuple(f"{plan.config_dir}/{p}" for p in (registry.HTPASSWD_FILE, f"{registry.SERVING_CERT}.crt",
+                                                           f"{registry.SERVING_CERT}.key"))
+        units += [Unit("registry", [REGISTRY_BINARY, "serve", REGISTRY_CONFIG], (REGISTRY_CONFIG,)),
+                  Unit("registry-push", [REGISTRY_BINARY, "serve", REGISTRY_PUSH_CONFIG],
+                       (REGISTRY_PUSH_CONFIG, *pushes))]
+    pki = tuple(f"{plan.config_dir}/{p}" for p in (
+        f"{components.APISERVER}.crt", f"{components.APISERVER}.key", f"{components.CA}.crt", components.TOKENS,
+        f"{components.ETCD_CA}.crt", f"{components.APISERVER_ETCD_CLIENT}.crt",
+        f"{components.APISERVER_ETCD_CLIENT}.key", components.ENCRYPTION_CONFIG))
     for name, argv in components.control_plane_argvs(plan).items():
         reads = pki if name == "apiserver" else tuple(plan.kubeconfig_path(i) for i in [kubeconfigs.get(name)] if i)
         units.append(Unit(name, argv, reads, after=("etcd",) if name == "apiserver" else ("apiserver",)))
