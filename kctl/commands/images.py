@@ -9,7 +9,10 @@ local OCI store (provision/images/store.py); push speaks the distribution API
 (provision/images/distribution.py). A name without a registry is pushed to the
 current cluster's registry (from kctl's kubeconfig context, the cluster `kctl
 cluster up` made) or to `--registry HOST:PORT`, under docker.io's layout, so
-the short name in a pod spec finds it.
+the short name in a pod spec finds it. A local cluster's registry is read-only
+to everyone; its push side takes the credentials in the cluster's PKI folder
+(root's), which push uses, so only the cluster's admin pushes
+(provision/images/registry.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from kctl.printers import format_table
 from provision import components, local
 from provision.images import build as imagebuild
 from provision.images import distribution
+from provision.images import registry as image_registry
 from provision.images.oci import OCIImage, parse_reference
 from provision.images.store import ImageStore
 
@@ -53,6 +57,22 @@ def _registry_for(name: str, registry: str) -> tuple[str, str, str]:
     if ref.registry and registry and ref.registry != registry:
         raise CliError(f"{name} names registry {ref.registry}, but --registry says {registry}")
     return ref.registry or registry or current_cluster_registry(), ref.repository, ref.tag
+
+
+def push_target(registry: str) -> image_registry.PushTarget | None:
+    """The push side and credentials when `registry` is a local cluster's (None: any other registry)."""
+    for name in local.names():
+        state = local.load_state(name)
+        if state is not None and state.registry == registry:
+            try:
+                return image_registry.cluster_push_target(state.config_dir, state.registry)
+            except PermissionError as err:
+                raise CliError(f"cannot read the registry's push credentials {err.filename}: they are cluster "
+                               f"{name}'s admin's (run as root)") from None
+            except (OSError, ValueError) as err:
+                raise CliError(f"cluster {name} has no registry push credentials ({err}): pushes are refused "
+                               "without them") from None
+    return None
 
 
 def _size(n: int) -> str:
@@ -113,7 +133,7 @@ def push(name: str, registry: str) -> None:
         raise CliError(f"image {name} is not in the local store {store.root}: kctl image build first")
     where, repository, tag = _registry_for(name, registry)
     try:
-        result = distribution.push(built, registry=where, repository=repository, tag=tag)
+        result = distribution.push(built, registry=where, repository=repository, tag=tag, target=push_target(where))
     except distribution.RegistryError as err:
         raise CliError(str(err)) from err
     click.echo(f"pushed {result.reference} {result.digest} "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 from dxf import DXF, DXFBase
-from dxf.exceptions import DXFError
+from dxf.exceptions import DXFError, DXFUnauthorizedError
 
 from provision.images.oci import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, OCIImage, make_image
 from provision.images.registry import Credentials, PushTarget
@@ -139,6 +139,8 @@ def pull(*, registry: str, repository: str, tag: str) -> OCIImage:
 
 
 def _describe(err: Exception) -> str:
+    if isinstance(err, DXFUnauthorizedError):
+        return "HTTP 401: the registry refused these credentials"
     if isinstance(err, requests.HTTPError) and err.response is not None:
         if err.response.status_code == 404:
             return "not found in the registry"
