@@ -321,10 +321,11 @@ def _container(c: core_pb2.Container, path: str, volumes: set[str], *,
     return errors
 
 
-# The volume types a Flotilla kubelet can mount (proto field names); a volume has exactly one.
-VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "persistent_volume_claim")
-_HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
-                    "BlockDevice")
+# The volume types a pod may name (proto field names); a volume has exactly one. The kubelet refuses
+# to start a pod whose volume it cannot provide (FailedMount), so naming one here is no promise.
+VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "persistent_volume_claim", "nfs")
+_HOST_PATH_TYPES = ("", "BlockDevice", "CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate",
+                    "Socket")  # sorted, as Kubernetes lists them in its NotSupported message
 
 
 def _key_to_paths(items: Iterable[core_pb2.KeyToPath], path: str) -> Errors:
@@ -355,11 +356,19 @@ def _volume_source(volume: core_pb2.Volume, source: str, path: str) -> Errors:
             errors.append(required(f"{path}.path"))
         elif not volume.host_path.path.startswith("/"):
             errors.append(invalid(f"{path}.path", volume.host_path.path, "must be an absolute path"))
+        elif ".." in volume.host_path.path.split("/"):
+            errors.append(invalid(f"{path}.path", volume.host_path.path, "must not contain '..'"))
         errors += one_of(volume.host_path.type, f"{path}.type", _HOST_PATH_TYPES, optional=True)
     elif source == "empty_dir":
         errors += one_of(volume.empty_dir.medium, f"{path}.medium", ("Memory", "HugePages"), optional=True)
         if volume.empty_dir.size_limit:
-            errors += _quantity(volume.empty_dir.size_limit, f"{path}.sizeLimit")[1]
+            try:
+                negative = parse_quantity(volume.empty_dir.size_limit) < 0
+            except QuantityError as exc:
+                errors.append(invalid(f"{path}.sizeLimit", volume.empty_dir.size_limit, str(exc)))
+            else:
+                if negative:
+                    errors.append(forbidden(f"{path}.sizeLimit", "SizeLimit field must be a valid resource quantity"))
     elif source == "config_map":
         if not volume.config_map.name:
             errors.append(required(f"{path}.name"))
@@ -374,6 +383,13 @@ def _volume_source(volume: core_pb2.Volume, source: str, path: str) -> Errors:
             errors += _file_mode(volume.secret.default_mode, f"{path}.defaultMode")
     elif source == "persistent_volume_claim" and not volume.persistent_volume_claim.claim_name:
         errors.append(required(f"{path}.claimName"))
+    elif source == "nfs":
+        if not volume.nfs.server:
+            errors.append(required(f"{path}.server"))
+        if not volume.nfs.path:
+            errors.append(required(f"{path}.path"))
+        elif not volume.nfs.path.startswith("/"):
+            errors.append(invalid(f"{path}.path", volume.nfs.path, "must be an absolute path"))
     return errors
 
 
