@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from client import Client
+from nodeagent.kubelet.volumes import mounts
 from proto import coordination_pb2, core_pb2
 from proto.errors import NotFound
 from provision.localnode import LocalNode, free_pod_cidr
@@ -31,6 +32,9 @@ SETTINGS = {
     "backoff_initial": 1.0, "backoff_max": 4.0, "backoff_reset": 60.0,
     "relist_period": 0.3, "sync_frequency": 2.0, "metrics_period": 1.0,
     "node_status_check_interval": 1.0, "lease_renew_interval": 2.0,
+    # Volumes that cannot be set up are retried within 2 s; the mount timeout and the emptyDir
+    # sizeLimit check come within seconds, not Kubernetes' two minutes and ten seconds.
+    "volume_backoff_max": 2.0, "volume_mount_timeout": 4.0, "eviction_monitoring_period": 1.0,
     # Pods here are bound directly; the taint keeps any scheduler running in the session away.
     "register_with_taints": ["flotilla.io/kubelet-test=true:NoSchedule"],
 }
@@ -72,6 +76,9 @@ async def node(apiserver: ApiServer) -> AsyncIterator[LocalNode]:
                     await client.delete(core_pb2.Pod, pod.metadata.name, pod.metadata.namespace,
                                         grace_period_seconds=0)
             await asyncio.to_thread(local.cleanup)
+            # The kubelet may stop before it tore down the last pods: their tmpfs and subPath binds
+            # go first, so removing the tree never reaches through a bind into a hostPath.
+            await asyncio.to_thread(mounts.unmount_all_under, base)
             shutil.rmtree(base, ignore_errors=True)
             for cls, ns in ((core_pb2.Node, ""), (coordination_pb2.Lease, "kube-node-lease")):
                 with contextlib.suppress(NotFound):
@@ -137,3 +144,10 @@ async def wait_pod(client: Client, name: str, namespace: str, predicate: Callabl
 
 def is_ready(pod: core_pb2.Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+
+
+async def pod_events(client: Client, name: str, namespace: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of every Event about the pod, as `kctl describe pod` lists them."""
+    events = (await client.list(core_pb2.Event, namespace)).items
+    return [(e.type, e.reason, e.message) for e in events
+            if e.involved_object.kind == "Pod" and e.involved_object.name == name]

@@ -77,6 +77,13 @@ class KubeletConfig:
     # Used for a probe's period/timeout when the pod leaves them unset (Kubernetes' defaults).
     probe_default_period: float = 10.0
     probe_default_timeout: float = 1.0
+    # A volume that cannot be set up is tried again after 0.5 s, doubling to ~2 min, and the pod
+    # says "Unable to attach or mount volumes ... timed out" every mount timeout (Kubernetes' figures).
+    volume_backoff_initial: float = 0.5
+    volume_backoff_max: float = 122.0
+    volume_mount_timeout: float = 123.0
+    # How often emptyDir usage is measured against sizeLimit (the eviction manager's period).
+    eviction_monitoring_period: float = 10.0
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> KubeletConfig:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from nodeagent.kubelet.runtime import (
     group_by_uid,
 )
 from nodeagent.kubelet.sandbox import cgroup_parent, generate_pod_sandbox_config
-from nodeagent.kubelet.volumes import ConfigError, Volumes
+from nodeagent.kubelet.volumes import ConfigError, Volumes, VolumesNotReady
 from proto import core_pb2, cri_pb2
 from proto.errors import Conflict, NotFound
 
@@ -86,9 +85,14 @@ class PodSyncer:
     volumes: Volumes = field(init=False)
     images: ImageManager = field(init=False)
     _graces: dict[str, int] = field(default_factory=dict)
+    # Pods this kubelet evicted -> the Failed status it wrote, until the informer shows it (uid -> status).
+    _evicted: dict[str, core_pb2.PodStatus] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.volumes = Volumes(self.client, self.config.root_dir)
+        config = self.config
+        self.volumes = Volumes(self.client, config.root_dir, backoff_initial=config.volume_backoff_initial,
+                               backoff_max=config.volume_backoff_max, mount_timeout=config.volume_mount_timeout,
+                               storage_check_period=config.eviction_monitoring_period)
         self.images = ImageManager(self.runtime, self.config, self.record)
         self.backoff = Backoff(initial=self.config.backoff_initial, maximum=self.config.backoff_max,
                                reset=self.config.backoff_reset)
@@ -112,8 +116,8 @@ class PodSyncer:
         self._graces[uid] = _grace_of(pod)
         if pod.metadata.HasField("deletion_timestamp"):
             await self.terminate(pod, rp)
-        elif pod.status.phase in podstatus.TERMINAL_PHASES:
-            await self._stop_finished(rp)
+        elif pod.status.phase in podstatus.TERMINAL_PHASES or uid in self._evicted:
+            await self._stop_finished(pod, rp)
         else:
             await self._converge(pod, rp)
 
@@ -150,10 +154,10 @@ class PodSyncer:
         # containerd leaves the pod-level cgroup behind under cgroups v1. (Threads: rmdir may wait
         # for the kernel to empty a cgroup, and the loop must keep serving other pods meanwhile.)
         await asyncio.to_thread(remove_cgroups, cgroup_parent(self.config, rp.uid))
-        await asyncio.to_thread(shutil.rmtree, self.volumes.pod_dir(rp.uid), True)
+        await self.volumes.tear_down(rp.uid)
         self.backoff.forget_pod(rp.uid)
-        self.volumes.forget(rp.uid)
         self.images.forget_pod(rp.uid)
+        self._evicted.pop(rp.uid, None)
 
     async def _stop_quietly(self, container_id: str, grace: int) -> None:
         try:
@@ -161,12 +165,17 @@ class PodSyncer:
         except CRIError as err:
             log.warning("stopping container %s: %s", container_id[:12], err)
 
-    async def _stop_finished(self, rp: RuntimePod) -> None:
-        """A pod that Succeeded or Failed keeps its containers (for logs) but not its sandbox."""
-        self.probes.stop_pod(rp.uid)
+    async def _stop_finished(self, pod: core_pb2.Pod, rp: RuntimePod) -> None:
+        """A pod that Succeeded or Failed keeps its containers (for logs) but not its sandbox or volumes."""
+        self.probes.stop_pod(pod.metadata.uid)
         for sandbox in rp.sandboxes:
             if sandbox.state == cri_pb2.SANDBOX_READY:
                 await _ignore_not_found(self.runtime.stop_pod_sandbox(sandbox.id))
+        evicted = self._evicted.get(pod.metadata.uid)
+        if evicted is not None and pod.status.phase not in podstatus.TERMINAL_PHASES:
+            await podstatus.update_pod_status(self.client, pod, evicted)  # the first write was lost: again
+        # Nothing will run in it again: its emptyDirs, tmpfs and subPath binds go (the logs stay).
+        await self.volumes.tear_down_volumes(pod.metadata.uid)
 
     # ---------------------------------------------------------------- converging
 
@@ -181,7 +190,9 @@ class PodSyncer:
                 return
             if not pod.spec.host_network and not self.network_ready():
                 raise NetworkNotReady("the node's pod network is not ready (no pod CIDR yet)")
-            await self.volumes.prepare(pod)
+            if not await self._set_up_volumes(pod, key):
+                await self._report_status(pod, rp, "")  # Pending, its containers ContainerCreating
+                return
             start = time.monotonic()
             try:
                 sandbox_id = await self.runtime.run_pod_sandbox(sandbox_config)
@@ -194,6 +205,10 @@ class PodSyncer:
             sandbox_config.metadata.attempt = sandbox.metadata.attempt
             # ConfigMap and Secret volumes follow their objects while the pod runs (atomic swap).
             await self.volumes.refresh(pod)
+            message = await self.volumes.storage_over_limit(pod)
+            if message:
+                await self._evict(pod, rp, message)
+                return
         sandbox_status = await self.runtime.pod_sandbox_status(sandbox_id)
         pod_ip = self.config.node_ip if pod.spec.host_network else sandbox_status.network.ip
 
@@ -218,6 +233,50 @@ class PodSyncer:
         selector = {LABEL_POD_UID: pod.metadata.uid}
         rp = group_by_uid([], await self.runtime.list_containers(selector)).get(pod.metadata.uid, RuntimePod(""))
         await self._report_status(pod, rp, pod_ip, holds)
+
+    async def _set_up_volumes(self, pod: core_pb2.Pod, key: str) -> bool:
+        """The volume manager's WaitForAttachAndMount: True when every volume is ready for the pod to start.
+
+        Otherwise a FailedMount event per volume that is not, and another try after a back-off
+        (the pod is requeued: a ConfigMap created meanwhile is found then).
+        """
+        uid = pod.metadata.uid
+        wait = self.volumes.retry_in(uid)
+        if wait > 0:
+            self.requeue_after(key, wait + 0.05)
+            return False
+        try:
+            await self.volumes.set_up(pod)
+            return True
+        except VolumesNotReady as err:
+            for failure in err.failures:
+                log.info("pod %s: %s", key, failure)
+                self.record(pod, "Warning", "FailedMount", str(failure))
+            delay, timed_out = self.volumes.set_up_failed(uid)
+            if timed_out:
+                self.record(pod, "Warning", "FailedMount", err.timeout_message())
+            self.requeue_after(key, delay + 0.05)
+            return False
+
+    async def _evict(self, pod: core_pb2.Pod, rp: RuntimePod, message: str) -> None:
+        """The eviction manager's evictPod for local storage: kill at once, Failed/Evicted, volumes freed."""
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        log.warning("evicting pod %s: %s", key, message)
+        self.record(pod, "Warning", "Evicted", message)
+        self.probes.stop_pod(pod.metadata.uid)
+        running = [c for c in rp.containers if c.state == cri_pb2.CONTAINER_RUNNING]
+        for container in running:
+            self.record(pod, "Normal", "Killing", f"Stopping container {container.metadata.name}")
+        await asyncio.gather(*(self._stop_quietly(c.id, 0) for c in running))
+        for sandbox in rp.sandboxes:
+            await _ignore_not_found(self.runtime.stop_pod_sandbox(sandbox.id))
+        selector = {LABEL_POD_UID: pod.metadata.uid}
+        rp = group_by_uid([], await self.runtime.list_containers(selector)).get(pod.metadata.uid, RuntimePod(""))
+        status = await self._pod_status(pod, rp, pod.status.pod_ip)
+        status = podstatus.evicted(status, message, now=now_timestamp())
+        self._evicted[pod.metadata.uid] = status
+        await podstatus.update_pod_status(self.client, pod, status)
+        await self.volumes.tear_down_volumes(pod.metadata.uid)
 
     async def _converge_container(
         self, pod: core_pb2.Pod, key: str, spec: core_pb2.Container, rp: RuntimePod, sandbox_id: str,
@@ -297,12 +356,13 @@ class PodSyncer:
             return (err.reason, str(err))
         try:
             env = await environment(pod, spec, pod_ip=pod_ip, host_ip=self.config.node_ip, volumes=self.volumes)
+            mounts = await self.volumes.mounts(pod, spec)
         except ConfigError as err:
             self.requeue_after(key, self.config.backoff_initial)
+            self.record(pod, "Warning", "Failed", f"Error: {err}")
             return (err.reason, str(err))
         self.record(pod, "Normal", "Pulled", f"Container image \"{image}\" is present on the node")
-        config = generate_container_config(pod, spec, image=image, attempt=attempt, env=env,
-                                           mounts=self.volumes.mounts(pod, spec))
+        config = generate_container_config(pod, spec, image=image, attempt=attempt, env=env, mounts=mounts)
         container_id = await self.runtime.create_container(sandbox_id, config, sandbox_config)
         self.record(pod, "Normal", "Created", f"Created container {spec.name}")
         try:
@@ -320,15 +380,19 @@ class PodSyncer:
     async def _report_status(self, pod: core_pb2.Pod, rp: RuntimePod, pod_ip: str,
                              holds: dict[str, tuple[str, str]] | None = None) -> None:
         """GetPodStatus, then generateAPIPodStatus; written only when it differs from what the pod shows."""
+        new = await self._pod_status(pod, rp, pod_ip, holds)
+        if new != pod.status:
+            await podstatus.update_pod_status(self.client, pod, new)
+
+    async def _pod_status(self, pod: core_pb2.Pod, rp: RuntimePod, pod_ip: str,
+                          holds: dict[str, tuple[str, str]] | None = None) -> core_pb2.PodStatus:
         holds = holds or {}
         policy = pod.spec.restart_policy or "Always"
         init_policy = "Never" if policy == "Never" else "OnFailure"
         init_views = [await self._view(pod, spec, rp, holds, init_policy) for spec in pod.spec.init_containers]
         views = [await self._view(pod, spec, rp, holds, policy) for spec in pod.spec.containers]
-        new = podstatus.pod_status(pod, init_views, views, host_ip=self.config.node_ip, pod_ip=pod_ip,
-                                   now=now_timestamp())
-        if new != pod.status:
-            await podstatus.update_pod_status(self.client, pod, new)
+        return podstatus.pod_status(pod, init_views, views, host_ip=self.config.node_ip, pod_ip=pod_ip,
+                                    now=now_timestamp())
 
     async def _view(self, pod: core_pb2.Pod, spec: core_pb2.Container, rp: RuntimePod,
                     holds: dict[str, tuple[str, str]], policy: str) -> podstatus.ContainerView:

@@ -179,6 +179,30 @@ def pod_status(pod: core_pb2.Pod, init_views: list[ContainerView], views: list[C
     return new
 
 
+def evicted(status: core_pb2.PodStatus, message: str, *, now: Timestamp) -> core_pb2.PodStatus:
+    """The status of a pod the kubelet evicted: Failed, reason Evicted, and why (DisruptionTarget says by whom).
+
+    As the eviction manager writes it: the containers show how they were stopped, nothing is
+    ready, and the pod never runs again on this node (its controller, if any, makes another).
+    """
+    new = core_pb2.PodStatus()
+    new.CopyFrom(status)
+    new.phase = "Failed"
+    new.reason = "Evicted"
+    new.message = message
+    for cond in new.conditions:
+        if cond.type in ("Ready", "ContainersReady") and cond.status == "True":
+            cond.status, cond.reason = "False", "PodFailed"
+            cond.last_transition_time.CopyFrom(now)
+    disruption = core_pb2.PodCondition(type="DisruptionTarget", status="True", reason="TerminationByKubelet",
+                                       message=message)
+    disruption.last_transition_time.CopyFrom(now)
+    kept = [c for c in new.conditions if c.type != "DisruptionTarget"]
+    del new.conditions[:]
+    new.conditions.extend([disruption, *kept])
+    return new
+
+
 async def update_pod_status(client: Client, pod: core_pb2.Pod, status: core_pb2.PodStatus) -> None:
     """Write `status` to the pod's status subresource, again on the fresh pod on Conflict.
 
