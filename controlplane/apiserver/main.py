@@ -51,9 +51,11 @@ from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, f
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
 from controlplane.apiserver.storage import EtcdClientTLS, Storage, compact_forever
+from controlplane.connlimits import GRPC_SERVER_OPTIONS, KEEPALIVE_TIMEOUT, LimitedSite
 from proto import apiserver_pb2_grpc, kinds
 
 log = logging.getLogger("flotilla.apiserver")
+MAX_HEADER_BYTES = 1 << 20  # the longest request line or header the HTTP API reads
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -207,13 +209,17 @@ async def start_http(endpoints: Endpoints, authenticator: Authenticator, opts: a
     for listen, secure in listeners:
         if not listen:
             continue
+        # Request lines and headers up to Go's http.DefaultMaxHeaderBytes, as kube-apiserver takes them: long
+        # label and field selectors are a query string (aiohttp would refuse past 8 KiB, in plain text).
         runner = web.AppRunner(make_app(endpoints, authenticator, secure=secure), access_log=None,
-                               handle_signals=False)
+                               keepalive_timeout=KEEPALIVE_TIMEOUT,
+                               handle_signals=False, max_line_size=MAX_HEADER_BYTES, max_field_size=MAX_HEADER_BYTES)
         await runner.setup()
         tls = server_ssl_context(opts.tls_cert_file, opts.tls_private_key_file, opts.client_ca_file) if secure else None
         host, port = _host_port(listen)
         try:
-            await web.TCPSite(runner, host, port, ssl_context=tls, shutdown_timeout=2).start()
+            # A per-source cap, a deadline for the first request and one for the TLS handshake (connlimits.py).
+            await LimitedSite(runner, host, port, ssl_context=tls, shutdown_timeout=2).start()
         except OSError as exc:
             raise SystemExit(f"flotilla-apiserver: cannot listen on {listen}: {exc}") from None
         runners.append(runner)
@@ -286,7 +292,9 @@ async def serve(opts: argparse.Namespace) -> None:
     kubelet_tls = kubelet_client_tls(opts)
     endpoints = Endpoints(registry, authorizer=authorizer, audit=audit, kubelet_tls=kubelet_tls,
                           bookmark_interval=opts.bookmark_interval)
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[RejectUndecodableRequests()])
+    # GRPC_SERVER_OPTIONS: deadlines for the TLS handshake and for idle or silent connections.
+    server = grpc.aio.server(options=[*SERVER_OPTIONS, *GRPC_SERVER_OPTIONS],
+                             interceptors=[RejectUndecodableRequests()])
     apiserver_pb2_grpc.add_ApiServerServicer_to_server(ApiService(endpoints, authenticator=authenticator), server)
     add_ports(server, opts)
     await server.start()

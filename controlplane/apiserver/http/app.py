@@ -106,6 +106,10 @@ class Routes:
         self.endpoints = endpoints
         self.resources = ResourceHandlers(endpoints, authenticator)
 
+    async def root(self, request: web.Request) -> web.Response:
+        """`GET /`: every path served (kube-apiserver's RootPaths; `kubectl get --raw /`)."""
+        return json_response({"paths": _root_paths()})
+
     async def version(self, request: web.Request) -> web.Response:
         return json_response(await self.endpoints.version())
 
@@ -144,6 +148,15 @@ class Routes:
         return await self.resources.serve(request, user, info, kind)
 
 
+def _root_paths() -> list[str]:
+    paths = {"/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/openapi/v2", "/openapi/v3",
+             "/version"}
+    for group in discovery.api_group_list()["groups"]:
+        paths.add(f"/apis/{group['name']}")
+        paths.update(f"/apis/{v['groupVersion']}" for v in group["versions"])
+    return sorted(paths)
+
+
 def _discovery_root(request: web.Request, *, legacy: bool) -> web.Response:
     accept = request.headers.get("Accept", "")
     if codec.accepts(accept, codec.JSON, g="apidiscovery.k8s.io", v="v2", **{"as": "APIGroupDiscoveryList"}):
@@ -174,6 +187,7 @@ def make_app(endpoints: Endpoints, authenticator: Authenticator, *, secure: bool
     app = web.Application(middlewares=[errors, authentication(authenticator, secure)],
                           client_max_size=codec.MAX_BODY_BYTES)
     routes = Routes(endpoints, authenticator)
+    app.router.add_get("/", routes.root)
     app.router.add_get("/version", routes.version)
     app.router.add_get("/version/", routes.version)
     for path in ("/healthz", "/livez", "/readyz"):
