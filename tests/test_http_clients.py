@@ -9,6 +9,7 @@ gives them: objects, typed errors, watch events in order, kubectl's own lines.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -67,6 +68,48 @@ def test_python_client_crud_and_errors(api_client: k8s.ApiClient, k8s_ns: str) -
     assert patched.metadata.labels == {"app": "web"}
     core.delete_namespaced_pod("web", k8s_ns)
     assert core.list_namespaced_pod(k8s_ns).items == []
+
+
+def test_python_client_errors_carry_status_and_reason(api_client: k8s.ApiClient, k8s_ns: str) -> None:
+    core = k8s.CoreV1Api(api_client)
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_config_map("nope", k8s_ns)
+    assert (missing.value.status, missing.value.reason) == (404, "Not Found")
+    assert json.loads(missing.value.body)["reason"] == "NotFound"
+    core.create_namespaced_config_map(k8s_ns, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="c")))
+    with pytest.raises(ApiException) as exists:
+        core.create_namespaced_config_map(k8s_ns, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="c")))
+    assert (exists.value.status, exists.value.reason) == (409, "Conflict")
+    assert json.loads(exists.value.body)["reason"] == "AlreadyExists"
+    with pytest.raises(ApiException) as invalid:
+        core.create_namespaced_config_map(k8s_ns, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="Not_Valid")))
+    assert (invalid.value.status, invalid.value.reason) == (422, "Unprocessable Entity")
+    status = json.loads(invalid.value.body)
+    assert status["reason"] == "Invalid" and status["details"]["causes"][0]["field"] == "metadata.name"
+
+
+def test_python_client_strategic_and_json_patches(api_client: k8s.ApiClient, k8s_ns: str) -> None:
+    apps = k8s.AppsV1Api(api_client)
+    containers = [k8s.V1Container(name="web", image="nginx:1.27"), k8s.V1Container(name="log", image="busybox")]
+    template = k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels={"app": "web"}),
+                                     spec=k8s.V1PodSpec(containers=containers))
+    apps.create_namespaced_deployment(k8s_ns, k8s.V1Deployment(metadata=k8s.V1ObjectMeta(name="web"), spec=(
+        k8s.V1DeploymentSpec(selector=k8s.V1LabelSelector(match_labels={"app": "web"}), template=template))))
+    # A dict is a strategic merge patch: containers merge by name, the other one stays.
+    patched = apps.patch_namespaced_deployment("web", k8s_ns, {"spec": {"template": {"spec": {
+        "containers": [{"name": "web", "image": "nginx:1.28"}]}}}})
+    assert [(c.name, c.image) for c in patched.spec.template.spec.containers] == [("web", "nginx:1.28"),
+                                                                                 ("log", "busybox")]
+    # A list is a JSON patch.
+    patched = apps.patch_namespaced_deployment("web", k8s_ns, [
+        {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "log"},
+        {"op": "remove", "path": "/spec/template/spec/containers/1"}])
+    assert [c.name for c in patched.spec.template.spec.containers] == ["web"]
+    with pytest.raises(ApiException) as failed:
+        apps.patch_namespaced_deployment("web", k8s_ns, [{"op": "test", "path": "/spec/replicas", "value": 7}])
+    assert failed.value.status == 422
+    managers = {e.manager for e in apps.read_namespaced_deployment("web", k8s_ns).metadata.managed_fields}
+    assert "OpenAPI-Generator" in managers  # the Python client's User-Agent names its writes
 
 
 def test_python_client_lists_with_selectors(api_client: k8s.ApiClient, k8s_ns: str) -> None:
@@ -175,6 +218,34 @@ def test_kubectl_invalid_object_lists_causes(kubectl: Kubectl, k8s_ns: str, tmp_
     assert lines[0] == 'The Pod "bad" is invalid: ' and len(lines) >= 3
     assert all(line.startswith("* ") for line in lines[1:]), lines
     assert any(line.startswith("* spec.containers[0].image: Required value") for line in lines)
+
+
+def test_kubectl_server_side_apply_conflict_and_force(kubectl: Kubectl, k8s_ns: str, tmp_path: Path) -> None:
+    created = kubectl("create", "configmap", "settings", "-n", k8s_ns, "--from-literal=mode=fast")
+    assert created.returncode == 0, created.stderr
+    manifest = tmp_path / "settings.yaml"
+    manifest.write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {k8s_ns}}}\n"
+                        "data: {mode: slow}\n")
+    conflict = kubectl("apply", "--server-side", "-f", str(manifest))
+    assert conflict.returncode == 1
+    assert 'Apply failed with 1 conflict: conflict with "kubectl-create" using v1: .data.mode' in conflict.stderr
+    assert "Please review the fields above--they currently have other managers." in conflict.stderr
+    forced = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(manifest))
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.strip() == "configmap/settings serverside-applied"
+    owners = kubectl("get", "configmap", "settings", "-n", k8s_ns, "--show-managed-fields", "-o",
+                     "jsonpath={.metadata.managedFields[*].manager}")
+    assert owners.stdout.split() == ["kubectl", "kubectl-create"]  # Apply entries first, as Kubernetes orders them
+
+
+def test_kubectl_prints_admission_warnings(kubectl: Kubectl, api_client: k8s.ApiClient) -> None:
+    name = f"k-{uuid.uuid4().hex[:10]}"
+    k8s.CoreV1Api(api_client).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(
+        name=name, labels={"pod-security.kubernetes.io/warn": "restricted"})))
+    run = kubectl("run", "web", "-n", name, "--image", "nginx:1.27")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith('Warning: would violate PodSecurity "restricted:latest": '), run.stderr
+    assert run.stdout.strip() == "pod/web created"
 
 
 def test_kubectl_api_resources_and_version(kubectl: Kubectl) -> None:
