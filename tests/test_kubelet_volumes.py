@@ -529,3 +529,24 @@ async def test_a_sub_path_through_a_symlink_out_of_the_volume_is_refused(
                           what="app held with CreateContainerConfigError")
     assert _waiting(held) == ["CreateContainerConfigError"] and held.status.phase == "Pending"
     await _event(client, "climber", namespace, "Failed", f"Error: {message}")
+
+
+async def test_a_force_deleted_pod_that_never_started_leaves_no_mounts_behind(
+        client: Client, namespace: str, node: LocalNode) -> None:
+    app = busybox("app", "sleep", "3600")
+    app.volume_mounts.add(name="fast", mount_path="/fast")
+    app.volume_mounts.add(name="conf", mount_path="/conf")
+    pod = make_pod("stuck", node, app, grace=1)
+    pod.spec.volumes.add(name="fast").empty_dir.medium = "Memory"  # set up (a tmpfs) ...
+    pod.spec.volumes.add(name="conf").config_map.name = "never"  # ... while this one fails
+    created = await client.create(pod, namespace=namespace)
+    await _event(client, "stuck", namespace, "FailedMount",
+                 'MountVolume.SetUp failed for volume "conf" : configmap "never" not found')
+    pod_dir = (Path(node.kubelet_config().root_dir) / "pods" / created.metadata.uid).resolve()
+    assert any(p.startswith(f"{pod_dir}/") for p in mounts.mount_points())
+    await client.delete(core_pb2.Pod, "stuck", namespace, grace_period_seconds=0)
+
+    async def cleaned() -> bool:
+        return not await asyncio.to_thread(pod_dir.exists) and not any(
+            p.startswith(f"{pod_dir}/") for p in mounts.mount_points())
+    await eventually(cleaned, 10, what="the pod's directory and tmpfs removed")

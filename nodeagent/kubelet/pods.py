@@ -87,6 +87,7 @@ class PodSyncer:
     _graces: dict[str, int] = field(default_factory=dict)
     # Pods this kubelet evicted -> the Failed status it wrote, until the informer shows it (uid -> status).
     _evicted: dict[str, core_pb2.PodStatus] = field(default_factory=dict)
+    _orphan_dirs_checked: bool = False
 
     def __post_init__(self) -> None:
         config = self.config
@@ -109,6 +110,12 @@ class PodSyncer:
             if pod is None or uid != pod.metadata.uid:
                 log.info("killing orphaned pod %s (uid %s)", key, uid)
                 await self.kill_pod(rp, self._graces.pop(uid, ORPHAN_GRACE))
+        if pod is None or not self._orphan_dirs_checked:
+            # A pod gone from the API (or the first sync since start): any pod's directory left behind
+            # by a pod that never got a container (force-deleted while its volumes failed, deleted
+            # while the kubelet was down) goes with its mounts.
+            self._orphan_dirs_checked = True
+            await self._cleanup_orphaned_pod_dirs()
         if pod is None:
             return
         uid = pod.metadata.uid
@@ -158,6 +165,18 @@ class PodSyncer:
         self.backoff.forget_pod(rp.uid)
         self.images.forget_pod(rp.uid)
         self._evicted.pop(rp.uid, None)
+
+    async def _cleanup_orphaned_pod_dirs(self) -> None:
+        """The kubelet's cleanupOrphanedPodDirs: remove directories of pods neither in the API nor running."""
+        on_disk = await asyncio.to_thread(self.volumes.pod_uids_on_disk)
+        running = set(group_by_uid(await self.runtime.list_pod_sandboxes(), await self.runtime.list_containers()))
+        # Read last: a pod is in the cache before any worker makes its directory, so every directory
+        # listed above whose pod is still wanted is known here.
+        known = {p.metadata.uid for p in self.pods.list()}
+        for uid in on_disk:
+            if uid not in known and uid not in running:
+                log.info("removing the directory of orphaned pod %s", uid)
+                await self.volumes.tear_down(uid)
 
     async def _stop_quietly(self, container_id: str, grace: int) -> None:
         try:

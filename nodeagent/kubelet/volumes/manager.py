@@ -112,6 +112,11 @@ class Volumes:
     def pod_dir(self, uid: str) -> Path:
         return self.root_dir / "pods" / uid
 
+    def pod_uids_on_disk(self) -> list[str]:
+        """The uids of every pod with a directory on this node."""
+        pods = self.root_dir / "pods"
+        return [entry.name for entry in pods.iterdir() if entry.is_dir()] if pods.is_dir() else []
+
     def path(self, pod: core_pb2.Pod, volume: core_pb2.Volume) -> Path | None:
         """Where the volume's files are on the node, or None for a type this kubelet does not provide."""
         source = source_of(volume)
