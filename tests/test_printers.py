@@ -48,6 +48,12 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
     "Lease": ["Name", "Holder", "Age"],
     "CertificateSigningRequest": ["Name", "Age", "SignerName", "Requestor", "RequestedDuration", "Condition"],
     "HorizontalPodAutoscaler": ["Name", "Reference", "Targets", "MinPods", "MaxPods", "Replicas", "Age"],
+    "ResourceQuota": ["Name", "Age", "Request", "Limit"],
+    "LimitRange": ["Name", "Created At"],
+    "Role": ["Name", "Created At"],
+    "ClusterRole": ["Name", "Created At"],
+    "RoleBinding": ["Name", "Role", "Age", "*Users", "*Groups", "*ServiceAccounts"],
+    "ClusterRoleBinding": ["Name", "Role", "Age", "*Users", "*Groups", "*ServiceAccounts"],
 }
 
 
@@ -62,8 +68,7 @@ def test_columns_are_kubectls(kind: str) -> None:
 
 def test_every_printed_kind_is_checked_and_the_rest_get_name_and_age() -> None:
     assert set(TABLE_CONVERTORS) == set(KUBECTL_COLUMNS)
-    role = kinds.resolve("roles")
-    assert convertor_for(role) is DEFAULT
+    assert convertor_for(kinds.resolve("podmetrics")) is DEFAULT
     assert _column_names(DEFAULT) == ["Name", "Age"]
 
 
@@ -259,3 +264,29 @@ def test_hpa_targets_show_current_over_target() -> None:
     assert autoscaling.hpa_targets(hpa) == "cpu: 40%/80%"
     cells = generate_table(kinds.resolve("hpa"), [hpa]).rows[0].cells
     assert cells[:6] == ["web", "Deployment/web", "cpu: 40%/80%", "<unset>", 5, 0]
+
+
+def test_quota_request_and_limit_columns() -> None:
+    # kubectl get quota: used/hard per resource from the status, limits.* apart, sorted by name.
+    quota = manifest.from_dict({"apiVersion": "v1", "kind": "ResourceQuota",
+                                "metadata": {"name": "team", "creationTimestamp": "2024-01-01T11:00:00Z"},
+                                "spec": {"hard": {"pods": "10", "requests.cpu": "2", "limits.memory": "1Gi"}},
+                                "status": {"hard": {"pods": "10", "requests.cpu": "2", "limits.memory": "1Gi"},
+                                           "used": {"pods": "2", "requests.cpu": "500m"}}})
+    assert generate_table(kinds.resolve("quota"), [quota], at=AT).rows[0].cells == [
+        "team", "60m", "pods: 2/10, requests.cpu: 500m/2", "limits.memory: 0/1Gi"]
+
+
+def test_roles_show_their_creation_time_and_bindings_whom_they_bind() -> None:
+    role = manifest.from_dict({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                               "metadata": {"name": "reader", "namespace": "a",
+                                            "creationTimestamp": "2024-01-01T11:00:00Z"}})
+    assert generate_table(kinds.resolve("roles"), [role], at=AT).rows[0].cells == ["reader", "2024-01-01T11:00:00Z"]
+    binding = manifest.from_dict({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "viewers", "creationTimestamp": "2024-01-01T11:58:00Z"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "User", "name": "ann"}, {"kind": "Group", "name": "devs"},
+                     {"kind": "User", "name": "bob"}, {"kind": "ServiceAccount", "name": "ci", "namespace": "ops"}]})
+    assert generate_table(kinds.resolve("clusterrolebindings"), [binding], at=AT).rows[0].cells == [
+        "viewers", "ClusterRole/view", "2m", "ann, bob", "devs", "ops/ci"]

@@ -28,7 +28,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from controlplane.printers import apps, autoscaling, batch, certificates, coordination, core
+from controlplane.printers import apps, autoscaling, batch, certificates, coordination, core, rbac
 from controlplane.printers.table import (
     DEFAULT,
     Cell,
@@ -50,6 +50,8 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "Namespace": core.NAMESPACE,
     "ConfigMap": core.CONFIG_MAP,
     "Secret": core.SECRET,
+    "ResourceQuota": core.RESOURCE_QUOTA,
+    "LimitRange": core.LIMIT_RANGE,
     "Deployment": apps.DEPLOYMENT,
     "ReplicaSet": apps.REPLICA_SET,
     "Job": batch.JOB,
@@ -57,6 +59,10 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "Lease": coordination.LEASE,
     "CertificateSigningRequest": certificates.CERTIFICATE_SIGNING_REQUEST,
     "HorizontalPodAutoscaler": autoscaling.HORIZONTAL_POD_AUTOSCALER,
+    "Role": rbac.ROLE,
+    "ClusterRole": rbac.CLUSTER_ROLE,
+    "RoleBinding": rbac.ROLE_BINDING,
+    "ClusterRoleBinding": rbac.CLUSTER_ROLE_BINDING,
 }
 
 

@@ -13,6 +13,7 @@ import datetime as _dt
 
 from controlplane.printers.table import (
     AGE,
+    CREATED_AT,
     NAME,
     Cell,
     GenerateOptions,
@@ -20,7 +21,17 @@ from controlplane.printers.table import (
     TableConvertor,
     name_column,
 )
-from controlplane.printers.text import NONE, UNKNOWN, age, joined, labels_text, or_none, since, timestamp
+from controlplane.printers.text import (
+    NONE,
+    UNKNOWN,
+    age,
+    created_at,
+    joined,
+    labels_text,
+    or_none,
+    since,
+    timestamp,
+)
 from proto import core_pb2
 
 # ---------------------------------------------------------------- pods
@@ -332,3 +343,29 @@ SECRET = TableConvertor[core_pb2.Secret]((
     TableColumnDefinition("Data", type="integer", description="The number of keys in data and stringData."),
     AGE,
 ), lambda s, o: [s.metadata.name, s.type or "Opaque", len(s.data) + len(s.string_data), age(s, o.now)])
+
+
+# ---------------------------------------------------------------- resource quotas, limit ranges
+
+
+def quota_columns(quota: core_pb2.ResourceQuota) -> tuple[str, str]:
+    """REQUEST and LIMIT: `pods: 2/10, requests.cpu: 500m/2` per hard limit (limits.* in LIMIT), sorted by name."""
+    request: list[str] = []
+    limit: list[str] = []
+    for resource in sorted(quota.status.hard):
+        cell = f"{resource}: {quota.status.used.get(resource, '0')}/{quota.status.hard[resource]}"
+        (limit if resource.startswith("limits.") else request).append(cell)
+    return ", ".join(request), ", ".join(limit)
+
+
+RESOURCE_QUOTA = TableConvertor[core_pb2.ResourceQuota]((
+    NAME,
+    AGE,
+    TableColumnDefinition("Request", description="Request represents a minimum amount of cpu/memory that a "
+                          "container may consume."),
+    TableColumnDefinition("Limit", description="Limits control the maximum amount of cpu/memory that a container "
+                          "may use independent of contention on the node."),
+), lambda q, o: [q.metadata.name, age(q, o.now), *quota_columns(q)])
+
+LIMIT_RANGE = TableConvertor[core_pb2.LimitRange]((NAME, CREATED_AT), lambda lr, o: [lr.metadata.name,
+                                                                                    created_at(lr)])

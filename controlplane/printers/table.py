@@ -65,6 +65,8 @@ def name_column(*, priority: int = 0) -> TableColumnDefinition:
 
 NAME = name_column()
 AGE = TableColumnDefinition("Age", description=AGE_DESCRIPTION)
+CREATED_AT = TableColumnDefinition("Created At", type="date", description=AGE_DESCRIPTION)
+"""Kinds Kubernetes prints with their creation time as a date (roles, limit ranges), not an age."""
 
 
 @dataclass(frozen=True)

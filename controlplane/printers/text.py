@@ -76,6 +76,12 @@ def age(obj: Message, at: _dt.datetime) -> str:
     return since(timestamp(obj.metadata, "creation_timestamp"), at)  # type: ignore[attr-defined]
 
 
+def created_at(obj: Message) -> str:
+    """A `Created At` cell: creationTimestamp in RFC 3339, UTC (Go's zero time when unset, as Kubernetes prints)."""
+    when = timestamp(obj.metadata, "creation_timestamp")  # type: ignore[attr-defined]
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else "0001-01-01T00:00:00Z"
+
+
 def labels_text(labels: Any) -> str:
     """labels.FormatLabels: `app=web,tier=db` sorted, or <none>."""
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or NONE
