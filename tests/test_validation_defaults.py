@@ -103,6 +103,7 @@ def test_service_defaults() -> None:
     assert spec.internal_traffic_policy == "Cluster"
     assert (spec.ports[0].protocol, spec.ports[0].target_port) == ("TCP", "80")
     assert spec.external_traffic_policy == ""  # only externally reachable services have one
+    assert (spec.ip_family_policy, list(spec.ip_families)) == ("SingleStack", ["IPv4"])  # describe svc shows them
 
     _, obj = admit(service(type="NodePort"))
     assert isinstance(obj, core_pb2.Service)

@@ -148,6 +148,12 @@ def default_service(svc: core_pb2.Service) -> None:
             port.target_port = str(port.port)
     if spec.type != "ExternalName" and not spec.internal_traffic_policy:
         spec.internal_traffic_policy = "Cluster"
+    if spec.type != "ExternalName":
+        # Flotilla's clusters are IPv4 only: every Service gets one family, as a single-stack Kubernetes records.
+        if not spec.ip_family_policy:
+            spec.ip_family_policy = "SingleStack"
+        if not spec.ip_families:
+            spec.ip_families.append("IPv4")
     if spec.type in ("NodePort", "LoadBalancer") and not spec.external_traffic_policy:
         spec.external_traffic_policy = "Cluster"
     if spec.type == "LoadBalancer" and not spec.HasField("allocate_load_balancer_node_ports"):
