@@ -498,7 +498,7 @@ def test_create_generators_send_protobuf(kubectl: Kubectl) -> None:
         == "secret/app-secret created\n"
     assert kubectl("create", "role", "pod-reader", "-n", "team-a", "--verb=get,list", "--resource=pods") == \
         "role.rbac.authorization.k8s.io/pod-reader created\n"
-    assert kubectl("create", "quota", "team-quota", "-n", "team-a", "--hard=pods=10,services=5") == \
+    assert kubectl("create", "quota", "team-quota", "-n", "team-a", "--hard=pods=10,limits.memory=1Gi") == \
         "resourcequota/team-quota created\n"
     assert kubectl("create", "service", "clusterip", "my-svc", "-n", "team-a", "--tcp=8080:80") == \
         "service/my-svc created\n"
@@ -509,7 +509,12 @@ def test_create_generators_send_protobuf(kubectl: Kubectl) -> None:
     role = json.loads(kubectl("get", "role", "pod-reader", "-n", "team-a", "-o", "json"))
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
     quota = json.loads(kubectl("get", "quota", "team-quota", "-n", "team-a", "-o", "json"))
-    assert quota["spec"]["hard"] == {"pods": "10", "services": "5"}
+    assert quota["spec"]["hard"] == {"pods": "10", "limits.memory": "1Gi"}
+    # And each prints with Kubernetes' columns: a quota's used/hard per resource, a role's creation time.
+    assert kubectl.rows("get", "quota", "-n", "team-a")[0] | {"AGE": ""} == {
+        "NAME": "team-quota", "AGE": "", "REQUEST": "pods: 0/10", "LIMIT": "limits.memory: 0/1Gi"}
+    [role_row] = kubectl.rows("get", "role", "-n", "team-a")
+    assert role_row["NAME"] == "pod-reader" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", role_row["CREATED AT"])
     service = json.loads(kubectl("get", "service", "my-svc", "-n", "team-a", "-o", "json"))
     assert service["spec"]["type"] == "ClusterIP" and service["spec"]["clusterIP"].startswith("10.")
     assert service["spec"]["ports"] == [{"name": "8080-80", "port": 8080, "protocol": "TCP", "targetPort": 80}]
@@ -539,6 +544,8 @@ def test_an_unauthenticated_request_is_unauthorized(kubectl: Kubectl, cluster: C
 def test_a_view_users_delete_is_forbidden(kubectl: Kubectl, cluster: Cluster, files: Path) -> None:
     assert kubectl("create", "clusterrolebinding", "viewer-view", "--clusterrole=view", "--user=viewer") == \
         "clusterrolebinding.rbac.authorization.k8s.io/viewer-view created\n"
+    binding = kubectl.rows("get", "clusterrolebinding", "viewer-view", "-o", "wide")[0]
+    assert (binding["ROLE"], binding["USERS"], binding["GROUPS"]) == ("ClusterRole/view", "viewer", "")
     ca = certificates.KeyPair.read(cluster.home / "clusters" / NAME / "config" / "pki", "ca")
     cert = certificates.create_client_cert(ca, "viewer")
     config = yaml.safe_load(cluster.kubeconfig.read_text())
