@@ -8,7 +8,11 @@
   Running and Ready (with a pod IP) through the status subresource, and
   finishes graceful deletions (delete with grace 0) as a kubelet does once
   the containers have stopped;
-- a trivial *scheduler*: binds pending pods round-robin to its live nodes.
+- a trivial *scheduler*: binds pending pods round-robin to its live nodes;
+- *finishing* pods, for Jobs: a pod annotated `hollow.flotilla.dev/exit-code`
+  ends `hollow.flotilla.dev/run-seconds` (default 0) after it started, its
+  container terminated with that code: Succeeded for 0, else Failed (with
+  restartPolicy OnFailure the container restarts instead and runs again).
 
 It only touches pods in its own namespaces, so several can share a cluster
 (one per test). A node can be `kill()`ed (its kubelet goes silent: no lease
@@ -23,10 +27,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Iterable
 
 from bench import hollow
-from client import Client, enqueue
+from client import Client, enqueue, key_of
 from client.controller import Controller
 from client.retry import update_fresh
 from proto import coordination_pb2, core_pb2
@@ -35,6 +40,9 @@ from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
 log = logging.getLogger(__name__)
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
+# A pod with the exit-code annotation finishes (see above); run-seconds says after how long.
+ANNOTATION_EXIT_CODE = "hollow.flotilla.dev/exit-code"
+ANNOTATION_RUN_SECONDS = "hollow.flotilla.dev/run-seconds"
 
 
 class HollowCluster(Controller):
@@ -156,12 +164,18 @@ class HollowCluster(Controller):
         if node not in self.node_names or node in self.dead:
             return
         if pod.metadata.HasField("deletion_timestamp"):
+            if pod.metadata.deletion_grace_period_seconds == 0:
+                return  # done on our side; only finalizers hold it now
             with contextlib.suppress(NotFound, Conflict):
                 await self.client.delete(core_pb2.Pod, name, namespace, grace_period_seconds=0,
                                          uid=pod.metadata.uid)
             return
+        if pod.status.phase in ("Succeeded", "Failed"):
+            return  # a finished pod is never run again
         if pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True"
                                                  for c in pod.status.conditions):
+            if ANNOTATION_EXIT_CODE in pod.metadata.annotations:
+                await self._maybe_finish(key, pod)
             return
         if any(c.image in self.unready_images for c in pod.spec.containers):
             return
@@ -190,3 +204,46 @@ class HollowCluster(Controller):
             cs.state.running.started_at.GetCurrentTime()
         with contextlib.suppress(NotFound, Conflict):
             await self.client.update_status(new)
+        if ANNOTATION_EXIT_CODE in new.metadata.annotations:
+            self.queue.add_after(key_of(new), _run_seconds(new))
+
+    async def _maybe_finish(self, key: str, pod: core_pb2.Pod) -> None:
+        """End the pod's containers with the annotated exit code once it has run long enough."""
+        started = pod.status.start_time.ToNanoseconds() / 1e9
+        remaining = started + _run_seconds(pod) - time.time()
+        if remaining > 0:
+            self.queue.add_after(key, remaining)
+            return
+        code = int(pod.metadata.annotations[ANNOTATION_EXIT_CODE])
+        new = core_pb2.Pod()
+        new.CopyFrom(pod)
+        status = new.status
+        if code != 0 and new.spec.restart_policy == "OnFailure":
+            # The kubelet restarts the container in place: the pod runs on, one restart more.
+            for cs in status.container_statuses:
+                cs.restart_count += 1
+            status.start_time.GetCurrentTime()
+        else:
+            status.phase = "Succeeded" if code == 0 else "Failed"
+            for cond in status.conditions:
+                if cond.type in ("ContainersReady", "Ready"):
+                    cond.status = "False"
+                    cond.reason = "PodCompleted"
+                    cond.last_transition_time.GetCurrentTime()
+            for cs in status.container_statuses:
+                cs.ready, cs.started = False, False
+                cs.state.ClearField("running")
+                terminated = cs.state.terminated
+                terminated.exit_code = code
+                terminated.reason = "Completed" if code == 0 else "Error"
+                terminated.started_at.CopyFrom(pod.status.start_time)
+                terminated.finished_at.GetCurrentTime()
+        with contextlib.suppress(NotFound, Conflict):
+            await self.client.update_status(new)
+
+
+def _run_seconds(pod: core_pb2.Pod) -> float:
+    try:
+        return float(pod.metadata.annotations.get(ANNOTATION_RUN_SECONDS, "0"))
+    except ValueError:
+        return 0.0

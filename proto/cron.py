@@ -128,6 +128,22 @@ class Schedule:
         while (t := it.get_next(_dt.datetime)) <= until:
             yield t
 
+    def most_recent(self, after: _dt.datetime, until: _dt.datetime, *, limit: int = 100
+                    ) -> tuple[_dt.datetime | None, int]:
+        """The last firing time in (after, until] (None if none) and how many there were, up to limit + 1.
+
+        A controller that was down for a year must not walk half a million minutes to
+        find the one run it should start now: the count stops past `limit`.
+        """
+        missed = sum(1 for _ in zip(self.times(after, until), range(limit + 1), strict=False))
+        if missed == 0:
+            return None, 0
+        before: _dt.datetime = croniter(self.expression, until).get_prev(_dt.datetime)
+        # Through UTC, so the zone's own rules set `fold` (croniter may leave a stray one).
+        before = before.astimezone(_dt.UTC).replace(fold=0).astimezone(until.tzinfo)
+        at = self.next_after(before)  # `until` itself, when it is a firing time
+        return (at if at <= until else before), missed
+
 
 def parse(schedule: str) -> Schedule:
     """The schedule of `spec.schedule`; ScheduleError says what is wrong, as Kubernetes would."""

@@ -24,12 +24,14 @@ from client import Client, InformerFactory, certificates
 from client.component import Command, LeaderElection, parse_duration
 from client.controller import Controller
 from client.events import EventRecorder
+from controlplane.controllers.cronjob import CronJobController
 from controlplane.controllers.csrapproving import CSRApprovingController
 from controlplane.controllers.csrsigning import CSRSigningController
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.endpoints import EndpointsController
 from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
+from controlplane.controllers.job import JobController
 from controlplane.controllers.namespace import NamespaceController
 from controlplane.controllers.nodeipam import NodeIpamController
 from controlplane.controllers.nodelifecycle import NodeLifecycleController
@@ -68,6 +70,10 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    default=15.0, help="how often each HPA is evaluated")
     p.add_argument("--horizontal-pod-autoscaler-downscale-stabilization", type=parse_duration,
                    metavar="DURATION", default=300.0, help="default scale-down stabilisation window")
+    p.add_argument("--job-pod-failure-backoff", type=parse_duration, metavar="DURATION", default=10.0,
+                   help="how long a Job waits after a pod failure before the next pod (doubling per failure)")
+    p.add_argument("--job-pod-failure-backoff-max", type=parse_duration, metavar="DURATION", default=360.0,
+                   help="the longest a Job waits between pod failures and the next pod")
     p.add_argument("--cluster-signing-cert-file", default="",
                    help="CA certificate (PEM) that csrsigning issues kubernetes.io certificates with")
     p.add_argument("--cluster-signing-key-file", default="", help="its private key (PEM)")
@@ -116,6 +122,10 @@ def csr_signer(c: Context) -> Controller | None:
 CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "replicaset": lambda c: ReplicaSetController(c.client, c.factory, c.recorder("replicaset-controller")),
     "deployment": lambda c: DeploymentController(c.client, c.factory, c.recorder("deployment-controller")),
+    "job": lambda c: JobController(c.client, c.factory, c.recorder("job-controller"),
+                                   backoff=c.opts.job_pod_failure_backoff,
+                                   max_backoff=c.opts.job_pod_failure_backoff_max),
+    "cronjob": lambda c: CronJobController(c.client, c.factory, c.recorder("cronjob-controller")),
     "endpoints": lambda c: EndpointsController(c.client, c.factory),
     "garbagecollector": lambda c: GarbageCollector(c.client, c.factory),
     "namespace": lambda c: NamespaceController(c.client, c.factory),
