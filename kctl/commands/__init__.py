@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kctl.commands.apply import apply, create
+from kctl.commands.batch import create_cronjob, create_job  # noqa: F401 - adds `create job|cronjob`
 from kctl.commands.certificate import certificate
 from kctl.commands.delete import delete
 from kctl.commands.describe import describe

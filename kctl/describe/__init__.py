@@ -1,6 +1,6 @@
 """`kctl describe`: an object as readable sections, ending with its Events.
 
-Pods, nodes, deployments and services have describers shaped like kubectl's
+Pods, nodes, deployments, services, jobs and cron jobs have describers shaped like kubectl's
 (a pod's containers with their state, a node's conditions and the pods it
 runs, a deployment's replica counts and ReplicaSets, a service's ports and
 endpoints); every other kind falls back to its fields as nested key/values.
@@ -18,17 +18,18 @@ from client import Client
 from controlplane.printers.core import event_last_seen, event_source, event_time
 from controlplane.printers.text import NONE, now
 from kctl.describe.apps import describe_deployment
+from kctl.describe.batch import describe_cron_job, describe_job
 from kctl.describe.certificates import describe_csr
 from kctl.describe.generic import describe_generic
 from kctl.describe.nodes import describe_node
 from kctl.describe.pods import describe_pod
 from kctl.describe.section import Section
 from kctl.describe.services import describe_service
-from proto import apps_pb2, certificates_pb2, core_pb2, kinds, selectors
+from proto import apps_pb2, batch_pb2, certificates_pb2, core_pb2, kinds, selectors
 from proto.errors import ApiError
 
-__all__ = ["Section", "describe", "describe_csr", "describe_deployment", "describe_generic", "describe_node",
-           "describe_pod", "describe_service", "events_section"]
+__all__ = ["Section", "describe", "describe_cron_job", "describe_csr", "describe_deployment", "describe_generic",
+           "describe_job", "describe_node", "describe_pod", "describe_service", "events_section"]
 
 
 def events_section(s: Section, events: Sequence[core_pb2.Event]) -> None:
@@ -68,6 +69,10 @@ async def describe(client: Client, kind: kinds.Kind, obj: Message) -> str:
         rs = await client.list(apps_pb2.ReplicaSet, ns,
                                label_selector=str(selectors.from_message(obj.spec.selector)))
         section = describe_deployment(obj, rs.items)
+    elif isinstance(obj, batch_pb2.Job):
+        section = describe_job(obj)
+    elif isinstance(obj, batch_pb2.CronJob):
+        section = describe_cron_job(obj)
     elif isinstance(obj, certificates_pb2.CertificateSigningRequest):
         section = describe_csr(obj, kind)
     elif isinstance(obj, core_pb2.Service):
