@@ -382,15 +382,19 @@ class PodSyncer:
             return (err.reason, str(err))
         self.record(pod, "Normal", "Pulled", f"Container image \"{image}\" is present on the node")
         config = generate_container_config(pod, spec, image=image, attempt=attempt, env=env, mounts=mounts)
-        container_id = await self.runtime.create_container(sandbox_id, config, sandbox_config)
-        self.record(pod, "Normal", "Created", f"Created container {spec.name}")
         try:
-            await self.runtime.start_container(container_id)
-        except CRIError as err:
-            # The instance stays, exited with the runtime's reason: the next sync restarts it per policy.
-            log.warning("starting container %s of %s: %s", spec.name, pod.metadata.name, err)
-            self.record(pod, "Warning", "Failed", f"Error: {err.details}")
-            return None
+            container_id = await self.runtime.create_container(sandbox_id, config, sandbox_config)
+            self.record(pod, "Normal", "Created", f"Created container {spec.name}")
+            try:
+                await self.runtime.start_container(container_id)
+            except CRIError as err:
+                # The instance stays, exited with the runtime's reason: the next sync restarts it per policy.
+                log.warning("starting container %s of %s: %s", spec.name, pod.metadata.name, err)
+                self.record(pod, "Warning", "Failed", f"Error: {err.details}")
+                return None
+        finally:
+            # The started container holds its own copy of each subPath bind; the node's goes now.
+            await self.volumes.release_sub_paths(pod, spec)
         self.record(pod, "Normal", "Started", f"Started container {spec.name}")
         return None
 

@@ -22,8 +22,9 @@ be set up (the ConfigMap is created), the next try succeeds and the pod starts.
 While the pod runs, configMap and secret volumes follow their objects
 (`refresh`), disk-backed emptyDirs are measured against their sizeLimit
 (`storage_over_limit`), and each container's mounts — subPaths bound safely
-(subpath.py) — come from `mounts`. When the pod goes, `tear_down` detaches
-every mount under its directory and removes it.
+(subpath.py), the binds released once the container started — come from
+`mounts`. When the pod goes, `tear_down` detaches every mount under its
+directory and removes it.
 """
 
 from __future__ import annotations
@@ -248,6 +249,18 @@ class Volumes:
                                       f'"{spec.name}"') from None
             result.append((str(host), vm.mount_path, vm.read_only or plugin.read_only))
         return result
+
+    async def release_sub_paths(self, pod: core_pb2.Pod, spec: core_pb2.Container) -> None:
+        """Detach the container's subPath binds from the node once the runtime has started (or failed) it.
+
+        The container's mount namespace keeps its own copy; none is left on the node, so nothing
+        removing the kubelet's directories (a node torn down without the kubelet) can reach through
+        one into a hostPath. A restarted container is bound afresh.
+        """
+        targets = self.pod_dir(pod.metadata.uid) / "volume-subpaths"
+        for index, vm in enumerate(spec.volume_mounts):
+            if vm.sub_path:
+                await asyncio.to_thread(mounts.unmount_all_under, targets / vm.name / spec.name / str(index))
 
     # ---------------------------------------------------------------- ConfigMap and Secret data for env
 

@@ -15,8 +15,10 @@ handed to the runtime as a path to resolve:
    <pod dir>/volume-subpaths/<volume>/<container>/<index>, and that mount —
    pinned to the very file checked — is what the container gets.
 
-The bind stays until the container is re-created (a new bind then) or the pod
-is torn down (every mount under the pod's directory goes).
+The node's bind lasts only while the runtime creates and starts the container
+(whose mount namespace then holds its own copy): released right after, so no
+bind into a hostPath stays on the node for a tree removal to reach through. A
+re-created container is bound afresh; the pod's teardown detaches any left.
 """
 
 from __future__ import annotations
