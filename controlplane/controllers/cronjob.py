@@ -24,7 +24,7 @@ import zoneinfo
 from collections.abc import Callable
 
 from client import Client, InformerFactory, key_of, split_key
-from client.controller import Controller, copy
+from client.controller import Controller, MutationCache, copy
 from client.events import NORMAL, WARNING, EventRecorder
 from controlplane.controllers import jobutil, podutil
 from proto import batch_pb2, cron, meta_pb2
@@ -88,7 +88,7 @@ class CronJobController(Controller):
         self.cronjobs = factory.informer(batch_pb2.CronJob, namespace)
         self.jobs = factory.informer(batch_pb2.Job, namespace)
         self.informers = [self.cronjobs, self.jobs]
-        self._written: dict[str, batch_pb2.CronJob] = {}  # our status writes, until the informer has them
+        self._written = MutationCache()  # our status writes, until the informer has them
         self.cronjobs.add_handler(on_add=self._enqueue, on_update=lambda _o, n: self._enqueue(n),
                                   on_delete=self._enqueue)
         self.jobs.add_handler(on_add=self._job_changed, on_update=lambda _o, n: self._job_changed(n),
@@ -103,15 +103,11 @@ class CronJobController(Controller):
             self.queue.add(f"{job.metadata.namespace}/{ref.name}")
 
     def _fresh(self, key: str) -> batch_pb2.CronJob | None:
+        """The cached object, or our own newer write of it while the informer has not shown it yet."""
         cached = self.cronjobs.store.get(key)
-        mine = self._written.get(key)
-        if cached is None or mine is None:
-            return cached
-        if mine.metadata.uid == cached.metadata.uid and \
-                int(mine.metadata.resource_version) > int(cached.metadata.resource_version):
-            return mine
-        del self._written[key]
-        return cached
+        if cached is None:
+            return None
+        return next(o for o in self._written.merge([cached], cached.metadata.namespace) if key_of(o) == key)
 
     # ---------------------------------------------------------------- sync
 
@@ -119,7 +115,6 @@ class CronJobController(Controller):
         namespace, _ = split_key(key)
         cj = self._fresh(key)
         if cj is None:
-            self._written.pop(key, None)
             return
         uid = cj.metadata.uid
         jobs = [j for j in self.jobs.store.list_by_namespace(namespace)
@@ -135,7 +130,7 @@ class CronJobController(Controller):
                 new = copy(cj)
                 new.status.CopyFrom(status)
                 try:
-                    self._written[key] = await self.client.update_status(new)
+                    self._written.remember(await self.client.update_status(new))
                 except NotFound:
                     return
         if requeue is not None:

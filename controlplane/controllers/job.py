@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 from client import Client, InformerFactory, key_of, split_key
-from client.controller import Controller, copy
+from client.controller import Controller, MutationCache, copy
 from client.events import NORMAL, WARNING, EventRecorder
 from client.retry import update_fresh
 from controlplane.controllers import jobutil, podutil
@@ -67,7 +67,7 @@ class JobController(Controller):
         self.pods = factory.informer(core_pb2.Pod)
         self.informers = [self.jobs, self.pods]
         # Our own status writes, until the informer shows them (a sync must not start from an older status).
-        self._written: dict[str, batch_pb2.Job] = {}
+        self._written = MutationCache()
         # uids of pods whose finalizer we removed, until the informer shows it gone: never counted twice.
         self._released: set[str] = set()
         # uids of pods this controller deleted (suspend, surplus, a finishing Job): not failures.
@@ -145,7 +145,6 @@ class JobController(Controller):
         if job is None:
             self.expectations.forget(key)
             self._failures.pop(key, None)
-            self._written.pop(key, None)
             return
         if job.spec.completion_mode not in ("NonIndexed", "Indexed"):
             return  # a mode from a newer Kubernetes: not ours to run
@@ -161,15 +160,11 @@ class JobController(Controller):
             return  # the Job went away mid-sync; its deletion brings us back
 
     def _fresh(self, key: str) -> batch_pb2.Job | None:
+        """The cached object, or our own newer write of it while the informer has not shown it yet."""
         cached = self.jobs.store.get(key)
-        mine = self._written.get(key)
-        if cached is None or mine is None:
-            return cached
-        if mine.metadata.uid == cached.metadata.uid and \
-                int(mine.metadata.resource_version) > int(cached.metadata.resource_version):
-            return mine
-        del self._written[key]
-        return cached
+        if cached is None:
+            return None
+        return next(o for o in self._written.merge([cached], cached.metadata.namespace) if key_of(o) == key)
 
     async def _write_status(self, key: str, job: batch_pb2.Job, status: batch_pb2.JobStatus) -> batch_pb2.Job:
         if status == job.status:
@@ -177,7 +172,7 @@ class JobController(Controller):
         new = copy(job)
         new.status.CopyFrom(status)
         stored = await self.client.update_status(new)  # a Conflict means a stale cache: the sync is retried
-        self._written[key] = stored
+        self._written.remember(stored)
         return stored
 
     # ---------------------------------------------------------------- counting: the three steps
