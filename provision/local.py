@@ -239,9 +239,9 @@ class LocalProvider:
             if _alive(pid):
                 _stop(pid, timeout=10)
         for info in state.node_infos():
-            runtime = node(state, info).runtime
-            runtime.cleanup()
-            shutil.rmtree(runtime.socket.parent, ignore_errors=True)
+            local = node(state, info)
+            local.cleanup()  # the kubelet is already stopped by now: this unmounts what the node left
+            shutil.rmtree(local.runtime.socket.parent, ignore_errors=True)
         netns.remove_all(state.bridge, state.links(), state.nft_table)
         with contextlib.suppress(nft.NftError):  # the master proxy's rules stay when it stops, on purpose
             nft.apply_sync(nft.cleanup_transaction(state.proxy_table))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.volumes.mounts import unmount_all_under
 from provision.containerd import NodeRuntime
 from provision.images.oci import import_base_images
 from provision.processes import Process
@@ -86,8 +87,11 @@ class LocalNode:
             self.kubelet.stop(timeout=10)
 
     def cleanup(self) -> None:
+        """Stop the node and remove what it mounted: containerd's mounts, then the kubelet's own (tmpfs
+        volumes of pods that were still running), so the node's directory can be deleted."""
         self.stop_kubelet()
         self.runtime.cleanup()
+        unmount_all_under(self.base)
 
 
 def main(argv: list[str] | None = None) -> int:
