@@ -195,6 +195,12 @@ def capabilities_restricted(meta: meta_pb2.ObjectMeta, spec: core_pb2.PodSpec) -
     return Violation("unrestricted capabilities", "; ".join(details)) if details else None
 
 
+def _volume_type(volume: core_pb2.Volume) -> str:
+    """The volume's source as Kubernetes names it (`hostPath`, `nfs`): the JSON name of the field set."""
+    sources = [fd.json_name for fd, _ in volume.ListFields() if fd.name != "name"]
+    return sources[0] if sources else "unknown"
+
+
 def restricted_volumes(meta: meta_pb2.ObjectMeta, spec: core_pb2.PodSpec) -> Violation | None:
     """Only volume types that cannot reach the node: configMap, emptyDir, persistentVolumeClaim, secret."""
     bad: list[str] = []
@@ -203,7 +209,7 @@ def restricted_volumes(meta: meta_pb2.ObjectMeta, spec: core_pb2.PodSpec) -> Vio
         if _allowed_volume_source(volume):
             continue
         bad.append(volume.name)
-        types.add("hostPath" if volume.HasField("host_path") else "unknown")
+        types.add(_volume_type(volume))
     if not bad:
         return None
     return Violation("restricted volume types",
