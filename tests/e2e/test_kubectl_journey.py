@@ -33,13 +33,11 @@ import os
 import pty
 import queue
 import re
-import select
 import shutil
 import ssl
 import subprocess
 import termios
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -50,7 +48,8 @@ import yaml
 
 from client import certificates
 from provision.processes import free_port
-from tests.e2e.test_seed_journey import Cluster, eventually, http_get
+from tests.e2e.test_seed_journey import Cluster, eventually, http_get, table_rows
+from tests.test_kubelet_exec import _read_until
 
 NAME = "kjourney"
 SUBNET_PREFIX = "192.168.78"
@@ -111,14 +110,8 @@ class Kubectl:
         return done.stdout
 
     def rows(self, *args: str) -> list[dict[str, str]]:
-        """A kubectl table as dicts keyed by column header (cut where the headers start, as kubectl aligns)."""
-        lines = self(*args).splitlines()
-        if not lines:
-            return []
-        starts = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", lines[0])]
-        bounds = [(name, start, starts[i + 1][1] if i + 1 < len(starts) else None)
-                  for i, (name, start) in enumerate(starts)]
-        return [{name: line[start:end].strip() for name, start, end in bounds} for line in lines[1:] if line.strip()]
+        """A kubectl table as dicts keyed by column header."""
+        return table_rows(self(*args))
 
     def stream(self, *args: str) -> Stream:
         return Stream(subprocess.Popen([KUBECTL, *args], env=self.env, stdout=subprocess.PIPE,
@@ -335,19 +328,6 @@ def test_exec_propagates_the_exit_code(kubectl: Kubectl) -> None:
     assert kubectl("exec", "ticker", "--", "cat", "/etc/hostname") == "ticker\n"
 
 
-def _read_until(fd: int, wanted: bytes, timeout: float) -> bytes:
-    out, deadline = b"", time.monotonic() + timeout
-    while wanted not in out:
-        left = deadline - time.monotonic()
-        assert left > 0, f"{wanted!r} not seen on the terminal: {out!r}"
-        if select.select([fd], [], [], left)[0]:
-            try:
-                out += os.read(fd, 4096)
-            except OSError:  # the terminal closed: kubectl exited
-                break
-    return out
-
-
 def test_exec_it_on_a_terminal(kubectl: Kubectl) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: kubectl on a terminal, as a user starts it
@@ -468,9 +448,10 @@ def test_cordon_and_drain(kubectl: Kubectl) -> None:
     assert "Warning: deleting Pods that declare no controller: default/ticker" in drained.stderr
     assert kubectl("get", "pods", "-A", f"--field-selector=spec.nodeName={worker}", "-o", "name") == ""
     # The Deployment's pods came back on the other worker.
-    status = kubectl("rollout", "status", "deployment/web", "--timeout=90s", timeout=120)
-    assert status.splitlines()[-1] == 'deployment "web" successfully rolled out'
-    assert {p["NODE"] for p in kubectl.rows("get", "pods", "-l", "app=web", "-o", "wide")} == set(WORKERS) - {worker}
+    def back_elsewhere() -> bool:
+        pods = kubectl.rows("get", "pods", "-l", "app=web", "-o", "wide")
+        return len(pods) == 2 and all(p["STATUS"] == "Running" and p["NODE"] != worker for p in pods)
+    eventually(back_elsewhere, "web's two pods Running on the other worker", timeout=90)
     assert kubectl("uncordon", worker) == f"node/{worker} uncordoned\n"
 
 

@@ -69,14 +69,20 @@ class Cluster:
         return done.stdout
 
     def rows(self, *args: str) -> list[dict[str, str]]:
-        """A kctl table as dicts keyed by column header; columns are cut where the header's names start."""
-        lines = self.kctl(*args).splitlines()
-        if not lines:
-            return []
-        columns = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", lines[0])]
-        bounds = [(name, start, columns[i + 1][1] if i + 1 < len(columns) else None)
-                  for i, (name, start) in enumerate(columns)]
-        return [{name: line[start:end].strip() for name, start, end in bounds} for line in lines[1:] if line.strip()]
+        """A kctl table as dicts keyed by column header."""
+        return table_rows(self.kctl(*args))
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """A printed table (kctl's or kubectl's) as dicts keyed by column header; columns are cut where the
+    header's names start, as both tools align them."""
+    lines = text.splitlines()
+    if not lines:
+        return []
+    columns = [(m.group(), m.start()) for m in re.finditer(r"\S+(?: \S+)*", lines[0])]
+    bounds = [(name, start, columns[i + 1][1] if i + 1 < len(columns) else None)
+              for i, (name, start) in enumerate(columns)]
+    return [{name: line[start:end].strip() for name, start, end in bounds} for line in lines[1:] if line.strip()]
 
 
 def eventually(check: Callable[[], T | None], what: str, timeout: float = 120.0) -> T:
