@@ -1,21 +1,25 @@
-"""The API benchmark: what the apiserver costs on top of the etcd it stands on.
+"""The API benchmark: what the apiserver costs on top of the etcd it stands on, over gRPC and HTTP.
 
     .venv/bin/python -m bench.api [--quick]
 
-It starts a private etcd and apiserver on loopback in a temporary directory,
-measures five things twice in the same run, and removes everything after:
+It starts a private etcd and apiserver (gRPC and `--http-listen`) on loopback in
+a temporary directory, measures five things three ways in the same run, and
+removes everything after:
 
-- through the apiserver, with the typed client every Flotilla component uses
-  (`client.Client`): gRPC to the apiserver, which defaults, validates,
+- through the Kubernetes HTTP API, as kubectl and client libraries call it
+  (bench/api_http.py: aiohttp, keep-alive, JSON through orjson);
+- through the apiserver's gRPC API, with the typed client every Flotilla
+  component uses (`client.Client`): the apiserver defaults, validates,
   encodes and writes to etcd;
 - straight against etcd with aetcd, the apiserver's own etcd client, making the
   one etcd call the apiserver makes for the same request (a create-if-absent
   txn, a get, a range, a compare-revision txn, a watch with prev_kv) on values
   of exactly the bytes the apiserver stores.
 
-The ratio of the two (apiserver / raw etcd) is what the API layer costs: the
-extra gRPC hop, protobuf decode and re-encode, defaults, validation, and the
-read before every update. The machine has two cores shared by etcd, the
+The ratio gRPC / raw etcd is what the API layer costs: the extra gRPC hop,
+protobuf decode and re-encode, defaults, validation, and the read before every
+update. The ratio HTTP / gRPC is what the HTTP transport costs on top: JSON
+instead of protobuf, aiohttp instead of grpc's C core. The machine has two cores shared by etcd, the
 apiserver and this process, so all load comes from here, as asyncio tasks.
 
 Writes at a fixed rate are open loop: write i is due at start + i/rate and is
@@ -37,22 +41,29 @@ import random
 import signal
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import aetcd
+import orjson
 from aetcd import rpc
 
+from bench.api_http import HttpApi, ends_of_table, object_path, route_cost_us
 from client import Client
 from controlplane.apiserver.storage import prefix_end
 from kctl.printers import format_table
-from proto import core_pb2, manifest
-from provision.processes import throwaway_control_plane
+from proto import core_pb2, kinds, manifest
+from provision.processes import ApiServer, Etcd, free_port, start_apiserver, start_etcd
 
 BENCH_NS = "bench"  # created, read and listed pods
 WATCH_NS = "bench-watch"  # pods rewritten at a fixed rate under a watch
+HTTP_NS = "bench-http"  # pods created through the HTTP API
+T = TypeVar("T")
 RAW = b"/bench/raw/"  # the baseline's own keys, beside the apiserver's /registry/
 SENT = "bench.flotilla.io/due-ns"  # annotation: when the write was due (perf_counter_ns)
 # A 10k-pod range is ~10 MB, over gRPC's 4 MiB default (docs/etcd.md).
@@ -73,7 +84,8 @@ class Scale:
 
 FULL = Scale(pods=10_000, in_flight=32, gets=2_000, list_rounds=5, page=500, rate=200, seconds=10,
              watch_pods=200)
-QUICK = Scale(pods=1_000, in_flight=32, gets=300, list_rounds=1, page=500, rate=200, seconds=3,
+# --quick still lists 10,000 pods (the list goal's size), but reads less and paces for 3 s.
+QUICK = Scale(pods=10_000, in_flight=32, gets=300, list_rounds=3, page=500, rate=200, seconds=3,
               watch_pods=200)
 
 
@@ -260,16 +272,17 @@ async def deliveries(due_times: AsyncGenerator[int, None], count: int, delays: l
 
 
 async def paced_under_watch(rate: float, count: int, write: Callable[[int, int], Awaitable[object]],
-                            due_times: AsyncGenerator[int, None]) -> tuple[list[float], list[float]]:
-    """(write latencies, watch delivery latencies) of `count` writes at `rate`/s with one watcher."""
-    delays: list[float] = []
-    watcher = asyncio.create_task(deliveries(due_times, count, delays))
+                            *watches: AsyncGenerator[int, None]) -> tuple[list[float], list[list[float]]]:
+    """(write latencies, each watcher's delivery latencies) of `count` writes at `rate`/s."""
+    delays: list[list[float]] = [[] for _ in watches]
+    watchers = [asyncio.create_task(deliveries(w, count, d)) for w, d in zip(watches, delays, strict=True)]
     latencies = await paced(rate, count, write)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(watcher), 10)
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+        await asyncio.wait_for(asyncio.shield(asyncio.gather(*watchers)), 10)
+    for watcher in watchers:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
     return latencies, delays
 
 
@@ -287,54 +300,89 @@ def percentile(values: list[float], p: float) -> float:
 @dataclass(frozen=True)
 class Goal:
     text: str
-    met: Callable[[float, float], bool]  # (apiserver, ratio) -> met
-
-
-AT_LEAST_HALF_OF_ETCD = Goal(">= 0.5x", lambda _api, ratio: ratio >= 0.5)
-P99_50MS = Goal("<= 50 ms", lambda api, _ratio: api <= 50)
+    met: Callable[[Row], bool]
 
 
 @dataclass(frozen=True)
 class Row:
+    """One figure through each path (None: not measured that way)."""
+
     metric: str
-    api: float
-    raw: float
-    goal: Goal | None = None
+    http: float | None
+    grpc: float | None
+    raw: float | None
+    goals: tuple[Goal, ...] = ()
 
     @property
-    def ratio(self) -> float:
-        return self.api / self.raw if self.raw else math.nan
+    def http_ratio(self) -> float:
+        return self.http / self.grpc if self.http is not None and self.grpc else math.nan
+
+    @property
+    def grpc_ratio(self) -> float:
+        return self.grpc / self.raw if self.grpc is not None and self.raw else math.nan
 
     def cells(self) -> list[str]:
-        flag = "" if self.goal is None else ("PASS" if self.goal.met(self.api, self.ratio) else "MISS")
-        return [self.metric, _figure(self.api), _figure(self.raw), f"{self.ratio:.2f}x",
-                self.goal.text if self.goal else "-", flag]
+        return [self.metric, _figure(self.http), _figure(self.grpc), _figure(self.raw), _ratio(self.http_ratio),
+                _ratio(self.grpc_ratio), ", ".join(g.text for g in self.goals) or "-",
+                ", ".join("PASS" if g.met(self) else "MISS" for g in self.goals)]
 
 
-def _figure(value: float) -> str:
+GRPC_HALF_OF_ETCD = Goal("grpc >= 0.5x etcd", lambda row: row.grpc_ratio >= 0.5)
+HTTP_NEAR_GRPC_RATE = Goal("http >= 0.8x grpc", lambda row: row.http_ratio >= 0.8)
+HTTP_LIST_2X = Goal("http <= 2x grpc", lambda row: row.http_ratio <= 2)
+HTTP_WATCH_2X = Goal("http <= 2x grpc", lambda row: row.http_ratio <= 2)
+P99_50MS = Goal("<= 50 ms", lambda row: all(v <= 50 for v in (row.http, row.grpc) if v is not None))
+
+
+def _figure(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
 def render(rows: list[Row]) -> str:
-    header = ["METRIC", "APISERVER", "RAW ETCD", "RATIO", "GOAL", "MET"]
+    header = ["METRIC", "HTTP", "GRPC", "RAW ETCD", "HTTP/GRPC", "GRPC/RAW", "GOAL", "MET"]
     return "\n".join(format_table([header, *(row.cells() for row in rows)]))
 
 
 @dataclass
 class Fixture:
-    """Everything both paths share: the client, the baseline, the pods."""
+    """Everything the paths share: the clients, the baseline, the pods."""
 
     client: Client
+    http: HttpApi
     raw: RawEtcd
     scale: Scale
     template: core_pb2.Pod
+    apiserver_pid: int
     stored: bytes = b""  # a pod exactly as the apiserver stores it in etcd
+
+    def apiserver_cpu(self) -> float:
+        """CPU seconds the apiserver has used (user + system): its cost, whatever else runs on the box."""
+        fields = Path(f"/proc/{self.apiserver_pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def costs(self, op: Awaitable[T]) -> tuple[T, float]:
+        """`op`'s result and the apiserver CPU seconds spent meanwhile."""
+        before = self.apiserver_cpu()
+        result = await op
+        return result, self.apiserver_cpu() - before
 
     def pod(self, name: str, namespace: str) -> core_pb2.Pod:
         pod = core_pb2.Pod()
         pod.CopyFrom(self.template)
         pod.metadata.name, pod.metadata.namespace = name, namespace
         return pod
+
+    def pod_json(self, name: str, namespace: str) -> bytes:
+        """The same pod as an HTTP client sends it (encoded per request, as a client would)."""
+        body = manifest.to_dict(self.template)
+        body["metadata"] = {**body["metadata"], "name": name, "namespace": namespace}
+        return orjson.dumps(body)
 
 
 def log(message: str) -> None:
@@ -343,33 +391,40 @@ def log(message: str) -> None:
 
 async def setup(fx: Fixture) -> None:
     """The namespaces, and the bytes the apiserver stores for one pod, for the baseline to write."""
-    for name in (BENCH_NS, WATCH_NS):
+    for name in (BENCH_NS, WATCH_NS, HTTP_NS):
         ns = core_pb2.Namespace(api_version="v1", kind="Namespace")
         ns.metadata.name = name
         await fx.client.create(ns)
     first = await fx.client.create(fx.pod("warm-up", BENCH_NS))
     fx.stored = await fx.raw.get_bytes(f"/registry/pods/{BENCH_NS}/{first.metadata.name}".encode())
     await fx.client.delete(core_pb2.Pod, first.metadata.name, BENCH_NS)
+    await fx.http.create(HTTP_NS, fx.pod_json("warm-up", HTTP_NS))  # connections, imports, caches
 
 
 async def bench_creates(fx: Fixture) -> list[Row]:
     n, in_flight = fx.scale.pods, fx.scale.in_flight
-    log(f"creates: {n:,} pods, {in_flight} in flight, through the apiserver")
-    api = await closed_loop(n, in_flight, lambda i: fx.client.create(fx.pod(pod_name(i), BENCH_NS)))
+    log(f"creates: {n:,} pods, {in_flight} in flight, through gRPC")
+    grpc, grpc_cpu = await fx.costs(closed_loop(
+        n, in_flight, lambda i: fx.client.create(fx.pod(pod_name(i), BENCH_NS))))
+    log(f"creates: {n:,} pods, {in_flight} in flight, through HTTP")
+    http, http_cpu = await fx.costs(closed_loop(
+        n, in_flight, lambda i: fx.http.create(HTTP_NS, fx.pod_json(pod_name(i), HTTP_NS))))
     log(f"creates: {n:,} create txns of {len(fx.stored)} bytes, straight to etcd")
     raw = await closed_loop(n, in_flight, lambda i: fx.raw.create(RAW + b"pods/" + pod_name(i).encode(),
                                                                   fx.stored))
-    return [Row(f"creates/s ({in_flight} in flight)", api, raw, AT_LEAST_HALF_OF_ETCD)]
+    return [Row(f"creates/s ({in_flight} in flight)", http, grpc, raw, (HTTP_NEAR_GRPC_RATE, GRPC_HALF_OF_ETCD)),
+            Row("apiserver CPU per create (us)", http_cpu / n * 1e6, grpc_cpu / n * 1e6, None)]
 
 
 async def bench_gets(fx: Fixture) -> list[Row]:
     rng = random.Random(7)
     picks = [pod_name(rng.randrange(fx.scale.pods)) for _ in range(fx.scale.gets)]
     log(f"gets: {len(picks):,} one at a time, each path")
-    api = await sequential(len(picks), lambda i: fx.client.get(core_pb2.Pod, picks[i], BENCH_NS))
+    grpc = await sequential(len(picks), lambda i: fx.client.get(core_pb2.Pod, picks[i], BENCH_NS))
+    http = await sequential(len(picks), lambda i: fx.http.get(f"/api/v1/namespaces/{BENCH_NS}/pods/{picks[i]}"))
     raw = await sequential(len(picks), lambda i: fx.raw.get(f"/registry/pods/{BENCH_NS}/{picks[i]}".encode()))
-    return [Row("get p50 (ms)", percentile(api, 50), percentile(raw, 50)),
-            Row("get p99 (ms)", percentile(api, 99), percentile(raw, 99))]
+    return [Row("get p50 (ms)", percentile(http, 50), percentile(grpc, 50), percentile(raw, 50)),
+            Row("get p99 (ms)", percentile(http, 99), percentile(grpc, 99), percentile(raw, 99))]
 
 
 async def api_list(client: Client, limit: int) -> int:
@@ -386,24 +441,39 @@ async def api_list(client: Client, limit: int) -> int:
 async def bench_lists(fx: Fixture) -> list[Row]:
     n, page, rounds = fx.scale.pods, fx.scale.page, fx.scale.list_rounds
     prefix = f"/registry/pods/{BENCH_NS}/".encode()
-    log(f"lists: {n:,} pods whole and in pages of {page}, {rounds} round(s), each path")
-    times: dict[str, list[float]] = {"api": [], "raw": [], "api-paged": [], "raw-paged": []}
+    log(f"lists: {n:,} pods whole, as a Table and in pages of {page}, {rounds} round(s), each path")
+
+    async def http_list(limit: int = 0, table: bool = False) -> int:
+        return (await fx.http.list(BENCH_NS, limit=limit, table=table))[0]
+
     listers: dict[str, Callable[[], Awaitable[int]]] = {
-        "api": lambda: api_list(fx.client, 0), "raw": lambda: fx.raw.range(prefix),
-        "api-paged": lambda: api_list(fx.client, page), "raw-paged": lambda: fx.raw.range(prefix, limit=page)}
+        "grpc": lambda: api_list(fx.client, 0), "http": http_list, "http-table": lambda: http_list(table=True),
+        "raw": lambda: fx.raw.range(prefix), "grpc-paged": lambda: api_list(fx.client, page),
+        "http-paged": lambda: http_list(page), "raw-paged": lambda: fx.raw.range(prefix, limit=page)}
+    times: dict[str, list[float]] = {name: [] for name in listers}
+    cpus: dict[str, list[float]] = {name: [] for name in listers}  # the apiserver's, ms
     for _ in range(rounds):
         for name, lister in listers.items():
             start = time.perf_counter()
-            count = await lister()
+            count, cpu = await fx.costs(lister())
             times[name].append((time.perf_counter() - start) * 1000)
+            cpus[name].append(cpu * 1000)
             if count != n:
                 log(f"lists: {name} returned {count:,} items, not {n:,}")
     median = {name: statistics.median(values) for name, values in times.items()}
-    return [Row(f"list {n:,} pods (ms)", median["api"], median["raw"]),
-            Row(f"list {n:,} pods, limit={page} (ms)", median["api-paged"], median["raw-paged"])]
+    first = {name: values[0] for name, values in times.items()}
+    return [Row(f"list {n:,} pods, first (ms)", first["http"], first["grpc"], first["raw"], (HTTP_LIST_2X,)),
+            Row(f"list {n:,} pods (ms)", median["http"], median["grpc"], median["raw"], (HTTP_LIST_2X,)),
+            Row(f"apiserver CPU per list of {n:,}, first (ms)", cpus["http"][0], cpus["grpc"][0], None),
+            Row(f"apiserver CPU per list of {n:,} (ms)", statistics.median(cpus["http"]),
+                statistics.median(cpus["grpc"]), None),
+            Row(f"list {n:,} pods as Table (ms)", median["http-table"], median["grpc"], median["raw"]),
+            Row(f"list {n:,} pods, limit={page} (ms)", median["http-paged"], median["grpc-paged"],
+                median["raw-paged"])]
 
 
 async def bench_paced(fx: Fixture) -> list[Row]:
+    """Updates at a fixed rate: through gRPC (watched over gRPC and HTTP), through HTTP, straight to etcd."""
     rate, k = fx.scale.rate, fx.scale.watch_pods
     count = int(rate * fx.scale.seconds)
     # The pods the writes cycle through: resourceVersion cleared, so each update is
@@ -411,65 +481,114 @@ async def bench_paced(fx: Fixture) -> list[Row]:
     pods = [await fx.client.create(fx.pod(pod_name(i), WATCH_NS)) for i in range(k)]
     for pod in pods:
         pod.metadata.resource_version = ""
+    bodies = [manifest.to_dict(pod) for pod in pods]  # the same pods as an HTTP client holds them
     keys = [RAW + b"watch/" + pod_name(i).encode() for i in range(k)]
     revisions = [await fx.raw.create(key, fx.stored) for key in keys]
     raw_pod = decode_pod(fx.stored)
 
-    async def api_write(i: int, due: int) -> None:
+    async def grpc_write(i: int, due: int) -> None:
         pod = pods[i % k]
         pod.metadata.annotations[SENT] = str(due)
         await fx.client.update(pod)
+
+    async def http_write(i: int, due: int) -> None:
+        body = bodies[i % k]
+        body["metadata"]["annotations"][SENT] = str(due)
+        await fx.http.update(WATCH_NS, body["metadata"]["name"], orjson.dumps(body))
 
     async def raw_write(i: int, due: int) -> None:
         raw_pod.metadata.annotations[SENT] = str(due)
         revisions[i % k] = await fx.raw.update(keys[i % k], raw_pod.SerializeToString(), revisions[i % k])
 
-    log(f"paced: {count:,} updates at {rate:.0f}/s under a watch, through the apiserver")
+    # The two transports watch the same writes at once, so their deliveries differ by the watch alone.
+    log(f"paced: {count:,} updates at {rate:.0f}/s through gRPC, under a gRPC and an HTTP watch")
     listed = await fx.client.list(core_pb2.Pod, WATCH_NS, limit=1)
-    api_lat, api_watch = await paced_under_watch(rate, count, api_write,
-                                                 api_watch_due_times(fx.client, listed.resource_version))
+    grpc_lat, (grpc_watch, http_watch) = await paced_under_watch(
+        rate, count, grpc_write, api_watch_due_times(fx.client, listed.resource_version),
+        fx.http.watch_due_times(WATCH_NS, listed.resource_version, SENT))
+    log(f"paced: {count:,} updates at {rate:.0f}/s through HTTP")
+    http_lat = await paced(rate, count, http_write)
     log(f"paced: {count:,} update txns at {rate:.0f}/s under a watch, straight to etcd")
-    raw_lat, raw_watch = await paced_under_watch(
+    raw_lat, (raw_watch,) = await paced_under_watch(
         rate, count, raw_write, fx.raw.watch_due_times(RAW + b"watch/", await fx.raw.revision() + 1))
-    for name, got in (("apiserver", api_watch), ("etcd", raw_watch)):
+    for name, got in (("gRPC", grpc_watch), ("HTTP", http_watch), ("etcd", raw_watch)):
         if len(got) < count:
             log(f"paced: the {name} watcher saw {len(got):,} of {count:,} writes")
     at = f"@{rate:.0f}/s"
-    return [Row(f"watch delivery p50 {at} (ms)", percentile(api_watch, 50), percentile(raw_watch, 50)),
-            Row(f"watch delivery p99 {at} (ms)", percentile(api_watch, 99), percentile(raw_watch, 99)),
-            Row(f"update p50 {at} (ms)", percentile(api_lat, 50), percentile(raw_lat, 50)),
-            Row(f"update p99 {at} (ms)", percentile(api_lat, 99), percentile(raw_lat, 99), P99_50MS)]
+
+    def row(metric: str, p: float, http: list[float], grpc: list[float], raw: list[float],
+            goals: tuple[Goal, ...] = ()) -> Row:
+        return Row(metric, percentile(http, p), percentile(grpc, p), percentile(raw, p), goals)
+    return [row(f"watch delivery p50 {at} (ms)", 50, http_watch, grpc_watch, raw_watch),
+            row(f"watch delivery p99 {at} (ms)", 99, http_watch, grpc_watch, raw_watch, (HTTP_WATCH_2X,)),
+            row(f"update p50 {at} (ms)", 50, http_lat, grpc_lat, raw_lat),
+            row(f"update p99 {at} (ms)", 99, http_lat, grpc_lat, raw_lat, (P99_50MS,))]
 
 
-async def run(address: str, etcd_url: str, scale: Scale) -> tuple[list[Row], str, int]:
-    """All figures, etcd's version, and the stored size of one pod."""
+async def bench_kinds(fx: Fixture) -> str:
+    """The per-request cost of finding a kind, at both ends of the kinds table (api_http.py)."""
+    first, last = ends_of_table()
+    log(f"kinds: routing and a GET of a missing object, {first.resource} (first) and {last.resource} (last)")
+    lines = [["KIND (POSITION IN TABLE)", "ROUTE + RESOLVE (US)", "GET OF A MISSING OBJECT P50 / P99 (MS)"]]
+    served = list(kinds.SERVED)
+    for kind in (first, last):
+        path = object_path(kind, BENCH_NS, "missing")
+
+        async def get_missing(_i: int, path: str = path) -> object:
+            return await fx.http.get(path, 404)
+        await get_missing(0)  # warm
+        latencies = await sequential(fx.scale.gets // 2, get_missing)
+        lines.append([f"{kind.qualified_resource} ({served.index(kind) + 1} of {len(served)})",
+                      f"{route_cost_us(path, 20_000):.2f}",
+                      f"{percentile(latencies, 50):.2f} / {percentile(latencies, 99):.2f}"])
+    return "\n".join(format_table(lines))
+
+
+async def run(address: str, http_url: str, etcd_url: str, apiserver_pid: int, scale: Scale
+              ) -> tuple[list[Row], str, str, int]:
+    """All figures, the per-kind table, etcd's version, and the stored size of one pod."""
     raw = RawEtcd(etcd_url)
     await raw.connect()
+    http = HttpApi(http_url, connections=scale.in_flight)
     async with Client(address) as client:
         await client.wait_ready()
-        fx = Fixture(client, raw, scale, pod_manifest("template", BENCH_NS))
+        fx = Fixture(client, http, raw, scale, pod_manifest("template", BENCH_NS), apiserver_pid)
         try:
             await setup(fx)
             rows = [*await bench_creates(fx), *await bench_gets(fx), *await bench_lists(fx),
                     *await bench_paced(fx)]
+            by_kind = await bench_kinds(fx)
             version = (await client.version()).etcd_version
         finally:
             await raw.close()
-    return rows, version, len(fx.stored)
+            await http.close()
+    return rows, by_kind, version, len(fx.stored)
 
 
 def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwind as Ctrl-C does, so etcd, the apiserver and the temp dir go
 
 
-def measure(scale: Scale) -> tuple[list[Row], str, int]:
+@contextlib.contextmanager
+def control_plane() -> Iterator[tuple[Etcd, ApiServer, str]]:
+    """etcd and a quiet apiserver serving gRPC and plaintext HTTP, in a temporary folder removed after."""
+    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp, contextlib.ExitStack() as stop:
+        base = Path(tmp)
+        etcd = start_etcd(base / "etcd", log_dir=base)
+        stop.callback(etcd.process.stop)
+        http_listen = f"127.0.0.1:{free_port()}"
+        apiserver = start_apiserver(etcd.url, base, extra=["--log-level", "WARNING", "--http-listen", http_listen])
+        stop.callback(apiserver.process.stop)
+        yield etcd, apiserver, f"http://{http_listen}"
+
+
+def measure(scale: Scale) -> tuple[list[Row], str, str, int]:
     """Start etcd and the apiserver in a temporary directory, run, stop them, remove it."""
-    with throwaway_control_plane() as plane:
-        etcd, apiserver = plane.etcd, plane.apiserver
+    with control_plane() as (etcd, apiserver, http_url):
         log(f"etcd pid {etcd.process.pid} at {etcd.url}; apiserver pid {apiserver.process.pid} "
-            f"at {apiserver.address}")
+            f"at {apiserver.address} (gRPC) and {http_url}")
         try:
-            return asyncio.run(run(apiserver.address, etcd.url, scale))
+            return asyncio.run(run(apiserver.address, http_url, etcd.url, apiserver.process.pid, scale))
         except Exception:
             print(apiserver.process.tail(), file=sys.stderr)
             raise
@@ -477,20 +596,24 @@ def measure(scale: Scale) -> tuple[list[Row], str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.api", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: a smoke test in under 30 s")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer gets and list rounds, 3 s of paced writes: about 1.5 minutes")
     opts = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)
     began = time.monotonic()
     try:
-        rows, version, size = measure(QUICK if opts.quick else FULL)
+        rows, by_kind, version, size = measure(QUICK if opts.quick else FULL)
     except KeyboardInterrupt:
         sys.exit("interrupted; etcd and the apiserver are stopped")
     print(f"Flotilla API benchmark{' (--quick)' if opts.quick else ''}, "
           f"{_dt.datetime.now().isoformat(timespec='seconds')}: etcd {version}, {os.cpu_count()} CPUs, "
           f"pods of {size:,} bytes in etcd, {time.monotonic() - began:.0f} s")
     print(render(rows))
-    print("ratio = apiserver / raw etcd: for creates/s the share of etcd's rate, for times how many "
-          "times slower.")
+    print("HTTP/GRPC: how many times gRPC's figure HTTP's is; GRPC/RAW: for creates/s the share of etcd's rate, "
+          "for times how many times slower. The Table list's GRPC and RAW are the plain lists.")
+    print(f"\nPer-request cost at both ends of the kinds table ({len(kinds.SERVED)} kinds served; "
+          "the router looks kinds up in a dict by (group, version, resource)):")
+    print(by_kind)
 
 
 if __name__ == "__main__":
