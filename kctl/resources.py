@@ -17,8 +17,20 @@ from kctl.errors import CliError
 from proto import kinds
 from proto.errors import ApiError, NotFound
 
-# `kubectl get all`: the workload kinds Flotilla serves, in kubectl's order.
-ALL = ("pods", "services", "deployments", "replicasets")
+# Kubernetes' group order in discovery, which is the order `kubectl get all` prints groups in.
+_GROUP_ORDER = ("", "apps", "autoscaling", "batch")
+
+
+def _all_category() -> tuple[str, ...]:
+    """`kubectl get all`: the kinds the kinds table puts in the `all` category, group by group, by name."""
+    members = [k for k in kinds.KINDS if "all" in k.categories]
+    def order(k: kinds.Kind) -> tuple[int, str]:
+        rank = _GROUP_ORDER.index(k.group) if k.group in _GROUP_ORDER else len(_GROUP_ORDER)
+        return rank, k.resource
+    return tuple(k.resource for k in sorted(members, key=order))
+
+
+ALL = _all_category()
 
 
 @dataclass

@@ -8,7 +8,7 @@ from client import Client
 from nodeagent.kubelet import dns, network
 from nodeagent.kubelet import status as podstatus
 from nodeagent.kubelet.backoff import Backoff
-from nodeagent.kubelet.containers import expand
+from nodeagent.kubelet.containers import expand, field_value
 from nodeagent.kubelet.images import image_candidates
 from nodeagent.kubelet.server import CRILogParser
 from proto import core_pb2, cri_pb2, meta_pb2
@@ -138,3 +138,16 @@ async def test_pod_status_is_written_again_on_the_fresh_pod_unless_it_is_another
     client = _ConflictOnce(fresh)
     await podstatus.update_pod_status(cast(Client, client), pod, status)
     assert len(client.written) == 1  # tried once, then left the new pod alone
+
+
+def test_downward_api_reads_one_label_or_annotation() -> None:
+    # Indexed Jobs hand each pod its index this way: env from metadata.annotations['...'].
+    pod = core_pb2.Pod()
+    pod.metadata.name = "web-0"
+    pod.metadata.labels["app"] = "web"
+    pod.metadata.annotations["batch.kubernetes.io/job-completion-index"] = "2"
+    fields = {"metadata.name": pod.metadata.name}
+    assert field_value(pod, "metadata.annotations['batch.kubernetes.io/job-completion-index']", fields) == "2"
+    assert field_value(pod, "metadata.labels['app']", fields) == "web"
+    assert field_value(pod, "metadata.labels['missing']", fields) == ""
+    assert field_value(pod, "metadata.name", fields) == "web-0"

@@ -63,6 +63,18 @@ def generate_container_config(pod: core_pb2.Pod, spec: core_pb2.Container, *, im
     return config
 
 
+_METADATA_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+def field_value(pod: core_pb2.Pod, path: str, fields: dict[str, str]) -> str:
+    """The downward API's value of `path`: a pod field, or one label or annotation (`metadata.labels['k']`)."""
+    keyed = _METADATA_KEY.match(path)
+    if keyed is not None:
+        values = pod.metadata.labels if keyed.group(1) == "labels" else pod.metadata.annotations
+        return values.get(keyed.group(2), "")
+    return fields.get(path, "")
+
+
 async def environment(pod: core_pb2.Pod, spec: core_pb2.Container, *, pod_ip: str, host_ip: str,
                       volumes: Volumes) -> dict[str, str]:
     """The container's environment: envFrom first, then env (values, field and key references).
@@ -88,7 +100,7 @@ async def environment(pod: core_pb2.Pod, spec: core_pb2.Container, *, pod_ip: st
         if not var.HasField("value_from"):
             env[var.name] = expand(var.value, env)
         elif ref.HasField("field_ref"):
-            env[var.name] = fields.get(ref.field_ref.field_path, "")
+            env[var.name] = field_value(pod, ref.field_ref.field_path, fields)
         elif ref.HasField("config_map_key_ref") or ref.HasField("secret_key_ref"):
             key_ref = ref.config_map_key_ref if ref.HasField("config_map_key_ref") else ref.secret_key_ref
             optional = key_ref.optional if key_ref.HasField("optional") else False
