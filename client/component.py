@@ -20,7 +20,11 @@ daemon shares and does, in one place, what each `main.py` used to do for itself:
 - signals: SIGTERM and SIGINT cancel the body, which cleans up in its `finally`
   (asyncio's cancellation is this runner's `ctx.Done()`), and the process exits 0;
 - failures: an expected error (a bad kubeconfig, an API error, whatever the
-  daemon lists) ends the process with `NAME: message`, not a traceback.
+  daemon lists) ends the process with `NAME: message`, not a traceback;
+- limits: the open-file limit is raised to its hard limit (a server holds one
+  descriptor per connection, and a soft limit of 1024 let a flood of idle
+  connections lock clients out), and accept() failing for want of descriptors
+  is logged as one line now and then, not a traceback per attempt.
 
 A daemon's main is then its flags and its body:
 
@@ -43,9 +47,11 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import suppress
@@ -64,6 +70,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 READY_TIMEOUT = 30.0  # seconds a starting daemon waits for the apiserver before it gives up
 RELEASE_TIMEOUT = 5.0  # seconds a stopping leader spends handing its Lease over
+
+ACCEPT_ERROR_LOG_INTERVAL = 10.0  # seconds between lines about accept() failures
 
 ClientBody = Callable[[argparse.Namespace, Client], Awaitable[None]]
 StandaloneBody = Callable[[argparse.Namespace], Coroutine[Any, Any, None]]
@@ -87,6 +95,43 @@ def parse_duration(text: str) -> float:
         return duration.parse_duration(text)
     except duration.DurationError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def raise_open_file_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one (systemd units set LimitNOFILE; a shell's 1024 is
+    too few for a server); returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20  # Linux refuses an infinite soft limit for files; this is the kernel's default nr_open
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, exc)
+        return soft
+    return hard
+
+
+class _AcceptErrors:
+    """The loop's exception handler: accept() failures (EMFILE under a flood) become one line per interval
+    with a count, not asyncio's traceback per attempt; everything else goes to the default handler."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.suppressed = 0
+
+    def handle(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self.last < ACCEPT_ERROR_LOG_INTERVAL:
+            self.suppressed += 1
+            return
+        log.error("cannot accept connections: %s (%d more since the last report); open-file limit %d",
+                  context.get("exception"), self.suppressed, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        self.last, self.suppressed = now, 0
 
 
 async def until_stopped() -> None:
@@ -165,6 +210,7 @@ class Command:
         """Run `body(opts)` with logging, signal handling and one-line failures, but no client."""
         logging.basicConfig(level="DEBUG" if opts.verbose else opts.log_level, stream=sys.stderr,
                             format=LOG_FORMAT)
+        raise_open_file_limit()
         try:
             asyncio.run(self._until_signalled(body(opts)))
         except Exception as err:
@@ -185,6 +231,7 @@ class Command:
             task.cancel()
 
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_AcceptErrors().handle)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop, sig)
         try:

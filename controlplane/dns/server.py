@@ -5,6 +5,12 @@ cluster domain come from `resolver.resolve`, which reads the Service and
 Endpoints informers' stores: nothing is asked of the apiserver per query.
 Other names are forwarded, as the raw query bytes, to the upstream resolver
 (the node's own, e.g. from /etc/resolv.conf), and its reply is relayed as is.
+
+TCP connections are the ones that can be hoarded (UDP holds nothing), so each
+source address may hold at most `TCP_PER_SOURCE` at once and a connection that
+sends no query for `TCP_IDLE_TIMEOUT` seconds is closed, as CoreDNS's 10 s TCP
+idle timeout does (controlplane/connlimits.py); one that breaks off mid-message
+ends quietly, never with a traceback.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from dnslib import RCODE, DNSError, DNSRecord  # type: ignore[import-untyped]
 
 from client.api import Client
 from client.informer import InformerFactory
+from controlplane.connlimits import SourceLimit
 from controlplane.dns.resolver import resolve
 from proto import core_pb2
 
 log = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT = 2.0
+TCP_IDLE_TIMEOUT = 10.0  # seconds a TCP connection may wait for its next query
+TCP_PER_SOURCE = 256  # TCP connections one address may hold (a resolver needs a few)
 
 
 class DnsServer:
@@ -36,6 +45,8 @@ class DnsServer:
         self.endpoints = self.factory.informer(core_pb2.Endpoints)
         self._transports: list[asyncio.BaseTransport] = []
         self._tcp: asyncio.Server | None = None
+        self.tcp_limit = SourceLimit(TCP_PER_SOURCE, what="DNS TCP connections")
+        self.tcp_idle_timeout = TCP_IDLE_TIMEOUT
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Sync the caches, then listen on UDP and TCP; returns the bound address (port 0 picks one)."""
@@ -93,17 +104,25 @@ class DnsServer:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # DNS over TCP: each message is preceded by its length in two bytes (RFC 1035 4.2.2).
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if not self.tcp_limit.admit(source):
+            writer.transport.abort()
+            return
         try:
             while True:
-                size = struct.unpack("!H", await reader.readexactly(2))[0]
-                reply = await self.answer(await reader.readexactly(size))
+                header = await asyncio.wait_for(reader.readexactly(2), self.tcp_idle_timeout)
+                size = struct.unpack("!H", header)[0]
+                query = await asyncio.wait_for(reader.readexactly(size), self.tcp_idle_timeout)
+                reply = await self.answer(query)
                 if reply is None:
                     break
                 writer.write(struct.pack("!H", len(reply)) + reply)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, TimeoutError, OSError):
+            pass  # gone, silent too long or broken: nothing to answer, nothing worth a traceback
         finally:
+            self.tcp_limit.release(source)
             writer.close()
 
 
