@@ -193,7 +193,13 @@ def list_body(kind: kinds.Kind, items: Sequence[bytes], metadata: dict[str, Any]
     """
     head = orjson.dumps({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": metadata,
                          "items": []})
-    return head[:-2] + b",".join([ENCODED.encode(kind, raw) for raw in items]) + b"]}"
+    if not items:
+        return head
+    encoded = [ENCODED.encode(kind, raw) for raw in items]
+    # One copy of the whole body (a join), not three: the head and tail go onto the end items.
+    encoded[0] = head[:-2] + encoded[0]
+    encoded[-1] += b"]}"
+    return b",".join(encoded)
 
 
 def watch_line(event_type: str, kind: kinds.Kind, raw: bytes) -> bytes:
