@@ -10,12 +10,19 @@ systemd's `Restart=always`. The running PIDs are kept in `<cluster>/pids.json`
 so `kctl cluster status` can show them and `kctl cluster down` can still kill
 them if the supervisor itself was killed. On SIGTERM it stops the daemons in
 reverse order (clients before the apiserver, the apiserver before etcd).
+
+It also keeps their logs bounded: a log past `LOG_MAX_BYTES` is copied to
+`<log>.1` (older copies shift up to `.LOG_BACKUPS`) and truncated in place,
+logrotate's copytruncate. The daemons hold their log open for appending
+(O_APPEND), so they go on writing at the new end without being told; a flood
+of errors costs at most (1 + LOG_BACKUPS) x LOG_MAX_BYTES of disk per daemon.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +35,9 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 BACKOFF_RESET = 60.0  # a daemon that ran this long is healthy again: its next crash restarts fast
 READY_TIMEOUT = 60.0
+LOG_MAX_BYTES = 20 * 1024 * 1024
+LOG_BACKUPS = 3
+LOG_CHECK_INTERVAL = 10.0  # seconds between log size checks
 
 
 @dataclass
@@ -63,6 +73,24 @@ def is_ready(spec: DaemonSpec) -> bool:
             return False
     if kind == "path":
         return Path(target).exists()
+    return True
+
+
+def rotate(path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> bool:
+    """Copy-and-truncate `path` if it is past `max_bytes`, keeping `backups` older copies; True if rotated."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except OSError:
+        return False
+    for index in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{index + 1}"))
+    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    # Lines written between the copy and the truncation are lost, as with logrotate's copytruncate.
+    with open(path, "r+b") as log:
+        log.truncate(0)
     return True
 
 
@@ -102,6 +130,7 @@ class Supervisor:
         specs = [DaemonSpec(**s) for s in json.loads((folder / "supervisor.json").read_text())]
         self.daemons = [Supervised(s) for s in specs]
         self.stopping = False
+        self.logs_checked = 0.0
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
@@ -148,6 +177,15 @@ class Supervisor:
         if changed:
             self.save_pids()
 
+    def rotate_logs(self) -> None:
+        now = time.monotonic()
+        if now - self.logs_checked < LOG_CHECK_INTERVAL:
+            return
+        self.logs_checked = now
+        for path in {Path(d.spec.log) for d in self.daemons} | {self.folder / "logs" / "supervisor.log"}:
+            if rotate(path):
+                self.log(f"rotated {path}")
+
     def stop_all(self) -> None:
         for daemon in reversed(self.daemons):
             daemon.stop()
@@ -163,6 +201,7 @@ class Supervisor:
         self.start_all()
         while not self.stopping:
             self.watch_once()
+            self.rotate_logs()
             time.sleep(0.5)
         self.stop_all()
 

@@ -65,3 +65,25 @@ async def test_one_source_cannot_hoard_dns_tcp_and_silence_is_cut(targets: conne
     assert ends == [b""] * capped
     for _, writer in opened:
         writer.close()
+
+
+def test_a_daemon_log_is_rotated_in_place_and_the_daemon_writes_on(tmp_path: Path) -> None:
+    from provision.supervisor import rotate
+
+    log = tmp_path / "dns.log"
+    with open(log, "ab") as daemon:  # as the supervisor hands it to a daemon: O_APPEND
+        daemon.write(b"x" * 2048)
+        daemon.flush()
+        assert not rotate(log, max_bytes=4096)
+        daemon.write(b"y" * 4096)
+        daemon.flush()
+        assert rotate(log, max_bytes=4096, backups=2)
+        daemon.write(b"after\n")
+        daemon.flush()
+        assert log.read_bytes() == b"after\n"  # at the new end, not at the old offset
+        (tmp_path / "dns.log.1").write_bytes(b"old")
+        daemon.write(b"z" * 5000)
+        daemon.flush()
+        assert rotate(log, max_bytes=4096, backups=2)
+    assert (tmp_path / "dns.log.2").read_bytes() == b"old" and log.stat().st_size == 0
+    assert (tmp_path / "dns.log.1").read_bytes().startswith(b"after\n")
