@@ -16,7 +16,7 @@ from pathlib import Path
 from client import Client
 from proto import coordination_pb2, core_pb2
 from provision.localnode import LocalNode
-from tests.kubelet_support import busybox, eventually, get_pod, is_ready, make_pod, node, wait_pod
+from tests.kubelet_support import busybox, eventually, get_pod, is_ready, make_pod, node, pod_events, wait_pod
 
 __all__ = ["node"]  # the module-scoped fixture, imported so pytest finds it here
 
@@ -232,3 +232,18 @@ async def test_a_command_that_cannot_start_fails_the_pod(client: Client, namespa
     done = await wait_pod(client, "nocmd", namespace, lambda p: p.status.phase == "Failed", what="nocmd Failed")
     terminated = done.status.container_statuses[0].state.terminated
     assert terminated.exit_code != 0 and terminated.reason
+
+
+async def test_image_events_read_as_kubernetes_writes_them(client: Client, namespace: str, node: LocalNode) -> None:
+    # `kubectl describe pod` users know these lines: Pulling / Successfully pulled ..., or already present.
+    await client.create(make_pod("events", node, busybox("main", "sleep", "3600")), namespace=namespace)
+    await wait_pod(client, "events", namespace, lambda p: p.status.phase == "Running", what="events Running")
+    image = (await client.get(core_pb2.Pod, "events", namespace)).spec.containers[0].image
+    events = await pod_events(client, "events", namespace)
+    pulled = [m for _, reason, m in events if reason == "Pulled"]
+    assert pulled, events
+    if pulled[0].startswith("Successfully pulled"):
+        assert pulled[0].startswith(f'Successfully pulled image "{image}" in ') and "including waiting" in pulled[0]
+        assert ("Normal", "Pulling", f'Pulling image "{image}"') in events
+    else:
+        assert pulled[0] == f'Container image "{image}" already present on machine'

@@ -73,7 +73,7 @@ class ImageManager:
         if waiting > 0 and key in self._errors:
             raise ImageError("ImagePullBackOff", f'Back-off pulling image "{spec.image}"', retry_after=waiting)
         try:
-            image = await self._pull_per_policy(spec)
+            image = await self._pull_per_policy(pod, spec)
         except ImageError as err:
             # The first failure shows ErrImagePull, the retries after it ImagePullBackOff.
             reason = err.reason
@@ -99,23 +99,31 @@ class ImageManager:
         for key in [k for k in self._failed_at if k[0] == uid]:
             del self._failed_at[key]
 
-    async def _pull_per_policy(self, spec: core_pb2.Container) -> str:
+    async def _pull_per_policy(self, pod: core_pb2.Pod, spec: core_pb2.Container) -> str:
+        """The image to run, pulled if the policy says so; the events are Kubernetes' (Pulling, Pulled)."""
         policy = spec.image_pull_policy or ("Always" if _tag(spec.image) == "latest" else "IfNotPresent")
         candidates = image_candidates(spec.image, self.cluster_registry)
         if policy != "Always":
             for name in candidates:
                 if await self.runtime.image_present(name):
+                    self.record(pod, "Normal", "Pulled", f'Container image "{spec.image}" already present on machine')
                     return name
             if policy == "Never":
                 raise ImageError("ErrImageNeverPull",
                                  f'container image "{spec.image}" is not present with pull policy of Never')
         last: CRIError | None = None
+        self.record(pod, "Normal", "Pulling", f'Pulling image "{spec.image}"')
+        started = time.monotonic()
         for name in candidates:
             try:
                 await self.runtime.pull_image(name)
-                return name
             except CRIError as err:
                 last = err
+                continue
+            took = f"{time.monotonic() - started:.3f}s"
+            self.record(pod, "Normal", "Pulled", f'Successfully pulled image "{spec.image}" in {took} '
+                                                 f"({took} including waiting)")
+            return name
         # A locally built image cannot be pulled but may be present: Always means "check", not "fail".
         for name in candidates:
             if await self.runtime.image_present(name):

@@ -380,7 +380,6 @@ class PodSyncer:
             self.requeue_after(key, self.config.backoff_initial)
             self.record(pod, "Warning", "Failed", f"Error: {err}")
             return (err.reason, str(err))
-        self.record(pod, "Normal", "Pulled", f"Container image \"{image}\" is present on the node")
         config = generate_container_config(pod, spec, image=image, attempt=attempt, env=env, mounts=mounts)
         try:
             container_id = await self.runtime.create_container(sandbox_id, config, sandbox_config)
