@@ -3090,9 +3090,59 @@ class Secret(_message.Message):
 Global___Secret: _TypeAlias = Secret  # noqa: Y015
 
 @_typing.final
-class ResourceQuotaSpec(_message.Message):
+class ScopedResourceSelectorRequirement(_message.Message):
     """---------------------------------------------------------------- ResourceQuota, LimitRange"""
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCOPE_NAME_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    scope_name: _builtins.str
+    """Terminating, NotTerminating, BestEffort, NotBestEffort or PriorityClass"""
+    operator: _builtins.str
+    """In, NotIn, Exists, DoesNotExist"""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        scope_name: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator", b"operator", "scope_name", b"scope_name", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScopedResourceSelectorRequirement: _TypeAlias = ScopedResourceSelectorRequirement  # noqa: Y015
+
+@_typing.final
+class ScopeSelector(_message.Message):
+    """The AND of its requirements (atomic: replaced whole by a patch)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCH_EXPRESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def match_expressions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScopedResourceSelectorRequirement]: ...
+    def __init__(
+        self,
+        *,
+        match_expressions: _abc.Iterable[Global___ScopedResourceSelectorRequirement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["match_expressions", b"match_expressions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScopeSelector: _TypeAlias = ScopeSelector  # noqa: Y015
+
+@_typing.final
+class ResourceQuotaSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -3116,18 +3166,36 @@ class ResourceQuotaSpec(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     HARD_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    SCOPE_SELECTOR_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hard(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """pods, requests.cpu, requests.memory, limits.cpu, limits.memory (cpu and memory mean requests.*)"""
+        """Object counts (pods, services, configmaps, secrets, resourcequotas, services.nodeports,
+        services.loadbalancers, count/<resource>[.<group>]) and compute resources over
+        non-terminal pods (requests.cpu, requests.memory, limits.cpu, limits.memory; cpu and
+        memory mean requests.*).
+        """
+
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Which pods the quota tracks: Terminating, NotTerminating, BestEffort, NotBestEffort
+        (all must match; none: every object).
+        """
+
+    @_builtins.property
+    def scope_selector(self) -> Global___ScopeSelector:
+        """The same as expressions (scopeName, operator, values); ANDed with `scopes`."""
 
     def __init__(
         self,
         *,
         hard: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        scope_selector: Global___ScopeSelector | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope_selector", b"scope_selector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hard", b"hard"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hard", b"hard", "scope_selector", b"scope_selector", "scopes", b"scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
