@@ -18,6 +18,7 @@ cost the same, and adding kinds adds nothing per request.
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -135,16 +136,18 @@ def object_path(kind: kinds.Kind, namespace: str, name: str) -> str:
 
 
 def route_cost_us(path: str, rounds: int) -> float:
-    """µs to turn a request path into its kind, as the router does for every request."""
+    """µs to turn a request path into its kind, as the router does for every request (best of 5 runs)."""
     query: dict[str, str] = {}
-    start = time.perf_counter_ns()
-    for _ in range(rounds):
-        info = requestinfo.parse("GET", path, query)
-        found = discovery.resolve(info.api_group, info.api_version, info.resource)
-    elapsed = time.perf_counter_ns() - start
-    if found is None:
-        raise HttpError(f"{path} resolves to no kind")
-    return elapsed / rounds / 1000
+    best = math.inf
+    for _ in range(5):  # the best run: other processes on the box only ever add time
+        start = time.process_time_ns()
+        for _ in range(rounds):
+            info = requestinfo.parse("GET", path, query)
+            found = discovery.resolve(info.api_group, info.api_version, info.resource)
+        best = min(best, (time.process_time_ns() - start) / rounds / 1000)
+        if found is None:
+            raise HttpError(f"{path} resolves to no kind")
+    return best
 
 
 def ends_of_table() -> tuple[kinds.Kind, kinds.Kind]:
