@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_UP, Decimal, InvalidOperation
 
 _QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))((?:[eE][+-]?[0-9]+)|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
 
@@ -88,3 +88,51 @@ def format_bytes(value: int) -> str:
         if value and value % unit == 0:
             return f"{value // unit}{suffix}"
     return str(value)
+
+
+# Kubernetes' Quantity formats: how a value is written back (resource.Format). A
+# quantity keeps the format it was written in, and a sum takes its first term's.
+BINARY_SI = "BinarySI"  # 64Mi, 1Gi
+DECIMAL_SI = "DecimalSI"  # 500m, 2, 100M
+DECIMAL_EXPONENT = "DecimalExponent"  # 1e3
+
+_NANO = Decimal("1e9")
+_DECIMAL_SUFFIXES = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+
+
+def quantity_format(text: str) -> str:
+    """The format `text` is written in (BinarySI, DecimalSI or DecimalExponent)."""
+    match = _QUANTITY.match(text.strip())
+    suffix = (match.group(2) or "") if match else ""
+    if suffix.endswith("i"):
+        return BINARY_SI
+    if suffix[:1] in ("e", "E"):
+        return DECIMAL_EXPONENT
+    return DECIMAL_SI
+
+
+def format_quantity(value: Decimal, fmt: str = DECIMAL_SI) -> str:
+    """`value` as Kubernetes writes a Quantity of format `fmt` (its canonical String()).
+
+    Below one nano it rounds up, as Kubernetes does. BinarySI uses the largest Ki..Ei
+    that divides the value exactly, falling back to decimal for values under 1024 or
+    with a fraction ("1536Mi", "512", "500m"); decimal formats use the largest power
+    of 1000 that leaves a whole number ("1500m", "2", "1200k" or "1200e3").
+    """
+    value = (value * _NANO).to_integral_value(rounding=ROUND_UP) / _NANO
+    if value == 0:
+        return "0"
+    if fmt == BINARY_SI and abs(value) >= 1024 and value == value.to_integral_value():
+        number, power = int(value), 0
+        while power < 6 and number % 1024 == 0:
+            number, power = number // 1024, power + 1
+        return f"{number}{('', 'Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei')[power]}"
+    exponent = next(e for e in range(18, -12, -3) if _whole(value.scaleb(-e)))
+    mantissa = int(value.scaleb(-exponent))
+    if fmt == DECIMAL_EXPONENT:
+        return f"{mantissa}e{exponent}" if exponent else str(mantissa)
+    return f"{mantissa}{_DECIMAL_SUFFIXES[exponent]}"
+
+
+def _whole(value: Decimal) -> bool:
+    return value == value.to_integral_value()

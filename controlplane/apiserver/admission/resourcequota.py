@@ -1,68 +1,54 @@
-"""ResourceQuota: a namespace's quotas bound what its pods may take together.
+"""ResourceQuota: a namespace's quotas bound what its objects may take together.
 
-After validation, a pod is refused if it would take the namespace past a
-quota's `hard` limits (pods, requests.cpu/memory, limits.cpu/memory); once it
-is stored, the new usage is recorded in the quota's status.
+After validation, a write is refused if it would take the namespace past a
+quota's `hard` limits, with Kubernetes' words (`exceeded quota: q1, requested:
+services=1, used: services=2, limited: services=2`). Every kind quota counts
+(controlplane/quota.py: pods and their compute resources, services and their
+node ports and load balancers, configmaps, secrets, resourcequotas and the
+`count/<resource>.<group>` of workloads) is checked on create; Services also on
+update (a ClusterIP Service turned NodePort takes node ports). A quota on cpu or
+memory makes every container of a pod state it (`must specify requests.cpu for:
+app`). Scoped quotas (Terminating, BestEffort, PriorityClass ...) see only the
+pods they match.
 
-Quota usage is counted from the pods actually stored (running and pending;
-finished pods no longer count), under a per-namespace lock held across the
-check and the write, so concurrent creates cannot both squeeze past the limit.
-That is exact with one apiserver, which is how Flotilla runs.
+Usage is counted from the objects actually stored, under a per-namespace lock
+held across the check and the write, so concurrent creates cannot both squeeze
+past the limit; that is exact with one apiserver, which is how Flotilla runs.
+(Kubernetes instead trusts `status.used` and compare-and-swaps it.) Once stored,
+the new usage is written into the quota's status at once; the resourcequota
+controller keeps it true afterwards, when objects go away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
-from decimal import Decimal
+from typing import Any
 
 from google.protobuf.message import Message
 
-from controlplane.apiserver.admission.interface import CREATE, Request
+from controlplane import quota
+from controlplane.apiserver.admission.interface import CREATE, UPDATE, Request
 from proto import core_pb2, kinds
 from proto.errors import Conflict, Forbidden, NotFound
-from proto.quantity import format_bytes, format_milli, parse_quantity
 
 log = logging.getLogger(__name__)
 
 NAME = "ResourceQuota"
 
-COMPUTE = ("cpu", "memory")
-# Quota keys and what each counts; plain "cpu"/"memory" mean requests, as in Kubernetes.
-QUOTA_KEYS = {"pods": "pods", "requests.cpu": "requests.cpu", "cpu": "requests.cpu",
-              "requests.memory": "requests.memory", "memory": "requests.memory",
-              "limits.cpu": "limits.cpu", "limits.memory": "limits.memory"}
-
-
-def pod_usage(pod: core_pb2.Pod) -> dict[str, Decimal]:
-    """What one pod counts against a quota."""
-    usage: dict[str, Decimal] = defaultdict(Decimal)
-    usage["pods"] = Decimal(1)
-    for container in pod.spec.containers:
-        for resource in COMPUTE:
-            if resource in container.resources.requests:
-                usage[f"requests.{resource}"] += parse_quantity(container.resources.requests[resource])
-            if resource in container.resources.limits:
-                usage[f"limits.{resource}"] += parse_quantity(container.resources.limits[resource])
-    return usage
-
-
-def _show(key: str, value: Decimal) -> str:
-    if key.endswith("cpu"):
-        return format_milli(int(value * 1000))
-    if key.endswith("memory"):
-        return format_bytes(int(value))
-    return str(int(value))
+StoredObjects = Callable[[kinds.Kind, str], Awaitable[Sequence[Message]]]
 
 
 class ResourceQuota:
-    """A validating plugin holding the namespace's quota lock across check and write: pods, on create.
+    """A validating plugin holding the namespace's quota lock across check and write.
 
     `stored_pods` lists a namespace's pods as stored now (a cache could miss one
-    created a moment ago); `update_status` writes a quota's status subresource.
+    created a moment ago), `stored_objects` the same for any kind; without it only
+    pods are enforced. `update_status` writes a quota's status subresource.
     """
 
     NAME = NAME
@@ -70,25 +56,35 @@ class ResourceQuota:
     policy_kind = kinds.resolve("resourcequotas")
 
     def __init__(self, stored_pods: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]],
-                 update_status: Callable[[core_pb2.ResourceQuota], Awaitable[object]]) -> None:
+                 update_status: Callable[[core_pb2.ResourceQuota], Awaitable[object]],
+                 stored_objects: StoredObjects | None = None) -> None:
         self.quotas: dict[tuple[str, str], core_pb2.ResourceQuota] = {}
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._stored_pods = stored_pods
+        self._stored_objects = stored_objects
         self._update_status = update_status
+        self._warned = False
 
     def observe(self, event_type: str, obj: Message) -> None:
         meta = obj.metadata  # type: ignore[attr-defined]
+        key = (meta.namespace, meta.name)
         if event_type == "DELETED":
-            self.quotas.pop((meta.namespace, meta.name), None)
-        else:
-            self.quotas[(meta.namespace, meta.name)] = obj  # type: ignore[assignment]
+            self.quotas.pop(key, None)
+            return
+        cached = self.quotas.get(key)
+        # Our own status writes are cached before the watch brings them: never step back to an older copy.
+        if cached is None or cached.metadata.uid != meta.uid or _version(cached) <= _version(obj):
+            self.quotas[key] = obj  # type: ignore[assignment]
 
     def reset(self) -> None:
         self.quotas.clear()
 
     def validate(self, request: Request) -> AbstractAsyncContextManager[None]:
-        if request.operation == CREATE and isinstance(request.obj, core_pb2.Pod):
-            return self.quota_guard(request.obj, dry_run=request.dry_run)
+        evaluator = quota.evaluator_for(request.kind)
+        if evaluator is None or request.subresource:
+            return nullcontext()
+        if request.operation == CREATE or (request.operation == UPDATE and evaluator.handles_update):
+            return self.quota_guard(request, evaluator)
         return nullcontext()
 
     # ------------------------------------------------------------ ResourceQuota
@@ -96,69 +92,87 @@ class ResourceQuota:
     def _quotas_in(self, namespace: str) -> list[core_pb2.ResourceQuota]:
         return [q for (ns, _), q in sorted(self.quotas.items()) if ns == namespace]
 
+    async def _stored(self, evaluator: quota.Evaluator, namespace: str) -> Sequence[Message] | None:
+        if evaluator.kind.resource == "pods":
+            return await self._stored_pods(namespace)
+        if self._stored_objects is None:
+            if not self._warned:
+                log.warning("ResourceQuota: the registry lists only pods; quotas on %s are not enforced",
+                            evaluator.kind.qualified_resource)
+                self._warned = True
+            return None
+        return await self._stored_objects(evaluator.kind, namespace)
+
     @asynccontextmanager
-    async def quota_guard(self, pod: core_pb2.Pod, *, dry_run: bool = False) -> AsyncIterator[None]:
-        """Hold the namespace's quota lock while `pod` is checked and stored; then record usage."""
-        namespace = pod.metadata.namespace
-        if not self._quotas_in(namespace):
+    async def quota_guard(self, request: Request, evaluator: quota.Evaluator) -> AsyncIterator[None]:
+        """Hold the namespace's quota lock while the object is checked and stored; then record usage."""
+        obj: Any = request.obj
+        namespace = request.namespace
+        tracking = [q for q in self._quotas_in(namespace) if quota.matches(evaluator, q, obj)]
+        delta = self._delta(request, evaluator) if tracking else {}
+        if not delta:
             yield
             return
+        refuse = f'{request.kind.qualified_resource} "{obj.metadata.name}" is forbidden'
+        if evaluator.scoped:
+            for q in tracking:
+                missing = quota.missing_requirements(obj, evaluator.matching(q.spec.hard))
+                if missing:
+                    raise Forbidden(f"{refuse}: failed quota: {q.metadata.name}: must specify {missing}")
         async with self._locks[namespace]:
-            used: dict[str, Decimal] = defaultdict(Decimal)
-            for other in await self._stored_pods(namespace):
-                if other.status.phase not in ("Succeeded", "Failed"):
-                    for key, value in pod_usage(other).items():
-                        used[key] += value
-            wanted = pod_usage(pod)
-            for quota in self._quotas_in(namespace):
-                self._check(pod, quota, used, wanted)
-            yield  # the pod is written here
-            if dry_run:
+            stored = await self._stored(evaluator, namespace)
+            if stored is None:
+                yield
                 return
-            after = {k: used[k] + wanted.get(k, Decimal(0)) for k in set(used) | set(wanted)}
-            for quota in self._quotas_in(namespace):
-                await self._record(quota, after)
-
-    async def _record(self, quota: core_pb2.ResourceQuota, used: dict[str, Decimal]) -> None:
-        """Show the namespace's usage in the quota's status (display only: checks recount)."""
-        try:
-            await self._update_status(quota_status(quota, used))
-        except (Conflict, NotFound) as exc:
-            log.info("quota %s/%s status not updated: %s", quota.metadata.namespace, quota.metadata.name, exc)
+            now = time.time()
+            admitted: list[tuple[core_pb2.ResourceQuota, quota.Usage]] = []
+            for q in tracking:
+                used = quota.tracked_usage(evaluator, q, stored, now)
+                requested = {name: delta[name] for name in used if name in delta}
+                exceeded = sorted(name for name, amount in requested.items()
+                                  if used[name].value + amount.value > quota.Amount.parse(q.spec.hard[name]).value)
+                if exceeded:
+                    raise Forbidden(
+                        f"{refuse}: exceeded quota: {q.metadata.name}, "
+                        f"requested: {quota.pretty({n: requested[n] for n in exceeded})}, "
+                        f"used: {quota.pretty({n: used[n] for n in exceeded})}, "
+                        f"limited: {quota.pretty({n: quota.Amount.parse(q.spec.hard[n]) for n in exceeded})}")
+                if requested:
+                    admitted.append((q, quota.add(used, requested)))
+            yield  # the object is written here
+            if request.dry_run:
+                return
+            for q, after in admitted:
+                await self._record(q, after)
 
     @staticmethod
-    def _check(pod: core_pb2.Pod, quota: core_pb2.ResourceQuota, used: dict[str, Decimal],
-               wanted: dict[str, Decimal]) -> None:
-        over = []
-        for key, hard in sorted(quota.spec.hard.items()):
-            counted = QUOTA_KEYS.get(key)
-            if counted is None:
-                continue
-            limit = parse_quantity(hard)
-            if counted.startswith(("requests.", "limits.")) and counted not in wanted:
-                # A quota on a compute resource requires every pod to state it.
-                raise Forbidden(f'pods "{pod.metadata.name}" is forbidden: failed quota: {quota.metadata.name}: '
-                                f"must specify {counted.split('.')[1]} in {counted.split('.')[0]}")
-            if used[counted] + wanted.get(counted, Decimal(0)) > limit:
-                over.append((key, counted, limit))
-        if over:
-            requested = ",".join(f"{k}={_show(c, wanted.get(c, Decimal(0)))}" for k, c, _ in over)
-            in_use = ",".join(f"{k}={_show(c, used[c])}" for k, c, _ in over)
-            limited = ",".join(f"{k}={_show(c, lim)}" for k, c, lim in over)
-            raise Forbidden(f'pods "{pod.metadata.name}" is forbidden: exceeded quota: {quota.metadata.name}, '
-                            f"requested: {requested}, used: {in_use}, limited: {limited}")
+    def _delta(request: Request, evaluator: quota.Evaluator) -> quota.Usage:
+        """What this write adds: the object's usage, less what the stored one used (updates); no zeros."""
+        now = time.time()
+        delta = evaluator.usage(request.obj, now)
+        if request.operation == UPDATE and request.old is not None:
+            delta = quota.subtract_non_negative(delta, evaluator.usage(request.old, now))
+        return {name: amount for name, amount in delta.items() if amount.value > 0}
+
+    async def _record(self, q: core_pb2.ResourceQuota, used: quota.Usage) -> None:
+        """Show the new usage in the quota's status at once (display only: checks recount)."""
+        updated = core_pb2.ResourceQuota()
+        updated.CopyFrom(q)
+        updated.status.CopyFrom(quota.status(q, used))
+        if updated.status == q.status:
+            return
+        try:
+            written = await self._update_status(updated)
+        except (Conflict, NotFound) as exc:
+            # Someone (the controller) wrote it since our cache saw it; the controller converges it.
+            log.debug("quota %s/%s status not updated: %s", q.metadata.namespace, q.metadata.name, exc)
+            return
+        if isinstance(written, core_pb2.ResourceQuota):
+            self.observe("MODIFIED", written)
 
 
-def quota_status(quota: core_pb2.ResourceQuota, used: dict[str, Decimal]) -> core_pb2.ResourceQuota:
-    """The quota with status.hard and status.used as `kctl describe quota` shows them."""
-    updated = core_pb2.ResourceQuota()
-    updated.CopyFrom(quota)
-    updated.status.hard.clear()
-    updated.status.hard.update(quota.spec.hard)
-    updated.status.used.clear()
-    for key in quota.spec.hard:
-        counted = QUOTA_KEYS.get(key)
-        if counted is not None:
-            updated.status.used[key] = _show(counted, used.get(counted, Decimal(0)))
-    return updated
-
+def _version(obj: Message) -> int:
+    try:
+        return int(obj.metadata.resource_version)  # type: ignore[attr-defined]
+    except ValueError:
+        return 0
