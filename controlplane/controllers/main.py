@@ -37,6 +37,7 @@ from controlplane.controllers.nodeipam import NodeIpamController
 from controlplane.controllers.nodelifecycle import NodeLifecycleController
 from controlplane.controllers.podgc import PodGarbageCollector
 from controlplane.controllers.replicaset import ReplicaSetController
+from controlplane.controllers.resourcequota import ResourceQuotaController
 from controlplane.controllers.tokencleaner import TokenCleaner
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, parse_pool
@@ -135,6 +136,7 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "nodeipam": lambda c: NodeIpamController(c.client, c.factory, c.recorder("node-ipam-controller"),
                                              cluster_cidr=c.opts.cluster_cidr, node_mask=c.opts.node_cidr_mask_size),
     "podgc": lambda c: PodGarbageCollector(c.client, c.factory),
+    "resourcequota": lambda c: ResourceQuotaController(c.client, c.factory),
     "horizontalpodautoscaling": lambda c: HorizontalPodAutoscalerController(
         c.client, c.factory, c.recorder("horizontal-pod-autoscaler"),
         sync_period=c.opts.horizontal_pod_autoscaler_sync_period,
