@@ -3,7 +3,8 @@
 Given the session's apiserver and the controller running in-process (its own
 informers, as in the controller manager), when pods, services, config maps and
 secrets come and go, then each quota's status follows within seconds — for a
-quota made after its objects too — and real kubectl, over HTTP, shows it.
+quota made after its objects too — and real kubectl, over HTTP, shows it. The last
+test runs the real controller-manager process.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from google.protobuf.message import Message
 
 from client import Client, InformerFactory
 from controlplane.apiserver import admission
-from controlplane.controllers import main as controller_manager
+from controlplane.controllers import main as controller_manager_main
 from controlplane.controllers.resourcequota import ResourceQuotaController
 from proto import core_pb2, manifest
 from proto.errors import Forbidden
 from provision.processes import ApiServer
-from tests.controllers_support import eventually
+from tests.controllers_support import ControllerManager, eventually
+from tests.controllers_support import controller_manager_fixture as controller_manager_fixture
 
 KUBECTL = "/usr/bin/kubectl"
 
@@ -202,9 +204,6 @@ async def refused(call: Any) -> bool:
     return False
 
 
-def test_the_controller_manager_runs_it() -> None:
-    assert "resourcequota" in controller_manager.enabled("*")
-    assert "resourcequota" not in controller_manager.enabled("*,-resourcequota")
 
 
 # ---------------------------------------------------------------- real kubectl over HTTP
@@ -243,3 +242,16 @@ async def test_kubectl_describes_and_lists_quota_usage(
     assert lines[0].split() == ["NAME", "AGE", "REQUEST", "LIMIT"]
     assert "pods: 2/10, requests.cpu: 500m/2, requests.memory: 128Mi/1Gi" in lines[1]
     assert lines[1].rstrip().endswith("limits.memory: 256Mi/2Gi")
+
+
+# ---------------------------------------------------------------- in the controller manager (last: its
+# process lives until the module ends, and would otherwise run beside the in-process controller)
+
+async def test_the_controller_manager_runs_it(client: Client, namespace: str,
+                                             controller_manager: ControllerManager) -> None:
+    assert "resourcequota" in controller_manager_main.enabled("*")
+    assert "resourcequota" not in controller_manager_main.enabled("*,-resourcequota")
+    controller_manager.ensure_running()
+    await client.create(pod("p", namespace))
+    await client.create(obj(quota_doc("q", namespace, {"pods": 2, "requests.memory": "1Gi"})))
+    await used_becomes(client, "q", namespace, {"pods": "1", "requests.memory": "64Mi"}, timeout=20)
