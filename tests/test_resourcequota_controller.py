@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,8 +28,7 @@ from proto.errors import Forbidden
 from provision.processes import ApiServer
 from tests.controllers_support import ControllerManager, eventually
 from tests.controllers_support import controller_manager_fixture as controller_manager_fixture
-
-KUBECTL = "/usr/bin/kubectl"
+from tests.test_jobs import kubectl  # real kubectl over HTTP; skips where /usr/bin/kubectl is absent
 
 
 @pytest.fixture
@@ -207,15 +205,6 @@ async def refused(call: Any) -> bool:
 
 
 # ---------------------------------------------------------------- real kubectl over HTTP
-
-def kubectl(http_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not shutil.which(KUBECTL):
-        pytest.skip(f"{KUBECTL} is not installed on this machine")
-    config = tmp_path / "kubeconfig"
-    config.write_text("apiVersion: v1\nkind: Config\n")
-    return subprocess.run([KUBECTL, "--kubeconfig", str(config), "--server", http_url, "--cache-dir",
-                           str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=60)
-
 
 async def test_kubectl_describes_and_lists_quota_usage(
         client: Client, namespace: str, controller: ResourceQuotaController, http_url: str, tmp_path: Path) -> None:
