@@ -94,6 +94,20 @@ def test_a_watch_line_is_the_dumped_event() -> None:
     assert line == orjson.dumps({"type": "MODIFIED", "object": manifest.to_dict(stored(pod))}) + b"\n"
 
 
+def test_replicas_share_their_spec_json_and_nothing_else() -> None:
+    """Pods of one template (one spec per node) encode as each would alone; other specs are not mixed in."""
+    pods = [stored(a_pod(i)) for i in range(6)]
+    for i, pod in enumerate(pods):
+        pod.spec.node_name = f"node-{i % 2}"
+    pods[5].spec.containers[0].image = "nginx:2"
+    for pod in pods + pods:  # the second round finds every spec
+        assert codec.object_json(pod) == orjson.dumps(codec.object_dict(pod))
+    specs = codec._SharedSpecs(max_entries=2)
+    for pod in pods:
+        assert specs.encode(pod.spec) == orjson.dumps(codec.object_dict(pod.spec))
+    assert orjson.loads(specs.encode(pods[5].spec))["containers"][0]["image"] == "nginx:2"
+
+
 def test_encoded_objects_are_found_by_version_and_bounded() -> None:
     cache = codec.EncodedObjects(max_bytes=3_000)
     first, changed = a_pod(1), a_pod(1)
@@ -176,8 +190,8 @@ def _random_object(kind: kinds.Kind, rng: random.Random) -> Message:
     return obj
 
 
-_ODD: list[Any] = [None, -1, 2**40, 2**70, 1.5, 2.0, True, "", "12", "1Gi", "nope", [], {}, [None], {"k": None}, {"k": 1},
-        "\udc80", "2024-01-01T00:00:00Z", ["a", None], [{}]]
+_ODD: list[Any] = [None, -1, 2**40, 2**70, 1.5, 2.0, True, "", "12", "1Gi", "nope", [], {}, [None], {"k": None},
+                   {"k": 1}, "\udc80", "2024-01-01T00:00:00Z", ["a", None], [{}]]
 
 
 def _spoil(data: Any, rng: random.Random) -> Any:

@@ -119,17 +119,33 @@ def _field_converter(fd: Any) -> Callable[[Any], Any] | None:
     return one
 
 
+FieldTable = dict[Any, tuple[str, Callable[[Any], Any] | None]]
+
+
+@cache
+def _field_table(desc: Any) -> FieldTable:
+    """field descriptor -> (JSON name, converter or None), filled on first use (types refer to each other)."""
+    return {}
+
+
+def _fields_of(desc: Any) -> FieldTable:
+    table = _field_table(desc)
+    if not table:
+        for fd in desc.fields:
+            table[fd] = (fd.json_name, _field_converter(fd))
+    return table
+
+
 @cache
 def _converter(desc: Any) -> Callable[[Message], dict[str, Any]]:
     """A function from a message of this type to its Kubernetes JSON dict (set fields only, as json_format)."""
     # Keyed by the field descriptor itself (upb hands out one object per field), which spares
     # reading its number for every field of every object.
-    table: dict[Any, tuple[str, Callable[[Any], Any] | None]] = {}
+    table = _field_table(desc)
 
     def convert(msg: Message) -> dict[str, Any]:
-        if not table:  # filled on first use: message types refer to each other (and to themselves)
-            for fd in desc.fields:
-                table[fd] = (fd.json_name, _field_converter(fd))
+        if not table:
+            _fields_of(desc)
         out = {}
         for fd, value in msg.ListFields():
             name, fn = table[fd]  # fn None: the value is its own JSON
@@ -141,6 +157,51 @@ def _converter(desc: Any) -> Callable[[Message], dict[str, Any]]:
 def object_dict(obj: Message) -> dict[str, Any]:
     """The object as Kubernetes JSON: the same dict as proto/manifest.py's `to_dict`, faster."""
     return _converter(obj.DESCRIPTOR)(obj)
+
+
+@cache
+def _json_key(name: str) -> bytes:
+    return orjson.dumps(name) + b":"
+
+
+class _SharedSpecs:
+    """The JSON of specs, by their bytes: the replicas of one template hold the same spec.
+
+    Converting a pod's spec is two thirds of making its JSON, and a Deployment's
+    pods differ in metadata and status but share a spec (per node, with nodeName):
+    a cold list of 10,000 such pods converts a few specs instead of 10,000. A small
+    bounded table; it starts afresh when full (specs of many shapes gain nothing).
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._json: dict[bytes, bytes] = {}
+
+    def encode(self, spec: Message) -> bytes:
+        key = spec.SerializeToString()
+        found = self._json.get(key)
+        if found is None:
+            if len(self._json) >= self.max_entries:
+                self._json.clear()
+            found = self._json[key] = orjson.dumps(object_dict(spec))
+        return found
+
+
+_SPECS = _SharedSpecs(4096)
+
+
+def object_json(obj: Message) -> bytes:
+    """`orjson.dumps(object_dict(obj))`, its spec's JSON shared with objects that have the same spec."""
+    table = _fields_of(obj.DESCRIPTOR)
+    parts = []
+    for fd, value in obj.ListFields():
+        name, fn = table[fd]
+        if name == "spec" and fn is not None and not fd.is_repeated:
+            part = _SPECS.encode(value)
+        else:
+            part = orjson.dumps(value if fn is None else fn(value))
+        parts.append(_json_key(name) + part)
+    return b"{" + b",".join(parts) + b"}"
 
 
 def metadata_dict(obj: Message) -> dict[str, Any]:
@@ -173,7 +234,7 @@ class EncodedObjects:
         if found is not None:
             self._json.move_to_end(key)
             return found
-        found = orjson.dumps(object_dict(parse(kind, raw)))
+        found = object_json(parse(kind, raw))
         self._json[key] = found
         self.size += len(found)
         while self.size > self.max_bytes and self._json:
