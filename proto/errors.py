@@ -83,6 +83,23 @@ class TooLarge(ApiError):
     reason = "RequestEntityTooLarge"
 
 
+class TooManyRequests(ApiError):
+    """Try again later (HTTP 429): an eviction its pod's disruption budget does not allow now.
+
+    `causes` are (type, message) pairs, Kubernetes' StatusCauses: an eviction names the
+    budget as a `DisruptionBudget` cause. kubectl drain retries after a pause.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "TooManyRequests"
+
+    def __init__(self, message: str, causes: list[tuple[str, str]] | None = None,
+                 retry_after_seconds: int = 0) -> None:
+        super().__init__(message)
+        self.causes = causes or []
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Unauthorized(ApiError):
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "Unauthorized"
@@ -104,12 +121,13 @@ class Timeout(ApiError):
 
 
 _KNOWN = (BadRequest, Invalid, UnsupportedMediaType, NotFound, AlreadyExists, Conflict, Gone, NamespaceTerminating,
-          TooLarge, Unauthorized, Forbidden, Unavailable, Timeout)
+          TooLarge, TooManyRequests, Unauthorized, Forbidden, Unavailable, Timeout)
 _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {cls.code: cls for cls in _KNOWN
-                                                   if cls not in (Invalid, UnsupportedMediaType)}
+                                                   if cls not in (Invalid, UnsupportedMediaType, TooManyRequests)}
 _BY_REASON: dict[str, type[ApiError]] = {cls.reason: cls for cls in _KNOWN}
-# Several reasons share a status code (Invalid, UnsupportedMediaType and BadRequest
-# are all INVALID_ARGUMENT); the reason travels beside the status in trailing metadata.
+# Several reasons share a status code (Invalid, UnsupportedMediaType and BadRequest are
+# all INVALID_ARGUMENT; TooLarge and TooManyRequests are RESOURCE_EXHAUSTED); the reason
+# travels beside the status in trailing metadata.
 REASON_METADATA_KEY = "flotilla-reason"
 
 
@@ -126,4 +144,6 @@ def from_rpc_error(err: grpc.RpcError) -> ApiError:
     ApiError.__init__(error, details or code.name)
     if isinstance(error, Invalid):
         error.what, error.causes = "", []
+    elif isinstance(error, TooManyRequests):
+        error.causes, error.retry_after_seconds = [], 0
     return error

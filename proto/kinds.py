@@ -27,6 +27,7 @@ from proto import (
     coordination_pb2,
     core_pb2,
     metrics_pb2,
+    policy_pb2,
     rbac_pb2,
 )
 from proto.errors import NotFound
@@ -136,6 +137,8 @@ KINDS: tuple[Kind, ...] = (
          categories=ALL_CATEGORY, scalable=True),
     Kind("Job", "jobs", "job", "batch/v1", batch_pb2.Job, True, categories=ALL_CATEGORY),
     Kind("CronJob", "cronjobs", "cronjob", "batch/v1", batch_pb2.CronJob, True, ("cj",), categories=ALL_CATEGORY),
+    Kind("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy/v1",
+         policy_pb2.PodDisruptionBudget, True, ("pdb",)),
     Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),
          has_status=False),
     Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling/v2",

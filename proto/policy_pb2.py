@@ -22,16 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from proto import meta_pb2 as proto_dot_meta__pb2
+from proto import options_pb2 as proto_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12proto/policy.proto\x12\x0c\x66lotilla.api\x1a\x10proto/meta.proto\"\x90\x01\n\x08\x45viction\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x33\n\x0e\x64\x65lete_options\x18\x02 \x01(\x0b\x32\x1b.flotilla.api.DeleteOptionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12proto/policy.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10proto/meta.proto\x1a\x13proto/options.proto\"\x90\x01\n\x08\x45viction\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x33\n\x0e\x64\x65lete_options\x18\x02 \x01(\x0b\x32\x1b.flotilla.api.DeleteOptions\"\xdf\x01\n\x17PodDisruptionBudgetSpec\x12\x1b\n\rmin_available\x18\x01 \x01(\tB\x04\xc8\xf3\x18\x01\x12:\n\x08selector\x18\x02 \x01(\x0b\x32\x1b.flotilla.api.LabelSelectorB\x0b\xe2\xf3\x18\x07replace\x12\x1d\n\x0fmax_unavailable\x18\x03 \x01(\tB\x04\xc8\xf3\x18\x01\x12*\n\x1dunhealthy_pod_eviction_policy\x18\x04 \x01(\tH\x00\x88\x01\x01\x42 \n\x1e_unhealthy_pod_eviction_policy\"\x93\x03\n\x19PodDisruptionBudgetStatus\x12\x1b\n\x13observed_generation\x18\x01 \x01(\x03\x12R\n\x0e\x64isrupted_pods\x18\x02 \x03(\x0b\x32:.flotilla.api.PodDisruptionBudgetStatus.DisruptedPodsEntry\x12\x1b\n\x13\x64isruptions_allowed\x18\x03 \x01(\x05\x12\x17\n\x0f\x63urrent_healthy\x18\x04 \x01(\x05\x12\x17\n\x0f\x64\x65sired_healthy\x18\x05 \x01(\x05\x12\x15\n\rexpected_pods\x18\x06 \x01(\x05\x12M\n\nconditions\x18\x07 \x03(\x0b\x32\x17.flotilla.api.ConditionB \xda\xf3\x18\x04type\xe2\xf3\x18\x05merge\xea\xf3\x18\x03map\xf2\xf3\x18\x04type\x1aP\n\x12\x44isruptedPodsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"\xd4\x01\n\x13PodDisruptionBudget\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x33\n\x04spec\x18\x02 \x01(\x0b\x32%.flotilla.api.PodDisruptionBudgetSpec\x12\x37\n\x06status\x18\x03 \x01(\x0b\x32\'.flotilla.api.PodDisruptionBudgetStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVICTION']._serialized_start=55
-  _globals['_EVICTION']._serialized_end=199
+  _globals['_PODDISRUPTIONBUDGETSPEC'].fields_by_name['min_available']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSPEC'].fields_by_name['min_available']._serialized_options = b'\310\363\030\001'
+  _globals['_PODDISRUPTIONBUDGETSPEC'].fields_by_name['selector']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSPEC'].fields_by_name['selector']._serialized_options = b'\342\363\030\007replace'
+  _globals['_PODDISRUPTIONBUDGETSPEC'].fields_by_name['max_unavailable']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSPEC'].fields_by_name['max_unavailable']._serialized_options = b'\310\363\030\001'
+  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_options = b'8\001'
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['conditions']._loaded_options = None
+  _globals['_PODDISRUPTIONBUDGETSTATUS'].fields_by_name['conditions']._serialized_options = b'\332\363\030\004type\342\363\030\005merge\352\363\030\003map\362\363\030\004type'
+  _globals['_EVICTION']._serialized_start=109
+  _globals['_EVICTION']._serialized_end=253
+  _globals['_PODDISRUPTIONBUDGETSPEC']._serialized_start=256
+  _globals['_PODDISRUPTIONBUDGETSPEC']._serialized_end=479
+  _globals['_PODDISRUPTIONBUDGETSTATUS']._serialized_start=482
+  _globals['_PODDISRUPTIONBUDGETSTATUS']._serialized_end=885
+  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_start=805
+  _globals['_PODDISRUPTIONBUDGETSTATUS_DISRUPTEDPODSENTRY']._serialized_end=885
+  _globals['_PODDISRUPTIONBUDGET']._serialized_start=888
+  _globals['_PODDISRUPTIONBUDGET']._serialized_end=1100
 # @@protoc_insertion_point(module_scope)
