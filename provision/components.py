@@ -72,6 +72,11 @@ ETCD_PEER = "pki/etcd/peer"
 APISERVER_ETCD_CLIENT = "pki/apiserver-etcd-client"
 ETCD_BACKUP_CLIENT = "pki/etcd/backup-client"
 ENCRYPTION_CONFIG = "pki/encryption-config.yaml"
+# The apiserver's audit log (0600, rotated at AUDIT_LOG_MAX_MIB, AUDIT_LOG_BACKUPS copies kept): every write and
+# every read of a Secret, who and what, never an object's body (docs/security.md).
+AUDIT_LOG = "audit/audit.log"
+AUDIT_LOG_MAX_MIB = 100
+AUDIT_LOG_BACKUPS = 5
 # Files that are secret without being keys or kubeconfigs (0600, like those).
 PRIVATE = frozenset({TOKENS, ENCRYPTION_CONFIG, image_registry.CREDENTIALS_FILE, image_registry.HTPASSWD_FILE})
 # Files a re-run must not change: a new encryption key would leave every stored Secret unreadable.
@@ -370,7 +375,9 @@ def apiserver_argv(plan: ClusterPlan) -> list[str]:
             # Secrets are sealed in etcd (its WAL, its db, its snapshots) with the cluster's own key.
             "--encryption-provider-config", plan.path(ENCRYPTION_CONFIG),
             # No pod may take a host port this cluster's control plane listens on (ReservedHostPorts admission).
-            "--reserved-host-ports", ",".join(str(p) for p in reserved_host_ports(plan))]
+            "--reserved-host-ports", ",".join(str(p) for p in reserved_host_ports(plan)),
+            "--audit-log-path", plan.path(AUDIT_LOG), "--audit-log-maxsize", str(AUDIT_LOG_MAX_MIB),
+            "--audit-log-maxbackup", str(AUDIT_LOG_BACKUPS)]
 
 
 def _etcd_client_flags(plan: ClusterPlan) -> list[str]:
