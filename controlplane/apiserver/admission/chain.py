@@ -7,7 +7,8 @@ chain's order, and the first refusal ends the request.
 
 Besides refusing, a plugin may warn the client or annotate the audit record
 (warnings.py): a transport wraps a request in `admission.recording()` and
-sends what was recorded. The apiserver configures the chain once at start-up:
+sends what was recorded; a dry-run write is marked there too, for the audit
+record. The apiserver configures the chain once at start-up:
 `set_authorizer`, `disable` (its --disable-admission-plugins) and
 `set_reserved_host_ports` (its --reserved-host-ports).
 """
@@ -29,6 +30,7 @@ from controlplane.apiserver.admission.interface import (
     WantsAuthorizer,
 )
 from controlplane.apiserver.admission.reservedhostports import ReservedHostPorts
+from controlplane.apiserver.admission.warnings import mark_dry_run
 from controlplane.apiserver.auth import Attributes, Authorizer
 
 
@@ -87,12 +89,16 @@ class Chain:
             plugin.validate_stored(attrs, stored)
 
     def admit(self, request: Request) -> None:
+        if request.dry_run:
+            mark_dry_run()
         for plugin in self._mutating:
             plugin.admit(request)
 
     @asynccontextmanager
     async def validate(self, request: Request) -> AsyncIterator[None]:
         """Enter every validating plugin in order; the write happens inside."""
+        if request.dry_run:
+            mark_dry_run()  # for the request's audit record (in-memory kinds skip `admit`)
         async with AsyncExitStack() as stack:
             for plugin in self._validating:
                 await stack.enter_async_context(plugin.validate(request))

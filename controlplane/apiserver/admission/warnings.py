@@ -13,6 +13,7 @@ yields:
     for text in recorded.warnings:
         response.headers.add("Warning", admission.warning_header(text))
 
+The chain also marks a dry-run write here, for its audit record.
 The warnings survive a refused request too (Kubernetes sends them with the
 error). Outside `recording()` (the apiserver's own writes, tests of the
 registry) a warning is logged, so nothing is lost silently.
@@ -35,10 +36,11 @@ MAX_TOTAL_BYTES = 64 * 1024
 
 @dataclass
 class Recorded:
-    """One request's warnings (in order, without duplicates) and audit annotations."""
+    """One request's warnings (in order, without duplicates), audit annotations, and whether it was a dry run."""
 
     warnings: list[str] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
 
     def add_warning(self, text: str) -> None:
         text = _truncate(text, MAX_WARNING_BYTES)
@@ -79,6 +81,19 @@ def add_annotation(key: str, value: str) -> None:
         log.info("audit annotation %s: %s", key, value)
     else:
         recorded.annotations.setdefault(key, value)
+
+
+def mark_dry_run() -> None:
+    """The request being recorded is a dry run (its audit record says `"dryRun": true`)."""
+    recorded = _current.get()
+    if recorded is not None:
+        recorded.dry_run = True
+
+
+def dry_run() -> bool:
+    """Whether the request being recorded was marked a dry run."""
+    recorded = _current.get()
+    return recorded is not None and recorded.dry_run
 
 
 def warning_header(text: str) -> str:
