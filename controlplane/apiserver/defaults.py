@@ -17,7 +17,7 @@ applying it twice changes nothing. The values are those of Kubernetes'
 from __future__ import annotations
 
 from controlplane.apiserver.validation.podspec import VOLUME_SOURCES
-from proto import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2
+from proto import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, policy_pb2
 
 _DEFAULT_FILE_MODE = 0o644  # what configMap and secret volume files get unless told otherwise
 
@@ -279,3 +279,10 @@ def default_horizontal_pod_autoscaler(hpa: autoscaling_pb2.HorizontalPodAutoscal
         metric.resource.name = "cpu"
         metric.resource.target.type = "Utilization"
         metric.resource.target.average_utilization = 80
+
+
+def default_pod_disruption_budget(pdb: policy_pb2.PodDisruptionBudget) -> None:
+    """A budget that names neither bound keeps at least one pod (minAvailable 1), as policy/v1 does."""
+    spec = pdb.spec
+    if not spec.min_available and not spec.max_unavailable:
+        spec.min_available = "1"

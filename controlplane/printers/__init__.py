@@ -8,7 +8,7 @@ object to its row's cells. This package is that, for Flotilla's kinds:
 - `table`: the shapes (`TableColumnDefinition`, `TableConvertor`, `Table`,
   `TableRow`) and `build_table`, plus `Table.to_dict` for the JSON Table;
 - `text`: how cells spell ages, labels, selectors and absent values;
-- one module per API group (`core`, `apps`, `batch`, `autoscaling`,
+- one module per API group (`core`, `apps`, `batch`, `policy`, `autoscaling`,
   `certificates`, `coordination`) with that group's convertors and the cell helpers kctl
   describe shares (pod status, node roles, event ages…);
 - `TABLE_CONVERTORS` here: kind name → convertor (Kubernetes' AddHandlers);
@@ -28,7 +28,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from controlplane.printers import apps, autoscaling, batch, certificates, coordination, core, rbac
+from controlplane.printers import apps, autoscaling, batch, certificates, coordination, core, policy, rbac
 from controlplane.printers.table import (
     DEFAULT,
     Cell,
@@ -56,6 +56,7 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "ReplicaSet": apps.REPLICA_SET,
     "Job": batch.JOB,
     "CronJob": batch.CRON_JOB,
+    "PodDisruptionBudget": policy.POD_DISRUPTION_BUDGET,
     "Lease": coordination.LEASE,
     "CertificateSigningRequest": certificates.CERTIFICATE_SIGNING_REQUEST,
     "HorizontalPodAutoscaler": autoscaling.HORIZONTAL_POD_AUTOSCALER,

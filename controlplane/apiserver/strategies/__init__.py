@@ -22,6 +22,7 @@ from controlplane.apiserver.strategies.core import (
     ResourceQuotaStrategy,
     ServiceStrategy,
 )
+from controlplane.apiserver.strategies.policy import PodDisruptionBudgetStrategy
 from controlplane.apiserver.strategies.rbac import RoleBindingStrategy, RoleStrategy
 from controlplane.apiserver.validation import apps, autoscaling, coordination, core
 from controlplane.apiserver.validation.field import Errors
@@ -46,6 +47,8 @@ STRATEGIES: dict[str, Strategy] = {
     # batch/v1
     "Job": JobStrategy(),
     "CronJob": CronJobStrategy(),
+    # policy/v1
+    "PodDisruptionBudget": PodDisruptionBudgetStrategy(),
     # coordination.k8s.io/v1, autoscaling/v2
     "Lease": Strategy(validator=coordination.validate_lease),
     "HorizontalPodAutoscaler": Strategy(defaulter=defaults.default_horizontal_pod_autoscaler,
