@@ -549,4 +549,4 @@ def test_clusters_reserve_the_ports_their_control_plane_uses(tmp_path: Any) -> N
                                   registry="10.0.0.1:5000")
     argv = components.apiserver_argv(plan)
     ports = argv[argv.index("--reserved-host-ports") + 1]
-    assert ports == "5000,6443,6444,6445,10250,12379,12380"
+    assert ports == "5000,5001,6443,6444,6445,10250,12379,12380"  # the registry pulls on 5000, takes pushes on 5001

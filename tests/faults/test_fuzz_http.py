@@ -92,18 +92,22 @@ class RawHttp:
         self.port = port
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-                *, stream: bool = False) -> Answer:
+                *, stream: bool | str = False) -> Answer:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
             for name, value in (headers or {}).items():
-                conn.putheader(name, value.encode("utf-8", "surrogateescape"))
+                conn.putheader(name, value.encode("utf-8", "surrogatepass"))
             if body is not None:
                 conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             response = conn.getresponse()
-            # A watch that was accepted streams until its timeout: its first bytes are enough.
-            data = response.read(65536) if stream and response.status == 200 else response.read()
+            # A watch that was accepted streams until its timeout: what has arrived is enough (a quiet one
+            # would keep us waiting for its timeout, so only the headers are read unless asked for more).
+            if stream and response.status == 200:
+                data = response.read1(65536) if stream == "first-events" else b""
+            else:
+                data = response.read()
             return Answer(response.status, data, response.msg)
         finally:
             conn.close()
@@ -146,7 +150,7 @@ def fuzz_ns(raw: RawHttp) -> str:
 def _json(data: Any) -> bytes:
     """Any value as JSON text; bytes as base64-ish repr, text that is not UTF-8 as its raw bytes."""
     try:
-        return json.dumps(data, default=repr, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        return json.dumps(data, default=repr, ensure_ascii=False).encode("utf-8", "surrogatepass")
     except RecursionError:  # 50,000 levels: written by hand, as an attacker would
         return b'{"metadata":' * 50_000 + b"{}" + b"}" * 50_000
 
@@ -184,7 +188,7 @@ def nothing_half_written(raw: RawHttp, log: Path, ledger: Ledger) -> Iterator[No
     log_start = log.stat().st_size if log.exists() else 0
     yield
     assert raw.request("GET", "/version").code == 200, "the apiserver stopped answering"
-    watch = raw.request("GET", "/api/v1/namespaces?watch=true&timeoutSeconds=1", stream=True)
+    watch = raw.request("GET", "/api/v1/namespaces?watch=true&timeoutSeconds=1", stream="first-events")
     assert watch.code == 200 and b'"ADDED"' in watch.body, f"watch after fuzzing: {watch.code} {watch.body[:200]!r}"
     after = uids(raw)
     unacknowledged = [after[uid] for uid in after.keys() - before.keys() - ledger.created]
@@ -229,7 +233,7 @@ def _body(data: DataObject, resource: str) -> bytes:
         return _json(data.draw(hostile_manifests()).build())
     if how == "hostile-yaml":
         with contextlib.suppress(yaml.YAMLError, RecursionError, ValueError):
-            return yaml.safe_dump(data.draw(hostile_manifests()).build()).encode("utf-8", "surrogateescape")
+            return yaml.safe_dump(data.draw(hostile_manifests()).build()).encode("utf-8", "surrogatepass")
         return b"a: [b"
     if how in ("protobuf", "corrupt-protobuf"):
         encoded = wire.encode_dict(valid)
@@ -283,7 +287,7 @@ queries = st.dictionaries(
 
 
 def _query(params: dict[str, str]) -> str:
-    return ("?" + urllib.parse.urlencode(params, encoding="utf-8", errors="surrogateescape")) if params else ""
+    return ("?" + urllib.parse.urlencode(params, encoding="utf-8", errors="surrogatepass")) if params else ""
 
 
 # ---------------------------------------------------------------- the fuzz runs
@@ -368,6 +372,16 @@ def test_fuzz_patches_updates_and_deletes(raw: RawHttp, fuzz_ns: str,
     stored = orjson.loads(answer.body)
     ledger.created.add(stored["metadata"]["uid"])
     ledger.objects.add(f"{deployments}/target")
+    pods = f"/api/v1/namespaces/{fuzz_ns}/pods"
+    answer = raw.request("POST", pods, _json(_valid("pods", "target")))
+    assert answer.code == 201, answer.body
+    ledger.created.add(orjson.loads(answer.body)["metadata"]["uid"])
+    ledger.objects.add(f"{pods}/target")
+    subresource_bodies = st.one_of(values, st.fixed_dictionaries({}, optional={
+        "apiVersion": st.sampled_from(["v1", "policy/v1", "x"]), "kind": st.sampled_from(["Binding", "Eviction"]),
+        "metadata": st.one_of(values, st.fixed_dictionaries({"name": st.sampled_from(["target", "other", ""])})),
+        "target": st.one_of(values, st.fixed_dictionaries({"name": any_text.filter(_encodable)})),
+        "deleteOptions": values}))
     pointers = st.sampled_from(["/spec/replicas", "/metadata/labels/a", "/spec/template/spec/containers/0/image",
                                 "/spec/template/spec/containers/-", "/metadata/name", "/metadata/uid", "", "/",
                                 "/spec/template/spec/containers/9", "/a~1b", "/~2", "/status", "/kind",
@@ -388,7 +402,8 @@ def test_fuzz_patches_updates_and_deletes(raw: RawHttp, fuzz_ns: str,
     @fuzz_settings(200)
     @given(st.data())
     def request(data: DataObject) -> None:
-        what = data.draw(st.sampled_from(["patch", "patch", "patch", "update", "delete", "scale", "status"]))
+        what = data.draw(st.sampled_from(["patch", "patch", "patch", "update", "delete", "scale", "status",
+                                          "binding", "eviction"]))
         name = data.draw(st.sampled_from(["target", "target", "target", "missing"]))
         params = data.draw(queries)
         params.pop("watch", None)
@@ -412,6 +427,11 @@ def test_fuzz_patches_updates_and_deletes(raw: RawHttp, fuzz_ns: str,
                 body = data.draw(st.binary(max_size=200))
             if what != "patch":
                 path += f"/{what}"
+        elif what in ("binding", "eviction"):  # POSTed to the pod's subresource; a dry run leaves it be
+            method, path = "POST", f"{pods}/{name}/{what}"
+            body = _json(data.draw(subresource_bodies))
+            headers["Content-Type"] = "application/json"
+            params["dryRun"] = "All"
         elif what == "update":
             method = "PUT"
             doc = json.loads(json.dumps(stored))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -298,6 +299,8 @@ class ResourceHandlers:
     async def evict(self, request: web.Request, user: UserInfo, namespace: str, name: str) -> web.Response:
         data = codec.load(await request.read(), request.headers.get("Content-Type", codec.JSON))
         options = _delete_options(eviction.delete_options(data, name=name, namespace=namespace))
+        if dry_run(request.query):  # `?dryRun=All` (CreateOptions) as well as the Eviction's own deleteOptions
+            options = replace(options, dry_run=True)
         await self.endpoints.evict(user, namespace, name, options)
         return json_response(success_status(), 201)
 
