@@ -291,9 +291,10 @@ class Endpoints:
 
     async def evict(self, user: UserInfo, namespace: str, name: str,
                     options: DeleteOptions = DeleteOptions()) -> Message:
-        """pods/eviction (`kubectl drain`): a delete that asks first (no disruption budgets here yet)."""
+        """pods/eviction (`kubectl drain`): a delete its PodDisruptionBudget must allow (subresources/eviction.py)."""
+        from controlplane.apiserver.subresources import eviction
         async with self.request(user, "create", PODS, namespace, name, "eviction") as attrs:
-            return await self._delete(PODS, namespace, name, options, replace(attrs, verb="delete", subresource=""))
+            return await eviction.evict(self.registry, namespace, name, options, attrs)
 
     async def bind(self, user: UserInfo, namespace: str, binding: core_pb2.Binding) -> core_pb2.Pod:
         """pods/binding: the scheduler's decision for one pod."""
