@@ -28,6 +28,7 @@ from controlplane.controllers.cronjob import CronJobController
 from controlplane.controllers.csrapproving import CSRApprovingController
 from controlplane.controllers.csrsigning import CSRSigningController
 from controlplane.controllers.deployment import DeploymentController
+from controlplane.controllers.disruption import DisruptionController
 from controlplane.controllers.endpoints import EndpointsController
 from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
@@ -127,6 +128,7 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
                                    backoff=c.opts.job_pod_failure_backoff,
                                    max_backoff=c.opts.job_pod_failure_backoff_max),
     "cronjob": lambda c: CronJobController(c.client, c.factory, c.recorder("cronjob-controller")),
+    "disruption": lambda c: DisruptionController(c.client, c.factory, c.recorder("controllermanager")),
     "endpoints": lambda c: EndpointsController(c.client, c.factory),
     "garbagecollector": lambda c: GarbageCollector(c.client, c.factory),
     "namespace": lambda c: NamespaceController(c.client, c.factory),
