@@ -158,6 +158,15 @@ def _random_object(kind: kinds.Kind, rng: random.Random) -> Message:
                 FieldDescriptor.TYPE_BOOL: lambda: rng.random() < 0.5,
                 FieldDescriptor.TYPE_BYTES: lambda: b"hi"}.get(fd.type, lambda: rng.randrange(0, 2**31))()
 
+    def fill_message(sub: Any, depth: int) -> None:
+        if sub.DESCRIPTOR.full_name == "google.protobuf.Timestamp":
+            sub.seconds, sub.nanos = rng.randrange(2**31), rng.choice([0, 5000])
+        elif manifest.is_raw_json(sub.DESCRIPTOR):
+            sub.raw = b'{"f:spec":{}}'
+        else:
+            sub.SetInParent()
+            fill(sub, depth + 1)
+
     def fill(msg: Any, depth: int) -> None:
         for fd in msg.DESCRIPTOR.fields:
             if rng.random() < 0.4 or depth > 5:
@@ -171,20 +180,13 @@ def _random_object(kind: kinds.Kind, rng: random.Random) -> Message:
                 value_fd = fd.message_type.fields_by_name["value"]
                 for i in range(rng.randrange(3)):
                     if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
-                        fill(getattr(msg, fd.name)[f"k{i}"], depth + 1)
+                        fill_message(getattr(msg, fd.name)[f"k{i}"], depth)
                     else:
                         getattr(msg, fd.name)[f"k{i}"] = scalar(value_fd, fd.GetOptions().Extensions[
                             options_pb2.quantities])
             else:
                 for _ in range(rng.randrange(1, 3) if fd.is_repeated else 1):
-                    sub = getattr(msg, fd.name).add() if fd.is_repeated else getattr(msg, fd.name)
-                    if fd.message_type.full_name == "google.protobuf.Timestamp":
-                        sub.seconds, sub.nanos = rng.randrange(2**31), rng.choice([0, 5000])
-                    elif manifest.is_raw_json(fd.message_type):
-                        sub.raw = b'{"f:spec":{}}'
-                    else:
-                        sub.SetInParent()
-                        fill(sub, depth + 1)
+                    fill_message(getattr(msg, fd.name).add() if fd.is_repeated else getattr(msg, fd.name), depth)
     obj = kind.message()
     fill(obj, 0)
     return obj
