@@ -29,7 +29,7 @@ from controlplane.apiserver.admission.externalips import DenyServiceExternalIPs
 from controlplane.apiserver.admission.interface import CREATE, DELETE, UPDATE, Request
 from controlplane.apiserver.admission.limitranger import LimitRanger
 from controlplane.apiserver.admission.namespacelifecycle import NamespaceLifecycle
-from controlplane.apiserver.admission.noderestriction import NodeRestriction
+from controlplane.apiserver.admission.noderestriction import NodeRestriction, PodsQuery
 from controlplane.apiserver.admission.podsecurity import PodSecurity
 from controlplane.apiserver.admission.rbacescalation import RBACEscalation
 from controlplane.apiserver.admission.reservedhostports import DEFAULT_RESERVED_HOST_PORTS, ReservedHostPorts
@@ -42,14 +42,14 @@ __all__ = ["CREATE", "DEFAULT_RESERVED_HOST_PORTS", "DELETE", "UPDATE", "Chain",
 
 
 def new_chain(*, namespaces: NamespaceLifecycle,
-              stored_pods: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]],
+              stored_pods: PodsQuery,
               pods_on_node: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]],
               update_quota_status: Callable[[core_pb2.ResourceQuota], Awaitable[object]]) -> Chain:
     """The apiserver's admission chain, given what its plugins read and write through the registry."""
     return Chain([
         namespaces,
         LimitRanger(),
-        NodeRestriction(pods_on_node),
+        NodeRestriction(pods_on_node, stored_pods),
         PodSecurity(namespaces.get, stored_pods),
         ReservedHostPorts(),
         CertificateSubresources(),
