@@ -116,8 +116,9 @@ class NodeStatusManager:
         return node
 
     def _set_labels(self, node: core_pb2.Node) -> bool:
-        want = {"kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": _arch(), f"node-role.kubernetes.io/{self.config.node_role}": "",
+        # Only labels a kubelet owns: node restriction refuses a node's own node-role.kubernetes.io/* (the
+        # admin labels roles; `kctl cluster up` does), as it refuses any kubernetes.io label outside that set.
+        want = {"kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": _arch(),
                 **self.config.node_labels}
         changed = any(node.metadata.labels.get(k) != v for k, v in want.items())
         node.metadata.labels.update(want)
