@@ -90,7 +90,10 @@ class MetricsPublisher:
             report = metrics_pb2.PodMetrics(window=window, containers=containers)
             report.metadata.name, report.metadata.namespace = name, namespace
             report.timestamp.CopyFrom(now_timestamp())
-            await self._upsert(report)
+            try:
+                await self._upsert(report)
+            except ApiError as err:  # e.g. Forbidden: the pod was just deleted (node restriction); the rest go on
+                log.info("publishing the metrics of pod %s/%s: %s", namespace, name, err)
         # Pods whose containers are gone: their last report would otherwise linger in `top pods`.
         for namespace, name in self._published - set(pods):
             try:
