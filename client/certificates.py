@@ -171,6 +171,23 @@ def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
 _EXTENDED = {"client auth": ExtendedKeyUsageOID.CLIENT_AUTH, "server auth": ExtendedKeyUsageOID.SERVER_AUTH}
 
 
+def _key_usage(usages: Sequence[str]) -> x509.KeyUsage | None:
+    """The KeyUsage extension for certificates.k8s.io usages; None when none is a key usage.
+
+    RFC 5280 requires at least one bit in a KeyUsage extension, so a request for
+    `[client auth]` alone gets no KeyUsage at all (as Go's x509, and so Kubernetes'
+    signer, leave it out when no key usage is set), not an empty critical one that
+    TLS stacks reject.
+    """
+    wanted = {u for u in usages if u in bootstrap.KEY_USAGES}
+    if not wanted:
+        return None
+    return x509.KeyUsage(
+        digital_signature="digital signature" in wanted, key_encipherment="key encipherment" in wanted,
+        key_agreement="key agreement" in wanted, content_commitment=False, data_encipherment=False,
+        key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False)
+
+
 def sign_csr(ca: KeyPair, csr_pem: bytes, usages: Sequence[str], duration: dt.timedelta) -> bytes:
     """Issue a certificate for a request, as Kubernetes' csrsigning controller does.
 
@@ -194,12 +211,11 @@ def sign_csr(ca: KeyPair, csr_pem: bytes, usages: Sequence[str], duration: dt.ti
         .serial_number(x509.random_serial_number())
         .not_valid_before(start).not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature="digital signature" in usages, key_encipherment="key encipherment" in usages,
-            key_agreement="key agreement" in usages, content_commitment=False, data_encipherment=False,
-            key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
+    key_usage = _key_usage(usages)
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=True)
     extended = [_EXTENDED[u] for u in usages if u in _EXTENDED]
     if extended:
         builder = builder.add_extension(x509.ExtendedKeyUsage(extended), critical=False)
