@@ -8,6 +8,12 @@ auth-extra-groups and description. The apiserver authenticates such a token as
 user `system:bootstrap:<token-id>` in group `system:bootstrappers`; the token
 cleaner deletes the Secret once it expires.
 
+Flotilla adds one optional key, `node-names` (comma-separated): the nodes the
+token is meant for (`kctl token create --node NAME`; `kctl cluster up` names
+its workers). The CSR approver then approves a node identity requested with
+that token only for one of those names, so a token leaked from one new node
+cannot mint the identity of another; without the key, any name, as kubeadm.
+
 What a joining node may read about the cluster is the `kube-public/cluster-info`
 ConfigMap (as kubeadm keeps it): a kubeconfig under the key `kubeconfig` naming
 the apiserver's client-certificate address and the cluster CA.
@@ -41,11 +47,14 @@ KEY_TOKEN_SECRET = "token-secret"
 KEY_EXPIRATION = "expiration"
 KEY_DESCRIPTION = "description"
 KEY_EXTRA_GROUPS = "auth-extra-groups"
+KEY_NODE_NAMES = "node-names"  # Flotilla's: the nodes the token may obtain an identity for
 USAGE_PREFIX = "usage-bootstrap-"
 USAGES = ("authentication", "signing")
 
 TOKEN_PATTERN = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# A Node's name: a DNS-1123 subdomain.
+NODE_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 CLUSTER_INFO_NAMESPACE = "kube-public"
 CLUSTER_INFO_NAME = "cluster-info"
@@ -91,8 +100,15 @@ def rfc3339(when: dt.datetime) -> str:
 
 def token_secret(token: Token, *, ttl: dt.timedelta | None, description: str = "",
                  extra_groups: tuple[str, ...] = (DEFAULT_EXTRA_GROUP,),
-                 usages: tuple[str, ...] = USAGES, now: dt.datetime | None = None) -> core_pb2.Secret:
-    """The Secret that makes `token` valid; `ttl=None` (or zero) never expires."""
+                 usages: tuple[str, ...] = USAGES, node_names: tuple[str, ...] = (),
+                 now: dt.datetime | None = None) -> core_pb2.Secret:
+    """The Secret that makes `token` valid; `ttl=None` (or zero) never expires.
+
+    `node_names`, when given, are the only nodes whose identity the token may obtain.
+    """
+    for name in node_names:
+        if len(name) > 253 or not NODE_NAME_PATTERN.match(name):
+            raise ValueError(f"node name {name!r} must be a lowercase DNS subdomain (a-z, 0-9, '-', '.')")
     for group in extra_groups:
         if not EXTRA_GROUP_PATTERN.match(group):
             raise ValueError(f"extra group {group!r} must start with system:bootstrappers: and contain only "
@@ -111,6 +127,8 @@ def token_secret(token: Token, *, ttl: dt.timedelta | None, description: str = "
         data[USAGE_PREFIX + usage] = "true"
     if extra_groups:
         data[KEY_EXTRA_GROUPS] = ",".join(extra_groups)
+    if node_names:
+        data[KEY_NODE_NAMES] = ",".join(node_names)
     for key, value in data.items():
         secret.data[key] = value.encode()
     return secret
@@ -148,6 +166,17 @@ def usages_of(secret: core_pb2.Secret) -> list[str]:
 
 def extra_groups_of(secret: core_pb2.Secret) -> list[str]:
     return [g.strip() for g in data_text(secret, KEY_EXTRA_GROUPS).split(",") if g.strip()]
+
+
+def node_names_of(secret: core_pb2.Secret) -> list[str]:
+    """The nodes the token is meant for; empty when it names none (any node may use it)."""
+    return [n.strip() for n in data_text(secret, KEY_NODE_NAMES).split(",") if n.strip()]
+
+
+def token_id_of_user(user: str) -> str | None:
+    """The token id a bootstrap user name (`system:bootstrap:<id>`) stands for; None for other users."""
+    token_id = user.removeprefix(BOOTSTRAP_USER_PREFIX)
+    return token_id if user.startswith(BOOTSTRAP_USER_PREFIX) and token_id else None
 
 
 # ---------------------------------------------------------------- cluster-info

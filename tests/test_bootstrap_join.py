@@ -11,7 +11,11 @@ as `system:kube-controller-manager` over mTLS:
   `system:node:<n>`, which may update its own Node and no other;
 - a bootstrap token may ask for certificates and do nothing else, cannot
   approve its own request, and stops working (then disappears) once expired;
-- a request for another signer waits until `kctl certificate approve`.
+- a request for another signer waits until `kctl certificate approve`;
+- a token made for a node (`--node NAME`) obtains that node's identity and no
+  other's (issue 20: a leaked join token cannot mint a running node's identity);
+- a request for `client auth` alone gets a valid certificate (no empty KeyUsage)
+  that completes a TLS handshake with the apiserver.
 """
 
 from __future__ import annotations
@@ -393,13 +397,19 @@ def test_the_approver_approves_only_kubelet_client_requests_from_bootstrappers_o
     from controlplane.controllers.csrapproving import auto_approval
 
     joiner = ("system:bootstrap:abcdef", ("system:bootstrappers", "system:authenticated"))
-    assert auto_approval(_node_csr(*joiner, "system:node:n1")) is not None
+    any_node = bootstrap.token_secret(bootstrap.parse_token("abcdef.0123456789abcdef"), ttl=None)
+    for_n1 = bootstrap.token_secret(bootstrap.parse_token("abcdef.0123456789abcdef"), ttl=None, node_names=("n1",))
+    assert auto_approval(_node_csr(*joiner, "system:node:n1"), any_node) is not None
+    assert auto_approval(_node_csr(*joiner, "system:node:n1"), for_n1) is not None
+    assert auto_approval(_node_csr(*joiner, "system:node:n2"), for_n1) is None  # not the token's node
+    assert auto_approval(_node_csr(*joiner, "system:node:n1")) is None  # the token is gone: nothing vouches
     assert auto_approval(_node_csr("system:node:n1", ("system:nodes",), "system:node:n1")) is not None
     assert auto_approval(_node_csr("system:node:n2", ("system:nodes",), "system:node:n1")) is None  # not its own
     assert auto_approval(_node_csr("mallory", ("developers",), "system:node:n1")) is None
-    assert auto_approval(_node_csr(*joiner, "system:node:n1", ("system:masters",))) is None
-    assert auto_approval(_node_csr(*joiner, "admin")) is None
-    assert auto_approval(_node_csr(*joiner, "system:node:n1", signer=bootstrap.SIGNER_KUBE_APISERVER_CLIENT)) is None
+    assert auto_approval(_node_csr(*joiner, "system:node:n1", ("system:masters",)), any_node) is None
+    assert auto_approval(_node_csr(*joiner, "admin"), any_node) is None
+    assert auto_approval(_node_csr(*joiner, "system:node:n1", signer=bootstrap.SIGNER_KUBE_APISERVER_CLIENT),
+                         any_node) is None
 
 
 async def test_waiting_for_an_unapproved_certificate_ends_with_a_clear_error(cluster: Cluster) -> None:
@@ -437,3 +447,50 @@ async def test_the_kubelet_process_bootstraps_before_it_starts(cluster: Cluster,
                          str(tmp_path / "none.conf")], capture_output=True, text=True, timeout=30)
     assert missing.returncode != 0
     assert "TLS bootstrap failed: neither the kubeconfig" in missing.stderr and "kctl join" in missing.stderr
+
+
+async def test_a_token_for_one_node_cannot_obtain_another_nodes_identity(cluster: Cluster, tmp_path: Path) -> None:
+    args = await join_command(cluster, "--node", "join-node-5")
+    token = args[args.index("--token") + 1]
+    async with cluster.client_as("kubernetes-admin", "system:masters") as admin:
+        secret = await admin.get(core_pb2.Secret, f"bootstrap-token-{token[:6]}", "kube-system")
+    assert secret.data["node-names"] == b"join-node-5"
+    async with cluster.token_client(token) as joiner:
+        # The attack: the token leaked from the new machine asks for a node that already runs.
+        with pytest.raises(kubelet_bootstrap.BootstrapError, match=r"it may need `kctl certificate approve"):
+            await kubelet_bootstrap.request_certificate(joiner, "join-node-running", timeout=2.0)
+        # The machine it was made for gets its identity.
+        cert_pem, _ = await kubelet_bootstrap.request_certificate(joiner, "join-node-5", timeout=15.0)
+    assert certificates.identity_of(cert_pem) == ("system:node:join-node-5", ("system:nodes",))
+    async with cluster.client_as("kubernetes-admin", "system:masters") as admin:
+        stolen = [c for c in (await admin.list(CSR)).items
+                  if c.spec.username == f"system:bootstrap:{token[:6]}" and not c.status.certificate]
+    assert len(stolen) == 1 and not stolen[0].status.conditions  # left Pending, for a person
+    code, out = await kctl(cluster, "token", "create", "--node", "Bad_Name")
+    assert code == 1 and "must be a lowercase DNS subdomain" in out
+
+
+async def test_a_client_auth_only_certificate_is_valid_and_opens_a_tls_session(cluster: Cluster) -> None:
+    from cryptography import x509
+
+    request_pem, key_pem = certificates.create_csr("dave", ("developers",))
+    csr = bootstrap.new_csr(request_pem, bootstrap.SIGNER_KUBE_APISERVER_CLIENT, ("client auth",), name="join-dave")
+    async with cluster.client_as("kubernetes-admin", "system:masters") as admin:
+        await admin.create(csr)
+        code, out = await kctl(cluster, "certificate", "approve", "join-dave")
+        assert code == 0, out
+
+        async def issued() -> bool:
+            return bool((await admin.get(CSR, "join-dave")).status.certificate)
+        await eventually(issued, "the signer to issue join-dave")
+        cert_pem = (await admin.get(CSR, "join-dave")).status.certificate
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    with pytest.raises(x509.ExtensionNotFound):  # no KeyUsage at all rather than an empty, critical one
+        cert.extensions.get_extension_for_class(x509.KeyUsage)
+    usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usages) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    # The handshake completes and the apiserver knows dave: RBAC, not TLS, is what answers.
+    credentials = grpc.ssl_channel_credentials(cluster.ca.cert_pem, key_pem, cert_pem)
+    async with Client(cluster.secure, credentials=credentials, timeout=10) as dave:
+        with pytest.raises(Forbidden, match='User "dave" cannot list resource "pods"'):
+            await dave.list(core_pb2.Pod, "default")

@@ -6,7 +6,9 @@ only ask for a node certificate and read `kube-public/cluster-info`. The
 cluster-info ConfigMap says where joining nodes go: the client-certificate
 address and CA (its `kubeconfig`), and Flotilla's token address (`bootstrap-server`,
 since Python gRPC takes tokens and client certificates on separate ports).
-`create --print-join-command` prints the `kctl join` line for a new node.
+`create --print-join-command` prints the `kctl join` line for a new node;
+`create --node NAME` makes a token that can obtain only that node's identity
+(the CSR approver checks it).
 """
 
 from __future__ import annotations
@@ -65,16 +67,20 @@ async def join_command(client: Client, token: bootstrap.Token) -> str:
               help="extra groups (comma-separated, each system:bootstrappers:...) the token authenticates as")
 @click.option("--usages", default=",".join(bootstrap.USAGES), show_default=True,
               help="what the token may be used for")
+@click.option("--node", "nodes", multiple=True, metavar="NAME",
+              help="the node this token is for (repeatable): its certificate request is approved only for these "
+                   "names; default: any")
 @click.option("--print-join-command", is_flag=True, help="print the full `kctl join` command for a new node")
 @context.global_options
-def create(token_text: str, ttl: str, description: str, groups: str, usages: str,
+def create(token_text: str, ttl: str, description: str, groups: str, usages: str, nodes: tuple[str, ...],
            print_join_command: bool) -> None:
     """Create a bootstrap token (random unless TOKEN is given) and print it."""
     try:
         new = bootstrap.parse_token(token_text) if token_text else bootstrap.generate_token()
         secret = bootstrap.token_secret(new, ttl=_ttl(ttl), description=description,
                                         extra_groups=tuple(g.strip() for g in groups.split(",") if g.strip()),
-                                        usages=tuple(u.strip() for u in usages.split(",") if u.strip()))
+                                        usages=tuple(u.strip() for u in usages.split(",") if u.strip()),
+                                        node_names=tuple(n.strip() for n in nodes if n.strip()))
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
