@@ -26,7 +26,8 @@ socket, runc root, CNI dirs, cgroup prefix), started inside the namespace with
 nsenter; its kubelet runs in the namespace too (the apiserver dials the kubelet
 API at the node's InternalIP) and registers the podCIDR 10.244.<i>.0/24; its
 proxy runs on the host and programs the namespace's nftables. Workers join as
-kubeadm's do: `up` creates a bootstrap token (TTL 1 h) through the API, runs
+kubeadm's do: `up` creates a bootstrap token (TTL 1 h, good for the planned
+workers' names only, deleted once they are Ready) through the API, runs
 `kctl join`'s discovery for each worker (the CA pinned by its hash) to write
 the node's bootstrap kubeconfig, and the worker's kubelet, started once that
 file exists, gets its own client certificate by a CertificateSigningRequest
@@ -193,7 +194,8 @@ class LocalProvider:
         # bootstrap token for the workers, and kube-dns.
         token = bootstrap.generate_token()
         ca_pem = files.ca().cert_pem
-        phases.wait(lambda: phases.publish(state.kubeconfig, cluster, ca_pem, token=token),
+        phases.wait(lambda: phases.publish(state.kubeconfig, cluster, ca_pem, token=token,
+                                           nodes=state.worker_names()),
                     "cluster-info, a bootstrap token and kube-dns", deadline, hint=hint)
         progress.done(f"apiserver https://{state.api_address} (tokens :{cluster.token_port}), etcd, scheduler, "
                       f"controller manager, DNS {state.master_address}:53 (kube-dns {DNS_SERVICE_IP})")
@@ -201,7 +203,7 @@ class LocalProvider:
         progress.phase("join")
         command = phases.JoinCommand.for_plan(cluster, token, ca_pem)
         phases.join_workers(state.worker_names(), self.join, command, deadline, hint=hint)
-        progress.done(phases.join_detail(len(state.worker_names()), command))
+        progress.done(phases.join_detail(len(state.worker_names())))
 
         progress.phase("nodes")
         phases.wait(lambda: (folder / "supervisor.ready").exists(), "every daemon started", deadline, hint=hint)
@@ -209,6 +211,10 @@ class LocalProvider:
 
         progress.phase("node readiness")
         phases.wait_for_nodes_ready(state.kubeconfig, [n.name for n in infos], deadline, hint=hint)
+        # Every worker holds its certificate now: the token has done its job, and nothing else may join with it.
+        phases.delete_token(state.kubeconfig, token)
+        phases.wait(lambda: phases.label_node_roles(state.kubeconfig, cluster), "the nodes' role labels", deadline,
+                    hint=hint)
         progress.done(f"{len(infos)} Nodes Ready")
 
     def join(self, node: str, command: phases.JoinCommand) -> None:

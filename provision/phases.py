@@ -6,10 +6,12 @@ is the same everywhere and lives here:
 
     wait                 poll a check until a deadline, keeping the last error for the message
     wait_for_port        the apiserver's port answers (cheap to poll while it starts)
-    publish              kube-public/cluster-info, kube-dns and a bootstrap token, as the admin
+    publish              kube-public/cluster-info, kube-dns and a bootstrap token for the workers, as the admin
     join_workers         each worker joins with that token (the provider's `join`), retried, all at once
     node_statuses        each Node Ready or not, by its Ready condition read through the API
     wait_for_nodes_ready every planned Node Ready
+    label_node_roles     node-role.kubernetes.io/<role> on each Node (a kubelet may not label its own role)
+    delete_token         the workers' token deleted once they hold certificates (`up` prints no live token)
     point_kctl_at        the admin's context merged into the user's kubeconfig (and taken out at down)
 
 Everything here talks to the apiserver in-process through client/ (never by
@@ -34,13 +36,17 @@ import yaml
 
 from client import bootstrap, certificates
 from client import config as clientconfig
-from proto import core_pb2, manifest
-from proto.errors import AlreadyExists, ApiError
+from proto import core_pb2, manifest, wellknown
+from proto.errors import AlreadyExists, ApiError, NotFound
 from provision import components
 from provision.provider import ProvisionError
 
-# Long enough to add a node by hand after `up`, short-lived like kubeadm's.
+# The token `up` makes lives only as long as its workers' joining may take: `up` deletes it once they hold
+# their certificates, and this bounds it should `up` stop half-way. (kubeadm's default, for tokens a person
+# makes with `kctl token create`, stays 24 h.)
 JOIN_TOKEN_TTL = dt.timedelta(hours=1)
+# What `up` prints for adding a node later: the command that makes a fresh token, never a live one.
+ADD_NODE_COMMAND = "kctl token create --print-join-command --node <name>"
 
 
 class WaitTimeout(ProvisionError):
@@ -94,9 +100,11 @@ def dns_manifest(master_address: str, dns_ip: str = components.DEFAULT_DNS_IP) -
 
 
 def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes, *,
-            token: bootstrap.Token | None = None, ttl: dt.timedelta = JOIN_TOKEN_TTL) -> bool:
+            token: bootstrap.Token | None = None, nodes: Sequence[str] = (),
+            ttl: dt.timedelta = JOIN_TOKEN_TTL) -> bool:
     """What a new cluster serves: kube-public/cluster-info (what `kctl join` trusts and reads), kube-dns and,
-    given one, a bootstrap token (what `kctl token create` makes), created in-process as the admin.
+    given one, a bootstrap token (what `kctl token create` makes) for the worker `nodes` only (the CSR
+    approver approves no other node's identity with it), created in-process as the admin.
 
     Idempotent, so callers retry it (phases.wait) while the apiserver warms up.
     """
@@ -104,7 +112,7 @@ def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes,
     objects = [info, *(manifest.from_dict(doc) for doc in yaml.safe_load_all(dns_manifest(plan.master_address,
                                                                                            plan.dns_ip)))]
     if token is not None:
-        objects.append(bootstrap.token_secret(token, ttl=ttl,
+        objects.append(bootstrap.token_secret(token, ttl=ttl, node_names=tuple(nodes),
                                               description=f"kctl cluster up: joins the nodes of {plan.name}"))
 
     async def create() -> None:
@@ -163,10 +171,43 @@ def join_workers(workers: Sequence[str], join: Callable[[str, JoinCommand], None
             future.result()
 
 
-def join_detail(joined: int, command: JoinCommand, ttl: dt.timedelta = JOIN_TOKEN_TTL) -> str:
-    """The join phase's report: how many joined, and the line that adds another node."""
-    return (f"{joined} workers joined with a bootstrap token (TTL {ttl.total_seconds() / 3600:g} h); "
-            f"to add a node: {command}")
+def join_detail(joined: int) -> str:
+    """The join phase's report: how many joined, and how to add another node (never the token itself:
+    `up`'s output lands in terminals, logs and CI transcripts, and the token is deleted once used)."""
+    return f"{joined} workers joined with a bootstrap token; to add a node: {ADD_NODE_COMMAND}"
+
+
+def delete_token(kubeconfig: str | Path, token: bootstrap.Token) -> None:
+    """Delete `up`'s join token once its workers hold their certificates: nothing may join with it any more."""
+    async def delete() -> None:
+        async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
+            with contextlib.suppress(NotFound):
+                await client.delete(core_pb2.Secret, token.secret_name, bootstrap.TOKEN_NAMESPACE)
+
+    try:
+        asyncio.run(delete())
+    except (ApiError, clientconfig.ConfigError) as err:
+        raise RuntimeError(f"cannot delete the join token {token.id}: {err}") from None
+
+
+def label_node_roles(kubeconfig: str | Path, plan: components.ClusterPlan) -> bool:
+    """`node-role.kubernetes.io/<role>` on each planned Node that lacks it, as the admin (kubeadm's
+    mark-control-plane): node restriction refuses a kubelet labelling its own role, since the control
+    plane's pods select on it. Idempotent, for phases.wait."""
+    async def label() -> None:
+        async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
+            for planned in plan.nodes:
+                key = wellknown.LABEL_NODE_ROLE_PREFIX + planned.role
+                node = await client.get(core_pb2.Node, planned.name)
+                if key not in node.metadata.labels:
+                    node.metadata.labels[key] = ""
+                    await client.update(node)
+
+    try:
+        asyncio.run(label())
+    except (ApiError, clientconfig.ConfigError) as err:
+        raise RuntimeError(f"cannot label the nodes' roles: {err}") from None
+    return True
 
 
 # ---------------------------------------------------------------- readiness

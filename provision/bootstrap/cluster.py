@@ -23,7 +23,10 @@ Workers join as with kubeadm: each worker without credentials runs `kctl join`
 with the token and the CA's pin (`join`, its bootstrap kubeconfig written),
 then its kubelet starts with `--bootstrap-kubeconfig`, obtaining its own client
 certificate through a CSR the controller manager signs. Workers that joined
-before are not joined again, and no token is made when none needs one. The
+before are not joined again, and no token is made when none needs one; the
+token is good for the new workers' names only and is deleted once they are
+Ready (`up` prints `kctl token create --print-join-command`, never a live
+token). Roles are labelled by the admin once Nodes are Ready. The
 master's kubelet, the kubelet API's serving certificates and the proxy's
 kubeconfig come from this host.
 """
@@ -229,7 +232,8 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
     workers = [m for m in machines if m.role == "worker"]
     new = [w for w in workers if steps.needs_join(w.host, plan, plan.node(w.node))]
     token = bootstrap.generate_token() if new else None
-    phases.wait(lambda: phases.publish(kubeconfig, plan, bundle.ca().cert_pem, token=token),
+    phases.wait(lambda: phases.publish(kubeconfig, plan, bundle.ca().cert_pem, token=token,
+                                       nodes=[w.node for w in new]),
                 "cluster-info and kube-dns", deadline, hint=hint, interval=POLL)
     done("apiserver ready", f"apiserver {plan.https_url} (gRPC {plan.grpc_server}), cluster-info, "
                             f"kube-dns {plan.dns_ip}")
@@ -248,13 +252,17 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
         by_name = {w.node: w for w in new}
         phases.join_workers(list(by_name), lambda node, cmd: join(by_name[node], cmd), command, deadline,
                             hint=hint)
-        joined = phases.join_detail(len(new), command)
+        joined = phases.join_detail(len(new))
     start_kubelets(plan, workers, state)
     done("workers join", joined)
 
     progress.phase("node readiness")
     phases.wait_for_nodes_ready(kubeconfig, [m.node for m in machines], deadline, hint=hint,
                                 report=progress.step, interval=POLL)
+    if token is not None:  # every worker holds its certificate: nothing else may join with this token
+        phases.delete_token(kubeconfig, token)
+    phases.wait(lambda: phases.label_node_roles(kubeconfig, plan), "the nodes' role labels", deadline, hint=hint,
+                interval=POLL)
     done("nodes ready", f"{len(machines)} Nodes Ready")
     if write_default_config:
         phases.point_kctl_at(kubeconfig)
