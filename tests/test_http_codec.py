@@ -4,7 +4,7 @@ A list's items are spliced in as per-object JSON found again by version, watch
 lines likewise, Table rows convert only what they show, and times of whole
 seconds skip json_format: each must be byte-identical to dumping the dict that
 proto/manifest.py's `to_dict` builds, or clients would see the difference. And
-request bodies decoded straight into messages (codec.from_manifest) must give
+request bodies decoded straight into messages (manifests.from_manifest) must give
 manifest.from_dict's object, or its very error, for any manifest at all.
 """
 
@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from controlplane import printers
-from controlplane.apiserver.http import codec
+from controlplane.apiserver.http import codec, manifests
 from proto import core_pb2, kinds, manifest, options_pb2
 from proto.errors import ApiError, Invalid
 
@@ -215,15 +215,17 @@ def test_from_manifest_is_manifest_from_dict(kind: kinds.Kind) -> None:
     for _ in range(25):
         data = manifest.to_dict(_random_object(kind, rng))
         for candidate in (data, _spoil(data, rng)):
-            fast = _outcome(lambda c=candidate: codec.from_manifest(kind, copy.deepcopy(c)))  # type: ignore[misc]
+            fast = _outcome(lambda c=candidate: manifests.from_manifest(kind, copy.deepcopy(c)))  # type: ignore[misc]
             assert fast == _outcome(lambda c=candidate: manifest.from_dict(copy.deepcopy(c), kind))  # type: ignore[misc]
 
 
 def test_from_manifest_refusals_name_the_field() -> None:
     with pytest.raises(Invalid) as bad:
-        codec.from_manifest(PODS, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": 5}]}})
+        manifests.from_manifest(PODS, {"metadata": {"name": "p"}, "spec": {"containers": [{"name": 5}]}})
     assert bad.value.causes == [("spec.containers[0].name", "expected a string, got number")]
     with pytest.raises(Invalid):
-        codec.from_manifest(PODS, {"spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": "lots"}}}]}})
-    pod = codec.from_manifest(PODS, {"metadata": {"name": "p", "creationTimestamp": None}, "spec": {"nodeName": "n"}})
+        manifests.from_manifest(PODS, {"spec": {"containers": [{"name": "c",
+                                                                "resources": {"limits": {"cpu": "lots"}}}]}})
+    pod = manifests.from_manifest(PODS, {"metadata": {"name": "p", "creationTimestamp": None},
+                                         "spec": {"nodeName": "n"}})
     assert (pod.api_version, pod.kind, pod.metadata.name) == ("v1", "Pod", "p")  # type: ignore[attr-defined]

@@ -3,8 +3,9 @@
 - **Requests** come as JSON (`kubectl`, the Python client, which sends no
   Content-Type at all), YAML, or Kubernetes protobuf (`k8s\\0` + runtime.Unknown,
   what kubectl 1.32's generators POST; proto/wire.py decodes it). Every body
-  ends as a Kubernetes JSON dict and goes through proto/manifest.py, so the
-  same paths and messages name a bad field whichever encoding carried it.
+  ends as a Kubernetes JSON dict and becomes a message by manifests.py (fast,
+  deferring to proto/manifest.py on anything unusual), so the same paths and
+  messages name a bad field whichever encoding carried it.
 - **fieldValidation**: `Strict` refuses unknown fields (400, naming each one's
   path, as kube-apiserver's strict decoding does); `Warn` (the default) drops
   them and says so in `Warning` headers; `Ignore` drops them silently.
@@ -15,7 +16,10 @@
 Objects become JSON through `object_dict`, a converter compiled once per message
 type that yields exactly what `manifest.to_dict` does (the test suite checks the
 two agree) at a fraction of the cost: a list of 10,000 pods is the apiserver's
-biggest answer, and json_format's generic walk would dominate it.
+biggest answer, and json_format's generic walk would dominate it. Stored objects'
+JSON is kept by version (`EncodedObjects`) and replicas share their spec's
+(`object_json`), so lists and watches splice bytes made once (bench/README.md
+has the figures).
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from controlplane import printers
+from controlplane.apiserver.http import manifests
 from proto import kinds, manifest, options_pb2, wire
 from proto.errors import BadRequest, Invalid, TooLarge
-from proto.quantity import QuantityError, parse_quantity
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -398,175 +402,6 @@ def _drop(data: Any, path: str) -> None:
         node = node[name]
 
 
-class _Unusual(Exception):
-    """Input the fast decoder leaves to proto/manifest.py (errors, proto field names, rare types)."""
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Unusual
-    if not value.isascii():
-        try:
-            value.encode("utf-8")  # lone surrogates (from YAML) cannot be stored: manifest.py says so
-        except UnicodeEncodeError:
-            raise _Unusual from None
-    return value
-
-
-def _is_quantity(fd: Any) -> bool:
-    return bool(fd.GetOptions().Extensions[options_pb2.quantities])
-
-
-def _integer(bits: int) -> Callable[[Any], int]:
-    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1)
-
-    def integer(value: Any) -> int:
-        if type(value) is not int or not low <= value < high:  # bool is not int here, as in manifest.py
-            raise _Unusual
-        return value
-    return integer
-
-
-def _boolean(value: Any) -> bool:
-    if type(value) is not bool:
-        raise _Unusual
-    return value
-
-
-def _quantity(value: Any) -> str:
-    try:
-        parse_quantity(_text(value))
-    except QuantityError:
-        raise _Unusual from None
-    return str(value)
-
-
-def _int_or_string_text(value: Any) -> str:
-    if type(value) is int:
-        return str(value)
-    return _text(value)
-
-
-_SCALARS: dict[int, Callable[[Any], Any]] = {
-    FieldDescriptor.TYPE_STRING: _text, FieldDescriptor.TYPE_BOOL: _boolean,
-    FieldDescriptor.TYPE_INT32: _integer(32), FieldDescriptor.TYPE_SINT32: _integer(32),
-    FieldDescriptor.TYPE_INT64: _integer(64), FieldDescriptor.TYPE_SINT64: _integer(64),
-}
-
-
-def _scalar(fd: Any, quantity: bool) -> Callable[[Any], Any]:
-    """The check (and conversion) of one scalar value of this field; _Unusual for types left to manifest.py."""
-    if quantity or _is_quantity(fd):
-        return _quantity
-    if fd.type == FieldDescriptor.TYPE_STRING and fd.GetOptions().Extensions[options_pb2.int_or_string]:
-        return _int_or_string_text
-    check = _SCALARS.get(fd.type)
-    if check is None:  # bytes (base64), unsigned and floating numbers: json_format's own rules
-        def unusual(value: Any) -> Any:
-            raise _Unusual
-        return unusual
-    return check
-
-
-def _field_setter(fd: Any) -> Callable[[Message, Any], None]:
-    """Sets this field of a message from its manifest value, as manifest.from_dict would."""
-    name = fd.name
-    if fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry:
-        value_fd = fd.message_type.fields_by_name["value"]
-        if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
-            def unusual(msg: Message, value: Any) -> None:
-                raise _Unusual
-            return unusual
-        check = _scalar(value_fd, _is_quantity(fd))
-
-        def set_map(msg: Message, value: Any) -> None:
-            if type(value) is not dict:
-                raise _Unusual
-            target = getattr(msg, name)
-            for k, v in value.items():
-                if v is not None:
-                    target[_text(k)] = check(v)
-        return set_map
-    if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        sub = fd.message_type
-        if sub.full_name == "google.protobuf.Timestamp":
-            def set_time(target: Any, value: Any) -> None:
-                try:
-                    target.FromJsonString(_text(value))
-                except ValueError:
-                    raise _Unusual from None
-            one: Callable[[Any, Any], None] = set_time
-        elif manifest.is_raw_json(sub):
-            def set_raw(target: Any, value: Any) -> None:
-                if isinstance(value, str):
-                    _text(value)  # a string of any field is checked for UTF-8 first, as manifest.py does
-                try:
-                    target.raw = manifest.raw_json_bytes(value)
-                except (TypeError, ValueError):
-                    raise _Unusual from None
-            one = set_raw
-        else:
-            def set_message(target: Any, value: Any) -> None:
-                target.SetInParent()  # `{}` is a present, empty message, as json_format makes it
-                _filler(sub)(target, value)
-            one = set_message
-        if fd.is_repeated:
-            def set_messages(msg: Message, value: Any) -> None:
-                if type(value) is not list:
-                    raise _Unusual
-                target = getattr(msg, name)
-                for item in value:
-                    one(target.add(), item)
-            return set_messages
-        return lambda msg, value: one(getattr(msg, name), value)
-    check = _scalar(fd, False)
-    if fd.is_repeated:
-        def set_scalars(msg: Message, value: Any) -> None:
-            if type(value) is not list:
-                raise _Unusual
-            getattr(msg, name).extend([check(v) for v in value])
-        return set_scalars
-    return lambda msg, value: setattr(msg, name, check(value))
-
-
-@cache
-def _filler(desc: Any) -> Callable[[Message, Any], None]:
-    """Fills a message of this type from a manifest dict, or raises _Unusual."""
-    setters: dict[str, Callable[[Message, Any], None]] = {}
-
-    def fill(msg: Message, data: Any) -> None:
-        if not setters:  # filled on first use, as _converter's table
-            for fd in desc.fields:
-                setters[fd.json_name] = _field_setter(fd)
-        if type(data) is not dict:
-            raise _Unusual
-        for key, value in data.items():
-            setter = setters.get(key)
-            if setter is None:  # an unknown field (even a null one), or a proto name (pod_ip)
-                raise _Unusual
-            if value is not None:  # `creationTimestamp: null` and friends mean "unset"
-                setter(msg, value)
-    return fill
-
-
-def from_manifest(kind: kinds.Kind, data: Any) -> Message:
-    """`manifest.from_dict(data, kind)`: the same message, or the same error.
-
-    A manifest is walked once, straight into the message; json_format's
-    ParseDict after manifest.py's checks costs five times as much, a third of an
-    HTTP create. Anything unusual (a bad field, a proto field name, bytes) goes to
-    manifest.py, which decides, so answers and errors stay as they are.
-    """
-    obj = kind.message()
-    try:
-        _filler(kind.message.DESCRIPTOR)(obj, data)
-    except (_Unusual, ValueError, TypeError):  # upb's own refusals too (e.g. a negative unsigned number)
-        return manifest.from_dict(data, kind)
-    obj.api_version = kind.api_version  # type: ignore[attr-defined]
-    obj.kind = kind.kind  # type: ignore[attr-defined]
-    return obj
-
-
 def to_object(kind: kinds.Kind, data: Any, validation: str = WARN) -> tuple[Message, list[str]]:
     """A manifest dict as the kind's message, and the warnings to send back.
 
@@ -583,7 +418,7 @@ def to_object(kind: kinds.Kind, data: Any, validation: str = WARN) -> tuple[Mess
     warnings: list[str] = []
     for _attempt in range(3):
         try:
-            return from_manifest(kind, data), warnings
+            return manifests.from_manifest(kind, data), warnings
         except Invalid as err:
             unknown = [path for path, message in err.causes if _UNKNOWN_FIELD.match(message)]
             if not unknown:
