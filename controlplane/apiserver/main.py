@@ -94,7 +94,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="seconds of etcd history to keep; 0 disables compaction")
     parser.add_argument("--bookmark-interval", type=float, default=30.0,
                         help="seconds of quiet before a watch gets a BOOKMARK")
-    parser.add_argument("--audit-log-path", default="", help="write one JSON line per mutating request here")
+    parser.add_argument("--audit-log-path", default="", help="one JSON line per write and per read of a Secret (0600)")
     parser.add_argument("--audit-log-maxsize", type=int, default=100, help="MiB before the audit log rotates")
     parser.add_argument("--audit-log-maxbackup", type=int, default=5, help="rotated audit files to keep")
     parser.add_argument("--disable-admission-plugins", default="", type=_names,
