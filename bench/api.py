@@ -578,8 +578,13 @@ def control_plane() -> Iterator[tuple[Etcd, ApiServer, str]]:
         base = Path(tmp)
         etcd = start_etcd(base / "etcd", log_dir=base)
         stop.callback(etcd.process.stop)
-        http_listen = f"127.0.0.1:{free_port()}"
-        apiserver = start_apiserver(etcd.url, base, extra=["--log-level", "WARNING", "--http-listen", http_listen])
+        grpc_port = free_port()
+        http_port = free_port()
+        while http_port == grpc_port:  # free_port() releases what it found: it can answer twice
+            http_port = free_port()
+        http_listen = f"127.0.0.1:{http_port}"
+        apiserver = start_apiserver(etcd.url, base, port=grpc_port,
+                                    extra=["--log-level", "WARNING", "--http-listen", http_listen])
         stop.callback(apiserver.process.stop)
         yield etcd, apiserver, f"http://{http_listen}"
 
