@@ -55,15 +55,19 @@ def containerd_unusable() -> str:
 
 
 @pytest.fixture(scope="module")
-async def node(apiserver: ApiServer) -> AsyncIterator[LocalNode]:
-    """One node per test module; its Node and Lease are removed afterwards so later tests never see it."""
+async def node(apiserver: ApiServer, request: pytest.FixtureRequest) -> AsyncIterator[LocalNode]:
+    """One node per test module; its Node and Lease are removed afterwards so later tests never see it.
+
+    A module may set `KUBELET_SETTINGS` (a dict) to change its node's kubelet config beyond SETTINGS.
+    """
     reason = containerd_unusable()
     if reason:
         pytest.skip(f"no container runtime: {reason}")
     name = f"kt-{uuid.uuid4().hex[:6]}"
     # A short base path: containerd's socket path must fit in a sockaddr_un (108 bytes).
     base = Path(tempfile.mkdtemp(prefix="flt-"))
-    local = LocalNode(name, base, apiserver.address, "127.0.0.1", free_pod_cidr(), dict(SETTINGS))
+    settings = {**SETTINGS, **getattr(request.module, "KUBELET_SETTINGS", {})}
+    local = LocalNode(name, base, apiserver.address, "127.0.0.1", free_pod_cidr(), settings)
     try:
         await asyncio.to_thread(local.start)
         yield local

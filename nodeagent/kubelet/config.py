@@ -39,6 +39,12 @@ class KubeletConfig:
     root_dir: str = "/var/lib/flotilla/kubelet"
     # Every pod's cgroup is <cgroup_root>/pod<uid>; per node, since cgroups are host-wide.
     cgroup_root: str = "/flotilla"
+    # Processes (threads) one pod may have at once, all its containers together: pids.max of its
+    # cgroup (the kubelet's --pod-max-pids; <= 0 means unlimited). A fork bomb stops there.
+    pod_pids_limit: int = 4096
+    # Pids kept for the node's own daemons: all pods together (pids.max of cgroup_root) get the
+    # node's pid capacity less this (the kubelet's --system-reserved=pid=N). < 0: no node-wide limit.
+    system_reserved_pids: int = 1000
     cni_conf_dir: str = "/etc/cni/net.d"
     cni_data_dir: str = "/var/lib/flotilla/cni"
     cni_bridge: str = "cni0"

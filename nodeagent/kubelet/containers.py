@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from nodeagent.kubelet.runtime import LABEL_CONTAINER_NAME, pod_labels
+from nodeagent.kubelet.sandbox import namespaces_for_pod
 from nodeagent.kubelet.volumes import ConfigError, Volumes
 from proto import core_pb2, cri_pb2
 from proto.quantity import int_value, milli_value
@@ -54,6 +55,8 @@ def generate_container_config(pod: core_pb2.Pod, spec: core_pb2.Container, *, im
     if "memory" in limits:
         resources.memory_limit_in_bytes = int_value(limits["memory"])
     security = spec.security_context
+    # The container joins the sandbox's namespaces, or the node's where the pod shares them.
+    config.linux.security_context.namespace_options.CopyFrom(namespaces_for_pod(pod))
     if security.HasField("privileged"):
         config.linux.security_context.privileged = security.privileged
     if security.HasField("run_as_user"):

@@ -17,8 +17,15 @@ of three things that applies:
   liveness or startup probe fails — and write the pod's status if it changed.
 
 Nothing about containers is remembered between syncs except back-off timers and
-image pull errors: the runtime is asked every time, so a restarted kubelet
-simply carries on (`attempt` in the CRI metadata is the restart count).
+the errors of calls that failed (image pulls, sandboxes, CreateContainer): the
+runtime is asked every time, so a restarted kubelet simply carries on
+(`attempt` in the CRI metadata is the restart count).
+
+A pod the runtime cannot start says why where the user looks, as Kubernetes
+does — a FailedCreatePodSandBox event while the pod stays Pending, or the
+container `waiting` with CreateContainerError / RunContainerError and the
+runtime's message plus a `Failed` event — and is tried again after a back-off
+(10 s doubling, as a crash loop), with one line in the kubelet's log per try.
 
 This module decides and acts, as kuberuntime_manager.go's SyncPod and KillPod;
 what it tells the runtime comes from sandbox.py (with dns.py), containers.py
@@ -39,7 +46,7 @@ from client import Client
 from client.informer import Store, split_key
 from nodeagent.kubelet import status as podstatus
 from nodeagent.kubelet.backoff import Backoff
-from nodeagent.kubelet.cgroups import remove_cgroups
+from nodeagent.kubelet.cgroups import node_pid_capacity, remove_cgroups, set_pids_limit
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.containers import environment, generate_container_config
 from nodeagent.kubelet.images import ImageError, ImageManager
@@ -63,11 +70,47 @@ from proto.errors import Conflict, NotFound
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 30
+START_ERROR_EXIT = 128  # the exit code containerd gives a container whose start failed (reason StartError)
 ORPHAN_GRACE = 2
 
 
 class NetworkNotReady(Exception):
     """The node has no pod CIDR yet, so sandboxes cannot get an IP: retry later."""
+
+
+@dataclass
+class RuntimeFailures:
+    """Runtime calls that failed for a pod — its sandbox, a container's CreateContainer — per (uid, what).
+
+    Keeps the message the status shows and backs the next try off as a crash loop does, so a
+    pod that cannot start is neither hammered nor silent.
+    """
+
+    backoff: Backoff
+    _last: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # -> (message, failed at)
+
+    def holding(self, key: tuple[str, str]) -> tuple[str, float] | None:
+        """(message, seconds left) while `key` waits out the back-off after its last failure."""
+        last = self._last.get(key)
+        if last is None:
+            return None
+        left = self.backoff.remaining(key, last[1])
+        return (last[0], left) if left > 0 else None
+
+    def failed(self, key: tuple[str, str], message: str) -> float:
+        """Record a failure; returns the wait before the next try."""
+        now = time.time()
+        self.backoff.next(key, now)
+        self._last[key] = (message, now)
+        return self.backoff.delay(key)
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        self._last.pop(key, None)
+
+    def forget_pod(self, uid: str) -> None:
+        self.backoff.forget_pod(uid)
+        for key in [k for k in self._last if k[0] == uid]:
+            del self._last[key]
 
 
 @dataclass
@@ -84,6 +127,7 @@ class PodSyncer:
     backoff: Backoff = field(init=False)  # crash-loop back-off per (pod uid, container)
     volumes: Volumes = field(init=False)
     images: ImageManager = field(init=False)
+    failures: RuntimeFailures = field(init=False)
     _graces: dict[str, int] = field(default_factory=dict)
     # Pods this kubelet evicted -> the Failed status it wrote, until the informer shows it (uid -> status).
     _evicted: dict[str, core_pb2.PodStatus] = field(default_factory=dict)
@@ -97,6 +141,8 @@ class PodSyncer:
         self.images = ImageManager(self.runtime, self.config, self.record)
         self.backoff = Backoff(initial=self.config.backoff_initial, maximum=self.config.backoff_max,
                                reset=self.config.backoff_reset)
+        self.failures = RuntimeFailures(Backoff(initial=config.backoff_initial, maximum=config.backoff_max,
+                                                reset=config.backoff_reset))
 
     # ---------------------------------------------------------------- entry point
 
@@ -163,6 +209,7 @@ class PodSyncer:
         await asyncio.to_thread(remove_cgroups, cgroup_parent(self.config, rp.uid))
         await self.volumes.tear_down(rp.uid)
         self.backoff.forget_pod(rp.uid)
+        self.failures.forget_pod(rp.uid)
         self.images.forget_pod(rp.uid)
         self._evicted.pop(rp.uid, None)
 
@@ -212,13 +259,11 @@ class PodSyncer:
             if not await self._set_up_volumes(pod, key):
                 await self._report_status(pod, rp, "")  # Pending, its containers ContainerCreating
                 return
-            start = time.monotonic()
-            try:
-                sandbox_id = await self.runtime.run_pod_sandbox(sandbox_config)
-            except CRIError as err:
-                self.record(pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {err.details}")
-                raise
-            log.info("started sandbox %s for %s in %.2fs", sandbox_id[:12], key, time.monotonic() - start)
+            created = await self._run_pod_sandbox(pod, key, sandbox_config)
+            if created is None:
+                await self._report_status(pod, rp, "")  # Pending: the events say why
+                return
+            sandbox_id = created
         else:
             sandbox_id = sandbox.id
             sandbox_config.metadata.attempt = sandbox.metadata.attempt
@@ -252,6 +297,40 @@ class PodSyncer:
         selector = {LABEL_POD_UID: pod.metadata.uid}
         rp = group_by_uid([], await self.runtime.list_containers(selector)).get(pod.metadata.uid, RuntimePod(""))
         await self._report_status(pod, rp, pod_ip, holds)
+
+    async def _run_pod_sandbox(self, pod: core_pb2.Pod, key: str,
+                               sandbox_config: cri_pb2.PodSandboxConfig) -> str | None:
+        """The pod's cgroup with its pids limits, then RunPodSandbox; None (and an event) if it failed.
+
+        A failed sandbox is tried again after a back-off; until then the pod stays Pending.
+        """
+        failure_key = (pod.metadata.uid, "")
+        holding = self.failures.holding(failure_key)
+        if holding is not None:
+            self.requeue_after(key, holding[1] + 0.05)
+            return None
+        start = time.monotonic()
+        try:
+            await asyncio.to_thread(self._ensure_pod_cgroup, pod.metadata.uid)
+            sandbox_id = await self.runtime.run_pod_sandbox(sandbox_config)
+        except (CRIError, OSError) as err:
+            message = err.details if isinstance(err, CRIError) else f"unable to ensure pod container exists: {err}"
+            delay = self.failures.failed(failure_key, message)
+            log.warning("pod %s: failed to create pod sandbox (retry in %gs): %s", key, delay, message)
+            self.record(pod, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {message}")
+            self.requeue_after(key, delay + 0.05)
+            return None
+        self.failures.succeeded(failure_key)
+        log.info("started sandbox %s for %s in %.2fs", sandbox_id[:12], key, time.monotonic() - start)
+        return sandbox_id
+
+    def _ensure_pod_cgroup(self, uid: str) -> None:
+        """pids.max of the node's pods (capacity less the reserve) and of this pod, before anything runs in it."""
+        config = self.config
+        if config.system_reserved_pids >= 0:
+            set_pids_limit(config.cgroup_root, node_pid_capacity() - config.system_reserved_pids)
+        if set_pids_limit(cgroup_parent(config, uid), config.pod_pids_limit) is None:
+            log.warning("no pids cgroup controller on this node: pod_pids_limit is not enforced")
 
     async def _set_up_volumes(self, pod: core_pb2.Pod, key: str) -> bool:
         """The volume manager's WaitForAttachAndMount: True when every volume is ready for the pod to start.
@@ -346,6 +425,8 @@ class PodSyncer:
             self.backoff.next((uid, spec.name), status.finished_at / 1e9)
             attempt = latest.metadata.attempt + 1
         hold = await self._start_container(pod, spec, sandbox_id, sandbox_config, attempt, pod_ip)
+        if hold is not None and hold[0] == "RunContainerError" and not _should_restart(policy, START_ERROR_EXIT):
+            hold = None  # it will not be tried again: its status is the StartError it ended with
         # Keep the instance before the new one (lastState, `logs --previous`); older ones go.
         for old in instances[1:]:
             await _ignore_not_found(self.runtime.remove_container(old.id))
@@ -381,21 +462,40 @@ class PodSyncer:
             self.record(pod, "Warning", "Failed", f"Error: {err}")
             return (err.reason, str(err))
         config = generate_container_config(pod, spec, image=image, attempt=attempt, env=env, mounts=mounts)
+        failure_key = (pod.metadata.uid, spec.name)
+        holding = self.failures.holding(failure_key)
+        if holding is not None:
+            # CreateContainer failed a moment ago: wait out the back-off, still saying why.
+            self.requeue_after(key, holding[1] + 0.05)
+            return ("CreateContainerError", holding[0])
         try:
-            container_id = await self.runtime.create_container(sandbox_id, config, sandbox_config)
+            try:
+                container_id = await self.runtime.create_container(sandbox_id, config, sandbox_config)
+            except CRIError as err:
+                delay = self.failures.failed(failure_key, err.details)
+                self.requeue_after(key, delay + 0.05)
+                return self._start_failed(pod, spec, "CreateContainerError", err)
+            self.failures.succeeded(failure_key)
             self.record(pod, "Normal", "Created", f"Created container {spec.name}")
             try:
                 await self.runtime.start_container(container_id)
             except CRIError as err:
-                # The instance stays, exited with the runtime's reason: the next sync restarts it per policy.
-                log.warning("starting container %s of %s: %s", spec.name, pod.metadata.name, err)
-                self.record(pod, "Warning", "Failed", f"Error: {err.details}")
-                return None
+                # The instance stays, exited with the runtime's StartError: the crash-loop back-off
+                # and restartPolicy decide what comes next, as for a container that exited.
+                return self._start_failed(pod, spec, "RunContainerError", err)
         finally:
             # The started container holds its own copy of each subPath bind; the node's goes now.
             await self.volumes.release_sub_paths(pod, spec)
         self.record(pod, "Normal", "Started", f"Started container {spec.name}")
         return None
+
+    def _start_failed(self, pod: core_pb2.Pod, spec: core_pb2.Container, reason: str,
+                      err: CRIError) -> tuple[str, str]:
+        """One log line and a `Failed` event; the container waits with `reason` and the runtime's message."""
+        log.warning("pod %s/%s container %s: %s: %s", pod.metadata.namespace, pod.metadata.name, spec.name,
+                    reason, err.details)
+        self.record(pod, "Warning", "Failed", f"Error: {err.details}")
+        return (reason, err.details)
 
     # ---------------------------------------------------------------- status
 

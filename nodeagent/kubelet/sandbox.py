@@ -4,6 +4,16 @@ The sandbox (containerd's pause container) holds what a pod's containers share:
 the network namespace CNI gives an IP (or the node's, for hostNetwork), the
 hostname, resolv.conf (dns.py), hostPort mappings, the pod's cgroup and the log
 directory. kuberuntime_sandbox.go's generatePodSandboxConfig, written for Flotilla.
+
+Two things here decide how much of the node a pod sees, and Pod Security
+admission has already said whether the pod's namespace allows them:
+
+- the namespaces it shares with the node (`namespaces_for_pod`): hostNetwork,
+  hostPID and hostIPC make the sandbox's (and each container's) network, PID and
+  IPC namespaces the node's — containerd reads the container's copy, so both
+  carry it;
+- `privileged`: containerd refuses a privileged container in a sandbox that is
+  not marked privileged, so the sandbox is whenever any container is.
 """
 
 from __future__ import annotations
@@ -21,6 +31,24 @@ def cgroup_parent(config: KubeletConfig, uid: str) -> str:
     return f"{config.cgroup_root.rstrip('/')}/pod{uid}"
 
 
+def namespaces_for_pod(pod: core_pb2.Pod) -> cri_pb2.NamespaceOption:
+    """The namespaces the pod shares with the node (kuberuntime's namespacesForPod).
+
+    Without hostPID the pod's containers share one PID namespace, the sandbox's (the
+    pause process is its init): what Kubernetes does for shareProcessNamespace.
+    """
+    node, pod_mode = cri_pb2.NODE, cri_pb2.POD
+    spec = pod.spec
+    return cri_pb2.NamespaceOption(network=node if spec.host_network else pod_mode,
+                                   pid=node if spec.host_pid else pod_mode,
+                                   ipc=node if spec.host_ipc else pod_mode)
+
+
+def privileged(pod: core_pb2.Pod) -> bool:
+    """Whether any container (init ones too) asks for a privileged security context."""
+    return any(c.security_context.privileged for c in [*pod.spec.init_containers, *pod.spec.containers])
+
+
 def generate_pod_sandbox_config(pod: core_pb2.Pod, *, attempt: int, pod_dir: Path,
                                 config: KubeletConfig) -> cri_pb2.PodSandboxConfig:
     """The RunPodSandbox config; `attempt` counts the sandboxes the pod had before (it is in containerd's names)."""
@@ -33,8 +61,9 @@ def generate_pod_sandbox_config(pod: core_pb2.Pod, *, attempt: int, pod_dir: Pat
         log_directory=str(pod_dir / "logs"),
         labels=pod_labels(pod))
     sandbox.linux.cgroup_parent = cgroup_parent(config, meta.uid)
-    if pod.spec.host_network:
-        sandbox.linux.security_context.namespace_options.network = cri_pb2.NODE
+    security = sandbox.linux.security_context
+    security.namespace_options.CopyFrom(namespaces_for_pod(pod))
+    security.privileged = privileged(pod)
     for c in pod.spec.containers:
         for port in c.ports:
             if port.host_port:
