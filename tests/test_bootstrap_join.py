@@ -494,3 +494,39 @@ async def test_a_client_auth_only_certificate_is_valid_and_opens_a_tls_session(c
     async with Client(cluster.secure, credentials=credentials, timeout=10) as dave:
         with pytest.raises(Forbidden, match='User "dave" cannot list resource "pods"'):
             await dave.list(core_pb2.Pod, "default")
+
+
+async def test_cluster_up_labels_roles_and_deletes_its_token_after_the_join(cluster: Cluster) -> None:
+    from provision import components, phases
+
+    plan = components.ClusterPlan("t", "127.0.0.1", (
+        components.NodePlan("role-cp", "127.0.0.1", "10.244.0.0/24", control_plane=True),
+        components.NodePlan("role-w", "127.0.0.2", "10.244.1.0/24")), "10.244.0.0/16", "http://127.0.0.1:2379",
+        Path("/nonexistent"))
+    token = bootstrap.generate_token()
+    async with cluster.client_as("kubernetes-admin", "system:masters") as admin:
+        for planned in plan.nodes:
+            node = core_pb2.Node(api_version="v1", kind="Node")
+            node.metadata.name = planned.name
+            await admin.create(node)
+        await admin.create(bootstrap.token_secret(token, ttl=phases.JOIN_TOKEN_TTL, node_names=("role-w",)))
+    await token_usable(cluster, str(token))
+
+    assert await asyncio.to_thread(phases.label_node_roles, cluster.admin_kubeconfig, plan)
+    await asyncio.to_thread(phases.delete_token, cluster.admin_kubeconfig, token)
+    await asyncio.to_thread(phases.delete_token, cluster.admin_kubeconfig, token)  # gone already: fine
+    async with cluster.client_as("kubernetes-admin", "system:masters") as admin:
+        roles = {n.metadata.name: sorted(k for k in n.metadata.labels if k.startswith("node-role.kubernetes.io/"))
+                 for n in (await admin.list(core_pb2.Node)).items if n.metadata.name.startswith("role-")}
+        assert roles == {"role-cp": ["node-role.kubernetes.io/control-plane"],
+                         "role-w": ["node-role.kubernetes.io/worker"]}
+        with pytest.raises(NotFound):
+            await admin.get(core_pb2.Secret, token.secret_name, "kube-system")
+    async with cluster.token_client(str(token)) as joiner:
+        async def refused() -> bool:
+            try:
+                await joiner.list(CSR)
+                return False
+            except Unauthorized:
+                return True
+        await eventually(refused, "the deleted join token to stop working")
