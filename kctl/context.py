@@ -18,6 +18,7 @@ import click
 
 from client import Client
 from client import config as clientconfig
+from controlplane.apiserver.validation.meta import is_dns1123_label
 from kctl.errors import CliError
 from proto.errors import Unavailable
 
@@ -44,13 +45,22 @@ class Settings:
 
     @property
     def current_namespace(self) -> str:
-        """-n if given, else the context's namespace, else "default"."""
+        """-n if given, else the context's namespace, else "default"; CliError if it cannot be a namespace.
+
+        Checked here, before any request, so `-n 'Bad NS'` says what is wrong with it rather than
+        finding nothing in a namespace that cannot exist.
+        """
         if self.namespace:
-            return self.namespace
-        try:
-            return self.config().namespace
-        except clientconfig.ConfigError:
-            return clientconfig.DEFAULT_NAMESPACE
+            namespace = self.namespace
+        else:
+            try:
+                namespace = self.config().namespace
+            except clientconfig.ConfigError:
+                namespace = clientconfig.DEFAULT_NAMESPACE
+        problems = is_dns1123_label(namespace)
+        if problems:
+            raise CliError(f'invalid namespace "{namespace}": {"; ".join(problems)}')
+        return namespace
 
 
 def settings() -> Settings:

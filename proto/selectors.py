@@ -75,58 +75,86 @@ class LabelSelector:
 NOTHING = LabelSelector((Requirement("", "in", ()),))  # a nil LabelSelector message selects nothing
 
 
+_SYMBOLS = frozenset(("!=", "==", "=", "(", ")", ",", "!"))
+_END = ""  # the end of the string, as Kubernetes' lexer names it in messages
+
+
+def _is_identifier(token: str) -> bool:
+    return token not in _SYMBOLS and token != _END
+
+
 def parse_label_selector(text: str) -> LabelSelector:
-    """Parse `kubectl -l` syntax; raises BadRequest naming the bad part."""
-    tokens = [t for t in _TOKEN.findall(text or "")]
+    """Parse `kubectl -l` syntax as Kubernetes' labels.Parse does; raises BadRequest with its messages.
+
+    `!!` is refused (`unable to parse requirement: found '!', expected: identifier`), as are a
+    missing '(' after in/notin, a dangling ',' and the like, each naming what was found.
+    """
+    tokens = [*_TOKEN.findall(text or ""), _END]
     reqs: list[Requirement] = []
     pos = 0
-
-    def fail(why: str) -> BadRequest:
-        return BadRequest(f"unable to parse requirement: invalid label selector {text!r}: {why}")
-
-    while pos < len(tokens):
-        tok = tokens[pos]
-        if tok == "!":
-            if pos + 1 >= len(tokens):
-                raise fail("'!' needs a key")
-            reqs.append(Requirement(tokens[pos + 1], "!"))
-            pos += 2
-        else:
-            key = tok
-            if key in ("=", "==", "!=", "(", ")", ","):
-                raise fail(f"unexpected {key!r}")
-            nxt = tokens[pos + 1] if pos + 1 < len(tokens) else ","
-            if nxt in ("=", "==", "!="):
-                if pos + 2 >= len(tokens) or tokens[pos + 2] in (",", "(", ")"):
-                    value = ""
-                    pos += 2
-                else:
-                    value = tokens[pos + 2]
-                    pos += 3
-                reqs.append(Requirement(key, "!=" if nxt == "!=" else "=", (value,)))
-            elif nxt in ("in", "notin"):
-                if pos + 2 >= len(tokens) or tokens[pos + 2] != "(":
-                    raise fail(f"expected '(' after {nxt}")
-                pos += 3
-                values: list[str] = []
-                while pos < len(tokens) and tokens[pos] != ")":
-                    if tokens[pos] != ",":
-                        values.append(tokens[pos])
-                    pos += 1
-                if pos >= len(tokens):
-                    raise fail("missing ')'")
-                pos += 1
-                reqs.append(Requirement(key, nxt, tuple(values)))
-            elif nxt == ",":
-                reqs.append(Requirement(key, "exists"))
-                pos += 1
-            else:
-                raise fail(f"unexpected {nxt!r} after {key!r}")
-        if pos < len(tokens):
-            if tokens[pos] != ",":
-                raise fail(f"expected ',' before {tokens[pos]!r}")
-            pos += 1
+    while tokens[pos] != _END:
+        if tokens[pos] != "!" and not _is_identifier(tokens[pos]):
+            raise BadRequest(f"found '{tokens[pos]}', expected: !, identifier, or 'end of string'")
+        requirement, pos = _parse_requirement(tokens, pos)
+        reqs.append(requirement)
+        separator = tokens[pos]
+        pos += 1
+        if separator == _END:
+            break
+        if separator != ",":
+            raise BadRequest(f"found '{separator}', expected: ',' or 'end of string'")
+        if tokens[pos] != "!" and not _is_identifier(tokens[pos]):
+            raise BadRequest(f"found '{tokens[pos]}', expected: identifier after ','")
     return LabelSelector(tuple(reqs))
+
+
+def _parse_requirement(tokens: list[str], pos: int) -> tuple[Requirement, int]:
+    """One `[!]key [op value | in|notin (values)]` from `pos`; returns it and the position after it."""
+    def fail(why: str) -> BadRequest:
+        return BadRequest(f"unable to parse requirement: {why}")
+
+    negated = tokens[pos] == "!"
+    pos += negated
+    key = tokens[pos]
+    pos += 1
+    if not _is_identifier(key):
+        raise fail(f"found '{key}', expected: identifier")
+    if negated or tokens[pos] in (",", _END):
+        return Requirement(key, "!" if negated else "exists"), pos
+    operator = tokens[pos]
+    pos += 1
+    if operator in ("=", "==", "!="):
+        value = tokens[pos]
+        if value in (",", _END):
+            value = ""
+        elif _is_identifier(value):
+            pos += 1
+        else:
+            raise fail(f"found '{value}', expected: identifier")
+        return Requirement(key, "!=" if operator == "!=" else "=", (value,)), pos
+    if operator not in ("in", "notin"):
+        raise fail(f"found '{operator}', expected: in, notin, =, ==, !=, gt, lt")
+    if tokens[pos] != "(":
+        raise fail(f"found '{tokens[pos]}' expected: '('")
+    pos += 1
+    # Empty entries are the empty value: "()" and "(a,)" select it too, as in Kubernetes.
+    values: list[str] = []
+    expect_value = True
+    while tokens[pos] != ")":
+        token = tokens[pos]
+        if token == ",":
+            if expect_value:
+                values.append("")
+            expect_value = True
+        elif _is_identifier(token) and expect_value:
+            values.append(token)
+            expect_value = False
+        else:
+            raise fail(f"found '{token}', expected: ',', ')' or identifier")
+        pos += 1
+    if expect_value:
+        values.append("")
+    return Requirement(key, operator, tuple(dict.fromkeys(values))), pos + 1
 
 
 def from_message(selector: meta_pb2.LabelSelector | None) -> LabelSelector:

@@ -262,6 +262,25 @@ def test_get_selectors_and_empty_results(kctl: Kctl, ns: str, tmp_path: Path) ->
     assert (unknown.exit_code, unknown.stderr) == (1, 'error: the server doesn\'t have a resource type "widgets"\n')
 
 
+def test_bad_namespace_selector_and_replicas_are_refused_in_kubernetes_words(kctl: Kctl, ns: str) -> None:
+    bad_ns = kctl("-n", "Bad NS", "get", "pods")
+    assert bad_ns.exit_code == 1 and bad_ns.stdout == ""
+    assert bad_ns.stderr.startswith('error: invalid namespace "Bad NS": a lowercase RFC 1123 label must consist of')
+
+    bang = kctl("get", "pods", "-l", "!!", "-n", ns)
+    assert (bang.exit_code, bang.stderr) == (
+        1, "Error from server (BadRequest): unable to parse requirement: found '!', expected: identifier\n")
+
+    assert kctl("create", "deployment", "web", "--image", "nginx", "-n", ns).exit_code == 0
+    huge = kctl("scale", "deployment/web", "--replicas", str(10**12), "-n", ns)
+    assert huge.exit_code == 1 and "Traceback" not in huge.output and "ValueError" not in huge.output
+    assert huge.stderr.startswith(f"error: Invalid value for '--replicas': {10**12} is out of range: "
+                                  "it must fit a 32-bit integer (at most 2147483647)")
+    # Nothing changed, and a count that fits still scales.
+    assert kctl("get", "deployment", "web", "-n", ns, "-o", "jsonpath={.spec.replicas}").stdout == "1"
+    assert kctl("scale", "deployment/web", "--replicas", "3", "-n", ns).stdout == "deployment.apps/web scaled\n"
+
+
 def test_describe_shows_sections_and_events(kctl: Kctl, ns: str, tmp_path: Path) -> None:
     event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "nginx.1"},
              "involvedObject": {"kind": "Pod", "name": "nginx", "namespace": ns},

@@ -25,6 +25,7 @@ from client.retry import update_fresh
 from kctl import context, printers, resources
 from kctl.commands.apply import create
 from kctl.errors import CliError
+from kctl.flags import INT32
 from proto import apps_pb2, autoscaling_pb2, core_pb2, kinds, metrics_pb2
 from proto.quantity import int_value, milli_value
 from proto.wellknown import (
@@ -263,7 +264,7 @@ async def scale(client: Client, kind: kinds.Kind, name: str, namespace: str, rep
 
 @click.command("scale")
 @click.argument("args", nargs=-1, required=True)
-@click.option("--replicas", type=int, required=True, help="The new number of replicas.")
+@click.option("--replicas", type=INT32, required=True, help="The new number of replicas.")
 @context.global_options
 def scale_command(args: tuple[str, ...], replicas: int) -> None:
     """Set the number of replicas of a deployment or replica set."""
@@ -335,8 +336,8 @@ def new_deployment(name: str, namespace: str, image: str, replicas: int, port: i
 @create.command("deployment")
 @click.argument("name")
 @click.option("--image", required=True, help="The image of the deployment's container.")
-@click.option("-r", "--replicas", default=1, type=int, help="Number of replicas.")
-@click.option("--port", default=0, type=int, help="The container port to expose.")
+@click.option("-r", "--replicas", default=1, type=INT32, help="Number of replicas.")
+@click.option("--port", default=0, type=INT32, help="The container port to expose.")
 @context.global_options
 def create_deployment(name: str, image: str, replicas: int, port: int) -> None:
     """Create a deployment named NAME running IMAGE."""
@@ -366,7 +367,7 @@ def parse_labels(text: str) -> dict[str, str]:
 @click.argument("name")
 @click.argument("arguments", nargs=-1)
 @click.option("--image", required=True, help="The container image to run.")
-@click.option("--port", default=0, type=int, help="The port the container exposes.")
+@click.option("--port", default=0, type=INT32, help="The port the container exposes.")
 @click.option("-l", "--labels", default="", help="Labels for the pod, k=v,k2=v2 (default run=NAME).")
 @click.option("--restart", default="Always", type=click.Choice(["Always", "OnFailure", "Never"]))
 @click.option("--command", "as_command", is_flag=True,
@@ -402,9 +403,9 @@ def run_command(name: str, arguments: tuple[str, ...], image: str, port: int, la
 
 @click.command("autoscale")
 @click.argument("args", nargs=-1, required=True)
-@click.option("--min", "min_replicas", default=-1, type=int, help="Lower limit of replicas (default 1).")
-@click.option("--max", "max_replicas", required=True, type=int, help="Upper limit of replicas.")
-@click.option("--cpu-percent", default=-1, type=int, help="Target average CPU utilisation (default 80).")
+@click.option("--min", "min_replicas", default=-1, type=INT32, help="Lower limit of replicas (default 1).")
+@click.option("--max", "max_replicas", required=True, type=INT32, help="Upper limit of replicas.")
+@click.option("--cpu-percent", default=-1, type=INT32, help="Target average CPU utilisation (default 80).")
 @click.option("--name", default="", help="The HPA's name (default: the target's).")
 @context.global_options
 def autoscale(args: tuple[str, ...], min_replicas: int, max_replicas: int, cpu_percent: int, name: str) -> None:
@@ -446,7 +447,7 @@ def _selector_of(obj: Message) -> dict[str, str]:
 
 @click.command("expose")
 @click.argument("args", nargs=-1, required=True)
-@click.option("--port", default=0, type=int, help="The port the service serves on.")
+@click.option("--port", default=0, type=INT32, help="The port the service serves on.")
 @click.option("--target-port", default="", help="The pod port (number or name) to send traffic to.")
 @click.option("--type", "type_", default="ClusterIP",
               type=click.Choice(["ClusterIP", "NodePort", "LoadBalancer"]))
