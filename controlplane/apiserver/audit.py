@@ -17,6 +17,7 @@ kube-apiserver writes them: they name every user and object of the cluster.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
@@ -24,7 +25,6 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
 
 from controlplane.apiserver.admission import warnings
 from controlplane.apiserver.auth import Attributes
@@ -39,10 +39,10 @@ FILE_MODE = 0o600
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A RotatingFileHandler whose files (the first and every one after a rotation) are 0600."""
 
-    def _open(self) -> IO[Any]:
+    def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
         os.fchmod(fd, FILE_MODE)  # a file left by an older apiserver with a wider mode
-        return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def audited(attrs: Attributes) -> bool:
