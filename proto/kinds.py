@@ -141,6 +141,12 @@ KINDS: tuple[Kind, ...] = (
          policy_pb2.PodDisruptionBudget, True, ("pdb",)),
     Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),
          has_status=False),
+    Kind("DaemonSet", "daemonsets", "daemonset", "apps/v1", apps_pb2.DaemonSet, True, ("ds",),
+         categories=ALL_CATEGORY),
+    # Written by the DaemonSet (and StatefulSet) controllers; no status, and kubectl's
+    # `rollout history` reads them.
+    Kind("ControllerRevision", "controllerrevisions", "controllerrevision", "apps/v1", apps_pb2.ControllerRevision,
+         True, (), has_status=False),
     Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling/v2",
          autoscaling_pb2.HorizontalPodAutoscaler, True, ("hpa",), categories=ALL_CATEGORY),
     Kind("Role", "roles", "role", "rbac.authorization.k8s.io/v1", rbac_pb2.Role, True, (), has_status=False),

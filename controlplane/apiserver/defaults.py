@@ -197,6 +197,24 @@ def default_deployment(d: apps_pb2.Deployment) -> None:
     default_pod_spec(spec.template.spec)
 
 
+def default_daemon_set(ds: apps_pb2.DaemonSet) -> None:
+    """RollingUpdate one node at a time, ten revisions kept (SetDefaults_DaemonSet)."""
+    spec = ds.spec
+    strategy = spec.update_strategy
+    if not strategy.type:
+        strategy.type = "RollingUpdate"
+    if strategy.type == "RollingUpdate":
+        rolling = strategy.rolling_update  # touching it sets it: RollingUpdate always has one
+        rolling.SetInParent()
+        if not rolling.max_unavailable:
+            rolling.max_unavailable = "1"
+        if not rolling.max_surge:
+            rolling.max_surge = "0"
+    if not spec.HasField("revision_history_limit"):
+        spec.revision_history_limit = 10
+    default_pod_spec(spec.template.spec)
+
+
 # ---------------------------------------------------------------- Job, CronJob
 
 

@@ -67,6 +67,8 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
 }
 
 
+    "DaemonSet": apps.DAEMON_SET,
+    "ControllerRevision": apps.CONTROLLER_REVISION,
 def convertor_for(kind: kinds.Kind) -> TableConvertor[Any]:
     """The kind's convertor, or the default Name/Age one."""
     return TABLE_CONVERTORS.get(kind.kind, DEFAULT)

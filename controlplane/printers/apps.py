@@ -1,7 +1,10 @@
-"""Table columns of the apps/v1 kinds: deployments and replica sets.
+"""Table columns of the apps/v1 kinds: deployments, replica sets, daemon sets and controller revisions.
 
-Both show their replica counts, and with -o wide the pod template's containers,
-images and the selector, as Kubernetes' printDeployment and printReplicaSet do.
+The workloads show their pod counts (a DaemonSet counts nodes: desired, current,
+ready, up-to-date, available, and its pods' node selector), and with -o wide the
+pod template's containers, images and the selector; a ControllerRevision shows
+its controller as `kind.group/name` and its revision number, as Kubernetes'
+printDeployment, printReplicaSet, printDaemonSet and printControllerRevision do.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane.printers.table import AGE, NAME, Cell, GenerateOptions, TableColumnDefinition, TableConvertor
-from controlplane.printers.text import age, joined, selector_text
+from controlplane.printers.text import NONE, age, joined, labels_text, selector_text
 from proto import apps_pb2
 
 TEMPLATE_COLUMNS = (
@@ -63,3 +66,55 @@ REPLICA_SET = TableConvertor[apps_pb2.ReplicaSet]((
     AGE,
     *TEMPLATE_COLUMNS,
 ), _replica_set_cells)
+
+
+def _daemon_set_cells(ds: apps_pb2.DaemonSet, o: GenerateOptions) -> list[Cell]:
+    status = ds.status
+    return [ds.metadata.name, status.desired_number_scheduled, status.current_number_scheduled, status.number_ready,
+            status.updated_number_scheduled, status.number_available,
+            labels_text(ds.spec.template.spec.node_selector), age(ds, o.now), *_template_cells(ds.spec)]
+
+
+DAEMON_SET = TableConvertor[apps_pb2.DaemonSet]((
+    NAME,
+    TableColumnDefinition("Desired", type="integer", description="The total number of nodes that should be running "
+                          "the daemon pod (including nodes correctly running the daemon pod)."),
+    TableColumnDefinition("Current", type="integer", description="The number of nodes that are running at least 1 "
+                          "daemon pod and are supposed to run the daemon pod."),
+    TableColumnDefinition("Ready", type="integer", description="The number of nodes that should be running the "
+                          "daemon pod and have one or more of the daemon pod running with a Ready Condition."),
+    TableColumnDefinition("Up-to-date", type="integer", description="The total number of nodes that are running "
+                          "updated daemon pod"),
+    TableColumnDefinition("Available", type="integer", description="The number of nodes that should be running the "
+                          "daemon pod and have one or more of the daemon pod running and available (ready for at "
+                          "least spec.minReadySeconds)"),
+    TableColumnDefinition("Node Selector", description="NodeSelector is a selector which must be true for the pod "
+                          "to fit on a node. Selector which must match a node's labels for the pod to be "
+                          "scheduled on that node."),
+    AGE,
+    *TEMPLATE_COLUMNS[:2],
+    TableColumnDefinition("Selector", priority=1, description="A label query over pods that are managed by the "
+                          "daemon set. Must match in order to be controlled."),
+), _daemon_set_cells)
+
+
+def controller_of(obj: Any) -> str:
+    """`daemonset.apps/web`: the controlling owner as kubectl names it, or <none>."""
+    ref = next((r for r in obj.metadata.owner_references if r.HasField("controller") and r.controller), None)
+    if ref is None:
+        return NONE
+    group = ref.api_version.rpartition("/")[0]
+    return f"{ref.kind.lower()}{'.' + group if group else ''}/{ref.name}"
+
+
+def _controller_revision_cells(cr: apps_pb2.ControllerRevision, o: GenerateOptions) -> list[Cell]:
+    return [cr.metadata.name, controller_of(cr), cr.revision, age(cr, o.now)]
+
+
+CONTROLLER_REVISION = TableConvertor[apps_pb2.ControllerRevision]((
+    NAME,
+    TableColumnDefinition("Controller", description="Controller of the object"),
+    TableColumnDefinition("Revision", type="integer", description="Revision indicates the revision of the state "
+                          "represented by Data."),
+    AGE,
+), _controller_revision_cells)

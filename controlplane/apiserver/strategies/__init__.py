@@ -13,6 +13,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane.apiserver import defaults
+from controlplane.apiserver.strategies.apps import CONTROLLER_REVISION, DaemonSetStrategy
 from controlplane.apiserver.strategies.base import StoreContext, Strategy
 from controlplane.apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from controlplane.apiserver.strategies.certificates import CertificateSigningRequestStrategy
@@ -51,6 +52,8 @@ STRATEGIES: dict[str, Strategy] = {
     "PodDisruptionBudget": PodDisruptionBudgetStrategy(),
     # coordination.k8s.io/v1, autoscaling/v2
     "Lease": Strategy(validator=coordination.validate_lease),
+    "DaemonSet": DaemonSetStrategy(),
+    "ControllerRevision": CONTROLLER_REVISION,
     "HorizontalPodAutoscaler": Strategy(defaulter=defaults.default_horizontal_pod_autoscaler,
                                         validator=autoscaling.validate_horizontal_pod_autoscaler),
     # rbac.authorization.k8s.io/v1

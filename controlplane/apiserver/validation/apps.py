@@ -1,7 +1,9 @@
-"""Validation of apps/v1: ReplicaSet and Deployment (selectors, templates, rollout strategy)."""
+"""Validation of apps/v1: ReplicaSet, Deployment, DaemonSet (selectors, templates, rollout strategy) and
+ControllerRevision (a snapshot whose data never changes), with Kubernetes' messages."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from controlplane.apiserver.validation.field import (
@@ -135,3 +137,108 @@ def validate_deployment(d: apps_pb2.Deployment, old: apps_pb2.Deployment | None)
     if old is not None:
         errors += _selector_update(spec.selector, old.spec.selector)
     return errors
+
+
+# ---------------------------------------------------------------- DaemonSet, ControllerRevision
+
+
+def _int_or_percent_value(value: str) -> int | str:
+    """An IntOrString as Kubernetes shows it in a message: numbers bare, percents quoted."""
+    return int(value) if re.fullmatch(r"-?[0-9]+", value) else value
+
+
+def _rolling_update_daemon_set(rolling: apps_pb2.RollingUpdateDaemonSet, path: str) -> Errors:
+    unavailable, errors = _int_or_percent(rolling.max_unavailable, f"{path}.maxUnavailable", at_most_100=True)
+    surge, errs = _int_or_percent(rolling.max_surge, f"{path}.maxSurge", at_most_100=True)
+    errors += errs
+    # A node either loses its old pod first (maxUnavailable) or gets the new one beside it
+    # first (maxSurge): exactly one of the two says how many nodes at a time.
+    if unavailable and surge:
+        errors.append(invalid(f"{path}.maxSurge", _int_or_percent_value(rolling.max_surge),
+                              "may not be set when maxUnavailable is non-zero"))
+    elif not unavailable and not surge:
+        errors.append(required(f"{path}.maxUnavailable", "cannot be 0 when maxSurge is 0"))
+    return errors
+
+
+def _daemon_set_update_strategy(strategy: apps_pb2.DaemonSetUpdateStrategy, path: str) -> Errors:
+    if strategy.type == "OnDelete":
+        return []
+    if strategy.type == "RollingUpdate":
+        if not strategy.HasField("rolling_update"):
+            return [required(f"{path}.rollingUpdate")]
+        return _rolling_update_daemon_set(strategy.rolling_update, f"{path}.rollingUpdate")
+    # Kubernetes names the whole strategy here, not its type.
+    return [unsupported(path, strategy.type, ("OnDelete", "RollingUpdate"))]
+
+
+def validate_daemon_set(ds: apps_pb2.DaemonSet, old: apps_pb2.DaemonSet | None) -> Errors:
+    spec = ds.spec
+    template = spec.template
+    errors: Errors = []
+    # No selector selects nothing, so it matches no template (the controller would never
+    # count its own pods); an empty one selects everything and is refused on its own.
+    mismatch = True
+    if spec.HasField("selector"):
+        errors += validate_label_selector(spec.selector, "spec.selector")
+        if not spec.selector.match_labels and not spec.selector.match_expressions:
+            errors.append(invalid("spec.selector", spec.selector, "empty selector is invalid for daemonset"))
+            mismatch = False
+        else:
+            try:
+                mismatch = not from_message(spec.selector).matches(template.metadata.labels)
+            except BadRequest:
+                mismatch = False  # unparseable: reported by validate_label_selector
+    if mismatch:
+        errors.append(invalid("spec.template.metadata.labels", dict(template.metadata.labels),
+                              "`selector` does not match template `labels`"))
+    errors += validate_labels(template.metadata.labels, "spec.template.metadata.labels")
+    errors += validate_annotations(template.metadata.annotations, "spec.template.metadata.annotations")
+    errors += validate_pod_spec(template.spec, "spec.template.spec")
+    if template.spec.restart_policy != "Always":
+        # A daemon runs for as long as its node does: a pod allowed to finish would be recreated at once.
+        errors.append(unsupported("spec.template.spec.restartPolicy", template.spec.restart_policy, ("Always",)))
+    if template.spec.HasField("active_deadline_seconds"):
+        errors.append(forbidden("spec.template.spec.activeDeadlineSeconds",
+                                "activeDeadlineSeconds in DaemonSet is not Supported"))
+    errors += nonnegative(spec.min_ready_seconds, "spec.minReadySeconds")
+    errors += _daemon_set_update_strategy(spec.update_strategy, "spec.updateStrategy")
+    if spec.HasField("revision_history_limit"):
+        errors += nonnegative(spec.revision_history_limit, "spec.revisionHistoryLimit")
+    if old is not None:
+        errors += _selector_update(spec.selector, old.spec.selector)
+    return errors
+
+
+def validate_daemon_set_status(ds: apps_pb2.DaemonSet, old: apps_pb2.DaemonSet) -> Errors:
+    """What the controller writes: counts never negative, the collision count never going back."""
+    status = ds.status
+    errors: Errors = []
+    for name in ("current_number_scheduled", "number_misscheduled", "desired_number_scheduled", "number_ready",
+                 "observed_generation", "updated_number_scheduled", "number_available", "number_unavailable"):
+        field = apps_pb2.DaemonSetStatus.DESCRIPTOR.fields_by_name[name]
+        errors += nonnegative(getattr(status, name), f"status.{field.json_name}")
+    if status.HasField("collision_count"):
+        errors += nonnegative(status.collision_count, "status.collisionCount")
+    if old.status.HasField("collision_count") and status.collision_count < old.status.collision_count:
+        errors.append(invalid("status.collisionCount", status.collision_count, "cannot be decremented"))
+    return errors
+
+
+def validate_controller_revision(cr: apps_pb2.ControllerRevision,
+                                 old: apps_pb2.ControllerRevision | None) -> Errors:
+    errors: Errors = []
+    if not cr.HasField("data"):
+        errors.append(required("data", "data is mandatory"))
+    errors += nonnegative(cr.revision, "revision")
+    # A revision is a snapshot: its number may move (a rollback makes an old one newest), its data never.
+    if old is not None and cr.data != old.data:
+        errors.append(invalid("data", _raw_json(cr.data.raw), "field is immutable"))
+    return errors
+
+
+def _raw_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
