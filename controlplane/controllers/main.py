@@ -27,6 +27,7 @@ from client.events import EventRecorder
 from controlplane.controllers.cronjob import CronJobController
 from controlplane.controllers.csrapproving import CSRApprovingController
 from controlplane.controllers.csrsigning import CSRSigningController
+from controlplane.controllers.daemonset import DaemonSetController
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.disruption import DisruptionController
 from controlplane.controllers.endpoints import EndpointsController
@@ -124,6 +125,7 @@ def csr_signer(c: Context) -> Controller | None:
 CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "replicaset": lambda c: ReplicaSetController(c.client, c.factory, c.recorder("replicaset-controller")),
     "deployment": lambda c: DeploymentController(c.client, c.factory, c.recorder("deployment-controller")),
+    "daemonset": lambda c: DaemonSetController(c.client, c.factory, c.recorder("daemonset-controller")),
     "job": lambda c: JobController(c.client, c.factory, c.recorder("job-controller"),
                                    backoff=c.opts.job_pod_failure_backoff,
                                    max_backoff=c.opts.job_pod_failure_backoff_max),
