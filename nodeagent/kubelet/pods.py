@@ -448,6 +448,12 @@ class PodSyncer:
                                sandbox_config: cri_pb2.PodSandboxConfig, attempt: int,
                                pod_ip: str) -> tuple[str, str] | None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        failure_key = (pod.metadata.uid, spec.name)
+        holding = self.failures.holding(failure_key)
+        if holding is not None:
+            # CreateContainer failed a moment ago: wait out the back-off, still saying why.
+            self.requeue_after(key, holding[1] + 0.05)
+            return ("CreateContainerError", holding[0])
         try:
             image = await self.images.ensure_image_exists(pod, spec)
         except ImageError as err:
@@ -462,12 +468,6 @@ class PodSyncer:
             self.record(pod, "Warning", "Failed", f"Error: {err}")
             return (err.reason, str(err))
         config = generate_container_config(pod, spec, image=image, attempt=attempt, env=env, mounts=mounts)
-        failure_key = (pod.metadata.uid, spec.name)
-        holding = self.failures.holding(failure_key)
-        if holding is not None:
-            # CreateContainer failed a moment ago: wait out the back-off, still saying why.
-            self.requeue_after(key, holding[1] + 0.05)
-            return ("CreateContainerError", holding[0])
         try:
             try:
                 container_id = await self.runtime.create_container(sandbox_id, config, sandbox_config)
