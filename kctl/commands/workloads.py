@@ -3,18 +3,14 @@
 Each is kubectl's verb on Flotilla's API and prints what kubectl prints
 (`deployment.apps/web scaled`). They only write desired state (a
 Deployment's replicas or template, a Service, an HPA); the controller
-manager does the rest. `rollout undo` is done here, as kubectl does it: the
-old ReplicaSet's template is copied back into the Deployment, and the
-Deployment controller brings that ReplicaSet back as the newest revision.
-The async functions (`rollout_undo`, `scale`, ...) take a Client, so tests and
-scripts call them without a command line.
+manager does the rest. `rollout` (status, history, undo for Deployments and
+DaemonSets) lives in rollout.py and is registered from here. The async
+functions (`rollout_undo`, `scale`, ...) take a Client, so tests and scripts
+call them without a command line.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as _dt
-import time
 from typing import Any
 
 import click
@@ -24,231 +20,11 @@ from client import Client
 from client.retry import update_fresh
 from kctl import context, printers, resources
 from kctl.commands.apply import create
+from kctl.commands.rollout import rollout, rollout_undo, target  # noqa: F401 - rollout_undo for scripts
 from kctl.errors import CliError
 from kctl.flags import INT32
 from proto import apps_pb2, autoscaling_pb2, core_pb2, kinds, metrics_pb2
 from proto.quantity import int_value, milli_value
-from proto.wellknown import (
-    ANNOTATION_CHANGE_CAUSE,
-    ANNOTATION_RESTARTED_AT,
-    ANNOTATION_REVISION,
-    LABEL_POD_TEMPLATE_HASH,
-    revision_of,
-)
-
-# ---------------------------------------------------------------- shared pieces
-
-
-def target(args: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[kinds.Kind, str]:
-    """`TYPE NAME` or `TYPE/NAME` as (kind, name), refusing kinds the verb does not handle."""
-    if len(args) == 1 and "/" in args[0]:
-        type_name, _, name = args[0].partition("/")
-    elif len(args) == 2:
-        type_name, name = args
-    else:
-        raise CliError("expected TYPE NAME or TYPE/NAME")
-    kind = resources.resolve(type_name)
-    if kind.kind not in allowed:
-        raise CliError(f'no {kind.resource} "{name}" can be handled here: expected one of '
-                       f'{", ".join(k.lower() for k in allowed)}')
-    return kind, name
-
-
-async def owned_replicasets(client: Client, d: apps_pb2.Deployment) -> list[apps_pb2.ReplicaSet]:
-    rss = (await client.list(apps_pb2.ReplicaSet, d.metadata.namespace)).items
-    return [rs for rs in rss if any(r.uid == d.metadata.uid and r.controller for r in rs.metadata.owner_references)]
-
-
-def _without_hash(template: core_pb2.PodTemplateSpec) -> core_pb2.PodTemplateSpec:
-    """The deployment template a ReplicaSet was made from (the controller adds the hash label)."""
-    copy = core_pb2.PodTemplateSpec()
-    copy.CopyFrom(template)
-    copy.metadata.labels.pop(LABEL_POD_TEMPLATE_HASH, None)
-    return copy
-
-
-# ---------------------------------------------------------------- rollout
-
-
-@click.group("rollout")
-def rollout() -> None:
-    """Manage the rollout of a deployment: status, history, undo, pause, resume, restart."""
-
-
-def _deployment_args(f: Any) -> Any:
-    return click.argument("args", nargs=-1, required=True)(f)
-
-
-def _name_of(args: tuple[str, ...]) -> str:
-    return target(args, ("Deployment",))[1]
-
-
-async def rollout_status_line(client: Client, name: str, namespace: str) -> tuple[str, bool]:
-    """kubectl's status message for the deployment now, and whether the rollout is done."""
-    d = await client.get(apps_pb2.Deployment, name, namespace)
-    s = d.status
-    if d.metadata.generation > s.observed_generation:
-        return "Waiting for deployment spec update to be observed...", False
-    progressing = next((c for c in s.conditions if c.type == "Progressing"), None)
-    if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
-        raise CliError(f'deployment "{name}" exceeded its progress deadline')
-    want = d.spec.replicas
-    if s.updated_replicas < want:
-        return (f'Waiting for deployment "{name}" rollout to finish: {s.updated_replicas} out of {want} '
-                "new replicas have been updated..."), False
-    if s.replicas > s.updated_replicas:
-        return (f'Waiting for deployment "{name}" rollout to finish: {s.replicas - s.updated_replicas} old '
-                "replicas are pending termination..."), False
-    if s.available_replicas < s.updated_replicas:
-        return (f'Waiting for deployment "{name}" rollout to finish: {s.available_replicas} of '
-                f"{s.updated_replicas} updated replicas are available..."), False
-    return f'deployment "{name}" successfully rolled out', True
-
-
-@rollout.command("status")
-@_deployment_args
-@click.option("-w", "--watch", default=True, type=bool, help="Watch until the rollout finishes.")
-@click.option("--timeout", default=0.0, type=float, help="Seconds to wait (0: for ever).")
-@context.global_options
-def rollout_status(args: tuple[str, ...], watch: bool, timeout: float) -> None:
-    """Show the status of a rollout, waiting until it finishes."""
-    name = _name_of(args)
-    namespace = context.settings().current_namespace
-
-    async def body(client: Client) -> None:
-        deadline = time.monotonic() + timeout if timeout else None
-        last = ""
-        while True:
-            line, done = await rollout_status_line(client, name, namespace)
-            if line != last:
-                click.echo(line)
-                last = line
-            if done or not watch:
-                return
-            if deadline is not None and time.monotonic() > deadline:
-                raise CliError("timed out waiting for the condition")
-            await asyncio.sleep(0.5)
-
-    context.run(body)
-
-
-@rollout.command("history")
-@_deployment_args
-@click.option("--revision", default=0, type=int, help="Show the pod template of this revision.")
-@context.global_options
-def rollout_history(args: tuple[str, ...], revision: int) -> None:
-    """List the revisions of a deployment (or show one with --revision)."""
-    name = _name_of(args)
-    namespace = context.settings().current_namespace
-
-    async def body(client: Client) -> None:
-        d = await client.get(apps_pb2.Deployment, name, namespace)
-        rss = sorted(await owned_replicasets(client, d), key=revision_of)
-        if revision:
-            rs = next((r for r in rss if revision_of(r) == revision), None)
-            if rs is None:
-                raise CliError(f"unable to find the specified revision {revision}")
-            click.echo(f"deployment.apps/{name} with revision #{revision}")
-            click.echo(printers.to_yaml({"Pod Template": printers.as_dict(_without_hash(rs.spec.template))}))
-            return
-        click.echo(f"deployment.apps/{name} ")
-        rows = [["REVISION", "CHANGE-CAUSE"]] + [
-            [str(revision_of(rs)), rs.metadata.annotations.get(ANNOTATION_CHANGE_CAUSE, "<none>")] for rs in rss]
-        click.echo("\n".join(printers.format_table(rows, gap=2)))
-
-    context.run(body)
-
-
-async def rollout_undo(client: Client, name: str, namespace: str, *, to_revision: int = 0) -> str:
-    """Copy revision `to_revision` (0: the previous one) back into the deployment; kubectl's message."""
-    d = await client.get(apps_pb2.Deployment, name, namespace)
-    rss = await owned_replicasets(client, d)
-    current = int(d.metadata.annotations.get(ANNOTATION_REVISION, "0") or 0)
-    if to_revision:
-        rs = next((r for r in rss if revision_of(r) == to_revision), None)
-        if rs is None:
-            raise CliError(f"unable to find specified revision {to_revision} in history")
-    else:
-        older = [r for r in rss if revision_of(r) < current] if current else sorted(rss, key=revision_of)[:-1]
-        if not older:
-            raise CliError(f'no rollout history found for deployment "{name}"')
-        rs = max(older, key=revision_of)
-    template = _without_hash(rs.spec.template)
-    if template == d.spec.template:
-        return f"deployment.apps/{name} skipped rollback (current template already matches revision " \
-               f"{revision_of(rs)})"
-
-    def change(obj: apps_pb2.Deployment) -> bool:
-        if obj.spec.paused:
-            raise CliError(f'you cannot rollback a paused deployment; resume it first with '
-                           f'\'kctl rollout resume deployment/{name}\' and try again')
-        obj.spec.template.CopyFrom(template)
-        return True
-
-    await update_fresh(client, apps_pb2.Deployment, name, namespace, change)
-    return f"deployment.apps/{name} rolled back"
-
-
-@rollout.command("undo")
-@_deployment_args
-@click.option("--to-revision", default=0, type=int, help="The revision to roll back to (0: the previous).")
-@context.global_options
-def rollout_undo_command(args: tuple[str, ...], to_revision: int) -> None:
-    """Roll back to a previous revision."""
-    name = _name_of(args)
-    namespace = context.settings().current_namespace
-    click.echo(context.run(lambda client: rollout_undo(client, name, namespace, to_revision=to_revision)))
-
-
-def _pause_command(verb: str, paused: bool) -> click.Command:
-    @click.command(verb)
-    @_deployment_args
-    @context.global_options
-    def command(args: tuple[str, ...]) -> None:
-        name = _name_of(args)
-        namespace = context.settings().current_namespace
-
-        def change(d: apps_pb2.Deployment) -> bool:
-            if d.spec.paused == paused:
-                raise CliError(f'deployments.apps "{name}" is {"already" if paused else "not"} paused')
-            d.spec.paused = paused
-            return True
-
-        async def body(client: Client) -> None:
-            await update_fresh(client, apps_pb2.Deployment, name, namespace, change)
-            click.echo(f"deployment.apps/{name} {verb}d")
-
-        context.run(body)
-
-    command.help = f"{verb.capitalize()} a deployment's rollout."
-    return command
-
-
-rollout.add_command(_pause_command("pause", True))
-rollout.add_command(_pause_command("resume", False))
-
-
-@rollout.command("restart")
-@_deployment_args
-@context.global_options
-def rollout_restart(args: tuple[str, ...]) -> None:
-    """Restart every pod of a deployment, by a rolling update (a new template annotation)."""
-    name = _name_of(args)
-    namespace = context.settings().current_namespace
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def change(d: apps_pb2.Deployment) -> bool:
-        if d.spec.paused:
-            raise CliError(f"can't restart paused deployment (run rollout resume first): deployment.apps/{name}")
-        d.spec.template.metadata.annotations[ANNOTATION_RESTARTED_AT] = stamp
-        return True
-
-    async def body(client: Client) -> None:
-        await update_fresh(client, apps_pb2.Deployment, name, namespace, change)
-        click.echo(f"deployment.apps/{name} restarted")
-
-    context.run(body)
-
 
 # ---------------------------------------------------------------- scale, set image
 
@@ -286,7 +62,7 @@ def set_group() -> None:
 def set_image(args: tuple[str, ...]) -> None:
     """Update container images: TYPE NAME CONTAINER=IMAGE... ('*' for every container)."""
     pairs = [a for a in args if "=" in a]
-    kind, name = target(tuple(a for a in args if "=" not in a), ("Deployment", "ReplicaSet", "Pod"))
+    kind, name = target(tuple(a for a in args if "=" not in a), ("Deployment", "ReplicaSet", "DaemonSet", "Pod"))
     if not pairs:
         raise CliError("at least one image update is required")
     images = dict(p.split("=", 1) for p in pairs)

@@ -1,11 +1,13 @@
-"""Describing a deployment: replica counts, strategy, pod template, conditions, old and new ReplicaSets."""
+"""Describing apps/v1 workloads: a deployment (replica counts, strategy, pod template, conditions, old
+and new ReplicaSets) and a daemon set (nodes scheduled, up to date, available and misscheduled, its
+pods by phase, its pod template), as kubectl's DeploymentDescriber and DaemonSetDescriber."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from controlplane.printers.apps import desired_replicas
-from controlplane.printers.text import NONE, selector_text
+from controlplane.printers.text import NONE, labels_text, selector_text
 from kctl.describe.pods import containers
 from kctl.describe.section import Section, annotation_lines, metadata, pairs
 from proto import apps_pb2, core_pb2, kinds
@@ -55,3 +57,31 @@ def _same_template(a: core_pb2.PodTemplateSpec, b: core_pb2.PodTemplateSpec) -> 
     for t in (left, right):
         t.metadata.labels.pop("pod-template-hash", None)
     return left == right
+
+
+def describe_daemon_set(ds: apps_pb2.DaemonSet, pods: Sequence[core_pb2.Pod]) -> Section:
+    """`pods`: the daemon set's own (controlled by it), counted by phase as kubectl does."""
+    s = Section()
+    spec, status = ds.spec, ds.status
+    s.kv(0, "Name", ds.metadata.name)
+    s.kv(0, "Namespace", ds.metadata.namespace)
+    s.kv(0, "Selector", selector_text(spec.selector))
+    s.kv(0, "Node-Selector", labels_text(spec.template.spec.node_selector))
+    s.many(0, "Labels", pairs(ds.metadata.labels))
+    s.many(0, "Annotations", annotation_lines(ds.metadata.annotations))
+    s.kv(0, "Desired Number of Nodes Scheduled", status.desired_number_scheduled)
+    s.kv(0, "Current Number of Nodes Scheduled", status.current_number_scheduled)
+    s.kv(0, "Number of Nodes Scheduled with Up-to-date Pods", status.updated_number_scheduled)
+    s.kv(0, "Number of Nodes Scheduled with Available Pods", status.number_available)
+    s.kv(0, "Number of Nodes Misscheduled", status.number_misscheduled)
+    owned = [p for p in pods if any(o.uid == ds.metadata.uid and o.controller for o in p.metadata.owner_references)]
+    phases = {phase: sum(p.status.phase == phase for p in owned)
+              for phase in ("Running", "Pending", "Succeeded", "Failed")}
+    s.kv(0, "Pods Status", f"{phases['Running']} Running / {phases['Pending']} Waiting / "
+                           f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
+    s.header(0, "Pod Template:")
+    s.many(1, "Labels", pairs(spec.template.metadata.labels))
+    if spec.template.metadata.annotations:
+        s.many(1, "Annotations", annotation_lines(spec.template.metadata.annotations))
+    containers(s, 1, "Containers", spec.template.spec.containers, None)
+    return s
