@@ -14,7 +14,10 @@ and what one object uses:
   storage and `requests.<extended resource>`, but only while the pod is not
   terminal (Succeeded/Failed) nor terminating past its grace period;
 - services: `services`, `services.loadbalancers`, `services.nodeports`;
-- configmaps, secrets, resourcequotas: their legacy short names.
+- configmaps, secrets, resourcequotas: their legacy short names;
+- persistentvolumeclaims: `persistentvolumeclaims` and `requests.storage` (the
+  larger of the request and what a resize has allocated), and both per class as
+  `<class>.storageclass.storage.k8s.io/{persistentvolumeclaims,requests.storage}`.
 
 Quota `scopes` and `scopeSelector` (Terminating, NotTerminating, BestEffort,
 NotBestEffort, PriorityClass) narrow a quota to the pods they match; a scoped
@@ -204,6 +207,33 @@ def service_usage(obj: Message, now: float) -> Usage:
     return usage
 
 
+# ---------------------------------------------------------------- persistent volume claims
+
+STORAGE_CLASS_SUFFIX = ".storageclass.storage.k8s.io/"
+_CLAIM_RESOURCES = ("persistentvolumeclaims", "requests.storage")
+
+
+def _matches_claim_resource(name: str) -> bool:
+    """`<class>.storageclass.storage.k8s.io/persistentvolumeclaims` or `.../requests.storage`."""
+    prefix, found, resource = name.partition(STORAGE_CLASS_SUFFIX)
+    return bool(found and prefix) and resource in _CLAIM_RESOURCES
+
+
+def claim_usage(obj: Message, now: float) -> Usage:
+    pvc: Any = obj
+    requested = pvc.spec.resources.requests.get("storage")
+    allocated = pvc.status.allocated_resources.get("storage")
+    sizes = [Amount.parse(q) for q in (requested, allocated) if q]
+    # A claim being resized counts at its larger size, as Kubernetes' pvc evaluator does.
+    storage = max(sizes, key=lambda a: a.value) if sizes else ZERO
+    usage: Usage = {"persistentvolumeclaims": ONE, "count/persistentvolumeclaims": ONE, "requests.storage": storage}
+    if pvc.spec.storage_class_name:
+        prefix = pvc.spec.storage_class_name + STORAGE_CLASS_SUFFIX
+        usage[prefix + "persistentvolumeclaims"] = ONE
+        usage[prefix + "requests.storage"] = storage
+    return usage
+
+
 # ---------------------------------------------------------------- evaluators
 
 @dataclass(frozen=True)
@@ -244,6 +274,8 @@ EVALUATORS: tuple[Evaluator, ...] = (
     Evaluator(kinds.resolve("pods"), frozenset({"pods"}), pod_usage, _matches_pod_resource, scoped=True),
     Evaluator(kinds.resolve("services"), frozenset({"services", "services.loadbalancers", "services.nodeports"}),
               service_usage, handles_update=True),
+    Evaluator(kinds.resolve("persistentvolumeclaims"), frozenset(_CLAIM_RESOURCES), claim_usage,
+              _matches_claim_resource, handles_update=True),
     _object_count("configmaps", "configmaps"),
     _object_count("secrets", "secrets"),
     _object_count("resourcequotas", "resourcequotas"),

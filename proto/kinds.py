@@ -29,6 +29,7 @@ from proto import (
     metrics_pb2,
     policy_pb2,
     rbac_pb2,
+    storage_pb2,
 )
 from proto.errors import NotFound
 
@@ -131,22 +132,29 @@ KINDS: tuple[Kind, ...] = (
     Kind("ResourceQuota", "resourcequotas", "resourcequota", "v1", core_pb2.ResourceQuota, True, ("quota",)),
     Kind("LimitRange", "limitranges", "limitrange", "v1", core_pb2.LimitRange, True, ("limits",),
          has_status=False),
+    # Storage: volumes are cluster-wide (as nodes), claims belong to a namespace (as pods).
+    Kind("PersistentVolume", "persistentvolumes", "persistentvolume", "v1", core_pb2.PersistentVolume, False,
+         ("pv",)),
+    Kind("PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", "v1",
+         core_pb2.PersistentVolumeClaim, True, ("pvc",)),
     Kind("ReplicaSet", "replicasets", "replicaset", "apps/v1", apps_pb2.ReplicaSet, True, ("rs",),
          categories=ALL_CATEGORY, scalable=True),
     Kind("Deployment", "deployments", "deployment", "apps/v1", apps_pb2.Deployment, True, ("deploy",),
          categories=ALL_CATEGORY, scalable=True),
-    Kind("Job", "jobs", "job", "batch/v1", batch_pb2.Job, True, categories=ALL_CATEGORY),
-    Kind("CronJob", "cronjobs", "cronjob", "batch/v1", batch_pb2.CronJob, True, ("cj",), categories=ALL_CATEGORY),
-    Kind("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy/v1",
-         policy_pb2.PodDisruptionBudget, True, ("pdb",)),
-    Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),
-         has_status=False),
     Kind("DaemonSet", "daemonsets", "daemonset", "apps/v1", apps_pb2.DaemonSet, True, ("ds",),
          categories=ALL_CATEGORY),
     # Written by the DaemonSet (and StatefulSet) controllers; no status, and kubectl's
     # `rollout history` reads them.
     Kind("ControllerRevision", "controllerrevisions", "controllerrevision", "apps/v1", apps_pb2.ControllerRevision,
          True, (), has_status=False),
+    Kind("Job", "jobs", "job", "batch/v1", batch_pb2.Job, True, categories=ALL_CATEGORY),
+    Kind("CronJob", "cronjobs", "cronjob", "batch/v1", batch_pb2.CronJob, True, ("cj",), categories=ALL_CATEGORY),
+    Kind("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy/v1",
+         policy_pb2.PodDisruptionBudget, True, ("pdb",)),
+    Kind("StorageClass", "storageclasses", "storageclass", "storage.k8s.io/v1", storage_pb2.StorageClass, False,
+         ("sc",), has_status=False),
+    Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),
+         has_status=False),
     Kind("HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", "autoscaling/v2",
          autoscaling_pb2.HorizontalPodAutoscaler, True, ("hpa",), categories=ALL_CATEGORY),
     Kind("Role", "roles", "role", "rbac.authorization.k8s.io/v1", rbac_pb2.Role, True, (), has_status=False),

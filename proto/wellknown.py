@@ -46,6 +46,23 @@ ANNOTATION_CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 ANNOTATION_CRONJOB_INSTANTIATE = "cronjob.kubernetes.io/instantiate"  # "manual": made by `create job --from`
 
 
+# Storage: the finalizers that keep a claim (or volume) while it is in use, the annotations of
+# binding and provisioning (Kubernetes' pv controller and volume scheduling), and the built-in
+# local-path provisioner's name.
+FINALIZER_PVC_PROTECTION = "kubernetes.io/pvc-protection"
+FINALIZER_PV_PROTECTION = "kubernetes.io/pv-protection"
+ANNOTATION_DEFAULT_STORAGE_CLASS = "storageclass.kubernetes.io/is-default-class"
+ANNOTATION_SELECTED_NODE = "volume.kubernetes.io/selected-node"  # a WaitForFirstConsumer claim's node
+ANNOTATION_STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"  # on a claim to provision
+ANNOTATION_BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
+ANNOTATION_PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"  # on a provisioned volume
+ANNOTATION_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"  # on a claim the binder bound
+ANNOTATION_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
+LOCAL_PATH_PROVISIONER = "flotilla.dev/local-path"
+LOCAL_PATH_NODE_PATH = "nodePath"  # its StorageClass parameter: the directory on each node
+LOCAL_PATH_DEFAULT_NODE_PATH = "/var/lib/flotilla/local-path"
+
+
 def revision_of(obj: Any) -> int:
     """The rollout revision an object's `deployment.kubernetes.io/revision` annotation records (0 if none)."""
     try:

@@ -17,7 +17,7 @@ applying it twice changes nothing. The values are those of Kubernetes'
 from __future__ import annotations
 
 from controlplane.apiserver.validation.podspec import VOLUME_SOURCES
-from proto import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, policy_pb2
+from proto import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, policy_pb2, storage_pb2
 
 _DEFAULT_FILE_MODE = 0o644  # what configMap and secret volume files get unless told otherwise
 
@@ -304,3 +304,32 @@ def default_pod_disruption_budget(pdb: policy_pb2.PodDisruptionBudget) -> None:
     spec = pdb.spec
     if not spec.min_available and not spec.max_unavailable:
         spec.min_available = "1"
+
+
+# ---------------------------------------------------------------- PersistentVolume, PersistentVolumeClaim, StorageClass
+
+
+def default_persistent_volume(pv: core_pb2.PersistentVolume) -> None:
+    """Retain, Filesystem, phase Pending (SetDefaults_PersistentVolume): a volume made by hand is kept."""
+    if not pv.spec.persistent_volume_reclaim_policy:
+        pv.spec.persistent_volume_reclaim_policy = "Retain"
+    if not pv.spec.HasField("volume_mode"):
+        pv.spec.volume_mode = "Filesystem"
+    if not pv.status.phase:
+        pv.status.phase = "Pending"
+
+
+def default_persistent_volume_claim(pvc: core_pb2.PersistentVolumeClaim) -> None:
+    """Filesystem, phase Pending (SetDefaults_PersistentVolumeClaim); the class is admission's (DefaultStorageClass)."""
+    if not pvc.spec.HasField("volume_mode"):
+        pvc.spec.volume_mode = "Filesystem"
+    if not pvc.status.phase:
+        pvc.status.phase = "Pending"
+
+
+def default_storage_class(sc: storage_pb2.StorageClass) -> None:
+    """Delete and Immediate (SetDefaults_StorageClass): provisioned volumes go with their claims."""
+    if not sc.HasField("reclaim_policy"):
+        sc.reclaim_policy = "Delete"
+    if not sc.HasField("volume_binding_mode"):
+        sc.volume_binding_mode = "Immediate"

@@ -9,7 +9,7 @@ object to its row's cells. This package is that, for Flotilla's kinds:
   `TableRow`) and `build_table`, plus `Table.to_dict` for the JSON Table;
 - `text`: how cells spell ages, labels, selectors and absent values;
 - one module per API group (`core`, `apps`, `batch`, `policy`, `autoscaling`,
-  `certificates`, `coordination`) with that group's convertors and the cell helpers kctl
+  `certificates`, `coordination`, `storage`) with that group's convertors and the cell helpers kctl
   describe shares (pod status, node roles, event ages…);
 - `TABLE_CONVERTORS` here: kind name → convertor (Kubernetes' AddHandlers);
   every other kind gets `DEFAULT` (Name, Age).
@@ -28,7 +28,17 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from controlplane.printers import apps, autoscaling, batch, certificates, coordination, core, policy, rbac
+from controlplane.printers import (
+    apps,
+    autoscaling,
+    batch,
+    certificates,
+    coordination,
+    core,
+    policy,
+    rbac,
+    storage,
+)
 from controlplane.printers.table import (
     DEFAULT,
     Cell,
@@ -52,8 +62,13 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "Secret": core.SECRET,
     "ResourceQuota": core.RESOURCE_QUOTA,
     "LimitRange": core.LIMIT_RANGE,
+    "PersistentVolume": storage.PERSISTENT_VOLUME,
+    "PersistentVolumeClaim": storage.PERSISTENT_VOLUME_CLAIM,
+    "StorageClass": storage.STORAGE_CLASS,
     "Deployment": apps.DEPLOYMENT,
     "ReplicaSet": apps.REPLICA_SET,
+    "DaemonSet": apps.DAEMON_SET,
+    "ControllerRevision": apps.CONTROLLER_REVISION,
     "Job": batch.JOB,
     "CronJob": batch.CRON_JOB,
     "PodDisruptionBudget": policy.POD_DISRUPTION_BUDGET,
@@ -67,8 +82,6 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
 }
 
 
-    "DaemonSet": apps.DAEMON_SET,
-    "ControllerRevision": apps.CONTROLLER_REVISION,
 def convertor_for(kind: kinds.Kind) -> TableConvertor[Any]:
     """The kind's convertor, or the default Name/Age one."""
     return TABLE_CONVERTORS.get(kind.kind, DEFAULT)

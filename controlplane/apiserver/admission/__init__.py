@@ -6,12 +6,14 @@ The plugins, in the order Kubernetes recommends (and runs them in):
     LimitRanger             a namespace's LimitRanges fill in and bound container resources
     NodeRestriction         a kubelet's credentials reach only its own node's objects
     PodSecurity             the namespace's Pod Security Standard (enforce / audit / warn)
+    DefaultStorageClass     a claim that names no StorageClass gets the default one
+    PersistentVolumeClaimResize  a bound claim grows only if its StorageClass allows expansion
     ReservedHostPorts       no pod takes a hostPort the control plane listens on (Flotilla's own)
     CertificateApproval     approving or signing a CSR needs `approve`/`sign` on its signer
     DenyServiceExternalIPs  no Service claims spec.externalIPs (CVE-2020-8554)
     RBACEscalation          roles and bindings grant only what their author holds (Kubernetes
                             does this in its RBAC storage; here it is one more plugin)
-    ResourceQuota           a namespace's pods stay within its quotas (last: it counts what is admitted)
+    ResourceQuota           a namespace's objects stay within its quotas (last: it counts what is admitted)
 
 One module (or package) per plugin; interface.py holds the extension points,
 chain.py runs them and warnings.py carries what they tell the client and the
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from controlplane.apiserver.admission.certificates import CertificateSubresources
 from controlplane.apiserver.admission.chain import Chain
+from controlplane.apiserver.admission.defaultstorageclass import DefaultStorageClass, PersistentVolumeClaimResize
 from controlplane.apiserver.admission.externalips import DenyServiceExternalIPs
 from controlplane.apiserver.admission.interface import CREATE, DELETE, UPDATE, Request
 from controlplane.apiserver.admission.limitranger import LimitRanger
@@ -51,6 +54,8 @@ def new_chain(*, namespaces: NamespaceLifecycle,
         LimitRanger(),
         NodeRestriction(pods_on_node, stored_pods),
         PodSecurity(namespaces.get, stored_pods),
+        DefaultStorageClass(),
+        PersistentVolumeClaimResize(),
         ReservedHostPorts(),
         CertificateSubresources(),
         DenyServiceExternalIPs(),

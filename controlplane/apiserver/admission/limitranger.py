@@ -1,9 +1,11 @@
-"""LimitRanger: a namespace's LimitRanges fill in and bound each container's resources.
+"""LimitRanger: a namespace's LimitRanges fill in and bound each container's resources and each claim's size.
 
 On pod create, after defaults and before validation, a container's missing
 requests and limits are filled from the namespace's LimitRanges (`defaultRequest`,
-`default`) and a container outside their `min`/`max` is refused. LimitRanges
-are read from a cache the registry keeps current with a watch.
+`default`) and a container outside their `min`/`max` is refused. On claim
+create, an item of type PersistentVolumeClaim bounds `requests.storage` by its
+`min`/`max`. LimitRanges are read from a cache the registry keeps current with
+a watch.
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ class LimitRanger:
     def admit(self, request: Request) -> None:
         if request.operation == CREATE and isinstance(request.obj, core_pb2.Pod):
             self.apply_limit_ranges(request.obj)
+        elif request.operation == CREATE and isinstance(request.obj, core_pb2.PersistentVolumeClaim):
+            self.bound_claim(request.obj)
+
+    def bound_claim(self, pvc: core_pb2.PersistentVolumeClaim) -> None:
+        """Refuse a claim whose requests fall outside a PersistentVolumeClaim item's min/max."""
+        for (ns, _), limit_range in sorted(self.limit_ranges.items()):
+            if ns != pvc.metadata.namespace:
+                continue
+            for item in limit_range.spec.limits:
+                if item.type == "PersistentVolumeClaim":
+                    _limit_claim(pvc, item)
 
     def apply_limit_ranges(self, pod: core_pb2.Pod) -> None:
         """Fill missing requests/limits from the namespace's LimitRanges; refuse what breaks min/max."""
@@ -77,3 +90,23 @@ def _limit_container(pod: core_pb2.Pod, container: core_pb2.Container, item: cor
         if resource in res.requests and parse_quantity(res.requests[resource]) < parse_quantity(bound):
             raise Forbidden(f"{name} is forbidden: minimum {resource} usage per Container is {bound}, "
                             f"but request is {res.requests[resource]}")
+
+
+def _limit_claim(pvc: core_pb2.PersistentVolumeClaim, item: core_pb2.LimitRangeItem) -> None:
+    """Kubernetes' PersistentVolumeClaimValidateLimitFunc: requests against min and max."""
+    requests = pvc.spec.resources.requests
+    name, what = f'persistentvolumeclaims "{pvc.metadata.name}"', "per PersistentVolumeClaim"
+    for resource, bound in item.min.items():
+        if resource not in requests:
+            raise Forbidden(f"{name} is forbidden: minimum {resource} usage {what} is {bound}.  No request is "
+                            "specified")
+        if parse_quantity(requests[resource]) < parse_quantity(bound):
+            raise Forbidden(f"{name} is forbidden: minimum {resource} usage {what} is {bound}, but request is "
+                            f"{requests[resource]}")
+    for resource, bound in item.max.items():
+        if resource not in requests:
+            raise Forbidden(f"{name} is forbidden: maximum {resource} usage {what} is {bound}.  No request is "
+                            "specified")
+        if parse_quantity(requests[resource]) > parse_quantity(bound):
+            raise Forbidden(f"{name} is forbidden: maximum {resource} usage {what} is {bound}, but request is "
+                            f"{requests[resource]}")

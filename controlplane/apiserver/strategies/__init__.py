@@ -25,6 +25,11 @@ from controlplane.apiserver.strategies.core import (
 )
 from controlplane.apiserver.strategies.policy import PodDisruptionBudgetStrategy
 from controlplane.apiserver.strategies.rbac import RoleBindingStrategy, RoleStrategy
+from controlplane.apiserver.strategies.storage import (
+    STORAGE_CLASS,
+    PersistentVolumeClaimStrategy,
+    PersistentVolumeStrategy,
+)
 from controlplane.apiserver.validation import apps, autoscaling, coordination, core
 from controlplane.apiserver.validation.field import Errors
 from proto.kinds import Kind
@@ -42,18 +47,22 @@ STRATEGIES: dict[str, Strategy] = {
     "ConfigMap": Strategy(validator=core.validate_config_map),
     "Secret": Strategy(defaulter=defaults.default_secret, validator=core.validate_secret),
     "ResourceQuota": ResourceQuotaStrategy(),
+    "PersistentVolume": PersistentVolumeStrategy(),
+    "PersistentVolumeClaim": PersistentVolumeClaimStrategy(),
     # apps/v1
     "ReplicaSet": Strategy(defaulter=defaults.default_replica_set, validator=apps.validate_replica_set),
     "Deployment": Strategy(defaulter=defaults.default_deployment, validator=apps.validate_deployment),
+    "DaemonSet": DaemonSetStrategy(),
+    "ControllerRevision": CONTROLLER_REVISION,
     # batch/v1
     "Job": JobStrategy(),
     "CronJob": CronJobStrategy(),
     # policy/v1
     "PodDisruptionBudget": PodDisruptionBudgetStrategy(),
+    # storage.k8s.io/v1
+    "StorageClass": STORAGE_CLASS,
     # coordination.k8s.io/v1, autoscaling/v2
     "Lease": Strategy(validator=coordination.validate_lease),
-    "DaemonSet": DaemonSetStrategy(),
-    "ControllerRevision": CONTROLLER_REVISION,
     "HorizontalPodAutoscaler": Strategy(defaulter=defaults.default_horizontal_pod_autoscaler,
                                         validator=autoscaling.validate_horizontal_pod_autoscaler),
     # rbac.authorization.k8s.io/v1

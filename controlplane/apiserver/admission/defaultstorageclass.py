@@ -1,0 +1,96 @@
+"""DefaultStorageClass and PersistentVolumeClaimResize: the StorageClass rules of a claim's writes.
+
+DefaultStorageClass (Kubernetes' plugin of that name): a claim created
+without `storageClassName` (unset, not "": "" asks for volumes without a
+class) is given the default class — the one annotated
+`storageclass.kubernetes.io/is-default-class: "true"`; with several, the
+newest, as Kubernetes picks since 1.28. With none, the claim stays without a
+class, and the PV controller gives it one if a default appears later.
+
+PersistentVolumeClaimResize: a bound claim's `requests.storage` may only grow
+if its class says `allowVolumeExpansion: true` (validation already refuses
+shrinking and any other spec change).
+
+Both read StorageClasses from a cache the registry keeps current with a watch.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from controlplane.apiserver.admission.interface import CREATE, UPDATE, Request
+from controlplane.apiserver.validation.storage import storage_request
+from proto import core_pb2, kinds, storage_pb2
+from proto.errors import Forbidden
+from proto.wellknown import ANNOTATION_DEFAULT_STORAGE_CLASS
+
+NAME = "DefaultStorageClass"
+RESIZE_NAME = "PersistentVolumeClaimResize"
+
+
+def default_class(classes: list[storage_pb2.StorageClass]) -> storage_pb2.StorageClass | None:
+    """The default StorageClass among `classes`: the newest annotated one (then by name), or None."""
+    defaults = [sc for sc in classes if sc.metadata.annotations.get(ANNOTATION_DEFAULT_STORAGE_CLASS) == "true"]
+    if not defaults:
+        return None
+    return max(defaults, key=lambda sc: (sc.metadata.creation_timestamp.ToNanoseconds(), sc.metadata.name))
+
+
+class StorageClasses:
+    """The StorageClass cache both plugins share (a PolicyWatcher)."""
+
+    policy_kind = kinds.resolve("storageclasses")
+
+    def __init__(self) -> None:
+        self.classes: dict[str, storage_pb2.StorageClass] = {}
+
+    def observe(self, event_type: str, obj: Message) -> None:
+        name = obj.metadata.name  # type: ignore[attr-defined]
+        if event_type == "DELETED":
+            self.classes.pop(name, None)
+        else:
+            self.classes[name] = obj  # type: ignore[assignment]
+
+    def reset(self) -> None:
+        self.classes.clear()
+
+
+class DefaultStorageClass(StorageClasses):
+    """A mutating plugin: claims, on create."""
+
+    NAME = NAME
+
+    def admit(self, request: Request) -> None:
+        if request.operation != CREATE or request.subresource or not isinstance(
+                request.obj, core_pb2.PersistentVolumeClaim):
+            return
+        pvc = request.obj
+        if pvc.spec.HasField("storage_class_name") or "volume.beta.kubernetes.io/storage-class" in \
+                pvc.metadata.annotations:
+            return
+        found = default_class(list(self.classes.values()))
+        if found is not None:
+            pvc.spec.storage_class_name = found.metadata.name
+
+
+class PersistentVolumeClaimResize(StorageClasses):
+    """Refuses growing a claim whose class does not allow expansion (on update)."""
+
+    NAME = RESIZE_NAME
+
+    def admit(self, request: Request) -> None:
+        if request.operation != UPDATE or request.subresource or not isinstance(
+                request.obj, core_pb2.PersistentVolumeClaim) or not isinstance(
+                request.old, core_pb2.PersistentVolumeClaim):
+            return
+        new, old = request.obj, request.old
+        before, after = storage_request(old), storage_request(new)
+        if before is None or after is None or after <= before:
+            return
+        class_name = new.spec.storage_class_name
+        sc = self.classes.get(class_name)
+        if not class_name or class_name != old.spec.storage_class_name or sc is None or not (
+                sc.HasField("allow_volume_expansion") and sc.allow_volume_expansion):
+            raise Forbidden(f'persistentvolumeclaims "{new.metadata.name}" is forbidden: only dynamically '
+                            "provisioned pvc can be resized and the storageclass that provisions the pvc must "
+                            "support resize")
