@@ -2,17 +2,23 @@
 
 All four change a Node and let the scheduler react: cordon sets
 spec.unschedulable (NodeUnschedulable then keeps new pods off), taint edits
-spec.taints (TaintToleration reads them), and drain cordons, then deletes the
+spec.taints (TaintToleration reads them), and drain cordons, then evicts the
 node's pods so their controllers recreate them elsewhere. They read the node,
 change it, and write it back, re-reading on Conflict as kubectl's patches retry.
 
-drain refuses, as kubectl does, to delete what nothing would recreate: pods
+drain refuses, as kubectl does, to evict what nothing would recreate: pods
 without a controller (unless --force), DaemonSet pods, which the DaemonSet
 would put straight back (unless --ignore-daemonsets, which leaves them), and
 pods with emptyDir data (unless --delete-emptydir-data). Mirror pods (static
-pods, owned by their kubelet) and finished pods need no decision. Flotilla has
-no Eviction subresource yet, so "evicting" is a delete with the grace period,
-and drain waits until each pod is gone.
+pods, owned by their kubelet) and finished pods need no decision.
+
+Each pod is evicted, not deleted: its PodDisruptionBudget must allow it. An
+eviction the budget refuses (429 TooManyRequests) is tried again every 5 seconds,
+as kubectl does, so a drain takes a budget's pods one at a time, each once the
+replacement of the last is Ready; drain waits for each evicted pod to be gone.
+kctl speaks gRPC, which has no eviction call, so it runs the apiserver's own
+eviction steps (controlplane/apiserver/subresources/eviction.py) over its client:
+the budget's status written with its resourceVersion, then the delete.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ import time
 from dataclasses import dataclass, field
 
 import click
+from google.protobuf.message import Message
 
 from client import Client
 from client.retry import update_fresh
+from controlplane.apiserver.subresources import eviction
 from kctl import context
 from kctl.errors import CliError
-from proto import core_pb2
-from proto.errors import NotFound
+from proto import core_pb2, policy_pb2
+from proto.errors import NotFound, TooManyRequests
 from proto.wellknown import ANNOTATION_MIRROR_POD
 
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 TERMINAL_PHASES = ("Succeeded", "Failed")
 POLL_INTERVAL = 0.2
+EVICTION_RETRY_INTERVAL = 5.0  # kubectl's pause after an eviction its budget refused
 
 
 def node_names(args: tuple[str, ...]) -> list[str]:
@@ -146,15 +155,63 @@ def plan_drain(pods: list[core_pb2.Pod], *, force: bool, ignore_daemonsets: bool
     return plan
 
 
-async def evict(client: Client, pod: core_pb2.Pod, grace_period: int, deadline: float | None) -> None:
-    """Delete the pod and wait until it is gone (a replacement with the same name is a new uid)."""
+class ClientEvictionStore:
+    """The eviction's reads and writes over kctl's gRPC client (eviction.EvictionStore)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def get_pod(self, namespace: str, name: str) -> core_pb2.Pod:
+        return await self.client.get(core_pb2.Pod, name, namespace)
+
+    async def list_budgets(self, namespace: str) -> list[policy_pb2.PodDisruptionBudget]:
+        return list((await self.client.list(policy_pb2.PodDisruptionBudget, namespace)).items)
+
+    async def get_budget(self, namespace: str, name: str) -> policy_pb2.PodDisruptionBudget:
+        return await self.client.get(policy_pb2.PodDisruptionBudget, name, namespace)
+
+    async def update_budget_status(self, pdb: policy_pb2.PodDisruptionBudget) -> policy_pb2.PodDisruptionBudget:
+        return await self.client.update_status(pdb)
+
+    async def update_pod_status(self, pod: core_pb2.Pod) -> core_pb2.Pod:
+        return await self.client.update_status(pod)
+
+    async def delete_pod(self, namespace: str, name: str, options: eviction.DeleteOptionsLike) -> Message:
+        return await self.client.delete(
+            core_pb2.Pod, name, namespace, grace_period_seconds=options.grace_period_seconds,
+            propagation_policy=options.propagation_policy, uid=options.uid,
+            resource_version=options.resource_version, dry_run=options.dry_run)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+async def evict(client: Client, pod: core_pb2.Pod, grace_period: int, deadline: float | None,
+                timeout: float) -> None:
+    """Evict the pod, again after each refusal of its budget, then wait until it is gone (kubectl's evictPods).
+
+    A replacement with the same name is a new uid, so it does not count as the pod still being there.
+    """
     meta = pod.metadata
-    click.echo(f"evicting pod {meta.namespace}/{meta.name}")
-    try:
-        await client.delete(core_pb2.Pod, meta.name, meta.namespace, uid=meta.uid,
-                            grace_period_seconds=None if grace_period < 0 else grace_period)
-    except NotFound:
-        pass
+    where = f'pods/"{meta.name}" -n "{meta.namespace}"'
+    options = eviction.Options(grace_period_seconds=None if grace_period < 0 else grace_period)
+    while True:
+        click.echo(f"evicting pod {meta.namespace}/{meta.name}")
+        left = _remaining(deadline)
+        if left is not None and left <= 0:
+            raise CliError(f"error when evicting {where}: global timeout reached: {timeout:g}s")
+        try:
+            await eviction.evict_pod(ClientEvictionStore(client), meta.namespace, meta.name, options)
+            break
+        except NotFound:
+            return  # already gone: nothing to wait for
+        except TooManyRequests as err:
+            click.echo(f"error when evicting {where} (will retry after {EVICTION_RETRY_INTERVAL:g}s): {err}",
+                       err=True)
+            left = _remaining(deadline)
+            await asyncio.sleep(EVICTION_RETRY_INTERVAL if left is None else max(min(EVICTION_RETRY_INTERVAL, left),
+                                                                                 0))
     while True:
         try:
             current = await client.get(core_pb2.Pod, meta.name, meta.namespace)
@@ -162,18 +219,25 @@ async def evict(client: Client, pod: core_pb2.Pod, grace_period: int, deadline: 
             break
         if current.metadata.uid != meta.uid:
             break
-        if deadline is not None and time.monotonic() > deadline:
-            raise CliError(f"drain did not complete within the timeout: pod {meta.namespace}/{meta.name} "
-                           "is still terminating")
+        left = _remaining(deadline)
+        if left is not None and left <= 0:
+            raise CliError(f'error when waiting for pod "{meta.name}" in namespace "{meta.namespace}" to '
+                           f"terminate: global timeout reached: {timeout:g}s")
         await asyncio.sleep(POLL_INTERVAL)
     click.echo(f"pod/{meta.name} evicted")
 
 
+def _drain_failed(node: str, errors: list[str]) -> CliError:
+    joined = ", ".join(errors)
+    return CliError(f'unable to drain node "{node}" due to error: {joined}, continuing command...\n'
+                    f"There are pending nodes to be drained:\n {node}\n" + "\n".join(errors))
+
+
 @click.command("drain", help="Cordon NODE, then evict its pods (kubectl's safety checks apply).")
 @click.argument("node")
-@click.option("--force", is_flag=True, help="Also delete pods that no controller would recreate.")
+@click.option("--force", is_flag=True, help="Also evict pods that no controller would recreate.")
 @click.option("--ignore-daemonsets", is_flag=True, help="Leave DaemonSet-managed pods in place.")
-@click.option("--delete-emptydir-data", is_flag=True, help="Also delete pods using emptyDir (data is lost).")
+@click.option("--delete-emptydir-data", is_flag=True, help="Also evict pods using emptyDir (data is lost).")
 @click.option("--grace-period", type=int, default=-1, show_default=True,
               help="Seconds each pod gets to stop; -1 uses the pod's own terminationGracePeriodSeconds.")
 @click.option("--timeout", type=float, default=0.0, help="Give up after this many seconds (0: wait forever).")
@@ -188,13 +252,19 @@ def drain(node: str, force: bool, ignore_daemonsets: bool, delete_emptydir_data:
         plan = plan_drain(pods, force=force, ignore_daemonsets=ignore_daemonsets,
                           delete_emptydir_data=delete_emptydir_data)
         if plan.errors:
-            errors = plan.messages(plan.errors, "cannot delete ")
-            raise CliError(f'unable to drain node "{name}" due to error: {", ".join(errors)}, continuing '
-                           f"command...\nThere are pending nodes to be drained:\n {name}\n" + "\n".join(errors))
+            raise _drain_failed(name, plan.messages(plan.errors, "cannot delete "))
         for warning in plan.messages(plan.warnings, "Warning: "):
             click.echo(warning, err=True)
         deadline = time.monotonic() + timeout if timeout > 0 else None
-        await asyncio.gather(*(evict(client, pod, grace_period, deadline) for pod in plan.delete))
+        # Every pod at once, as kubectl: a budget lets through what it allows, the rest retry.
+        outcomes = await asyncio.gather(*(evict(client, pod, grace_period, deadline, timeout)
+                                          for pod in plan.delete), return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        unexpected = [o for o in failed if not isinstance(o, CliError)]
+        if unexpected:
+            raise unexpected[0]
+        if failed:
+            raise _drain_failed(name, [str(o) for o in failed])
         click.echo(f"node/{name} drained")
 
     context.run(body)
