@@ -550,3 +550,18 @@ def test_clusters_reserve_the_ports_their_control_plane_uses(tmp_path: Any) -> N
     argv = components.apiserver_argv(plan)
     ports = argv[argv.index("--reserved-host-ports") + 1]
     assert ports == "5000,5001,6443,6444,6445,10250,12379,12380"  # the registry pulls on 5000, takes pushes on 5001
+
+
+async def test_public_version_keeps_the_storage_version_to_itself(http: aiohttp.ClientSession) -> None:
+    # /version answers before credentials; which etcd runs underneath is for signed-in users only.
+    status, body, _ = await call(http, "GET", "/version")
+    assert status == 200 and body["major"] == "1"
+    assert "etcdVersion" not in body
+
+
+async def test_watch_from_a_future_resource_version_is_too_large(http: aiohttp.ClientSession, ns: str) -> None:
+    # The stream has begun when the registry finds out, so the Status comes as the watch's ERROR event.
+    status, body, _ = await call(http, "GET", f"/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion=999999999")
+    assert status == 200 and body["type"] == "ERROR", body
+    assert (body["object"]["code"], body["object"]["reason"]) == (504, "Timeout")
+    assert body["object"]["message"].startswith("Too large resource version: 999999999, current: ")

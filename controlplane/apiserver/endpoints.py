@@ -326,8 +326,10 @@ class Endpoints:
             return AccessReview(False, subject.name, str(denied))
         return AccessReview(True, subject.name)
 
-    async def version(self) -> dict[str, str]:
-        return version_info(await self.registry.storage.etcd_version())
+    async def version(self, user: UserInfo | None = None) -> dict[str, str]:
+        """What `/version` answers. Anyone may ask (kubectl asks before it has credentials), so the
+        storage's version — a fact for an attacker picking exploits — is only told to a signed-in user."""
+        return version_info(await self.registry.storage.etcd_version() if user is not None else "")
 
     # ------------------------------------------------------------------ node proxies
 

@@ -42,6 +42,7 @@ from proto.errors import (
     Gone,
     Invalid,
     NotFound,
+    Timeout,
     TooLarge,
 )
 from proto.selectors import FieldSelector, LabelSelector, parse_field_selector, parse_label_selector
@@ -528,6 +529,10 @@ class Registry:
                 raise BadRequest(f'invalid resource version "{resource_version}"') from None
             if not 0 <= revision < 2**63 - 1:  # etcd revisions are int64 and the watch starts at revision + 1
                 raise BadRequest(f'invalid resource version "{resource_version}"')
+            current = await self.storage.revision()
+            if revision > current:
+                # A version from the future (another cluster, a typo) would wait forever: Kubernetes answers 504.
+                raise Timeout(f"Too large resource version: {revision}, current: {current}")
         changes = self.storage.watch(prefix, revision + 1).__aiter__()
         last_sent = revision
         next_change: asyncio.Task[Change] | None = None

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from controlplane.apiserver.auth import Authenticator, LoopbackAuthenticator, UserInfo, credentials_of
 from controlplane.apiserver.endpoints import DeleteOptions, Endpoints, collect_warnings
 from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2
-from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest
+from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,11 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
     async def Version(self, request: apiserver_pb2.VersionRequest, context: grpc.aio.ServicerContext
                       ) -> apiserver_pb2.VersionReply:
         async def run() -> apiserver_pb2.VersionReply:
-            info = await self.endpoints.version()
+            try:
+                user: UserInfo | None = self._user(context)
+            except Unauthorized:
+                user = None  # the version is public; only the etcd version is kept for signed-in users
+            info = await self.endpoints.version(user)
             return apiserver_pb2.VersionReply(git_version=info["gitVersion"], etcd_version=info.get("etcdVersion", ""),
                                               platform=info["platform"])
         return await self._serve(context, run)
