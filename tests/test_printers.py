@@ -60,6 +60,7 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
                          "VolumeAttributesClass", "Reason", "Age", "*VolumeMode"],
     "PersistentVolumeClaim": ["Name", "Status", "Volume", "Capacity", "Access Modes", "StorageClass",
                               "VolumeAttributesClass", "Age", "*VolumeMode"],
+    "PodDisruptionBudget": ["Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"],
     "StorageClass": ["Name", "Provisioner", "ReclaimPolicy", "VolumeBindingMode", "AllowVolumeExpansion", "Age"],
     "Role": ["Name", "Created At"],
     "ClusterRole": ["Name", "Created At"],
