@@ -266,10 +266,11 @@ def _rule(verbs: list[str], groups: list[str], resources: list[str]) -> rbac_pb2
 
 READ = ["get", "list", "watch"]
 WRITE = ["create", "update", "patch", "delete", "deletecollection"]
-ALL_GROUPS = ["", "apps", "autoscaling", "batch", "coordination.k8s.io", "metrics.k8s.io"]
+ALL_GROUPS = ["", "apps", "autoscaling", "batch", "coordination.k8s.io", "metrics.k8s.io", "policy"]
 CERTIFICATES = "certificates.k8s.io"
 WORKLOADS = ["pods", "services", "endpoints", "configmaps", "secrets", "replicasets", "deployments",
-             "horizontalpodautoscalers", "events", "leases", "jobs", "cronjobs"]
+             "horizontalpodautoscalers", "events", "leases", "jobs", "cronjobs", "daemonsets",
+             "controllerrevisions", "poddisruptionbudgets"]
 
 
 def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:

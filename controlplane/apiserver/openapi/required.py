@@ -59,6 +59,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "ReplicaSetCondition": ("type", "status"),
     "DeploymentSpec": ("selector", "template"),
     "DeploymentCondition": ("type", "status"),
+    "DaemonSetSpec": ("selector", "template"),
+    "DaemonSetCondition": ("type", "status"),
+    "ControllerRevision": ("revision",),
     # autoscaling
     "CrossVersionObjectReference": ("kind", "name"),
     "MetricTarget": ("type",),
