@@ -34,15 +34,19 @@ from controlplane.controllers.endpoints import EndpointsController
 from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
 from controlplane.controllers.job import JobController
+from controlplane.controllers.localpath import LocalPathProvisioner
 from controlplane.controllers.namespace import NamespaceController
 from controlplane.controllers.nodeipam import NodeIpamController
 from controlplane.controllers.nodelifecycle import NodeLifecycleController
+from controlplane.controllers.persistentvolume import PersistentVolumeController
 from controlplane.controllers.podgc import PodGarbageCollector
+from controlplane.controllers.pvprotection import PVCProtectionController, PVProtectionController
 from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.resourcequota import ResourceQuotaController
 from controlplane.controllers.tokencleaner import TokenCleaner
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, parse_pool
+from proto.wellknown import LOCAL_PATH_PROVISIONER
 
 log = logging.getLogger("flotilla.controller-manager")
 
@@ -141,6 +145,12 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
                                              cluster_cidr=c.opts.cluster_cidr, node_mask=c.opts.node_cidr_mask_size),
     "podgc": lambda c: PodGarbageCollector(c.client, c.factory),
     "resourcequota": lambda c: ResourceQuotaController(c.client, c.factory),
+    "persistentvolume-binder": lambda c: PersistentVolumeController(c.client, c.factory,
+                                                                    c.recorder("persistentvolume-controller")),
+    "pvc-protection": lambda c: PVCProtectionController(c.client, c.factory),
+    "pv-protection": lambda c: PVProtectionController(c.client, c.factory),
+    "local-path-provisioner": lambda c: LocalPathProvisioner(c.client, c.factory,
+                                                             c.recorder(LOCAL_PATH_PROVISIONER)),
     "horizontalpodautoscaling": lambda c: HorizontalPodAutoscalerController(
         c.client, c.factory, c.recorder("horizontal-pod-autoscaler"),
         sync_period=c.opts.horizontal_pod_autoscaler_sync_period,

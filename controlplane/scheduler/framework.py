@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -33,7 +33,7 @@ import numpy as np
 from controlplane.scheduler.nodeinfo import MAX_NODE_SCORE, NodeTable, PodInfo, Vector
 
 if TYPE_CHECKING:
-    from client import Client
+    from client import Client, InformerFactory
 
 
 
@@ -69,6 +69,11 @@ class Handle:
     """What a plugin's constructor may use from the scheduler running it (kube's framework.Handle)."""
 
     client: Client | None = None
+    # The scheduler's shared informers: a plugin that reads API objects besides pods and nodes
+    # (VolumeBinding: claims, volumes, classes) adds its informers here before the scheduler starts.
+    factory: InformerFactory | None = None
+    # Put every parked pod back in line: a plugin's objects changed in a way that may make one fit.
+    requeue: Callable[[], None] | None = None
 
 
 class CycleState(dict[str, Any]):

@@ -24,6 +24,7 @@ from controlplane.scheduler.plugins import (
     node_unschedulable,
     pod_topology_spread,
     taint_toleration,
+    volume_binding,
 )
 
 Factory = Callable[[dict[str, Any], framework.Handle], framework.Plugin]
@@ -40,6 +41,8 @@ REGISTRY: dict[str, Factory] = {
     pod_topology_spread.NAME: pod_topology_spread.PodTopologySpread,
     inter_pod_affinity.NAME: inter_pod_affinity.InterPodAffinity,
     balanced_allocation.NAME: balanced_allocation.BalancedAllocation,
+    # Before DefaultBinder: its bind is PreBind (claims annotated with the node), then passes the pod on.
+    volume_binding.NAME: volume_binding.VolumeBinding,
     default_binder.NAME: default_binder.DefaultBinder,
 }
 

@@ -64,13 +64,13 @@ class Scheduler:
         benches give each scheduler its own hollow nodes. A cluster's scheduler sees them all."""
         self.client = client
         self.config = config or configuration.SchedulerConfig()
-        handle = Handle(client)
-        self.profiles: dict[str, Framework] = {
-            p.scheduler_name: configuration.build_framework(p, handle, seed=seed) for p in self.config.profiles}
         self.cache = Cache()
         self.queue = SchedulingQueue(initial_backoff=self.config.pod_initial_backoff,
                                      max_backoff=self.config.pod_max_backoff)
         self.factory = InformerFactory(client)
+        handle = Handle(client, self.factory, self.queue.move_all)
+        self.profiles: dict[str, Framework] = {
+            p.scheduler_name: configuration.build_framework(p, handle, seed=seed) for p in self.config.profiles}
         self.pods = self.factory.informer(core_pb2.Pod)
         self.nodes = self.factory.informer(core_pb2.Node, label_selector=node_selector)
         # The controllers' recorder: events are queued and written by one background task,
