@@ -26,6 +26,7 @@ from proto import (
     certificates_pb2,
     coordination_pb2,
     core_pb2,
+    discovery_pb2,
     metrics_pb2,
     policy_pb2,
     rbac_pb2,
@@ -151,6 +152,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("CronJob", "cronjobs", "cronjob", "batch/v1", batch_pb2.CronJob, True, ("cj",), categories=ALL_CATEGORY),
     Kind("PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", "policy/v1",
          policy_pb2.PodDisruptionBudget, True, ("pdb",)),
+    # Written by the endpointslice controller for Services with a selector (by hand for others);
+    # the successor of Endpoints, and what proxies, DNS and ingress controllers read.
+    Kind("EndpointSlice", "endpointslices", "endpointslice", "discovery.k8s.io/v1", discovery_pb2.EndpointSlice,
+         True, (), has_status=False),
     Kind("StorageClass", "storageclasses", "storageclass", "storage.k8s.io/v1", storage_pb2.StorageClass, False,
          ("sc",), has_status=False),
     Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),
