@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds, kubelet_pb2
+from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds, kubelet_pb2, meta_pb2, policy_pb2
 from proto.errors import ApiError, from_rpc_error
 
 M = TypeVar("M", bound=Message)
@@ -212,6 +212,23 @@ class Client:
         binding.target.name = node_name
         reply = await self._call(self._stub.Bind, apiserver_pb2.BindRequest(
             namespace=pod.metadata.namespace, binding=binding))
+        return _decode(core_pb2.Pod, reply.object)
+
+    async def evict(self, namespace: str, name: str, *, delete_options: meta_pb2.DeleteOptions | None = None,
+                    dry_run: bool = False) -> core_pb2.Pod:
+        """Evict a pod (pods/eviction, what `kctl drain` does): deleted only if its PodDisruptionBudget allows.
+
+        Returns the pod as deleted (or marked terminating). Raises TooManyRequests when the
+        budget allows no disruption now (try again later), NotFound when the pod is gone.
+        """
+        evicting = policy_pb2.Eviction(api_version="policy/v1", kind="Eviction")
+        evicting.metadata.name, evicting.metadata.namespace = name, namespace
+        if delete_options is not None:
+            evicting.delete_options.CopyFrom(delete_options)
+        if dry_run and "All" not in evicting.delete_options.dry_run:
+            evicting.delete_options.dry_run.append("All")
+        reply = await self._call(self._stub.Evict, apiserver_pb2.EvictRequest(
+            namespace=namespace, name=name, eviction=evicting.SerializeToString()))
         return _decode(core_pb2.Pod, reply.object)
 
     async def review_access(self, verb: str, resource: str, namespace: str = "", name: str = "", *,

@@ -70,6 +70,11 @@ class ApiServerStub:
                 request_serializer=proto_dot_apiserver__pb2.BindRequest.SerializeToString,
                 response_deserializer=proto_dot_apiserver__pb2.ObjectReply.FromString,
                 _registered_method=True)
+        self.Evict = channel.unary_unary(
+                '/flotilla.api.ApiServer/Evict',
+                request_serializer=proto_dot_apiserver__pb2.EvictRequest.SerializeToString,
+                response_deserializer=proto_dot_apiserver__pb2.ObjectReply.FromString,
+                _registered_method=True)
         self.Version = channel.unary_unary(
                 '/flotilla.api.ApiServer/Version',
                 request_serializer=proto_dot_apiserver__pb2.VersionRequest.SerializeToString,
@@ -145,6 +150,15 @@ class ApiServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Evict(self, request, context):
+        """pods/eviction: delete a pod only if its PodDisruptionBudget allows it now
+        (kctl drain); a budget that does not is RESOURCE_EXHAUSTED, reason TooManyRequests.
+        Answers with the pod as deleted (or marked terminating).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Version(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -214,6 +228,11 @@ def add_ApiServerServicer_to_server(servicer, server):
             'Bind': grpc.unary_unary_rpc_method_handler(
                     servicer.Bind,
                     request_deserializer=proto_dot_apiserver__pb2.BindRequest.FromString,
+                    response_serializer=proto_dot_apiserver__pb2.ObjectReply.SerializeToString,
+            ),
+            'Evict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Evict,
+                    request_deserializer=proto_dot_apiserver__pb2.EvictRequest.FromString,
                     response_serializer=proto_dot_apiserver__pb2.ObjectReply.SerializeToString,
             ),
             'Version': grpc.unary_unary_rpc_method_handler(
@@ -430,6 +449,33 @@ class ApiServer:
             target,
             '/flotilla.api.ApiServer/Bind',
             proto_dot_apiserver__pb2.BindRequest.SerializeToString,
+            proto_dot_apiserver__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Evict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.api.ApiServer/Evict',
+            proto_dot_apiserver__pb2.EvictRequest.SerializeToString,
             proto_dot_apiserver__pb2.ObjectReply.FromString,
             options,
             channel_credentials,

@@ -46,6 +46,11 @@ class ApiServerStub:
     Watch: _grpc.UnaryStreamMultiCallable[_apiserver_pb2.WatchRequest, _apiserver_pb2.WatchEvent]
     Bind: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.BindRequest, _apiserver_pb2.ObjectReply]
     """pods/binding: sets spec.nodeName of an unbound pod, exactly once."""
+    Evict: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.EvictRequest, _apiserver_pb2.ObjectReply]
+    """pods/eviction: delete a pod only if its PodDisruptionBudget allows it now
+    (kctl drain); a budget that does not is RESOURCE_EXHAUSTED, reason TooManyRequests.
+    Answers with the pod as deleted (or marked terminating).
+    """
     Version: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]
     ReviewAccess: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]
     """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
@@ -69,6 +74,11 @@ class ApiServerAsyncStub(ApiServerStub):
     Watch: _aio.UnaryStreamMultiCallable[_apiserver_pb2.WatchRequest, _apiserver_pb2.WatchEvent]  # type: ignore[assignment]
     Bind: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.BindRequest, _apiserver_pb2.ObjectReply]  # type: ignore[assignment]
     """pods/binding: sets spec.nodeName of an unbound pod, exactly once."""
+    Evict: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.EvictRequest, _apiserver_pb2.ObjectReply]  # type: ignore[assignment]
+    """pods/eviction: delete a pod only if its PodDisruptionBudget allows it now
+    (kctl drain); a budget that does not is RESOURCE_EXHAUSTED, reason TooManyRequests.
+    Answers with the pod as deleted (or marked terminating).
+    """
     Version: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]  # type: ignore[assignment]
     ReviewAccess: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]  # type: ignore[assignment]
     """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
@@ -131,6 +141,17 @@ class ApiServerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_apiserver_pb2.ObjectReply, _abc.Awaitable[_apiserver_pb2.ObjectReply]]:
         """pods/binding: sets spec.nodeName of an unbound pod, exactly once."""
+
+    @_abc_1.abstractmethod
+    def Evict(
+        self,
+        request: _apiserver_pb2.EvictRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.ObjectReply, _abc.Awaitable[_apiserver_pb2.ObjectReply]]:
+        """pods/eviction: delete a pod only if its PodDisruptionBudget allows it now
+        (kctl drain); a budget that does not is RESOURCE_EXHAUSTED, reason TooManyRequests.
+        Answers with the pod as deleted (or marked terminating).
+        """
 
     @_abc_1.abstractmethod
     def Version(

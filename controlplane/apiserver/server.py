@@ -21,7 +21,8 @@ from google.protobuf.message import DecodeError, Message
 
 from controlplane.apiserver.auth import Authenticator, LoopbackAuthenticator, UserInfo, credentials_of
 from controlplane.apiserver.endpoints import DeleteOptions, Endpoints, collect_warnings
-from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2
+from controlplane.apiserver.subresources import eviction
+from proto import apiserver_pb2, apiserver_pb2_grpc, kinds, kubelet_pb2, manifest, policy_pb2
 from proto.errors import REASON_METADATA_KEY, ApiError, BadRequest, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,28 @@ def _decode(kind: kinds.Kind, raw: bytes) -> Message:
     except DecodeError as exc:
         raise BadRequest(f"the request body is not a {kind.kind}: {exc}") from exc
     return obj
+
+
+def eviction_options(request: apiserver_pb2.EvictRequest) -> DeleteOptions:
+    """The DeleteOptions of an EvictRequest's Eviction, checked as the HTTP API checks a POSTed one.
+
+    An empty Eviction (or one naming no pod) is the request's pod with default options;
+    one naming another pod or namespace is a BadRequest, bad options are Invalid.
+    """
+    evicting = _decode(eviction.EVICTION, request.eviction)
+    assert isinstance(evicting, policy_pb2.Eviction)
+    body = manifest.to_dict(evicting)
+    body["apiVersion"] = evicting.api_version or eviction.EVICTION.api_version
+    body["kind"] = evicting.kind or eviction.EVICTION.kind
+    body.setdefault("metadata", {}).setdefault("name", request.name)
+    eviction.delete_options(body, name=request.name, namespace=request.namespace)  # raises what is wrong
+    options = evicting.delete_options
+    policy = options.propagation_policy if options.HasField("propagation_policy") else ""
+    if not policy and options.HasField("orphan_dependents"):  # the deprecated spelling of Orphan
+        policy = "Orphan" if options.orphan_dependents else "Background"
+    return DeleteOptions(options.grace_period_seconds if options.HasField("grace_period_seconds") else None, policy,
+                         options.preconditions.uid, options.preconditions.resource_version,
+                         "All" in options.dry_run)
 
 
 WARNING_METADATA_KEY = "warning"  # one entry per admission warning, as HTTP sends one `Warning` header each
@@ -147,6 +170,14 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
                    ) -> apiserver_pb2.ObjectReply:
         async def run() -> apiserver_pb2.ObjectReply:
             pod = await self.endpoints.bind(self._user(context), request.namespace, request.binding)
+            return apiserver_pb2.ObjectReply(object=pod.SerializeToString())
+        return await self._serve(context, run)
+
+    async def Evict(self, request: apiserver_pb2.EvictRequest, context: grpc.aio.ServicerContext
+                    ) -> apiserver_pb2.ObjectReply:
+        async def run() -> apiserver_pb2.ObjectReply:
+            user = self._user(context)  # who asks, before what they asked is looked at
+            pod = await self.endpoints.evict(user, request.namespace, request.name, eviction_options(request))
             return apiserver_pb2.ObjectReply(object=pod.SerializeToString())
         return await self._serve(context, run)
 
