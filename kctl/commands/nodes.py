@@ -16,9 +16,8 @@ Each pod is evicted, not deleted: its PodDisruptionBudget must allow it. An
 eviction the budget refuses (429 TooManyRequests) is tried again every 5 seconds,
 as kubectl does, so a drain takes a budget's pods one at a time, each once the
 replacement of the last is Ready; drain waits for each evicted pod to be gone.
-kctl speaks gRPC, which has no eviction call, so it runs the apiserver's own
-eviction steps (controlplane/apiserver/subresources/eviction.py) over its client:
-the budget's status written with its resourceVersion, then the delete.
+The apiserver decides (its Evict call, the eviction subresource), so drain needs
+only kubectl's rights: get and list pods, create pods/eviction, and change nodes.
 """
 
 from __future__ import annotations
@@ -28,14 +27,12 @@ import time
 from dataclasses import dataclass, field
 
 import click
-from google.protobuf.message import Message
 
 from client import Client
 from client.retry import update_fresh
-from controlplane.apiserver.subresources import eviction
 from kctl import context
 from kctl.errors import CliError
-from proto import core_pb2, policy_pb2
+from proto import core_pb2, meta_pb2
 from proto.errors import NotFound, TooManyRequests
 from proto.wellknown import ANNOTATION_MIRROR_POD
 
@@ -155,34 +152,6 @@ def plan_drain(pods: list[core_pb2.Pod], *, force: bool, ignore_daemonsets: bool
     return plan
 
 
-class ClientEvictionStore:
-    """The eviction's reads and writes over kctl's gRPC client (eviction.EvictionStore)."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    async def get_pod(self, namespace: str, name: str) -> core_pb2.Pod:
-        return await self.client.get(core_pb2.Pod, name, namespace)
-
-    async def list_budgets(self, namespace: str) -> list[policy_pb2.PodDisruptionBudget]:
-        return list((await self.client.list(policy_pb2.PodDisruptionBudget, namespace)).items)
-
-    async def get_budget(self, namespace: str, name: str) -> policy_pb2.PodDisruptionBudget:
-        return await self.client.get(policy_pb2.PodDisruptionBudget, name, namespace)
-
-    async def update_budget_status(self, pdb: policy_pb2.PodDisruptionBudget) -> policy_pb2.PodDisruptionBudget:
-        return await self.client.update_status(pdb)
-
-    async def update_pod_status(self, pod: core_pb2.Pod) -> core_pb2.Pod:
-        return await self.client.update_status(pod)
-
-    async def delete_pod(self, namespace: str, name: str, options: eviction.DeleteOptionsLike) -> Message:
-        return await self.client.delete(
-            core_pb2.Pod, name, namespace, grace_period_seconds=options.grace_period_seconds,
-            propagation_policy=options.propagation_policy, uid=options.uid,
-            resource_version=options.resource_version, dry_run=options.dry_run)
-
-
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
@@ -195,14 +164,16 @@ async def evict(client: Client, pod: core_pb2.Pod, grace_period: int, deadline: 
     """
     meta = pod.metadata
     where = f'pods/"{meta.name}" -n "{meta.namespace}"'
-    options = eviction.Options(grace_period_seconds=None if grace_period < 0 else grace_period)
+    options = meta_pb2.DeleteOptions()
+    if grace_period >= 0:  # else the pod's own terminationGracePeriodSeconds
+        options.grace_period_seconds = grace_period
     while True:
         click.echo(f"evicting pod {meta.namespace}/{meta.name}")
         left = _remaining(deadline)
         if left is not None and left <= 0:
             raise CliError(f"error when evicting {where}: global timeout reached: {timeout:g}s")
         try:
-            await eviction.evict_pod(ClientEvictionStore(client), meta.namespace, meta.name, options)
+            await client.evict(meta.namespace, meta.name, delete_options=options)
             break
         except NotFound:
             return  # already gone: nothing to wait for
