@@ -3,8 +3,9 @@
 Given a controller manager (with its disruption controller) and hollow nodes
 that run pods and mark them Ready: a budget's status counts the pods it covers
 (ints, percents against the owning Deployment's scale, a Job's pods failing it
-safe); an eviction the budget does not allow is a 429 with Kubernetes' message,
-a pod under two budgets a 500; `kctl drain` of a node holding all 3 replicas of
+safe); an eviction the budget does not allow is a 429 with Kubernetes' message
+and a DisruptionBudget cause over HTTP and TooManyRequests over gRPC's Evict (a
+dry run leaves pod and budget be), a pod under two budgets a 500; `kctl drain` of a node holding all 3 replicas of
 a Deployment under `minAvailable: 2` evicts one pod, waits until its
 replacement is Ready, and only then the next — never fewer than 2 Ready — and
 real kubectl's drain over HTTP is held the same way. Bad budgets are refused
@@ -28,11 +29,15 @@ from click.testing import CliRunner
 
 from bench.hollow_kubelet import HollowCluster
 from client import Client
+from controlplane.apiserver.endpoints import DeleteOptions
+from controlplane.apiserver.http.status import status_response
+from controlplane.apiserver.server import eviction_options
+from controlplane.apiserver.subresources.eviction import EVICTION
 from controlplane.printers import generate_table
 from kctl.commands import nodes as node_commands
 from kctl.main import cli
-from proto import apps_pb2, core_pb2, kinds, manifest, policy_pb2
-from proto.errors import Invalid, NotFound
+from proto import apiserver_pb2, apps_pb2, core_pb2, kinds, manifest, meta_pb2, policy_pb2
+from proto.errors import BadRequest, Invalid, NotFound, TooManyRequests
 from provision.processes import ApiServer
 from tests.controllers_support import controller_manager_fixture as controller_manager_fixture
 from tests.controllers_support import deployment, eventually, live_pods, ready
@@ -173,6 +178,13 @@ async def test_a_budget_allowing_nothing_refuses_the_eviction_with_429(
     code, status = await evict_over_http(http_url, namespace, first.metadata.name)
     assert code == 429
     assert (status["reason"], status["message"]) == ("TooManyRequests", VIOLATION)
+    # What the budget lacks, as Kubernetes says it: a DisruptionBudget cause (kubectl prints only the message).
+    assert status["details"] == {"causes": [{"reason": "DisruptionBudget", "message": (
+        "The disruption budget frozen needs 2 healthy pods and has 2 currently")}]}
+    # Over gRPC (kctl drain's call) the same refusal arrives as TooManyRequests with the same message.
+    with pytest.raises(TooManyRequests) as refused:
+        await client.evict(namespace, first.metadata.name)
+    assert str(refused.value) == VIOLATION
     assert (await client.get(core_pb2.Pod, first.metadata.name, namespace)).metadata.uid == first.metadata.uid
 
     # Loosened, the budget lets one pod go: it is written into disruptedPods and deleted.
@@ -180,6 +192,12 @@ async def test_a_budget_allowing_nothing_refuses_the_eviction_with_429(
     frozen_pdb.spec.max_unavailable = "1"
     await client.update(frozen_pdb)
     await settled_status(client, "frozen", namespace, allowed=1)
+    # A dry run is answered as the eviction would be, and changes neither the pod nor the budget.
+    answered = await client.evict(namespace, first.metadata.name, dry_run=True)
+    assert answered.metadata.uid == first.metadata.uid
+    assert not (await client.get(core_pb2.Pod, first.metadata.name, namespace)).metadata.HasField(
+        "deletion_timestamp")
+    assert (await client.get(policy_pb2.PodDisruptionBudget, "frozen", namespace)).status.disruptions_allowed == 1
     code, status = await evict_over_http(http_url, namespace, first.metadata.name)
     assert (code, status["status"]) == (201, "Success"), status
     try:
@@ -201,6 +219,53 @@ async def test_a_budget_allowing_nothing_refuses_the_eviction_with_429(
     assert code == 500
     assert status["message"] == ("This pod has more than one PodDisruptionBudget, which the eviction subresource "
                                  "does not support.")
+
+
+def test_a_429_that_knows_when_says_so_in_its_status_and_header() -> None:
+    response = status_response(TooManyRequests("slow down", retry_after_seconds=3))
+    assert (response.status, response.headers["Retry-After"]) == (429, "3")
+    assert isinstance(response.body, bytes) and b'"details":{"retryAfterSeconds":3}' in response.body
+    assert "Retry-After" not in status_response(TooManyRequests(VIOLATION)).headers
+
+
+def evict_request(name: str, eviction: dict[str, Any] | None = None) -> apiserver_pb2.EvictRequest:
+    raw = manifest.from_dict(eviction, EVICTION).SerializeToString() if eviction else b""
+    return apiserver_pb2.EvictRequest(namespace="default", name=name, eviction=raw)
+
+
+def test_grpc_evictions_options_are_checked_as_over_http() -> None:
+    # No Eviction at all is the request's pod with the default options.
+    assert eviction_options(evict_request("web")) == DeleteOptions()
+    options = meta_pb2.DeleteOptions(grace_period_seconds=0, orphan_dependents=True, dry_run=["All"])
+    options.preconditions.uid = "u-1"
+    evicting = policy_pb2.Eviction(delete_options=options)
+    evicting.metadata.name = "web"
+    assert eviction_options(apiserver_pb2.EvictRequest(namespace="default", name="web",
+                                                        eviction=evicting.SerializeToString())) == DeleteOptions(
+        0, "Orphan", "u-1", "", True)
+    with pytest.raises(BadRequest, match="name in URL does not match name in Eviction object"):
+        eviction_options(evict_request("web", {"apiVersion": "policy/v1", "kind": "Eviction",
+                                                "metadata": {"name": "db"}}))
+    with pytest.raises(BadRequest, match="namespace of the provided object does not match"):
+        eviction_options(evict_request("web", {"apiVersion": "policy/v1", "kind": "Eviction",
+                                                "metadata": {"name": "web", "namespace": "other"}}))
+    with pytest.raises(Invalid, match="gracePeriodSeconds: Invalid value: -1: must be greater than or equal to 0"):
+        eviction_options(evict_request("web", {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {
+            "name": "web"}, "deleteOptions": {"gracePeriodSeconds": -1}}))
+    with pytest.raises(BadRequest, match="not a Eviction"):
+        eviction_options(apiserver_pb2.EvictRequest(namespace="default", name="web", eviction=b"\xff\xff"))
+
+
+async def test_a_bad_grpc_eviction_is_refused_and_deletes_nothing(client: Client, namespace: str) -> None:
+    pod = await client.create(core_pb2.Pod(api_version="v1", kind="Pod", metadata=meta_pb2.ObjectMeta(
+        name="web", namespace=namespace), spec=core_pb2.PodSpec(containers=[core_pb2.Container(
+            name="app", image="busybox:1.36")])))
+    with pytest.raises(Invalid, match="propagationPolicy: Unsupported value"):
+        await client.evict(namespace, "web", delete_options=meta_pb2.DeleteOptions(propagation_policy="Never"))
+    with pytest.raises(NotFound):
+        await client.evict(namespace, "absent")
+    kept = await client.get(core_pb2.Pod, "web", namespace)
+    assert kept.metadata.uid == pod.metadata.uid and not kept.metadata.HasField("deletion_timestamp")
 
 
 # ---------------------------------------------------------------- drain

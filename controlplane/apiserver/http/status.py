@@ -3,10 +3,12 @@
 Clients read the Status, not the text: kubectl prints `Error from server
 (<reason>): <message>`, and for 422 Invalid it prints `The <Kind> "<name>" is
 invalid:` and one `* <field>: <message>` line per cause, from `details.kind`,
-`details.name` and `details.causes`. The Python client raises ApiException with
-the HTTP code and reason; kopf and client-go retry on 409 Conflict and relist on
-410 Expired. So each ApiError's reason picks its code here, once, and handlers
-only raise.
+`details.name` and `details.causes`. A 429 TooManyRequests (an eviction its
+PodDisruptionBudget refuses) names the budget's situation as a `DisruptionBudget`
+cause, and when to come back (`details.retryAfterSeconds` and a `Retry-After`
+header) if it knows. The Python client raises ApiException with the HTTP code and
+reason; kopf and client-go retry on 409 Conflict and relist on 410 Expired. So
+each ApiError's reason picks its code here, once, and handlers only raise.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from controlplane.apiserver.fieldmanager import ApplyConflict
-from proto.errors import ApiError, Invalid
+from proto.errors import ApiError, Invalid, TooManyRequests
 
 # Kubernetes' HTTP code for each Status reason (k8s.io/apimachinery/pkg/api/errors).
 CODES: dict[str, int] = {
@@ -94,6 +96,12 @@ def status_dict(err: ApiError, *, name: str = "", group: str = "", kind: str = "
         details["causes"] = [_cause(f, m, _cause_type(m)) for f, m in err.causes]
         if err.what:  # else (a patch that does not apply) the message is already complete
             message = f"{err.what} is invalid: " + ", ".join(f"{f}: {m}" if f else m for f, m in err.causes)
+    elif isinstance(err, TooManyRequests):
+        # NewTooManyRequests names no object; an eviction adds its budget as a cause (policyv1.DisruptionBudgetCause).
+        if err.causes:
+            details["causes"] = [{"reason": reason, "message": text} for reason, text in err.causes]
+        if err.retry_after_seconds > 0:
+            details["retryAfterSeconds"] = err.retry_after_seconds
     else:
         named = _NAMED.match(message)
         if name or named:
@@ -119,6 +127,9 @@ def status_dict(err: ApiError, *, name: str = "", group: str = "", kind: str = "
 def status_response(err: ApiError, *, headers: Mapping[str, str] | None = None, **details: str) -> web.Response:
     """`err` as the HTTP answer: its code, and the Status as JSON."""
     body = status_dict(err, **details)
+    retry_after = body.get("details", {}).get("retryAfterSeconds", 0)
+    if retry_after:  # kube-apiserver's ErrorNegotiated says it in the header too
+        headers = {**(headers or {}), "Retry-After": str(retry_after)}
     return web.Response(status=body["code"], body=orjson.dumps(body), content_type=STATUS_CONTENT_TYPE,
                         headers=headers)
 

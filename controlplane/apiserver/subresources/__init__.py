@@ -8,5 +8,10 @@
 
 Each takes what the request core (controlplane/apiserver/endpoints.py) already has —
 the kind, the stored object, the authoriser, the caller — and returns what to store
-or answer; none reads or writes storage itself, so both transports can share them.
+or answer, so both transports share them. Scale and the reviews are pure functions;
+eviction alone reads and writes (the pod, its PodDisruptionBudget's status, the
+delete), always through the apiserver's registry with the evicting caller's
+attributes, so defaulting, validation, admission and resourceVersion checks apply
+as to any write. The request core authorises it once, as `create pods/eviction`;
+the gRPC Evict call and `POST pods/<name>/eviction` both come through there.
 """
