@@ -370,11 +370,10 @@ async def test_a_pod_whose_volumes_this_node_cannot_provide_stays_pending_and_sa
     created = await client.create(pod, namespace=namespace)
 
     await _event(client, "keeper", namespace, "FailedMount",
-                 'MountVolume.SetUp failed for volume "data" : no volume plugin matched: persistentVolumeClaim '
-                 'volumes (claim "keeper-data") are not supported on this node yet')
+                 'MountVolume.SetUp failed for volume "data" : persistentvolumeclaim "keeper-data" not found')
     await _event(client, "keeper", namespace, "FailedMount",
-                 'MountVolume.SetUp failed for volume "share" : no volume plugin matched: nfs volumes are not '
-                 'supported on this node yet')
+                 'MountVolume.SetUp failed for volume "share" : nfs volumes cannot be mounted on this node: its '
+                 "kernel has no NFS client (mount.nfs: No such device)")
     # After the mount timeout (4 s here, 2 min 3 s by default) the pod also says it gave up waiting, once a window.
     await _event(client, "keeper", namespace, "FailedMount",
                  "Unable to attach or mount volumes: unmounted volumes=[data share], unattached volumes=[data share]: "

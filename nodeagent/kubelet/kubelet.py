@@ -36,6 +36,7 @@ from nodeagent.kubelet.probes import ProbeManager
 from nodeagent.kubelet.routes import NodeRoutes, routes_possible
 from nodeagent.kubelet.runtime import Runtime
 from nodeagent.kubelet.server import ServingTLS, serve
+from nodeagent.kubelet.volumes.localpath import LocalPathCleaner
 from proto import core_pb2
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Kubelet:
             workers.syncer = PodSyncer(client, runtime, config, pods.store, probes, queue.add_after,
                                        self.network_ready, record=recorder.event)
             pleg = PLEG(runtime, config.relist_period, queue.add)
+            local_path = LocalPathCleaner(client, workers.syncer.volumes.claim_paths)
             metrics = MetricsPublisher(client, runtime, config.node_name, config.metrics_period)
             log.info("kubelet for node %s is running (kubelet API on port %d)", config.node_name, self.port)
             try:
@@ -101,6 +103,7 @@ class Kubelet:
                     group.create_task(pleg.run())
                     group.create_task(node.run())
                     group.create_task(metrics.run())
+                    group.create_task(local_path.run())
                     if routes is not None:
                         group.create_task(routes.run())
             finally:

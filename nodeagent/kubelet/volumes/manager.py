@@ -8,7 +8,8 @@ containers mount (`set_up`), by type:
 | emptyDir | <pod>/volumes/empty-dir/<name>, a tmpfs for medium Memory | emptydir.py |
 | hostPath | the node's path, checked against `type` | hostpath.py |
 | configMap, secret | <pod>/volumes/{configmap,secret}/<name>, swapped atomically; secrets on tmpfs | projection.py |
-| persistentVolumeClaim, nfs, anything else | not provided by this kubelet | — |
+| persistentVolumeClaim | its bound volume's hostPath or local directory (a local-path one made here) | claims.py |
+| nfs (in a pod or a volume), anything else | not provided by this kubelet | — |
 
 If any cannot be set up, none of the pod starts: `VolumesNotReady` carries
 one `MountError` per volume (`MountVolume.SetUp failed for volume "data" :
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client import Client
-from nodeagent.kubelet.volumes import emptydir, hostpath, mounts, projection, subpath
+from nodeagent.kubelet.volumes import claims, emptydir, hostpath, mounts, projection, subpath
 from nodeagent.kubelet.volumes.errors import ConfigError, MountError, SetUpError, VolumesNotReady
 from proto import core_pb2
 from proto.errors import ApiError
@@ -60,6 +61,8 @@ PLUGINS = {
     "host_path": Plugin("kubernetes.io/host-path", "", read_only=False, sub_path_dirs=True),
     "config_map": Plugin("kubernetes.io/configmap", "configmap", read_only=True, sub_path_dirs=False),
     "secret": Plugin("kubernetes.io/secret", "secret", read_only=True, sub_path_dirs=False),
+    # The claim's volume is a node directory, as hostPath; where, only the set-up learns (claims.py).
+    "persistent_volume_claim": Plugin("kubernetes.io/persistent-claim", "", read_only=False, sub_path_dirs=True),
 }
 
 
@@ -70,9 +73,8 @@ def source_of(volume: core_pb2.Volume) -> str:
 
 def unsupported(volume: core_pb2.Volume, source: str) -> str:
     """Why this kubelet cannot provide a volume of a type it has no plugin for."""
-    if source == "persistent_volume_claim":
-        return (f'no volume plugin matched: persistentVolumeClaim volumes (claim '
-                f'"{volume.persistent_volume_claim.claim_name}") are not supported on this node yet')
+    if source == "nfs":
+        return claims.NFS_UNSUPPORTED
     if source:
         name = volume.DESCRIPTOR.fields_by_name[source].json_name
         return f"no volume plugin matched: {name} volumes are not supported on this node yet"
@@ -109,6 +111,13 @@ class Volumes:
         self._immutable: dict[str, set[str]] = {}
         self._waiting: dict[str, _Waiting] = {}
         self._storage_checked: dict[str, float] = {}
+        # (pod uid, volume name) -> the node directory of a claim's volume, learnt at set-up.
+        self._claims: dict[tuple[str, str], claims.ClaimVolume] = {}
+        self.client = client
+
+    def claim_paths(self) -> set[str]:
+        """The node directories of the claims' volumes pods here mount (local-path cleanup spares them)."""
+        return {str(claim.path) for claim in self._claims.values()}
 
     def pod_dir(self, uid: str) -> Path:
         return self.root_dir / "pods" / uid
@@ -126,6 +135,9 @@ class Volumes:
             return None
         if source == "host_path":
             return Path(volume.host_path.path)
+        if source == "persistent_volume_claim":
+            claim = self._claims.get((pod.metadata.uid, volume.name))
+            return claim.path if claim is not None else None
         return self.pod_dir(pod.metadata.uid) / "volumes" / plugin.directory / volume.name
 
     # ---------------------------------------------------------------- before the sandbox
@@ -146,6 +158,14 @@ class Volumes:
 
     async def _set_up_one(self, pod: core_pb2.Pod, volume: core_pb2.Volume) -> None:
         source = source_of(volume)
+        if source == "persistent_volume_claim":
+            try:
+                pv, claim = await claims.resolve(self.client, pod, volume)
+            except ApiError as err:
+                raise SetUpError(str(err)) from None
+            await asyncio.to_thread(claims.set_up, pv, claim)
+            self._claims[(pod.metadata.uid, volume.name)] = claim
+            return
         path = self.path(pod, volume)
         if path is None:
             raise SetUpError(unsupported(volume, source))
@@ -247,7 +267,9 @@ class Volumes:
                                 pod.metadata.name, vm.sub_path, vm.name, spec.name, err)
                     raise ConfigError(f'failed to prepare subPath for volumeMount "{vm.name}" of container '
                                       f'"{spec.name}"') from None
-            result.append((str(host), vm.mount_path, vm.read_only or plugin.read_only))
+            claim = self._claims.get((pod.metadata.uid, vm.name))
+            read_only = vm.read_only or plugin.read_only or (claim is not None and claim.read_only)
+            result.append((str(host), vm.mount_path, read_only))
         return result
 
     async def release_sub_paths(self, pod: core_pb2.Pod, spec: core_pb2.Container) -> None:
@@ -285,6 +307,8 @@ class Volumes:
         self._immutable.pop(uid, None)
         self._waiting.pop(uid, None)
         self._storage_checked.pop(uid, None)
+        for key in [k for k in self._claims if k[0] == uid]:
+            del self._claims[key]
 
 
 def _remove(directory: Path) -> None:
