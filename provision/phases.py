@@ -6,7 +6,7 @@ is the same everywhere and lives here:
 
     wait                 poll a check until a deadline, keeping the last error for the message
     wait_for_port        the apiserver's port answers (cheap to poll while it starts)
-    publish              kube-public/cluster-info, kube-dns and a bootstrap token for the workers, as the admin
+    publish              kube-public/cluster-info, kube-dns, StorageClass standard and a join token, as the admin
     join_workers         each worker joins with that token (the provider's `join`), retried, all at once
     node_statuses        each Node Ready or not, by its Ready condition read through the API
     wait_for_nodes_ready every planned Node Ready
@@ -36,6 +36,7 @@ import yaml
 
 from client import bootstrap, certificates
 from client import config as clientconfig
+from controlplane.controllers.localpath import default_storage_class
 from proto import core_pb2, manifest, wellknown
 from proto.errors import AlreadyExists, ApiError, NotFound
 from provision import components
@@ -110,7 +111,8 @@ def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes,
     """
     info = bootstrap.cluster_info(f"https://{plan.grpc_server}", ca_pem, plan.token_server)
     objects = [info, *(manifest.from_dict(doc) for doc in yaml.safe_load_all(dns_manifest(plan.master_address,
-                                                                                           plan.dns_ip)))]
+                                                                                           plan.dns_ip))),
+               default_storage_class()]  # `standard`: local-path, the default (docs/storage.md)
     if token is not None:
         objects.append(bootstrap.token_secret(token, ttl=ttl, node_names=tuple(nodes),
                                               description=f"kctl cluster up: joins the nodes of {plan.name}"))
