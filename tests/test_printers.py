@@ -61,6 +61,7 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
     "PersistentVolumeClaim": ["Name", "Status", "Volume", "Capacity", "Access Modes", "StorageClass",
                               "VolumeAttributesClass", "Age", "*VolumeMode"],
     "PodDisruptionBudget": ["Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"],
+    "EndpointSlice": ["Name", "AddressType", "Ports", "Endpoints", "Age"],
     "StorageClass": ["Name", "Provisioner", "ReclaimPolicy", "VolumeBindingMode", "AllowVolumeExpansion", "Age"],
     "Role": ["Name", "Created At"],
     "ClusterRole": ["Name", "Created At"],

@@ -17,7 +17,7 @@ applying it twice changes nothing. The values are those of Kubernetes'
 from __future__ import annotations
 
 from controlplane.apiserver.validation.podspec import VOLUME_SOURCES
-from proto import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, policy_pb2, storage_pb2
+from proto import apps_pb2, autoscaling_pb2, batch_pb2, core_pb2, discovery_pb2, policy_pb2, storage_pb2
 
 _DEFAULT_FILE_MODE = 0o644  # what configMap and secret volume files get unless told otherwise
 
@@ -165,6 +165,15 @@ def default_endpoints(ep: core_pb2.Endpoints) -> None:
         for port in subset.ports:
             if not port.protocol:
                 port.protocol = "TCP"
+
+
+def default_endpoint_slice(eps: discovery_pb2.EndpointSlice) -> None:
+    """Every port named ("") and TCP unless said (SetDefaults_EndpointPort)."""
+    for port in eps.ports:
+        if not port.HasField("name"):
+            port.name = ""
+        if not port.HasField("protocol"):
+            port.protocol = "TCP"
 
 
 # ---------------------------------------------------------------- ReplicaSet, Deployment

@@ -8,7 +8,7 @@ object to its row's cells. This package is that, for Flotilla's kinds:
 - `table`: the shapes (`TableColumnDefinition`, `TableConvertor`, `Table`,
   `TableRow`) and `build_table`, plus `Table.to_dict` for the JSON Table;
 - `text`: how cells spell ages, labels, selectors and absent values;
-- one module per API group (`core`, `apps`, `batch`, `policy`, `autoscaling`,
+- one module per API group (`core`, `apps`, `batch`, `policy`, `discovery`, `autoscaling`,
   `certificates`, `coordination`, `storage`) with that group's convertors and the cell helpers kctl
   describe shares (pod status, node roles, event ages…);
 - `TABLE_CONVERTORS` here: kind name → convertor (Kubernetes' AddHandlers);
@@ -35,6 +35,7 @@ from controlplane.printers import (
     certificates,
     coordination,
     core,
+    discovery,
     policy,
     rbac,
     storage,
@@ -72,6 +73,7 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "Job": batch.JOB,
     "CronJob": batch.CRON_JOB,
     "PodDisruptionBudget": policy.POD_DISRUPTION_BUDGET,
+    "EndpointSlice": discovery.ENDPOINT_SLICE,
     "Lease": coordination.LEASE,
     "CertificateSigningRequest": certificates.CERTIFICATE_SIGNING_REQUEST,
     "HorizontalPodAutoscaler": autoscaling.HORIZONTAL_POD_AUTOSCALER,

@@ -23,6 +23,7 @@ from controlplane.apiserver.strategies.core import (
     ResourceQuotaStrategy,
     ServiceStrategy,
 )
+from controlplane.apiserver.strategies.discovery import EndpointSliceStrategy
 from controlplane.apiserver.strategies.policy import PodDisruptionBudgetStrategy
 from controlplane.apiserver.strategies.rbac import RoleBindingStrategy, RoleStrategy
 from controlplane.apiserver.strategies.storage import (
@@ -59,6 +60,8 @@ STRATEGIES: dict[str, Strategy] = {
     "CronJob": CronJobStrategy(),
     # policy/v1
     "PodDisruptionBudget": PodDisruptionBudgetStrategy(),
+    # discovery.k8s.io/v1
+    "EndpointSlice": EndpointSliceStrategy(),
     # storage.k8s.io/v1
     "StorageClass": STORAGE_CLASS,
     # coordination.k8s.io/v1, autoscaling/v2
