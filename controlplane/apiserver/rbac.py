@@ -268,6 +268,10 @@ READ = ["get", "list", "watch"]
 WRITE = ["create", "update", "patch", "delete", "deletecollection"]
 ALL_GROUPS = ["", "apps", "autoscaling", "batch", "coordination.k8s.io", "metrics.k8s.io", "policy"]
 CERTIFICATES = "certificates.k8s.io"
+DISCOVERY = "discovery.k8s.io"
+# Every namespace user may read a Service's EndpointSlices; no aggregated role writes them, as in
+# Kubernetes (CVE-2021-25740: a hand-written slice could point a Service at any address).
+ENDPOINT_SLICES_READ = _rule(READ, [DISCOVERY], ["endpointslices"])
 WORKLOADS = ["pods", "services", "endpoints", "configmaps", "secrets", "replicasets", "deployments",
              "horizontalpodautoscalers", "events", "leases", "jobs", "cronjobs", "daemonsets",
              "controllerrevisions", "poddisruptionbudgets"]
@@ -279,10 +283,12 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
         "cluster-admin": [_rule(["*"], ["*"], ["*"])],
         "admin": [_rule(READ + WRITE, ALL_GROUPS, [*WORKLOADS, "pods/status", "pods/binding", "pods/log",
                                                     "pods/exec"]),
-                  _rule(READ + WRITE, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"])],
+                  _rule(READ + WRITE, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
+                  ENDPOINT_SLICES_READ],
         "edit": [_rule(READ + WRITE, ALL_GROUPS, WORKLOADS), _rule(["create"], [""], ["pods/exec"]),
-                 _rule(READ, [""], ["pods/log"])],
-        "view": [_rule(READ, ALL_GROUPS, [*(r for r in WORKLOADS if r != "secrets"), "podmetrics", "pods/log"])],
+                 _rule(READ, [""], ["pods/log"]), ENDPOINT_SLICES_READ],
+        "view": [_rule(READ, ALL_GROUPS, [*(r for r in WORKLOADS if r != "secrets"), "podmetrics", "pods/log"]),
+                 ENDPOINT_SLICES_READ],
         "system:kube-scheduler": [
             _rule(READ, [""], ["pods", "nodes", "namespaces"]),
             _rule(["create"], [""], ["pods/binding", "events"]),
@@ -304,10 +310,10 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
             # renewing its own client certificate
             _rule([*READ, "create"], [CERTIFICATES], ["certificatesigningrequests"])],
         # Leases: each proxy's LoadBalancer announcer elects one node per address (nodeagent/proxy/announcer.py).
-        "system:kube-proxy": [_rule(READ, [""], ["services", "endpoints", "nodes"]),
+        "system:kube-proxy": [_rule(READ, [""], ["services", "endpoints", "nodes"]), ENDPOINT_SLICES_READ,
                               _rule(["create"], [""], ["events"]),
                               _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
-        "system:coredns": [_rule(READ, [""], ["services", "endpoints", "pods", "namespaces"])],
+        "system:coredns": [_rule(READ, [""], ["services", "endpoints", "pods", "namespaces"]), ENDPOINT_SLICES_READ],
         "system:lb-controller": [_rule(READ, [""], ["services"]),
                                  _rule(["update", "patch"], [""], ["services/status"]),
                                  _rule(["create", "patch"], [""], ["events"]),
