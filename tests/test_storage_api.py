@@ -10,9 +10,11 @@ LimitRange bounds a claim's size and a ResourceQuota counts claims and storage.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from proto.wellknown import ANNOTATION_DEFAULT_STORAGE_CLASS, FINALIZER_PV_PROTE
 from tests.controllers_support import eventually
 from tests.test_admission import add_quota, fresh_namespace
 from tests.test_admission import registry as registry
+from tests.test_jobs import kubectl
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -279,3 +282,53 @@ async def test_quota_counts_claims_and_storage(registry: tuple[Registry, Resourc
     assert dict(stored.status.used) == {  # type: ignore[attr-defined]
         "persistentvolumeclaims": "2", "requests.storage": "3Gi",
         "gold.storageclass.storage.k8s.io/requests.storage": "0"}
+
+
+async def test_kubectl_applies_and_lists_volumes_claims_and_classes(http_url: str, namespace: str, tmp_path: Path,
+                                                                   client: Client, cleanup: list[object]) -> None:
+    sc_name, pv_name = f"{namespace}-sc", f"{namespace}-pv"
+    manifests = tmp_path / "storage.yaml"
+    manifests.write_text(f"""
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: {sc_name}}}
+provisioner: example.com/nothing
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {pv_name}}}
+spec:
+  capacity: {{storage: 2Gi}}
+  accessModes: [ReadWriteOnce, ReadOnlyMany]
+  storageClassName: {sc_name}
+  hostPath: {{path: /tmp/{pv_name}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data, namespace: {namespace}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: {sc_name}
+  resources: {{requests: {{storage: 1Gi}}}}
+""")
+    cleanup += [storage_class(sc_name), pv(pv_name), pvc("data", namespace)]
+    made = await asyncio.to_thread(kubectl, http_url, tmp_path, "apply", "-f", str(manifests))
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines() == [f"storageclass.storage.k8s.io/{sc_name} created",
+                                        f"persistentvolume/{pv_name} created", "persistentvolumeclaim/data created"]
+    listed = await asyncio.to_thread(kubectl, http_url, tmp_path, "-n", namespace, "get", "pv,pvc,sc", "-o", "wide")
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.split() for line in listed.stdout.splitlines() if line.strip()]
+    headers = [line for line in lines if line[0] == "NAME"]
+    assert headers[0] == ["NAME", "CAPACITY", "ACCESS", "MODES", "RECLAIM", "POLICY", "STATUS", "CLAIM",
+                          "STORAGECLASS", "VOLUMEATTRIBUTESCLASS", "REASON", "AGE", "VOLUMEMODE"]
+    assert headers[1] == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
+                          "VOLUMEATTRIBUTESCLASS", "AGE", "VOLUMEMODE"]
+    assert headers[2] == ["NAME", "PROVISIONER", "RECLAIMPOLICY", "VOLUMEBINDINGMODE", "ALLOWVOLUMEEXPANSION",
+                          "AGE"]
+    rows = {line[0]: line for line in lines if line[0] != "NAME"}
+    assert rows[f"persistentvolume/{pv_name}"][1:5] == ["2Gi", "RWO,ROX", "Retain", "Pending"]
+    assert rows["persistentvolumeclaim/data"][1:3] == ["Pending", sc_name]
+    assert rows[f"storageclass.storage.k8s.io/{sc_name}"][1:5] == ["example.com/nothing", "Delete",
+                                                                   "WaitForFirstConsumer", "false"]
