@@ -40,8 +40,32 @@ MAGIC = b"k8s\x00"
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 
 _PACKAGE = "flotilla.api"
-_API_FILES = ("meta", "core", "apps", "batch", "autoscaling", "coordination", "rbac", "certificates", "metrics",
-              "policy", "authorization", "authentication")
+def _api_files() -> tuple[str, ...]:
+    """The .proto files the API's kinds live in (and those they import), dependencies first.
+
+    Derived from the kinds table, so a kind added there is decodable at once.
+    """
+    roots = [k.message.DESCRIPTOR.file for k in kinds.SERVED]
+    roots += [autoscaling_pb2.Scale.DESCRIPTOR.file, policy_pb2.Eviction.DESCRIPTOR.file,
+              meta_pb2.DeleteOptions.DESCRIPTOR.file]
+    ordered: list[str] = []
+
+    def visit(fd: Any) -> None:
+        if not fd.name.startswith("proto/") or fd.name == "proto/options.proto":
+            return
+        name = fd.name[len("proto/"):-len(".proto")]
+        if name in ordered:
+            return
+        for dep in fd.dependencies:
+            visit(dep)
+        ordered.append(name)
+
+    for root in roots:
+        visit(root)
+    return tuple(ordered)
+
+
+_API_FILES = _api_files()
 _WIRE_FILE = "flotilla/wire.proto"  # the synthetic file holding Kubernetes' wrapper shapes
 _QUANTITY = f"{_PACKAGE}.Quantity"
 _INT_OR_STRING = f"{_PACKAGE}.IntOrString"

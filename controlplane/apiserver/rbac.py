@@ -293,14 +293,20 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
             _rule(READ, [""], ["pods", "nodes", "namespaces"]),
             _rule(["create"], [""], ["pods/binding", "events"]),
             _rule(["update", "patch"], [""], ["pods/status"]),
-            _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
+            _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"]),
+            # VolumeBinding: claims, their volumes and classes; a WaitForFirstConsumer claim gets its node
+            _rule(READ, [""], ["persistentvolumeclaims", "persistentvolumes"]),
+            _rule(["update", "patch"], [""], ["persistentvolumeclaims"]),
+            _rule(READ, ["storage.k8s.io"], ["storageclasses"])],
         "system:kube-controller-manager": [_rule(READ + WRITE, ["*"], ["*"]),
                                            # csrapproving and csrsigning (certificates.py: approve/sign on signers)
                                            _rule(["approve", "sign"], [CERTIFICATES], ["signers"])],
         # A bootstrap token's whole power: ask for a certificate and watch the answer.
         "system:node-bootstrapper": [_rule([*READ, "create"], [CERTIFICATES], ["certificatesigningrequests"])],
         "system:node": [
-            _rule(READ, [""], ["pods", "services", "endpoints", "configmaps", "secrets", "nodes", "namespaces"]),
+            _rule(READ, [""], ["pods", "services", "endpoints", "configmaps", "secrets", "nodes", "namespaces",
+                               "persistentvolumeclaims", "persistentvolumes"]),
+            _rule(READ, ["storage.k8s.io"], ["storageclasses"]),
             _rule(["create", "update", "patch"], [""], ["nodes", "nodes/status", "pods/status", "events"]),
             _rule(["delete"], [""], ["pods"]),
             _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"]),
