@@ -97,7 +97,7 @@ class Registry:
         self.memory = MemoryStore()  # metrics.k8s.io reports (kinds with in_memory=True)
         self._namespaces = admission.NamespaceLifecycle(self._stored_namespace)
         self.admission = admission.new_chain(
-            namespaces=self._namespaces, stored_pods=self.stored_pods,
+            namespaces=self._namespaces, stored_pods=self.stored_pods, stored_objects=self.stored_objects,
             pods_on_node=lambda node: self.stored_pods("", f"spec.nodeName={node}"),
             update_quota_status=lambda quota: self.update(
                 kinds.resolve("resourcequotas"), quota.metadata.namespace, quota, subresource="status"))
@@ -609,6 +609,11 @@ class Registry:
             except Exception as exc:
                 log.warning("%s cache: watch ended (%s); relisting", kind.resource, exc)
                 await asyncio.sleep(1)
+
+    async def stored_objects(self, kind: kinds.Kind, namespace: str) -> Sequence[Message]:
+        """One namespace's objects of a kind as stored now (ResourceQuota admission counts them)."""
+        items, _, _, _ = await self.list(kind, namespace)
+        return [_parse(kind, raw) for raw in items]
 
     async def stored_pods(self, namespace: str, field_selector: str = "") -> Sequence[core_pb2.Pod]:
         """Pods as stored now (for admission and node restriction, which must not trust a cache)."""

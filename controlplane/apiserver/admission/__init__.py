@@ -36,7 +36,7 @@ from controlplane.apiserver.admission.noderestriction import NodeRestriction, Po
 from controlplane.apiserver.admission.podsecurity import PodSecurity
 from controlplane.apiserver.admission.rbacescalation import RBACEscalation
 from controlplane.apiserver.admission.reservedhostports import DEFAULT_RESERVED_HOST_PORTS, ReservedHostPorts
-from controlplane.apiserver.admission.resourcequota import ResourceQuota
+from controlplane.apiserver.admission.resourcequota import ResourceQuota, StoredObjects
 from controlplane.apiserver.admission.warnings import Recorded, add_annotation, add_warning, recording, warning_header
 from proto import core_pb2
 
@@ -47,7 +47,8 @@ __all__ = ["CREATE", "DEFAULT_RESERVED_HOST_PORTS", "DELETE", "UPDATE", "Chain",
 def new_chain(*, namespaces: NamespaceLifecycle,
               stored_pods: PodsQuery,
               pods_on_node: Callable[[str], Awaitable[Sequence[core_pb2.Pod]]],
-              update_quota_status: Callable[[core_pb2.ResourceQuota], Awaitable[object]]) -> Chain:
+              update_quota_status: Callable[[core_pb2.ResourceQuota], Awaitable[object]],
+              stored_objects: StoredObjects | None = None) -> Chain:
     """The apiserver's admission chain, given what its plugins read and write through the registry."""
     return Chain([
         namespaces,
@@ -60,5 +61,5 @@ def new_chain(*, namespaces: NamespaceLifecycle,
         CertificateSubresources(),
         DenyServiceExternalIPs(),
         RBACEscalation(),
-        ResourceQuota(stored_pods, update_quota_status),
+        ResourceQuota(stored_pods, update_quota_status, stored_objects),
     ])
