@@ -11,6 +11,7 @@ traceback in the kubelet's log.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -94,7 +95,7 @@ async def test_host_pid_ipc_and_network_put_the_pod_in_the_nodes_namespaces(
     assert reply.exit_code == 0, reply.stderr
     pid_ns, ipc_ns, net_ns, seen = reply.stdout.decode().splitlines()
     host = [host_namespace("pid"), host_namespace("ipc"), host_namespace("net")]
-    comm = Path(f"/proc/{me}/comm").read_text().strip()
+    comm = (await asyncio.to_thread(Path(f"/proc/{me}/comm").read_text)).strip()
     if shared:
         assert [pid_ns, ipc_ns, net_ns] == host
         assert seen == comm  # the pod sees this very process of the node
@@ -154,7 +155,7 @@ async def test_a_container_the_runtime_cannot_create_waits_with_create_container
     pod.spec.volumes.add(name="data").host_path.path = str(blocker / "data")
     await client.create(pod, namespace=namespace)
 
-    def waiting_with(reason: str):  # noqa: ANN202 - a predicate
+    def waiting_with(reason: str):
         return lambda p: any(s.state.waiting.reason == reason for s in p.status.container_statuses)
     waiting = await wait_pod(client, "uncreatable", namespace, waiting_with("CreateContainerError"),
                              what="CreateContainerError")

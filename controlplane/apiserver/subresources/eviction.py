@@ -26,8 +26,8 @@ core as `create pods/eviction`; the answer is 201 with a Success Status):
 
 The algorithm runs against an `EvictionStore` (get the pod, list and write budgets,
 write the pod's status, delete it): `RegistryStore` is the apiserver's, over its own
-registry with the caller's attributes for admission; kctl, which speaks gRPC (no
-eviction call there yet), runs the same steps over its client.
+registry with the caller's attributes for admission. Both transports reach it:
+HTTP's `POST pods/<name>/eviction` and gRPC's `Evict` (which `kctl drain` calls).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.message import Message
@@ -128,7 +128,7 @@ Now = Callable[[], float]
 
 
 class DeleteOptionsLike(Protocol):
-    """The options an eviction deletes with (endpoints.DeleteOptions, or `Options`): a frozen dataclass."""
+    """The options an eviction deletes with (endpoints.DeleteOptions): a frozen dataclass."""
 
     @property
     def grace_period_seconds(self) -> int | None: ...
@@ -140,17 +140,6 @@ class DeleteOptionsLike(Protocol):
     def resource_version(self) -> str: ...
     @property
     def dry_run(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Options:
-    """DeleteOptions for callers outside the apiserver (kctl): the same fields as the request core's."""
-
-    grace_period_seconds: int | None = None
-    propagation_policy: str = ""
-    uid: str = ""
-    resource_version: str = ""
-    dry_run: bool = False
 
 
 class MultipleDisruptionBudgets(ApiError):
