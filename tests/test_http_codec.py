@@ -23,6 +23,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from controlplane import printers
 from controlplane.apiserver.http import codec, manifests
+from controlplane.apiserver.registry import Registry
+from controlplane.apiserver.storage import Stored
 from proto import core_pb2, kinds, manifest, options_pb2
 from proto.errors import ApiError, Invalid
 
@@ -229,3 +231,19 @@ def test_from_manifest_refusals_name_the_field() -> None:
     pod = manifests.from_manifest(PODS, {"metadata": {"name": "p", "creationTimestamp": None},
                                          "spec": {"nodeName": "n"}})
     assert (pod.api_version, pod.kind, pod.metadata.name) == ("v1", "Pod", "p")  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- stored bytes → list items
+
+
+@pytest.mark.parametrize("revision", [1, 127, 128, 99_999, 2**63 - 1])
+def test_a_list_item_carries_its_version_as_protobuf_would_write_it(revision: int) -> None:
+    """Registry._with_version writes metadata.resourceVersion's bytes by hand: the same bytes, for every kind."""
+    for kind in kinds.SERVED:
+        suffix = kind.message()
+        suffix.metadata.resource_version = str(revision)  # type: ignore[attr-defined]
+        stored = Stored(b"key", b"\x0a\x03\x0a\x01x", revision)  # metadata.name "x", as etcd holds it
+        item = Registry._with_version(kind, stored)
+        assert item == stored.value + suffix.SerializeToString()
+        read = codec.parse(kind, item)
+        assert (read.metadata.name, read.metadata.resource_version) == ("x", str(revision))  # type: ignore[attr-defined]

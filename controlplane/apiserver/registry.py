@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -25,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from controlplane.apiserver import admission, pagination, strategies
@@ -266,10 +268,17 @@ class Registry:
 
         Protobuf merges concatenated messages, so appending an encoded object that
         holds only metadata.resourceVersion sets that one field of the stored object.
+        Those few bytes are written by hand (a list appends them to every item):
+        metadata is field 1 and resourceVersion field 6 of it in every kind, as in
+        Kubernetes' generated.proto; `_version_suffix_fits` checks that once per kind.
         """
-        suffix = kind.message()
-        suffix.metadata.resource_version = str(stored.revision)  # type: ignore[attr-defined]
-        return stored.value + suffix.SerializeToString()
+        if not _version_suffix_fits(kind.message.DESCRIPTOR):
+            suffix = kind.message()
+            suffix.metadata.resource_version = str(stored.revision)  # type: ignore[attr-defined]
+            return stored.value + suffix.SerializeToString()
+        version = b"%d" % stored.revision
+        # Both lengths fit one varint byte: a revision has at most 19 digits.
+        return stored.value + bytes((_METADATA_TAG, len(version) + 2, _RESOURCE_VERSION_TAG, len(version))) + version
 
     @staticmethod
     def _matches(obj: Message, labels: LabelSelector, fields: FieldSelector) -> bool:
@@ -633,6 +642,21 @@ class Registry:
     async def watch_namespaces(self) -> None:
         """Keep NamespaceLifecycle's namespace cache current (it falls back to etcd on a miss)."""
         await self.mirror(kinds.resolve("namespaces"), self._namespaces.observe, self._namespaces.reset)
+
+
+# Wire tags (field number << 3 | 2, length-delimited): Kind.metadata = 1, ObjectMeta.resource_version = 6.
+_METADATA_TAG = 1 << 3 | 2
+_RESOURCE_VERSION_TAG = 6 << 3 | 2
+
+
+@functools.cache
+def _version_suffix_fits(message: Descriptor) -> bool:
+    """Whether the kind's message numbers metadata and resourceVersion as `_with_version` writes them."""
+    metadata = message.fields_by_name.get("metadata")
+    if metadata is None or metadata.number != 1 or metadata.message_type is None:
+        return False
+    version = metadata.message_type.fields_by_name.get("resource_version")
+    return version is not None and version.number == 6 and version.type == version.TYPE_STRING
 
 
 class _DryRun(Exception):
