@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import random
 import re
 from typing import Any
 
+import orjson
 import pytest
+from google.protobuf.message import Message
 
 from controlplane.apiserver import fieldmanager
 from controlplane.apiserver.fieldmanager import ApplyConflict, apply, update
-from proto import kinds, manifest
+from controlplane.apiserver.http import codec, patching
+from proto import core_pb2, kinds, manifest
 from proto.errors import BadRequest, Conflict
+from tests.test_http_codec import _random_object
 
 DEPLOYMENTS = kinds.resolve("deployments")
 CONFIGMAPS = kinds.resolve("configmaps")
@@ -306,3 +311,124 @@ def test_managed_fields_round_trip_through_fields_v1() -> None:
     assert fieldmanager.path_string(("f:spec", "f:ports", 'k:{"port":80,"protocol":"TCP"}', "f:name")) == (
         '.spec.ports[port=80,protocol="TCP"].name')
     assert fieldmanager.path_string(("f:metadata", "f:finalizers", 'v:"a.io/x"')) == '.metadata.finalizers[="a.io/x"]'
+
+
+# ---------------------------------------------------------------- the HTTP API's writes, on messages
+
+
+def reference_track(kind: kinds.Kind, old: Message | None, new: Message, manager: str,
+                    subresource: str) -> Message:
+    """What patching.track must give: `update` on both objects' JSON, the entries decoded back into messages."""
+    before = codec.object_dict(old) if old is not None else None
+    after = update(kind, before, codec.object_dict(new), manager, subresource=subresource, now=T1)
+    entries = after.get("metadata", {}).get("managedFields", [])
+    meta = manifest.from_dict({"apiVersion": kind.api_version, "kind": kind.kind,
+                               "metadata": {"managedFields": entries}}, kind).metadata  # type: ignore[attr-defined]
+    tracked = type(new)()
+    tracked.CopyFrom(new)
+    tracked.metadata.ClearField("managed_fields")  # type: ignore[attr-defined]
+    tracked.metadata.managed_fields.extend(meta.managed_fields)  # type: ignore[attr-defined]
+    return tracked
+
+
+def mixed(old: Message, other: Message, rng: random.Random) -> Message:
+    """`old` with some fields, at any depth, taken from `other` (or cleared where `other` has none)."""
+    new = type(old)()
+    new.CopyFrom(old)
+    theirs = dict(other.ListFields())
+    for fd in {fd for fd, _ in old.ListFields()} | theirs.keys():
+        roll = rng.random()
+        if roll < 0.5:
+            continue
+        plain = (fd.message_type is not None and not fd.is_repeated
+                 and "raw" not in fd.message_type.fields_by_name)
+        if roll < 0.75 and plain and fd in theirs and new.HasField(fd.name):
+            getattr(new, fd.name).CopyFrom(mixed(getattr(new, fd.name), theirs[fd], rng))
+            continue
+        new.ClearField(fd.name)
+        if fd in theirs:
+            if fd.type == fd.TYPE_MESSAGE and not fd.is_repeated:
+                getattr(new, fd.name).CopyFrom(theirs[fd])
+            elif fd.is_repeated and fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+                getattr(new, fd.name).MergeFrom(theirs[fd])
+            elif fd.is_repeated:
+                getattr(new, fd.name).extend(theirs[fd])
+            else:
+                setattr(new, fd.name, theirs[fd])
+    return new
+
+
+@pytest.mark.parametrize("kind", kinds.KINDS, ids=lambda k: k.resource)
+def test_track_is_update_on_the_objects_json(kind: kinds.Kind, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP API's bookkeeping on messages records what `update` records on the JSON, for every kind."""
+    monkeypatch.setattr(fieldmanager, "timestamp", lambda now=None: "2026-12-06T18:01:00Z")
+    rng = random.Random(kind.resource)
+    for round_ in range(30):
+        subresource = rng.choice(["", "", "status", "scale"])
+        first = _random_object(kind, rng)
+        if round_ % 3:  # valid entries, as a tracked create leaves them
+            first = patching.track(kind, None, first, rng.choice(["kubectl", "kctl"]))
+        for old in (None, first):
+            new = mixed(first, _random_object(kind, rng), rng) if old is not None else first
+            if rng.random() < 0.2:
+                new.metadata.ClearField("managed_fields")  # type: ignore[attr-defined]
+            manager = rng.choice(["kubectl", "kubectl-edit", "kctl"])
+            got = patching.track(kind, old, new, manager, subresource=subresource)
+            want = reference_track(kind, old, new, manager, subresource)
+            assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+
+
+def test_a_template_replicas_creates_record_the_same_fields_each() -> None:
+    pods = [manifest.from_dict({"apiVersion": "v1", "kind": "Pod",
+                                "metadata": {"name": f"web-{i}", "labels": {"app": "web"}},
+                                "spec": {"containers": [{"name": "web", "image": "nginx"}]}}) for i in range(3)]
+    pods[2].spec.containers[0].image = "nginx:2"  # type: ignore[attr-defined]
+    pods[2].metadata.labels["tier"] = "front"  # type: ignore[attr-defined]
+    for pod in pods + pods:  # the second round finds the first two in the table
+        got = patching.track(PODS, None, pod, "kctl")
+        want = reference_track(PODS, None, pod, "kctl", "")
+        assert got.metadata.managed_fields[0].fields_v1.raw == (  # type: ignore[attr-defined]
+            want.metadata.managed_fields[0].fields_v1.raw)  # type: ignore[attr-defined]
+    tracked = patching.track(PODS, None, pods[2], "kctl")
+    fields = orjson.loads(tracked.metadata.managed_fields[0].fields_v1.raw)  # type: ignore[attr-defined]
+    assert fields["f:metadata"]["f:labels"] == {".": {}, "f:app": {}, "f:tier": {}}
+
+
+def test_fields_v1_bytes_are_json_dumps_of_the_tree() -> None:
+    for paths in ({("f:metadata", "f:annotations", "f:é")}, {("f:data", "f:a\u007fb")},
+                  {("f:data", "f:\u0001")}, {("f:spec", 'k:{"name":"x"}'), ("f:spec", 'k:{"name":"x"}', "f:a")}):
+        raw = fieldmanager.fields_v1_json(frozenset(paths))
+        assert raw == manifest.raw_json_bytes(fieldmanager.fields_v1(paths))
+        assert fieldmanager.fields_of(raw) == paths
+
+
+def test_track_of_empty_and_epoch_values_is_update_on_the_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Present-but-empty messages and zero times are members (`{}`, the epoch) that the JSON shows too."""
+    monkeypatch.setattr(fieldmanager, "timestamp", lambda now=None: "2026-12-06T18:01:00Z")
+    base = manifest.from_dict({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "1"}},
+                               "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    assert isinstance(base, core_pb2.Pod)
+    variants: list[Message] = []
+    for change in ("epoch", "empty-spec", "empty-metadata", "empty-context", "no-labels", "empty-entry"):
+        pod = core_pb2.Pod()
+        pod.CopyFrom(base)
+        if change == "epoch":
+            pod.metadata.deletion_timestamp.SetInParent()
+        elif change == "empty-spec":
+            pod.spec.Clear()
+            pod.spec.SetInParent()
+        elif change == "empty-metadata":
+            pod.metadata.Clear()
+            pod.metadata.SetInParent()
+        elif change == "empty-context":
+            pod.spec.security_context.SetInParent()
+        elif change == "no-labels":
+            pod.metadata.ClearField("labels")
+        else:
+            pod.metadata.managed_fields.add(manager="m", operation="Update").fields_v1.SetInParent()
+        variants.append(pod)
+    for old in [None, base, *variants]:
+        for new in [base, *variants]:
+            got = patching.track(PODS, old, new, "kctl")
+            want = reference_track(PODS, old, new, "kctl", "")
+            assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)

@@ -36,11 +36,15 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from proto import kinds, patchmeta
+import orjson
+
+from proto import kinds, manifest, patchmeta
 from proto.errors import BadRequest, Conflict
 from proto.strategicpatch import Schema, field_schema, interleave
 
@@ -53,7 +57,7 @@ BEFORE_FIRST_APPLY = "before-first-apply"
 Path = tuple[str, ...]
 
 # Set by the server, owned by no manager (Kubernetes strips them from every set).
-_SERVER_FIELDS: frozenset[Path] = frozenset({
+SERVER_FIELDS: frozenset[Path] = frozenset({
     ("f:apiVersion",), ("f:kind",), ("f:metadata",),
     *(("f:metadata", f"f:{name}") for name in (
         "name", "namespace", "creationTimestamp", "selfLink", "uid", "clusterName", "generation",
@@ -75,7 +79,7 @@ class ApplyConflict(Conflict):
 
 
 @dataclass
-class _Manager:
+class Manager:
     """One managedFields entry, its fields as a set of paths."""
 
     manager: str
@@ -124,14 +128,14 @@ def _apply(kind: kinds.Kind, live: dict[str, Any] | None, applied: dict[str, Any
            subresource: str, now: dt.datetime | None) -> dict[str, Any]:
     desc = kind.message.DESCRIPTOR
     config = _without_nulls(applied)
-    stamp = _timestamp(now)
+    stamp = timestamp(now)
     base: dict[str, Any] = copy.deepcopy(live) if live is not None else {}
     managers = _decode(_entries(live)) if live is not None else []
     if live is not None and not managers:
         # Everything already there was set by someone: the first applier must not silently take it.
-        managers = [_Manager(BEFORE_FIRST_APPLY, UPDATE, kind.api_version, stamp,
+        managers = [Manager(BEFORE_FIRST_APPLY, UPDATE, kind.api_version, stamp,
                              set(_tracked(kind, _flatten(base, desc, maps=True), subresource)))]
-    me = _Manager(manager, APPLY, kind.api_version, stamp,
+    me = Manager(manager, APPLY, kind.api_version, stamp,
                   set(_tracked(kind, _flatten(config, desc, maps=False), subresource)), subresource)
     previous = next((m for m in managers if m.identity == me.identity), None)
     others = [m for m in managers if m is not previous]
@@ -140,7 +144,7 @@ def _apply(kind: kinds.Kind, live: dict[str, Any] | None, applied: dict[str, Any
     if previous is not None:
         _prune(merged, previous.fields - me.fields, me.fields.union(*(m.fields for m in others)), desc)
 
-    added, modified, removed = _compare(_tracked(kind, _flatten(base, desc, maps=True), subresource),
+    added, modified, removed = compare(_tracked(kind, _flatten(base, desc, maps=True), subresource),
                                         _tracked(kind, _flatten(merged, desc, maps=True), subresource))
     conflicts = [(m, path) for m in others for path in sorted(m.fields & (added | modified))]
     if conflicts and not force:
@@ -174,15 +178,26 @@ def _update(kind: kinds.Kind, old: dict[str, Any] | None, new: dict[str, Any], m
     result = copy.deepcopy(new)
     requested = result.get("metadata", {}).get("managedFields") if isinstance(result.get("metadata"), dict) else None
     if _is_reset(requested):
-        managers: list[_Manager] = []
+        managers: list[Manager] = []
     else:
         managers = _decode(requested) if requested else []
         if not managers:  # a client that does not know managedFields must not wipe them
             managers = _decode(_entries(old))
-    added, modified, removed = _compare(_tracked(kind, _flatten(old or {}, desc, maps=True), subresource),
-                                        _tracked(kind, _flatten(result, desc, maps=True), subresource))
-    changed = added | modified
-    writer = _Manager(manager, operation, kind.api_version, _timestamp(now), set(), subresource)
+    added, modified, removed = compare(_tracked(kind, _flatten(old or {}, desc, maps=True), subresource),
+                                       _tracked(kind, _flatten(result, desc, maps=True), subresource))
+    writer = Manager(manager, operation, kind.api_version, timestamp(now), set(), subresource)
+    _store(result, record(managers, writer, added | modified, removed))
+    return result
+
+
+def record(managers: list[Manager], writer: Manager, changed: set[Path] | frozenset[Path],
+           removed: set[Path] | frozenset[Path]) -> list[Manager]:
+    """The entries after an ordinary write by `writer` that added or modified `changed` and removed `removed`.
+
+    The writer's entry (one per manager, operation, version and subresource) gains
+    what changed and the write's time; every other entry loses it; everyone loses
+    what was removed. Entries left with no fields go. `managers` is changed in place.
+    """
     for m in managers:
         m.fields -= removed if m.identity == writer.identity else changed | removed
     if changed:
@@ -191,8 +206,7 @@ def _update(kind: kinds.Kind, old: dict[str, Any] | None, new: dict[str, Any], m
             managers.append(entry := writer)
         entry.fields |= changed
         entry.time = writer.time
-    _store(result, [m for m in managers if m.fields])
-    return result
+    return [m for m in managers if m.fields]
 
 
 # ---------------------------------------------------------------- the applied configuration
@@ -230,7 +244,7 @@ def _merge(live: Any, applied: Any, meta: patchmeta.PatchMeta, desc: Schema) -> 
     if isinstance(applied, dict) and isinstance(live, dict):
         out = dict(live)
         for key, value in applied.items():
-            sub_meta, sub = field_schema(desc, key)
+            sub_meta, sub = schema(desc, key)
             out[key] = _merge(live[key], value, sub_meta, sub) if key in live else copy.deepcopy(value)
         return out
     if isinstance(applied, list) and isinstance(live, list):
@@ -269,7 +283,7 @@ def _remove(obj: dict[str, Any], path: Path, desc: Schema) -> None:
             if last:
                 del node[text]
                 return
-            meta, desc = field_schema(desc, text)
+            meta, desc = schema(desc, text)
             node = node[text]
         elif kind == "k" and isinstance(node, list):
             at = next((n for n, item in enumerate(node)
@@ -312,7 +326,7 @@ def _walk_fields(obj: dict[str, Any], desc: Schema, prefix: Path, out: dict[Path
         out[prefix] = _NODE
     for key, value in obj.items():
         if value is not None:
-            meta, sub = field_schema(desc, key)
+            meta, sub = schema(desc, key)
             _walk_value(value, meta, sub, (*prefix, f"f:{key}"), out, maps)
 
 
@@ -350,19 +364,55 @@ def _key_element(item: dict[str, Any], keys: Iterable[str]) -> str:
     return "k:" + _json({name: v for name, v in key.items() if v is not None})
 
 
+def schema(desc: Schema, name: str) -> tuple[patchmeta.PatchMeta, Schema]:
+    """A field's tags and its (element's) message descriptor (strategicpatch.field_schema, remembered)."""
+    if desc is None:  # inside a map or a raw JSON value: the names are data, not schema
+        return patchmeta.NONE, None
+    return _schema(desc, name)
+
+
+@lru_cache(maxsize=4096)
+def _schema(desc: Schema, name: str) -> tuple[patchmeta.PatchMeta, Schema]:
+    # field_schema searches the message's fields by name; a pod's walk asks ~60 times.
+    return field_schema(desc, name)
+
+
+def members(value: Any, desc: Schema, name: str, path: Path) -> dict[Path, Any]:
+    """The members (with values) an ordinary write records for field `name` of a `desc` message at `path`.
+
+    `value` is the field's JSON; maps are members too, as in `update`.
+    """
+    out: dict[Path, Any] = {}
+    meta, sub = schema(desc, name)
+    _walk_value(value, meta, sub, path, out, True)
+    return out
+
+
+def reachable(kind: kinds.Kind, subresource: str, name: str) -> bool:
+    """Whether a write through this endpoint can own anything under the object's top-level field `name`."""
+    if name in ("apiVersion", "kind"):
+        return False
+    if subresource == "status":
+        return name == "status"
+    return not (kind.has_status and name == "status")
+
+
+def owned(kind: kinds.Kind, subresource: str, path: Path) -> bool:
+    """Whether a write through this endpoint can own this member: not the server's, status only through status."""
+    if path in SERVER_FIELDS:
+        return False
+    if subresource == "status":
+        return path[0] == "f:status"
+    return not (kind.has_status and path[0] == "f:status")
+
+
 def _tracked(kind: kinds.Kind, flat: dict[Path, Any], subresource: str) -> dict[Path, Any]:
-    """The members a write through this endpoint can own: not the server's, and status only through status."""
-    def owned(path: Path) -> bool:
-        if path in _SERVER_FIELDS:
-            return False
-        if subresource == "status":
-            return path[0] == "f:status"
-        return not (kind.has_status and path[0] == "f:status")
-    return {path: value for path, value in flat.items() if owned(path)}
+    """The members a write through this endpoint can own."""
+    return {path: value for path, value in flat.items() if owned(kind, subresource, path)}
 
 
-def _compare(old: dict[Path, Any], new: dict[Path, Any]) -> tuple[set[Path], set[Path], set[Path]]:
-    """(added, modified, removed) members between two flattened objects."""
+def compare(old: dict[Path, Any], new: dict[Path, Any]) -> tuple[set[Path], set[Path], set[Path]]:
+    """(added, modified, removed) members between two flattened objects (or the same parts of both)."""
     added = new.keys() - old.keys()
     removed = old.keys() - new.keys()
     modified = {p for p in new.keys() & old.keys() if new[p] is not _NODE and new[p] != old[p]}
@@ -385,7 +435,7 @@ def path_string(path: Path) -> str:
     return "".join(parts)
 
 
-def _conflict_error(conflicts: list[tuple[_Manager, Path]]) -> ApplyConflict:
+def _conflict_error(conflicts: list[tuple[Manager, Path]]) -> ApplyConflict:
     causes = [(path_string(path), f"conflict with {m.describe()}") for m, path in conflicts]
     if len(conflicts) == 1:
         m, path = conflicts[0]
@@ -401,8 +451,16 @@ def _conflict_error(conflicts: list[tuple[_Manager, Path]]) -> ApplyConflict:
 # ---------------------------------------------------------------- metadata.managedFields
 
 
-def _timestamp(now: dt.datetime | None) -> str:
-    return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def timestamp(now: dt.datetime | None = None) -> str:
+    """A managedFields entry's time: now (or `now`) to the second, as Kubernetes records it."""
+    if now is None:
+        return _second(int(time.time()))
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=2)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))  # every write in one second shares it
 
 
 def _entries(obj: dict[str, Any] | None) -> Any:
@@ -415,16 +473,16 @@ def _is_reset(entries: Any) -> bool:
     return isinstance(entries, list) and (entries == [] or entries == [{}])
 
 
-def _decode(entries: Any) -> list[_Manager]:
+def _decode(entries: Any) -> list[Manager]:
     """managedFields as entries; anything malformed counts as none, as in Kubernetes."""
     if not isinstance(entries, list):
         return []
-    managers: list[_Manager] = []
+    managers: list[Manager] = []
     try:
         for entry in entries:
             if entry.get("fieldsType", FIELDS_V1) != FIELDS_V1 or entry.get("operation") not in (APPLY, UPDATE):
                 return []
-            managers.append(_Manager(str(entry["manager"]), entry["operation"], str(entry.get("apiVersion", "")),
+            managers.append(Manager(str(entry["manager"]), entry["operation"], str(entry.get("apiVersion", "")),
                                      str(entry.get("time") or ""), _paths(entry.get("fieldsV1") or {}, ()),
                                      str(entry.get("subresource") or "")))
     except (AttributeError, KeyError, TypeError, ValueError):
@@ -446,33 +504,64 @@ def _paths(tree: dict[str, Any], prefix: Path) -> set[Path]:
     return paths
 
 
+@lru_cache(maxsize=1024)
+def fields_of(raw: bytes) -> frozenset[Path]:
+    """The paths of a stored entry's FieldsV1 JSON bytes; ValueError if they are not FieldsV1.
+
+    Remembered by the bytes: an object's entries are decoded again on every write to it.
+    """
+    tree = json.loads(raw) if raw else {}
+    return frozenset(_paths(tree or {}, ()))
+
+
 def fields_v1(paths: Iterable[Path]) -> dict[str, Any]:
-    """A set of paths in FieldsV1 form: nested `f:`/`k:`/`v:` objects, `.` where a node is owned and has children."""
-    members = set(paths)
+    """A set of paths in FieldsV1 form: nested `f:`/`k:`/`v:` objects, `.` where a node is owned and has children.
+
+    Keys are in name order at every level: paths are inserted sorted, and "." (which
+    sorts before "f:", "k:" and "v:") goes in first wherever a member is a node.
+    """
     root: dict[str, Any] = {}
-    for path in members:
+    nodes = []
+    for path in sorted(set(paths)):
         node = root
         for element in path:
             node = node.setdefault(element, {})
-    for path in members:
-        node = root
-        for element in path:
-            node = node[element]
-        if node:
-            node["."] = {}
-    return _sorted(root)
+        node["."] = {}  # a member; it stays only if children follow
+        nodes.append(node)
+    for node in nodes:
+        if len(node) == 1:
+            del node["."]
+    return root
 
 
-def _sorted(tree: dict[str, Any]) -> dict[str, Any]:
-    return {k: _sorted(tree[k]) for k in sorted(tree)}
+@lru_cache(maxsize=1024)
+def fields_v1_json(paths: frozenset[Path]) -> bytes:
+    """A set of paths as the FieldsV1 bytes the registry stores (manifest.raw_json_bytes of `fields_v1`).
+
+    Remembered by the set: the replicas of a template, and the same writer's repeated
+    writes, own the same fields.
+    """
+    tree = fields_v1(paths)
+    raw = orjson.dumps(tree)
+    # orjson writes what json.dumps writes except for non-ASCII, DEL and \u escapes: let json decide those.
+    if not raw.isascii() or b"\\u" in raw or b"\x7f" in raw:
+        return manifest.raw_json_bytes(tree)
+    return raw
 
 
-def _store(obj: dict[str, Any], managers: list[_Manager]) -> None:
-    """Write the entries in Kubernetes' order: Apply before Update, then oldest first."""
+def ordered(managers: Iterable[Manager]) -> list[Manager]:
+    """Entries in Kubernetes' order: Apply before Update, then oldest first."""
+    return sorted(managers, key=lambda m: (m.operation, m.time, m.manager, m.api_version, m.subresource))
+
+
+def _store(obj: dict[str, Any], managers: list[Manager]) -> None:
+    """Write the entries into the object's metadata, in order."""
     entries = []
-    for m in sorted(managers, key=lambda m: (m.operation, m.time, m.manager, m.api_version, m.subresource)):
+    for m in ordered(managers):
         entry = {"manager": m.manager, "operation": m.operation, "apiVersion": m.api_version, "time": m.time,
                  "fieldsType": FIELDS_V1, "fieldsV1": fields_v1(m.fields)}
+        if not m.time:  # an entry a client wrote without one keeps none (time is optional)
+            del entry["time"]
         if m.subresource:
             entry["subresource"] = m.subresource
         entries.append(entry)
