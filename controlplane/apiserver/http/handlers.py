@@ -63,10 +63,14 @@ def dry_run(query: Any) -> bool:
 
 
 def json_response(data: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    return _json_bytes_response(codec.dumps(data), status, warnings)
+
+
+def _json_bytes_response(body: bytes, status: int = 200, warnings: list[str] | None = None) -> web.Response:
     headers: CIMultiDict[str] = CIMultiDict()
     for text in warnings or ():
         headers.add("Warning", warning_header(text))
-    return web.Response(status=status, body=codec.dumps(data), content_type=codec.JSON, headers=headers)
+    return web.Response(status=status, body=body, content_type=codec.JSON, headers=headers)
 
 
 class ResourceHandlers:
@@ -114,7 +118,8 @@ class ResourceHandlers:
             return json_response(codec.table(kind, [obj], rendering), status, warnings)
         if rendering.as_ == codec.AS_PARTIAL:
             return json_response(codec.partial_object(obj), status, warnings)
-        return json_response(codec.object_dict(obj), status, warnings)
+        # object_json: the bytes of dumping object_dict, with a template's replicas sharing their spec's.
+        return _json_bytes_response(codec.object_json(obj), status, warnings)
 
     async def get(self, request: web.Request, user: UserInfo, info: RequestInfo, kind: kinds.Kind,
                   namespace: str) -> web.Response:
