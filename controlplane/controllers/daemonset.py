@@ -279,10 +279,10 @@ class DaemonSetController(Controller):
             matches = selector.matches(pod.metadata.labels)
             if ref is not None and ref.uid == ds.metadata.uid:
                 if not matches:
-                    await self._patch_owner(pod, release=ds)
+                    await podutil.patch_owner(self.client, pod, release=ds)
                     continue
             elif ref is None and matches and not daemonutil.is_terminating(pod):
-                if not await self._patch_owner(pod, adopt=ds):
+                if not await podutil.patch_owner(self.client, pod, adopt=ds):
                     continue
             else:
                 continue
@@ -290,19 +290,6 @@ class DaemonSetController(Controller):
             if node:
                 by_node.setdefault(node, []).append(pod)
         return by_node
-
-    async def _patch_owner(self, pod: core_pb2.Pod, *, adopt: apps_pb2.DaemonSet | None = None,
-                           release: apps_pb2.DaemonSet | None = None) -> bool:
-        new = copy(pod)
-        if adopt is not None:
-            podutil.set_controller(new, adopt)
-        elif release is not None:
-            podutil.remove_owner(new, release.metadata.uid)
-        try:
-            await self.client.update(new)  # carries the cached resourceVersion: no blind overwrite
-            return True
-        except (Conflict, NotFound):
-            return False  # it changed or went away; the informer brings us back
 
     async def _manage(self, key: str, ds: apps_pb2.DaemonSet, placements: dict[str, daemonutil.Placement],
                       node_pods: dict[str, list[core_pb2.Pod]], template_hash: str) -> None:

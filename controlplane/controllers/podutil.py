@@ -12,7 +12,10 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from client import Client
+from client.controller import copy
 from proto import core_pb2, kinds, meta_pb2
+from proto.errors import Conflict, NotFound
 
 
 def condition(pod: core_pb2.Pod, type_: str) -> core_pb2.PodCondition | None:
@@ -72,3 +75,19 @@ def remove_owner(obj: Message, uid: str) -> bool:
     del refs[:]
     refs.extend(kept)
     return True
+
+
+async def patch_owner(client: Client, pod: core_pb2.Pod, *, adopt: Message | None = None,
+                      release: Message | None = None) -> bool:
+    """Adopt an orphan pod that matches `adopt`, or release one that no longer matches `release`
+    (Kubernetes' ControllerRefManager); False if the pod changed or went away meanwhile."""
+    new = copy(pod)
+    if adopt is not None:
+        set_controller(new, adopt)
+    elif release is not None:
+        remove_owner(new, getattr(release, "metadata").uid)  # noqa: B009
+    try:
+        await client.update(new)  # carries the cached resourceVersion: no blind overwrite
+        return True
+    except (Conflict, NotFound):
+        return False  # it changed or went away; the informer brings the controller back

@@ -142,24 +142,11 @@ class ReplicaSetController(Controller):
                 if matches:
                     owned.append(pod)
                 else:
-                    await self._patch_owner(pod, release=rs)
+                    await podutil.patch_owner(self.client, pod, release=rs)
             elif ref is None and matches and not deleting:
-                if await self._patch_owner(pod, adopt=rs):
+                if await podutil.patch_owner(self.client, pod, adopt=rs):
                     owned.append(pod)
         return owned
-
-    async def _patch_owner(self, pod: core_pb2.Pod, *, adopt: apps_pb2.ReplicaSet | None = None,
-                           release: apps_pb2.ReplicaSet | None = None) -> bool:
-        new = copy(pod)
-        if adopt is not None:
-            podutil.set_controller(new, adopt)
-        elif release is not None:
-            podutil.remove_owner(new, release.metadata.uid)
-        try:
-            await self.client.update(new)  # carries the cached resourceVersion: no blind overwrite
-            return True
-        except (Conflict, NotFound):
-            return False  # it changed or went away; the informer will bring us back
 
     async def _manage_replicas(self, key: str, rs: apps_pb2.ReplicaSet, pods: list[core_pb2.Pod]) -> None:
         diff = len(pods) - rs.spec.replicas
