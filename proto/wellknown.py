@@ -62,6 +62,14 @@ LOCAL_PATH_PROVISIONER = "flotilla.dev/local-path"
 LOCAL_PATH_NODE_PATH = "nodePath"  # its StorageClass parameter: the directory on each node
 LOCAL_PATH_DEFAULT_NODE_PATH = "/var/lib/flotilla/local-path"
 
+# EndpointSlices: the Service a slice belongs to (what proxies, DNS and ingress controllers select
+# slices by) and who manages it (the endpointslice controller touches only its own).
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
+LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+ENDPOINTSLICE_CONTROLLER_NAME = "endpointslice-controller.k8s.io"
+LABEL_HEADLESS = "service.kubernetes.io/headless"  # on the slices of a Service without a clusterIP
+LABEL_TOPOLOGY_ZONE = "topology.kubernetes.io/zone"  # a Node's zone, copied to its endpoints
+
 
 def revision_of(obj: Any) -> int:
     """The rollout revision an object's `deployment.kubernetes.io/revision` annotation records (0 if none)."""

@@ -31,6 +31,7 @@ from controlplane.controllers.daemonset import DaemonSetController
 from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.disruption import DisruptionController
 from controlplane.controllers.endpoints import EndpointsController
+from controlplane.controllers.endpointslice import MAX_ENDPOINTS_PER_SLICE, EndpointSliceController
 from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
 from controlplane.controllers.job import JobController
@@ -81,6 +82,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="how long a Job waits after a pod failure before the next pod (doubling per failure)")
     p.add_argument("--job-pod-failure-backoff-max", type=parse_duration, metavar="DURATION", default=360.0,
                    help="the longest a Job waits between pod failures and the next pod")
+    p.add_argument("--max-endpoints-per-slice", type=int, default=MAX_ENDPOINTS_PER_SLICE, metavar="N",
+                   help="the most endpoints the endpointslice controller puts in one EndpointSlice")
     p.add_argument("--cluster-signing-cert-file", default="",
                    help="CA certificate (PEM) that csrsigning issues kubernetes.io certificates with")
     p.add_argument("--cluster-signing-key-file", default="", help="its private key (PEM)")
@@ -136,6 +139,8 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "cronjob": lambda c: CronJobController(c.client, c.factory, c.recorder("cronjob-controller")),
     "disruption": lambda c: DisruptionController(c.client, c.factory, c.recorder("controllermanager")),
     "endpoints": lambda c: EndpointsController(c.client, c.factory),
+    "endpointslice": lambda c: EndpointSliceController(c.client, c.factory,
+                                                       max_endpoints_per_slice=c.opts.max_endpoints_per_slice),
     "garbagecollector": lambda c: GarbageCollector(c.client, c.factory),
     "namespace": lambda c: NamespaceController(c.client, c.factory),
     "nodelifecycle": lambda c: NodeLifecycleController(
