@@ -24,6 +24,7 @@ from client import Client, InformerFactory, certificates
 from client.component import Command, LeaderElection, parse_duration
 from client.controller import Controller
 from client.events import EventRecorder
+from controlplane.apiserver.validation.discovery import MAX_ENDPOINTS as MAX_SLICE_ENDPOINTS
 from controlplane.controllers.cronjob import CronJobController
 from controlplane.controllers.csrapproving import CSRApprovingController
 from controlplane.controllers.csrsigning import CSRSigningController
@@ -61,6 +62,17 @@ def lb_pool(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def slice_size(text: str) -> int:
+    """--max-endpoints-per-slice: 1 to 1000, the most a valid EndpointSlice holds (as kube-controller-manager)."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 1 <= size <= MAX_SLICE_ENDPOINTS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SLICE_ENDPOINTS}, but got {size}")
+    return size
+
+
 def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controllers", default="*",
                    help="comma-separated controllers to run ('*' for all; '-name' to leave one out)")
@@ -82,7 +94,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="how long a Job waits after a pod failure before the next pod (doubling per failure)")
     p.add_argument("--job-pod-failure-backoff-max", type=parse_duration, metavar="DURATION", default=360.0,
                    help="the longest a Job waits between pod failures and the next pod")
-    p.add_argument("--max-endpoints-per-slice", type=int, default=MAX_ENDPOINTS_PER_SLICE, metavar="N",
+    p.add_argument("--max-endpoints-per-slice", type=slice_size, default=MAX_ENDPOINTS_PER_SLICE, metavar="N",
                    help="the most endpoints the endpointslice controller puts in one EndpointSlice")
     p.add_argument("--cluster-signing-cert-file", default="",
                    help="CA certificate (PEM) that csrsigning issues kubernetes.io certificates with")
