@@ -29,8 +29,10 @@ import pytest
 from bench.hollow_kubelet import HollowCluster
 from client import Client
 from client.retry import update_fresh
+from controlplane.apiserver.auth import Attributes, UserInfo
+from controlplane.apiserver.rbac import RBACAuthorizer, default_cluster_role_bindings, default_cluster_roles
 from controlplane.controllers import endpointslice as es
-from proto import core_pb2, discovery_pb2, manifest
+from proto import core_pb2, discovery_pb2, manifest, rbac_pb2
 from proto.errors import Invalid
 from proto.wellknown import ENDPOINTSLICE_CONTROLLER_NAME, LABEL_MANAGED_BY, LABEL_SERVICE_NAME
 from provision.processes import ApiServer, Process
@@ -335,6 +337,31 @@ async def test_bad_slices_are_refused_with_kubernetes_messages_and_not_stored(cl
     made.address_type = "IPv4"
     with pytest.raises(Invalid, match=r'addressType: Invalid value: "IPv4": field is immutable'):
         await client.update(made)
+
+
+# ---------------------------------------------------------------- who may read and write slices
+
+
+@pytest.mark.parametrize(("user", "verb", "allowed"), [
+    (UserInfo("system:kube-proxy"), "watch", True),  # proxies route by slices
+    (UserInfo("system:coredns"), "list", True),  # DNS answers from them
+    (UserInfo("alice"), "get", True),  # view
+    (UserInfo("alice"), "create", False),  # but no aggregated role writes them, as in Kubernetes
+    (UserInfo("system:kube-proxy"), "update", False),
+])
+def test_default_roles_read_endpointslices(user: UserInfo, verb: str, allowed: bool) -> None:
+    rbac = RBACAuthorizer()
+    for obj in (*default_cluster_roles(), *default_cluster_role_bindings()):
+        rbac.observe("ADDED", obj)
+    for role in ("view", "edit"):
+        binding = rbac_pb2.ClusterRoleBinding(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRoleBinding")
+        binding.metadata.name = f"alice-{role}"
+        binding.subjects.add(kind="User", name="alice", api_group="rbac.authorization.k8s.io")
+        binding.role_ref.api_group, binding.role_ref.kind, binding.role_ref.name = (
+            "rbac.authorization.k8s.io", "ClusterRole", role)
+        rbac.observe("ADDED", binding)
+    attrs = Attributes(user, verb, "endpointslices", namespace="team", api_group="discovery.k8s.io")
+    assert rbac.allowed(attrs) is allowed
 
 
 # ---------------------------------------------------------------- real kubectl over HTTP
