@@ -144,6 +144,8 @@ KINDS: tuple[Kind, ...] = (
          categories=ALL_CATEGORY, scalable=True),
     Kind("DaemonSet", "daemonsets", "daemonset", "apps/v1", apps_pb2.DaemonSet, True, ("ds",),
          categories=ALL_CATEGORY),
+    Kind("StatefulSet", "statefulsets", "statefulset", "apps/v1", apps_pb2.StatefulSet, True, ("sts",),
+         categories=ALL_CATEGORY, scalable=True),
     # Written by the DaemonSet (and StatefulSet) controllers; no status, and kubectl's
     # `rollout history` reads them.
     Kind("ControllerRevision", "controllerrevisions", "controllerrevision", "apps/v1", apps_pb2.ControllerRevision,

@@ -95,8 +95,8 @@ def test_kubectl_visible_details() -> None:
 
     # `kubectl get all` lists exactly the `all` category, as Kubernetes puts it.
     assert {r for (_, r), e in legacy.items() if "all" in e.get("categories", [])} == {
-        "pods", "services", "deployments", "replicasets", "daemonsets", "horizontalpodautoscalers", "jobs",
-        "cronjobs"}
+        "pods", "services", "deployments", "replicasets", "daemonsets", "statefulsets", "horizontalpodautoscalers",
+        "jobs", "cronjobs"}
 
     # `kubectl top` reads pods and nodes of metrics.k8s.io; only get and list.
     assert legacy[("metrics.k8s.io/v1beta1", "pods")]["kind"] == "PodMetrics"
@@ -185,5 +185,6 @@ def test_kubectl_get_all_means_the_all_category(http_url: str, tmp_path: Path) -
     result = run_kubectl(http_url, tmp_path, "api-resources", "--categories=all", "-o", "name")
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) == {"pods", "services", "deployments.apps", "replicasets.apps",
-                                          "daemonsets.apps", "horizontalpodautoscalers.autoscaling", "jobs.batch",
+                                          "daemonsets.apps", "statefulsets.apps",
+                                          "horizontalpodautoscalers.autoscaling", "jobs.batch",
                                           "cronjobs.batch"}

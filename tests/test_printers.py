@@ -47,6 +47,7 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
     "ReplicaSet": ["Name", "Desired", "Current", "Ready", "Age", "*Containers", "*Images", "*Selector"],
     "DaemonSet": ["Name", "Desired", "Current", "Ready", "Up-to-date", "Available", "Node Selector", "Age",
                   "*Containers", "*Images", "*Selector"],
+    "StatefulSet": ["Name", "Ready", "Age", "*Containers", "*Images"],
     "ControllerRevision": ["Name", "Controller", "Revision", "Age"],
     "Job": ["Name", "Status", "Completions", "Duration", "Age", "*Containers", "*Images", "*Selector"],
     "CronJob": ["Name", "Schedule", "Timezone", "Suspend", "Active", "Last Schedule", "Age", "*Containers", "*Images",
@@ -120,6 +121,17 @@ def test_replica_counts_are_integer_cells() -> None:
     rs.spec.ClearField("replicas")  # unset reads as 1, as the API defaults it
     assert apps.desired_replicas(rs.spec) == 1
     assert generate_table(kinds.resolve("rs"), [rs], at=AT).rows[0].cells[1] == 1
+
+
+def test_stateful_set_shows_ready_of_desired() -> None:
+    sts = manifest.from_dict({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                              "metadata": {"name": "web", "creationTimestamp": "2024-01-01T11:00:00Z"},
+                              "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                                       "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1"},
+                                                                            {"name": "log", "image": "busybox"}]}}},
+                              "status": {"replicas": 2, "readyReplicas": 1}})
+    assert generate_table(kinds.resolve("sts"), [sts], at=AT).rows[0].cells == [
+        "web", "1/3", "60m", "nginx,log", "nginx:1,busybox"]
 
 
 def test_table_json_is_meta_v1_table() -> None:

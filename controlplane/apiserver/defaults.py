@@ -224,6 +224,35 @@ def default_daemon_set(ds: apps_pb2.DaemonSet) -> None:
     default_pod_spec(spec.template.spec)
 
 
+def default_stateful_set(sts: apps_pb2.StatefulSet) -> None:
+    """One replica, OrderedReady, RollingUpdate from partition 0, ten revisions, claims retained
+    (SetDefaults_StatefulSet); each claim template defaulted as a claim is."""
+    spec = sts.spec
+    if not spec.HasField("replicas"):
+        spec.replicas = 1
+    if not spec.pod_management_policy:
+        spec.pod_management_policy = "OrderedReady"
+    strategy = spec.update_strategy
+    if not strategy.type:
+        strategy.type = "RollingUpdate"
+    if strategy.type == "RollingUpdate":
+        rolling = strategy.rolling_update
+        rolling.SetInParent()
+        if not rolling.HasField("partition"):
+            rolling.partition = 0
+    if not spec.HasField("revision_history_limit"):
+        spec.revision_history_limit = 10
+    # Claims are kept unless the user asks otherwise: losing data must be a choice.
+    retention = spec.persistent_volume_claim_retention_policy
+    if not retention.when_deleted:
+        retention.when_deleted = "Retain"
+    if not retention.when_scaled:
+        retention.when_scaled = "Retain"
+    for claim in spec.volume_claim_templates:
+        default_persistent_volume_claim(claim)
+    default_pod_spec(spec.template.spec)
+
+
 # ---------------------------------------------------------------- Job, CronJob
 
 

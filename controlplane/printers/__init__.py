@@ -69,6 +69,7 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "Deployment": apps.DEPLOYMENT,
     "ReplicaSet": apps.REPLICA_SET,
     "DaemonSet": apps.DAEMON_SET,
+    "StatefulSet": apps.STATEFUL_SET,
     "ControllerRevision": apps.CONTROLLER_REVISION,
     "Job": batch.JOB,
     "CronJob": batch.CRON_JOB,

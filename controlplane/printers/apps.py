@@ -1,10 +1,13 @@
-"""Table columns of the apps/v1 kinds: deployments, replica sets, daemon sets and controller revisions.
+"""Table columns of the apps/v1 kinds: deployments, replica sets, daemon sets, stateful sets and controller
+revisions.
 
 The workloads show their pod counts (a DaemonSet counts nodes: desired, current,
 ready, up-to-date, available, and its pods' node selector), and with -o wide the
-pod template's containers, images and the selector; a ControllerRevision shows
-its controller as `kind.group/name` and its revision number, as Kubernetes'
-printDeployment, printReplicaSet, printDaemonSet and printControllerRevision do.
+pod template's containers, images and the selector (a StatefulSet only its ready
+pods of the desired count, and with -o wide containers and images); a
+ControllerRevision shows its controller as `kind.group/name` and its revision
+number, as Kubernetes' printDeployment, printReplicaSet, printDaemonSet,
+printStatefulSet and printControllerRevision do.
 """
 
 from __future__ import annotations
@@ -96,6 +99,19 @@ DAEMON_SET = TableConvertor[apps_pb2.DaemonSet]((
     TableColumnDefinition("Selector", priority=1, description="A label query over pods that are managed by the "
                           "daemon set. Must match in order to be controlled."),
 ), _daemon_set_cells)
+
+
+def _stateful_set_cells(sts: apps_pb2.StatefulSet, o: GenerateOptions) -> list[Cell]:
+    return [sts.metadata.name, f"{sts.status.ready_replicas}/{desired_replicas(sts.spec)}", age(sts, o.now),
+            *_template_cells(sts.spec)[:2]]
+
+
+STATEFUL_SET = TableConvertor[apps_pb2.StatefulSet]((
+    NAME,
+    TableColumnDefinition("Ready", description="Number of the pod with ready state"),
+    AGE,
+    *TEMPLATE_COLUMNS[:2],
+), _stateful_set_cells)
 
 
 def controller_of(obj: Any) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane.apiserver import defaults
-from controlplane.apiserver.strategies.apps import CONTROLLER_REVISION, DaemonSetStrategy
+from controlplane.apiserver.strategies.apps import CONTROLLER_REVISION, DAEMON_SET, STATEFUL_SET
 from controlplane.apiserver.strategies.base import StoreContext, Strategy
 from controlplane.apiserver.strategies.batch import CronJobStrategy, JobStrategy
 from controlplane.apiserver.strategies.certificates import CertificateSigningRequestStrategy
@@ -53,7 +53,8 @@ STRATEGIES: dict[str, Strategy] = {
     # apps/v1
     "ReplicaSet": Strategy(defaulter=defaults.default_replica_set, validator=apps.validate_replica_set),
     "Deployment": Strategy(defaulter=defaults.default_deployment, validator=apps.validate_deployment),
-    "DaemonSet": DaemonSetStrategy(),
+    "DaemonSet": DAEMON_SET,
+    "StatefulSet": STATEFUL_SET,
     "ControllerRevision": CONTROLLER_REVISION,
     # batch/v1
     "Job": JobStrategy(),
