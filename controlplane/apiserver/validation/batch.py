@@ -22,6 +22,7 @@ from controlplane.apiserver.validation.field import (
     nonnegative,
     one_of,
     required,
+    too_many,
     unsupported,
 )
 from controlplane.apiserver.validation.meta import (
@@ -62,9 +63,6 @@ def _valid_values(values: tuple[str, ...]) -> str:
     return "valid values: [" + " ".join(f'"{v}"' for v in values) + "]"
 
 
-def _too_many(path: str, count: int, limit: int) -> FieldError:
-    return path, f"Too many: {count}: must have at most {limit} items"
-
 
 # ---------------------------------------------------------------- pod failure policy
 
@@ -84,7 +82,7 @@ def _on_exit_codes(req: batch_pb2.PodFailurePolicyOnExitCodesRequirement, path: 
     if not values:
         errors.append(invalid(values_path, values, "at least one value is required"))
     elif len(values) > MAX_EXIT_CODE_VALUES:
-        errors.append(_too_many(values_path, len(values), MAX_EXIT_CODE_VALUES))
+        errors.append(too_many(values_path, len(values), MAX_EXIT_CODE_VALUES))
     seen: set[int] = set()
     for j, value in enumerate(values):
         if req.operator == "In" and value == 0:
@@ -101,7 +99,7 @@ def _on_exit_codes(req: batch_pb2.PodFailurePolicyOnExitCodesRequirement, path: 
 def _on_pod_conditions(patterns: list[batch_pb2.PodFailurePolicyOnPodConditionsPattern], path: str) -> Errors:
     errors: Errors = []
     if len(patterns) > MAX_FAILURE_POLICY_RULES:
-        errors.append(_too_many(path, len(patterns), MAX_FAILURE_POLICY_RULES))
+        errors.append(too_many(path, len(patterns), MAX_FAILURE_POLICY_RULES))
     for j, pattern in enumerate(patterns):
         p = f"{path}[{j}]"
         if not pattern.type:
@@ -119,7 +117,7 @@ def _pod_failure_policy(spec: batch_pb2.JobSpec, path: str) -> Errors:
     rules = spec.pod_failure_policy.rules
     errors: Errors = []
     if len(rules) > MAX_FAILURE_POLICY_RULES:
-        errors.append(_too_many(f"{path}.rules", len(rules), MAX_FAILURE_POLICY_RULES))
+        errors.append(too_many(f"{path}.rules", len(rules), MAX_FAILURE_POLICY_RULES))
     template = spec.template.spec
     containers = {c.name for c in (*template.containers, *template.init_containers)}
     for i, rule in enumerate(rules):

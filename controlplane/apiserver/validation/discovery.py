@@ -16,11 +16,11 @@ import ipaddress
 from controlplane.apiserver.validation.core import non_special_ip
 from controlplane.apiserver.validation.field import (
     Errors,
-    FieldError,
     check_format,
     duplicate,
     invalid,
     required,
+    too_many,
     unsupported,
 )
 from controlplane.apiserver.validation.meta import (
@@ -42,10 +42,6 @@ MAX_ADDRESSES = 100
 MAX_PORTS = 100
 MAX_ZONE_HINTS = 8
 
-
-def _too_many(path: str, count: int, limit: int) -> FieldError:
-    """field.TooMany."""
-    return path, f"Too many: {count}: must have at most {limit} items"
 
 
 def _is_ipv6(value: str) -> bool:
@@ -90,7 +86,7 @@ def _address(address: str, address_type: str, path: str) -> Errors:
 def _hints(hints: discovery_pb2.EndpointHints, path: str) -> Errors:
     zones_path = f"{path}.forZones"
     if len(hints.for_zones) > MAX_ZONE_HINTS:
-        return [_too_many(zones_path, len(hints.for_zones), MAX_ZONE_HINTS)]
+        return [too_many(zones_path, len(hints.for_zones), MAX_ZONE_HINTS)]
     errors: Errors = []
     seen: set[str] = set()
     for i, zone in enumerate(hints.for_zones):
@@ -104,14 +100,14 @@ def _hints(hints: discovery_pb2.EndpointHints, path: str) -> Errors:
 
 def _endpoints(endpoints: list[discovery_pb2.Endpoint], address_type: str) -> Errors:
     if len(endpoints) > MAX_ENDPOINTS:
-        return [_too_many("endpoints", len(endpoints), MAX_ENDPOINTS)]
+        return [too_many("endpoints", len(endpoints), MAX_ENDPOINTS)]
     errors: Errors = []
     for i, endpoint in enumerate(endpoints):
         p = f"endpoints[{i}]"
         if not endpoint.addresses:
             errors.append(required(f"{p}.addresses", "must contain at least 1 address"))
         elif len(endpoint.addresses) > MAX_ADDRESSES:
-            errors.append(_too_many(f"{p}.addresses", len(endpoint.addresses), MAX_ADDRESSES))
+            errors.append(too_many(f"{p}.addresses", len(endpoint.addresses), MAX_ADDRESSES))
         for j, address in enumerate(endpoint.addresses):
             errors += _address(address, address_type, f"{p}.addresses[{j}]")
         if endpoint.HasField("node_name"):
@@ -125,7 +121,7 @@ def _endpoints(endpoints: list[discovery_pb2.Endpoint], address_type: str) -> Er
 
 def _ports(ports: list[discovery_pb2.EndpointSlice.EndpointPort]) -> Errors:
     if len(ports) > MAX_PORTS:
-        return [_too_many("ports", len(ports), MAX_PORTS)]
+        return [too_many("ports", len(ports), MAX_PORTS)]
     errors: Errors = []
     names: set[str] = set()
     for i, port in enumerate(ports):

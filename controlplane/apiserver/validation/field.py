@@ -62,6 +62,11 @@ def too_long(path: str, limit: int) -> FieldError:
     return path, f"Too long: may not be more than {limit} bytes"
 
 
+def too_many(path: str, count: int, limit: int) -> FieldError:
+    """field.TooMany: a list longer than the API allows."""
+    return path, f"Too many: {count}: must have at most {limit} items"
+
+
 def check_format(check: Callable[[str], list[str]], value: str, path: str) -> Errors:
     return [invalid(path, value, msg) for msg in check(value)]
 
