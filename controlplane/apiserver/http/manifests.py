@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import orjson
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -180,17 +181,71 @@ def _filler(desc: Any) -> Callable[[Message, Any], None]:
     return fill
 
 
+class _SharedSpecs:
+    """Decoded specs by their JSON: a Deployment's replicas, and every rewrite of one object, send the same spec.
+
+    A pod's spec is most of its body; finding its bytes (encode the dict, look up,
+    parse: ~5 µs) replaces walking it (~35 µs). Only clean JSON is keyed: a value
+    orjson cannot encode faithfully (a NaN it would write as null, YAML's dates,
+    bytes, non-string keys, lone surrogates) is decoded as before. A small bounded
+    table, started afresh when full.
+    """
+
+    _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._bytes: dict[tuple[Any, bytes], bytes] = {}
+
+    def fill(self, target: Message, value: dict[str, Any]) -> None:
+        """`target` (a spec field of a new object) set from its manifest dict, or _Unusual."""
+        target.SetInParent()  # `{}` is a present, empty message, as json_format makes it
+        try:
+            key = orjson.dumps(value, option=self._STRICT)
+        except TypeError:
+            key = b"null"
+        if b"null" in key:  # NaN and null look alike here (and a string may hold "null": decoded as before)
+            _filler(target.DESCRIPTOR)(target, value)
+            return
+        found = self._bytes.get((target.DESCRIPTOR, key))
+        if found is not None:
+            target.MergeFromString(found)
+            return
+        _filler(target.DESCRIPTOR)(target, value)
+        if len(self._bytes) >= self.max_entries:
+            self._bytes.clear()
+        self._bytes[(target.DESCRIPTOR, key)] = target.SerializeToString()
+
+
+_SPECS = _SharedSpecs(1024)
+
+
+@cache
+def _shares_spec(desc: Any) -> bool:
+    """Whether the kind has a `spec` object (decoded through _SPECS)."""
+    fd = desc.fields_by_name.get("spec")
+    return (fd is not None and fd.type == FieldDescriptor.TYPE_MESSAGE and not fd.is_repeated
+            and not manifest.is_raw_json(fd.message_type))
+
+
 def from_manifest(kind: kinds.Kind, data: Any) -> Message:
     """`manifest.from_dict(data, kind)`: the same message, or the same error.
 
     A manifest is walked once, straight into the message; json_format's
     ParseDict after manifest.py's checks costs five times as much, a third of an
-    HTTP create. Anything unusual (a bad field, a proto field name, bytes) goes to
-    manifest.py, which decides, so answers and errors stay as they are.
+    HTTP create. Its spec is found by its JSON when the same one was decoded
+    lately (_SharedSpecs). Anything unusual (a bad field, a proto field name,
+    bytes) goes to manifest.py, which decides, so answers and errors stay as they are.
     """
     obj = kind.message()
+    desc = kind.message.DESCRIPTOR
     try:
-        _filler(kind.message.DESCRIPTOR)(obj, data)
+        spec = data.get("spec") if type(data) is dict else None
+        if type(spec) is dict and _shares_spec(desc):
+            _filler(desc)(obj, {key: value for key, value in data.items() if key != "spec"})
+            _SPECS.fill(obj.spec, spec)  # type: ignore[attr-defined]
+        else:
+            _filler(desc)(obj, data)
     except (_Unusual, ValueError, TypeError):  # upb's own refusals too (e.g. a negative unsigned number)
         return manifest.from_dict(data, kind)
     obj.api_version = kind.api_version  # type: ignore[attr-defined]
