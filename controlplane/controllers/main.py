@@ -45,6 +45,7 @@ from controlplane.controllers.podgc import PodGarbageCollector
 from controlplane.controllers.pvprotection import PVCProtectionController, PVProtectionController
 from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.resourcequota import ResourceQuotaController
+from controlplane.controllers.statefulset import StatefulSetController
 from controlplane.controllers.tokencleaner import TokenCleaner
 from controlplane.loadbalancer.controller import LoadBalancerController
 from controlplane.loadbalancer.pool import PoolError, parse_pool
@@ -145,6 +146,7 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "replicaset": lambda c: ReplicaSetController(c.client, c.factory, c.recorder("replicaset-controller")),
     "deployment": lambda c: DeploymentController(c.client, c.factory, c.recorder("deployment-controller")),
     "daemonset": lambda c: DaemonSetController(c.client, c.factory, c.recorder("daemonset-controller")),
+    "statefulset": lambda c: StatefulSetController(c.client, c.factory, c.recorder("statefulset-controller")),
     "job": lambda c: JobController(c.client, c.factory, c.recorder("job-controller"),
                                    backoff=c.opts.job_pod_failure_backoff,
                                    max_backoff=c.opts.job_pod_failure_backoff_max),

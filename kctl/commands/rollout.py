@@ -1,4 +1,4 @@
-"""`kctl rollout status|history|undo|pause|resume|restart` for Deployments and DaemonSets.
+"""`kctl rollout status|history|undo|pause|resume|restart` for Deployments, DaemonSets and StatefulSets.
 
 kubectl asks a per-kind "viewer" or "rollbacker" for each verb, and so does
 this module (`ROLLOUTS`): each kind says how its rollout status reads, where
@@ -7,9 +7,9 @@ its history lives and how an old revision comes back.
 - A Deployment's history is its ReplicaSets (`deployment.kubernetes.io/revision`);
   undo copies the old ReplicaSet's template back into the Deployment, and the
   Deployment controller scales that ReplicaSet up again as the newest revision.
-- A DaemonSet's history is its ControllerRevisions (controlplane/controllers/history.py):
-  undo writes the revision's template back into the DaemonSet, and the DaemonSet
-  controller renumbers that revision as the newest and rolls the pods to it.
+- A DaemonSet's or StatefulSet's history is its ControllerRevisions
+  (controlplane/controllers/history.py): undo writes the revision's template back,
+  and the controller renumbers that revision as the newest and rolls the pods to it.
 
 Messages are kubectl's (`daemon set "x" successfully rolled out`,
 `deployment.apps/web rolled back`). The async functions take a Client, so
@@ -148,20 +148,51 @@ async def daemon_set_status(client: Client, name: str, namespace: str) -> tuple[
     return f'daemon set "{name}" successfully rolled out', True
 
 
-async def daemon_set_history(client: Client, name: str, namespace: str) -> tuple[Any, list[Revision]]:
-    ds = await client.get(apps_pb2.DaemonSet, name, namespace)
-    revisions = []
-    for cr in _owned(ds, list((await client.list(apps_pb2.ControllerRevision, namespace)).items)):
-        template = history.template_of(cr)
-        if template is not None:
-            revisions.append(Revision(int(cr.revision), cr.metadata.annotations.get(ANNOTATION_CHANGE_CAUSE, ""),
-                                      template))
-    return ds, sorted(revisions, key=lambda r: r.number)
+def revision_history(cls: type[Any]) -> Callable[[Client, str, str], Awaitable[tuple[Any, list[Revision]]]]:
+    """The history viewer of a kind that keeps ControllerRevisions (DaemonSet, StatefulSet)."""
+
+    async def viewer(client: Client, name: str, namespace: str) -> tuple[Any, list[Revision]]:
+        obj = await client.get(cls, name, namespace)
+        revisions = []
+        for cr in _owned(obj, list((await client.list(apps_pb2.ControllerRevision, namespace)).items)):
+            template = history.template_of(cr)
+            if template is not None:
+                revisions.append(Revision(int(cr.revision), cr.metadata.annotations.get(ANNOTATION_CHANGE_CAUSE, ""),
+                                          template))
+        return obj, sorted(revisions, key=lambda r: r.number)
+
+    return viewer
 
 
-def daemon_set_current(ds: apps_pb2.DaemonSet, revisions: list[Revision]) -> int:
+def newest_revision(obj: Any, revisions: list[Revision]) -> int:
     """The highest revision is the current template's (the controller renumbers on rollback)."""
     return max((r.number for r in revisions), default=0)
+
+
+# ---------------------------------------------------------------- StatefulSet
+
+
+async def stateful_set_status(client: Client, name: str, namespace: str) -> tuple[str, bool]:
+    """kubectl's StatefulSetStatusViewer: a partition's rollout is done once the pods above it are updated."""
+    sts = await client.get(apps_pb2.StatefulSet, name, namespace)
+    if sts.spec.update_strategy.type != "RollingUpdate":
+        raise CliError("rollout status is only available for RollingUpdate strategy type")
+    s = sts.status
+    if s.observed_generation == 0 or sts.metadata.generation > s.observed_generation:
+        return "Waiting for statefulset spec update to be observed...", False
+    if s.ready_replicas < sts.spec.replicas:
+        return f"Waiting for {sts.spec.replicas - s.ready_replicas} pods to be ready...", False
+    if sts.spec.update_strategy.HasField("rolling_update"):
+        partition = sts.spec.update_strategy.rolling_update.partition
+        if s.updated_replicas < sts.spec.replicas - partition:
+            return (f"Waiting for partitioned roll out to finish: {s.updated_replicas} out of "
+                    f"{sts.spec.replicas - partition} new pods have been updated..."), False
+        return f"partitioned roll out complete: {s.updated_replicas} new pods have been updated...", True
+    if s.update_revision != s.current_revision:
+        return (f"waiting for statefulset rolling update to complete {s.updated_replicas} pods at revision "
+                f"{s.update_revision}..."), False
+    return (f"statefulset rolling update complete {s.current_replicas} pods at revision "
+            f"{s.current_revision}..."), True
 
 
 # ---------------------------------------------------------------- the per-kind table
@@ -177,7 +208,8 @@ class Rollout:
 
 ROLLOUTS: dict[str, Rollout] = {
     "Deployment": Rollout(deployment_status, deployment_history, deployment_current, _refuse_paused),
-    "DaemonSet": Rollout(daemon_set_status, daemon_set_history, daemon_set_current),
+    "DaemonSet": Rollout(daemon_set_status, revision_history(apps_pb2.DaemonSet), newest_revision),
+    "StatefulSet": Rollout(stateful_set_status, revision_history(apps_pb2.StatefulSet), newest_revision),
 }
 ROLLING_KINDS = tuple(ROLLOUTS)
 
@@ -222,7 +254,8 @@ async def rollout_undo(client: Client, name: str, namespace: str, *, to_revision
 
 @click.group("rollout")
 def rollout() -> None:
-    """Manage the rollout of a deployment or daemon set: status, history, undo, pause, resume, restart."""
+    """Manage the rollout of a deployment, daemon set or stateful set: status, history, undo, pause, resume,
+    restart."""
 
 
 def _workload_args(f: Any) -> Any:
@@ -261,7 +294,7 @@ def rollout_status(args: tuple[str, ...], watch: bool, timeout: float) -> None:
 @click.option("--revision", default=0, type=int, help="Show the pod template of this revision.")
 @context.global_options
 def rollout_history(args: tuple[str, ...], revision: int) -> None:
-    """List the revisions of a deployment or daemon set (or show one with --revision)."""
+    """List the revisions of a deployment, daemon set or stateful set (or show one with --revision)."""
     kind, name = target(args, ROLLING_KINDS)
     namespace = context.settings().current_namespace
     ref = resources.object_ref(kind, name)
@@ -327,7 +360,8 @@ rollout.add_command(_pause_command("resume", False))
 @_workload_args
 @context.global_options
 def rollout_restart(args: tuple[str, ...]) -> None:
-    """Restart every pod of a deployment or daemon set, by a rolling update (a new template annotation)."""
+    """Restart every pod of a deployment, daemon set or stateful set, by a rolling update (a new template
+    annotation)."""
     kind, name = target(args, ROLLING_KINDS)
     namespace = context.settings().current_namespace
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -43,10 +43,10 @@ async def scale(client: Client, kind: kinds.Kind, name: str, namespace: str, rep
 @click.option("--replicas", type=INT32, required=True, help="The new number of replicas.")
 @context.global_options
 def scale_command(args: tuple[str, ...], replicas: int) -> None:
-    """Set the number of replicas of a deployment or replica set."""
+    """Set the number of replicas of a deployment, replica set or stateful set."""
     if replicas < 0:
         raise CliError("The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0")
-    kind, name = target(args, ("Deployment", "ReplicaSet"))
+    kind, name = target(args, tuple(k.kind for k in kinds.KINDS if k.scalable))
     namespace = context.settings().current_namespace
     click.echo(context.run(lambda client: scale(client, kind, name, namespace, replicas)))
 
@@ -62,7 +62,8 @@ def set_group() -> None:
 def set_image(args: tuple[str, ...]) -> None:
     """Update container images: TYPE NAME CONTAINER=IMAGE... ('*' for every container)."""
     pairs = [a for a in args if "=" in a]
-    kind, name = target(tuple(a for a in args if "=" not in a), ("Deployment", "ReplicaSet", "DaemonSet", "Pod"))
+    kind, name = target(tuple(a for a in args if "=" not in a),
+                        ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Pod"))
     if not pairs:
         raise CliError("at least one image update is required")
     images = dict(p.split("=", 1) for p in pairs)
