@@ -15,6 +15,7 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord  # type: ignore[import-untyped]
 
 from client import Client
+from client.retry import update_fresh
 from controlplane.dns.server import DnsServer
 from proto import core_pb2
 
@@ -101,3 +102,46 @@ async def test_service_a_srv_headless_nxdomain_and_forwarding(
 
     outside = await ask(dns, "example.test")
     assert [str(rr.rdata) for rr in outside.rr] == ["192.0.2.1"], "forwarded to the upstream"
+
+
+async def _pod_with_hostname(client: Client, namespace: str, name: str, subdomain: str, ip: str,
+                             *, ready: bool) -> None:
+    pod = core_pb2.Pod(api_version="v1", kind="Pod")
+    pod.metadata.name, pod.metadata.namespace = name, namespace
+    pod.spec.hostname, pod.spec.subdomain = name, subdomain
+    pod.spec.containers.add(name="app", image="registry.k8s.io/pause:3.9")
+    created = await client.create(pod)
+    created.status.phase = "Running"
+    created.status.pod_ip = ip
+    created.status.pod_ips.add(ip=ip)
+    created.status.conditions.add(type="Ready", status="True" if ready else "False")
+    await client.update_status(created)
+
+
+async def test_a_pods_hostname_under_its_headless_service(dns: tuple[str, int], client: Client,
+                                                          namespace: str) -> None:
+    """`web-0.nginx.<ns>.svc.cluster.local`: a StatefulSet's pod (any pod with hostname + subdomain)."""
+    await create_service(client, namespace, "nginx", "None")
+    await create_service(client, namespace, "clustered", f"10.96.{random.randint(200, 250)}.{random.randint(1, 254)}")
+    await _pod_with_hostname(client, namespace, "web-0", "nginx", "10.244.7.10", ready=True)
+    await _pod_with_hostname(client, namespace, "web-1", "nginx", "10.244.7.11", ready=False)
+    await _pod_with_hostname(client, namespace, "api-0", "clustered", "10.244.7.12", ready=True)
+
+    reply = await eventually(dns, f"web-0.nginx.{namespace}.svc.cluster.local")
+    assert [str(rr.rdata) for rr in reply.rr] == ["10.244.7.10"]
+    assert reply.header.aa == 1
+    upper = await ask(dns, f"WEB-0.nginx.{namespace}.svc.cluster.local", tcp=True)
+    assert [str(rr.rdata) for rr in upper.rr] == ["10.244.7.10"], "names are case-insensitive"
+    for missing in (f"web-1.nginx.{namespace}.svc.cluster.local",      # not Ready
+                    f"api-0.clustered.{namespace}.svc.cluster.local",  # its Service is not headless
+                    f"web-9.nginx.{namespace}.svc.cluster.local",      # no such pod
+                    f"web-0.nope.{namespace}.svc.cluster.local"):      # no such Service
+        assert (await ask(dns, missing)).header.rcode == RCODE.NXDOMAIN, missing
+
+    # A Service that publishes not-ready addresses names its not-ready pods too.
+    def publish(svc: core_pb2.Service) -> None:
+        svc.spec.publish_not_ready_addresses = True
+
+    await update_fresh(client, core_pb2.Service, "nginx", namespace, publish)
+    reply = await eventually(dns, f"web-1.nginx.{namespace}.svc.cluster.local")
+    assert [str(rr.rdata) for rr in reply.rr] == ["10.244.7.11"]

@@ -1,8 +1,9 @@
 """Cluster DNS on the wire: UDP and TCP listeners answering from the informer caches.
 
 Queries are parsed and packed by dnslib (no hand-written codec). Answers for the
-cluster domain come from `resolver.resolve`, which reads the Service and
-Endpoints informers' stores: nothing is asked of the apiserver per query.
+cluster domain come from `resolver.resolve`, which reads the Service, Endpoints
+and Pod informers' stores (pods indexed by hostname and subdomain, for
+`web-0.nginx.<ns>.svc`): nothing is asked of the apiserver per query.
 Other names are forwarded, as the raw query bytes, to the upstream resolver
 (the node's own, e.g. from /etc/resolv.conf), and its reply is relayed as is.
 
@@ -25,7 +26,7 @@ from dnslib import RCODE, DNSError, DNSRecord  # type: ignore[import-untyped]
 from client.api import Client
 from client.informer import InformerFactory
 from controlplane.connlimits import SourceLimit
-from controlplane.dns.resolver import resolve
+from controlplane.dns.resolver import HOSTNAME_INDEX, hostname_index, resolve
 from proto import core_pb2
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class DnsServer:
         self.factory = InformerFactory(client)
         self.services = self.factory.informer(core_pb2.Service)
         self.endpoints = self.factory.informer(core_pb2.Endpoints)
+        self.pods = self.factory.informer(core_pb2.Pod)
+        self.pods.store.add_index(HOSTNAME_INDEX, hostname_index)
         self._transports: list[asyncio.BaseTransport] = []
         self._tcp: asyncio.Server | None = None
         self.tcp_limit = SourceLimit(TCP_PER_SOURCE, what="DNS TCP connections")
@@ -77,7 +80,7 @@ class DnsServer:
             request = DNSRecord.parse(data)
         except (DNSError, struct.error, IndexError, ValueError):
             return None
-        reply = resolve(request, self.services.store, self.endpoints.store, self.domain)
+        reply = resolve(request, self.services.store, self.endpoints.store, self.domain, self.pods.store)
         if reply is not None:
             return bytes(reply.pack())
         if self.upstream is None:
