@@ -1,4 +1,4 @@
-"""`kctl cluster up|down|status|list`: make and remove Flotilla clusters.
+"""`kctl cluster up|down|status|list|add-worker|remove-worker`: make, change and remove Flotilla clusters.
 
 The commands are a thin face over the providers in provision/, each behind
 one Protocol (provision/provider.py) and picked by `--provider`: local
@@ -8,23 +8,39 @@ vagrant (the Vagrantfile's VMs). `up` reports each phase as it goes (a spinner
 and a tick with rich on a terminal, one plain line per phase otherwise, so
 logs and tests read cleanly) and ends with a summary: the nodes, the
 kubeconfig, what to type next.
+
+`add-worker` and `remove-worker` change a running cluster's workers, for the
+providers that can (provision.provider.Workers: the local one), with the same
+progress lines and a table of the nodes after. remove-worker drains the node
+first exactly as `kctl drain --ignore-daemonsets --delete-emptydir-data
+--force` would (kubeadm's advice before removing a node): evictions, so
+PodDisruptionBudgets are honoured; the provider then deletes the Node and the
+machine's daemons.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.status import Status
 
+from client import config as clientconfig
+from kctl.commands import nodes
+from kctl.errors import CliError
 from kctl.printers import format_table
+from proto import core_pb2
+from proto.errors import NotFound
 from provision import phases, progress
-from provision.provider import PROVIDERS, Cluster, Options, Provider, ProvisionError, provider
+from provision.provider import PROVIDERS, Cluster, Options, Provider, ProvisionError, provider, workers
 
 DEFAULTS = Options()
 
@@ -73,9 +89,12 @@ class ConsoleProgress:
             self.spinner = None
 
 
-def summary(console: Console, cluster: Cluster, seconds: float) -> None:
-    """Nodes (role, address, pod CIDR, status), the kubeconfig, and the next commands."""
+def summary(console: Console, cluster: Cluster, seconds: float, *, title: str = "") -> None:
+    """Nodes (role, address, pod CIDR, status), the kubeconfig, and the next commands (`up`); with `title`, the
+    nodes alone under it (add-worker, remove-worker)."""
     shown = progress.summary(cluster, phases.node_statuses(cluster.kubeconfig), seconds)
+    if title:
+        shown = dataclasses.replace(shown, title=title, notes=[])
     if console.is_terminal:
         progress.show(console, shown)
         return
@@ -182,3 +201,87 @@ def list_clusters(kind: str) -> None:
     """List the clusters made from this machine."""
     for name in provider(kind, DEFAULTS).clusters():
         click.echo(name)
+
+
+def _changing(command: Callable[[ConsoleProgress], Cluster]) -> tuple[Console, Cluster, float]:
+    """Run a change of a running cluster with its progress on the console; a provider's refusal is kctl's error."""
+    # SIGTERM (a CI job's timeout) unwinds like Ctrl-C, so a half-added worker is taken out again.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    console = Console()
+    shown = ConsoleProgress(console)
+    started = time.monotonic()
+    try:
+        changed = command(shown)
+    except (ProvisionError, CliError) as err:
+        shown.failed()
+        raise click.ClickException(str(err)) from err
+    except BaseException:
+        shown.failed()
+        raise
+    return console, changed, time.monotonic() - started
+
+
+@cluster.command("add-worker")
+@click.option("--name", default=DEFAULTS.name, show_default=True, help="the running cluster")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 99), help="workers to add")
+@provider_options
+def add_worker(name: str, count: int, kind: str, inventory: str | None, vagrant_root: str) -> None:
+    """Add worker nodes to a running cluster and wait until they are Ready.
+
+    Each gets the next free address and pod CIDR, joins with a fresh bootstrap token good for it alone, and
+    is labelled a worker; DaemonSets put their pods on it.
+    """
+    def add(shown: ConsoleProgress) -> Cluster:
+        chosen = _provider(kind, name=name, inventory=inventory, vagrant_root=vagrant_root)
+        return workers(chosen, "add").add_workers(count, shown)
+
+    console, changed, seconds = _changing(add)
+    summary(console, changed, seconds,
+            title=f'cluster "{changed.name}": {count} worker{"s" if count > 1 else ""} added in {seconds:.1f}s, '
+                  f"{len(changed.nodes)} nodes")
+
+
+def drain_for_removal(timeout: float) -> Callable[[Path, str], None]:
+    """`kctl drain NODE --ignore-daemonsets --delete-emptydir-data --force` as the cluster's admin: the node is
+    going, so every pod on it goes (evicted: budgets decide when), except DaemonSet pods, which leave with the
+    Node. A node that never registered has nothing to drain."""
+    def drain(kubeconfig: Path, node: str) -> None:
+        async def body() -> None:
+            async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
+                try:
+                    click.echo(await nodes.set_schedulable(client, node, False))
+                except NotFound:
+                    return
+                pods = (await client.list(core_pb2.Pod, field_selector=f"spec.nodeName={node}")).items
+                plan = nodes.plan_drain(pods, force=True, ignore_daemonsets=True, delete_emptydir_data=True)
+                for warning in plan.messages(plan.warnings, "Warning: "):
+                    click.echo(warning, err=True)
+                deadline = time.monotonic() + timeout if timeout > 0 else None
+                outcomes = await asyncio.gather(*(nodes.evict(client, pod, -1, deadline, timeout)
+                                                  for pod in plan.delete), return_exceptions=True)
+                failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                if failed is not None:
+                    raise failed
+
+        asyncio.run(body())
+
+    return drain
+
+
+@cluster.command("remove-worker")
+@click.argument("node")
+@click.option("--name", default=DEFAULTS.name, show_default=True, help="the running cluster")
+@click.option("--timeout", type=float, default=0.0,
+              help="Give up draining after this many seconds (0: wait as long as PodDisruptionBudgets make it).")
+@provider_options
+def remove_worker(node: str, name: str, timeout: float, kind: str, inventory: str | None, vagrant_root: str) -> None:
+    """Drain the worker NODE, delete its Node and remove it from its cluster (never the master)."""
+    [node] = nodes.node_names((node,))
+
+    def remove(shown: ConsoleProgress) -> Cluster:
+        chosen = _provider(kind, name=name, inventory=inventory, vagrant_root=vagrant_root)
+        return workers(chosen, "remove").remove_worker(node, shown, drain_for_removal(timeout))
+
+    console, changed, seconds = _changing(remove)
+    summary(console, changed, seconds,
+            title=f'cluster "{changed.name}": {node} removed in {seconds:.1f}s, {len(changed.nodes)} nodes')

@@ -39,6 +39,11 @@ all daemons. Everything lives in `~/.flotilla/clusters/<name>/` (or
 $FLOTILLA_HOME/...): state.json, kubeconfig (the admin's), config/ (PKI and
 kubeconfigs), logs/, nodes/<node>/.
 
+`kctl cluster add-worker` and `remove-worker` grow and shrink a running
+cluster one namespace node at a time (`add_workers`, `remove_worker`:
+provision/localworkers.py), through the same plan, daemon specs, join and
+teardown as `up` and `down`.
+
 `down` stops the supervisor (which stops the daemons), kills anything left,
 tears each node's runtime down (runc state, shims, mounts, cgroups, the
 master's CNI bridge), deletes namespaces, veths, bridge, host routes and the
@@ -58,7 +63,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -68,10 +72,10 @@ from typing import Any
 from client import bootstrap, certificates
 from client.discovery import DiscoveryError, join_node
 from nodeagent.proxy import nft
-from provision import components, netns, phases
+from provision import components, localworkers, netns, phases
 from provision.images import registry as image_registry
 from provision.images.base import push_node_images
-from provision.localdaemons import SOCKET_ROOT, daemon_specs, node
+from provision.localdaemons import SOCKET_ROOT, daemon_specs, node, teardown_node
 from provision.localplan import (
     DNS_SERVICE_IP,
     ClusterState,
@@ -83,7 +87,7 @@ from provision.localplan import (
 )
 from provision.progress import Progress, Quiet
 from provision.provider import Cluster, Options, ProvisionError, cluster_dir
-from provision.supervisor import read_pids, write_specs
+from provision.supervisor import alive, read_pids, terminate, write_specs
 
 UP_TIMEOUT = 180.0
 
@@ -118,7 +122,7 @@ class LocalProvider:
         as it is)."""
         opts = self.options
         state = load_state(opts.name)
-        if state and state.supervisor_pid and _alive(state.supervisor_pid):
+        if state and state.supervisor_pid and alive(state.supervisor_pid):
             return self.cluster(state)
         if state or self.folder.exists():
             self.down()
@@ -225,6 +229,18 @@ class LocalProvider:
         except DiscoveryError as err:
             raise RuntimeError(str(err)) from None  # phases.join_workers retries: the token may be new
 
+    def add_workers(self, count: int, progress: Progress) -> Cluster:
+        """`count` more workers on the running cluster, joined and Ready (provision/localworkers.py)."""
+        with localworkers.changing(localworkers.running_state(self.name)) as state:
+            localworkers.add_workers(state, count, progress, time.monotonic() + self.timeout, self.join)
+            return self.cluster(state)
+
+    def remove_worker(self, node: str, progress: Progress, drain: localworkers.Drain) -> Cluster:
+        """Drain the worker `node`, delete its Node and remove it from this host (never the master)."""
+        with localworkers.changing(localworkers.running_state(self.name)) as state:
+            localworkers.remove_worker(state, localworkers.worker(state, node), progress, drain)
+            return self.cluster(state)
+
     def down(self) -> bool:
         """Remove everything the cluster made. False if there is no such cluster."""
         state = load_state(self.options.name)
@@ -239,15 +255,13 @@ class LocalProvider:
     def _teardown(self, state: ClusterState) -> None:
         """Stop every daemon and undo the host's changes; the folder (logs) stays."""
         if state.supervisor_pid:
-            _stop(state.supervisor_pid, timeout=60)  # it stops the daemons in reverse start order
+            terminate(state.supervisor_pid, timeout=60)  # it stops the daemons in reverse start order
         # If the supervisor had been killed, its daemons are still here.
         for pid in {*read_pids(self.folder).values(), *state.pids.values()}:
-            if _alive(pid):
-                _stop(pid, timeout=10)
+            if alive(pid):
+                terminate(pid, timeout=10)
         for info in state.node_infos():
-            local = node(state, info)
-            local.cleanup()  # the kubelet is already stopped by now: this unmounts what the node left
-            shutil.rmtree(local.runtime.socket.parent, ignore_errors=True)
+            teardown_node(state, info)  # the kubelet is already stopped by now: this unmounts what the node left
         netns.remove_all(state.bridge, state.links(), state.nft_table)
         with contextlib.suppress(nft.NftError):  # the master proxy's rules stay when it stops, on purpose
             nft.apply_sync(nft.cleanup_transaction(state.proxy_table))
@@ -262,10 +276,10 @@ class LocalProvider:
         running = read_pids(self.folder)
         specs_file = self.folder / "supervisor.json"
         specs = json.loads(specs_file.read_text()) if specs_file.exists() else []
-        result = {"supervisor": bool(state.supervisor_pid) and _alive(state.supervisor_pid)}
+        result = {"supervisor": bool(state.supervisor_pid) and alive(state.supervisor_pid)}
         for spec in specs:
             pid = running.get(spec["name"])
-            result[spec["name"]] = pid is not None and _alive(pid)
+            result[spec["name"]] = pid is not None and alive(pid)
         return result
 
     def clusters(self) -> list[str]:
@@ -280,27 +294,3 @@ def up(name: str = "flotilla", *, progress: Progress | None = None, timeout: flo
 
 def down(name: str = "flotilla") -> bool:
     return LocalProvider(Options(name)).down()
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie is not; one that is our own child, as the supervisor is in tests, is reaped here)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.kill(pid, 0)
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    except PermissionError:
-        return True
-
-
-def _stop(pid: int, timeout: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)

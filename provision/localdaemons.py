@@ -3,7 +3,8 @@
 The registry first (`up` pushes the base images to it while the rest starts:
 its push side, with credentials, then the read-only side nodes pull from),
 then etcd (TLS only) and the control plane on the host, then per node its containerd,
-kubelet and proxy. A worker's containerd and kubelet run inside its network
+kubelet and proxy (`node_specs`: also what `kctl cluster add-worker` hands a
+running supervisor). A worker's containerd and kubelet run inside its network
 namespace (`nsenter --net`: the apiserver dials its kubelet at the node's
 InternalIP); its proxy programs the namespace from the host. The master is the
 host: its daemons run in the host's namespace, its proxy with a table of the
@@ -78,36 +79,60 @@ def daemon_specs(state: ClusterState, *, etcd_port: int) -> list[DaemonSpec]:
                         str(logs / "etcd.log"), f"tcp:127.0.0.1:{etcd_port}")]
     for daemon, argv in components.control_plane_argvs(cluster).items():
         specs.append(DaemonSpec(daemon, argv, str(logs / f"{daemon}.log"), master_api if daemon == "apiserver" else ""))
-    containerd = shutil.which("containerd") or "/usr/bin/containerd"
     for info in state.node_infos():
-        made = node(state, info)
-        rt = made.runtime
-        for d in (rt.base, rt.runc_root, rt.cni_conf_dir, rt.cni_data_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        rt.config_path.write_text(rt.config())
-        # A worker's daemons run inside its namespace (the apiserver dials its kubelet at the node's InternalIP);
-        # nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup mounts. The master is the host.
-        enter = [] if info.control_plane else ["nsenter", f"--net=/run/netns/{info.name}"]
-        kubelet = made.kubelet_argv()
-        if not info.control_plane:
-            # Started once `up` has joined the node (written its bootstrap kubeconfig), as kubeadm's kubelet
-            # waits for `kubeadm join`; exiting instead would cost the supervisor's restart back-off.
-            kubelet = ["sh", "-c", 'until [ -e "$0" ]; do sleep 0.1; done; exec "$@"',
-                       str(bootstrap_kubeconfig_path(folder, info.name)), *kubelet]
-        specs += [
-            DaemonSpec(f"containerd/{info.name}", [*enter, containerd, "--config", str(rt.config_path)],
-                       str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),
-            DaemonSpec(f"kubelet/{info.name}", [*enter, *kubelet], str(logs / f"kubelet-{info.name}.log")),
-        ]
-        if info.control_plane:
-            # In the host's namespace: a table of this cluster's own, node ports on the master's address only
-            # (not on the machine's other interfaces), and no LoadBalancer announcing -- the master is the
-            # host, and an announced /32 would land on the host's bridge; like kubeadm's control-plane nodes
-            # (node.kubernetes.io/exclude-from-external-load-balancers) it stays out of the LB pool.
-            argv = components.proxy_argv(cluster, info.plan(), table=state.proxy_table,
-                                         nodeport_addresses=[f"{info.address}/32"], announce=False)
-        else:
-            # The proxy programs the node's namespace from the host.
-            argv = components.proxy_argv(cluster, info.plan(), netns=info.name)
-        specs.append(DaemonSpec(f"proxy/{info.name}", argv, str(logs / f"proxy-{info.name}.log")))
+        specs += node_specs(state, info)
     return specs
+
+
+def node_specs(state: ClusterState, info: NodeInfo) -> list[DaemonSpec]:
+    """One node's containerd, kubelet and proxy (writing their config files): what `up` starts on every node,
+    and what `kctl cluster add-worker` adds to a running supervisor."""
+    folder = state.folder
+    logs = folder / "logs"
+    cluster = state.components_plan()
+    containerd = shutil.which("containerd") or "/usr/bin/containerd"
+    made = node(state, info)
+    rt = made.runtime
+    for d in (rt.base, rt.runc_root, rt.cni_conf_dir, rt.cni_data_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    rt.config_path.write_text(rt.config())
+    # A worker's daemons run inside its namespace (the apiserver dials its kubelet at the node's InternalIP);
+    # nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup mounts. The master is the host.
+    enter = [] if info.control_plane else ["nsenter", f"--net=/run/netns/{info.name}"]
+    kubelet = made.kubelet_argv()
+    if not info.control_plane:
+        # Started once the node is joined (its bootstrap kubeconfig written), as kubeadm's kubelet waits for
+        # `kubeadm join`; exiting instead would cost the supervisor's restart back-off.
+        kubelet = ["sh", "-c", 'until [ -e "$0" ]; do sleep 0.1; done; exec "$@"',
+                   str(bootstrap_kubeconfig_path(folder, info.name)), *kubelet]
+    specs = [
+        DaemonSpec(f"containerd/{info.name}", [*enter, containerd, "--config", str(rt.config_path)],
+                   str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),
+        DaemonSpec(f"kubelet/{info.name}", [*enter, *kubelet], str(logs / f"kubelet-{info.name}.log")),
+    ]
+    if info.control_plane:
+        # In the host's namespace: a table of this cluster's own, node ports on the master's address only
+        # (not on the machine's other interfaces), and no LoadBalancer announcing -- the master is the
+        # host, and an announced /32 would land on the host's bridge; like kubeadm's control-plane nodes
+        # (node.kubernetes.io/exclude-from-external-load-balancers) it stays out of the LB pool.
+        argv = components.proxy_argv(cluster, info.plan(), table=state.proxy_table,
+                                     nodeport_addresses=[f"{info.address}/32"], announce=False)
+    else:
+        # The proxy programs the node's namespace from the host.
+        argv = components.proxy_argv(cluster, info.plan(), netns=info.name)
+    specs.append(DaemonSpec(f"proxy/{info.name}", argv, str(logs / f"proxy-{info.name}.log")))
+    return specs
+
+
+def is_node_spec(spec: DaemonSpec, node_name: str) -> bool:
+    """Whether `spec` is one of `node_specs`' daemons for the node `node_name`."""
+    return spec.name.partition("/")[2] == node_name
+
+
+def teardown_node(state: ClusterState, info: NodeInfo) -> None:
+    """What a node left on the host once its daemons are stopped: runc state, shims, mounts (containerd's and
+    the kubelet's volumes), cgroups, CNI results, the master's CNI bridge, its containerd socket folder.
+    `down` runs it for every node, `kctl cluster remove-worker` for one."""
+    made = node(state, info)
+    made.cleanup()
+    shutil.rmtree(made.runtime.socket.parent, ignore_errors=True)

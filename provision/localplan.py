@@ -2,8 +2,13 @@
 
 `plan` places the nodes (the master at the bridge's .1 with the pod network's
 first /24, worker i at .10i with the i-th /24 after it, as in the book's
-Vagrantfile); `ClusterState` is written to `<cluster>/state.json` before
-anything is made, so `down` can undo even a half-finished `up`, and it derives
+Vagrantfile); `next_workers` places the ones `kctl cluster add-worker` adds to a
+running cluster the same way: the lowest free worker number (its name, address
+and veth follow from it) and the lowest free /24 of the pod network, the rule
+the controller manager's node IPAM follows for nodes that register without a
+podCIDR, so a node joined by hand and one added here never meet.
+`ClusterState` is written to `<cluster>/state.json` before anything is made,
+so `down` can undo even a half-finished `up`, and it derives
 the components' plan (provision/components.py) that every daemon's files and
 flags come from. Nothing here touches the host.
 """
@@ -12,18 +17,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from provision import components, netns
 from provision.images import registry as image_registry
-from provision.provider import Options, cluster_dir, home
+from provision.provider import Options, ProvisionError, cluster_dir, home
 
 DEFAULTS = Options()
 DNS_SERVICE_IP = components.DEFAULT_DNS_IP
 FIRST_WORKER_HOST = 101  # workers at .101, .102, ... as in the book's Vagrantfile
 LB_POOL_HOSTS = (200, 250)
+NODE_CIDR_MASK = 24  # the controller manager's --node-cidr-mask-size (its default): each node's podCIDR
 
 
 @dataclass
@@ -106,18 +113,84 @@ class ClusterState:
     def worker_names(self) -> list[str]:
         return [n.name for n in self.node_infos() if not n.control_plane]
 
+    def add_nodes(self, infos: Collection[NodeInfo]) -> None:
+        """Workers added to a running cluster, kept in address order (the master first) as `up` lists them."""
+        self.nodes += [asdict(n) for n in infos]
+        self.nodes.sort(key=lambda n: ipaddress.ip_address(n["address"]))
+
+    def remove_nodes(self, names: Collection[str]) -> None:
+        self.nodes = [n for n in self.nodes if n["name"] not in names]
+
+
+def worker(cluster: str, bridge: str, subnet: str, number: int, pod_cidr: str) -> NodeInfo:
+    """Worker `number`: `<cluster>-worker-<number>` at .(100 + number), its veth `<bridge>-w<number>`."""
+    net = ipaddress.ip_network(subnet)
+    return NodeInfo(f"{cluster}-worker-{number}", str(net[FIRST_WORKER_HOST - 1 + number]), pod_cidr,
+                    f"{bridge}-w{number}"[:15])
+
 
 def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str) -> list[NodeInfo]:
     """The master (the host's bridge address .1, pods 10.244.0.0/24) and the workers (.10i, 10.244.i.0/24)."""
     net = ipaddress.ip_network(subnet)
     pods = ipaddress.ip_network(pod_network)
-    pod_subnets = pods.subnets(new_prefix=24)
+    pod_subnets = pods.subnets(new_prefix=NODE_CIDR_MASK)
     nodes = [NodeInfo(f"{name}-master", str(net[1]), str(next(pod_subnets)), "", control_plane=True)]
-    for i in range(1, workers + 1):
-        node = f"{name}-worker-{i}"
-        nodes.append(NodeInfo(node, str(net[FIRST_WORKER_HOST - 1 + i]), str(next(pod_subnets)),
-                              f"{bridge}-w{i}"[:15]))
+    nodes += [worker(name, bridge, subnet, i, str(next(pod_subnets))) for i in range(1, workers + 1)]
     return nodes
+
+
+def max_worker_number(subnet: str) -> int:
+    """The highest worker number with an address: workers stop below the LoadBalancer pool (and the
+    subnet's broadcast address)."""
+    net = ipaddress.ip_network(subnet)
+    return min(LB_POOL_HOSTS[0], net.num_addresses - 1) - FIRST_WORKER_HOST
+
+
+def worker_addresses(subnet: str) -> str:
+    """Where workers go in `subnet`, for messages."""
+    net, last = ipaddress.ip_network(subnet), max_worker_number(subnet)
+    if last < 1:
+        return f"workers start at host .{FIRST_WORKER_HOST}, outside it"
+    return (f"workers take {net[FIRST_WORKER_HOST]}-{net[FIRST_WORKER_HOST - 1 + last]}"
+            + (f" (the LoadBalancer pool starts at {net[LB_POOL_HOSTS[0]]})" if net.num_addresses > LB_POOL_HOSTS[0]
+               else "") + ", and every one is in use")
+
+
+def next_workers(state: ClusterState, count: int, *, taken_names: Collection[str] = (),
+                 taken_addresses: Collection[str] = (), taken_pod_cidrs: Collection[str] = ()) -> list[NodeInfo]:
+    """`count` more workers for a running cluster, as `up` would have placed them.
+
+    Each gets the lowest worker number whose name, address and veth no node uses (the state's, and the
+    `taken_*` ones: Nodes the API knows that the state does not, joined by hand), and the lowest /24 of the
+    pod network no node holds -- node IPAM's rule, so the podCIDR its kubelet registers with is the one IPAM
+    would have handed out. ProvisionError when the subnet or the pod network has no room left.
+    """
+    if count < 1:
+        raise ProvisionError(f"cannot add {count} workers: give --count 1 or more")
+    infos = state.node_infos()
+    names = {n.name for n in infos} | set(taken_names)
+    addresses = {n.address for n in infos} | set(taken_addresses)
+    veths = {n.host_veth for n in infos if n.host_veth}
+    cidrs = {n.pod_cidr for n in infos} | set(taken_pod_cidrs)
+    free_cidrs = (str(c) for c in ipaddress.ip_network(state.pod_network).subnets(new_prefix=NODE_CIDR_MASK)
+                  if str(c) not in cidrs)
+    last = max_worker_number(state.subnet)
+    made: list[NodeInfo] = []
+    number = 0
+    while len(made) < count:
+        number += 1
+        if number > last:
+            raise ProvisionError(f"subnet {state.subnet} has no free worker address for "
+                                 f"{count - len(made)} more worker(s): {worker_addresses(state.subnet)}")
+        candidate = worker(state.name, state.bridge, state.subnet, number, "")
+        if candidate.name in names or candidate.address in addresses or candidate.host_veth in veths:
+            continue
+        candidate.pod_cidr = next(free_cidrs, "")
+        if not candidate.pod_cidr:
+            raise ProvisionError(f"the pod network {state.pod_network} has no free /{NODE_CIDR_MASK} left for "
+                                 f"{candidate.name}: every one is some node's podCIDR")
+        made.append(candidate)
+    return made
 
 
 def new_state(options: Options) -> ClusterState:

@@ -111,7 +111,14 @@ def remove_all(bridge: str, nodes: list[NodeLink], table: str) -> None:
     """Undo everything above; each step tolerates what is already gone."""
     subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
     for node in nodes:
-        _ip("route", "del", node.pod_cidr, "via", node.address, check=False)
-        _ip("link", "del", node.host_veth, check=False)
-        _ip("netns", "del", node.netns, check=False)
+        remove_node(node)
     _ip("link", "del", bridge, check=False)
+
+
+def remove_node(node: NodeLink) -> None:
+    """One node off the network (`kctl cluster remove-worker`, and `down` for each): the host's route to its
+    pods, its veth (the namespace's eth0 goes with it) and its namespace. The other nodes' routes to its
+    pods are their kubelets' to drop, once its Node is gone."""
+    _ip("route", "del", node.pod_cidr, "via", node.address, check=False)
+    _ip("link", "del", node.host_veth, check=False)
+    _ip("netns", "del", node.netns, check=False)

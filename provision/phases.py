@@ -8,6 +8,8 @@ is the same everywhere and lives here:
     wait_for_port        the apiserver's port answers (cheap to poll while it starts)
     publish              kube-public/cluster-info, kube-dns, StorageClass standard and a join token, as the admin
     join_workers         each worker joins with that token (the provider's `join`), retried, all at once
+    create_join_token    a short-lived token for named nodes only (`kctl cluster add-worker`'s join)
+    registered_nodes     the Nodes the API knows (what add-worker plans around: names, addresses, podCIDRs)
     node_statuses        each Node Ready or not, by its Ready condition read through the API
     wait_for_nodes_ready every planned Node Ready
     label_node_roles     node-role.kubernetes.io/<role> on each Node (a kubelet may not label its own role)
@@ -173,6 +175,24 @@ def join_workers(workers: Sequence[str], join: Callable[[str, JoinCommand], None
             future.result()
 
 
+def create_join_token(kubeconfig: str | Path, token: bootstrap.Token, nodes: Sequence[str], *, ttl: dt.timedelta,
+                      description: str) -> bool:
+    """A bootstrap token good for the worker `nodes` only and for `ttl` (`kctl token create --ttl`), created as
+    the admin: how a node joins a running cluster. Idempotent, for phases.wait."""
+    secret = bootstrap.token_secret(token, ttl=ttl, node_names=tuple(nodes), description=description)
+
+    async def create() -> None:
+        async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
+            with contextlib.suppress(AlreadyExists):
+                await client.create(secret)
+
+    try:
+        asyncio.run(create())
+    except (ApiError, clientconfig.ConfigError) as err:
+        raise RuntimeError(f"cannot create a bootstrap token: {err}") from None
+    return True
+
+
 def join_detail(joined: int) -> str:
     """The join phase's report: how many joined, and how to add another node (never the token itself:
     `up`'s output lands in terminals, logs and CI transcripts, and the token is deleted once used)."""
@@ -214,19 +234,23 @@ def label_node_roles(kubeconfig: str | Path, plan: components.ClusterPlan) -> bo
 
 # ---------------------------------------------------------------- readiness
 
-def node_statuses(kubeconfig: str | Path) -> dict[str, str]:
-    """Each registered Node: Ready or NotReady, by its Ready condition (read as the admin, over TLS)."""
+def registered_nodes(kubeconfig: str | Path) -> list[core_pb2.Node]:
+    """Every Node the apiserver knows (read as the admin, over TLS)."""
     async def read() -> list[core_pb2.Node]:
         async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=5) as client:
-            return (await client.list(core_pb2.Node)).items
+            return list((await client.list(core_pb2.Node)).items)
 
     try:
-        nodes = asyncio.run(read())
+        return asyncio.run(read())
     except (ApiError, clientconfig.ConfigError) as err:
         raise RuntimeError(f"cannot list Nodes: {err}") from None
+
+
+def node_statuses(kubeconfig: str | Path) -> dict[str, str]:
+    """Each registered Node: Ready or NotReady, by its Ready condition."""
     return {node.metadata.name: "Ready" if any(c.type == "Ready" and c.status == "True"
                                                for c in node.status.conditions) else "NotReady"
-            for node in nodes}
+            for node in registered_nodes(kubeconfig)}
 
 
 def ready_nodes(kubeconfig: str | Path) -> set[str]:

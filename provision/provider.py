@@ -11,6 +11,10 @@ contract per infrastructure, every provider here answers the same five verbs:
     down    remove what up made; False when there was no such cluster
     status  each component (daemon or systemd unit): running or not
 
+Providers that can change a running cluster's workers also answer `Workers`
+(add_workers, remove_worker: `kctl cluster add-worker|remove-worker`); `workers()`
+returns that side of a provider, or says why it has none.
+
     local    network namespaces on a bridge of this machine (provision/local.py)
     ssh      existing machines from an inventory file (provision/ssh.py)
     vagrant  the SSH provider with its inventory read from `vagrant ssh-config`
@@ -28,11 +32,13 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from provision import components
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from provision.phases import JoinCommand
     from provision.progress import Progress
 
@@ -119,6 +125,38 @@ class Provider(Protocol):
     def clusters(self) -> list[str]:
         """The names of this provider's clusters known on this machine."""
         ...
+
+
+@runtime_checkable
+class Workers(Protocol):
+    """A provider that adds workers to its running cluster and takes them out again (the local one: its nodes are
+    namespaces it makes; machines of an inventory are the user's to bring)."""
+
+    def add_workers(self, count: int, progress: Progress) -> Cluster:
+        """`count` new workers joined with a fresh bootstrap token, returned once they are Ready."""
+        ...
+
+    def remove_worker(self, node: str, progress: Progress, drain: Callable[[Path, str], None]) -> Cluster:
+        """Take the worker `node` out: `drain(admin kubeconfig, node)` first (cordon and evict, which may wait on
+        PodDisruptionBudgets), then its Node deleted and its machine cleaned. Refuses the control plane."""
+        ...
+
+
+# What to do instead, for the providers without `Workers`.
+WORKERS_BY_HAND = {
+    "add": "put the machine in the inventory and run `kctl cluster up` with it again (machines that joined "
+           "before are left as they are)",
+    "remove": "kctl drain NODE --ignore-daemonsets --delete-emptydir-data --force, kctl delete node NODE, then "
+              "stop its flotilla-* units on the machine",
+}
+
+
+def workers(chosen: Provider, verb: str) -> Workers:
+    """`chosen` as a provider of worker changes; ProvisionError saying what to do instead when it is not one."""
+    if isinstance(chosen, Workers):
+        return chosen
+    raise ProvisionError(f"{verb}-worker is not supported by the {chosen.kind} provider (only by local): "
+                         f"{WORKERS_BY_HAND[verb]}")
 
 
 # Module and class of each provider, imported on first use: the SSH providers pull in Fabric and paramiko,

@@ -11,6 +11,15 @@ so `kctl cluster status` can show them and `kctl cluster down` can still kill
 them if the supervisor itself was killed. On SIGTERM it stops the daemons in
 reverse order (clients before the apiserver, the apiserver before etcd).
 
+The set of daemons may change while it runs, as `systemctl daemon-reload`
+followed by starting and stopping units: `kctl cluster add-worker` and
+`remove-worker` rewrite supervisor.json and send SIGHUP, and the supervisor
+starts the daemons the file gained (in the file's order, each once the one
+before is ready, as at start) and stops those it lost (in reverse order). A
+daemon whose spec merely changed keeps running; its next restart uses the new
+spec. `reloadable(pid)` tells a caller whether a supervisor catches SIGHUP at
+all (one from before this existed would die of it).
+
 It also keeps their logs bounded: a log past `LOG_MAX_BYTES` is copied to
 `<log>.1` (older copies shift up to `.LOG_BACKUPS`) and truncated in place,
 logrotate's copytruncate. The daemons hold their log open for appending
@@ -20,6 +29,7 @@ of errors costs at most (1 + LOG_BACKUPS) x LOG_MAX_BYTES of disk per daemon.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -52,7 +62,52 @@ class DaemonSpec:
 
 
 def write_specs(folder: Path, specs: list[DaemonSpec]) -> None:
-    (folder / "supervisor.json").write_text(json.dumps([asdict(s) for s in specs], indent=2))
+    """supervisor.json, replaced in one step: a running supervisor may read it at any moment (SIGHUP)."""
+    tmp = folder / "supervisor.json.tmp"
+    tmp.write_text(json.dumps([asdict(s) for s in specs], indent=2))
+    tmp.replace(folder / "supervisor.json")
+
+
+def read_specs(folder: Path) -> list[DaemonSpec]:
+    return [DaemonSpec(**s) for s in json.loads((folder / "supervisor.json").read_text())]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie is not; one that is our own child, as the supervisor is in tests, is reaped here)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+
+
+def terminate(pid: int, timeout: float) -> None:
+    """SIGTERM, then SIGKILL once `timeout` has passed: a supervisor, or a daemon its supervisor left behind."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def reloadable(pid: int) -> bool:
+    """Whether process `pid` catches SIGHUP (its SigCgt mask): a supervisor that reloads its specs on it.
+
+    SIGHUP's default action ends a process, so nobody should send it to a supervisor that predates reloading.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
 
 
 def read_pids(folder: Path) -> dict[str, int]:
@@ -127,9 +182,9 @@ class Supervised:
 class Supervisor:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        specs = [DaemonSpec(**s) for s in json.loads((folder / "supervisor.json").read_text())]
-        self.daemons = [Supervised(s) for s in specs]
+        self.daemons = [Supervised(s) for s in read_specs(folder)]
         self.stopping = False
+        self.reload_requested = False
         self.logs_checked = 0.0
 
     def log(self, message: str) -> None:
@@ -142,7 +197,13 @@ class Supervisor:
         tmp.replace(self.folder / "pids.json")
 
     def start_all(self) -> None:
-        for daemon in self.daemons:
+        self.start_in_order(self.daemons)
+        if not self.stopping:
+            (self.folder / "supervisor.ready").write_text(str(os.getpid()))
+
+    def start_in_order(self, daemons: list[Supervised]) -> None:
+        """Start each daemon once the one before is ready (or has had READY_TIMEOUT to be)."""
+        for daemon in daemons:
             if self.stopping:
                 return
             daemon.start()
@@ -154,7 +215,32 @@ class Supervisor:
             if not daemon.alive() or not is_ready(daemon.spec):
                 # Keep going: the watch loop restarts it, and its dependants retry on their own.
                 self.log(f"{daemon.spec.name} is not ready; see {daemon.spec.log}")
-        (self.folder / "supervisor.ready").write_text(str(os.getpid()))
+
+    def reload(self) -> None:
+        """SIGHUP: make the running daemons those supervisor.json names now (a node added or removed)."""
+        self.reload_requested = False
+        try:
+            specs = read_specs(self.folder)
+        except (OSError, ValueError, TypeError) as err:
+            self.log(f"reload: cannot read supervisor.json ({err}); nothing changed")
+            return
+        wanted = {spec.name for spec in specs}
+        for daemon in reversed([d for d in self.daemons if d.spec.name not in wanted]):
+            daemon.stop()
+            self.log(f"stopped {daemon.spec.name} (no longer in supervisor.json)")
+        kept = {d.spec.name: d for d in self.daemons if d.spec.name in wanted}
+        added: list[Supervised] = []
+        self.daemons = []
+        for spec in specs:
+            running = kept.get(spec.name)
+            if running is not None:
+                running.spec = spec  # used from its next restart on
+            daemon = running or Supervised(spec)
+            if running is None:
+                added.append(daemon)
+            self.daemons.append(daemon)
+        self.save_pids()
+        self.start_in_order(added)
 
     def watch_once(self) -> None:
         now = time.monotonic()
@@ -196,10 +282,16 @@ class Supervisor:
         def on_term(signum: int, frame: object) -> None:
             self.stopping = True
 
+        def on_hup(signum: int, frame: object) -> None:
+            self.reload_requested = True
+
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
         self.start_all()
         while not self.stopping:
+            if self.reload_requested:
+                self.reload()
             self.watch_once()
             self.rotate_logs()
             time.sleep(0.5)

@@ -7,7 +7,11 @@ kubeconfig; given a supervisor, a daemon that dies is started again and all of
 them stop with the supervisor; `up` reports one plain line per phase when its
 output is not a terminal. Every provider answers the one Provider protocol; the
 workers join at once and a refused join is tried again; the summary lists every
-node. (The whole cluster is tests/e2e/.)
+node. Workers added to a running cluster continue up's plan (the lowest free
+number and pod CIDR, around the Nodes the API knows; a full subnet or pod
+network refused), the master cannot be removed, only the local provider
+changes workers, and a supervisor starts and stops daemons on SIGHUP. (The
+whole cluster, and add-worker/remove-worker on it, are tests/e2e/.)
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ import yaml
 from rich.console import Console
 
 from kctl.cluster import ConsoleProgress
-from provision import localdaemons, localplan, phases
+from provision import localdaemons, localplan, localworkers, phases
 from provision.local import LocalProvider
 from provision.progress import summary
-from provision.provider import PROVIDERS, Cluster, Options, ProvisionError, provider
-from provision.supervisor import DaemonSpec, read_pids, write_specs
+from provision.provider import PROVIDERS, Cluster, Options, ProvisionError, provider, workers
+from provision.supervisor import DaemonSpec, read_pids, reloadable, write_specs
 
 
 def test_plan_places_workers_like_the_books_vagrantfile() -> None:
@@ -211,3 +215,134 @@ def test_the_summary_lists_every_node_with_its_status() -> None:
     assert shown.rows == [["demo-master", "control-plane", "192.168.77.1", "10.244.0.0/24", "Ready"],
                           ["demo-worker-1", "worker", "192.168.77.101", "10.244.1.0/24", "Unknown"]]
     assert shown.notes[-1] == "  kctl cluster down --name demo" and "logs: /logs" in shown.notes
+
+
+# ---------------------------------------------------------------- add-worker, remove-worker: the pure parts
+
+
+def _state(workers: int, *, subnet: str = "192.168.77.0/24", pod_network: str = "10.244.0.0/16"
+           ) -> localplan.ClusterState:
+    return localplan.new_state(Options("grow", workers=workers, subnet=subnet, bridge="flt77", pod_network=pod_network))
+
+
+def _placed(infos: list[localplan.NodeInfo]) -> list[tuple[str, str, str, str]]:
+    return [(n.name, n.address, n.pod_cidr, n.host_veth) for n in infos]
+
+
+def test_added_workers_continue_the_plan_of_up() -> None:
+    assert _placed(localplan.next_workers(_state(2), 2)) == [
+        ("grow-worker-3", "192.168.77.103", "10.244.3.0/24", "flt77-w3"),
+        ("grow-worker-4", "192.168.77.104", "10.244.4.0/24", "flt77-w4"),
+    ]
+
+
+def test_a_removed_workers_number_and_pod_cidr_are_taken_again_lowest_first() -> None:
+    state = _state(3)
+    state.remove_nodes(["grow-worker-1"])
+    added = localplan.next_workers(state, 2)
+    assert _placed(added) == [
+        ("grow-worker-1", "192.168.77.101", "10.244.1.0/24", "flt77-w1"),
+        ("grow-worker-4", "192.168.77.104", "10.244.4.0/24", "flt77-w4"),
+    ]
+    state.add_nodes(added)  # listed in address order, the master first, as up lists them
+    assert [n.name for n in state.node_infos()] == ["grow-master", *(f"grow-worker-{i}" for i in range(1, 5))]
+
+
+def test_nodes_the_api_knows_are_planned_around_as_node_ipam_would() -> None:
+    # A node joined by hand: node IPAM gave it the lowest free /24, and it may use a worker's name or address.
+    placed = localplan.next_workers(_state(1), 1, taken_names=["grow-worker-2"], taken_addresses=["192.168.77.103"],
+                                    taken_pod_cidrs=["10.244.2.0/24"])
+    assert _placed(placed) == [("grow-worker-4", "192.168.77.104", "10.244.3.0/24", "flt77-w4")]
+
+
+def test_a_full_subnet_or_pod_network_is_refused_with_what_is_taken() -> None:
+    full = _state(99)  # .101-.199: the LoadBalancer pool starts at .200
+    with pytest.raises(ProvisionError, match=r"subnet 192\.168\.77\.0/24 has no free worker address for 1 more "
+                                             r"worker\(s\): workers take 192\.168\.77\.101-192\.168\.77\.199 "
+                                             r"\(the LoadBalancer pool starts at 192\.168\.77\.200\), and every "
+                                             "one is in use"):
+        localplan.next_workers(full, 1)
+    small = _state(1, subnet="192.168.77.0/25")  # .101-.126 fit below its broadcast address
+    assert localplan.max_worker_number("192.168.77.0/25") == 26
+    assert len(localplan.next_workers(small, 25)) == 25
+    with pytest.raises(ProvisionError, match="no free worker address for 1 more"):
+        localplan.next_workers(small, 26)
+    with pytest.raises(ProvisionError, match=r"pod network 10\.244\.0\.0/22 has no free /24 left for grow-worker-4"):
+        localplan.next_workers(_state(3, pod_network="10.244.0.0/22"), 1)  # the master and 3 workers hold all four
+    with pytest.raises(ProvisionError, match="give --count 1 or more"):
+        localplan.next_workers(_state(1), 0)
+    assert len(_state(1).nodes) == 2  # planning changes no state
+
+
+def test_a_nodes_daemons_are_the_ones_up_starts_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOTILLA_HOME", str(tmp_path))
+    state = _state(1)
+    state.add_nodes(localplan.next_workers(state, 1))
+    try:
+        every = localdaemons.daemon_specs(state, etcd_port=12477)
+        added = localdaemons.node_specs(state, state.node_infos()[-1])
+    finally:
+        for info in state.node_infos():
+            with contextlib.suppress(OSError):
+                (localdaemons.SOCKET_ROOT / info.name).rmdir()
+    assert [s.name for s in added] == ["containerd/grow-worker-2", "kubelet/grow-worker-2", "proxy/grow-worker-2"]
+    assert every[-3:] == added
+    assert [s.name for s in every if localdaemons.is_node_spec(s, "grow-worker-2")] == [s.name for s in added]
+    assert not any(localdaemons.is_node_spec(s, "grow-worker-2") for s in every[:-3])
+
+
+def test_the_master_and_unknown_nodes_cannot_be_removed() -> None:
+    state = _state(1)
+    with pytest.raises(ProvisionError, match='grow-master is the control plane of cluster "grow" and cannot be '
+                                             r"removed \(kctl cluster down --name grow removes the whole cluster\)"):
+        localworkers.worker(state, "grow-master")
+    with pytest.raises(ProvisionError, match=r'"grow" has no worker grow-worker-9 \(its workers: grow-worker-1\;'):
+        localworkers.worker(state, "grow-worker-9")
+    assert localworkers.worker(state, "grow-worker-1").address == "192.168.77.101"
+
+
+def test_only_the_local_provider_changes_workers(tmp_path: Path) -> None:
+    local = provider("local", Options("unit-workers"))
+    assert workers(local, "add") is local
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("name: lab\nhosts:\n  - {name: m, address: 192.168.60.10, role: master}\n")
+    ssh = provider("ssh", Options(inventory=str(inventory)))
+    with pytest.raises(ProvisionError, match=r"add-worker is not supported by the ssh provider \(only by local\): put "
+                                             "the machine in the inventory"):
+        workers(ssh, "add")
+    with pytest.raises(ProvisionError, match="remove-worker is not supported by the vagrant provider"):
+        workers(provider("vagrant", Options()), "remove")
+
+
+def test_supervisor_takes_new_daemons_and_drops_removed_ones_on_sighup(tmp_path: Path) -> None:
+    keep, gone, new = (DaemonSpec(n, ["sleep", "300"], str(tmp_path / f"{n}.log")) for n in ("keep", "gone", "new"))
+    write_specs(tmp_path, [keep, gone])
+    supervisor = subprocess.Popen([sys.executable, "-m", "provision.supervisor", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (tmp_path / "supervisor.ready").exists() and len(read_pids(tmp_path)) == 2)
+        assert reloadable(supervisor.pid)
+        before = read_pids(tmp_path)
+        write_specs(tmp_path, [keep, new])
+        supervisor.send_signal(signal.SIGHUP)
+        _wait_for(lambda: set(read_pids(tmp_path)) == {"keep", "new"})
+        after = read_pids(tmp_path)
+        assert after["keep"] == before["keep"] and _alive(after["new"])  # the unchanged one runs on
+        _wait_for(lambda: not _alive(before["gone"]))
+        (tmp_path / "supervisor.json").write_text("not json")  # a broken file changes nothing
+        supervisor.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert read_pids(tmp_path) == after and supervisor.poll() is None
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(30)
+        assert not any(_alive(pid) for pid in after.values())
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not reloadable(sleeper.pid)  # SIGHUP would end it: add-worker refuses such a supervisor
+    finally:
+        sleeper.kill()
+        sleeper.wait()
