@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -428,6 +429,10 @@ async def test_kctl_and_kubectl_get_scale_and_rollout(client: Client, namespace:
     assert await kctl("scale", "statefulset", "web", "--replicas=3") == "statefulset.apps/web scaled\n"
     await eventually(lambda: all_ready(client, namespace, "web", 3), "three Ready pods", 40)
     assert (await kctl("get", "sts")).split()[:5] == ["NAME", "READY", "AGE", "web", "3/3"]
+    described = await kctl("describe", "sts", "web")
+    for line in (r"^Replicas: +3 desired \| 3 total$", r"^Update Strategy: +RollingUpdate$", r"^  Partition: +0$",
+                 r"^Pods Status: +3 Running / 0 Waiting / 0 Succeeded / 0 Failed$", r"^Volume Claims: +<none>$"):
+        assert re.search(line, described, re.M), (line, described)
     await mutate(client, apps_pb2.StatefulSet, "web", namespace, set_image("registry.k8s.io/busybox:1.37"))
     out = await kctl("rollout", "status", "statefulset/web", "--timeout=60")
     assert out.splitlines()[-1].startswith("partitioned roll out complete: 3 new pods have been updated"), out

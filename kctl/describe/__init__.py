@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from client import Client
 from controlplane.printers.core import event_last_seen, event_source, event_time
 from controlplane.printers.text import NONE, now
-from kctl.describe.apps import describe_daemon_set, describe_deployment
+from kctl.describe.apps import describe_daemon_set, describe_deployment, describe_stateful_set
 from kctl.describe.batch import describe_cron_job, describe_job
 from kctl.describe.certificates import describe_csr
 from kctl.describe.generic import describe_generic
@@ -29,7 +29,8 @@ from proto import apps_pb2, batch_pb2, certificates_pb2, core_pb2, kinds, select
 from proto.errors import ApiError
 
 __all__ = ["Section", "describe", "describe_cron_job", "describe_csr", "describe_daemon_set", "describe_deployment",
-           "describe_generic", "describe_job", "describe_node", "describe_pod", "describe_service", "events_section"]
+           "describe_generic", "describe_job", "describe_node", "describe_pod", "describe_service",
+           "describe_stateful_set", "events_section"]
 
 
 def events_section(s: Section, events: Sequence[core_pb2.Event]) -> None:
@@ -72,6 +73,9 @@ async def describe(client: Client, kind: kinds.Kind, obj: Message) -> str:
     elif isinstance(obj, apps_pb2.DaemonSet):
         pods = await client.list(core_pb2.Pod, ns, label_selector=str(selectors.from_message(obj.spec.selector)))
         section = describe_daemon_set(obj, pods.items)
+    elif isinstance(obj, apps_pb2.StatefulSet):
+        pods = await client.list(core_pb2.Pod, ns, label_selector=str(selectors.from_message(obj.spec.selector)))
+        section = describe_stateful_set(obj, pods.items)
     elif isinstance(obj, batch_pb2.Job):
         section = describe_job(obj)
     elif isinstance(obj, batch_pb2.CronJob):

@@ -1,6 +1,8 @@
 """Describing apps/v1 workloads: a deployment (replica counts, strategy, pod template, conditions, old
-and new ReplicaSets) and a daemon set (nodes scheduled, up to date, available and misscheduled, its
-pods by phase, its pod template), as kubectl's DeploymentDescriber and DaemonSetDescriber."""
+and new ReplicaSets), a daemon set (nodes scheduled, up to date, available and misscheduled, its
+pods by phase, its pod template) and a stateful set (replicas, update strategy and partition, pods
+by phase, pod template, volume claim templates), as kubectl's DeploymentDescriber,
+DaemonSetDescriber and StatefulSetDescriber."""
 
 from __future__ import annotations
 
@@ -74,14 +76,50 @@ def describe_daemon_set(ds: apps_pb2.DaemonSet, pods: Sequence[core_pb2.Pod]) ->
     s.kv(0, "Number of Nodes Scheduled with Up-to-date Pods", status.updated_number_scheduled)
     s.kv(0, "Number of Nodes Scheduled with Available Pods", status.number_available)
     s.kv(0, "Number of Nodes Misscheduled", status.number_misscheduled)
-    owned = [p for p in pods if any(o.uid == ds.metadata.uid and o.controller for o in p.metadata.owner_references)]
+    _pods_status(s, ds, pods)
+    _pod_template(s, spec.template)
+    return s
+
+
+def _pods_status(s: Section, owner: apps_pb2.DaemonSet | apps_pb2.StatefulSet, pods: Sequence[core_pb2.Pod]) -> None:
+    """`Pods Status: 3 Running / 0 Waiting / 0 Succeeded / 0 Failed` over the pods `owner` controls."""
+    uid = owner.metadata.uid
+    owned = [p for p in pods if any(o.uid == uid and o.controller for o in p.metadata.owner_references)]
     phases = {phase: sum(p.status.phase == phase for p in owned)
               for phase in ("Running", "Pending", "Succeeded", "Failed")}
     s.kv(0, "Pods Status", f"{phases['Running']} Running / {phases['Pending']} Waiting / "
                            f"{phases['Succeeded']} Succeeded / {phases['Failed']} Failed")
+
+
+def _pod_template(s: Section, template: core_pb2.PodTemplateSpec) -> None:
     s.header(0, "Pod Template:")
-    s.many(1, "Labels", pairs(spec.template.metadata.labels))
-    if spec.template.metadata.annotations:
-        s.many(1, "Annotations", annotation_lines(spec.template.metadata.annotations))
-    containers(s, 1, "Containers", spec.template.spec.containers, None)
+    s.many(1, "Labels", pairs(template.metadata.labels))
+    if template.metadata.annotations:
+        s.many(1, "Annotations", annotation_lines(template.metadata.annotations))
+    containers(s, 1, "Containers", template.spec.containers, None)
+
+
+def describe_stateful_set(sts: apps_pb2.StatefulSet, pods: Sequence[core_pb2.Pod]) -> Section:
+    """`pods`: the stateful set's own (controlled by it), counted by phase as kubectl does."""
+    s = Section()
+    spec = sts.spec
+    metadata(s, sts, kinds.resolve("statefulsets"))
+    s.kv(0, "Selector", selector_text(spec.selector))
+    s.kv(0, "Replicas", f"{spec.replicas} desired | {sts.status.replicas} total")
+    s.kv(0, "Update Strategy", spec.update_strategy.type)
+    if spec.update_strategy.HasField("rolling_update"):
+        rolling = spec.update_strategy.rolling_update
+        s.kv(1, "Partition", rolling.partition)
+        if rolling.max_unavailable:
+            s.kv(1, "MaxUnavailable", rolling.max_unavailable)
+    _pods_status(s, sts, pods)
+    _pod_template(s, spec.template)
+    s.header(0, "Volume Claims:" if spec.volume_claim_templates else "Volume Claims:  <none>")
+    for claim in spec.volume_claim_templates:
+        s.kv(1, "Name", claim.metadata.name)
+        s.kv(1, "StorageClass", claim.spec.storage_class_name)
+        s.many(1, "Labels", pairs(claim.metadata.labels))
+        s.many(1, "Annotations", annotation_lines(claim.metadata.annotations))
+        s.kv(1, "Capacity", claim.spec.resources.requests.get("storage", NONE))
+        s.kv(1, "Access Modes", f"[{' '.join(claim.spec.access_modes)}]")
     return s
