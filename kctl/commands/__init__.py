@@ -19,8 +19,10 @@ from kctl.commands.nodes import cordon, drain, taint, uncordon
 from kctl.commands.pods import exec_, logs
 from kctl.commands.rbac import auth  # also adds `create role|clusterrole|rolebinding|clusterrolebinding`
 from kctl.commands.token import token
+from kctl.commands.wait import wait
 from kctl.commands.workloads import COMMANDS as WORKLOADS  # also adds `create deployment`
 
 COMMANDS: tuple[click.Command, ...] = (get, describe, apply, create, delete, label, annotate,
                                        api_resources, version, auth, etcd, *WORKLOADS, logs, exec_,
-                                       cordon, uncordon, drain, taint, image, token, certificate, join)
+                                       cordon, uncordon, drain, taint, image, token, certificate, join,
+                                       wait)
