@@ -244,13 +244,20 @@ def add_worker(name: str, count: int, kind: str, inventory: str | None, vagrant_
 def drain_for_removal(timeout: float) -> Callable[[Path, str], None]:
     """`kctl drain NODE --ignore-daemonsets --delete-emptydir-data --force` as the cluster's admin: the node is
     going, so every pod on it goes (evicted: budgets decide when), except DaemonSet pods, which leave with the
-    Node. A node that never registered has nothing to drain."""
+    Node. A node that never registered has nothing to drain; on a NotReady node no kubelet would ever stop an
+    evicted pod (the drain would wait for ever), and its pods are unavailable already: they are left to go with
+    the Node, whose deletion hands them to the pod garbage collector."""
     def drain(kubeconfig: Path, node: str) -> None:
         async def body() -> None:
             async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
                 try:
                     click.echo(await nodes.set_schedulable(client, node, False))
+                    registered = await client.get(core_pb2.Node, node)
                 except NotFound:
+                    return
+                if not any(c.type == "Ready" and c.status == "True" for c in registered.status.conditions):
+                    click.echo(f"Warning: node {node} is NotReady: its pods are not evicted (no kubelet would stop "
+                               "them); they are deleted with the Node", err=True)
                     return
                 pods = (await client.list(core_pb2.Pod, field_selector=f"spec.nodeName={node}")).items
                 plan = nodes.plan_drain(pods, force=True, ignore_daemonsets=True, delete_emptydir_data=True)

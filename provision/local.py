@@ -207,7 +207,8 @@ class LocalProvider:
         progress.phase("join")
         command = phases.JoinCommand.for_plan(cluster, token, ca_pem)
         phases.join_workers(state.worker_names(), self.join, command, deadline, hint=hint)
-        progress.done(phases.join_detail(len(state.worker_names())))
+        progress.done(f"{phases.join_detail(len(state.worker_names()))}, or a namespace node here: "
+                      f"kctl cluster add-worker --name {state.name}")
 
         progress.phase("nodes")
         phases.wait(lambda: (folder / "supervisor.ready").exists(), "every daemon started", deadline, hint=hint)

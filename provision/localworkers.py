@@ -230,7 +230,7 @@ def remove_worker(state: ClusterState, info: NodeInfo, progress: Progress, drain
     """Drain the worker, stop its daemons, delete its Node, and leave nothing of it on the host."""
     progress.phase("drain")
     drain(Path(state.kubeconfig), info.name)
-    progress.done(f"{info.name} cordoned and its pods evicted (PodDisruptionBudgets honoured; DaemonSet pods go "
+    progress.done(f"{info.name} cordoned and drained (evictions: PodDisruptionBudgets honoured; DaemonSet pods go "
                   "with the Node)")
 
     progress.phase("node")
