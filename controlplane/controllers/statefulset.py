@@ -330,8 +330,11 @@ class StatefulSetController(Controller):
             new.metadata.owner_references.extend(owners)
             try:
                 await self.client.update(new)
-            except (Conflict, NotFound):
-                continue  # changed meanwhile: the next sync looks again
+            except NotFound:
+                continue
+            # A Conflict (the binder or scheduler wrote the claim meanwhile) fails the sync, to be
+            # retried: a condemned pod must not go before its claim names it as owner, or the claim
+            # would outlive it for good.
 
     async def _delete_pod(self, sts: apps_pb2.StatefulSet, pod: core_pb2.Pod) -> None:
         try:
