@@ -243,12 +243,15 @@ class JobController(Controller):
                    and p.metadata.uid in recorded] + release
         results = await asyncio.gather(*(self._remove_finalizer(p) for p in targets), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
+        # Released now: `pods` still shows their finalizers, and the informer may already have
+        # taken them out of `_released` again, so remember them here.
+        released = {p.metadata.uid for p, r in zip(targets, results, strict=True) if not isinstance(r, BaseException)}
         # (3) Move into the counters whatever no longer holds the finalizer.
         by_uid = {p.metadata.uid: p for p in pods}
 
         def done(uid: str) -> bool:
             pod = by_uid.get(uid)
-            return pod is None or not has_tracking_finalizer(pod) or uid in self._released
+            return pod is None or not has_tracking_finalizer(pod) or uid in self._released or uid in released
 
         for field in ("succeeded", "failed"):
             pending = getattr(uncounted, field)
@@ -401,10 +404,13 @@ class JobController(Controller):
             wanted: list[int | None] = [i for i in range(spec.completions) if i not in done and i not in running]
             wanted = wanted[:max(0, spec.parallelism - len(kept))]
         else:
+            # Successes still waiting to be counted are successes (Kubernetes' manageJob counts them too):
+            # leaving them out would start pods for completions already done.
+            succeeded = status.succeeded + len(status.uncounted_terminated_pods.succeeded)
             if spec.HasField("completions"):
-                want = min(spec.parallelism, max(0, spec.completions - status.succeeded))
+                want = min(spec.parallelism, max(0, spec.completions - succeeded))
             else:  # a work queue: once one pod succeeded, no new ones
-                want = 0 if status.succeeded > 0 else spec.parallelism
+                want = 0 if succeeded > 0 else spec.parallelism
             diff = want - len(active)
             surplus = sorted(active, key=deletion_cost)[:-diff] if diff < 0 else []
             wanted = [None] * max(0, diff)
