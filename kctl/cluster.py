@@ -259,16 +259,8 @@ def drain_for_removal(timeout: float) -> Callable[[Path, str], None]:
                     click.echo(f"Warning: node {node} is NotReady: its pods are not evicted (no kubelet would stop "
                                "them); they are deleted with the Node", err=True)
                     return
-                pods = (await client.list(core_pb2.Pod, field_selector=f"spec.nodeName={node}")).items
-                plan = nodes.plan_drain(pods, force=True, ignore_daemonsets=True, delete_emptydir_data=True)
-                for warning in plan.messages(plan.warnings, "Warning: "):
-                    click.echo(warning, err=True)
-                deadline = time.monotonic() + timeout if timeout > 0 else None
-                outcomes = await asyncio.gather(*(nodes.evict(client, pod, -1, deadline, timeout)
-                                                  for pod in plan.delete), return_exceptions=True)
-                failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
-                if failed is not None:
-                    raise failed
+                await nodes.evict_node_pods(client, node, force=True, ignore_daemonsets=True,
+                                            delete_emptydir_data=True, timeout=timeout)
 
         asyncio.run(body())
 

@@ -248,3 +248,11 @@ async def test_image_events_read_as_kubernetes_writes_them(client: Client, names
         assert ("Normal", "Pulling", f'Pulling image "{image}"') in events
     else:
         assert pulled[0] == f'Container image "{image}" already present on machine'
+
+
+async def test_the_node_lease_belongs_to_the_node(client: Client, node: LocalNode) -> None:
+    # Deleting a Node must let the garbage collector take its heartbeat Lease too.
+    registered = await client.get(core_pb2.Node, node.name)
+    lease = await client.get(coordination_pb2.Lease, node.name, "kube-node-lease")
+    assert [(r.kind, r.name, r.uid) for r in lease.metadata.owner_references] == [
+        ("Node", node.name, registered.metadata.uid)]

@@ -204,6 +204,30 @@ def _drain_failed(node: str, errors: list[str]) -> CliError:
                     f"There are pending nodes to be drained:\n {node}\n" + "\n".join(errors))
 
 
+async def evict_node_pods(client: Client, name: str, *, force: bool, ignore_daemonsets: bool,
+                          delete_emptydir_data: bool, grace_period: int = -1, timeout: float = 0.0) -> None:
+    """A drain's second half (the node is cordoned already): evict its pods as kubectl's safety checks allow.
+
+    Every pod at once, as kubectl: a PodDisruptionBudget lets through what it allows, the rest retry.
+    `kctl drain` and `kctl cluster remove-worker` both use it.
+    """
+    pods = (await client.list(core_pb2.Pod, field_selector=f"spec.nodeName={name}")).items
+    plan = plan_drain(pods, force=force, ignore_daemonsets=ignore_daemonsets, delete_emptydir_data=delete_emptydir_data)
+    if plan.errors:
+        raise _drain_failed(name, plan.messages(plan.errors, "cannot delete "))
+    for warning in plan.messages(plan.warnings, "Warning: "):
+        click.echo(warning, err=True)
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    outcomes = await asyncio.gather(*(evict(client, pod, grace_period, deadline, timeout) for pod in plan.delete),
+                                    return_exceptions=True)
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    unexpected = [o for o in failed if not isinstance(o, CliError)]
+    if unexpected:
+        raise unexpected[0]
+    if failed:
+        raise _drain_failed(name, [str(o) for o in failed])
+
+
 @click.command("drain", help="Cordon NODE, then evict its pods (kubectl's safety checks apply).")
 @click.argument("node")
 @click.option("--force", is_flag=True, help="Also evict pods that no controller would recreate.")
@@ -219,23 +243,8 @@ def drain(node: str, force: bool, ignore_daemonsets: bool, delete_emptydir_data:
 
     async def body(client: Client) -> None:
         click.echo(await set_schedulable(client, name, False))
-        pods = (await client.list(core_pb2.Pod, field_selector=f"spec.nodeName={name}")).items
-        plan = plan_drain(pods, force=force, ignore_daemonsets=ignore_daemonsets,
-                          delete_emptydir_data=delete_emptydir_data)
-        if plan.errors:
-            raise _drain_failed(name, plan.messages(plan.errors, "cannot delete "))
-        for warning in plan.messages(plan.warnings, "Warning: "):
-            click.echo(warning, err=True)
-        deadline = time.monotonic() + timeout if timeout > 0 else None
-        # Every pod at once, as kubectl: a budget lets through what it allows, the rest retry.
-        outcomes = await asyncio.gather(*(evict(client, pod, grace_period, deadline, timeout)
-                                          for pod in plan.delete), return_exceptions=True)
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
-        unexpected = [o for o in failed if not isinstance(o, CliError)]
-        if unexpected:
-            raise unexpected[0]
-        if failed:
-            raise _drain_failed(name, [str(o) for o in failed])
+        await evict_node_pods(client, name, force=force, ignore_daemonsets=ignore_daemonsets,
+                              delete_emptydir_data=delete_emptydir_data, grace_period=grace_period, timeout=timeout)
         click.echo(f"node/{name} drained")
 
     context.run(body)

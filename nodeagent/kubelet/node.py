@@ -77,6 +77,7 @@ class NodeStatusManager:
         self.runtime_version = ""
         self._last_report = 0.0
         self._last_conditions: dict[str, tuple[str, str]] = {}
+        self._node_uid = ""  # the registered Node's: its Lease names it as owner
 
     @property
     def name(self) -> str:
@@ -111,6 +112,7 @@ class NodeStatusManager:
         else:
             if self._set_labels(node):
                 node = await self.client.update(node)
+        self._node_uid = node.metadata.uid
         await self.report_status(force=True)
         await self.renew_lease()  # the first heartbeat at once, not one renew interval later
         return node
@@ -138,6 +140,7 @@ class NodeStatusManager:
             lease.spec.lease_duration_seconds = self.config.lease_duration
             lease.spec.acquire_time.CopyFrom(now_timestamp())
             lease.spec.renew_time.CopyFrom(now_timestamp())
+            self._own_lease(lease)
             try:
                 await self.client.create(lease)
             except AlreadyExists:
@@ -146,7 +149,16 @@ class NodeStatusManager:
         lease.spec.holder_identity = self.name
         lease.spec.lease_duration_seconds = self.config.lease_duration
         lease.spec.renew_time.CopyFrom(now_timestamp())
+        self._own_lease(lease)
         await self.client.update(lease)
+
+    def _own_lease(self, lease: coordination_pb2.Lease) -> None:
+        """The Lease belongs to the Node (as the kubelet sets it): deleting the Node lets the garbage collector
+        take its heartbeat too, instead of leaving it behind in kube-node-lease."""
+        uid = self._node_uid
+        if uid and not any(ref.uid == uid for ref in lease.metadata.owner_references):
+            del lease.metadata.owner_references[:]
+            lease.metadata.owner_references.add(api_version="v1", kind="Node", name=self.name, uid=uid)
 
     # ---------------------------------------------------------------- status
 
