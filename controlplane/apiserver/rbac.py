@@ -274,7 +274,8 @@ DISCOVERY = "discovery.k8s.io"
 ENDPOINT_SLICES_READ = _rule(READ, [DISCOVERY], ["endpointslices"])
 WORKLOADS = ["pods", "services", "endpoints", "configmaps", "secrets", "replicasets", "deployments",
              "horizontalpodautoscalers", "events", "leases", "jobs", "cronjobs", "daemonsets",
-             "controllerrevisions", "poddisruptionbudgets", "statefulsets", "statefulsets/scale"]
+             "controllerrevisions", "poddisruptionbudgets", "statefulsets", "statefulsets/scale",
+             "deployments/scale", "replicasets/scale"]
 
 
 def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:

@@ -62,6 +62,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "DaemonSetSpec": ("selector", "template"),
     "DaemonSetCondition": ("type", "status"),
     "ControllerRevision": ("revision",),
+    "StatefulSetSpec": ("selector", "template"),
+    "StatefulSetCondition": ("type", "status"),
     # autoscaling
     "CrossVersionObjectReference": ("kind", "name"),
     "MetricTarget": ("type",),
