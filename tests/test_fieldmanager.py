@@ -432,3 +432,13 @@ def test_track_of_empty_and_epoch_values_is_update_on_the_json(monkeypatch: pyte
             got = patching.track(PODS, old, new, "kctl")
             want = reference_track(PODS, old, new, "kctl", "")
             assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+
+
+def test_remembered_field_sets_are_bounded_by_their_paths() -> None:
+    table: fieldmanager.FieldSets[str, int] = fieldmanager.FieldSets(max_paths=80)
+    assert table.put("big", 1, paths=11) == 1 and table.get("big") is None  # over an eighth: made each time
+    for i in range(8):
+        table.put(f"pod-{i}", i, paths=10)
+    assert [table.get(f"pod-{i}") for i in range(8)] == list(range(8))
+    table.put("one-more", 8, paths=10)  # full: started afresh
+    assert table.get("pod-0") is None and table.get("one-more") == 8 and table.paths == 10

@@ -261,3 +261,15 @@ def test_a_list_item_carries_its_version_as_protobuf_would_write_it(revision: in
         assert item == stored.value + suffix.SerializeToString()
         read = codec.parse(kind, item)
         assert (read.metadata.name, read.metadata.resource_version) == ("x", str(revision))  # type: ignore[attr-defined]
+
+
+def test_decoded_specs_are_bounded_by_their_bytes() -> None:
+    specs = manifests._SharedSpecs(max_bytes=2_000)
+    for i in range(20):
+        pod = core_pb2.Pod()
+        specs.fill(pod.spec, {"nodeName": f"node-{i}", "containers": [{"name": "c", "image": "nginx"}]})
+        assert pod.spec.node_name == f"node-{i}"
+        assert 0 < specs.size <= 2_000
+    huge = core_pb2.Pod()
+    specs.fill(huge.spec, {"nodeName": "n" * 1_000})  # over an eighth of the table: decoded, not kept
+    assert huge.spec.node_name == "n" * 1_000 and specs.size <= 2_000

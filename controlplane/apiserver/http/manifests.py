@@ -187,14 +187,16 @@ class _SharedSpecs:
     A pod's spec is most of its body; finding its bytes (encode the dict, look up,
     parse: ~5 µs) replaces walking it (~35 µs). Only clean JSON is keyed: a value
     orjson cannot encode faithfully (a NaN it would write as null, YAML's dates,
-    bytes, non-string keys, lone surrogates) is decoded as before. A small bounded
-    table, started afresh when full.
+    bytes, non-string keys, lone surrogates) is decoded as before. The table holds
+    up to `max_bytes` of JSON and messages (started afresh when full); a spec of
+    more than an eighth of that is decoded each time.
     """
 
     _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
         self._bytes: dict[tuple[Any, bytes], bytes] = {}
 
     def fill(self, target: Message, value: dict[str, Any]) -> None:
@@ -212,12 +214,18 @@ class _SharedSpecs:
             target.MergeFromString(found)
             return
         _filler(target.DESCRIPTOR)(target, value)
-        if len(self._bytes) >= self.max_entries:
+        decoded = target.SerializeToString()
+        size = len(key) + len(decoded)
+        if size > self.max_bytes // 8:
+            return
+        if self.size + size > self.max_bytes:
             self._bytes.clear()
-        self._bytes[(target.DESCRIPTOR, key)] = target.SerializeToString()
+            self.size = 0
+        self._bytes[(target.DESCRIPTOR, key)] = decoded
+        self.size += size
 
 
-_SPECS = _SharedSpecs(1024)
+_SPECS = _SharedSpecs(4 * 1024 * 1024)  # ~2,500 pod specs
 
 
 @cache

@@ -217,13 +217,11 @@ class _CreatedFields:
     """The members a create of each top-level field value records, by the value's bytes.
 
     The pods of a ReplicaSet share their spec and, but for name and uid, their
-    metadata (labels, owner, generateName): their creates own the same fields. A
-    small bounded table, started afresh when full.
+    metadata (labels, owner, generateName): their creates own the same fields.
     """
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._paths: dict[tuple[Any, bytes], frozenset[Path]] = {}
+    def __init__(self, max_paths: int) -> None:
+        self._paths: fieldmanager.FieldSets[tuple[Any, bytes], frozenset[Path]] = fieldmanager.FieldSets(max_paths)
 
     def paths(self, fd: FieldDescriptor, value: Message) -> frozenset[Path]:
         if fd.json_name == "metadata":  # what the server sets decides nothing here: leave it out of the key
@@ -231,13 +229,12 @@ class _CreatedFields:
         key = (fd, value.SerializeToString(deterministic=True))
         found = self._paths.get(key)
         if found is None:
-            if len(self._paths) >= self.max_entries:
-                self._paths.clear()
-            found = self._paths[key] = _owned_members(codec.object_dict(value), fd)
+            found = _owned_members(codec.object_dict(value), fd)
+            self._paths.put(key, found, len(found))
         return found
 
 
-_CREATED = _CreatedFields(1024)
+_CREATED = _CreatedFields(20_000)
 _METADATA_SERVER_FIELDS = tuple(path[1][2:] for path in fieldmanager.SERVER_FIELDS if path[0] == "f:metadata"
                                 and len(path) == 2)
 
