@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from controlplane.apiserver import fieldmanager
 from controlplane.apiserver.fieldmanager import ApplyConflict, apply, update
-from controlplane.apiserver.http import codec, patching
+from controlplane.apiserver.http import codec, managedfields, patching
 from proto import core_pb2, kinds, manifest
 from proto.errors import BadRequest, Conflict
 from tests.test_http_codec import _random_object
@@ -397,9 +397,9 @@ def test_a_template_replicas_creates_record_the_same_fields_each() -> None:
 def test_fields_v1_bytes_are_json_dumps_of_the_tree() -> None:
     for paths in ({("f:metadata", "f:annotations", "f:é")}, {("f:data", "f:a\u007fb")},
                   {("f:data", "f:\u0001")}, {("f:spec", 'k:{"name":"x"}'), ("f:spec", 'k:{"name":"x"}', "f:a")}):
-        raw = fieldmanager.fields_v1_json(frozenset(paths))
+        raw = managedfields.fields_v1_json(frozenset(paths))
         assert raw == manifest.raw_json_bytes(fieldmanager.fields_v1(paths))
-        assert fieldmanager.fields_of(raw) == paths
+        assert managedfields.fields_of(raw) == paths
 
 
 def test_track_of_empty_and_epoch_values_is_update_on_the_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -435,7 +435,7 @@ def test_track_of_empty_and_epoch_values_is_update_on_the_json(monkeypatch: pyte
 
 
 def test_remembered_field_sets_are_bounded_by_their_paths() -> None:
-    table: fieldmanager.FieldSets[str, int] = fieldmanager.FieldSets(max_paths=80)
+    table: managedfields.FieldSets[str, int] = managedfields.FieldSets(max_paths=80)
     assert table.put("big", 1, paths=11) == 1 and table.get("big") is None  # over an eighth: made each time
     for i in range(8):
         table.put(f"pod-{i}", i, paths=10)

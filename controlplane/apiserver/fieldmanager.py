@@ -28,7 +28,9 @@ says which list is keyed by what is the .proto tags (`list_type`,
 `list_map_keys`), read through proto/patchmeta.py as strategic merge patch does.
 Fields the server owns (name, uid, resourceVersion ...) are nobody's, and a
 kind's status belongs to its status subresource. Pure functions on Kubernetes
-JSON dicts; the registry stores what they return.
+JSON dicts; the registry stores what they return. `update`'s parts (`members`
+of a field, `owned`, `compare`, `record`) are public too: the HTTP API runs
+them on the parts of its messages that changed (http/managedfields.py).
 """
 
 from __future__ import annotations
@@ -40,11 +42,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-import orjson
-
-from proto import kinds, manifest, patchmeta
+from proto import kinds, patchmeta
 from proto.errors import BadRequest, Conflict
 from proto.strategicpatch import Schema, field_schema, interleave
 
@@ -55,8 +55,6 @@ FIELDS_V1 = "FieldsV1"
 BEFORE_FIRST_APPLY = "before-first-apply"
 
 Path = tuple[str, ...]
-K = TypeVar("K")
-V = TypeVar("V")
 
 # Set by the server, owned by no manager (Kubernetes strips them from every set).
 SERVER_FIELDS: frozenset[Path] = frozenset({
@@ -506,48 +504,9 @@ def _paths(tree: dict[str, Any], prefix: Path) -> set[Path]:
     return paths
 
 
-class FieldSets(Generic[K, V]):
-    """A table of field sets (or what is made from them), bounded by the paths it holds, not by entries.
-
-    A pod's set is ~40 paths (~12 KB as tuples of strings), a big ConfigMap's
-    thousands: a bound in entries would let a few big objects hold tens of MB in
-    the apiserver. Started afresh when full (the sets of a cluster's templates and
-    busy objects come back at once).
-    """
-
-    def __init__(self, max_paths: int) -> None:
-        self.max_paths = max_paths
-        self.paths = 0
-        self._table: dict[K, V] = {}
-
-    def get(self, key: K) -> V | None:
-        return self._table.get(key)
-
-    def put(self, key: K, value: V, paths: int) -> V:
-        if paths <= self.max_paths // 8:  # a set too big to share the table is made each time
-            if self.paths + paths > self.max_paths:
-                self._table.clear()
-                self.paths = 0
-            self._table[key] = value
-            self.paths += paths
-        return value
-
-
-_DECODED: FieldSets[bytes, frozenset[Path]] = FieldSets(20_000)
-_ENCODED: FieldSets[frozenset[Path], bytes] = FieldSets(20_000)
-
-
-def fields_of(raw: bytes) -> frozenset[Path]:
-    """The paths of a stored entry's FieldsV1 JSON bytes; ValueError if they are not FieldsV1.
-
-    Remembered by the bytes: an object's entries are decoded again on every write to it.
-    """
-    found = _DECODED.get(raw)
-    if found is None:
-        tree = json.loads(raw) if raw else {}
-        found = frozenset(_paths(tree or {}, ()))
-        _DECODED.put(raw, found, len(found))
-    return found
+def paths(tree: Any) -> set[Path]:
+    """A FieldsV1 tree's paths (`fields_v1` backwards); ValueError if it is not one."""
+    return _paths(tree, ())
 
 
 def fields_v1(paths: Iterable[Path]) -> dict[str, Any]:
@@ -568,23 +527,6 @@ def fields_v1(paths: Iterable[Path]) -> dict[str, Any]:
         if len(node) == 1:
             del node["."]
     return root
-
-
-def fields_v1_json(paths: frozenset[Path]) -> bytes:
-    """A set of paths as the FieldsV1 bytes the registry stores (manifest.raw_json_bytes of `fields_v1`).
-
-    Remembered by the set: the replicas of a template, and the same writer's repeated
-    writes, own the same fields.
-    """
-    found = _ENCODED.get(paths)
-    if found is None:
-        tree = fields_v1(paths)
-        found = orjson.dumps(tree)
-        # orjson writes what json.dumps writes except for non-ASCII, DEL and \u escapes: let json decide those.
-        if not found.isascii() or b"\\u" in found or b"\x7f" in found:
-            found = manifest.raw_json_bytes(tree)
-        _ENCODED.put(paths, found, len(paths))
-    return found
 
 
 def ordered(managers: Iterable[Manager]) -> list[Manager]:
