@@ -23,6 +23,7 @@ too (orphan keys, `pod:<namespace>/<name>`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -51,6 +52,18 @@ log = logging.getLogger(__name__)
 
 ORPHAN = "pod:"  # key prefix: a pod holding the tracking finalizer whose Job is gone
 BURST = 500  # most pods created in one sync
+
+
+def _record(job: batch_pb2.Job, status: batch_pb2.JobStatus, succeeded: list[core_pb2.Pod],
+            failed: list[core_pb2.Pod]) -> None:
+    """Step (1) on `status`: the newly finished pods' uids as uncounted (and, Indexed, their indexes as done)."""
+    status.uncounted_terminated_pods.succeeded.extend(p.metadata.uid for p in succeeded)
+    status.uncounted_terminated_pods.failed.extend(p.metadata.uid for p in failed)
+    if job.spec.completion_mode == "Indexed":
+        completions = job.spec.completions
+        indexes = jobutil.parse_indexes(status.completed_indexes, completions)
+        indexes.update(i for p in succeeded if (i := jobutil.completion_index(p, completions)) is not None)
+        status.completed_indexes = jobutil.format_indexes(indexes)
 
 
 class JobController(Controller):
@@ -153,11 +166,39 @@ class JobController(Controller):
         uid = job.metadata.uid
         pods = [p for p in self.pods.store.list_by_namespace(namespace)
                 if (ref := podutil.controller_ref(p)) is not None and ref.uid == uid]
+        # The pods as listed and the uids released by then belong together: the informer takes a uid
+        # out of _released when it shows that pod's finalizer gone, which may happen while this sync
+        # awaits its writes, with `pods` still showing the finalizer.
+        released = set(self._released)
         try:
-            job, status = await self._count_finished(key, job, pods)
-            await self._converge(key, job, status, pods, satisfied)
+            early = await self._manage_early(key, job, pods, released) if satisfied else None
+            job, status = await self._count_finished(key, job, pods, released)
+            await self._converge(key, job, status, pods, satisfied, early)
         except NotFound:
             return  # the Job went away mid-sync; its deletion brings us back
+
+    async def _manage_early(self, key: str, job: batch_pb2.Job, pods: list[core_pb2.Pod], released: set[str]
+                            ) -> tuple[int, list[core_pb2.Pod]] | None:
+        """Start the pods for the next completions before the counting writes, as Kubernetes' syncJob
+        runs manageJob before trackJobStatusAndRemoveFinalizers: a finished pod's replacement then
+        waits for no status write or finalizer removal. Only for a running Job whose new outcomes are
+        all successes (failures move the back-off and may end the Job: those go the long way).
+        Returns (created, deleted), or None when _converge is to manage the pods itself."""
+        if jobutil.finished_condition(job) or job.metadata.HasField("deletion_timestamp") or job.spec.suspend \
+                or jobutil.condition(job, FAILURE_TARGET) or jobutil.condition(job, SUCCESS_CRITERIA_MET) \
+                or jobutil.condition(job, SUSPENDED) or not job.status.HasField("start_time") \
+                or job.status.uncounted_terminated_pods.failed:
+            return None
+        succeeded, failed, _, _ = self._new_outcomes(job, pods, released, active_job=True)
+        if failed or not succeeded:
+            return None  # nothing new finished: _converge manages as before, with no write ahead of it
+        projected = copy(job.status)
+        _record(job, projected, succeeded, [])
+        active = [p for p in pods if podutil.is_active(p)]
+        now = self.clock()
+        if self._reached_an_end(job, copy(projected), active, now):
+            return None
+        return await self._manage_pods(key, job, projected, active, now)
 
     def _fresh(self, key: str) -> batch_pb2.Job | None:
         """The cached object, or our own newer write of it while the informer has not shown it yet."""
@@ -197,39 +238,39 @@ class JobController(Controller):
             return "release", ""
         return "", ""
 
-    async def _count_finished(self, key: str, job: batch_pb2.Job, pods: list[core_pb2.Pod]
+    def _new_outcomes(self, job: batch_pb2.Job, pods: list[core_pb2.Pod], released: set[str], active_job: bool
+                      ) -> tuple[list[core_pb2.Pod], list[core_pb2.Pod], list[core_pb2.Pod], str]:
+        """Pods finished since the last count: (succeeded, failed, to release uncounted, a FailJob message)."""
+        uncounted = job.status.uncounted_terminated_pods
+        seen = {*uncounted.succeeded, *uncounted.failed}
+        succeeded: list[core_pb2.Pod] = []
+        failed: list[core_pb2.Pod] = []
+        release: list[core_pb2.Pod] = []
+        fail_job = ""
+        for pod in pods:
+            if not has_tracking_finalizer(pod) or pod.metadata.uid in released or pod.metadata.uid in seen:
+                continue
+            verdict, message = self._judge(job, pod, active_job)
+            if verdict == "succeeded":
+                succeeded.append(pod)
+            elif verdict == "failed":
+                failed.append(pod)
+                fail_job = fail_job or message
+            elif verdict == "release":
+                release.append(pod)
+        return succeeded, failed, release, fail_job
+
+    async def _count_finished(self, key: str, job: batch_pb2.Job, pods: list[core_pb2.Pod], released: set[str]
                               ) -> tuple[batch_pb2.Job, batch_pb2.JobStatus]:
         """Steps (1)-(3); the Job as last written and its status with the new counts, still to be written."""
         status = copy(job.status)
         uncounted = status.uncounted_terminated_pods
-        seen = {*uncounted.succeeded, *uncounted.failed}
         active_job = not (jobutil.finished_condition(job) or job.metadata.HasField("deletion_timestamp")
                           or job.spec.suspend)
-        new_succeeded: list[core_pb2.Pod] = []
-        new_failed: list[core_pb2.Pod] = []
-        release: list[core_pb2.Pod] = []
-        fail_job = ""
-        for pod in pods:
-            if not has_tracking_finalizer(pod) or pod.metadata.uid in self._released or pod.metadata.uid in seen:
-                continue
-            verdict, message = self._judge(job, pod, active_job)
-            if verdict == "succeeded":
-                new_succeeded.append(pod)
-            elif verdict == "failed":
-                new_failed.append(pod)
-                fail_job = fail_job or message
-            elif verdict == "release":
-                release.append(pod)
+        new_succeeded, new_failed, release, fail_job = self._new_outcomes(job, pods, released, active_job)
         # (1) Record the newly finished before touching their finalizers.
         if new_succeeded or new_failed:
-            uncounted.succeeded.extend(p.metadata.uid for p in new_succeeded)
-            uncounted.failed.extend(p.metadata.uid for p in new_failed)
-            if job.spec.completion_mode == "Indexed":
-                completions = job.spec.completions
-                indexes = jobutil.parse_indexes(status.completed_indexes, completions)
-                indexes.update(i for p in new_succeeded
-                               if (i := jobutil.completion_index(p, completions)) is not None)
-                status.completed_indexes = jobutil.format_indexes(indexes)
+            _record(job, status, new_succeeded, new_failed)
             if fail_job and jobutil.condition(job, FAILURE_TARGET) is None and active_job:
                 jobutil.set_condition(status, FAILURE_TARGET, "True", jobutil.REASON_POD_FAILURE_POLICY, fail_job,
                                       self.clock())
@@ -239,19 +280,17 @@ class JobController(Controller):
             self._note_outcomes(key, new_succeeded, new_failed)
         # (2) Remove the finalizers of everything recorded (and of pods released uncounted).
         recorded = {*uncounted.succeeded, *uncounted.failed}
-        targets = [p for p in pods if has_tracking_finalizer(p) and p.metadata.uid not in self._released
+        targets = [p for p in pods if has_tracking_finalizer(p) and p.metadata.uid not in released
                    and p.metadata.uid in recorded] + release
         results = await asyncio.gather(*(self._remove_finalizer(p) for p in targets), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
-        # Released now: `pods` still shows their finalizers, and the informer may already have
-        # taken them out of `_released` again, so remember them here.
-        released = {p.metadata.uid for p, r in zip(targets, results, strict=True) if not isinstance(r, BaseException)}
+        released |= {p.metadata.uid for p, r in zip(targets, results, strict=True) if not isinstance(r, BaseException)}
         # (3) Move into the counters whatever no longer holds the finalizer.
         by_uid = {p.metadata.uid: p for p in pods}
 
         def done(uid: str) -> bool:
             pod = by_uid.get(uid)
-            return pod is None or not has_tracking_finalizer(pod) or uid in self._released or uid in released
+            return pod is None or not has_tracking_finalizer(pod) or uid in released
 
         for field in ("succeeded", "failed"):
             pending = getattr(uncounted, field)
@@ -288,7 +327,14 @@ class JobController(Controller):
             return True
 
         try:
-            await update_fresh(self.client, core_pb2.Pod, pod.metadata.name, pod.metadata.namespace, change)
+            # The cached pod is usually current (its last write was the kubelet's, which brought us
+            # here): one update instead of a read and an update; a Conflict reads it afresh.
+            cached = copy(pod)
+            if change(cached):
+                await self.client.update(cached)
+        except Conflict:
+            with contextlib.suppress(NotFound):
+                await update_fresh(self.client, core_pb2.Pod, pod.metadata.name, pod.metadata.namespace, change)
         except NotFound:
             pass
         self._released.add(pod.metadata.uid)
@@ -302,20 +348,22 @@ class JobController(Controller):
     # ---------------------------------------------------------------- converging
 
     async def _converge(self, key: str, job: batch_pb2.Job, status: batch_pb2.JobStatus, pods: list[core_pb2.Pod],
-                        satisfied: bool) -> None:
-        """Run, suspend or finish the Job, then write `status` (counts, conditions, times) once."""
+                        satisfied: bool, early: tuple[int, list[core_pb2.Pod]] | None = None) -> None:
+        """Run, suspend or finish the Job, then write `status` (counts, conditions, times) once.
+
+        `early` is what _manage_early already created and deleted in this sync."""
         now = self.clock()
-        active = [p for p in pods if podutil.is_active(p)]
+        created, removed = early or (0, [])
+        deleted_early = {p.metadata.uid for p in removed}
+        active = [p for p in pods if podutil.is_active(p) and p.metadata.uid not in deleted_early]
         terminating = [p for p in pods if is_terminating(p)]
-        removed: list[core_pb2.Pod] = []
-        created = 0
         finished = jobutil.finished_condition(job)
         if finished is not None or job.metadata.HasField("deletion_timestamp"):
             pass  # nothing more to run; the finalizers went in _count_finished
         elif jobutil.condition(job, FAILURE_TARGET) or jobutil.condition(job, SUCCESS_CRITERIA_MET) or \
                 self._reached_an_end(job, status, active, now):
-            removed = await self._delete_pods(key, job, active)
-            self._finish(job, status, bool(active) or bool(terminating), now)
+            removed = removed + await self._delete_pods(key, job, active)
+            self._finish(job, status, bool(active) or bool(terminating) or created > 0, now)
         elif job.spec.suspend:
             removed = await self._delete_pods(key, job, active)
             if jobutil.set_condition(status, SUSPENDED, "True", "JobSuspended", "Job suspended", now):
@@ -331,7 +379,7 @@ class JobController(Controller):
             if job.spec.HasField("active_deadline_seconds"):
                 started = status.start_time.ToNanoseconds() / 1e9
                 self.queue.add_after(key, max(0.0, started + job.spec.active_deadline_seconds - now) + 0.05)
-            if satisfied:
+            if satisfied and early is None:
                 created, removed = await self._manage_pods(key, job, status, active, now)
         gone = {p.metadata.uid for p in removed}
         still_active = [p for p in active if p.metadata.uid not in gone]
