@@ -8,7 +8,9 @@
   Running and Ready (with a pod IP) through the status subresource, and
   finishes graceful deletions (delete with grace 0) as a kubelet does once
   the containers have stopped;
-- a trivial *scheduler*: binds pending pods round-robin to its live nodes;
+- a trivial *scheduler*: binds pending pods round-robin to its live nodes
+  (unless made with `bind=False`, which leaves placement to the real
+  scheduler, as DaemonSet pods and any benchmark of the whole path need);
 - *finishing* pods, for Jobs: a pod annotated `hollow.flotilla.dev/exit-code`
   ends `hollow.flotilla.dev/run-seconds` (default 0) after it started, its
   container terminated with that code: Succeeded for 0, else Failed (with
@@ -49,9 +51,10 @@ class HollowCluster(Controller):
     name = "hollow"
 
     def __init__(self, client: Client, namespaces: Iterable[str], *, nodes: int = 3, prefix: str = "hollow",
-                 lease_interval: float = 0.5, workers: int = 16) -> None:
+                 lease_interval: float = 0.5, workers: int = 16, bind: bool = True) -> None:
         super().__init__(client, workers=workers)
         self.namespaces = list(namespaces)
+        self.bind = bind
         self.node_names = [f"{prefix}-{i}" for i in range(nodes)]
         self.dead: set[str] = set()
         # Pods running one of these images never become ready (a broken release, for rollout tests).
@@ -153,7 +156,7 @@ class HollowCluster(Controller):
             return
         node = pod.spec.node_name
         if not node:
-            if pod.metadata.HasField("deletion_timestamp") or len(self.dead) == len(self.node_names):
+            if not self.bind or pod.metadata.HasField("deletion_timestamp") or len(self.dead) == len(self.node_names):
                 return
             target = next(self._next_node)
             while target in self.dead:
