@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonpath_ng import parse as parse_path
+from jsonpath_ng.ext import parse as parse_path  # ext: kubectl's filters, [?(@.type=="Ready")]
 
 
 class TemplateError(ValueError):

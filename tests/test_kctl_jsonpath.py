@@ -52,3 +52,9 @@ def test_get_prints_a_field_of_a_pod_and_of_a_list(kctl: Kctl, ns: str, tmp_path
     assert bad.exit_code != 0 and "unclosed action" in bad.output, bad.output
     unknown = kctl("get", "pods", "-n", ns, "-o", "yml")
     assert unknown.exit_code != 0 and "'yml' is not one of" in unknown.output, unknown.output
+
+
+def test_filters_select_list_items_as_kubectl_does() -> None:
+    # `kubectl get pod x -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}'`: a common one-liner.
+    pod = {"status": {"conditions": [{"type": "Initialized", "status": "True"}, {"type": "Ready", "status": "False"}]}}
+    assert jsonpath.render('{.status.conditions[?(@.type=="Ready")].status}', pod) == "False"
