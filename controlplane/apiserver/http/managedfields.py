@@ -172,8 +172,8 @@ def _changed_members(kind: kinds.Kind, subresource: str, old: Message, new: Mess
 
     Equal fields have equal members, which no comparison would report: only the rest
     is converted to JSON and walked. Non-empty messages on both sides are descended
-    into field by field; anything else is walked whole from its JSON (each side's,
-    made at most once per message).
+    into field by field; anything else (a map, a list, a scalar, a message on one side
+    or empty) is converted alone and walked whole.
     """
     desc = new.DESCRIPTOR
     old_fields, new_fields = dict(old.ListFields()), dict(new.ListFields())
