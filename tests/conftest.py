@@ -44,6 +44,16 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
     server.process.stop()
 
 
+@pytest.fixture(scope="module")
+def own_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    """An etcd for one module's apiservers that run as a cluster's do — with encryption at rest under a key of
+    their own: Secrets they seal would be unreadable to every other apiserver sharing the session's etcd."""
+    base: Path = tmp_path_factory.mktemp("own-etcd")
+    server = start_etcd(base / "data", log_dir=base)
+    yield server
+    server.process.stop()
+
+
 @pytest.fixture(scope="session")
 def http_port() -> int:
     """The apiserver's plaintext Kubernetes HTTP API port (`--http-listen`)."""

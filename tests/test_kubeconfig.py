@@ -244,9 +244,9 @@ def test_real_kubectl_reads_and_rewrites_the_file_and_kctl_still_reads_it(tmp_pa
 
 
 @pytest.fixture
-def tls_apiserver(etcd: Etcd, tmp_path: Path) -> Iterator[components.ClusterPlan]:
+def tls_apiserver(own_etcd: Etcd, tmp_path: Path) -> Iterator[components.ClusterPlan]:
     plan = make_plan(tmp_path / "config", master="127.0.0.1", api_port=free_port(), token_port=free_port(),
-                     grpc_port=free_port(), etcd_url=etcd.url)
+                     grpc_port=free_port(), etcd_url=own_etcd.url)
     components.bundle(plan).write(plan.config_dir)
     proc = Process("apiserver", components.apiserver_argv(plan), tmp_path / "apiserver.log")
     proc.start()

@@ -159,10 +159,10 @@ def test_a_bad_plan_is_refused_with_what_is_wrong(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- against a running apiserver
 
 @pytest.fixture(scope="module")
-def tls_cluster(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[components.ClusterPlan]:
+def tls_cluster(own_etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[components.ClusterPlan]:
     folder: Path = tmp_path_factory.mktemp("components")
     plan = make_plan(folder, master="127.0.0.1", api_port=free_port(), token_port=free_port(),
-                     grpc_port=free_port(), etcd_url=etcd.url)
+                     grpc_port=free_port(), etcd_url=own_etcd.url)
     components.bundle(plan).write(folder)
     proc = Process("apiserver", components.apiserver_argv(plan), folder / "apiserver.log")
     proc.start()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 
 import pytest
 
@@ -53,8 +52,7 @@ async def test_each_load_balancer_gets_its_own_address_and_freed_ones_are_reused
         svc = core_pb2.Service(api_version="v1", kind="Service")
         svc.metadata.name, svc.metadata.namespace = name, namespace
         svc.spec.type = "LoadBalancer"
-        svc.spec.cluster_ip = f"10.96.{random.randint(200, 250)}.{random.randint(1, 254)}"
-        svc.spec.ports.add(port=80, protocol="TCP", node_port=random.randint(30000, 32767))
+        svc.spec.ports.add(port=80, protocol="TCP")  # clusterIP and nodePort: the apiserver allocates them
         await client.create(svc)
 
     controller = LoadBalancerController(client, parse_pool(POOL), namespace=namespace)
