@@ -256,8 +256,10 @@ async def test_parallel_creates_every_pod_at_once_and_delete_retention_removes_c
 
     # whenScaled Delete: the claims of the pods scaled away go with them.
     await mutate(client, apps_pb2.StatefulSet, "db", namespace, scale(1))
+    # Pod deleted → the garbage collector deletes its claims → pvc-protection lets them go: three hops,
+    # each a watch away, which a loaded 2-core box can stretch well past the usual 20 s.
     await eventually(lambda: _claims_when(client, namespace, 1, live_only=False), "the scaled-away claims deleted",
-                     30)
+                     60)
     assert sorted(await claims(client, namespace)) == ["www-db-0"]
     assert sorted(await pods_by_name(client, namespace, "db")) == ["db-0"]
 
