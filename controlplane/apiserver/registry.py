@@ -217,8 +217,8 @@ class Registry:
     # ---------------------------------------------------------------- list
 
     async def list(self, kind: kinds.Kind, namespace: str, label_selector: str = "",
-                   field_selector: str = "", limit: int = 0, continue_token: str = ""
-                   ) -> tuple[list[bytes], int, str, int]:
+                   field_selector: str = "", limit: int = 0, continue_token: str = "", *,
+                   skip_unreadable: bool = False) -> tuple[list[bytes], int, str, int]:
         """(encoded items, revision, continue token, remaining count) for one page.
 
         Items come back encoded: a list is the apiserver's biggest job, and the
@@ -241,7 +241,8 @@ class Registry:
         chunk = min(max(limit, 500), 10_000) if limit else 0
         while True:
             try:
-                page = await self.storage.range(start, end, limit=chunk, revision=revision)
+                page = await self.storage.range(start, end, limit=chunk, revision=revision,
+                                                skip_unreadable=skip_unreadable)
             except Gone:
                 raise Gone("The provided continue parameter is too old to display a consistent list "
                            "result. You can start a new list without the continue parameter.") from None
@@ -604,7 +605,9 @@ class Registry:
         """
         while True:
             try:
-                items, revision, _, _ = await self.list(kind, "")
+                # A Secret sealed under a key this apiserver lacks must not keep its own caches (bootstrap
+                # tokens, RBAC, admission policy) from filling, nor the apiserver from starting.
+                items, revision, _, _ = await self.list(kind, "", skip_unreadable=True)
                 on_reset()
                 for raw in items:
                     on_event("ADDED", _parse(kind, raw))

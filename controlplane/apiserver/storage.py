@@ -201,11 +201,23 @@ class Storage:
         kv = reply.kvs[0]
         return Stored(kv.key, self._open(kv.key, kv.value), kv.mod_revision)
 
-    async def range(self, start: bytes, end: bytes, *, limit: int = 0, revision: int = 0) -> RangePage:
-        """Keys in [start, end) at `revision` (0: now), at most `limit` of them."""
+    async def range(self, start: bytes, end: bytes, *, limit: int = 0, revision: int = 0,
+                    skip_unreadable: bool = False) -> RangePage:
+        """Keys in [start, end) at `revision` (0: now), at most `limit` of them.
+
+        A value no configured key opens fails the whole range (a 500, as Kubernetes answers a list), unless
+        `skip_unreadable`: the apiserver's own caches leave such a value out, logged, rather than never fill.
+        """
         reply = await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
             key=start, range_end=end, limit=limit, revision=revision)))
-        items = [Stored(kv.key, self._open(kv.key, kv.value), kv.mod_revision) for kv in reply.kvs]
+        items = []
+        for kv in reply.kvs:
+            try:
+                items.append(Stored(kv.key, self._open(kv.key, kv.value), kv.mod_revision))
+            except TransformError as exc:
+                if not skip_unreadable:
+                    raise
+                log.error("left out of the apiserver's own cache: %s", exc)
         return RangePage(items, bool(reply.more), int(reply.header.revision), int(reply.count))
 
     async def count(self, prefix: bytes) -> int:
