@@ -32,14 +32,15 @@ import time
 from collections.abc import Iterator
 
 from client import Client, InformerFactory, key_of
-from client.controller import Controller, MutationCache, copy
+from client.controller import Controller, copy
 from client.events import NORMAL, WARNING, EventRecorder
 from controlplane.controllers import daemonutil, history, podutil
 from controlplane.controllers.expectations import Expectations, _Expected
 from controlplane.controllers.replicaset import slow_start
+from controlplane.controllers.revisions import ControllerHistory
 from controlplane.scheduler.nodeinfo import PodInfo
 from proto import apps_pb2, core_pb2, selectors
-from proto.errors import AlreadyExists, ApiError, Conflict, NamespaceTerminating, NotFound
+from proto.errors import ApiError, Conflict, NamespaceTerminating, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class DaemonSetController(Controller):
         self.nodes = factory.informer(core_pb2.Node)
         self.informers = [self.daemonsets, self.revisions, self.pods, self.nodes]
         # Revisions we just wrote, until the informer shows them (no second create or renumbering).
-        self.written = MutationCache()
+        self.history = ControllerHistory(client, self.revisions)  # the revisions' side, shared with StatefulSets
         self.daemonsets.add_handler(on_add=self._enqueue, on_update=lambda _o, n: self._enqueue(n),
                                     on_delete=self._ds_deleted)
         self.revisions.add_handler(on_add=self._revision_changed, on_update=lambda _o, n: self._revision_changed(n),
@@ -111,7 +112,7 @@ class DaemonSetController(Controller):
             self._enqueue_matching(cr)
 
     def _revision_deleted(self, cr: apps_pb2.ControllerRevision) -> None:
-        self.written.forget(cr)
+        self.history.written.forget(cr)
         self._revision_changed(cr)
 
     def _pod_added(self, pod: core_pb2.Pod) -> None:
@@ -170,7 +171,7 @@ class DaemonSetController(Controller):
                                 "A non-empty selector is required.")
             return
         try:
-            current, old = await self._construct_history(ds, selector)
+            current, old = await self.history.record(ds, selector)
         except NotFound:
             return  # the DaemonSet went away mid-sync
         template_hash = history.hash_of(current)
@@ -194,79 +195,12 @@ class DaemonSetController(Controller):
 
     # ---------------------------------------------------------------- history
 
-    def _owned_revisions(self, ds: apps_pb2.DaemonSet) -> list[apps_pb2.ControllerRevision]:
-        namespace = ds.metadata.namespace
-        return [cr for cr in self.written.merge(self.revisions.store.list_by_namespace(namespace), namespace)
-                if (ref := podutil.controller_ref(cr)) is not None and ref.uid == ds.metadata.uid]
-
-    async def _construct_history(self, ds: apps_pb2.DaemonSet, selector: selectors.LabelSelector
-                                 ) -> tuple[apps_pb2.ControllerRevision, list[apps_pb2.ControllerRevision]]:
-        """(the revision of the current template, the older ones), writing what must change."""
-        await self._adopt_revisions(ds, selector)
-        revisions = self._owned_revisions(ds)
-        current = [cr for cr in revisions if history.matches(cr, ds.spec.template)]
-        old = [cr for cr in revisions if not history.matches(cr, ds.spec.template)]
-        next_revision = history.max_revision(old) + 1
-        if not current:
-            return await self._snapshot(ds, next_revision), old
-        # Several revisions of one template (a lost race): keep the newest, delete the rest.
-        current.sort(key=lambda cr: cr.revision, reverse=True)
-        keep = current[0]
-        for extra in current[1:]:
-            await self._delete_revision(extra)
-        if keep.revision < next_revision:
-            # A rollback to an old template: its revision becomes the newest.
-            renumbered = copy(keep)
-            renumbered.revision = next_revision
-            keep = await self.client.update(renumbered)
-            self.written.remember(keep)
-        return keep, old
-
-    async def _adopt_revisions(self, ds: apps_pb2.DaemonSet, selector: selectors.LabelSelector) -> None:
-        for cr in self.revisions.store.list_by_namespace(ds.metadata.namespace):
-            if podutil.controller_ref(cr) is None and selector.matches(cr.metadata.labels) \
-                    and not cr.metadata.HasField("deletion_timestamp"):
-                adopted = copy(cr)
-                podutil.set_controller(adopted, ds)
-                try:
-                    self.written.remember(await self.client.update(adopted))
-                except (Conflict, NotFound):
-                    continue
-
-    async def _snapshot(self, ds: apps_pb2.DaemonSet, revision: int) -> apps_pb2.ControllerRevision:
-        collision_count = ds.status.collision_count
-        cr = history.new_revision(ds, ds.spec.template, revision, collision_count)
-        try:
-            created = await self.client.create(cr)
-        except AlreadyExists:
-            existing = await self.client.get(apps_pb2.ControllerRevision, cr.metadata.name, cr.metadata.namespace)
-            ref = podutil.controller_ref(existing)
-            if ref is not None and ref.uid == ds.metadata.uid and history.matches(existing, ds.spec.template):
-                self.written.remember(existing)
-                return existing  # ours, from a sync our cache has not caught up with
-            # Another template (or owner) has this name: hash again with the collision count bumped.
-            fresh = await self.client.get(apps_pb2.DaemonSet, ds.metadata.name, ds.metadata.namespace)
-            if fresh.status.collision_count == collision_count:
-                fresh.status.collision_count = collision_count + 1
-                await self.client.update_status(fresh)
-            raise Conflict(f'hash collision for ControllerRevision "{cr.metadata.name}"; retrying') from None
-        self.written.remember(created)
-        return created
-
-    async def _delete_revision(self, cr: apps_pb2.ControllerRevision) -> None:
-        try:
-            await self.client.delete(apps_pb2.ControllerRevision, cr.metadata.name, cr.metadata.namespace,
-                                     uid=cr.metadata.uid)
-        except (NotFound, Conflict):
-            pass
-        self.written.forget(cr)
-
     async def _cleanup_history(self, ds: apps_pb2.DaemonSet, old: list[apps_pb2.ControllerRevision],
                                node_pods: dict[str, list[core_pb2.Pod]]) -> None:
         limit = ds.spec.revision_history_limit if ds.spec.HasField("revision_history_limit") else 10
         live = {history.hash_of(p) for pods in node_pods.values() for p in pods}
         for cr in history.to_delete(old, limit, live):
-            await self._delete_revision(cr)
+            await self.history.delete(cr)
 
     # ---------------------------------------------------------------- pods
 
