@@ -2,7 +2,7 @@
 
 For each DaemonSet a sync, as Kubernetes' pkg/controller/daemon:
 
-1. records the template as a ControllerRevision (history.py): the current one
+1. records the template as a ControllerRevision (revisions.py, history.py): the current one
    gets the highest revision number (an existing one is renumbered on rollback),
    and its hash is the `controller-revision-hash` label of the pods it makes;
 2. claims its pods (adopts matching orphans, releases pods that stopped
