@@ -91,18 +91,12 @@ class DaemonSetController(Controller):
         self.queue.add(key_of(ds))
 
     def _owner_key(self, obj: core_pb2.Pod | apps_pb2.ControllerRevision) -> str | None:
-        """The key of the DaemonSet controlling `obj`, if the cache has that very one (uid checked)."""
-        ref = podutil.controller_ref(obj)
-        if ref is None or ref.kind != "DaemonSet":
-            return None
-        ds = self.daemonsets.store.get_by_name(obj.metadata.namespace, ref.name)
-        return key_of(ds) if ds is not None and ds.metadata.uid == ref.uid else None
+        return podutil.controller_key(obj, "DaemonSet", self.daemonsets.store)
 
     def _enqueue_matching(self, obj: core_pb2.Pod | apps_pb2.ControllerRevision) -> None:
         """An orphan changed: every DaemonSet that might adopt it takes a look."""
-        for ds in self.daemonsets.store.list_by_namespace(obj.metadata.namespace):
-            if selectors.from_message(ds.spec.selector).matches(obj.metadata.labels):
-                self.queue.add(key_of(ds))
+        for key in podutil.selecting_owners(obj, self.daemonsets.store):
+            self.queue.add(key)
 
     def _revision_changed(self, cr: apps_pb2.ControllerRevision) -> None:
         owner = self._owner_key(cr)

@@ -75,20 +75,15 @@ class DeploymentController(Controller):
         self.queue.add(key_of(d))
 
     def _owner_key(self, rs: apps_pb2.ReplicaSet) -> str | None:
-        ref = podutil.controller_ref(rs)
-        if ref is None or ref.kind != "Deployment":
-            return None
-        d = self.deployments.store.get_by_name(rs.metadata.namespace, ref.name)
-        return key_of(d) if d is not None and d.metadata.uid == ref.uid else None
+        return podutil.controller_key(rs, "Deployment", self.deployments.store)
 
     def _rs_changed(self, rs: apps_pb2.ReplicaSet) -> None:
         owner = self._owner_key(rs)
         if owner is not None:
             self.queue.add(owner)
         elif podutil.controller_ref(rs) is None:
-            for d in self.deployments.store.list_by_namespace(rs.metadata.namespace):
-                if selectors.from_message(d.spec.selector).matches(rs.metadata.labels):
-                    self.queue.add(key_of(d))
+            for key in podutil.selecting_owners(rs, self.deployments.store):
+                self.queue.add(key)
 
     def _rs_deleted(self, rs: apps_pb2.ReplicaSet) -> None:
         self.written.forget(rs)

@@ -105,14 +105,7 @@ class JobController(Controller):
                 self.queue.add(ORPHAN + key_of(pod))
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
-        """The key of the Job controlling `pod`, if the cache has that very Job (uid checked)."""
-        ref = podutil.controller_ref(pod)
-        if ref is None or ref.kind != "Job":
-            return None
-        job = self.jobs.store.get_by_name(pod.metadata.namespace, ref.name)
-        if job is None or job.metadata.uid != ref.uid:
-            return None
-        return key_of(job)
+        return podutil.controller_key(pod, "Job", self.jobs.store)
 
     def _pod_changed(self, pod: core_pb2.Pod) -> str | None:
         if not has_tracking_finalizer(pod):

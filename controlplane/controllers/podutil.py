@@ -12,9 +12,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from client import Client
+from client import Client, Store, key_of
 from client.controller import copy
-from proto import core_pb2, kinds, meta_pb2
+from proto import core_pb2, kinds, meta_pb2, selectors
 from proto.errors import Conflict, NotFound
 
 
@@ -52,6 +52,23 @@ def controller_ref(obj: Message) -> meta_pb2.OwnerReference | None:
         if ref.HasField("controller") and ref.controller:
             return ref
     return None
+
+
+def controller_key(obj: Message, kind: str, owners: Store[Any]) -> str | None:
+    """The key of the `kind` controlling `obj`, if `owners` caches that very one (uid checked): Kubernetes'
+    resolveControllerRef — a controller of the same name made anew is not the one that owns `obj`."""
+    ref = controller_ref(obj)
+    if ref is None or ref.kind != kind:
+        return None
+    owner = owners.get_by_name(getattr(obj, "metadata").namespace, ref.name)  # noqa: B009
+    return key_of(owner) if owner is not None and owner.metadata.uid == ref.uid else None
+
+
+def selecting_owners(obj: Message, owners: Store[Any]) -> list[str]:
+    """Keys of the owners in `obj`'s namespace whose selector matches its labels: who might adopt an orphan."""
+    meta: Any = getattr(obj, "metadata")  # noqa: B009
+    return [key_of(owner) for owner in owners.list_by_namespace(meta.namespace)
+            if selectors.from_message(owner.spec.selector).matches(meta.labels)]
 
 
 def owner_reference(owner: Message) -> meta_pb2.OwnerReference:

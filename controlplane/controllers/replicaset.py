@@ -58,20 +58,12 @@ class ReplicaSetController(Controller):
         self.queue.add(key_of(rs))
 
     def _owner_key(self, pod: core_pb2.Pod) -> str | None:
-        """The key of the ReplicaSet controlling `pod`, if it is one we know (uid checked)."""
-        ref = podutil.controller_ref(pod)
-        if ref is None or ref.kind != "ReplicaSet":
-            return None
-        rs = self.replicasets.store.get_by_name(pod.metadata.namespace, ref.name)
-        if rs is None or rs.metadata.uid != ref.uid:
-            return None
-        return key_of(rs)
+        return podutil.controller_key(pod, "ReplicaSet", self.replicasets.store)
 
     def _enqueue_matching(self, pod: core_pb2.Pod) -> None:
         """An orphan changed: every ReplicaSet that might adopt it takes a look."""
-        for rs in self.replicasets.store.list_by_namespace(pod.metadata.namespace):
-            if selectors.from_message(rs.spec.selector).matches(pod.metadata.labels):
-                self.queue.add(key_of(rs))
+        for key in podutil.selecting_owners(pod, self.replicasets.store):
+            self.queue.add(key)
 
     def _pod_added(self, pod: core_pb2.Pod) -> None:
         if pod.metadata.HasField("deletion_timestamp"):

@@ -81,18 +81,12 @@ class StatefulSetController(Controller):
         self.queue.add(key_of(sts))
 
     def _owner_key(self, obj: core_pb2.Pod | apps_pb2.ControllerRevision) -> str | None:
-        """The key of the StatefulSet controlling `obj`, if the cache has that very one (uid checked)."""
-        ref = podutil.controller_ref(obj)
-        if ref is None or ref.kind != "StatefulSet":
-            return None
-        sts = self.sets.store.get_by_name(obj.metadata.namespace, ref.name)
-        return key_of(sts) if sts is not None and sts.metadata.uid == ref.uid else None
+        return podutil.controller_key(obj, "StatefulSet", self.sets.store)
 
     def _enqueue_matching(self, obj: core_pb2.Pod | apps_pb2.ControllerRevision) -> None:
         """An orphan changed: every StatefulSet that might adopt it takes a look."""
-        for sts in self.sets.store.list_by_namespace(obj.metadata.namespace):
-            if selectors.from_message(sts.spec.selector).matches(obj.metadata.labels):
-                self.queue.add(key_of(sts))
+        for key in podutil.selecting_owners(obj, self.sets.store):
+            self.queue.add(key)
 
     def _pod_changed(self, pod: core_pb2.Pod) -> None:
         owner = self._owner_key(pod)
