@@ -81,9 +81,8 @@ class EndpointsController(Controller):
     def _enqueue(self, svc: core_pb2.Service) -> None:
         self.queue.add(key_of(svc))
 
-    def _services_for(self, pod: core_pb2.Pod) -> list[str]:
-        return [key_of(svc) for svc in self.services.store.list_by_namespace(pod.metadata.namespace)
-                if svc.spec.selector and selectors.from_match_labels(svc.spec.selector).matches(pod.metadata.labels)]
+    def _services_for(self, pod: core_pb2.Pod) -> set[str]:
+        return podutil.selecting_services(pod, self.services.store)
 
     def _pod_changed(self, pod: core_pb2.Pod) -> None:
         for key in self._services_for(pod):
@@ -92,7 +91,7 @@ class EndpointsController(Controller):
     def _pod_updated(self, old: core_pb2.Pod, new: core_pb2.Pod) -> None:
         if old.metadata.resource_version == new.metadata.resource_version:
             return
-        for key in {*self._services_for(old), *self._services_for(new)}:
+        for key in self._services_for(old) | self._services_for(new):
             self.queue.add(key)
 
     def _endpoints_deleted(self, ep: core_pb2.Endpoints) -> None:

@@ -407,8 +407,7 @@ class EndpointSliceController(Controller):
         self.queue.add(key_of(svc))
 
     def _services_for(self, pod: core_pb2.Pod) -> set[str]:
-        return {key_of(svc) for svc in self.services.store.list_by_namespace(pod.metadata.namespace)
-                if svc.spec.selector and selectors.from_match_labels(svc.spec.selector).matches(pod.metadata.labels)}
+        return podutil.selecting_services(pod, self.services.store)
 
     def _pod_changed(self, pod: core_pb2.Pod) -> None:
         for key in self._services_for(pod):

@@ -71,6 +71,12 @@ def selecting_owners(obj: Message, owners: Store[Any]) -> list[str]:
             if selectors.from_message(owner.spec.selector).matches(meta.labels)]
 
 
+def selecting_services(pod: core_pb2.Pod, services: Store[core_pb2.Service]) -> set[str]:
+    """Keys of the Services (with a selector) in the pod's namespace that select it: whose endpoints it is."""
+    return {key_of(svc) for svc in services.list_by_namespace(pod.metadata.namespace)
+            if svc.spec.selector and selectors.from_match_labels(svc.spec.selector).matches(pod.metadata.labels)}
+
+
 def owner_reference(owner: Message) -> meta_pb2.OwnerReference:
     """A controller reference to `owner`, blocking its foreground deletion until the dependent is gone."""
     kind = kinds.for_message(owner)
