@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -42,8 +41,8 @@ from proto.wellknown import TAINT_CONTROL_PLANE
 from provision.processes import ApiServer
 from tests.controllers_support import ControllerManager, eventually, mutate
 from tests.controllers_support import controller_manager_fixture as controller_manager_fixture
+from tests.kubectl_support import kubectl
 
-KUBECTL = "/usr/bin/kubectl"
 POOL = "daemonsets.flotilla.dev/pool"  # each test's nodes carry its namespace here
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
@@ -446,13 +445,6 @@ def test_daemon_pods_go_where_selector_affinity_and_taints_allow() -> None:
 # ---------------------------------------------------------------- kctl and real kubectl
 
 
-def kubectl(http_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not shutil.which(KUBECTL):
-        pytest.skip(f"{KUBECTL} is not installed on this machine")
-    config = tmp_path / "kubeconfig"
-    config.write_text("apiVersion: v1\nkind: Config\n")
-    return subprocess.run([KUBECTL, "--kubeconfig", str(config), "--server", http_url, "--cache-dir",
-                           str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=60)
 
 
 async def until_rolled_out(client: Client, namespace: str, name: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,8 +41,8 @@ from provision.processes import ApiServer
 from tests.controllers_support import controller_manager_fixture as controller_manager_fixture
 from tests.controllers_support import deployment, eventually, live_pods, ready
 from tests.controllers_support import hollow_fixture as hollow_fixture
+from tests.kubectl_support import KUBECTL, kubectl
 
-KUBECTL = "/usr/bin/kubectl"
 VIOLATION = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
@@ -339,13 +338,6 @@ async def test_drain_evicts_one_pod_at_a_time_under_min_available_2(
     assert all(p.spec.node_name != node for p in pods)
 
 
-def kubectl(http_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not shutil.which(KUBECTL):
-        pytest.skip(f"{KUBECTL} is not installed on this machine")
-    config = tmp_path / "kubeconfig"
-    config.write_text("apiVersion: v1\nkind: Config\n")
-    return subprocess.run([KUBECTL, "--kubeconfig", str(config), "--server", http_url, "--cache-dir",
-                           str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=120)
 
 
 async def test_kubectl_drain_over_http_honours_the_budget(client: Client, namespace: str, hollow: HollowCluster,
@@ -355,7 +347,7 @@ async def test_kubectl_drain_over_http_honours_the_budget(client: Client, namesp
     node = await deploy_on_one_node(client, hollow, namespace, 2)
     await client.create(budget("web", namespace, min_available="1"))
     await settled_status(client, "web", namespace, allowed=1)
-    drained = await asyncio.to_thread(kubectl, http_url, tmp_path, "drain", node, "--timeout=90s")
+    drained = await asyncio.to_thread(kubectl, http_url, tmp_path, "drain", node, "--timeout=90s", timeout=120)
     assert drained.returncode == 0, drained.stderr
     assert f"node/{node} cordoned" in drained.stdout and f"node/{node} drained" in drained.stdout
     # kubectl's own retry line around the apiserver's 429.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -38,8 +37,8 @@ from proto.wellknown import ENDPOINTSLICE_CONTROLLER_NAME, LABEL_MANAGED_BY, LAB
 from provision.processes import ApiServer, Process
 from tests.controllers_support import TEST_FLAGS, ControllerManager, eventually, mutate, ready
 from tests.controllers_support import hollow_fixture as hollow_fixture
+from tests.kubectl_support import kubectl
 
-KUBECTL = "/usr/bin/kubectl"
 UNREADY_IMAGE = "hold/unready:1"  # the hollow kubelets never run these pods: the test writes their status
 HOLD = "flotilla.dev/test-hold"  # a finalizer keeping a deleted pod terminating
 
@@ -367,13 +366,6 @@ def test_default_roles_read_endpointslices(user: UserInfo, verb: str, allowed: b
 # ---------------------------------------------------------------- real kubectl over HTTP
 
 
-def kubectl(http_url: str, tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    if not shutil.which(KUBECTL):
-        pytest.skip(f"{KUBECTL} is not installed on this machine")
-    config = tmp_path / "kubeconfig"
-    config.write_text("apiVersion: v1\nkind: Config\n")
-    return subprocess.run([KUBECTL, "--kubeconfig", str(config), "--server", http_url, "--cache-dir",
-                           str(tmp_path / "cache"), *args], input=stdin, capture_output=True, text=True, timeout=60)
 
 
 async def test_kubectl_gets_slices_and_describes_the_service_endpoints(

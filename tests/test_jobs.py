@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -40,8 +39,8 @@ from proto.wellknown import ANNOTATION_CRONJOB_INSTANTIATE, FINALIZER_JOB_TRACKI
 from provision.processes import ApiServer, Process
 from tests.controllers_support import TEST_FLAGS, ControllerManager, eventually, mutate
 from tests.controllers_support import hollow_fixture as hollow_fixture
+from tests.kubectl_support import kubectl
 
-KUBECTL = "/usr/bin/kubectl"
 # The CronJob controller runs in the test (its clock is the test's); the rest in the process.
 JOB_FLAGS = ["--job-pod-failure-backoff", "0.2s", "--job-pod-failure-backoff-max", "1s",
              "--controllers", "*,-cronjob"]
@@ -598,13 +597,6 @@ def test_kubectl_create_bodies_decode() -> None:
 # ---------------------------------------------------------------- real kubectl over HTTP
 
 
-def kubectl(http_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not shutil.which(KUBECTL):
-        pytest.skip(f"{KUBECTL} is not installed on this machine")
-    config = tmp_path / "kubeconfig"
-    config.write_text("apiVersion: v1\nkind: Config\n")
-    return subprocess.run([KUBECTL, "--kubeconfig", str(config), "--server", http_url, "--cache-dir",
-                           str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=60)
 
 
 async def test_kubectl_creates_and_lists_jobs_and_cronjobs(http_url: str, namespace: str, tmp_path: Path,

@@ -28,7 +28,7 @@ from proto.errors import Forbidden
 from provision.processes import ApiServer
 from tests.controllers_support import ControllerManager, eventually
 from tests.controllers_support import controller_manager_fixture as controller_manager_fixture
-from tests.test_jobs import kubectl  # real kubectl over HTTP; skips where /usr/bin/kubectl is absent
+from tests.kubectl_support import kubectl
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,8 +39,8 @@ from proto.wellknown import LOCAL_PATH_PROVISIONER
 from provision.processes import ApiServer
 from tests.controllers_support import ControllerManager, eventually, mutate
 from tests.controllers_support import controller_manager_fixture as controller_manager_fixture
+from tests.kubectl_support import kubectl
 
-KUBECTL = "/usr/bin/kubectl"
 POOL = "statefulsets.flotilla.dev/pool"  # each test's nodes carry its namespace here
 BUSYBOX = "registry.k8s.io/busybox:1.36"
 NEVER_READY = "registry.k8s.io/never-ready:1"
@@ -392,13 +391,6 @@ async def test_bad_stateful_sets_are_refused_with_kubernetes_messages(client: Cl
 # ---------------------------------------------------------------- kctl and real kubectl
 
 
-def kubectl(http_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if not shutil.which(KUBECTL):
-        pytest.skip(f"{KUBECTL} is not installed on this machine")
-    config = tmp_path / "kubeconfig"
-    config.write_text("apiVersion: v1\nkind: Config\n")
-    return subprocess.run([KUBECTL, "--kubeconfig", str(config), "--server", http_url, "--cache-dir",
-                           str(tmp_path / "cache"), *args], capture_output=True, text=True, timeout=60)
 
 
 async def test_kctl_and_kubectl_get_scale_and_rollout(client: Client, namespace: str, nodes: StatefulNodes,
