@@ -215,6 +215,46 @@ async def test_scaling_mid_rollout_shares_the_change_out(client: Client, namespa
     assert len([p for p in await live_pods(client, namespace, "app=web") if ready(p)]) == 18
 
 
+async def test_a_scale_that_leaves_the_total_unchanged_does_not_stall_the_rollout(
+        client: Client, namespace: str, hollow: HollowCluster) -> None:
+    # Mid-rollout at 2 old + 1 new pods for replicas=3 (surge 1), `replicas` drops to 2: the
+    # 3 pods are exactly what 2 + surge 1 allows, so nothing is resized, yet both ReplicaSets
+    # must learn the new desired count, or every sync after is a "scaling event" again and
+    # the rollout stops at "1 out of 2 new replicas have been updated" (kubectl's words).
+    d = deployment("web", namespace, replicas=2, max_surge="25%", max_unavailable="25%")
+    d.spec.paused = True
+    d = await client.create(d)
+    for name, image, replicas, revision in (("web-old", "nginx:1.24", 2, "1"), ("web-new", "nginx:1.25", 1, "2")):
+        rs = apps_pb2.ReplicaSet(api_version="apps/v1", kind="ReplicaSet")
+        rs.metadata.name, rs.metadata.namespace = name, namespace
+        rs.spec.template.CopyFrom(d.spec.template)
+        rs.spec.template.spec.containers[0].image = image
+        rs.spec.template.metadata.labels["pod-template-hash"] = name
+        rs.metadata.labels.update(rs.spec.template.metadata.labels)
+        rs.spec.selector.match_labels.update(rs.spec.template.metadata.labels)
+        rs.spec.replicas = replicas
+        rs.metadata.annotations.update({"deployment.kubernetes.io/revision": revision,
+                                        "deployment.kubernetes.io/desired-replicas": "3",
+                                        "deployment.kubernetes.io/max-replicas": "4"})
+        rs.metadata.owner_references.add(api_version="apps/v1", kind="Deployment", name="web",
+                                         uid=d.metadata.uid, controller=True, block_owner_deletion=True)
+        await client.create(rs)
+    await wait_ready_count(client, namespace, "web", 3)
+
+    def resume(dep: apps_pb2.Deployment) -> None:
+        dep.spec.paused = False
+
+    await mutate(client, apps_pb2.Deployment, "web", namespace, resume)
+
+    async def rolled_out() -> bool:
+        got = await client.get(apps_pb2.Deployment, "web", namespace)
+        sizes = {rs.metadata.name: rs.spec.replicas for rs in (await client.list(apps_pb2.ReplicaSet, namespace)).items}
+        return got.status.updated_replicas == 2 and got.status.available_replicas == 2 and sizes == {
+            "web-old": 0, "web-new": 2}
+
+    await eventually(rolled_out, "the rollout to finish at 2 new, 0 old")
+
+
 async def test_min_ready_seconds_delays_availability(client: Client, namespace: str,
                                                      hollow: HollowCluster) -> None:
     d = deployment("web", namespace, replicas=2)

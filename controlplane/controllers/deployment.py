@@ -341,15 +341,21 @@ class DeploymentController(Controller):
         # GetProportion does. Recorded per ReplicaSet, so a sync that failed halfway resumes
         # without scaling the finished ones twice.
         allowed = d.spec.replicas + (max_surge(d) if d.spec.strategy.type != "Recreate" else 0)
+        if d.spec.replicas == 0:
+            allowed = 0
         current = sum(rs.spec.replicas for rs in active)
         to_add = allowed - current
-        if to_add == 0:
-            return all_rss
         # Larger first; ties go to the newer on the way up and the older on the way down.
         active.sort(key=lambda rs: (-rs.spec.replicas, -revision_of(rs) if to_add > 0 else revision_of(rs)))
         targets: list[int] = []
         added = 0
         for rs in active:
+            if to_add == 0:
+                # Nothing to move, but each ReplicaSet is still re-annotated with the new desired
+                # count: a stale annotation would make every later sync a "scaling event" again,
+                # and the rollout would never take its next step.
+                targets.append(rs.spec.replicas)
+                continue
             sized_for = _int_annotation(rs, ANNOTATION_MAX_REPLICAS) or current
             share = round(rs.spec.replicas * allowed / sized_for) - rs.spec.replicas
             share = min(share, to_add - added) if to_add > 0 else max(share, to_add - added)
