@@ -13,7 +13,11 @@ APT_PACKAGES=(etcd-server etcd-client python3-venv python3-dev
   # the proxy: forget the UDP flows of removed endpoints (conntrack -D)
   conntrack
   # the cluster's image registry on the master (provision/images/registry.py)
-  docker-registry)
+  docker-registry
+  # the ingress controller's data path on each node (controlplane/ingress)
+  haproxy
+  # `kctl image build` (full Dockerfiles) and `kctl image load` (archives into the cluster registry)
+  buildah skopeo)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -26,10 +30,13 @@ if ((${#missing[@]})); then
 fi
 # Debian's own docker-registry service would hold port 5000 on every address (with its htpasswd auth);
 # each cluster runs its registry under its supervisor instead (provision/images/registry.py).
-if [ -d /run/systemd/system ] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO systemctl disable --now docker-registry
-fi
+# Debian's haproxy service likewise: each node's ingress runs its own haproxy.
+for service in docker-registry haproxy; do
+  if [ -d /run/systemd/system ] && systemctl is-enabled --quiet "$service" 2>/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO systemctl disable --now "$service"
+  fi
+done
 
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
