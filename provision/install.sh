@@ -14,7 +14,7 @@ APT_PACKAGES=(etcd-server etcd-client python3-venv python3-dev
   conntrack
   # the cluster's image registry on the master (provision/images/registry.py)
   docker-registry
-  # the ingress controller's data path on each node (controlplane/ingress)
+  # the ingress controller's data path on each node (nodeagent/ingress)
   haproxy
   # `kctl image build` (full Dockerfiles) and `kctl image load` (archives into the cluster registry)
   buildah skopeo)
