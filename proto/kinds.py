@@ -28,6 +28,7 @@ from proto import (
     core_pb2,
     discovery_pb2,
     metrics_pb2,
+    networking_pb2,
     policy_pb2,
     rbac_pb2,
     storage_pb2,
@@ -158,6 +159,11 @@ KINDS: tuple[Kind, ...] = (
     # the successor of Endpoints, and what proxies, DNS and ingress controllers read.
     Kind("EndpointSlice", "endpointslices", "endpointslice", "discovery.k8s.io/v1", discovery_pb2.EndpointSlice,
          True, (), has_status=False),
+    # HTTP routing from outside: Ingresses name a class, whose controller (Flotilla's:
+    # nodeagent/ingress, flotilla.dev/ingress-haproxy) serves them and writes their status.
+    Kind("Ingress", "ingresses", "ingress", "networking.k8s.io/v1", networking_pb2.Ingress, True, ("ing",)),
+    Kind("IngressClass", "ingressclasses", "ingressclass", "networking.k8s.io/v1", networking_pb2.IngressClass,
+         False, (), has_status=False),
     Kind("StorageClass", "storageclasses", "storageclass", "storage.k8s.io/v1", storage_pb2.StorageClass, False,
          ("sc",), has_status=False),
     Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),
