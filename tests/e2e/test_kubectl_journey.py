@@ -455,6 +455,83 @@ def test_cordon_and_drain(kubectl: Kubectl) -> None:
     assert kubectl("uncordon", worker) == f"node/{worker} uncordoned\n"
 
 
+STATEFUL = """\
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 2
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+      - name: db
+        image: busybox
+        command: [sh, -c, "mkdir -p /www && echo $(hostname) > /www/index.html && httpd -f -p 80 -h /www"]
+        readinessProbe:
+          tcpSocket: {port: 80}
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 64Mi}}
+"""
+
+
+def test_a_statefulset_keeps_its_names_claims_and_data(kubectl: Kubectl, files: Path) -> None:
+    (files / "db.yaml").write_text(STATEFUL)
+    assert kubectl("apply", "-f", str(files / "db.yaml")) == "service/db created\nstatefulset.apps/db created\n"
+    status = kubectl("rollout", "status", "statefulset/db", "--timeout=90s", timeout=120)
+    assert status.splitlines()[-1] == "partitioned roll out complete: 2 new pods have been updated...", status
+    pods = {p["metadata"]["name"]: p for p in json.loads(kubectl("get", "pods", "-l", "app=db", "-o", "json"))["items"]}
+    assert sorted(pods) == ["db-0", "db-1"]
+    # OrderedReady: db-1 is created only once db-0 is Ready.
+    ready_at = next(c["lastTransitionTime"] for c in pods["db-0"]["status"]["conditions"] if c["type"] == "Ready")
+    assert ready_at <= pods["db-1"]["metadata"]["creationTimestamp"], (ready_at, pods["db-1"]["metadata"])
+    # Each pod has its own claim of the default class, bound.
+    claims = {r["NAME"]: r for r in kubectl.rows("get", "pvc")}
+    assert {n: (c["STATUS"], c["STORAGECLASS"]) for n, c in claims.items() if n.startswith("data-db-")} == {
+        "data-db-0": ("Bound", "standard"), "data-db-1": ("Bound", "standard")}
+
+    # What db-0 writes in its volume survives the pod: it comes back with the same claim on the same node.
+    kubectl("exec", "db-0", "--", "sh", "-c", "echo kept > /data/file")
+    node = pods["db-0"]["spec"]["nodeName"]
+    assert kubectl("delete", "pod", "db-0") == 'pod "db-0" deleted\n'
+
+    def back() -> bool:
+        got = json.loads(kubectl("get", "pods", "-l", "app=db", "-o", "json"))["items"]
+        db0 = next((p for p in got if p["metadata"]["name"] == "db-0"), None)
+        return db0 is not None and db0["metadata"]["uid"] != pods["db-0"]["metadata"]["uid"] and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in db0["status"].get("conditions", []))
+    eventually(back, "db-0 recreated and Ready", timeout=90)
+    assert kubectl("get", "pod", "db-0", "-o", "jsonpath={.spec.nodeName}") == node
+    assert kubectl("exec", "db-0", "--", "cat", "/data/file") == "kept\n"
+
+    # Its stable name resolves from another pod (busybox's nslookup exits 1 on the other search domains).
+    def resolves() -> bool:
+        out = kubectl.run("exec", "db-1", "--", "nslookup", "db-0.db.default.svc.cluster.local").stdout
+        return "Name:\tdb-0.db.default.svc.cluster.local" in out
+    eventually(resolves, "db-0.db resolving from db-1", timeout=30)
+
+    # Scaling down removes db-1 but keeps its claim (retention policy Retain by default).
+    assert kubectl("scale", "statefulset", "db", "--replicas=1") == "statefulset.apps/db scaled\n"
+    eventually(lambda: kubectl("get", "pods", "-l", "app=db", "-o", "name") == "pod/db-0\n", "db-1 gone", timeout=60)
+    assert kubectl("get", "pvc", "data-db-1", "-o", "jsonpath={.status.phase}") == "Bound"
+
+
 # ---------------------------------------------------------------- discovery, access, generators, refusals
 
 
