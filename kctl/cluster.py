@@ -139,9 +139,12 @@ def cluster() -> None:
               help="the Kubernetes API (HTTPS, kubectl's) on the master address; gRPC with bearer tokens on "
                    "the next port, gRPC with client certificates (kctl, the daemons) on the one after")
 @click.option("--etcd-port", default=DEFAULTS.etcd_port, show_default=True, type=int)
+@click.option("--offline/--online", default=None,
+              help="air-gapped: nodes pull images only from the cluster registry, never Docker Hub "
+                   "(default: online, unless $FLOTILLA_OFFLINE=1 or the ssh inventory's `offline: true`)")
 @provider_options
 def up(name: str, workers: int, subnet: str, bridge: str, pod_network: str, api_port: int, etcd_port: int,
-       kind: str, inventory: str | None, vagrant_root: str) -> None:
+       offline: bool | None, kind: str, inventory: str | None, vagrant_root: str) -> None:
     """Start a cluster, wait for its nodes to be Ready, and point kubectl and kctl at it.
 
     The local provider makes it on this machine; --provider ssh bootstraps the machines of an --inventory
@@ -155,7 +158,7 @@ def up(name: str, workers: int, subnet: str, bridge: str, pod_network: str, api_
     try:
         made = _provider(kind, name=name, workers=workers, subnet=subnet, bridge=bridge, pod_network=pod_network,
                          api_port=api_port, etcd_port=etcd_port, inventory=inventory,
-                         vagrant_root=vagrant_root).up(shown)
+                         vagrant_root=vagrant_root, offline=offline).up(shown)
     except ProvisionError as err:
         shown.failed()
         raise click.ClickException(str(err)) from err

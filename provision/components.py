@@ -162,6 +162,10 @@ class ClusterPlan:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
     lb_pool: str = ""
     registry: str = ""
+    # Air-gapped (`kctl cluster up --offline`): docker.io names only from the cluster registry.
+    offline: bool = False
+    # Several masters, each running etcd and the control plane; `master_address` is then the API's virtual IP.
+    ha: bool = False
     kubelet_port: int = DEFAULT_KUBELET_PORT
     python: str = field(default=sys.executable)
 
@@ -271,9 +275,16 @@ def read_ca(root: Path) -> certificates.KeyPair | None:
 def apiserver_names(plan: ClusterPlan) -> list[str]:
     """Every name and address a client may use for the apiserver (its certificate's SANs)."""
     domain = plan.cluster_domain
-    return [plan.master_address, "127.0.0.1", "localhost", plan.kubernetes_service_ip,
-            "kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{domain}",
-            f"{plan.name}-master"]
+    names = [plan.master_address, "127.0.0.1", "localhost", plan.kubernetes_service_ip,
+             "kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{domain}",
+             f"{plan.name}-master"]
+    # Each master's own address too: its VIP announcer and `kctl` (when the VIP moves) may dial it directly.
+    return list(dict.fromkeys([*names, *master_names(plan)]))
+
+
+def master_names(plan: ClusterPlan) -> list[str]:
+    """Every control-plane node's address and name."""
+    return [name for n in plan.nodes if n.control_plane for name in (n.address, n.name)]
 
 
 def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_joined: Collection[str] = (),
@@ -319,7 +330,9 @@ def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_j
 def _etcd_pki(plan: ClusterPlan) -> dict[str, bytes]:
     """etcd's CA, serving and peer pairs (loopback and the master's address), and its two clients."""
     etcd_ca = certificates.create_ca(f"{plan.name}-etcd-ca")
-    names = ["127.0.0.1", "localhost", plan.master_address, f"{plan.name}-master"]
+    # Every member's address and name: one serving and one peer pair serve them all.
+    names = list(dict.fromkeys(["127.0.0.1", "localhost", plan.master_address, f"{plan.name}-master",
+                                *master_names(plan)]))
     pairs = {ETCD_SERVER: certificates.create_serving_cert(etcd_ca, "kube-etcd", names),
              ETCD_PEER: certificates.create_serving_cert(etcd_ca, "kube-etcd-peer", names),
              APISERVER_ETCD_CLIENT: certificates.create_client_cert(etcd_ca, "kube-apiserver-etcd-client"),
@@ -412,10 +425,10 @@ def controller_manager_argv(plan: ClusterPlan) -> list[str]:
     return argv + (["--lb-pool", plan.lb_pool] if plan.lb_pool else [])
 
 
-def dns_argv(plan: ClusterPlan) -> list[str]:
+def dns_argv(plan: ClusterPlan, listen: str = "") -> list[str]:
     # No --upstream: names outside the cluster domain get REFUSED rather than leaving the cluster.
     return [*_module(plan, "controlplane.dns.main"), "--kubeconfig", plan.kubeconfig_path(DNS),
-            "--listen", f"{plan.master_address}:53", "--domain", plan.cluster_domain]
+            "--listen", f"{listen or plan.master_address}:53", "--domain", plan.cluster_domain]
 
 
 def kubelet_settings(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
@@ -432,6 +445,8 @@ def kubelet_settings(plan: ClusterPlan, node: NodePlan) -> dict[str, Any]:
     }
     if plan.registry:
         settings["cluster_registry"] = plan.registry
+    if plan.offline:
+        settings["registry_offline"] = True
     return settings
 
 

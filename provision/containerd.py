@@ -10,12 +10,17 @@ necessary for containerd 1.6 on these machines; each carries its reason.
 Images: with a cluster `registry` (host:port of the master's registry), the
 node pulls over plain HTTP from it: containerd's registry `config_path` holds a
 hosts.toml per registry host, one making `<registry>` itself plain HTTP and one
-making it docker.io's only host (a mirror with pull and resolve), so
-`nginx` = docker.io/library/nginx is fetched from the cluster registry and
-never from the internet; the sandbox (pause) image is pulled from it too.
-Without a registry, docker.io is pointed at a closed local port instead, so an
-image the node lacks fails at once rather than sending a request off the machine
-(the tests and benchmarks import their images with `ctr`).
+for docker.io listing the cluster registry first (a mirror with pull and
+resolve), then Docker Hub's own registry (https://registry-1.docker.io), so
+`nginx` = docker.io/library/nginx comes from the cluster registry when it has
+it and from Docker Hub otherwise; other registries (quay.io, ghcr.io, ...) are
+reached as containerd does by default. `offline` (air-gapped: `kctl cluster up
+--offline`, and always in the test suite) leaves Docker Hub out, so docker.io
+names are fetched *only* from the cluster registry and nothing leaves the
+network. The sandbox (pause) image is pulled from the cluster registry too.
+Without a registry, docker.io is pointed at a closed local port instead
+(offline) so an image the node lacks fails at once rather than sending a
+request off the machine (the tests and benchmarks import their images with `ctr`).
 
 `NodeRuntime.cleanup()` removes everything a node left behind, even after a
 crash (runc state, shims, mounts, cgroups, the CNI bridge): tests rely on it to
@@ -37,6 +42,21 @@ from provision.images.oci import PAUSE_IMAGE, REGISTRY_PAUSE_IMAGE
 from provision.processes import Process, wait_until
 
 CNI_BIN_DIR = "/usr/lib/cni"
+# Where containerd pulls docker.io names from by default (and what an online node's docker.io hosts.toml
+# lists after the cluster registry).
+DOCKER_HUB = "https://registry-1.docker.io"
+
+
+def hosts_toml(urls: list[str], capabilities: str) -> str:
+    """containerd's hosts.toml for one registry name: `urls` tried in order, each with `capabilities`.
+
+    containerd uses only the [host] tables when any exist, in order, going to the next one when a host
+    fails or has not got the image; `server` (the last resort when no table answers) is the last URL,
+    so an offline node's `server` is the cluster registry too, never registry-1.docker.io, which 1.6
+    would otherwise fall back to.
+    """
+    tables = "".join(f'\n[host."{url}"]\n  capabilities = [{capabilities}]\n' for url in urls)
+    return f'server = "{urls[-1]}"\n{tables}'
 
 
 @dataclass
@@ -48,6 +68,9 @@ class NodeRuntime:
     process: Process | None = None
     # host:port of the cluster registry ("" = none: only imported images run).
     registry: str = ""
+    # Air-gapped: docker.io names only from the cluster registry. On unless a cluster's plan says online, so
+    # a node made by hand (tests, benchmarks) never reaches for the internet.
+    offline: bool = True
 
     @property
     def socket(self) -> Path:
@@ -79,16 +102,13 @@ class NodeRuntime:
 
     def registry_hosts(self) -> dict[str, str]:
         """hosts.toml text by registry host: containerd's per-registry settings (its `config_path`)."""
-        # containerd uses only the [host] tables when any exist (without one, 1.6 still falls back to
-        # registry-1.docker.io): `server` alone would not keep docker.io pulls on the machine.
-        def hosts_toml(url: str, capabilities: str) -> str:
-            return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = [{capabilities}]\n'
-
+        pulls = '"pull", "resolve"'
         if not self.registry:
-            return {"docker.io": hosts_toml("http://127.0.0.1:1", '"pull", "resolve"')}
+            return {"docker.io": hosts_toml(["http://127.0.0.1:1"], pulls)} if self.offline else {}
         url = f"http://{self.registry}"
-        return {self.registry: hosts_toml(url, '"pull", "resolve", "push"'),
-                "docker.io": hosts_toml(url, '"pull", "resolve"')}
+        docker_io = [url] if self.offline else [url, DOCKER_HUB]
+        return {self.registry: hosts_toml([url], '"pull", "resolve", "push"'),
+                "docker.io": hosts_toml(docker_io, pulls)}
 
     def write_registry_hosts(self) -> None:
         shutil.rmtree(self.registry_hosts_dir, ignore_errors=True)  # a host dropped from the config goes too

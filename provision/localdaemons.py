@@ -55,7 +55,8 @@ def node(state: ClusterState, info: NodeInfo) -> LocalNode:
         settings["kubeconfig"] = str(kubelet_kubeconfig_path(folder, info.name))
     made = LocalNode(info.name, folder / "nodes" / info.name, state.grpc_server, info.address, info.pod_cidr,
                      settings)
-    made.runtime = ClusterRuntime(info.name, made.base / "containerd", registry=state.registry)
+    made.runtime = ClusterRuntime(info.name, made.base / "containerd", registry=state.registry,
+                                  offline=state.offline)
     return made
 
 

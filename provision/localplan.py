@@ -29,6 +29,8 @@ from provision.provider import Options, ProvisionError, cluster_dir, home
 DEFAULTS = Options()
 DNS_SERVICE_IP = components.DEFAULT_DNS_IP
 FIRST_WORKER_HOST = 101  # workers at .101, .102, ... as in the book's Vagrantfile
+FIRST_MASTER_HOST = 11  # with several masters: .11, .12, ... (the host keeps .1: registry, kctl's side)
+MAX_MASTERS = 7  # etcd's advice: more members only slow every write down
 LB_POOL_HOSTS = (200, 250)
 NODE_CIDR_MASK = 24  # the controller manager's --node-cidr-mask-size (its default): each node's podCIDR
 
@@ -63,14 +65,19 @@ class ClusterState:
     token_address: str = ""
     # gRPC with client certificates ("" in a state.json from before: the port after the token port).
     grpc_address: str = ""
+    # Air-gapped: nodes pull docker.io names only from the cluster registry (provision/containerd.py).
+    offline: bool = False
+    # Several masters (provision/localha.py): the API's virtual IP, announced by one master at a time; "" for
+    # one master, which is the host itself.
+    api_vip: str = ""
 
     def node_infos(self) -> list[NodeInfo]:
         return [NodeInfo(**n) for n in self.nodes]
 
     def links(self) -> list[netns.NodeLink]:
-        """The workers' places on the bridge (the master is the host: no namespace, no veth)."""
+        """The namespace nodes' places on the bridge (a single master is the host: no namespace, no veth)."""
         return [netns.NodeLink(n.name, n.host_veth, n.address, n.pod_cidr) for n in self.node_infos()
-                if not n.control_plane]
+                if n.host_veth]
 
     @property
     def folder(self) -> Path:
@@ -89,12 +96,14 @@ class ClusterState:
     def components_plan(self) -> components.ClusterPlan:
         api_port = int(self.api_address.rpartition(":")[2])
         net = ipaddress.ip_network(self.subnet)
+        # With several masters every client dials the virtual IP: kubeconfigs, certificates and flags name it.
         return components.ClusterPlan(
-            self.name, self.master_address, tuple(n.plan() for n in self.node_infos()), self.pod_network,
+            self.name, self.api_vip or self.master_address, tuple(n.plan() for n in self.node_infos()), self.pod_network,
             self.etcd_url, self.config_dir, api_port=api_port,
             token_port=int(self.token_address.rpartition(":")[2] or api_port + 1),
             grpc_port=int(self.grpc_address.rpartition(":")[2] or api_port + 2), dns_ip=DNS_SERVICE_IP,
-            lb_pool=f"{net[LB_POOL_HOSTS[0]]}-{net[LB_POOL_HOSTS[1]]}", registry=self.registry)
+            lb_pool=f"{net[LB_POOL_HOSTS[0]]}-{net[LB_POOL_HOSTS[1]]}", registry=self.registry,
+            offline=self.offline, ha=bool(self.api_vip))
 
     @property
     def registry(self) -> str:
@@ -109,6 +118,14 @@ class ClusterState:
     def proxy_table(self) -> str:
         """The master proxy's table (family ip): the host's namespace may hold other clusters' masters."""
         return f"flotilla-proxy-{self.name}"
+
+    @property
+    def ha(self) -> bool:
+        """Several masters, each a namespace node behind the API's virtual IP (provision/localha.py)."""
+        return bool(self.api_vip)
+
+    def master_infos(self) -> list[NodeInfo]:
+        return [n for n in self.node_infos() if n.control_plane]
 
     def worker_names(self) -> list[str]:
         return [n.name for n in self.node_infos() if not n.control_plane]
@@ -129,12 +146,24 @@ def worker(cluster: str, bridge: str, subnet: str, number: int, pod_cidr: str) -
                     f"{bridge}-w{number}"[:15])
 
 
-def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str) -> list[NodeInfo]:
-    """The master (the host's bridge address .1, pods 10.244.0.0/24) and the workers (.10i, 10.244.i.0/24)."""
+def master(cluster: str, bridge: str, subnet: str, number: int, pod_cidr: str) -> NodeInfo:
+    """Master `number` of a cluster with several: `<cluster>-master-<number>` at .(10 + number), a namespace
+    like a worker's with its veth `<bridge>-m<number>`."""
+    net = ipaddress.ip_network(subnet)
+    return NodeInfo(f"{cluster}-master-{number}", str(net[FIRST_MASTER_HOST - 1 + number]), pod_cidr,
+                    f"{bridge}-m{number}"[:15], control_plane=True)
+
+
+def plan(name: str, *, workers: int, subnet: str, bridge: str, pod_network: str, masters: int = 1) -> list[NodeInfo]:
+    """The master (the host's bridge address .1, pods 10.244.0.0/24) and the workers (.10i, 10.244.i.0/24);
+    with several masters, master i at .1i in a namespace of its own, the first /24s theirs."""
     net = ipaddress.ip_network(subnet)
     pods = ipaddress.ip_network(pod_network)
     pod_subnets = pods.subnets(new_prefix=NODE_CIDR_MASK)
-    nodes = [NodeInfo(f"{name}-master", str(net[1]), str(next(pod_subnets)), "", control_plane=True)]
+    if masters > 1:
+        nodes = [master(name, bridge, subnet, i, str(next(pod_subnets))) for i in range(1, masters + 1)]
+    else:
+        nodes = [NodeInfo(f"{name}-master", str(net[1]), str(next(pod_subnets)), "", control_plane=True)]
     nodes += [worker(name, bridge, subnet, i, str(next(pod_subnets))) for i in range(1, workers + 1)]
     return nodes
 
@@ -197,14 +226,45 @@ def new_state(options: Options) -> ClusterState:
     """The state of a cluster `options` describe, before anything is made (what `up` saves first)."""
     folder = cluster_dir(options.name)
     master = str(ipaddress.ip_network(options.subnet)[1])
+    if not 1 <= options.masters <= MAX_MASTERS:
+        raise ProvisionError(f"cannot make {options.masters} masters: give --masters 1 to {MAX_MASTERS} (an odd "
+                             "number: etcd's quorum is a majority)")
     nodes = plan(options.name, workers=options.workers, subnet=options.subnet, bridge=options.bridge,
-                 pod_network=options.pod_network)
+                 pod_network=options.pod_network, masters=options.masters)
+    if options.masters > 1:
+        return _ha_state(options, folder, master, nodes)
     # etcd speaks only TLS, with client certificates (provision/components.py makes its PKI).
     return ClusterState(options.name, f"{master}:{options.api_port}", f"https://127.0.0.1:{options.etcd_port}", {},
                         str(folder / "kubeconfig"), options.bridge, options.subnet, master,
                         [asdict(n) for n in nodes], pod_network=options.pod_network,
                         token_address=f"{master}:{options.api_port + 1}",
-                        grpc_address=f"{master}:{options.api_port + 2}")
+                        grpc_address=f"{master}:{options.api_port + 2}", offline=options.offline)
+
+
+def api_vip(options: Options) -> str:
+    """The API's virtual IP: --api-vip, else the subnet's last usable address (past the LoadBalancer pool)."""
+    net = ipaddress.ip_network(options.subnet)
+    vip = options.api_vip or str(net[-2])
+    try:
+        address = ipaddress.ip_address(vip)
+    except ValueError:
+        raise ProvisionError(f"--api-vip {vip} is not an IP address") from None
+    if address not in net or address in (net.network_address, net.broadcast_address, net[1]):
+        raise ProvisionError(f"--api-vip {vip} must be a free host address of the subnet {net} (not .1, the host's)")
+    return vip
+
+
+def _ha_state(options: Options, folder: Path, host: str, nodes: list[NodeInfo]) -> ClusterState:
+    """Several masters: the API at the virtual IP, etcd's first member as the operator's endpoint."""
+    vip = api_vip(options)
+    if any(n.address == vip for n in nodes):
+        raise ProvisionError(f"--api-vip {vip} is a node's address: pick another")
+    first = next(n for n in nodes if n.control_plane)
+    return ClusterState(options.name, f"{vip}:{options.api_port}", f"https://{first.address}:{options.etcd_port}",
+                        {}, str(folder / "kubeconfig"), options.bridge, options.subnet, host,
+                        [asdict(n) for n in nodes], pod_network=options.pod_network,
+                        token_address=f"{vip}:{options.api_port + 1}", grpc_address=f"{vip}:{options.api_port + 2}",
+                        offline=options.offline, api_vip=vip)
 
 
 def load_state(name: str) -> ClusterState | None:

@@ -47,6 +47,12 @@ class ProvisionError(RuntimeError):
     """A cluster could not be made, joined or removed (the message says where and why)."""
 
 
+def offline_default() -> bool:
+    """Whether clusters are air-gapped unless told otherwise: $FLOTILLA_OFFLINE=1 (the test suite sets it, so
+    no test cluster ever pulls from a public registry); online otherwise."""
+    return os.environ.get("FLOTILLA_OFFLINE", "") not in ("", "0", "false", "no")
+
+
 @dataclass(frozen=True)
 class Options:
     """What `kctl cluster` was told; each provider reads the fields that concern it."""
@@ -54,6 +60,10 @@ class Options:
     name: str = "flotilla"
     # local: the nodes' network on this machine (the master is the bridge's .1, workers .101, .102, ...)
     workers: int = 2
+    # local: control-plane nodes; more than one makes each a network namespace with an etcd member, its own
+    # apiserver and the rest, behind one API virtual IP (provision/localha.py)
+    masters: int = 1
+    api_vip: str = ""  # local, --masters > 1: the API's address ("": the subnet's last usable one)
     subnet: str = "192.168.56.0/24"
     bridge: str = "flt0"
     pod_network: str = "10.244.0.0/16"
@@ -63,6 +73,8 @@ class Options:
     inventory: str = ""
     vagrant_root: str = "."
     write_default_config: bool = True
+    # Air-gapped: nodes pull only from the cluster registry (docker.io names included), never from Docker Hub.
+    offline: bool = field(default_factory=offline_default)
 
 
 def home() -> Path:

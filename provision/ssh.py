@@ -5,6 +5,7 @@ The inventory names each machine, how to reach it and what it becomes:
     name: lab                       # cluster name (default: flotilla)
     pod_network: 10.244.0.0/16      # optional
     lb_pool: 192.168.60.200-192.168.60.250   # optional: LoadBalancer addresses
+    offline: true                   # optional: air-gapped (as --offline): images only from the cluster registry
     hosts:
       - name: m-k8s                 # the Node's name
         address: 192.168.60.10      # its InternalIP (and where SSH goes unless ssh_host is set)
@@ -69,6 +70,7 @@ class Inventory:
     hosts: tuple[InventoryHost, ...]
     pod_network: str = cluster.DEFAULT_POD_NETWORK
     lb_pool: str = ""
+    offline: bool = False
 
 
 def parse_inventory(data: Any, *, source: str = "inventory") -> Inventory:
@@ -101,7 +103,8 @@ def parse_inventory(data: Any, *, source: str = "inventory") -> Inventory:
     if len(set(names)) != len(names):
         raise InventoryError(f"{source}: host names must be unique")
     return Inventory(str(data.get("name", "flotilla")), tuple(hosts),
-                     str(data.get("pod_network", cluster.DEFAULT_POD_NETWORK)), str(data.get("lb_pool", "")))
+                     str(data.get("pod_network", cluster.DEFAULT_POD_NETWORK)), str(data.get("lb_pool", "")),
+                     bool(data.get("offline", False)))
 
 
 def load_inventory(path: str | Path) -> Inventory:
@@ -159,13 +162,19 @@ class SSHProvider:
     def plan(self) -> components.ClusterPlan:
         inv = self.inventory()
         return cluster.make_plan(inv.name, self.machines(), pod_network=inv.pod_network,
-                                 lb_pool=inv.lb_pool or default_lb_pool(inv))
+                                 lb_pool=inv.lb_pool or default_lb_pool(inv), offline=self.offline)
+
+    @property
+    def offline(self) -> bool:
+        """Air-gapped when `--offline` (or $FLOTILLA_OFFLINE) or the inventory's `offline: true` says so."""
+        return self.options.offline or self.inventory().offline
 
     def up(self, progress: Progress) -> Cluster:
         inv = self.inventory()
         return cluster.up(inv.name, self.machines(), pod_network=inv.pod_network,
                           lb_pool=inv.lb_pool or default_lb_pool(inv), progress=progress, kind=self.kind,
-                          down_command=self.down_command(), write_default_config=self.options.write_default_config)
+                          down_command=self.down_command(), write_default_config=self.options.write_default_config,
+                          offline=self.offline)
 
     def join(self, node: str, command: phases.JoinCommand) -> None:
         cluster.join(next(m for m in self.machines() if m.node == node), command)

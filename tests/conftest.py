@@ -19,6 +19,10 @@ from client import Client
 from proto import core_pb2
 from provision.processes import ApiServer, Etcd, free_port, start_apiserver, start_etcd
 
+# The test suite is always offline: every cluster a test makes (in this process or through `kctl cluster up`
+# in a child, which inherits it) pulls images only from its own registry, never from a public one
+# (provision/provider.py reads it; tests/test_offline.py holds it to that).
+os.environ["FLOTILLA_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session", autouse=True)
 def private_kctl_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

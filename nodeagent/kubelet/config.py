@@ -58,6 +58,8 @@ class KubeletConfig:
     client_ca_file: str = ""
     # Short image names ("nginx") resolve to this registry first ("" = docker.io rules).
     cluster_registry: str = ""
+    # The cluster is air-gapped (its nodes pull only from cluster_registry): pull errors say how to load an image.
+    registry_offline: bool = False
     # Cluster DNS for pods with dnsPolicy ClusterFirst (empty: pods get the node's resolv.conf).
     cluster_dns: list[str] = dataclasses.field(default_factory=list)
     cluster_domain: str = "cluster.local"

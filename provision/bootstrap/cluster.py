@@ -77,7 +77,7 @@ class Machine:
 
 
 def make_plan(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NETWORK,
-              lb_pool: str = "") -> components.ClusterPlan:
+              lb_pool: str = "", offline: bool = False) -> components.ClusterPlan:
     masters = [m for m in machines if m.role == "master"]
     if len(masters) != 1:
         raise BootstrapError(f"cluster {name}: exactly one master is needed, the inventory has {len(masters)}")
@@ -87,7 +87,7 @@ def make_plan(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_
                                       control_plane=m is master) for i, m in enumerate(ordered))
     return components.ClusterPlan(name, master.address, nodes, pod_network, f"https://127.0.0.1:{steps.ETCD_PORT}",
                                   Path(steps.CONFIG_DIR), lb_pool=lb_pool, python=f"{steps.VENV}/bin/python",
-                                  registry=registry.registry_address(master.address))
+                                  registry=registry.registry_address(master.address), offline=offline)
 
 
 def load_bundle(plan: components.ClusterPlan) -> components.Bundle:
@@ -186,11 +186,11 @@ def _login_user(host: Host) -> str:
 
 def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NETWORK, lb_pool: str = "",
        timeout: float = READY_TIMEOUT, write_default_config: bool = True, progress: Progress,
-       kind: str = "ssh", down_command: str = "") -> Cluster:
+       kind: str = "ssh", down_command: str = "", offline: bool = False) -> Cluster:
     """Bootstrap every machine and wait until all Nodes are Ready."""
     started = time.monotonic()
     timings: dict[str, float] = {}
-    plan = make_plan(name, machines, pod_network=pod_network, lb_pool=lb_pool)
+    plan = make_plan(name, machines, pod_network=pod_network, lb_pool=lb_pool, offline=offline)
     folder = cluster_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     hint = "logs: journalctl -u 'flotilla-*' on the machines"

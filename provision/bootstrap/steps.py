@@ -103,7 +103,8 @@ def _local_node(plan: components.ClusterPlan, node: components.NodePlan) -> Loca
     settings = {k: v for k, v in components.kubelet_settings(plan, node).items() if k in known}
     settings["root_dir"] = f"{NODE_DIR}/kubelet"
     local = LocalNode(node.name, Path(NODE_DIR), plan.grpc_server, node.address, node.pod_cidr, settings)
-    local.runtime = RemoteRuntime(node.name, Path(NODE_DIR) / "containerd", registry=plan.registry)
+    local.runtime = RemoteRuntime(node.name, Path(NODE_DIR) / "containerd", registry=plan.registry,
+                                  offline=plan.offline)
     return local
 
 
