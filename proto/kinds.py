@@ -164,6 +164,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("Ingress", "ingresses", "ingress", "networking.k8s.io/v1", networking_pb2.Ingress, True, ("ing",)),
     Kind("IngressClass", "ingressclasses", "ingressclass", "networking.k8s.io/v1", networking_pb2.IngressClass,
          False, (), has_status=False),
+    # Which traffic may reach (and leave) the pods it selects; every node's proxy process
+    # enforces them for its own pods (nodeagent/netpol). No status.
+    Kind("NetworkPolicy", "networkpolicies", "networkpolicy", "networking.k8s.io/v1", networking_pb2.NetworkPolicy,
+         True, ("netpol",), has_status=False),
     Kind("StorageClass", "storageclasses", "storageclass", "storage.k8s.io/v1", storage_pb2.StorageClass, False,
          ("sc",), has_status=False),
     Kind("Lease", "leases", "lease", "coordination.k8s.io/v1", coordination_pb2.Lease, True, (),

@@ -587,3 +587,253 @@ class IngressClass(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IngressClass: _TypeAlias = IngressClass  # noqa: Y015
+
+@_typing.final
+class IPBlock(_message.Message):
+    """IPBlock describes a particular CIDR (Ex. "192.168.1.0/24") that is allowed to or from the
+    pods a NetworkPolicy selects; except lists CIDRs inside it that are not.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CIDR_FIELD_NUMBER: _builtins.int
+    EXCEPT_FIELD_NUMBER: _builtins.int
+    cidr: _builtins.str
+    """The block, as a CIDR ("192.168.1.0/24", "2001:db8::/64")."""
+    def __init__(
+        self,
+        *,
+        cidr: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cidr", b"cidr", "except", b"except"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IPBlock: _TypeAlias = IPBlock  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyPeer(_message.Message):
+    """NetworkPolicyPeer describes a peer to allow traffic to/from: pods (podSelector, in the
+    policy's namespace unless namespaceSelector is set too), every pod of the namespaces
+    namespaceSelector picks, both together (the pods podSelector picks in those namespaces),
+    or an ipBlock alone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POD_SELECTOR_FIELD_NUMBER: _builtins.int
+    NAMESPACE_SELECTOR_FIELD_NUMBER: _builtins.int
+    IP_BLOCK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pod_selector(self) -> _meta_pb2.LabelSelector:
+        """Selects pods; present but empty selects every pod (of the namespaces in question)."""
+
+    @_builtins.property
+    def namespace_selector(self) -> _meta_pb2.LabelSelector:
+        """Selects namespaces by their labels; present but empty selects every namespace."""
+
+    @_builtins.property
+    def ip_block(self) -> Global___IPBlock:
+        """A CIDR; set alone, never with a selector."""
+
+    def __init__(
+        self,
+        *,
+        pod_selector: _meta_pb2.LabelSelector | None = ...,
+        namespace_selector: _meta_pb2.LabelSelector | None = ...,
+        ip_block: Global___IPBlock | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ip_block", b"ip_block", "namespace_selector", b"namespace_selector", "pod_selector", b"pod_selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip_block", b"ip_block", "namespace_selector", b"namespace_selector", "pod_selector", b"pod_selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicyPeer: _TypeAlias = NetworkPolicyPeer  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyPort(_message.Message):
+    """NetworkPolicyPort describes a port to allow traffic on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    END_PORT_FIELD_NUMBER: _builtins.int
+    protocol: _builtins.str
+    """TCP (the default), UDP or SCTP."""
+    port: _builtins.str
+    """A port number, or the name of a container port of the pod at the other end (resolved
+    per pod). Unset matches every port of the protocol.
+    """
+    end_port: _builtins.int
+    """With a numeric port: the range port..endPort (inclusive) is allowed."""
+    def __init__(
+        self,
+        *,
+        protocol: _builtins.str | None = ...,
+        port: _builtins.str | None = ...,
+        end_port: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_end_port", b"_end_port", "_port", b"_port", "_protocol", b"_protocol", "end_port", b"end_port", "port", b"port", "protocol", b"protocol"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_end_port", b"_end_port", "_port", b"_port", "_protocol", b"_protocol", "end_port", b"end_port", "port", b"port", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__end_port: _TypeAlias = _typing.Literal["end_port"]  # noqa: Y015
+    _WhichOneofArgType__end_port: _TypeAlias = _typing.Literal["_end_port", b"_end_port"]  # noqa: Y015
+    _WhichOneofReturnType__port: _TypeAlias = _typing.Literal["port"]  # noqa: Y015
+    _WhichOneofArgType__port: _TypeAlias = _typing.Literal["_port", b"_port"]  # noqa: Y015
+    _WhichOneofReturnType__protocol: _TypeAlias = _typing.Literal["protocol"]  # noqa: Y015
+    _WhichOneofArgType__protocol: _TypeAlias = _typing.Literal["_protocol", b"_protocol"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__end_port) -> _WhichOneofReturnType__end_port | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__port) -> _WhichOneofReturnType__port | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__protocol) -> _WhichOneofReturnType__protocol | None: ...
+
+Global___NetworkPolicyPort: _TypeAlias = NetworkPolicyPort  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyIngressRule(_message.Message):
+    """NetworkPolicyIngressRule describes traffic allowed to the selected pods: it must match
+    both ports and from.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORTS_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyPort]:
+        """Ports, combined with OR; empty or missing matches every port."""
+
+    def __init__(
+        self,
+        *,
+        ports: _abc.Iterable[Global___NetworkPolicyPort] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "ports", b"ports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicyIngressRule: _TypeAlias = NetworkPolicyIngressRule  # noqa: Y015
+
+@_typing.final
+class NetworkPolicyEgressRule(_message.Message):
+    """NetworkPolicyEgressRule describes traffic allowed out of the selected pods: it must match
+    both ports and to.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORTS_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyPort]:
+        """Destination ports, combined with OR; empty or missing matches every port."""
+
+    @_builtins.property
+    def to(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyPeer]:
+        """Destinations, combined with OR; empty or missing matches every destination."""
+
+    def __init__(
+        self,
+        *,
+        ports: _abc.Iterable[Global___NetworkPolicyPort] | None = ...,
+        to: _abc.Iterable[Global___NetworkPolicyPeer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ports", b"ports", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicyEgressRule: _TypeAlias = NetworkPolicyEgressRule  # noqa: Y015
+
+@_typing.final
+class NetworkPolicySpec(_message.Message):
+    """NetworkPolicySpec provides the specification of a NetworkPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POD_SELECTOR_FIELD_NUMBER: _builtins.int
+    INGRESS_FIELD_NUMBER: _builtins.int
+    EGRESS_FIELD_NUMBER: _builtins.int
+    POLICY_TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pod_selector(self) -> _meta_pb2.LabelSelector:
+        """The pods of the policy's namespace it applies to; empty selects all of them."""
+
+    @_builtins.property
+    def ingress(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyIngressRule]:
+        """Traffic allowed in. A pod is isolated for ingress once any policy of type Ingress
+        selects it; then only what some such policy allows reaches it (and its own node,
+        always). An empty list allows nothing.
+        """
+
+    @_builtins.property
+    def egress(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetworkPolicyEgressRule]:
+        """Traffic allowed out, as ingress for the policies of type Egress."""
+
+    @_builtins.property
+    def policy_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """"Ingress", "Egress" or both. Defaults to Ingress, plus Egress when egress rules are
+        given: an egress-only or deny-all-egress policy must say so.
+        """
+
+    def __init__(
+        self,
+        *,
+        pod_selector: _meta_pb2.LabelSelector | None = ...,
+        ingress: _abc.Iterable[Global___NetworkPolicyIngressRule] | None = ...,
+        egress: _abc.Iterable[Global___NetworkPolicyEgressRule] | None = ...,
+        policy_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pod_selector", b"pod_selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["egress", b"egress", "ingress", b"ingress", "pod_selector", b"pod_selector", "policy_types", b"policy_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicySpec: _TypeAlias = NetworkPolicySpec  # noqa: Y015
+
+@_typing.final
+class NetworkPolicy(_message.Message):
+    """NetworkPolicy describes what network traffic is allowed for a set of Pods. Every node
+    enforces the policies for its own pods (nodeagent/netpol/, in nftables).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    api_version: _builtins.str
+    kind: _builtins.str
+    @_builtins.property
+    def metadata(self) -> _meta_pb2.ObjectMeta: ...
+    @_builtins.property
+    def spec(self) -> Global___NetworkPolicySpec:
+        """The desired behavior of the policy."""
+
+    def __init__(
+        self,
+        *,
+        api_version: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        metadata: _meta_pb2.ObjectMeta | None = ...,
+        spec: Global___NetworkPolicySpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_version", b"api_version", "kind", b"kind", "metadata", b"metadata", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicy: _TypeAlias = NetworkPolicy  # noqa: Y015
