@@ -77,3 +77,10 @@ def revision_of(obj: Any) -> int:
         return int(obj.metadata.annotations.get(ANNOTATION_REVISION, "0"))
     except ValueError:
         return 0
+
+# Ingress (networking.k8s.io/v1): the class new Ingresses get when they name none, the
+# annotation that named a class before spec.ingressClassName, and Flotilla's own controller.
+ANNOTATION_DEFAULT_INGRESS_CLASS = "ingressclass.kubernetes.io/is-default-class"
+ANNOTATION_INGRESS_CLASS = "kubernetes.io/ingress.class"
+INGRESS_CONTROLLER_NAME = "flotilla.dev/ingress-haproxy"
+DEFAULT_INGRESS_CLASS = "flotilla"  # the class `cluster up` installs

@@ -272,6 +272,9 @@ DISCOVERY = "discovery.k8s.io"
 # Every namespace user may read a Service's EndpointSlices; no aggregated role writes them, as in
 # Kubernetes (CVE-2021-25740: a hand-written slice could point a Service at any address).
 ENDPOINT_SLICES_READ = _rule(READ, [DISCOVERY], ["endpointslices"])
+NETWORKING = "networking.k8s.io"
+INGRESSES_WRITE = _rule(READ + WRITE, [NETWORKING], ["ingresses"])
+INGRESSES_READ = _rule(READ, [NETWORKING], ["ingresses", "ingresses/status"])
 WORKLOADS = ["pods", "services", "endpoints", "configmaps", "secrets", "replicasets", "deployments",
              "horizontalpodautoscalers", "events", "leases", "jobs", "cronjobs", "daemonsets",
              "controllerrevisions", "poddisruptionbudgets", "statefulsets", "statefulsets/scale",
@@ -285,11 +288,11 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
         "admin": [_rule(READ + WRITE, ALL_GROUPS, [*WORKLOADS, "pods/status", "pods/binding", "pods/log",
                                                     "pods/exec"]),
                   _rule(READ + WRITE, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
-                  ENDPOINT_SLICES_READ],
+                  ENDPOINT_SLICES_READ, INGRESSES_WRITE],
         "edit": [_rule(READ + WRITE, ALL_GROUPS, WORKLOADS), _rule(["create"], [""], ["pods/exec"]),
-                 _rule(READ, [""], ["pods/log"]), ENDPOINT_SLICES_READ],
+                 _rule(READ, [""], ["pods/log"]), ENDPOINT_SLICES_READ, INGRESSES_WRITE],
         "view": [_rule(READ, ALL_GROUPS, [*(r for r in WORKLOADS if r != "secrets"), "podmetrics", "pods/log"]),
-                 ENDPOINT_SLICES_READ],
+                 ENDPOINT_SLICES_READ, INGRESSES_READ],
         "system:kube-scheduler": [
             _rule(READ, [""], ["pods", "nodes", "namespaces"]),
             _rule(["create"], [""], ["pods/binding", "events"]),
@@ -320,6 +323,16 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
         "system:kube-proxy": [_rule(READ, [""], ["services", "endpoints", "nodes"]), ENDPOINT_SLICES_READ,
                               _rule(["create"], [""], ["events"]),
                               _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
+        # The ingress agent (nodeagent/ingress) runs in each node's proxy daemon, as its user: it
+        # serves Ingresses with the Services, slices and TLS Secrets they name, writes their status,
+        # and makes the default IngressClass if none exists.
+        "system:flotilla-ingress": [
+            _rule(READ, [NETWORKING], ["ingresses", "ingressclasses"]),
+            _rule(["create"], [NETWORKING], ["ingressclasses"]),
+            _rule(["update", "patch"], [NETWORKING], ["ingresses/status"]),
+            _rule(READ, [""], ["services", "secrets", "nodes"]), ENDPOINT_SLICES_READ,
+            _rule(["create", "patch"], [""], ["events"]),
+            _rule([*READ, "create", "update"], ["coordination.k8s.io"], ["leases"])],
         "system:coredns": [_rule(READ, [""], ["services", "endpoints", "pods", "namespaces"]), ENDPOINT_SLICES_READ],
         "system:lb-controller": [_rule(READ, [""], ["services"]),
                                  _rule(["update", "patch"], [""], ["services/status"]),
@@ -347,6 +360,7 @@ def default_cluster_role_bindings() -> list[rbac_pb2.ClusterRoleBinding]:
              ("system:node-bootstrapper", "Group", bootstrap.BOOTSTRAPPERS_GROUP),
              ("system:kube-proxy", "User", "system:kube-proxy"),
              ("system:coredns", "User", "system:coredns"),
+             ("system:flotilla-ingress", "User", "system:kube-proxy"),
              ("system:lb-controller", "User", "system:lb-controller"),
              ("system:basic-user", "Group", AUTHENTICATED)]
     out = []

@@ -8,6 +8,7 @@ The plugins, in the order Kubernetes recommends (and runs them in):
     PodSecurity             the namespace's Pod Security Standard (enforce / audit / warn)
     DefaultStorageClass     a claim that names no StorageClass gets the default one
     PersistentVolumeClaimResize  a bound claim grows only if its StorageClass allows expansion
+    DefaultIngressClass     an Ingress that names no IngressClass gets the default one
     ReservedHostPorts       no pod takes a hostPort the control plane listens on (Flotilla's own)
     CertificateApproval     approving or signing a CSR needs `approve`/`sign` on its signer
     DenyServiceExternalIPs  no Service claims spec.externalIPs (CVE-2020-8554)
@@ -27,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from controlplane.apiserver.admission.certificates import CertificateSubresources
 from controlplane.apiserver.admission.chain import Chain
+from controlplane.apiserver.admission.defaultingressclass import DefaultIngressClass
 from controlplane.apiserver.admission.defaultstorageclass import DefaultStorageClass, PersistentVolumeClaimResize
 from controlplane.apiserver.admission.externalips import DenyServiceExternalIPs
 from controlplane.apiserver.admission.interface import CREATE, DELETE, UPDATE, Request
@@ -57,6 +59,7 @@ def new_chain(*, namespaces: NamespaceLifecycle,
         PodSecurity(namespaces.get, stored_pods),
         DefaultStorageClass(),
         PersistentVolumeClaimResize(),
+        DefaultIngressClass(),
         ReservedHostPorts(),
         CertificateSubresources(),
         DenyServiceExternalIPs(),

@@ -31,7 +31,8 @@ from controlplane.apiserver.strategies.storage import (
     PersistentVolumeClaimStrategy,
     PersistentVolumeStrategy,
 )
-from controlplane.apiserver.validation import apps, autoscaling, coordination, core
+from controlplane.apiserver.validation import apps, autoscaling, coordination, core, serviceaccounts
+from controlplane.apiserver.validation import networking as networking_validation
 from controlplane.apiserver.validation.field import Errors
 from proto.kinds import Kind
 
@@ -47,6 +48,7 @@ STRATEGIES: dict[str, Strategy] = {
     "Event": Strategy(validator=core.validate_event),
     "ConfigMap": Strategy(validator=core.validate_config_map),
     "Secret": Strategy(defaulter=defaults.default_secret, validator=core.validate_secret),
+    "ServiceAccount": Strategy(validator=serviceaccounts.validate_service_account),
     "ResourceQuota": ResourceQuotaStrategy(),
     "PersistentVolume": PersistentVolumeStrategy(),
     "PersistentVolumeClaim": PersistentVolumeClaimStrategy(),
@@ -63,6 +65,9 @@ STRATEGIES: dict[str, Strategy] = {
     "PodDisruptionBudget": PodDisruptionBudgetStrategy(),
     # discovery.k8s.io/v1
     "EndpointSlice": EndpointSliceStrategy(),
+    # networking.k8s.io/v1
+    "Ingress": Strategy(validator=networking_validation.validate_ingress),
+    "IngressClass": Strategy(validator=networking_validation.validate_ingress_class),
     # storage.k8s.io/v1
     "StorageClass": STORAGE_CLASS,
     # coordination.k8s.io/v1, autoscaling/v2
@@ -78,9 +83,16 @@ STRATEGIES: dict[str, Strategy] = {
     "CertificateSigningRequest": CertificateSigningRequestStrategy(),
 }
 _DEFAULT = Strategy()
+# Strategies of the kinds the API learns while it runs, by (group, kind): custom resources, one per
+# CustomResourceDefinition (controlplane/apiserver/crd/served.py keeps it current).
+DYNAMIC: dict[tuple[str, str], Strategy] = {}
 
 
 def for_kind(kind: Kind) -> Strategy:
+    if DYNAMIC:
+        found = DYNAMIC.get((kind.group, kind.kind))
+        if found is not None:
+            return found
     return STRATEGIES.get(kind.kind, _DEFAULT)
 
 
