@@ -166,5 +166,7 @@ async def test_an_image_the_registry_lacks_shows_err_image_pull(
     pod = await wait_pod(client, "missing", namespace, waiting, what="ErrImagePull")
     assert pod.status.phase == "Pending"
     events = (await client.list(core_pb2.Event, namespace=namespace)).items
-    failed = [e.message for e in events if e.involved_object.name == "missing" and e.reason == "Failed"]
+    failed = [e.message for e in events if e.involved_object.name == "missing" and e.reason == "Failed"
+              and e.message.startswith("Failed to pull")]
     assert failed and "nothing-here:1" in failed[0] and "not found" in failed[0], failed
+    assert any(e.message == "Error: ErrImagePull" for e in events if e.involved_object.name == "missing")

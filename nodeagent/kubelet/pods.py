@@ -138,7 +138,8 @@ class PodSyncer:
         self.volumes = Volumes(self.client, config.root_dir, backoff_initial=config.volume_backoff_initial,
                                backoff_max=config.volume_backoff_max, mount_timeout=config.volume_mount_timeout,
                                storage_check_period=config.eviction_monitoring_period)
-        self.images = ImageManager(self.runtime, self.config, self.record)
+        self.images = ImageManager(self.runtime, self.config, self.record,
+                                   lambda namespace, name: self.volumes.secret(namespace, name, True))
         self.backoff = Backoff(initial=self.config.backoff_initial, maximum=self.config.backoff_max,
                                reset=self.config.backoff_reset)
         self.failures = RuntimeFailures(Backoff(initial=config.backoff_initial, maximum=config.backoff_max,

@@ -164,9 +164,10 @@ class Runtime:
         assert isinstance(reply, cri_pb2.ImageStatusResponse)
         return reply.HasField("image")
 
-    async def pull_image(self, image: str) -> str:
-        reply = await self._call("PullImage", cri_pb2.PullImageRequest(image=cri_pb2.ImageSpec(image=image)),
-                                 timeout=600)
+    async def pull_image(self, image: str, auth: cri_pb2.AuthConfig | None = None) -> str:
+        """Pull `image`, with `auth` (a pod's imagePullSecret for its registry) when given."""
+        request = cri_pb2.PullImageRequest(image=cri_pb2.ImageSpec(image=image), auth=auth)
+        reply = await self._call("PullImage", request, timeout=600)
         assert isinstance(reply, cri_pb2.PullImageResponse)
         return reply.image_ref
 
