@@ -63,6 +63,7 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
                               "VolumeAttributesClass", "Age", "*VolumeMode"],
     "PodDisruptionBudget": ["Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"],
     "EndpointSlice": ["Name", "AddressType", "Ports", "Endpoints", "Age"],
+    "NetworkPolicy": ["Name", "Pod-Selector", "Age"],
     "StorageClass": ["Name", "Provisioner", "ReclaimPolicy", "VolumeBindingMode", "AllowVolumeExpansion", "Age"],
     "Role": ["Name", "Created At"],
     "ClusterRole": ["Name", "Created At"],

@@ -29,6 +29,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from controlplane.printers import (
+    admissionregistration,
     apps,
     autoscaling,
     batch,
@@ -37,6 +38,7 @@ from controlplane.printers import (
     core,
     discovery,
     networking,
+    networkpolicy,
     policy,
     rbac,
     storage,
@@ -79,7 +81,10 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "EndpointSlice": discovery.ENDPOINT_SLICE,
     "Ingress": networking.INGRESS,
     "IngressClass": networking.INGRESS_CLASS,
+    "NetworkPolicy": networkpolicy.NETWORK_POLICY,
     "Lease": coordination.LEASE,
+    "MutatingWebhookConfiguration": admissionregistration.MUTATING_WEBHOOK_CONFIGURATION,
+    "ValidatingWebhookConfiguration": admissionregistration.VALIDATING_WEBHOOK_CONFIGURATION,
     "CertificateSigningRequest": certificates.CERTIFICATE_SIGNING_REQUEST,
     "HorizontalPodAutoscaler": autoscaling.HORIZONTAL_POD_AUTOSCALER,
     "Role": rbac.ROLE,

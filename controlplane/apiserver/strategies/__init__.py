@@ -13,6 +13,10 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane.apiserver import defaults
+from controlplane.apiserver.strategies.admissionregistration import (
+    MUTATING_WEBHOOK_CONFIGURATION,
+    VALIDATING_WEBHOOK_CONFIGURATION,
+)
 from controlplane.apiserver.strategies.apps import CONTROLLER_REVISION, DAEMON_SET, STATEFUL_SET
 from controlplane.apiserver.strategies.base import StoreContext, Strategy
 from controlplane.apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -24,6 +28,7 @@ from controlplane.apiserver.strategies.core import (
     ServiceStrategy,
 )
 from controlplane.apiserver.strategies.discovery import EndpointSliceStrategy
+from controlplane.apiserver.strategies.networkpolicy import NetworkPolicyStrategy
 from controlplane.apiserver.strategies.policy import PodDisruptionBudgetStrategy
 from controlplane.apiserver.strategies.rbac import RoleBindingStrategy, RoleStrategy
 from controlplane.apiserver.strategies.storage import (
@@ -68,6 +73,7 @@ STRATEGIES: dict[str, Strategy] = {
     # networking.k8s.io/v1
     "Ingress": Strategy(validator=networking_validation.validate_ingress),
     "IngressClass": Strategy(validator=networking_validation.validate_ingress_class),
+    "NetworkPolicy": NetworkPolicyStrategy(),
     # storage.k8s.io/v1
     "StorageClass": STORAGE_CLASS,
     # coordination.k8s.io/v1, autoscaling/v2
@@ -79,6 +85,9 @@ STRATEGIES: dict[str, Strategy] = {
     "ClusterRole": RoleStrategy(),
     "RoleBinding": RoleBindingStrategy(),
     "ClusterRoleBinding": RoleBindingStrategy(),
+    # admissionregistration.k8s.io/v1
+    "MutatingWebhookConfiguration": MUTATING_WEBHOOK_CONFIGURATION,
+    "ValidatingWebhookConfiguration": VALIDATING_WEBHOOK_CONFIGURATION,
     # certificates.k8s.io/v1
     "CertificateSigningRequest": CertificateSigningRequestStrategy(),
 }
