@@ -66,15 +66,19 @@ def _record(job: batch_pb2.Job, status: batch_pb2.JobStatus, succeeded: list[cor
         status.completed_indexes = jobutil.format_indexes(indexes)
 
 
+SYNC_BATCH_PERIOD = 0.2  # seconds; Kubernetes waits 1 s
+
+
 class JobController(Controller):
     name = "job"
 
     def __init__(self, client: Client, factory: InformerFactory, recorder: EventRecorder, *, workers: int = 5,
                  backoff: float = jobutil.DEFAULT_BACKOFF, max_backoff: float = jobutil.DEFAULT_MAX_BACKOFF,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, batch_period: float = SYNC_BATCH_PERIOD) -> None:
         super().__init__(client, factory, workers=workers)
         self.recorder = recorder
         self.backoff, self.max_backoff, self.clock = backoff, max_backoff, clock
+        self.batch_period = batch_period
         self.expectations = Expectations()
         self.jobs = factory.informer(batch_pb2.Job)
         self.pods = factory.informer(core_pb2.Pod)
@@ -112,7 +116,9 @@ class JobController(Controller):
             self._released.discard(pod.metadata.uid)
         owner = self._owner_key(pod)
         if owner is not None:
-            self.queue.add(owner)
+            # Batched, as Kubernetes' syncJobBatchPeriod: a burst of pods finishing is counted in
+            # one sync (two status writes), not one sync per pod.
+            self.queue.add_after(owner, self.batch_period)
         elif has_tracking_finalizer(pod):
             self.queue.add(ORPHAN + key_of(pod))
         return owner
@@ -138,7 +144,7 @@ class JobController(Controller):
         owner = self._owner_key(pod)
         if owner is not None:
             self.expectations.deletion_observed(owner, key_of(pod))
-            self.queue.add(owner)
+            self.queue.add_after(owner, self.batch_period)
 
     # ---------------------------------------------------------------- sync
 
