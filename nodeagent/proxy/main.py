@@ -11,6 +11,11 @@ itself) takes `--table NAME`, so each cluster has a table of its own, and
 `--nodeport-addresses CIDR` (as kube-proxy's), so node ports open on the node's
 address only and not on every interface of the machine.
 
+The same process enforces NetworkPolicies for the node's pods (nodeagent/netpol/,
+a table of its own, named after --table: `flotilla-netpol`, or
+`flotilla-netpol-<name>` beside `flotilla-proxy-<name>`); `--no-network-policy`
+leaves that to another agent.
+
 Runs as root on each node (it programs the node's nftables); see proxier.py for
 the loop and rules.py for the ruleset.
 """
@@ -24,6 +29,8 @@ import logging
 
 from client import Client
 from client.component import Command
+from nodeagent.netpol import compiler as netpol
+from nodeagent.netpol.controller import NetworkPolicyController
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.announcer import Announcer, interface_of
 from nodeagent.proxy.proxier import Proxier
@@ -58,11 +65,20 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodeport-addresses", action="append", default=[], type=ipv4_cidr, metavar="CIDR",
                         help="answer node ports only on local addresses in CIDR (repeatable; default: every "
                         "local address but loopback)")
-    parser.add_argument("--cleanup", action="store_true", help="delete the proxy's nftables table and exit")
+    parser.add_argument("--no-network-policy", dest="network_policy", action="store_false",
+                        help="do not enforce NetworkPolicies (another agent does)")
+    parser.add_argument("--cleanup", action="store_true", help="delete the proxy's nftables tables and exit")
 
 
 # LookupError: --node-ip is on no interface of the node.
 COMMAND = Command("flotilla-proxy", __doc__, flags=add_flags, errors=(nft.NftError, LookupError))
+
+
+def netpol_table(proxy_table: str) -> str:
+    """The NetworkPolicy table beside proxy table `proxy_table`: flotilla-proxy[-x] -> flotilla-netpol[-x]."""
+    if proxy_table.startswith(rules.TABLE):
+        return netpol.TABLE + proxy_table[len(rules.TABLE):]
+    return f"{proxy_table}-netpol"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,6 +93,10 @@ async def run(opts: argparse.Namespace, client: Client) -> None:
     # On SIGTERM the rules stay on purpose: a restarting proxy must not cut live Service traffic.
     async with asyncio.TaskGroup() as group:
         group.create_task(proxier.run())
+        if opts.network_policy:
+            policies = NetworkPolicyController(client, node_name=opts.node_name, netns=opts.netns,
+                                               table=netpol_table(opts.table))
+            group.create_task(policies.run())
         if interface:
             announcer = Announcer(client, node_name=opts.node_name, interface=interface, netns=opts.netns)
             group.create_task(announcer.run())
@@ -86,6 +106,7 @@ async def run(opts: argparse.Namespace, client: Client) -> None:
 async def cleanup(opts: argparse.Namespace) -> None:
     """`--cleanup`: delete the table, needing no apiserver (as kube-proxy's --cleanup)."""
     await nft.apply(nft.cleanup_transaction(opts.table), netns=opts.netns)
+    await nft.apply(netpol.delete_table(table=netpol_table(opts.table)), netns=opts.netns)
 
 
 def main(argv: list[str] | None = None) -> None:

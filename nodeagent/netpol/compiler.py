@@ -1,0 +1,363 @@
+"""NetworkPolicies + this node's pods in, nftables ruleset text out (pure and deterministic).
+
+One table, `ip flotilla-netpol` (a local cluster's master, sharing the host's
+namespace, takes a name of its own), apart from the proxy's. It sees packets
+after the proxy's DNAT, so a policy applies to the pod a Service picked:
+
+    egress-forward  (filter hook forward, priority 0)   ct state established,related accept
+                                                         ip saddr vmap @egress-pods
+    ingress-forward (filter hook forward, priority 1)   ct state established,related accept
+                                                         ip daddr vmap @ingress-pods
+    egress-input    (filter hook input,   priority 0)   the same as egress-forward: a pod's
+                                                         packets to its own node's addresses
+
+    egress-pods / ingress-pods: isolated pod IP -> goto pods-<direction>-<hash>, one chain per
+        combination of policies selecting a pod: jump <direction>/<ns>/<policy> for each, then drop
+    <direction>/<ns>/<policy>: one rule per (peer, port) of each rule, ending in accept
+
+Why two base chains on the forward hook: `accept` ends only the base chain it is
+in, and the packet goes on to the next one, so a packet between two pods of
+this node is checked against the sender's egress and then the receiver's
+ingress; a `drop` is final. Pods no policy isolates are in neither map and
+pass. Traffic from the node itself (the kubelet's probes) goes through the
+output hook, which the table leaves alone: always allowed, as Kubernetes
+specifies. Same-node pod-to-pod packets cross the bridge and reach the forward
+hook through br_netfilter; replies and established flows pass on conntrack, so
+a policy change never cuts a connection it already let through.
+
+Peers are sets: the IPs of the pods a rule's selector peers pick (in the policy's
+namespace, or in the namespaces a namespaceSelector picks), and for an ipBlock
+its CIDR in the rule with its `except` CIDRs as an interval set (`!= @set`).
+A named port is resolved per pod: for ingress against the selected pods of
+this node (a set of pod IP . protocol . port), for egress against the
+destination pods (the same set shape, which then names the peers too). Only
+policies selecting a pod of this node are compiled; the others cost nothing.
+
+The unit is the proxy's `Fragment` (its chains, sets and elements); `diff` turns
+old fragments into new ones as one transaction ordered so that nothing is
+deleted while still referenced, and `full_table` writes the whole table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nodeagent.netpol.index import ClusterIndex, PodInfo
+from nodeagent.proxy.rules import FAMILY, Fragment
+from proto import networking_pb2
+from proto.selectors import LabelSelector, from_message
+
+TABLE = "flotilla-netpol"
+INGRESS_PODS = "ingress-pods"
+EGRESS_PODS = "egress-pods"
+BASE_CHAINS = ("egress-forward", "ingress-forward", "egress-input")
+_PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+_NAME_LIMIT = 200  # nft's names stop at 256 bytes; longer Kubernetes names are hashed
+EVERYTHING = LabelSelector()
+
+
+def nft_name(text: str) -> str:
+    if len(text) <= _NAME_LIMIT:
+        return text
+    return f"{text[:40]}-{hashlib.sha1(text.encode()).hexdigest()}"
+
+
+def policy_types(spec: networking_pb2.NetworkPolicySpec) -> set[str]:
+    """The directions a policy isolates; defaulting fills them, but a policy read raw still works."""
+    if spec.policy_types:
+        return set(spec.policy_types)
+    return {"Ingress", "Egress"} if spec.egress else {"Ingress"}
+
+
+@dataclass
+class Compiled:
+    """One policy on this node: its fragment and which of this node's pods it isolates, per direction."""
+
+    fragment: Fragment = field(default_factory=Fragment)
+    ingress_targets: frozenset[str] = frozenset()  # pod keys
+    egress_targets: frozenset[str] = frozenset()
+
+
+# Peer pods are looked up once per (namespace, peer) in a pass over many policies.
+PeerCache = dict[tuple[str, bytes], list[PodInfo]]
+
+
+def peer_pods(peer: networking_pb2.NetworkPolicyPeer, namespace: str, index: ClusterIndex,
+              cache: PeerCache | None = None) -> list[PodInfo]:
+    """The pods a selector peer picks (a policy in `namespace`)."""
+    key = (namespace, peer.SerializeToString(deterministic=True))
+    if cache is not None and key in cache:
+        return cache[key]
+    pods = from_message(peer.pod_selector) if peer.HasField("pod_selector") else EVERYTHING
+    if peer.HasField("namespace_selector"):
+        namespaces = index.select_namespaces(from_message(peer.namespace_selector))
+    else:
+        namespaces = [namespace]
+    found = [info for ns in namespaces for info in index.select_pods(ns, pods)]
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+def _ipv4_block(block: networking_pb2.IPBlock) -> tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]] | None:
+    try:
+        cidr = ipaddress.ip_network(block.cidr, strict=False)
+        excepts = [ipaddress.ip_network(e, strict=False) for e in getattr(block, "except")]  # a Python keyword
+    except ValueError:
+        return None
+    if not isinstance(cidr, ipaddress.IPv4Network):
+        return None  # the cluster is IPv4: an IPv6 block matches nothing here
+    return cidr, [e for e in excepts if isinstance(e, ipaddress.IPv4Network)]
+
+
+def _in_block(ip: str, block: tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]]) -> bool:
+    address = ipaddress.IPv4Address(ip)
+    return address in block[0] and not any(address in e for e in block[1])
+
+
+def _sorted_ips(ips: Iterable[str]) -> list[str]:
+    return sorted(set(ips), key=lambda ip: tuple(int(b) for b in ip.split(".")))
+
+
+@dataclass(frozen=True)
+class _Direction:
+    name: str  # ingress | egress
+    peer_address: str  # the field naming the other end: saddr for ingress, daddr for egress
+
+
+INGRESS = _Direction("ingress", "saddr")
+EGRESS = _Direction("egress", "daddr")
+
+
+def _compile_rule(out: Fragment, base: str, direction: _Direction, ports: Sequence[networking_pb2.NetworkPolicyPort],
+                  peers: Sequence[networking_pb2.NetworkPolicyPeer], namespace: str, targets: Sequence[PodInfo],
+                  index: ClusterIndex, cache: PeerCache | None) -> list[str]:
+    """The rules of one ingress/egress rule; sets it needs go into `out`."""
+    addr = f"ip {direction.peer_address}"
+    peer_matches: list[str] = []
+    selected: list[PodInfo] = []
+    blocks: list[tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]]] = []
+    has_selector = False
+    for j, peer in enumerate(peers):
+        if peer.HasField("ip_block"):
+            block = _ipv4_block(peer.ip_block)
+            if block is None:
+                continue
+            blocks.append(block)
+            match = f"{addr} {block[0]}"
+            if block[1]:
+                name = nft_name(f"{base}/except{j}")
+                out.sets[name] = "type ipv4_addr; flags interval;"
+                for e in sorted(block[1]):
+                    out.add_element(name, str(e), "")
+                match += f" {addr} != @{name}"
+            peer_matches.append(match)
+        else:
+            has_selector = True
+            selected += peer_pods(peer, namespace, index, cache)
+    if has_selector:
+        name = nft_name(f"{base}/peers")
+        out.sets[name] = "type ipv4_addr;"
+        for ip in _sorted_ips(p.ip for p in selected):
+            out.add_element(name, ip, "")
+        peer_matches.insert(0, f"{addr} @{name}")
+    if not peers:
+        peer_matches = [""]
+    elif not peer_matches:
+        return []  # only peers this node cannot match (IPv6 blocks): the rule allows nothing here
+
+    port_matches: list[str] = []
+    rules: list[str] = []
+    for k, port in enumerate(ports):
+        protocol = port.protocol or "TCP"
+        nft_protocol = _PROTOCOLS.get(protocol)
+        if nft_protocol is None:
+            continue
+        if not port.HasField("port"):
+            port_matches.append(f"meta l4proto {nft_protocol}")
+        elif port.port.isdigit():
+            number = int(port.port)
+            span = f"{number}-{port.end_port}" if port.HasField("end_port") and port.end_port > number else str(number)
+            port_matches.append(f"meta l4proto {nft_protocol} th dport {span}")
+        else:
+            # A named port means a number per pod: the set pairs each pod's IP with its own number.
+            name = nft_name(f"{base}/port{k}")
+            out.sets[name] = "type ipv4_addr . inet_proto . inet_service;"
+            if direction is INGRESS:
+                owners: Iterable[PodInfo] = targets
+            elif not peers:
+                owners = index.pods.values()
+            else:
+                owners = [*selected, *(p for p in index.pods.values() if any(_in_block(p.ip, b) for b in blocks))]
+            numbered = {(info.ip, info.named_port(port.port, protocol)) for info in owners}
+            for ip, number_of in sorted((ip, n) for ip, n in numbered if n is not None):
+                out.add_element(name, f"{ip} . {nft_protocol} . {number_of}", "")
+            by_pod = f"ip daddr . meta l4proto . th dport @{name} accept"
+            # For egress the set names the destinations already; for ingress the peers still apply.
+            if direction is EGRESS:
+                rules.append(by_pod)
+            else:
+                rules += [" ".join(filter(None, (peer, by_pod))) for peer in peer_matches]
+    if not ports:
+        port_matches = [""]
+    rules = [" ".join(filter(None, (peer, port, "accept"))) for peer in peer_matches for port in port_matches] + rules
+    peers_set = nft_name(f"{base}/peers")
+    if has_selector and not any(f"@{peers_set} " in rule for rule in rules):
+        del out.sets[peers_set]  # only egress named ports used the peers, through their own set
+        out.elements.pop(peers_set, None)
+    return rules
+
+
+_Rule = networking_pb2.NetworkPolicyIngressRule | networking_pb2.NetworkPolicyEgressRule
+
+
+def compile_policy(policy: networking_pb2.NetworkPolicy, index: ClusterIndex, node: str,
+                   cache: PeerCache | None = None) -> Compiled:
+    """`policy` as it applies to node `node`'s pods (empty when it selects none of them)."""
+    namespace, spec = policy.metadata.namespace, policy.spec
+    targets = sorted((p for p in index.select_pods(namespace, from_message(spec.pod_selector)) if p.node == node),
+                     key=lambda p: p.key)
+    if not targets:
+        return Compiled()
+    types = policy_types(spec)
+    compiled = Compiled()
+    keys = frozenset(p.key for p in targets)
+    directions: list[tuple[_Direction, Sequence[_Rule], str]] = [
+        (INGRESS, list(spec.ingress), "from"), (EGRESS, list(spec.egress), "to")]
+    for direction, rules, peers_field in directions:
+        if direction.name.capitalize() not in types:
+            continue
+        chain = nft_name(f"{direction.name}/{namespace}/{policy.metadata.name}")
+        lines: list[str] = []
+        for i, rule in enumerate(rules):
+            lines += _compile_rule(compiled.fragment, f"{chain}/{i}", direction, list(rule.ports),
+                                   list(getattr(rule, peers_field)), namespace, targets, index, cache)
+        compiled.fragment.chains[chain] = tuple(lines)
+        if direction is INGRESS:
+            compiled.ingress_targets = keys
+        else:
+            compiled.egress_targets = keys
+    return compiled
+
+
+def pod_layer(compiled: Mapping[str, Compiled], index: ClusterIndex) -> Fragment:
+    """The maps from isolated pod IPs to their policies' chains, and one chain per combination of policies."""
+    out = Fragment()
+    for direction, map_name in ((INGRESS, INGRESS_PODS), (EGRESS, EGRESS_PODS)):
+        policies_of: dict[str, list[str]] = {}
+        for policy_key in sorted(compiled):
+            c = compiled[policy_key]
+            for pod in (c.ingress_targets if direction is INGRESS else c.egress_targets):
+                policies_of.setdefault(pod, []).append(policy_key)
+        for pod in sorted(policies_of):
+            info = index.pods.get(pod)
+            if info is None:
+                continue
+            keys = policies_of[pod]
+            digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:16]
+            chain = f"pods-{direction.name}-{digest}"
+            if chain not in out.chains:
+                jumps = tuple(f"jump {nft_name(f'{direction.name}/{key}')}" for key in keys)
+                out.chains[chain] = (*jumps, "drop")
+            out.add_element(map_name, info.ip, f"goto {chain}")
+    return out
+
+
+# ---------------------------------------------------------------- transactions
+
+
+def _element(key: str, value: str) -> str:
+    return f"{key} : {value}" if value else key
+
+
+def _base_declarations(t: str) -> list[str]:
+    return [
+        f"add table {t}",
+        f"add map {t} {INGRESS_PODS} {{ type ipv4_addr : verdict; }}",
+        f"add map {t} {EGRESS_PODS} {{ type ipv4_addr : verdict; }}",
+        f"add chain {t} egress-forward {{ type filter hook forward priority 0; policy accept; }}",
+        f"add chain {t} ingress-forward {{ type filter hook forward priority 1; policy accept; }}",
+        f"add chain {t} egress-input {{ type filter hook input priority 0; policy accept; }}",
+    ]
+
+
+def _base_rules(t: str) -> list[str]:
+    lines = []
+    for chain, lookup in (("egress-forward", f"ip saddr vmap @{EGRESS_PODS}"),
+                          ("ingress-forward", f"ip daddr vmap @{INGRESS_PODS}"),
+                          ("egress-input", f"ip saddr vmap @{EGRESS_PODS}")):
+        lines += [f"add rule {t} {chain} ct state established,related accept", f"add rule {t} {chain} {lookup}"]
+    return lines
+
+
+def full_table(fragments: Iterable[Fragment], *, table: str = TABLE) -> str:
+    """One transaction replacing the whole table (start-up, and after a failed change)."""
+    t = f"{FAMILY} {table}"
+    fragments = list(fragments)
+    # "add" first makes the delete succeed whether or not the table exists; both in one atomic batch.
+    lines = [f"add table {t}", f"delete table {t}", *_base_declarations(t)]
+    for frag in fragments:
+        lines += [f"add set {t} {name} {{ {body} }}" for name, body in frag.sets.items()]
+        lines += [f"add chain {t} {name}" for name in frag.chains]
+    for frag in fragments:
+        for name, rules in frag.chains.items():
+            lines += [f"add rule {t} {name} {rule}" for rule in rules]
+    elements: dict[str, list[str]] = {}
+    for frag in fragments:
+        for name, items in frag.elements.items():
+            elements.setdefault(name, []).extend(_element(k, v) for k, v in items.items())
+    lines += [f"add element {t} {name} {{ {', '.join(items)} }}" for name, items in elements.items() if items]
+    # The hooks last: nothing reaches the chains before they are whole.
+    lines += _base_rules(t)
+    return "\n".join(lines) + "\n"
+
+
+def delete_table(*, table: str = TABLE) -> str:
+    t = f"{FAMILY} {table}"
+    return f"add table {t}\ndelete table {t}\n"
+
+
+def diff(changes: Iterable[tuple[Fragment, Fragment]], *, table: str = TABLE) -> str:
+    """One transaction turning each old fragment into its new one; "" when nothing changes.
+
+    Ordered across fragments, because the pod layer's chains jump to policy chains: first
+    every new set and chain, then changed rules and elements, and only then the flushes
+    and deletes, so nothing is deleted while a rule or map element still names it.
+    """
+    t = f"{FAMILY} {table}"
+    declare: list[str] = []
+    removals: list[str] = []
+    rewrites: list[str] = []
+    additions: list[str] = []
+    doomed_chains: list[str] = []
+    doomed_sets: list[str] = []
+    for old, new in changes:
+        if old == new:
+            continue
+        declare += [f"add set {t} {name} {{ {body} }}" for name, body in new.sets.items() if name not in old.sets]
+        declare += [f"add chain {t} {name}" for name in new.chains if name not in old.chains]
+        for name in sorted(set(old.elements) | set(new.elements)):
+            before, after = old.elements.get(name, {}), new.elements.get(name, {})
+            if name in old.sets and name not in new.sets:
+                continue  # the set goes as a whole
+            gone = [k for k, v in before.items() if after.get(k) != v]
+            fresh = [_element(k, v) for k, v in after.items() if before.get(k) != v]
+            if gone:
+                removals.append(f"delete element {t} {name} {{ {', '.join(gone)} }}")
+            if fresh:
+                additions.append(f"add element {t} {name} {{ {', '.join(fresh)} }}")
+        for name, rules in new.chains.items():
+            if old.chains.get(name) != rules:
+                if name in old.chains:
+                    rewrites.append(f"flush chain {t} {name}")
+                rewrites += [f"add rule {t} {name} {rule}" for rule in rules]
+        doomed_chains += [name for name in old.chains if name not in new.chains]
+        doomed_sets += [name for name in old.sets if name not in new.sets]
+    lines = [*declare, *removals, *rewrites, *additions]
+    lines += [f"flush chain {t} {name}" for name in doomed_chains]
+    lines += [f"delete chain {t} {name}" for name in doomed_chains]
+    lines += [f"delete set {t} {name}" for name in doomed_sets]
+    return "\n".join(lines) + "\n" if lines else ""
