@@ -15,7 +15,16 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from proto import apiserver_pb2, apiserver_pb2_grpc, core_pb2, kinds, kubelet_pb2, meta_pb2, policy_pb2
+from proto import (
+    apiserver_pb2,
+    apiserver_pb2_grpc,
+    authentication_pb2,
+    core_pb2,
+    kinds,
+    kubelet_pb2,
+    meta_pb2,
+    policy_pb2,
+)
 from proto.errors import ApiError, from_rpc_error
 
 M = TypeVar("M", bound=Message)
@@ -213,6 +222,28 @@ class Client:
         reply = await self._call(self._stub.Bind, apiserver_pb2.BindRequest(
             namespace=pod.metadata.namespace, binding=binding))
         return _decode(core_pb2.Pod, reply.object)
+
+    async def create_token(self, namespace: str, service_account: str, *, audiences: Sequence[str] = (),
+                           expiration_seconds: int | None = None, bound_pod: core_pb2.Pod | None = None
+                           ) -> authentication_pb2.TokenRequest:
+        """A signed token for a service account (serviceaccounts/token, `kctl create token`).
+
+        `bound_pod` binds it to that pod (by name and uid): it stops authenticating
+        once the pod is gone. Returns the TokenRequest with status.token and
+        status.expirationTimestamp filled in.
+        """
+        request = authentication_pb2.TokenRequest(api_version="authentication.k8s.io/v1", kind="TokenRequest")
+        request.metadata.name, request.metadata.namespace = service_account, namespace
+        request.spec.audiences.extend(audiences)
+        if expiration_seconds is not None:
+            request.spec.expiration_seconds = expiration_seconds
+        if bound_pod is not None:
+            ref = request.spec.bound_object_ref
+            ref.kind, ref.api_version = "Pod", "v1"
+            ref.name, ref.uid = bound_pod.metadata.name, bound_pod.metadata.uid
+        reply = await self._call(self._stub.CreateToken, apiserver_pb2.CreateTokenRequest(
+            namespace=namespace, name=service_account, token_request=request))
+        return reply.token_request
 
     async def evict(self, namespace: str, name: str, *, delete_options: meta_pb2.DeleteOptions | None = None,
                     dry_run: bool = False) -> core_pb2.Pod:

@@ -22,47 +22,52 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from proto import authentication_pb2 as proto_dot_authentication__pb2
 from proto import core_pb2 as proto_dot_core__pb2
 from proto import kubelet_pb2 as proto_dot_kubelet__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/apiserver.proto\x12\x0c\x66lotilla.api\x1a\x10proto/core.proto\x1a\x13proto/kubelet.proto\"U\n\rCreateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"?\n\nGetRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x83\x01\n\x0bListRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x03\x12\x10\n\x08\x63ontinue\x18\x06 \x01(\t\"d\n\tListReply\x12\r\n\x05items\x18\x01 \x03(\x0c\x12\x18\n\x10resource_version\x18\x02 \x01(\t\x12\x10\n\x08\x63ontinue\x18\x03 \x01(\t\x12\x1c\n\x14remaining_item_count\x18\x04 \x01(\x03\"j\n\rUpdateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x13\n\x0bsubresource\x18\x04 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xd2\x01\n\rDeleteRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x0b\n\x03uid\x18\x06 \x01(\t\x12\x18\n\x10resource_version\x18\x07 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"\x96\x01\n\x0cWatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\"D\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"\x1d\n\x0bObjectReply\x12\x0e\n\x06object\x18\x01 \x01(\x0c\"H\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12&\n\x07\x62inding\x18\x02 \x01(\x0b\x32\x15.flotilla.api.Binding\"A\n\x0c\x45victRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65viction\x18\x03 \x01(\x0c\"\x10\n\x0eVersionRequest\"K\n\x0cVersionReply\x12\x13\n\x0bgit_version\x18\x01 \x01(\t\x12\x14\n\x0c\x65tcd_version\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\"t\n\x13\x41\x63\x63\x65ssReviewRequest\x12\x0c\n\x04verb\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0e\n\x06groups\x18\x06 \x03(\t\"B\n\x11\x41\x63\x63\x65ssReviewReply\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t2\xf2\x06\n\tApiServer\x12@\n\x06\x43reate\x12\x1b.flotilla.api.CreateRequest\x1a\x19.flotilla.api.ObjectReply\x12:\n\x03Get\x12\x18.flotilla.api.GetRequest\x1a\x19.flotilla.api.ObjectReply\x12:\n\x04List\x12\x19.flotilla.api.ListRequest\x1a\x17.flotilla.api.ListReply\x12@\n\x06Update\x12\x1b.flotilla.api.UpdateRequest\x1a\x19.flotilla.api.ObjectReply\x12@\n\x06\x44\x65lete\x12\x1b.flotilla.api.DeleteRequest\x1a\x19.flotilla.api.ObjectReply\x12?\n\x05Watch\x12\x1a.flotilla.api.WatchRequest\x1a\x18.flotilla.api.WatchEvent0\x01\x12<\n\x04\x42ind\x12\x19.flotilla.api.BindRequest\x1a\x19.flotilla.api.ObjectReply\x12>\n\x05\x45vict\x12\x1a.flotilla.api.EvictRequest\x1a\x19.flotilla.api.ObjectReply\x12\x43\n\x07Version\x12\x1c.flotilla.api.VersionRequest\x1a\x1a.flotilla.api.VersionReply\x12R\n\x0cReviewAccess\x12!.flotilla.api.AccessReviewRequest\x1a\x1f.flotilla.api.AccessReviewReply\x12=\n\x04Logs\x12\x1a.flotilla.node.LogsRequest\x1a\x17.flotilla.node.LogChunk0\x01\x12<\n\x04\x45xec\x12\x1a.flotilla.node.ExecRequest\x1a\x18.flotilla.node.ExecReply\x12R\n\nExecStream\x12 .flotilla.node.ExecStreamRequest\x1a\x1e.flotilla.node.ExecStreamReply(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/apiserver.proto\x12\x0c\x66lotilla.api\x1a\x1aproto/authentication.proto\x1a\x10proto/core.proto\x1a\x13proto/kubelet.proto\"U\n\rCreateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\"?\n\nGetRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\x83\x01\n\x0bListRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\x03\x12\x10\n\x08\x63ontinue\x18\x06 \x01(\t\"d\n\tListReply\x12\r\n\x05items\x18\x01 \x03(\x0c\x12\x18\n\x10resource_version\x18\x02 \x01(\t\x12\x10\n\x08\x63ontinue\x18\x03 \x01(\t\x12\x1c\n\x14remaining_item_count\x18\x04 \x01(\x03\"j\n\rUpdateRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06object\x18\x03 \x01(\x0c\x12\x13\n\x0bsubresource\x18\x04 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"\xd2\x01\n\rDeleteRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12!\n\x14grace_period_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x1a\n\x12propagation_policy\x18\x05 \x01(\t\x12\x0b\n\x03uid\x18\x06 \x01(\t\x12\x18\n\x10resource_version\x18\x07 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x08 \x01(\x08\x42\x17\n\x15_grace_period_seconds\"\x96\x01\n\x0cWatchRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x16\n\x0e\x66ield_selector\x18\x04 \x01(\t\x12\x18\n\x10resource_version\x18\x05 \x01(\t\x12\x17\n\x0f\x61llow_bookmarks\x18\x06 \x01(\x08\"D\n\nWatchEvent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\x0c\x12\x18\n\x10resource_version\x18\x03 \x01(\t\"\x1d\n\x0bObjectReply\x12\x0e\n\x06object\x18\x01 \x01(\x0c\"H\n\x0b\x42indRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12&\n\x07\x62inding\x18\x02 \x01(\x0b\x32\x15.flotilla.api.Binding\"A\n\x0c\x45victRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65viction\x18\x03 \x01(\x0c\"h\n\x12\x43reateTokenRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\rtoken_request\x18\x03 \x01(\x0b\x32\x1a.flotilla.api.TokenRequest\"E\n\x10\x43reateTokenReply\x12\x31\n\rtoken_request\x18\x01 \x01(\x0b\x32\x1a.flotilla.api.TokenRequest\"\x10\n\x0eVersionRequest\"K\n\x0cVersionReply\x12\x13\n\x0bgit_version\x18\x01 \x01(\t\x12\x14\n\x0c\x65tcd_version\x18\x02 \x01(\t\x12\x10\n\x08platform\x18\x03 \x01(\t\"t\n\x13\x41\x63\x63\x65ssReviewRequest\x12\x0c\n\x04verb\x18\x01 \x01(\t\x12\x10\n\x08resource\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0e\n\x06groups\x18\x06 \x03(\t\"B\n\x11\x41\x63\x63\x65ssReviewReply\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t2\xc3\x07\n\tApiServer\x12@\n\x06\x43reate\x12\x1b.flotilla.api.CreateRequest\x1a\x19.flotilla.api.ObjectReply\x12:\n\x03Get\x12\x18.flotilla.api.GetRequest\x1a\x19.flotilla.api.ObjectReply\x12:\n\x04List\x12\x19.flotilla.api.ListRequest\x1a\x17.flotilla.api.ListReply\x12@\n\x06Update\x12\x1b.flotilla.api.UpdateRequest\x1a\x19.flotilla.api.ObjectReply\x12@\n\x06\x44\x65lete\x12\x1b.flotilla.api.DeleteRequest\x1a\x19.flotilla.api.ObjectReply\x12?\n\x05Watch\x12\x1a.flotilla.api.WatchRequest\x1a\x18.flotilla.api.WatchEvent0\x01\x12<\n\x04\x42ind\x12\x19.flotilla.api.BindRequest\x1a\x19.flotilla.api.ObjectReply\x12>\n\x05\x45vict\x12\x1a.flotilla.api.EvictRequest\x1a\x19.flotilla.api.ObjectReply\x12O\n\x0b\x43reateToken\x12 .flotilla.api.CreateTokenRequest\x1a\x1e.flotilla.api.CreateTokenReply\x12\x43\n\x07Version\x12\x1c.flotilla.api.VersionRequest\x1a\x1a.flotilla.api.VersionReply\x12R\n\x0cReviewAccess\x12!.flotilla.api.AccessReviewRequest\x1a\x1f.flotilla.api.AccessReviewReply\x12=\n\x04Logs\x12\x1a.flotilla.node.LogsRequest\x1a\x17.flotilla.node.LogChunk0\x01\x12<\n\x04\x45xec\x12\x1a.flotilla.node.ExecRequest\x1a\x18.flotilla.node.ExecReply\x12R\n\nExecStream\x12 .flotilla.node.ExecStreamRequest\x1a\x1e.flotilla.node.ExecStreamReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.apiserver_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEREQUEST']._serialized_start=78
-  _globals['_CREATEREQUEST']._serialized_end=163
-  _globals['_GETREQUEST']._serialized_start=165
-  _globals['_GETREQUEST']._serialized_end=228
-  _globals['_LISTREQUEST']._serialized_start=231
-  _globals['_LISTREQUEST']._serialized_end=362
-  _globals['_LISTREPLY']._serialized_start=364
-  _globals['_LISTREPLY']._serialized_end=464
-  _globals['_UPDATEREQUEST']._serialized_start=466
-  _globals['_UPDATEREQUEST']._serialized_end=572
-  _globals['_DELETEREQUEST']._serialized_start=575
-  _globals['_DELETEREQUEST']._serialized_end=785
-  _globals['_WATCHREQUEST']._serialized_start=788
-  _globals['_WATCHREQUEST']._serialized_end=938
-  _globals['_WATCHEVENT']._serialized_start=940
-  _globals['_WATCHEVENT']._serialized_end=1008
-  _globals['_OBJECTREPLY']._serialized_start=1010
-  _globals['_OBJECTREPLY']._serialized_end=1039
-  _globals['_BINDREQUEST']._serialized_start=1041
-  _globals['_BINDREQUEST']._serialized_end=1113
-  _globals['_EVICTREQUEST']._serialized_start=1115
-  _globals['_EVICTREQUEST']._serialized_end=1180
-  _globals['_VERSIONREQUEST']._serialized_start=1182
-  _globals['_VERSIONREQUEST']._serialized_end=1198
-  _globals['_VERSIONREPLY']._serialized_start=1200
-  _globals['_VERSIONREPLY']._serialized_end=1275
-  _globals['_ACCESSREVIEWREQUEST']._serialized_start=1277
-  _globals['_ACCESSREVIEWREQUEST']._serialized_end=1393
-  _globals['_ACCESSREVIEWREPLY']._serialized_start=1395
-  _globals['_ACCESSREVIEWREPLY']._serialized_end=1461
-  _globals['_APISERVER']._serialized_start=1464
-  _globals['_APISERVER']._serialized_end=2346
+  _globals['_CREATEREQUEST']._serialized_start=106
+  _globals['_CREATEREQUEST']._serialized_end=191
+  _globals['_GETREQUEST']._serialized_start=193
+  _globals['_GETREQUEST']._serialized_end=256
+  _globals['_LISTREQUEST']._serialized_start=259
+  _globals['_LISTREQUEST']._serialized_end=390
+  _globals['_LISTREPLY']._serialized_start=392
+  _globals['_LISTREPLY']._serialized_end=492
+  _globals['_UPDATEREQUEST']._serialized_start=494
+  _globals['_UPDATEREQUEST']._serialized_end=600
+  _globals['_DELETEREQUEST']._serialized_start=603
+  _globals['_DELETEREQUEST']._serialized_end=813
+  _globals['_WATCHREQUEST']._serialized_start=816
+  _globals['_WATCHREQUEST']._serialized_end=966
+  _globals['_WATCHEVENT']._serialized_start=968
+  _globals['_WATCHEVENT']._serialized_end=1036
+  _globals['_OBJECTREPLY']._serialized_start=1038
+  _globals['_OBJECTREPLY']._serialized_end=1067
+  _globals['_BINDREQUEST']._serialized_start=1069
+  _globals['_BINDREQUEST']._serialized_end=1141
+  _globals['_EVICTREQUEST']._serialized_start=1143
+  _globals['_EVICTREQUEST']._serialized_end=1208
+  _globals['_CREATETOKENREQUEST']._serialized_start=1210
+  _globals['_CREATETOKENREQUEST']._serialized_end=1314
+  _globals['_CREATETOKENREPLY']._serialized_start=1316
+  _globals['_CREATETOKENREPLY']._serialized_end=1385
+  _globals['_VERSIONREQUEST']._serialized_start=1387
+  _globals['_VERSIONREQUEST']._serialized_end=1403
+  _globals['_VERSIONREPLY']._serialized_start=1405
+  _globals['_VERSIONREPLY']._serialized_end=1480
+  _globals['_ACCESSREVIEWREQUEST']._serialized_start=1482
+  _globals['_ACCESSREVIEWREQUEST']._serialized_end=1598
+  _globals['_ACCESSREVIEWREPLY']._serialized_start=1600
+  _globals['_ACCESSREVIEWREPLY']._serialized_end=1666
+  _globals['_APISERVER']._serialized_start=1669
+  _globals['_APISERVER']._serialized_end=2632
 # @@protoc_insertion_point(module_scope)

@@ -75,6 +75,11 @@ class ApiServerStub:
                 request_serializer=proto_dot_apiserver__pb2.EvictRequest.SerializeToString,
                 response_deserializer=proto_dot_apiserver__pb2.ObjectReply.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/flotilla.api.ApiServer/CreateToken',
+                request_serializer=proto_dot_apiserver__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=proto_dot_apiserver__pb2.CreateTokenReply.FromString,
+                _registered_method=True)
         self.Version = channel.unary_unary(
                 '/flotilla.api.ApiServer/Version',
                 request_serializer=proto_dot_apiserver__pb2.VersionRequest.SerializeToString,
@@ -159,6 +164,14 @@ class ApiServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """serviceaccounts/token: a signed token for the service account (kctl create token, the
+        kubelet's projected volumes). Answers with the TokenRequest, status filled in; never stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Version(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -234,6 +247,11 @@ def add_ApiServerServicer_to_server(servicer, server):
                     servicer.Evict,
                     request_deserializer=proto_dot_apiserver__pb2.EvictRequest.FromString,
                     response_serializer=proto_dot_apiserver__pb2.ObjectReply.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=proto_dot_apiserver__pb2.CreateTokenRequest.FromString,
+                    response_serializer=proto_dot_apiserver__pb2.CreateTokenReply.SerializeToString,
             ),
             'Version': grpc.unary_unary_rpc_method_handler(
                     servicer.Version,
@@ -477,6 +495,33 @@ class ApiServer:
             '/flotilla.api.ApiServer/Evict',
             proto_dot_apiserver__pb2.EvictRequest.SerializeToString,
             proto_dot_apiserver__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.api.ApiServer/CreateToken',
+            proto_dot_apiserver__pb2.CreateTokenRequest.SerializeToString,
+            proto_dot_apiserver__pb2.CreateTokenReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,10 @@ class ApiServerStub:
     (kctl drain); a budget that does not is RESOURCE_EXHAUSTED, reason TooManyRequests.
     Answers with the pod as deleted (or marked terminating).
     """
+    CreateToken: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.CreateTokenRequest, _apiserver_pb2.CreateTokenReply]
+    """serviceaccounts/token: a signed token for the service account (kctl create token, the
+    kubelet's projected volumes). Answers with the TokenRequest, status filled in; never stored.
+    """
     Version: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]
     ReviewAccess: _grpc.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]
     """SelfSubjectAccessReview / SubjectAccessReview: may this user do this? (kctl auth can-i)"""
@@ -78,6 +82,10 @@ class ApiServerAsyncStub(ApiServerStub):
     """pods/eviction: delete a pod only if its PodDisruptionBudget allows it now
     (kctl drain); a budget that does not is RESOURCE_EXHAUSTED, reason TooManyRequests.
     Answers with the pod as deleted (or marked terminating).
+    """
+    CreateToken: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.CreateTokenRequest, _apiserver_pb2.CreateTokenReply]  # type: ignore[assignment]
+    """serviceaccounts/token: a signed token for the service account (kctl create token, the
+    kubelet's projected volumes). Answers with the TokenRequest, status filled in; never stored.
     """
     Version: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.VersionRequest, _apiserver_pb2.VersionReply]  # type: ignore[assignment]
     ReviewAccess: _aio.UnaryUnaryMultiCallable[_apiserver_pb2.AccessReviewRequest, _apiserver_pb2.AccessReviewReply]  # type: ignore[assignment]
@@ -151,6 +159,16 @@ class ApiServerServicer(metaclass=_abc_1.ABCMeta):
         """pods/eviction: delete a pod only if its PodDisruptionBudget allows it now
         (kctl drain); a budget that does not is RESOURCE_EXHAUSTED, reason TooManyRequests.
         Answers with the pod as deleted (or marked terminating).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateToken(
+        self,
+        request: _apiserver_pb2.CreateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_apiserver_pb2.CreateTokenReply, _abc.Awaitable[_apiserver_pb2.CreateTokenReply]]:
+        """serviceaccounts/token: a signed token for the service account (kctl create token, the
+        kubelet's projected volumes). Answers with the TokenRequest, status filled in; never stored.
         """
 
     @_abc_1.abstractmethod

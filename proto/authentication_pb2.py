@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from proto import meta_pb2 as proto_dot_meta__pb2
 from proto import options_pb2 as proto_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/authentication.proto\x12\x0c\x66lotilla.api\x1a\x10proto/meta.proto\x1a\x13proto/options.proto\"E\n\x08UserInfo\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x1a\n\x06groups\x18\x03 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\"D\n\x17SelfSubjectReviewStatus\x12)\n\tuser_info\x18\x01 \x01(\x0b\x32\x16.flotilla.api.UserInfo\"\x9b\x01\n\x11SelfSubjectReview\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x35\n\x06status\x18\x02 \x01(\x0b\x32%.flotilla.api.SelfSubjectReviewStatus\"?\n\x0fTokenReviewSpec\x12\r\n\x05token\x18\x01 \x01(\t\x12\x1d\n\taudiences\x18\x02 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\"~\n\x11TokenReviewStatus\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.flotilla.api.UserInfo\x12\x1d\n\taudiences\x18\x04 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xbc\x01\n\x0bTokenReview\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12+\n\x04spec\x18\x02 \x01(\x0b\x32\x1d.flotilla.api.TokenReviewSpec\x12/\n\x06status\x18\x03 \x01(\x0b\x32\x1f.flotilla.api.TokenReviewStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/authentication.proto\x12\x0c\x66lotilla.api\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10proto/meta.proto\x1a\x13proto/options.proto\"E\n\x08UserInfo\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x1a\n\x06groups\x18\x03 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\"D\n\x17SelfSubjectReviewStatus\x12)\n\tuser_info\x18\x01 \x01(\x0b\x32\x16.flotilla.api.UserInfo\"\x9b\x01\n\x11SelfSubjectReview\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12\x35\n\x06status\x18\x02 \x01(\x0b\x32%.flotilla.api.SelfSubjectReviewStatus\"?\n\x0fTokenReviewSpec\x12\r\n\x05token\x18\x01 \x01(\t\x12\x1d\n\taudiences\x18\x02 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\"~\n\x11TokenReviewStatus\x12\x15\n\rauthenticated\x18\x01 \x01(\x08\x12$\n\x04user\x18\x02 \x01(\x0b\x32\x16.flotilla.api.UserInfo\x12\x1d\n\taudiences\x18\x04 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xbc\x01\n\x0bTokenReview\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12+\n\x04spec\x18\x02 \x01(\x0b\x32\x1d.flotilla.api.TokenReviewSpec\x12/\n\x06status\x18\x03 \x01(\x0b\x32\x1f.flotilla.api.TokenReviewStatus\"T\n\x14\x42oundObjectReference\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0b\n\x03uid\x18\x04 \x01(\t\"\xa7\x01\n\x10TokenRequestSpec\x12\x1d\n\taudiences\x18\x01 \x03(\tB\n\xea\xf3\x18\x06\x61tomic\x12\x1f\n\x12\x65xpiration_seconds\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12<\n\x10\x62ound_object_ref\x18\x03 \x01(\x0b\x32\".flotilla.api.BoundObjectReferenceB\x15\n\x13_expiration_seconds\"]\n\x12TokenRequestStatus\x12\r\n\x05token\x18\x01 \x01(\t\x12\x38\n\x14\x65xpiration_timestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x01\n\x0cTokenRequest\x12\x14\n\x0b\x61pi_version\x18\x91N \x01(\t\x12\r\n\x04kind\x18\x92N \x01(\t\x12*\n\x08metadata\x18\x01 \x01(\x0b\x32\x18.flotilla.api.ObjectMeta\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.flotilla.api.TokenRequestSpec\x12\x30\n\x06status\x18\x03 \x01(\x0b\x32 .flotilla.api.TokenRequestStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,16 +40,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENREVIEWSPEC'].fields_by_name['audiences']._serialized_options = b'\352\363\030\006atomic'
   _globals['_TOKENREVIEWSTATUS'].fields_by_name['audiences']._loaded_options = None
   _globals['_TOKENREVIEWSTATUS'].fields_by_name['audiences']._serialized_options = b'\352\363\030\006atomic'
-  _globals['_USERINFO']._serialized_start=83
-  _globals['_USERINFO']._serialized_end=152
-  _globals['_SELFSUBJECTREVIEWSTATUS']._serialized_start=154
-  _globals['_SELFSUBJECTREVIEWSTATUS']._serialized_end=222
-  _globals['_SELFSUBJECTREVIEW']._serialized_start=225
-  _globals['_SELFSUBJECTREVIEW']._serialized_end=380
-  _globals['_TOKENREVIEWSPEC']._serialized_start=382
-  _globals['_TOKENREVIEWSPEC']._serialized_end=445
-  _globals['_TOKENREVIEWSTATUS']._serialized_start=447
-  _globals['_TOKENREVIEWSTATUS']._serialized_end=573
-  _globals['_TOKENREVIEW']._serialized_start=576
-  _globals['_TOKENREVIEW']._serialized_end=764
+  _globals['_TOKENREQUESTSPEC'].fields_by_name['audiences']._loaded_options = None
+  _globals['_TOKENREQUESTSPEC'].fields_by_name['audiences']._serialized_options = b'\352\363\030\006atomic'
+  _globals['_USERINFO']._serialized_start=116
+  _globals['_USERINFO']._serialized_end=185
+  _globals['_SELFSUBJECTREVIEWSTATUS']._serialized_start=187
+  _globals['_SELFSUBJECTREVIEWSTATUS']._serialized_end=255
+  _globals['_SELFSUBJECTREVIEW']._serialized_start=258
+  _globals['_SELFSUBJECTREVIEW']._serialized_end=413
+  _globals['_TOKENREVIEWSPEC']._serialized_start=415
+  _globals['_TOKENREVIEWSPEC']._serialized_end=478
+  _globals['_TOKENREVIEWSTATUS']._serialized_start=480
+  _globals['_TOKENREVIEWSTATUS']._serialized_end=606
+  _globals['_TOKENREVIEW']._serialized_start=609
+  _globals['_TOKENREVIEW']._serialized_end=797
+  _globals['_BOUNDOBJECTREFERENCE']._serialized_start=799
+  _globals['_BOUNDOBJECTREFERENCE']._serialized_end=883
+  _globals['_TOKENREQUESTSPEC']._serialized_start=886
+  _globals['_TOKENREQUESTSPEC']._serialized_end=1053
+  _globals['_TOKENREQUESTSTATUS']._serialized_start=1055
+  _globals['_TOKENREQUESTSTATUS']._serialized_end=1148
+  _globals['_TOKENREQUEST']._serialized_start=1151
+  _globals['_TOKENREQUEST']._serialized_end=1342
 # @@protoc_insertion_point(module_scope)

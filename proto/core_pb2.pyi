@@ -1714,6 +1714,206 @@ class PersistentVolumeClaimVolumeSource(_message.Message):
 Global___PersistentVolumeClaimVolumeSource: _TypeAlias = PersistentVolumeClaimVolumeSource  # noqa: Y015
 
 @_typing.final
+class DownwardAPIVolumeFile(_message.Message):
+    """One file of a downwardAPI projection: a field of the pod (metadata.namespace, labels...)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    FIELD_REF_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_REF_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    mode: _builtins.int
+    @_builtins.property
+    def field_ref(self) -> Global___ObjectFieldSelector: ...
+    @_builtins.property
+    def resource_field_ref(self) -> Global___ResourceFieldSelector: ...
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        field_ref: Global___ObjectFieldSelector | None = ...,
+        resource_field_ref: Global___ResourceFieldSelector | None = ...,
+        mode: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "field_ref", b"field_ref", "mode", b"mode", "resource_field_ref", b"resource_field_ref"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mode", b"_mode", "field_ref", b"field_ref", "mode", b"mode", "path", b"path", "resource_field_ref", b"resource_field_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__mode: _TypeAlias = _typing.Literal["mode"]  # noqa: Y015
+    _WhichOneofArgType__mode: _TypeAlias = _typing.Literal["_mode", b"_mode"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mode) -> _WhichOneofReturnType__mode | None: ...
+
+Global___DownwardAPIVolumeFile: _TypeAlias = DownwardAPIVolumeFile  # noqa: Y015
+
+@_typing.final
+class DownwardAPIProjection(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___DownwardAPIVolumeFile]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___DownwardAPIVolumeFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownwardAPIProjection: _TypeAlias = DownwardAPIProjection  # noqa: Y015
+
+@_typing.final
+class SecretProjection(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    optional: _builtins.bool
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyToPath]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        items: _abc.Iterable[Global___KeyToPath] | None = ...,
+        optional: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_optional", b"_optional", "optional", b"optional"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_optional", b"_optional", "items", b"items", "name", b"name", "optional", b"optional"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__optional: _TypeAlias = _typing.Literal["optional"]  # noqa: Y015
+    _WhichOneofArgType__optional: _TypeAlias = _typing.Literal["_optional", b"_optional"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__optional) -> _WhichOneofReturnType__optional | None: ...
+
+Global___SecretProjection: _TypeAlias = SecretProjection  # noqa: Y015
+
+@_typing.final
+class ConfigMapProjection(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    optional: _builtins.bool
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyToPath]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        items: _abc.Iterable[Global___KeyToPath] | None = ...,
+        optional: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_optional", b"_optional", "optional", b"optional"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_optional", b"_optional", "items", b"items", "name", b"name", "optional", b"optional"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__optional: _TypeAlias = _typing.Literal["optional"]  # noqa: Y015
+    _WhichOneofArgType__optional: _TypeAlias = _typing.Literal["_optional", b"_optional"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__optional) -> _WhichOneofReturnType__optional | None: ...
+
+Global___ConfigMapProjection: _TypeAlias = ConfigMapProjection  # noqa: Y015
+
+@_typing.final
+class ServiceAccountTokenProjection(_message.Message):
+    """A bound service-account token the kubelet requests (TokenRequest) for the pod and keeps fresh."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    EXPIRATION_SECONDS_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    audience: _builtins.str
+    """Defaults to the apiserver's own audience (its --api-audiences, else the issuer)."""
+    expiration_seconds: _builtins.int
+    """Defaults to 3600; at least 600."""
+    path: _builtins.str
+    def __init__(
+        self,
+        *,
+        audience: _builtins.str = ...,
+        expiration_seconds: _builtins.int | None = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expiration_seconds", b"_expiration_seconds", "expiration_seconds", b"expiration_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expiration_seconds", b"_expiration_seconds", "audience", b"audience", "expiration_seconds", b"expiration_seconds", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__expiration_seconds: _TypeAlias = _typing.Literal["expiration_seconds"]  # noqa: Y015
+    _WhichOneofArgType__expiration_seconds: _TypeAlias = _typing.Literal["_expiration_seconds", b"_expiration_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expiration_seconds) -> _WhichOneofReturnType__expiration_seconds | None: ...
+
+Global___ServiceAccountTokenProjection: _TypeAlias = ServiceAccountTokenProjection  # noqa: Y015
+
+@_typing.final
+class VolumeProjection(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    DOWNWARD_API_FIELD_NUMBER: _builtins.int
+    CONFIG_MAP_FIELD_NUMBER: _builtins.int
+    SERVICE_ACCOUNT_TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def secret(self) -> Global___SecretProjection: ...
+    @_builtins.property
+    def downward_api(self) -> Global___DownwardAPIProjection: ...
+    @_builtins.property
+    def config_map(self) -> Global___ConfigMapProjection: ...
+    @_builtins.property
+    def service_account_token(self) -> Global___ServiceAccountTokenProjection: ...
+    def __init__(
+        self,
+        *,
+        secret: Global___SecretProjection | None = ...,
+        downward_api: Global___DownwardAPIProjection | None = ...,
+        config_map: Global___ConfigMapProjection | None = ...,
+        service_account_token: Global___ServiceAccountTokenProjection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "downward_api", b"downward_api", "secret", b"secret", "service_account_token", b"service_account_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "downward_api", b"downward_api", "secret", b"secret", "service_account_token", b"service_account_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeProjection: _TypeAlias = VolumeProjection  # noqa: Y015
+
+@_typing.final
+class ProjectedVolumeSource(_message.Message):
+    """Several sources in one directory: the kube-api-access-* volume the ServiceAccount admission adds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCES_FIELD_NUMBER: _builtins.int
+    DEFAULT_MODE_FIELD_NUMBER: _builtins.int
+    default_mode: _builtins.int
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeProjection]: ...
+    def __init__(
+        self,
+        *,
+        sources: _abc.Iterable[Global___VolumeProjection] | None = ...,
+        default_mode: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_mode", b"_default_mode", "default_mode", b"default_mode"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_mode", b"_default_mode", "default_mode", b"default_mode", "sources", b"sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__default_mode: _TypeAlias = _typing.Literal["default_mode"]  # noqa: Y015
+    _WhichOneofArgType__default_mode: _TypeAlias = _typing.Literal["_default_mode", b"_default_mode"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__default_mode) -> _WhichOneofReturnType__default_mode | None: ...
+
+Global___ProjectedVolumeSource: _TypeAlias = ProjectedVolumeSource  # noqa: Y015
+
+@_typing.final
 class Volume(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1724,6 +1924,7 @@ class Volume(_message.Message):
     SECRET_FIELD_NUMBER: _builtins.int
     PERSISTENT_VOLUME_CLAIM_FIELD_NUMBER: _builtins.int
     NFS_FIELD_NUMBER: _builtins.int
+    PROJECTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     @_builtins.property
     def empty_dir(self) -> Global___EmptyDirVolumeSource: ...
@@ -1737,6 +1938,8 @@ class Volume(_message.Message):
     def persistent_volume_claim(self) -> Global___PersistentVolumeClaimVolumeSource: ...
     @_builtins.property
     def nfs(self) -> Global___NFSVolumeSource: ...
+    @_builtins.property
+    def projected(self) -> Global___ProjectedVolumeSource: ...
     def __init__(
         self,
         *,
@@ -1747,10 +1950,11 @@ class Volume(_message.Message):
         secret: Global___SecretVolumeSource | None = ...,
         persistent_volume_claim: Global___PersistentVolumeClaimVolumeSource | None = ...,
         nfs: Global___NFSVolumeSource | None = ...,
+        projected: Global___ProjectedVolumeSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "nfs", b"nfs", "persistent_volume_claim", b"persistent_volume_claim", "secret", b"secret"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "nfs", b"nfs", "persistent_volume_claim", b"persistent_volume_claim", "projected", b"projected", "secret", b"secret"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "name", b"name", "nfs", b"nfs", "persistent_volume_claim", b"persistent_volume_claim", "secret", b"secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_map", b"config_map", "empty_dir", b"empty_dir", "host_path", b"host_path", "name", b"name", "nfs", b"nfs", "persistent_volume_claim", b"persistent_volume_claim", "projected", b"projected", "secret", b"secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3089,6 +3293,54 @@ class Secret(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__immutable) -> _WhichOneofReturnType__immutable | None: ...
 
 Global___Secret: _TypeAlias = Secret  # noqa: Y015
+
+@_typing.final
+class ServiceAccount(_message.Message):
+    """---------------------------------------------------------------- ServiceAccount
+
+    An identity for processes in pods: its tokens authenticate as
+    system:serviceaccount:<namespace>:<name>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    SECRETS_FIELD_NUMBER: _builtins.int
+    IMAGE_PULL_SECRETS_FIELD_NUMBER: _builtins.int
+    AUTOMOUNT_SERVICE_ACCOUNT_TOKEN_FIELD_NUMBER: _builtins.int
+    api_version: _builtins.str
+    kind: _builtins.str
+    automount_service_account_token: _builtins.bool
+    """false: pods of this account get no API token unless they ask for one."""
+    @_builtins.property
+    def metadata(self) -> _meta_pb2.ObjectMeta: ...
+    @_builtins.property
+    def secrets(self) -> _containers.RepeatedCompositeFieldContainer[_meta_pb2.ObjectReference]:
+        """Secrets pods of this account may use (legacy token Secrets; not made by Flotilla)."""
+
+    @_builtins.property
+    def image_pull_secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocalObjectReference]: ...
+    def __init__(
+        self,
+        *,
+        api_version: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        metadata: _meta_pb2.ObjectMeta | None = ...,
+        secrets: _abc.Iterable[_meta_pb2.ObjectReference] | None = ...,
+        image_pull_secrets: _abc.Iterable[Global___LocalObjectReference] | None = ...,
+        automount_service_account_token: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_automount_service_account_token", b"_automount_service_account_token", "automount_service_account_token", b"automount_service_account_token", "metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_automount_service_account_token", b"_automount_service_account_token", "api_version", b"api_version", "automount_service_account_token", b"automount_service_account_token", "image_pull_secrets", b"image_pull_secrets", "kind", b"kind", "metadata", b"metadata", "secrets", b"secrets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__automount_service_account_token: _TypeAlias = _typing.Literal["automount_service_account_token"]  # noqa: Y015
+    _WhichOneofArgType__automount_service_account_token: _TypeAlias = _typing.Literal["_automount_service_account_token", b"_automount_service_account_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__automount_service_account_token) -> _WhichOneofReturnType__automount_service_account_token | None: ...
+
+Global___ServiceAccount: _TypeAlias = ServiceAccount  # noqa: Y015
 
 @_typing.final
 class ScopedResourceSelectorRequirement(_message.Message):

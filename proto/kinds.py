@@ -119,6 +119,9 @@ POD_SUBRESOURCES = (
     Subresource("portforward", ("create", "get"), "PodPortForwardOptions"),
 )
 
+# serviceaccounts/<name>/token: an authentication.k8s.io/v1 TokenRequest, answered and never stored.
+TOKEN = Subresource("token", CREATE_ONLY, "TokenRequest", "authentication.k8s.io/v1")
+
 KINDS: tuple[Kind, ...] = (
     # Kubernetes has no deletecollection of namespaces: emptying a cluster takes one at a time.
     Kind("Namespace", "namespaces", "namespace", "v1", core_pb2.Namespace, False, ("ns",),
@@ -131,6 +134,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("Event", "events", "event", "v1", core_pb2.Event, True, ("ev",), has_status=False),
     Kind("ConfigMap", "configmaps", "configmap", "v1", core_pb2.ConfigMap, True, ("cm",), has_status=False),
     Kind("Secret", "secrets", "secret", "v1", core_pb2.Secret, True, (), has_status=False),
+    # Pods' identities; `token` mints a bound token for one (kubectl create token, the kubelet).
+    Kind("ServiceAccount", "serviceaccounts", "serviceaccount", "v1", core_pb2.ServiceAccount, True, ("sa",),
+         has_status=False, extra_subresources=(TOKEN,)),
     Kind("ResourceQuota", "resourcequotas", "resourcequota", "v1", core_pb2.ResourceQuota, True, ("quota",)),
     Kind("LimitRange", "limitranges", "limitrange", "v1", core_pb2.LimitRange, True, ("limits",),
          has_status=False),

@@ -33,7 +33,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, ti
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from proto import autoscaling_pb2, kinds, manifest, meta_pb2, options_pb2, policy_pb2
+from proto import authentication_pb2, autoscaling_pb2, kinds, manifest, meta_pb2, options_pb2, policy_pb2
 from proto.errors import BadRequest, NotFound
 
 MAGIC = b"k8s\x00"
@@ -330,10 +330,11 @@ def message_name(api_version: str, kind: str) -> str:
 
 
 # Kinds that are request bodies only, with no resource of their own in proto/kinds.py:
-# the `scale` and `eviction` subresources' bodies, and a DELETE's options.
+# the `scale`, `eviction` and `token` subresources' bodies, and a DELETE's options.
 _EXTRA_KINDS: dict[tuple[str, str], str] = {
     ("autoscaling/v1", "Scale"): autoscaling_pb2.Scale.DESCRIPTOR.full_name,
     ("policy/v1", "Eviction"): policy_pb2.Eviction.DESCRIPTOR.full_name,
+    ("authentication.k8s.io/v1", "TokenRequest"): authentication_pb2.TokenRequest.DESCRIPTOR.full_name,
     ("v1", "DeleteOptions"): meta_pb2.DeleteOptions.DESCRIPTOR.full_name,
     ("meta.k8s.io/v1", "DeleteOptions"): meta_pb2.DeleteOptions.DESCRIPTOR.full_name,
 }

@@ -43,6 +43,7 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
     "Namespace": ["Name", "Status", "Age"],
     "ConfigMap": ["Name", "Data", "Age"],
     "Secret": ["Name", "Type", "Data", "Age"],
+    "ServiceAccount": ["Name", "Secrets", "Age"],
     "Deployment": ["Name", "Ready", "Up-to-date", "Available", "Age", "*Containers", "*Images", "*Selector"],
     "ReplicaSet": ["Name", "Desired", "Current", "Ready", "Age", "*Containers", "*Images", "*Selector"],
     "DaemonSet": ["Name", "Desired", "Current", "Ready", "Up-to-date", "Available", "Node Selector", "Age",

@@ -6,7 +6,8 @@ Every request passes `authenticate` (who is calling?) and then `authorize`
 - over TLS, a client certificate signed by the cluster CA names the user (CN)
   and groups (O); a bearer token from the static token file names them too,
   and so does a bootstrap token (a Secret in kube-system, client/bootstrap.py)
-  for a joining node; a request with none is refused with UNAUTHENTICATED.
+  for a joining node, and a service-account token (a JWT this apiserver's key
+  signed, serviceaccount/); a request with none is refused with UNAUTHENTICATED.
   Python's gRPC can either require and verify client certificates or not ask
   for them at all, so certificates are taken on one TLS port (mTLS) and tokens
   on another;
@@ -196,12 +197,24 @@ class BootstrapTokens:
                         (bootstrap.BOOTSTRAPPERS_GROUP, *extra, AUTHENTICATED))
 
 
-class RequestAuthenticator:
-    """TLS port: a verified client certificate, else a known bearer token, else refused."""
+class TokenAuthenticator(Protocol):
+    def lookup(self, token: str) -> UserInfo | None:
+        """The token's user; None if the token is not of this kind; Unauthorized if it is but is no longer valid."""
+        ...
 
-    def __init__(self, tokens: TokenFile | None = None, bootstrap_tokens: BootstrapTokens | None = None) -> None:
+
+class RequestAuthenticator:
+    """TLS port: a verified client certificate, else a known bearer token, else refused.
+
+    Bearer tokens are tried in order: the static token file, bootstrap tokens, then
+    service-account tokens (serviceaccount/authenticator.py: signed JWTs).
+    """
+
+    def __init__(self, tokens: TokenFile | None = None, bootstrap_tokens: BootstrapTokens | None = None,
+                 service_account_tokens: TokenAuthenticator | None = None) -> None:
         self.tokens = tokens
         self.bootstrap_tokens = bootstrap_tokens
+        self.service_account_tokens = service_account_tokens
 
     def authenticate(self, credentials: Credentials) -> UserInfo:
         user = credentials.certificate
@@ -212,6 +225,8 @@ class RequestAuthenticator:
             found = self.tokens.lookup(token) if self.tokens else None
             if found is None and self.bootstrap_tokens is not None:
                 found = self.bootstrap_tokens.lookup(token)
+            if found is None and self.service_account_tokens is not None:
+                found = self.service_account_tokens.lookup(token)
             if found is None:
                 raise Unauthorized("Unauthorized: invalid bearer token")
             return found

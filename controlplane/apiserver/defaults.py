@@ -97,6 +97,16 @@ def _volume(volume: core_pb2.Volume) -> None:
         volume.config_map.default_mode = _DEFAULT_FILE_MODE
     if volume.HasField("secret") and not volume.secret.HasField("default_mode"):
         volume.secret.default_mode = _DEFAULT_FILE_MODE
+    if volume.HasField("projected"):
+        if not volume.projected.HasField("default_mode"):
+            volume.projected.default_mode = _DEFAULT_FILE_MODE
+        for source in volume.projected.sources:
+            token = source.service_account_token
+            if source.HasField("service_account_token") and not token.HasField("expiration_seconds"):
+                token.expiration_seconds = 3600  # an hour, as Kubernetes
+            for item in source.downward_api.items:
+                if item.HasField("field_ref") and not item.field_ref.api_version:
+                    item.field_ref.api_version = "v1"
 
 
 def default_pod_spec(spec: core_pb2.PodSpec) -> None:

@@ -44,7 +44,8 @@ from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import AUTHENTICATED, AlwaysAllow, Attributes, Authorizer, UserInfo
 from controlplane.apiserver.proxy import KubeletClientTLS, KubeletProxy
 from controlplane.apiserver.registry import Event, Registry
-from proto import core_pb2, kinds
+from controlplane.apiserver.serviceaccount.tokens import TokenIssuer
+from proto import authentication_pb2, core_pb2, kinds
 from proto.errors import ApiError, Conflict, NotFound
 
 GIT_VERSION = "v1.32.0+flotilla"  # kubectl's dispatcher picks its kubectl by the minor version
@@ -58,6 +59,7 @@ _STORED_AS = {"scale": ""}
 _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 PODS = kinds.resolve("pods")
+SERVICE_ACCOUNTS = kinds.resolve("serviceaccounts")
 
 # Turns the current object (None: there is none) into the object to store.
 Transform = Callable[[Message | None], Message]
@@ -146,6 +148,9 @@ class Endpoints:
         self.audit = audit
         self.bookmark_interval = bookmark_interval
         self.kubelets = KubeletProxy(registry, kubelet_tls)
+        # serviceaccounts/token: set by the apiserver once it has a signing key (serviceaccount/).
+        self.token_issuer: TokenIssuer | None = None
+        self.max_token_seconds = 0  # --service-account-max-token-expiration (0: no cap)
         registry.admission.set_authorizer(self.authorizer)  # CSR approval checks the signer itself
 
     # ------------------------------------------------------------------ the chain
@@ -295,6 +300,20 @@ class Endpoints:
         from controlplane.apiserver.subresources import eviction
         async with self.request(user, "create", PODS, namespace, name, "eviction") as attrs:
             return await eviction.evict(self.registry, namespace, name, options, attrs)
+
+    async def create_token(self, user: UserInfo, namespace: str, name: str,
+                           request: authentication_pb2.TokenRequest) -> authentication_pb2.TokenRequest:
+        """serviceaccounts/token (`kubectl create token`, the kubelet): a signed token, never stored."""
+        from controlplane.apiserver.serviceaccount import tokenrequest
+        async with self.request(user, "create", SERVICE_ACCOUNTS, namespace, name, "token"):
+            if self.token_issuer is None:
+                raise NotFound("the server could not find the requested resource (serviceaccounts/token): "
+                               "this apiserver has no service-account signing key")
+
+            async def get(resource: str, ns: str, object_name: str) -> Message:
+                return await self.registry.get(kinds.resolve(resource), ns, object_name)
+            return await tokenrequest.create_token(self.token_issuer, get, user, namespace, name, request,
+                                                   max_seconds=self.max_token_seconds)
 
     async def bind(self, user: UserInfo, namespace: str, binding: core_pb2.Binding) -> core_pb2.Pod:
         """pods/binding: the scheduler's decision for one pod."""

@@ -51,6 +51,7 @@ from controlplane.apiserver.proxy import KubeletClientTLS
 from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
+from controlplane.apiserver.serviceaccount import options as serviceaccount_options
 from controlplane.apiserver.storage import EtcdClientTLS, Storage, compact_forever
 from controlplane.connlimits import GRPC_SERVER_OPTIONS, KEEPALIVE_TIMEOUT, LimitedSite
 from proto import apiserver_pb2_grpc, kinds
@@ -100,6 +101,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-log-maxbackup", type=int, default=5, help="rotated audit files to keep")
     parser.add_argument("--disable-admission-plugins", default="", type=_names,
                         help="comma-separated admission plugins to turn off (e.g. PodSecurity)")
+    serviceaccount_options.add_flags(parser)
     parser.add_argument("--reserved-host-ports", default=None, type=_ports,
                         help="comma-separated host ports no pod may use (default: Flotilla's own ports: etcd, "
                              "the apiserver's, the kubelet's, the image registry's)")
@@ -277,7 +279,8 @@ async def serve(opts: argparse.Namespace) -> None:
         background.append(asyncio.create_task(registry.mirror(
             kinds.resolve("secrets"), bootstrap_tokens.observe, bootstrap_tokens.forget, synced)))
         await asyncio.wait_for(synced.wait(), 30)
-    authenticator = ByTransport(RequestAuthenticator(tokens, bootstrap_tokens),
+    service_account_tokens = await serviceaccount_options.start(registry, opts, background)
+    authenticator = ByTransport(RequestAuthenticator(tokens, bootstrap_tokens, service_account_tokens),
                                 LoopbackAuthenticator() if opts.listen or opts.http_listen else None)
     authorizer: Authorizer = AlwaysAllow()
     if opts.authorization_mode == "RBAC":
@@ -293,6 +296,8 @@ async def serve(opts: argparse.Namespace) -> None:
     kubelet_tls = kubelet_client_tls(opts)
     endpoints = Endpoints(registry, authorizer=authorizer, audit=audit, kubelet_tls=kubelet_tls,
                           bookmark_interval=opts.bookmark_interval)
+    endpoints.token_issuer = service_account_tokens.issuer
+    endpoints.max_token_seconds = opts.service_account_max_token_expiration
     # GRPC_SERVER_OPTIONS: deadlines for the TLS handshake and for idle or silent connections.
     server = grpc.aio.server(options=[*SERVER_OPTIONS, *GRPC_SERVER_OPTIONS],
                              interceptors=[RejectUndecodableRequests()])

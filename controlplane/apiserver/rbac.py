@@ -280,7 +280,9 @@ NETWORK_POLICIES_READ = _rule(READ, [NETWORKING], ["networkpolicies"])
 WORKLOADS = ["pods", "services", "endpoints", "configmaps", "secrets", "replicasets", "deployments",
              "horizontalpodautoscalers", "events", "leases", "jobs", "cronjobs", "daemonsets",
              "controllerrevisions", "poddisruptionbudgets", "statefulsets", "statefulsets/scale",
-             "deployments/scale", "replicasets/scale"]
+             "deployments/scale", "replicasets/scale", "serviceaccounts"]
+# Minting a token for an account is as strong as running a pod as it, which edit may (as Kubernetes' edit).
+SERVICE_ACCOUNT_TOKENS = _rule(["create"], [""], ["serviceaccounts/token"])
 
 
 def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
@@ -290,10 +292,10 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
         "admin": [_rule(READ + WRITE, ALL_GROUPS, [*WORKLOADS, "pods/status", "pods/binding", "pods/log",
                                                     "pods/exec"]),
                   _rule(READ + WRITE, ["rbac.authorization.k8s.io"], ["roles", "rolebindings"]),
-                  ENDPOINT_SLICES_READ, INGRESSES_WRITE, NETWORK_POLICIES_WRITE],
+                  ENDPOINT_SLICES_READ, INGRESSES_WRITE, NETWORK_POLICIES_WRITE, SERVICE_ACCOUNT_TOKENS],
         "edit": [_rule(READ + WRITE, ALL_GROUPS, WORKLOADS), _rule(["create"], [""], ["pods/exec"]),
-                 _rule(READ, [""], ["pods/log"]), ENDPOINT_SLICES_READ, INGRESSES_WRITE,
-                 NETWORK_POLICIES_WRITE],
+                 _rule(READ, [""], ["pods/log"]), ENDPOINT_SLICES_READ, INGRESSES_WRITE, NETWORK_POLICIES_WRITE,
+                 SERVICE_ACCOUNT_TOKENS],
         "view": [_rule(READ, ALL_GROUPS, [*(r for r in WORKLOADS if r != "secrets"), "podmetrics", "pods/log"]),
                  ENDPOINT_SLICES_READ, INGRESSES_READ, NETWORK_POLICIES_READ],
         "system:kube-scheduler": [
@@ -321,7 +323,9 @@ def default_cluster_roles() -> list[rbac_pb2.ClusterRole]:
             _rule(["create", "update"], ["metrics.k8s.io"], ["podmetrics", "nodemetrics"]),
             _rule(["delete"], ["metrics.k8s.io"], ["podmetrics"]),
             # renewing its own client certificate
-            _rule([*READ, "create"], [CERTIFICATES], ["certificatesigningrequests"])],
+            _rule([*READ, "create"], [CERTIFICATES], ["certificatesigningrequests"]),
+            # its pods' projected tokens (only bound to pods on it: serviceaccount/tokenrequest.py)
+            _rule(["get"], [""], ["serviceaccounts"]), SERVICE_ACCOUNT_TOKENS],
         # Leases: each proxy's LoadBalancer announcer elects one node per address (nodeagent/proxy/announcer.py).
         "system:kube-proxy": [_rule(READ, [""], ["services", "endpoints", "nodes"]), ENDPOINT_SLICES_READ,
                               _rule(["create"], [""], ["events"]),

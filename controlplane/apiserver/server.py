@@ -181,6 +181,14 @@ class ApiService(apiserver_pb2_grpc.ApiServerServicer):
             return apiserver_pb2.ObjectReply(object=pod.SerializeToString())
         return await self._serve(context, run)
 
+    async def CreateToken(self, request: apiserver_pb2.CreateTokenRequest, context: grpc.aio.ServicerContext
+                          ) -> apiserver_pb2.CreateTokenReply:
+        async def run() -> apiserver_pb2.CreateTokenReply:
+            answer = await self.endpoints.create_token(self._user(context), request.namespace, request.name,
+                                                       request.token_request)
+            return apiserver_pb2.CreateTokenReply(token_request=answer)
+        return await self._serve(context, run)
+
     async def ReviewAccess(self, request: apiserver_pb2.AccessReviewRequest, context: grpc.aio.ServicerContext
                            ) -> apiserver_pb2.AccessReviewReply:
         async def run() -> apiserver_pb2.AccessReviewReply:

@@ -344,6 +344,12 @@ SECRET = TableConvertor[core_pb2.Secret]((
     AGE,
 ), lambda s, o: [s.metadata.name, s.type or "Opaque", len(s.data) + len(s.string_data), age(s, o.now)])
 
+SERVICE_ACCOUNT = TableConvertor[core_pb2.ServiceAccount]((
+    NAME, TableColumnDefinition("Secrets", type="string", description="Secrets is a list of the secrets in the "
+                                "same namespace that pods running using this ServiceAccount are allowed to use."),
+    AGE,
+), lambda sa, o: [sa.metadata.name, str(len(sa.secrets)), age(sa, o.now)])
+
 
 # ---------------------------------------------------------------- resource quotas, limit ranges
 

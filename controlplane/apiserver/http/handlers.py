@@ -100,6 +100,8 @@ class ResourceHandlers:
             return await self.binding(request, user, namespace, info.name)
         if sub == "eviction" and info.verb == "create":
             return await self.evict(request, user, namespace, info.name)
+        if sub == "token" and info.verb == "create":
+            return await self.create_token(request, user, namespace, info.name)
         handler: Callable[..., Any] | None = {
             "get": self.get, "list": self.list, "watch": self.watch, "create": self.create, "update": self.update,
             "patch": self.patch, "delete": self.delete, "deletecollection": self.delete_collection,
@@ -308,6 +310,13 @@ class ResourceHandlers:
             options = replace(options, dry_run=True)
         await self.endpoints.evict(user, namespace, name, options)
         return json_response(success_status(), 201)
+
+    async def create_token(self, request: web.Request, user: UserInfo, namespace: str, name: str) -> web.Response:
+        """serviceaccounts/<name>/token: a TokenRequest answered with its token (serviceaccount/tokenrequest.py)."""
+        from controlplane.apiserver.serviceaccount import tokenrequest
+        data = codec.load(await request.read(), request.headers.get("Content-Type", codec.JSON))
+        answer = await self.endpoints.create_token(user, namespace, name, tokenrequest.parse(data, name))
+        return json_response(manifest.to_dict(answer), 201)
 
     async def node_stream(self, request: web.Request, user: UserInfo, namespace: str, pod: str,
                           subresource: str) -> web.StreamResponse:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 
+from controlplane.apiserver.validation import projected
 from controlplane.apiserver.validation.field import (
     Errors,
     at_least_one,
@@ -323,7 +324,7 @@ def _container(c: core_pb2.Container, path: str, volumes: set[str], *,
 
 # The volume types a pod may name (proto field names); a volume has exactly one. The kubelet refuses
 # to start a pod whose volume it cannot provide (FailedMount), so naming one here is no promise.
-VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "persistent_volume_claim", "nfs")
+VOLUME_SOURCES = ("empty_dir", "host_path", "config_map", "secret", "persistent_volume_claim", "nfs", "projected")
 _HOST_PATH_TYPES = ("", "BlockDevice", "CharDevice", "Directory", "DirectoryOrCreate", "File", "FileOrCreate",
                     "Socket")  # sorted, as Kubernetes lists them in its NotSupported message
 
@@ -390,6 +391,8 @@ def _volume_source(volume: core_pb2.Volume, source: str, path: str) -> Errors:
             errors.append(required(f"{path}.path"))
         elif not volume.nfs.path.startswith("/"):
             errors.append(invalid(f"{path}.path", volume.nfs.path, "must be an absolute path"))
+    elif source == "projected":
+        errors += projected.validate_projected(volume.projected, path, _key_to_paths, _relative_path, _file_mode)
     return errors
 
 

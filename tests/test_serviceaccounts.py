@@ -1,0 +1,326 @@
+"""Identity for pods: ServiceAccounts, bound tokens, their authentication and authorisation.
+
+Given an apiserver as `kctl cluster up` runs it (TLS, RBAC, its service-account
+signing key: provision/components.py) on its own etcd, a ServiceAccount gets a
+token through the TokenRequest subresource (over HTTP, gRPC and `kubectl create
+token`); the token authenticates as `system:serviceaccount:<ns>:<name>` with its
+groups, RBAC bound to `view` lets it list pods and not read Secrets, a token bound
+to a pod stops working once the pod is gone, and expired, tampered or foreign
+tokens are 401. Bad requests are refused naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import Client
+from client import config as clientconfig
+from controlplane.apiserver.serviceaccount.keys import SigningKey
+from controlplane.apiserver.serviceaccount.tokens import BoundObject, ServiceAccountClaims, TokenIssuer
+from proto import core_pb2, rbac_pb2
+from proto.errors import Forbidden, NotFound
+from provision import components
+from provision.processes import Etcd, Process, free_port, wait_until
+
+KUBECTL = "/usr/bin/kubectl"
+
+
+@pytest.fixture(scope="module")
+def cluster(own_etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[components.ClusterPlan]:
+    folder = tmp_path_factory.mktemp("sa")
+    nodes = (components.NodePlan("sa-node", "127.0.0.1", "10.76.0.0/24", control_plane=True),)
+    plan = components.ClusterPlan("sa", "127.0.0.1", nodes, "10.76.0.0/16", own_etcd.url, folder / "config",
+                                  api_port=free_port(), token_port=free_port(), grpc_port=free_port())
+    components.bundle(plan).write(plan.config_dir)
+    argv = components.apiserver_argv(plan)
+    if "--service-account-signing-key-file" not in argv:  # the test signs its own forgeries with the same key
+        key = plan.config_dir / "pki" / "sa.key"
+        if not key.exists():
+            from controlplane.apiserver.serviceaccount.keys import write_signing_key
+            write_signing_key(key)
+        argv += ["--service-account-signing-key-file", str(key)]
+    proc = Process("apiserver", argv, folder / "apiserver.log")
+    proc.start()
+
+    def answers() -> bool:
+        import socket
+        with socket.create_connection(("127.0.0.1", plan.api_port), timeout=0.5):
+            return True
+    try:
+        wait_until(answers, "TLS apiserver", proc, timeout=60)
+        yield plan
+    finally:
+        proc.stop()
+
+
+def signing_key(plan: components.ClusterPlan) -> SigningKey:
+    argv = components.apiserver_argv(plan)
+    path = (argv[argv.index("--service-account-signing-key-file") + 1]
+            if "--service-account-signing-key-file" in argv else str(plan.config_dir / "pki" / "sa.key"))
+    return SigningKey.load(Path(path))
+
+
+@pytest.fixture
+async def admin(cluster: components.ClusterPlan) -> AsyncIterator[Client]:
+    async with clientconfig.for_component(kubeconfig=cluster.kubeconfig_path(components.ADMIN)).client() as c:
+        yield c
+
+
+@pytest.fixture
+async def ns(admin: Client) -> str:
+    name = f"sa-{uuid.uuid4().hex[:8]}"
+    namespace = core_pb2.Namespace(api_version="v1", kind="Namespace")
+    namespace.metadata.name = name
+    await admin.create(namespace)
+    return name
+
+
+async def service_account(admin: Client, namespace: str, name: str = "robot") -> core_pb2.ServiceAccount:
+    sa = core_pb2.ServiceAccount(api_version="v1", kind="ServiceAccount")
+    sa.metadata.name, sa.metadata.namespace = name, namespace
+    return await admin.create(sa)
+
+
+async def bind_view(admin: Client, namespace: str, account: str = "robot") -> None:
+    binding = rbac_pb2.RoleBinding(api_version="rbac.authorization.k8s.io/v1", kind="RoleBinding")
+    binding.metadata.name, binding.metadata.namespace = f"{account}-view", namespace
+    binding.subjects.add(kind="ServiceAccount", name=account, namespace=namespace)
+    binding.role_ref.api_group, binding.role_ref.kind, binding.role_ref.name = (
+        "rbac.authorization.k8s.io", "ClusterRole", "view")
+    await admin.create(binding)
+
+
+def https(plan: components.ClusterPlan, method: str, path: str, body: Any = None, *, token: str | None = None,
+          admin: bool = False) -> tuple[int, Any]:
+    """One request to the Kubernetes HTTP API: as a bearer token, or as the admin's certificate."""
+    context = ssl.create_default_context(cafile=plan.path(f"{components.CA}.crt"))
+    if admin:
+        doc = clientconfig.read(Path(plan.kubeconfig_path(components.ADMIN)))
+        user = doc["users"][0]["user"]
+        folder = plan.config_dir / "test-admin"
+        folder.mkdir(exist_ok=True)
+        (folder / "c.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+        (folder / "c.key").write_bytes(base64.b64decode(user["client-key-data"]))
+        context.load_cert_chain(folder / "c.crt", folder / "c.key")
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"https://127.0.0.1:{plan.api_port}{path}", data=data, method=method,
+                                     headers=headers)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def request_token(plan: components.ClusterPlan, namespace: str, account: str, spec: dict[str, Any] | None = None
+                  ) -> tuple[int, Any]:
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec or {}}
+    return https(plan, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", body, admin=True)
+
+
+def whoami(plan: components.ClusterPlan, token: str) -> tuple[int, Any]:
+    return https(plan, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                 {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}, token=token)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+async def test_a_token_request_authenticates_as_the_service_account(cluster: components.ClusterPlan, admin: Client,
+                                                                     ns: str) -> None:
+    sa = await service_account(admin, ns)
+    status, answer = request_token(cluster, ns, "robot")
+    assert status == 201, answer
+    assert answer["kind"] == "TokenRequest" and answer["spec"]["expirationSeconds"] == 3600
+    token = answer["status"]["token"]
+    claims = claims_of(token)
+    assert claims["sub"] == f"system:serviceaccount:{ns}:robot"
+    assert claims["kubernetes.io"]["serviceaccount"] == {"name": "robot", "uid": sa.metadata.uid}
+    assert claims["exp"] - claims["iat"] == 3600 and claims["aud"] == [claims["iss"]]
+    status, review = whoami(cluster, token)
+    assert status == 201, review
+    assert review["status"]["userInfo"] == {
+        "username": f"system:serviceaccount:{ns}:robot",
+        "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"]}
+
+
+async def test_view_lets_the_account_list_pods_and_not_read_secrets(cluster: components.ClusterPlan, admin: Client,
+                                                                     ns: str) -> None:
+    await service_account(admin, ns)
+    token = request_token(cluster, ns, "robot")[1]["status"]["token"]
+    status, answer = https(cluster, "GET", f"/api/v1/namespaces/{ns}/pods", token=token)
+    assert status == 403, answer  # nothing bound yet
+    await bind_view(admin, ns)
+    for _ in range(50):  # the authoriser's cache follows the binding within milliseconds
+        status, answer = https(cluster, "GET", f"/api/v1/namespaces/{ns}/pods", token=token)
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200 and answer["kind"] == "PodList", answer
+    status, answer = https(cluster, "GET", f"/api/v1/namespaces/{ns}/secrets", token=token)
+    assert status == 403
+    assert answer["message"] == (f'secrets is forbidden: User "system:serviceaccount:{ns}:robot" cannot list '
+                                 f'resource "secrets" in API group "" in the namespace "{ns}"')
+
+
+async def test_a_token_bound_to_a_pod_dies_with_the_pod(cluster: components.ClusterPlan, admin: Client,
+                                                        ns: str) -> None:
+    await service_account(admin, ns)
+    pod = core_pb2.Pod(api_version="v1", kind="Pod")
+    pod.metadata.name, pod.metadata.namespace = "web", ns
+    pod.spec.service_account_name = "robot"
+    pod.spec.containers.add(name="c", image="busybox")
+    pod = await admin.create(pod)
+    answer = await admin.create_token(ns, "robot", bound_pod=pod)  # over gRPC, as the kubelet asks
+    token = answer.status.token
+    assert claims_of(token)["kubernetes.io"]["pod"] == {"name": "web", "uid": pod.metadata.uid}
+    assert whoami(cluster, token)[0] == 201
+    await admin.delete(core_pb2.Pod, "web", ns, grace_period_seconds=0)
+    for _ in range(50):
+        status, answer = whoami(cluster, token)
+        if status == 401:
+            break
+        time.sleep(0.1)
+    assert status == 401, answer
+    # ... and a token for the account itself dies with the account.
+    other = request_token(cluster, ns, "robot")[1]["status"]["token"]
+    await admin.delete(core_pb2.ServiceAccount, "robot", ns)
+    for _ in range(50):
+        status, answer = whoami(cluster, other)
+        if status == 401:
+            break
+        time.sleep(0.1)
+    assert status == 401, answer
+
+
+async def test_expired_tampered_and_foreign_tokens_are_refused(cluster: components.ClusterPlan, admin: Client,
+                                                               ns: str) -> None:
+    sa = await service_account(admin, ns)
+    token = request_token(cluster, ns, "robot")[1]["status"]["token"]
+    header, payload, signature = token.split(".")
+    claims = claims_of(token)
+    claims["sub"] = f"system:serviceaccount:{ns}:admin"  # a forged identity under the real signature
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    assert whoami(cluster, f"{header}.{forged}.{signature}")[0] == 401
+    flipped = signature[:-2] + ("AA" if not signature.endswith("AA") else "BB")
+    assert whoami(cluster, f"{header}.{payload}.{flipped}")[0] == 401
+    account = ServiceAccountClaims(ns, "robot", sa.metadata.uid, None, (claims["iss"],), 0)
+    expired = TokenIssuer(signing_key(cluster), issuer=claims["iss"], now=lambda: time.time() - 7200)
+    stale = expired.issue(ServiceAccountClaims(**{**account.__dict__, "expires": int(time.time()) - 3600}))
+    status, answer = whoami(cluster, stale)
+    assert status == 401 and answer["reason"] == "Unauthorized"
+    stranger = TokenIssuer(SigningKey.generate(), issuer=claims["iss"])  # another cluster's key, same issuer
+    assert whoami(cluster, stranger.issue(ServiceAccountClaims(**{**account.__dict__,
+                                                                  "expires": int(time.time()) + 600})))[0] == 401
+    wrong_audience = TokenIssuer(signing_key(cluster), issuer=claims["iss"]).issue(ServiceAccountClaims(
+        **{**account.__dict__, "audiences": ("vault",), "expires": int(time.time()) + 600}))
+    assert whoami(cluster, wrong_audience)[0] == 401
+    bound_to_nothing = TokenIssuer(signing_key(cluster), issuer=claims["iss"]).issue(ServiceAccountClaims(
+        **{**account.__dict__, "bound": BoundObject("Pod", "ghost", "u-1"), "expires": int(time.time()) + 600}))
+    assert whoami(cluster, bound_to_nothing)[0] == 401
+
+
+async def test_token_reviews_name_the_account(cluster: components.ClusterPlan, admin: Client, ns: str) -> None:
+    await service_account(admin, ns)
+    token = request_token(cluster, ns, "robot")[1]["status"]["token"]
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    status, answer = https(cluster, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review, admin=True)
+    assert status == 201, answer
+    assert answer["status"]["authenticated"] is True
+    assert answer["status"]["user"]["username"] == f"system:serviceaccount:{ns}:robot"
+    review["spec"]["token"] = token[:-4] + "abcd"
+    status, answer = https(cluster, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review, admin=True)
+    assert (status, answer["status"].get("authenticated", False)) == (201, False)
+
+
+async def test_bad_token_requests_are_refused_naming_the_problem(cluster: components.ClusterPlan, admin: Client,
+                                                                 ns: str) -> None:
+    await service_account(admin, ns)
+    status, answer = request_token(cluster, ns, "robot", {"expirationSeconds": 599})
+    assert status == 422 and answer["details"]["causes"][0]["field"] == "spec.expirationSeconds", answer
+    assert "may not specify a duration less than 10 minutes" in answer["message"]
+    status, answer = request_token(cluster, ns, "nobody")
+    assert status == 404 and answer["message"] == 'serviceaccounts "nobody" not found', answer
+    status, answer = request_token(cluster, ns, "robot", {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                                                            "name": "ghost"}})
+    assert status == 404 and answer["message"] == 'pods "ghost" not found', answer
+    pod = core_pb2.Pod(api_version="v1", kind="Pod")
+    pod.metadata.name, pod.metadata.namespace = "other", ns
+    pod.spec.containers.add(name="c", image="busybox")  # runs as `default`, not robot
+    await admin.create(pod)
+    status, answer = request_token(cluster, ns, "robot", {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                                                            "name": "other"}})
+    assert status == 400 and "to pod running with different serviceaccount name" in answer["message"], answer
+    status, answer = request_token(cluster, ns, "robot", {"audiences": "everyone"})
+    assert status == 422 and "spec.audiences" in answer["message"], answer
+    status, answer = https(cluster, "POST", f"/api/v1/namespaces/{ns}/serviceaccounts/robot/token",
+                           {"apiVersion": "v1", "kind": "Pod"}, admin=True)
+    assert status == 400 and "expected TokenRequest" in answer["message"], answer
+
+
+async def test_a_node_gets_tokens_only_for_its_own_pods(cluster: components.ClusterPlan, admin: Client,
+                                                        ns: str) -> None:
+    await service_account(admin, ns)
+    pod = core_pb2.Pod(api_version="v1", kind="Pod")
+    pod.metadata.name, pod.metadata.namespace = "elsewhere", ns
+    pod.spec.service_account_name, pod.spec.node_name = "robot", "another-node"
+    pod.spec.containers.add(name="c", image="busybox")
+    pod = await admin.create(pod)
+    node_config = cluster.kubeconfig_path(components.node_identity("sa-node"))
+    async with clientconfig.for_component(kubeconfig=node_config).client() as node:
+        with pytest.raises(Forbidden, match="node requested token not bound to a pod"):
+            await node.create_token(ns, "robot")
+        with pytest.raises(Forbidden, match="bound to a pod scheduled on a different node"):
+            await node.create_token(ns, "robot", bound_pod=pod)
+        mine = core_pb2.Pod()
+        mine.CopyFrom(pod)
+        mine.metadata.name, mine.spec.node_name = "here", "sa-node"
+        mine.metadata.ClearField("uid")
+        mine.metadata.ClearField("resource_version")
+        mine = await admin.create(mine)
+        answer = await node.create_token(ns, "robot", bound_pod=mine, expiration_seconds=3607)
+        assert answer.status.token and answer.spec.expiration_seconds == 3607
+        with pytest.raises(NotFound):
+            await node.create_token(ns, "nobody", bound_pod=mine)
+
+
+async def test_kubectl_create_token_gives_a_token_kubectl_can_use(cluster: components.ClusterPlan, admin: Client,
+                                                                 ns: str, tmp_path: Path) -> None:
+    if not shutil.which(KUBECTL):
+        pytest.skip(f"{KUBECTL} is not installed on this machine")
+    await service_account(admin, ns)
+    await bind_view(admin, ns)
+
+    def kubectl(*args: str, kubeconfig: str = cluster.kubeconfig_path(components.ADMIN)) -> str:
+        done = subprocess.run([KUBECTL, "--kubeconfig", kubeconfig, "--cache-dir", str(tmp_path / "cache"), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    token = kubectl("create", "token", "robot", "-n", ns, "--duration", "10m").strip()
+    claims = claims_of(token)
+    assert claims["exp"] - claims["iat"] == 600
+    empty = tmp_path / "empty.conf"
+    empty.write_text("apiVersion: v1\nkind: Config\n")
+    out = kubectl("--server", f"https://127.0.0.1:{cluster.api_port}", "--certificate-authority",
+                  cluster.path(f"{components.CA}.crt"), "--token", token, "get", "serviceaccounts", "-n", ns,
+                  kubeconfig=str(empty))
+    assert out.split("\n")[0].split() == ["NAME", "SECRETS", "AGE"] and out.split("\n")[1].split()[:2] == ["robot", "0"]
