@@ -17,7 +17,9 @@ a table of its own, named after --table: `flotilla-netpol`, or
 leaves that to another agent.
 
 Runs as root on each node (it programs the node's nftables); see proxier.py for
-the loop and rules.py for the ruleset.
+the loop and rules.py for the ruleset. On a node given --node-ip it also runs
+the ingress agent (nodeagent/ingress): haproxy on that address, ports 80 and
+443, serving the Ingresses of the flotilla.dev/ingress-haproxy class.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+from pathlib import Path
 
 from client import Client
 from client.component import Command
+from nodeagent.ingress.agent import IngressAgent
+from nodeagent.ingress.config import Settings
+from nodeagent.ingress.haproxy import HaproxyError
 from nodeagent.netpol import compiler as netpol
 from nodeagent.netpol.controller import NetworkPolicyController
 from nodeagent.proxy import nft, rules
@@ -36,6 +42,7 @@ from nodeagent.proxy.announcer import Announcer, interface_of
 from nodeagent.proxy.proxier import Proxier
 
 log = logging.getLogger("flotilla.proxy")
+INGRESS_STATE_ROOT = "/run/flotilla/ingress"
 
 
 def table_name(text: str) -> str:
@@ -67,11 +74,18 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         "local address but loopback)")
     parser.add_argument("--no-network-policy", dest="network_policy", action="store_false",
                         help="do not enforce NetworkPolicies (another agent does)")
+    # The ingress agent (nodeagent/ingress) runs beside the proxy on nodes that have an address to serve on.
+    parser.add_argument("--ingress", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the ingress agent (haproxy on --node-ip ports 80/443) when --node-ip is given")
+    parser.add_argument("--ingress-http-port", type=int, default=80, help="the ingress's plain HTTP port")
+    parser.add_argument("--ingress-https-port", type=int, default=443, help="the ingress's TLS port")
+    parser.add_argument("--ingress-state-dir", default=INGRESS_STATE_ROOT,
+                        help="haproxy's files live in DIR/<node-name> (default: %(default)s)")
     parser.add_argument("--cleanup", action="store_true", help="delete the proxy's nftables tables and exit")
 
 
 # LookupError: --node-ip is on no interface of the node.
-COMMAND = Command("flotilla-proxy", __doc__, flags=add_flags, errors=(nft.NftError, LookupError))
+COMMAND = Command("flotilla-proxy", __doc__, flags=add_flags, errors=(nft.NftError, LookupError, HaproxyError))
 
 
 def netpol_table(proxy_table: str) -> str:
@@ -101,6 +115,11 @@ async def run(opts: argparse.Namespace, client: Client) -> None:
             announcer = Announcer(client, node_name=opts.node_name, interface=interface, netns=opts.netns)
             group.create_task(announcer.run())
             log.info("announcing LoadBalancer addresses on %s", interface)
+        if opts.ingress and opts.node_ip:
+            settings = Settings(Path(opts.ingress_state_dir) / opts.node_name, opts.node_ip,
+                                opts.ingress_http_port, opts.ingress_https_port)
+            group.create_task(IngressAgent(client, settings, node_name=opts.node_name, netns=opts.netns).run())
+            log.info("serving Ingresses on %s:%d/%d", opts.node_ip, opts.ingress_http_port, opts.ingress_https_port)
 
 
 async def cleanup(opts: argparse.Namespace) -> None:
