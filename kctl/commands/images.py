@@ -17,6 +17,10 @@ to everyone; its push side takes the credentials in the cluster's PKI folder
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -27,7 +31,7 @@ from kctl.errors import CliError
 from kctl.printers import format_table
 from provision import components, local
 from provision.images import build as imagebuild
-from provision.images import distribution
+from provision.images import distribution, transfer
 from provision.images import registry as image_registry
 from provision.images.oci import OCIImage, parse_reference
 from provision.images.store import ImageStore
@@ -140,9 +144,68 @@ def push(name: str, registry: str) -> None:
                f"({result.uploaded} blobs uploaded, {result.skipped} already there)")
 
 
+def _registry_and_target(registry: str) -> tuple[str, image_registry.PushTarget | None]:
+    """The registry to load into (--registry, else the current local cluster's) and its push side."""
+    where = registry or current_cluster_registry()
+    return where, push_target(where)
+
+
+def _save_from(tool: str, name: str, into: Path) -> None:
+    """`docker save` / `podman save` NAME into the archive `into`, saying plainly when the tool cannot."""
+    binary = shutil.which(tool)
+    if binary is None:
+        raise CliError(f"--from-{tool}: {tool} is not installed on this machine")
+    argv = [binary, "save", "-o", str(into), name]
+    if tool == "podman":
+        argv[2:2] = ["--format", "docker-archive"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        engine = " (is its engine running? the docker client is here, but no daemon answers)" \
+            if tool == "docker" and ("daemon" in why or "docker.sock" in why) else ""
+        raise CliError(f"{tool} save {name} failed{engine}: {why}")
+
+
+@image.command("load")
+@click.argument("archive", required=False)
+@click.option("--registry", default="", help="HOST:PORT (default: the current local cluster's registry).")
+@click.option("--from-docker", "from_docker", default="", metavar="NAME", help="Load image NAME from docker.")
+@click.option("--from-podman", "from_podman", default="", metavar="NAME", help="Load image NAME from podman.")
+def load(archive: str | None, registry: str, from_docker: str, from_podman: str) -> None:
+    """Load every image and tag of ARCHIVE (`docker save` or OCI; - reads stdin) into the cluster registry."""
+    sources = [s for s in (archive, from_docker, from_podman) if s]
+    if len(sources) != 1:
+        raise CliError("give exactly one of ARCHIVE (a docker save or OCI archive, - for stdin), "
+                       "--from-docker NAME or --from-podman NAME")
+    where, target = _registry_and_target(registry)
+    with tempfile.TemporaryDirectory(prefix="kctl-load-") as tmp:
+        path = Path(tmp) / "images.tar"
+        if from_docker or from_podman:
+            _save_from("docker" if from_docker else "podman", from_docker or from_podman, path)
+        elif archive == "-":
+            with path.open("wb") as out:
+                shutil.copyfileobj(sys.stdin.buffer, out)
+        else:
+            path = Path(str(archive))
+            if not path.is_file():
+                raise CliError(f"{archive}: no such file")
+        try:
+            loaded = transfer.load(path, registry=where, target=target)
+        except transfer.TransferError as err:
+            raise CliError(str(err)) from err
+    for name, stored in loaded:
+        click.echo(f"loaded {name} as {stored}")
+
+
 @image.command("list")
-def list_images() -> None:
-    """The images in the local store."""
-    rows = [["NAME", "DIGEST", "SIZE"]]
-    rows += [[i.name, i.digest[:19], _size(i.size)] for i in ImageStore().list()]
+@click.option("--registry", default="", help="HOST:PORT (default: the current local cluster's registry).")
+def list_images(registry: str) -> None:
+    """The repositories and tags the cluster registry holds (what the nodes can pull)."""
+    where = registry or current_cluster_registry()
+    try:
+        held = transfer.catalog(where)
+    except transfer.TransferError as err:
+        raise CliError(str(err)) from err
+    rows = [["REPOSITORY", "TAG"]]
+    rows += [[repository.removeprefix("library/"), tag] for repository, tag in held]
     click.echo("\n".join(format_table(rows)))
