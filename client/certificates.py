@@ -82,12 +82,14 @@ def create_ca(common_name: str = "flotilla-ca") -> KeyPair:
 
 
 def _issue(ca: KeyPair, subject: x509.Name, *, server_names: list[str] | None = None,
-           client: bool = False, days: int = CERT_DAYS) -> KeyPair:
+           client: bool = False, peer: bool = False, days: int = CERT_DAYS) -> KeyPair:
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = _new_key()
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
+    if peer:  # both ends of a connection between equals (etcd members) show the same certificate
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -113,6 +115,12 @@ def create_serving_cert(ca: KeyPair, common_name: str, names: list[str]) -> KeyP
     """A server certificate valid for every name and address in `names` (its SANs)."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     return _issue(ca, subject, server_names=names)
+
+
+def create_peer_cert(ca: KeyPair, common_name: str, names: list[str]) -> KeyPair:
+    """A certificate a peer both serves with and dials with (etcd's peer URL, as kubeadm's etcd/peer)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return _issue(ca, subject, server_names=names, peer=True)
 
 
 def create_client_cert(ca: KeyPair, user: str, groups: tuple[str, ...] = ()) -> KeyPair:

@@ -131,6 +131,11 @@ def cluster() -> None:
 @click.option("--name", default=DEFAULTS.name, show_default=True, help="cluster name (ssh: the inventory's)")
 @click.option("--workers", default=DEFAULTS.workers, show_default=True, type=click.IntRange(1, 99),
               help="worker nodes")
+@click.option("--masters", default=DEFAULTS.masters, show_default=True, type=click.IntRange(1, 7),
+              help="control-plane nodes; more than one: each a node of its own with an etcd member and the whole "
+                   "control plane, the API at one virtual IP (local provider)")
+@click.option("--api-vip", default="", help="--masters > 1: the API's virtual IP (default: the subnet's last "
+                                             "usable address)")
 @click.option("--subnet", default=DEFAULTS.subnet, show_default=True, help="the nodes' private network")
 @click.option("--bridge", default=DEFAULTS.bridge, show_default=True, help="host bridge joining the nodes")
 @click.option("--pod-network", default=DEFAULTS.pod_network, show_default=True,
@@ -143,8 +148,9 @@ def cluster() -> None:
               help="air-gapped: nodes pull images only from the cluster registry, never Docker Hub "
                    "(default: online, unless $FLOTILLA_OFFLINE=1 or the ssh inventory's `offline: true`)")
 @provider_options
-def up(name: str, workers: int, subnet: str, bridge: str, pod_network: str, api_port: int, etcd_port: int,
-       offline: bool | None, kind: str, inventory: str | None, vagrant_root: str) -> None:
+def up(name: str, workers: int, masters: int, api_vip: str, subnet: str, bridge: str, pod_network: str,
+       api_port: int, etcd_port: int, offline: bool | None, kind: str, inventory: str | None,
+       vagrant_root: str) -> None:
     """Start a cluster, wait for its nodes to be Ready, and point kubectl and kctl at it.
 
     The local provider makes it on this machine; --provider ssh bootstraps the machines of an --inventory
@@ -156,7 +162,8 @@ def up(name: str, workers: int, subnet: str, bridge: str, pod_network: str, api_
     shown = ConsoleProgress(console)
     started = time.monotonic()
     try:
-        made = _provider(kind, name=name, workers=workers, subnet=subnet, bridge=bridge, pod_network=pod_network,
+        made = _provider(kind, name=name, workers=workers, masters=masters, api_vip=api_vip, subnet=subnet,
+                         bridge=bridge, pod_network=pod_network,
                          api_port=api_port, etcd_port=etcd_port, inventory=inventory,
                          vagrant_root=vagrant_root, offline=offline).up(shown)
     except ProvisionError as err:

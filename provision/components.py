@@ -50,7 +50,7 @@ from client import config as clientconfig
 from controlplane.apiserver import encryption
 from proto.wellknown import TAINT_CONTROL_PLANE
 from provision.images import registry as image_registry
-from provision.processes import EtcdClientFiles, EtcdTLS
+from provision.processes import EtcdClientFiles, EtcdMember, EtcdTLS
 
 MASTERS = "system:masters"
 NODES = "system:nodes"
@@ -334,7 +334,7 @@ def _etcd_pki(plan: ClusterPlan) -> dict[str, bytes]:
     names = list(dict.fromkeys(["127.0.0.1", "localhost", plan.master_address, f"{plan.name}-master",
                                 *master_names(plan)]))
     pairs = {ETCD_SERVER: certificates.create_serving_cert(etcd_ca, "kube-etcd", names),
-             ETCD_PEER: certificates.create_serving_cert(etcd_ca, "kube-etcd-peer", names),
+             ETCD_PEER: certificates.create_peer_cert(etcd_ca, "kube-etcd-peer", names),
              APISERVER_ETCD_CLIENT: certificates.create_client_cert(etcd_ca, "kube-apiserver-etcd-client"),
              ETCD_BACKUP_CLIENT: certificates.create_client_cert(etcd_ca, "flotilla-etcd-backup")}
     files = {f"{ETCD_CA}.crt": etcd_ca.cert_pem, f"{ETCD_CA}.key": etcd_ca.key_pem}
@@ -371,12 +371,13 @@ def _module(plan: ClusterPlan, module: str) -> list[str]:
     return [plan.python, "-m", module]
 
 
-def apiserver_argv(plan: ClusterPlan) -> list[str]:
+def apiserver_argv(plan: ClusterPlan, *, listen_host: str = "", etcd_servers: str = "") -> list[str]:
     """The Kubernetes API over HTTPS on the API port (client certificates or bearer tokens), gRPC with client
     certificates and gRPC with bearer tokens on their own ports, all under the one serving certificate; RBAC."""
-    return [*_module(plan, "controlplane.apiserver.main"), "--etcd-servers", plan.etcd_url,
-            "--https-listen", f"{plan.master_address}:{plan.api_port}",
-            "--secure-listen", plan.grpc_server, "--token-listen", plan.token_server,
+    host = listen_host or plan.master_address
+    return [*_module(plan, "controlplane.apiserver.main"), "--etcd-servers", etcd_servers or plan.etcd_url,
+            "--https-listen", f"{host}:{plan.api_port}",
+            "--secure-listen", f"{host}:{plan.grpc_port}", "--token-listen", f"{host}:{plan.token_port}",
             "--tls-cert-file", plan.path(f"{APISERVER}.crt"), "--tls-private-key-file", plan.path(f"{APISERVER}.key"),
             "--client-ca-file", plan.path(f"{CA}.crt"), "--token-auth-file", plan.path(TOKENS),
             # Bootstrap tokens (kube-system Secrets) on the token port: how `kctl join` nodes get credentials.
@@ -474,3 +475,34 @@ def control_plane_argvs(plan: ClusterPlan) -> Mapping[str, list[str]]:
     """The master's daemons after etcd, in start order (each needs the apiserver)."""
     return {"apiserver": apiserver_argv(plan), "scheduler": scheduler_argv(plan),
             "controller-manager": controller_manager_argv(plan), "dns": dns_argv(plan)}
+
+
+# ---------------------------------------------------------------- several masters (kubeadm's stacked etcd)
+
+API_VIP_LEASE = "flotilla-api-vip"  # kube-system Lease whose holder announces the API's virtual IP
+
+
+def etcd_members(plan: ClusterPlan) -> tuple[EtcdMember, ...]:
+    """Each master's etcd member, named after its node."""
+    return tuple(EtcdMember(n.name, n.address) for n in plan.nodes if n.control_plane)
+
+
+def master_control_plane_argvs(plan: ClusterPlan, node: NodePlan, *, etcd_port: int) -> Mapping[str, list[str]]:
+    """One master's daemons after its etcd member, in start order, when there are several.
+
+    Its apiserver listens on every address of the master's namespace (its own, and the virtual IP while
+    this master announces it) and dials its own etcd member first; the VIP announcer holds the address
+    while this master's apiserver can renew the Lease API_VIP_LEASE (nodeagent/apivip); scheduler and
+    controller manager stand by for their Leases like every copy; DNS answers on the master's address.
+    """
+    scheme = urlsplit(plan.etcd_url).scheme or "https"
+    members = [m for m in etcd_members(plan) if m.name == node.name] + \
+              [m for m in etcd_members(plan) if m.name != node.name]
+    servers = ",".join(f"{scheme}://{m.address}:{etcd_port}" for m in members)
+    vip = [*_module(plan, "nodeagent.apivip.main"), "--kubeconfig", plan.kubeconfig_path(PROXY),
+           "--server", f"{node.address}:{plan.grpc_port}", "--node-name", node.name, "--node-ip", node.address,
+           "--vip", plan.master_address, "--lease", API_VIP_LEASE]
+    return {"apiserver": apiserver_argv(plan, listen_host="0.0.0.0", etcd_servers=servers), "api-vip": vip,
+            # kube-scheduler's default is to elect; Flotilla's single scheduler does not, several must.
+            "scheduler": [*scheduler_argv(plan), "--leader-elect", "true"],
+            "controller-manager": controller_manager_argv(plan), "dns": dns_argv(plan, node.address)}

@@ -163,9 +163,12 @@ class LocalProvider:
         # The host's routes to the pods; each node's kubelet keeps its own to the other nodes' pods.
         netns.add_host_pod_routes(state.links(), state.bridge)
         netns.allow_bridge_forwarding(state.nft_table, state.bridge)
-        netns.confine_host_pods(state.nft_table, node(state, infos[0]).runtime.bridge,
-                                [state.subnet, state.pod_network])
-        progress.done(f"master {state.master_address} on {state.bridge}, workers "
+        if not state.ha:  # a single master is the host, and its pods live in the host's namespace
+            netns.confine_host_pods(state.nft_table, node(state, infos[0]).runtime.bridge,
+                                    [state.subnet, state.pod_network])
+        masters = (f"masters {', '.join(n.address for n in state.master_infos())} (API VIP {state.api_vip}), host "
+                   f"{state.master_address}" if state.ha else f"master {state.master_address}")
+        progress.done(f"{masters} on {state.bridge}, workers "
                       + ", ".join(n.address for n in infos if not n.control_plane) + f", pods {state.pod_network}")
 
         progress.phase("certificates")
@@ -201,8 +204,10 @@ class LocalProvider:
         phases.wait(lambda: phases.publish(state.kubeconfig, cluster, ca_pem, token=token,
                                            nodes=state.worker_names()),
                     "cluster-info, a bootstrap token and kube-dns", deadline, hint=hint)
-        progress.done(f"apiserver https://{state.api_address} (tokens :{cluster.token_port}), etcd, scheduler, "
-                      f"controller manager, DNS {state.master_address}:53 (kube-dns {DNS_SERVICE_IP})")
+        dns = ", ".join(f"{a}:53" for a in phases.dns_servers(cluster))
+        etcd = f"etcd ({len(state.master_infos())} members)" if state.ha else "etcd"
+        progress.done(f"apiserver https://{state.api_address} (tokens :{cluster.token_port}), {etcd}, scheduler, "
+                      f"controller manager, DNS {dns} (kube-dns {DNS_SERVICE_IP})")
 
         progress.phase("join")
         command = phases.JoinCommand.for_plan(cluster, token, ca_pem)

@@ -46,11 +46,11 @@ def node(state: ClusterState, info: NodeInfo) -> LocalNode:
     settings = components.kubelet_settings(state.components_plan(), info.plan())
     # Any free port for the kubelet API: the master's kubelet shares the host with whatever else runs here.
     settings["port"] = 0
-    if info.control_plane:
+    if not info.host_veth:
         # The master's kubelet runs in the host's namespace, whose routes to the pods the provisioner owns
         # (netns.add_host_pod_routes): another cluster's master on this host must not sweep them either.
         settings["node_routes"] = False
-    else:
+    elif not info.control_plane:  # masters of several (namespaces too) have their kubeconfig from `up`
         settings["bootstrap_kubeconfig"] = str(bootstrap_kubeconfig_path(folder, info.name))
         settings["kubeconfig"] = str(kubelet_kubeconfig_path(folder, info.name))
     made = LocalNode(info.name, folder / "nodes" / info.name, state.grpc_server, info.address, info.pod_cidr,
@@ -78,6 +78,9 @@ def daemon_specs(state: ClusterState, *, etcd_port: int) -> list[DaemonSpec]:
                         f"tcp:{state.registry}"),
              DaemonSpec("etcd", etcd_argv(folder / "etcd", etcd_port, etcd_port + 1, components.etcd_tls(cluster)),
                         str(logs / "etcd.log"), f"tcp:127.0.0.1:{etcd_port}")]
+    if state.ha:
+        return specs[:2] + master_specs(state, etcd_port=etcd_port) + \
+            [spec for info in state.node_infos() for spec in node_specs(state, info)]
     for daemon, argv in components.control_plane_argvs(cluster).items():
         specs.append(DaemonSpec(daemon, argv, str(logs / f"{daemon}.log"), master_api if daemon == "apiserver" else ""))
     for info in state.node_infos():
@@ -99,7 +102,7 @@ def node_specs(state: ClusterState, info: NodeInfo) -> list[DaemonSpec]:
     rt.config_path.write_text(rt.config())
     # A worker's daemons run inside its namespace (the apiserver dials its kubelet at the node's InternalIP);
     # nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup mounts. The master is the host.
-    enter = [] if info.control_plane else ["nsenter", f"--net=/run/netns/{info.name}"]
+    enter = ["nsenter", f"--net=/run/netns/{info.name}"] if info.host_veth else []
     kubelet = made.kubelet_argv()
     if not info.control_plane:
         # Started once the node is joined (its bootstrap kubeconfig written), as kubeadm's kubelet waits for
@@ -111,7 +114,7 @@ def node_specs(state: ClusterState, info: NodeInfo) -> list[DaemonSpec]:
                    str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),
         DaemonSpec(f"kubelet/{info.name}", [*enter, *kubelet], str(logs / f"kubelet-{info.name}.log")),
     ]
-    if info.control_plane:
+    if not info.host_veth:
         # In the host's namespace: a table of this cluster's own, node ports on the master's address only
         # (not on the machine's other interfaces), and no LoadBalancer announcing -- the master is the
         # host, and an announced /32 would land on the host's bridge; like kubeadm's control-plane nodes
@@ -123,6 +126,39 @@ def node_specs(state: ClusterState, info: NodeInfo) -> list[DaemonSpec]:
         argv = components.proxy_argv(cluster, info.plan(), netns=info.name)
     specs.append(DaemonSpec(f"proxy/{info.name}", argv, str(logs / f"proxy-{info.name}.log")))
     return specs
+
+
+def master_specs(state: ClusterState, *, etcd_port: int, masters: list[NodeInfo] | None = None,
+                 initial_state: str = "new") -> list[DaemonSpec]:
+    """With several masters: every etcd member first (none is ready before a quorum of them runs), then each
+    master's control plane, all inside the master's namespace (`masters`: only these, joining a running
+    cluster's etcd as `initial_state` "existing")."""
+    logs = state.folder / "logs"
+    cluster = state.components_plan()
+    members = components.etcd_members(cluster)
+    chosen = masters if masters is not None else state.master_infos()
+    specs = []
+    for info in chosen:
+        member = next(m for m in members if m.name == info.name)
+        argv = etcd_argv(state.folder / "nodes" / info.name / "etcd", etcd_port, etcd_port + 1,
+                         components.etcd_tls(cluster), member=member, cluster=members, initial_state=initial_state)
+        specs.append(DaemonSpec(f"etcd/{info.name}", [*_enter(info), *argv], str(logs / f"etcd-{info.name}.log"),
+                                f"tcp:{info.address}:{etcd_port}"))
+    for info in chosen:
+        argvs = components.master_control_plane_argvs(cluster, info.plan(), etcd_port=etcd_port)
+        for daemon, argv in argvs.items():
+            if daemon == "apiserver":  # one audit log per apiserver: three writers would rotate one file apart
+                argv = [a.replace(components.AUDIT_LOG, f"audit/audit-{info.name}.log") for a in argv]
+            ready = f"tcp:{info.address}:{cluster.grpc_port}" if daemon == "apiserver" else ""
+            specs.append(DaemonSpec(f"{daemon}/{info.name}", [*_enter(info), *argv],
+                                    str(logs / f"{daemon}-{info.name}.log"), ready))
+    return specs
+
+
+def _enter(info: NodeInfo) -> list[str]:
+    """A namespace node's daemons run inside it: nsenter, not `ip netns exec`, which remounts /sys and hides
+    the cgroup mounts."""
+    return ["nsenter", f"--net=/run/netns/{info.name}"] if info.host_veth else []
 
 
 def is_node_spec(spec: DaemonSpec, node_name: str) -> bool:

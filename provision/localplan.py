@@ -98,8 +98,8 @@ class ClusterState:
         net = ipaddress.ip_network(self.subnet)
         # With several masters every client dials the virtual IP: kubeconfigs, certificates and flags name it.
         return components.ClusterPlan(
-            self.name, self.api_vip or self.master_address, tuple(n.plan() for n in self.node_infos()), self.pod_network,
-            self.etcd_url, self.config_dir, api_port=api_port,
+            self.name, self.api_vip or self.master_address, tuple(n.plan() for n in self.node_infos()),
+            self.pod_network, self.etcd_url, self.config_dir, api_port=api_port,
             token_port=int(self.token_address.rpartition(":")[2] or api_port + 1),
             grpc_port=int(self.grpc_address.rpartition(":")[2] or api_port + 2), dns_ip=DNS_SERVICE_IP,
             lb_pool=f"{net[LB_POOL_HOSTS[0]]}-{net[LB_POOL_HOSTS[1]]}", registry=self.registry,

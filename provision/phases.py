@@ -89,8 +89,9 @@ def wait_for_port(address: str, what: str, deadline: float, *, hint: str = "") -
 
 # ---------------------------------------------------------------- what a new cluster serves
 
-def dns_manifest(master_address: str, dns_ip: str = components.DEFAULT_DNS_IP) -> str:
-    """kube-dns: a Service at the DNS address whose Endpoints (no selector) name the master's DNS server."""
+def dns_manifest(master_address: str | Sequence[str], dns_ip: str = components.DEFAULT_DNS_IP) -> str:
+    """kube-dns: a Service at the DNS address whose Endpoints (no selector) name the masters' DNS servers."""
+    servers = [master_address] if isinstance(master_address, str) else list(master_address)
     ports = [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
     meta = {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}}
     return yaml.safe_dump_all([
@@ -98,8 +99,14 @@ def dns_manifest(master_address: str, dns_ip: str = components.DEFAULT_DNS_IP) -
         {"apiVersion": "v1", "kind": "Service", "metadata": meta,
          "spec": {"clusterIP": dns_ip, "ports": [{**p, "targetPort": 53} for p in ports]}},
         {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
-         "subsets": [{"addresses": [{"ip": master_address}], "ports": ports}]},
+         "subsets": [{"addresses": [{"ip": ip} for ip in servers], "ports": ports}]},
     ], sort_keys=False)
+
+
+def dns_servers(plan: components.ClusterPlan) -> list[str]:
+    """Where the cluster DNS answers: the master's address, or each master's when there are several (the
+    virtual IP is the API's alone)."""
+    return [n.address for n in plan.nodes if n.control_plane] if plan.ha else [plan.master_address]
 
 
 def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes, *,
@@ -112,7 +119,7 @@ def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes,
     Idempotent, so callers retry it (phases.wait) while the apiserver warms up.
     """
     info = bootstrap.cluster_info(f"https://{plan.grpc_server}", ca_pem, plan.token_server)
-    objects = [info, *(manifest.from_dict(doc) for doc in yaml.safe_load_all(dns_manifest(plan.master_address,
+    objects = [info, *(manifest.from_dict(doc) for doc in yaml.safe_load_all(dns_manifest(dns_servers(plan),
                                                                                            plan.dns_ip))),
                default_storage_class()]  # `standard`: local-path, the default (docs/storage.md)
     if token is not None:

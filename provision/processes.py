@@ -150,19 +150,37 @@ class Etcd:
             return b'"true"' in reply.read()
 
 
-def etcd_argv(data_dir: Path, client_port: int, peer_port: int, tls: EtcdTLS | None = None) -> list[str]:
+@dataclass(frozen=True)
+class EtcdMember:
+    """One member of a several-member etcd: its name (its node's) and address (client and peer URLs on it)."""
+
+    name: str
+    address: str
+
+
+def etcd_argv(data_dir: Path, client_port: int, peer_port: int, tls: EtcdTLS | None = None, *,
+              member: EtcdMember | None = None, cluster: tuple[EtcdMember, ...] = (),
+              initial_state: str = "new") -> list[str]:
     """One etcd member on loopback (shared by start_etcd, the local provider's supervisor and the units).
 
     With `tls`, both URLs are https and both require a certificate the etcd CA signed: there is no plaintext
     listener at all, not even on loopback. Without it, plaintext (test fixtures only).
+
+    With `member`, one of the several members `cluster` lists (kubeadm's stacked etcd): client URLs on its
+    address and loopback, peer URL on its address, `--initial-cluster` naming every member, and
+    `initial_state` "existing" for a member added to a running cluster (`etcdctl member add` first).
     """
     scheme = "https" if tls else "http"
-    client, peer = f"{scheme}://127.0.0.1:{client_port}", f"{scheme}://127.0.0.1:{peer_port}"
+    host = member.address if member else "127.0.0.1"
+    client, peer = f"{scheme}://{host}:{client_port}", f"{scheme}://{host}:{peer_port}"
+    listen_client = client + (f",{scheme}://127.0.0.1:{client_port}" if member else "")
+    initial = ",".join(f"{m.name}={scheme}://{m.address}:{peer_port}" for m in cluster) if member else \
+        f"flotilla={peer}"
     argv = [
-        etcd_binary(), "--name", "flotilla", "--data-dir", str(data_dir),
-        "--listen-client-urls", client, "--advertise-client-urls", client,
+        etcd_binary(), "--name", member.name if member else "flotilla", "--data-dir", str(data_dir),
+        "--listen-client-urls", listen_client, "--advertise-client-urls", client,
         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", f"flotilla={peer}", "--initial-cluster-state", "new",
+        "--initial-cluster", initial, "--initial-cluster-state", initial_state,
         # The apiserver's objects are small but lists are large; 3.4 default quota is 2 GiB.
         "--quota-backend-bytes", str(4 * 1024**3), "--log-level", "warn", "--logger", "zap",
     ]

@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 from client.api import Client
 from client.controller import Controller
 from client.informer import enqueue, split_key
 from client.leaderelection import LeaderElectionConfig, LeaderElector
+from nodeagent.l2announce import L2Speaker, interface_of
 from proto import core_pb2
 
 log = logging.getLogger(__name__)
@@ -42,19 +41,7 @@ class LeaseTiming:
     retry_period: float = 2.0
 
 
-def interface_of(ip: str, *, netns: str | None = None) -> str:
-    """The interface holding `ip` (the node's InternalIP): where LoadBalancer addresses go."""
-    out = _ip(["-o", "-4", "addr", "show"], netns).stdout
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) > 3 and fields[3].split("/")[0] == ip:
-            return fields[1]
-    raise LookupError(f"no interface holds {ip}")
-
-
-def _ip(args: list[str], netns: str | None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *(["-n", netns] if netns else []), *args], capture_output=True, text=True,
-                          check=False)
+__all__ = ["Announcer", "LeaseTiming", "interface_of"]
 
 
 class Announcer(Controller):
@@ -71,8 +58,7 @@ class Announcer(Controller):
         self.endpoints = self.factory.informer(core_pb2.Endpoints, namespace)
         self.informers = [self.services, self.endpoints]
         self.elections: dict[str, tuple[frozenset[str], asyncio.Task[None]]] = {}
-        self._arping = shutil.which("arping")
-        self._background: set[asyncio.Task[None]] = set()
+        self.speaker = L2Speaker(interface, netns=netns)
         self._leading: set[str] = set()
         for informer in self.informers:
             enqueue(informer, self.queue)  # an Endpoints object is named after its Service
@@ -128,28 +114,11 @@ class Announcer(Controller):
         self._leading = self._leading | {key}
         try:
             for ip in sorted(ips):
-                _ip(["addr", "replace", f"{ip}/32", "dev", self.interface], self.netns)
-                self._gratuitous_arp(ip)
+                self.speaker.hold(ip)
             log.info("%s: announcing %s for %s", self.node_name, ", ".join(sorted(ips)), key)
             await asyncio.Event().wait()
         finally:
             for ip in sorted(ips):
-                _ip(["addr", "del", f"{ip}/32", "dev", self.interface], self.netns)
+                self.speaker.withdraw(ip)
             self._leading = self._leading - {key}
             log.info("%s: stopped announcing %s", self.node_name, key)
-
-    def _gratuitous_arp(self, ip: str) -> None:
-        if self._arping is None:
-            log.warning("arping not installed (iputils-arping): neighbours learn %s only when their cache expires", ip)
-            return
-        argv = [*(["ip", "netns", "exec", self.netns] if self.netns else []),
-                self._arping, "-U", "-c", "1", "-I", self.interface, ip]
-
-        async def send() -> None:
-            # arping blocks about a second: in the background, never in the way of a sync.
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            await proc.wait()
-
-        task = asyncio.get_running_loop().create_task(send())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
