@@ -61,6 +61,9 @@ ANNOTATION_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
 LOCAL_PATH_PROVISIONER = "flotilla.dev/local-path"
 LOCAL_PATH_NODE_PATH = "nodePath"  # its StorageClass parameter: the directory on each node
 LOCAL_PATH_DEFAULT_NODE_PATH = "/var/lib/flotilla/local-path"
+NFS_PROVISIONER = "flotilla.dev/nfs"  # subdirectories of one NFS export (controlplane/controllers/nfs.py)
+NFS_SERVER, NFS_SHARE = "server", "share"  # its StorageClass parameters: the server and the exported path
+FINALIZER_PROVISIONER = "external-provisioner.volume.kubernetes.io/finalizer"  # its storage goes first
 
 # EndpointSlices: the Service a slice belongs to (what proxies, DNS and ingress controllers select
 # slices by) and who manages it (the endpointslice controller touches only its own).

@@ -37,6 +37,7 @@ from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
 from controlplane.controllers.job import JobController
 from controlplane.controllers.localpath import LocalPathProvisioner
+from controlplane.controllers.nfs import NfsProvisioner
 from controlplane.controllers.namespace import NamespaceController
 from controlplane.controllers.nodeipam import NodeIpamController
 from controlplane.controllers.nodelifecycle import NodeLifecycleController
@@ -168,6 +169,7 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
                                                                     c.recorder("persistentvolume-controller")),
     "pvc-protection": lambda c: PVCProtectionController(c.client, c.factory),
     "pv-protection": lambda c: PVProtectionController(c.client, c.factory),
+    "nfs-provisioner": lambda c: NfsProvisioner(c.client, c.factory, c.recorder("flotilla.dev/nfs")),
     "local-path-provisioner": lambda c: LocalPathProvisioner(c.client, c.factory,
                                                              c.recorder(LOCAL_PATH_PROVISIONER)),
     "horizontalpodautoscaling": lambda c: HorizontalPodAutoscalerController(

@@ -51,6 +51,7 @@ from proto.wellknown import (
     ANNOTATION_SELECTED_NODE,
     ANNOTATION_STORAGE_PROVISIONER,
     LOCAL_PATH_PROVISIONER,
+    NFS_PROVISIONER,
 )
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ M = TypeVar("M", bound=Message)
 
 CLAIM, VOLUME = "claim:", "volume:"
 NO_PROVISIONER = "kubernetes.io/no-provisioner"
-DELETERS = frozenset({LOCAL_PATH_PROVISIONER})  # provisioners whose volumes this cluster can delete
+# Provisioners whose volumes this cluster can delete.
+DELETERS = frozenset({LOCAL_PATH_PROVISIONER, NFS_PROVISIONER})
 
 
 def binding_mode(sc: storage_pb2.StorageClass | None) -> str:

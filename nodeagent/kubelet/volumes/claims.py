@@ -8,7 +8,7 @@ mount, as for hostPath; read-only if the pod's volume says `readOnly`):
 |---|---|
 | hostPath | the path, checked against its `type` (hostpath.py) |
 | local | the path, which must exist; a local-path volume's is made at its first mount (0777) |
-| nfs | refused: no NFS client on these nodes (their kernel has no NFS); FailedMount says so |
+| nfs | the export, mounted per pod under the pod's directory by the volume manager (nfs.py) |
 
 A local-path directory is made mode 0777 so containers of any user may write to it.
 
@@ -29,9 +29,6 @@ from nodeagent.kubelet.volumes.errors import SetUpError
 from proto import core_pb2
 from proto.errors import NotFound
 from proto.wellknown import ANNOTATION_PROVISIONED_BY, LOCAL_PATH_PROVISIONER
-
-NFS_UNSUPPORTED = ("nfs volumes cannot be mounted on this node: its kernel has no NFS client "
-                   "(mount.nfs: No such device)")
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ async def resolve(client: Client, pod: core_pb2.Pod, volume: core_pb2.Volume) ->
     elif pv.spec.HasField("local"):
         path = Path(pv.spec.local.path)
     elif pv.spec.HasField("nfs"):
-        raise SetUpError(NFS_UNSUPPORTED)
+        path = Path(pv.spec.nfs.path)  # the export's path; the volume manager mounts it under the pod
     else:
         raise SetUpError(f'persistentvolume "{pv.metadata.name}" has no volume source this node can mount')
     return pv, ClaimVolume(path, source.read_only)

@@ -9,7 +9,9 @@ containers mount (`set_up`), by type:
 | hostPath | the node's path, checked against `type` | hostpath.py |
 | configMap, secret | <pod>/volumes/{configmap,secret}/<name>, swapped atomically; secrets on tmpfs | projection.py |
 | persistentVolumeClaim | its bound volume's hostPath or local directory (a local-path one made here) | claims.py |
-| nfs (in a pod or a volume), anything else | not provided by this kubelet | — |
+| persistentVolumeClaim of an nfs volume | the export mounted at <pod>/volumes/nfs/<name> | nfs.py |
+| nfs | the export mounted at <pod>/volumes/nfs/<name> by the node's NFS client | nfs.py |
+| anything else | not provided by this kubelet | — |
 
 If any cannot be set up, none of the pod starts: `VolumesNotReady` carries
 one `MountError` per volume (`MountVolume.SetUp failed for volume "data" :
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client import Client
-from nodeagent.kubelet.volumes import claims, emptydir, hostpath, mounts, projection, subpath
+from nodeagent.kubelet.volumes import claims, emptydir, hostpath, mounts, nfs, projection, subpath
 from nodeagent.kubelet.volumes.errors import ConfigError, MountError, SetUpError, VolumesNotReady
 from proto import core_pb2
 from proto.errors import ApiError
@@ -61,6 +63,7 @@ PLUGINS = {
     "host_path": Plugin("kubernetes.io/host-path", "", read_only=False, sub_path_dirs=True),
     "config_map": Plugin("kubernetes.io/configmap", "configmap", read_only=True, sub_path_dirs=False),
     "secret": Plugin("kubernetes.io/secret", "secret", read_only=True, sub_path_dirs=False),
+    "nfs": Plugin("kubernetes.io/nfs", "nfs", read_only=False, sub_path_dirs=True),
     # The claim's volume is a node directory, as hostPath; where, only the set-up learns (claims.py).
     "persistent_volume_claim": Plugin("kubernetes.io/persistent-claim", "", read_only=False, sub_path_dirs=True),
 }
@@ -73,8 +76,6 @@ def source_of(volume: core_pb2.Volume) -> str:
 
 def unsupported(volume: core_pb2.Volume, source: str) -> str:
     """Why this kubelet cannot provide a volume of a type it has no plugin for."""
-    if source == "nfs":
-        return claims.NFS_UNSUPPORTED
     if source:
         name = volume.DESCRIPTOR.fields_by_name[source].json_name
         return f"no volume plugin matched: {name} volumes are not supported on this node yet"
@@ -163,7 +164,14 @@ class Volumes:
                 pv, claim = await claims.resolve(self.client, pod, volume)
             except ApiError as err:
                 raise SetUpError(str(err)) from None
-            await asyncio.to_thread(claims.set_up, pv, claim)
+            if pv.spec.HasField("nfs"):
+                # Mounted per pod, as an inline nfs volume: under the pod's directory, torn down with it.
+                claim = claims.ClaimVolume(self.pod_dir(pod.metadata.uid) / "volumes" / "nfs" / volume.name,
+                                           claim.read_only or pv.spec.nfs.read_only)
+                await asyncio.to_thread(nfs.set_up, pv.spec.nfs.server, pv.spec.nfs.path, claim.path,
+                                        read_only=claim.read_only, options=list(pv.spec.mount_options))
+            else:
+                await asyncio.to_thread(claims.set_up, pv, claim)
             self._claims[(pod.metadata.uid, volume.name)] = claim
             return
         path = self.path(pod, volume)
@@ -173,6 +181,9 @@ class Volumes:
             await asyncio.to_thread(emptydir.set_up, pod, volume.empty_dir, path)
         elif source == "host_path":
             await asyncio.to_thread(hostpath.set_up, path, volume.host_path.type)
+        elif source == "nfs":
+            await asyncio.to_thread(nfs.set_up, volume.nfs.server, volume.nfs.path, path,
+                                    read_only=volume.nfs.read_only, options=[])
         else:
             await self._project(pod, volume, path)
 
