@@ -324,3 +324,80 @@ async def test_kubectl_create_token_gives_a_token_kubectl_can_use(cluster: compo
                   cluster.path(f"{components.CA}.crt"), "--token", token, "get", "serviceaccounts", "-n", ns,
                   kubeconfig=str(empty))
     assert out.split("\n")[0].split() == ["NAME", "SECRETS", "AGE"] and out.split("\n")[1].split()[:2] == ["robot", "0"]
+
+
+async def test_every_namespace_gets_a_default_account_and_the_root_ca(cluster: components.ClusterPlan,
+                                                                      admin: Client) -> None:
+    import asyncio
+
+    from client import InformerFactory
+    from controlplane.controllers.rootcacert import RootCACertPublisher
+    from controlplane.controllers.serviceaccounts import ServiceAccountsController
+    ca_pem = Path(cluster.path(f"{components.CA}.crt")).read_text()
+    factory = InformerFactory(admin)
+    controllers = [ServiceAccountsController(admin, factory), RootCACertPublisher(admin, factory, ca_pem)]
+    factory.start()
+    tasks = [asyncio.create_task(c.run()) for c in controllers]
+    try:
+        name = f"fresh-{uuid.uuid4().hex[:6]}"
+        namespace = core_pb2.Namespace(api_version="v1", kind="Namespace")
+        namespace.metadata.name = name
+        await admin.create(namespace)
+
+        async def eventually(read: Any) -> Any:
+            for _ in range(100):
+                try:
+                    return await read()
+                except NotFound:
+                    await asyncio.sleep(0.05)
+            return await read()
+
+        sa = await eventually(lambda: admin.get(core_pb2.ServiceAccount, "default", name))
+        assert sa.metadata.name == "default"
+        cm = await eventually(lambda: admin.get(core_pb2.ConfigMap, "kube-root-ca.crt", name))
+        assert dict(cm.data) == {"ca.crt": ca_pem}
+        # Deleted or edited, both come back.
+        await admin.delete(core_pb2.ServiceAccount, "default", name)
+        cm.data["ca.crt"] = "not a CA"
+        await admin.update(cm)
+        await asyncio.sleep(0.3)
+        again = await eventually(lambda: admin.get(core_pb2.ServiceAccount, "default", name))
+        assert again.metadata.uid != sa.metadata.uid
+        for _ in range(100):
+            cm = await admin.get(core_pb2.ConfigMap, "kube-root-ca.crt", name)
+            if cm.data["ca.crt"] == ca_pem:
+                break
+            await asyncio.sleep(0.05)
+        assert dict(cm.data) == {"ca.crt": ca_pem}
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        factory.stop()
+
+
+async def test_kctl_creates_accounts_and_tokens(cluster: components.ClusterPlan, admin: Client, ns: str) -> None:
+    import sys
+    kctl = str(Path(sys.executable).parent / "kctl")
+    config = cluster.kubeconfig_path(components.ADMIN)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([kctl, "--kubeconfig", config, "-n", ns, *args], capture_output=True, text=True,
+                              timeout=60)
+
+    done = run("create", "serviceaccount", "bot")
+    assert (done.returncode, done.stdout) == (0, "serviceaccount/bot created\n"), done.stderr
+    done = run("create", "token", "bot", "--duration", "15m", "--audience", "vault", "--audience", "api")
+    assert done.returncode == 0, done.stderr
+    claims = claims_of(done.stdout.strip())
+    assert claims["exp"] - claims["iat"] == 900 and claims["aud"] == ["vault", "api"]
+    done = run("get", "sa")
+    assert done.stdout.split("\n")[0].split() == ["NAME", "SECRETS", "AGE"] and "bot" in done.stdout, done.stderr
+    done = run("create", "token", "bot", "--bound-object-name", "web")
+    assert done.returncode != 0 and "can only be set if --bound-object-kind is provided" in done.stderr
+    done = run("create", "token", "bot", "--bound-object-kind", "Pod", "--bound-object-name", "ghost")
+    assert done.returncode != 0 and 'pods "ghost" not found' in done.stderr, done.stderr
+    done = run("create", "token", "nobody")
+    assert done.returncode != 0 and 'serviceaccounts "nobody" not found' in done.stderr, done.stderr
+    done = run("create", "token", "bot", "--duration", "5m")
+    assert done.returncode != 0 and "may not specify a duration less than 10 minutes" in done.stderr, done.stderr

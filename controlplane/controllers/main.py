@@ -46,6 +46,8 @@ from controlplane.controllers.podgc import PodGarbageCollector
 from controlplane.controllers.pvprotection import PVCProtectionController, PVProtectionController
 from controlplane.controllers.replicaset import ReplicaSetController
 from controlplane.controllers.resourcequota import ResourceQuotaController
+from controlplane.controllers.rootcacert import RootCACertPublisher
+from controlplane.controllers.serviceaccounts import ServiceAccountsController
 from controlplane.controllers.statefulset import StatefulSetController
 from controlplane.controllers.tokencleaner import TokenCleaner
 from controlplane.loadbalancer.controller import LoadBalancerController
@@ -101,6 +103,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-signing-cert-file", default="",
                    help="CA certificate (PEM) that csrsigning issues kubernetes.io certificates with")
     p.add_argument("--cluster-signing-key-file", default="", help="its private key (PEM)")
+    p.add_argument("--root-ca-file", default="",
+                   help="CA bundle (PEM) published as the kube-root-ca.crt ConfigMap in every namespace")
     p.add_argument("--cluster-signing-duration", type=parse_duration, metavar="DURATION", default=365 * 86400.0,
                    help="the longest validity csrsigning gives a certificate")
 
@@ -142,6 +146,13 @@ def csr_signer(c: Context) -> Controller | None:
         seconds=c.opts.cluster_signing_duration))
 
 
+def root_ca_publisher(c: Context) -> Controller | None:
+    """kube-root-ca.crt in every namespace needs the CA; without `--root-ca-file` it does not run."""
+    if not c.opts.root_ca_file:
+        return None
+    return RootCACertPublisher(c.client, c.factory, Path(c.opts.root_ca_file).read_text())
+
+
 # A factory returns None when the controller is not configured (it is then skipped, with a log line).
 CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "replicaset": lambda c: ReplicaSetController(c.client, c.factory, c.recorder("replicaset-controller")),
@@ -179,6 +190,8 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "csrapproving": lambda c: CSRApprovingController(c.client, c.factory),
     "csrsigning": csr_signer,
     "tokencleaner": lambda c: TokenCleaner(c.client, c.factory),
+    "serviceaccount": lambda c: ServiceAccountsController(c.client, c.factory),
+    "root-ca-cert-publisher": root_ca_publisher,
     # LoadBalancer addresses from a pool (also `flotilla-lb-controller` on its own); only with --lb-pool.
     "service-lb": lambda c: LoadBalancerController(c.client, c.opts.lb_pool, factory=c.factory) if c.opts.lb_pool
     else None,

@@ -19,6 +19,7 @@ from kctl.commands.nodes import cordon, drain, taint, uncordon
 from kctl.commands.pods import exec_, logs
 from kctl.commands.rbac import auth  # also adds `create role|clusterrole|rolebinding|clusterrolebinding`
 from kctl.commands.secrets import create_secret  # noqa: F401 - adds `create secret docker-registry`
+from kctl.commands.serviceaccounts import create_service_account  # noqa: F401 - adds `create sa|token`
 from kctl.commands.token import token
 from kctl.commands.wait import wait
 from kctl.commands.workloads import COMMANDS as WORKLOADS  # also adds `create deployment`
