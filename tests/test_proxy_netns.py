@@ -1,7 +1,7 @@
 """The proxy end to end: real kernel rules in network namespaces this test creates.
 
 Given two "pods" (namespaces running a small HTTP server) wired to a "node"
-namespace, and Services + Endpoints in the real apiserver, when the proxier runs
+namespace, and Services + EndpointSlices in the real apiserver, when the proxier runs
 for that node, then a client on the node reaches both pods through the
 ClusterIP (TCP and UDP), reaches them through the NodePort on the node's address, sticks to
 one pod with ClientIP affinity, is refused at once by a Service without
@@ -31,6 +31,7 @@ import pytest
 from client import Client
 from nodeagent.proxy.proxier import Proxier
 from proto import core_pb2
+from tests.slices_support import create_slices, replace_slices
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("curl"),
@@ -178,13 +179,13 @@ async def test_cluster_ip_node_port_affinity_reject_and_cleanup(
     web_ip, sticky_ip, empty_ip = random_cluster_ip(), random_cluster_ip(), random_cluster_ip()
     node_port = random.randint(30000, 32767)
     await client.create(service(namespace, "web", web_ip, node_port=node_port))
-    await client.create(endpoints(namespace, "web", POD_IPS))
+    await create_slices(client, endpoints(namespace, "web", POD_IPS))
     await client.create(service(namespace, "sticky", sticky_ip, affinity=True))
-    await client.create(endpoints(namespace, "sticky", POD_IPS))
+    await create_slices(client, endpoints(namespace, "sticky", POD_IPS))
     await client.create(service(namespace, "empty", empty_ip))
     dns_ip = random_cluster_ip()
     await client.create(service(namespace, "dns", dns_ip, udp=True))
-    await client.create(endpoints(namespace, "dns", POD_IPS, udp=True))
+    await create_slices(client, endpoints(namespace, "dns", POD_IPS, udp=True))
 
     proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
     async with running(proxier):
@@ -212,8 +213,7 @@ async def test_cluster_ip_node_port_affinity_reject_and_cleanup(
         assert time.monotonic() - started < 1.0, "refused at once, not after a timeout"
 
         # An endpoint change reaches the kernel: with one endpoint left, every answer is from it.
-        await client.update(endpoints_with_version(await client.get(core_pb2.Endpoints, "web", namespace),
-                                                   POD_IPS[:1]))
+        await replace_slices(client, endpoints(namespace, "web", POD_IPS[:1]))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             bodies = {(await asyncio.to_thread(curl, sandbox.node, url))[1] for _ in range(8)}
@@ -226,12 +226,6 @@ async def test_cluster_ip_node_port_affinity_reject_and_cleanup(
     assert cleanup.returncode == 0, cleanup.stderr
     assert sh("ip", "netns", "exec", sandbox.node, "nft", "list", "table", "ip", "flotilla-proxy",
               check=False).returncode != 0
-
-
-def endpoints_with_version(current: core_pb2.Endpoints, ips: tuple[str, ...]) -> core_pb2.Endpoints:
-    new = endpoints(current.metadata.namespace, current.metadata.name, ips)
-    new.metadata.resource_version = current.metadata.resource_version
-    return new
 
 
 # Sends a datagram every 50 ms from one socket (one source port, so one conntrack flow) and prints
@@ -257,7 +251,7 @@ async def test_udp_flows_leave_a_removed_endpoint(sandbox: Sandbox, client: Clie
         pytest.skip("conntrack is not installed")
     dns_ip = random_cluster_ip()
     await client.create(service(namespace, "dns", dns_ip, udp=True))
-    await client.create(endpoints(namespace, "dns", POD_IPS, udp=True))
+    await create_slices(client, endpoints(namespace, "dns", POD_IPS, udp=True))
     proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
     async with running(proxier):
         await wait_answering_udp(sandbox.node, dns_ip)
@@ -269,11 +263,9 @@ async def test_udp_flows_leave_a_removed_endpoint(sandbox: Sandbox, client: Clie
         # When the endpoint it reached goes (its server still runs: without a flush the flow stays on it),
         other = next(p for p, ip in zip(sandbox.pods, POD_IPS, strict=True) if p != first)
         kept = tuple(ip for p, ip in zip(sandbox.pods, POD_IPS, strict=True) if p == other)
-        current = await client.get(core_pb2.Endpoints, "dns", namespace)
         replacement = endpoints(namespace, "dns", kept, udp=True)
-        replacement.metadata.resource_version = current.metadata.resource_version
         removed_at = time.monotonic()
-        await client.update(replacement)
+        await replace_slices(client, replacement)
         out, _ = await steady.communicate()
     answers = [(float(t), name) for t, name in (line.split() for line in out.decode().splitlines())]
     late = [name for t, name in answers if t > removed_at + 1.0]
@@ -305,7 +297,7 @@ async def test_traffic_policies_local_reach_only_this_nodes_endpoint(
         eps = endpoints(namespace, name, ())
         for pod_ip, node in zip(POD_IPS, ("node-1", "node-2"), strict=True):
             eps.subsets[0].addresses.add(ip=pod_ip, node_name=node)
-        await client.create(eps)
+        await create_slices(client, eps)
     proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
     async with running(proxier):
         for url in (f"http://{NODE_IP}:{node_port}/", f"http://{internal}/"):
@@ -332,7 +324,7 @@ async def test_endpoints_on_different_ports(sandbox: Sandbox, client: Client, na
         second = eps.subsets.add()
         second.addresses.add(ip=POD_IPS[1])
         second.ports.add(port=other_port, protocol="TCP")
-        await client.create(eps)
+        await create_slices(client, eps)
         proxier = Proxier(client, node_name="node-1", netns=sandbox.node)
         async with running(proxier):
             url = f"http://{mixed_ip}/"

@@ -1,11 +1,12 @@
-"""The proxy's renderer, as pure functions: Services + Endpoints in, nft text out."""
+"""The proxy's renderer, as pure functions: Services + EndpointSlices in, nft text out."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from nodeagent.proxy import rules
-from proto import core_pb2
+from proto import core_pb2, discovery_pb2
+from tests.slices_support import slices_from
 
 
 def make_service(*, cluster_ip: str = "10.96.0.50", type_: str = "ClusterIP", node_port: int = 0,
@@ -22,7 +23,11 @@ def make_service(*, cluster_ip: str = "10.96.0.50", type_: str = "ClusterIP", no
     return svc
 
 
-def make_endpoints(ready: list[str], not_ready: tuple[str, ...] = ()) -> core_pb2.Endpoints:
+def make_endpoints(ready: list[str], not_ready: tuple[str, ...] = ()) -> list[discovery_pb2.EndpointSlice]:
+    return slices_from(v1_endpoints(ready, not_ready))
+
+
+def v1_endpoints(ready: list[str], not_ready: tuple[str, ...] = ()) -> core_pb2.Endpoints:
     ep = core_pb2.Endpoints()
     ep.metadata.namespace, ep.metadata.name = "default", "web"
     subset = ep.subsets.add()
@@ -138,12 +143,12 @@ def test_full_sync_hooks_come_last() -> None:
     assert "add chain ip flotilla-proxy svc-default/web/tcp/http" in decl
 
 
-def endpoints_on_nodes(placed: dict[str, str]) -> core_pb2.Endpoints:
+def endpoints_on_nodes(placed: dict[str, str]) -> list[discovery_pb2.EndpointSlice]:
     """Ready endpoints, each with the node it runs on (IP → node name)."""
-    ep = make_endpoints([])
+    ep = v1_endpoints([])
     for ip, node in placed.items():
         ep.subsets[0].addresses.add(ip=ip, node_name=node)
-    return ep
+    return slices_from(ep)
 
 
 def test_external_traffic_policy_local_keeps_external_traffic_on_this_node_unmasqueraded() -> None:

@@ -23,6 +23,7 @@ from client import Client
 from nodeagent.proxy import main as proxy_main
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.proxier import Proxier
+from tests.slices_support import create_slices
 from tests.test_proxy_netns import (  # noqa: F401 (sandbox is a fixture)
     NODE_IP,
     POD_IPS,
@@ -78,7 +79,7 @@ async def test_failed_first_full_sync_is_retried_and_service_syncs_wait_for_it(
     monkeypatch.setattr(nft, "apply", apply)
     monkeypatch.setattr(nft, "list_chains", list_chains)
     await client.create(service(namespace, "web", random_cluster_ip()))
-    await client.create(endpoints(namespace, "web", POD_IPS))
+    await create_slices(client, endpoints(namespace, "web", POD_IPS))
     proxier = Proxier(client, node_name="node-1")
     async with running(proxier):
         for _ in range(100):
@@ -99,7 +100,7 @@ async def test_own_table_and_node_ports_on_the_node_ip_only(sandbox: Sandbox, cl
     table = f"flotilla-proxy-t{uuid.uuid4().hex[:6]}"
     web_ip, node_port = random_cluster_ip(), random.randint(30000, 32767)
     await client.create(service(namespace, "web", web_ip, node_port=node_port))
-    await client.create(endpoints(namespace, "web", POD_IPS))
+    await create_slices(client, endpoints(namespace, "web", POD_IPS))
 
     proxier = Proxier(client, node_name="node-1", netns=sandbox.node, table=table,
                       nodeport_addresses=[f"{NODE_IP}/32"])

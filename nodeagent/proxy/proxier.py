@@ -1,9 +1,10 @@
-"""The proxy's control loop: keep the node's nftables table in step with Services and Endpoints.
+"""The proxy's control loop: keep the node's nftables table in step with Services and EndpointSlices.
 
 The shared controller shape (client/controller.py): one informer each on
-Services and Endpoints, whose handlers only put the Service's key
-("namespace/name": an Endpoints object is named after its Service) on the work
-queue, and one worker that calls `sync(key)`.
+Services and EndpointSlices (as kube-proxy reads them, indexed by their
+Service), whose handlers only put the Service's key ("namespace/name": a slice
+names its Service in its kubernetes.io/service-name label) on the work queue,
+and one worker that calls `sync(key)`.
 
 The first key is `FULL_SYNC` (kube-proxy's first `syncProxyRules`, a full
 one): the whole table is programmed at once from the warm caches, so rules left
@@ -29,10 +30,11 @@ from collections.abc import Iterable
 
 from client.api import Client
 from client.controller import Controller
+from client.endpointslices import SERVICE_INDEX, service_index, service_key_of
 from client.informer import enqueue, split_key
 from nodeagent.proxy import nft, rules
 from nodeagent.proxy.conntrack import ConntrackCleaner, stale_flows
-from proto import core_pb2
+from proto import core_pb2, discovery_pb2
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,9 @@ class Proxier(Controller):
         self.table = table
         self.nodeport_addresses = tuple(nodeport_addresses)  # CIDRs node ports answer on; () is every local one
         self.services = self.factory.informer(core_pb2.Service)
-        self.endpoints = self.factory.informer(core_pb2.Endpoints)
-        self.informers = [self.services, self.endpoints]
+        self.slices = self.factory.informer(discovery_pb2.EndpointSlice)
+        self.slices.store.add_index(SERVICE_INDEX, service_index)
+        self.informers = [self.services, self.slices]
         self.full_synced = False
         # What the kernel holds, per Service key: the base the next change is diffed against.
         self.applied: dict[str, rules.Fragment] = {}
@@ -65,8 +68,8 @@ class Proxier(Controller):
         self.slots: dict[str, int] = {}  # ServicePort.id -> slot
         self.free_slots: list[int] = []
         self.port_ids: dict[str, set[str]] = {}  # Service key -> ids of its ports holding slots
-        for informer in self.informers:
-            enqueue(informer, self.queue)
+        enqueue(self.services, self.queue)
+        enqueue(self.slices, self.queue, service_key_of)
         # Queued before the informers start, so the worker takes it first once the caches are warm.
         self.queue.add(FULL_SYNC)
 
@@ -86,7 +89,7 @@ class Proxier(Controller):
         svc = self.services.store.get(key)
         if svc is None:
             return []
-        ports = rules.service_ports(svc, self.endpoints.store.get(key), self.node_name)
+        ports = rules.service_ports(svc, self.slices.store.list_by_index(SERVICE_INDEX, key), self.node_name)
         return [dataclasses.replace(sp, slot=self._slot(key, sp.slot_ids[0]),
                                     external_slot=self._slot(key, sp.slot_ids[-1]) if sp.split_policies else 0)
                 for sp in ports]
@@ -110,7 +113,7 @@ class Proxier(Controller):
 
     def _port_ids(self, key: str) -> set[str]:
         svc = self.services.store.get(key)
-        # Which blocks a port needs depends on its policies, not its endpoints: no Endpoints needed here.
+        # Which blocks a port needs depends on its policies, not its endpoints: no slices needed here.
         return {i for sp in rules.service_ports(svc, None) for i in sp.slot_ids} if svc is not None else set()
 
     async def _apply(self, transaction: str) -> None:

@@ -1,4 +1,4 @@
-"""The proxy's decision code: Services + Endpoints in, nftables ruleset text out (pure).
+"""The proxy's decision code: Services + EndpointSlices in, nftables ruleset text out (pure).
 
 Every node's proxy turns the cluster's Services into kernel rules in one table,
 `ip flotilla-proxy` (another name with --table, when several proxies share a
@@ -35,10 +35,11 @@ work proportional to that Service only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from proto import core_pb2
+from client.endpointslices import port_endpoints, usable
+from proto import core_pb2, discovery_pb2
 
 TABLE = "flotilla-proxy"
 FAMILY = "ip"
@@ -128,9 +129,9 @@ class ServicePort:
         return (self.id, f"{self.id}/external") if self.split_policies else (self.id,)
 
 
-def service_ports(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None,
+def service_ports(svc: core_pb2.Service, slices: Sequence[discovery_pb2.EndpointSlice] | None,
                   node_name: str = "") -> list[ServicePort]:
-    """What the proxy must program for `svc` on node `node_name`, given its Endpoints (None if there are none yet).
+    """What the proxy must program for `svc` on node `node_name`, given its EndpointSlices (None: none yet).
 
     Headless and ExternalName Services get nothing: DNS answers for them.
     """
@@ -148,7 +149,7 @@ def service_ports(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None,
         protocol = _PROTOCOLS.get(port.protocol or "TCP")
         if protocol is None:
             continue
-        ready, local, elsewhere = _ready_endpoints(endpoints, port.name, port.protocol or "TCP", node_name)
+        ready, local, elsewhere = _ready_endpoints(slices or (), port.name, port.protocol or "TCP", node_name)
         result.append(ServicePort(
             namespace=svc.metadata.namespace, name=svc.metadata.name, port_name=port.name, protocol=protocol,
             cluster_ip=spec.cluster_ip, port=port.port,
@@ -160,23 +161,24 @@ def service_ports(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None,
     return result
 
 
-def _ready_endpoints(endpoints: core_pb2.Endpoints | None, port_name: str, protocol: str,
+def _ready_endpoints(slices: Sequence[discovery_pb2.EndpointSlice], port_name: str, protocol: str,
                      node_name: str) -> tuple[tuple[Endpoint, ...], tuple[Endpoint, ...], set[Endpoint]]:
-    """All ready endpoints of the port, those of them on `node_name`, and those known to be on other nodes."""
-    # The endpoints controller copies each Service port's name onto the Endpoints port and resolves
-    # targetPort (possibly a named container port) to a number per subset: match by name, not number.
+    """The endpoints to use for the port, those of them on `node_name`, and those known to be on other nodes.
+
+    The endpointslice controller copies each Service port's name onto the slice port and resolves
+    targetPort (possibly a named container port) per pod: match by name, not number. The ready
+    endpoints are used, or, while none is, those still serving as they terminate (usable()).
+    """
     found: set[Endpoint] = set()
     local: set[Endpoint] = set()
     elsewhere: set[Endpoint] = set()
-    for subset in endpoints.subsets if endpoints is not None else ():
-        for ep_port in subset.ports:
-            if ep_port.name == port_name and (ep_port.protocol or "TCP") == protocol:
-                for address in subset.addresses:
-                    found.add(Endpoint(address.ip, ep_port.port))
-                    if node_name and address.node_name == node_name:
-                        local.add(Endpoint(address.ip, ep_port.port))
-                    elif address.node_name:
-                        elsewhere.add(Endpoint(address.ip, ep_port.port))
+    for ep in usable(port_endpoints(slices, port_name, protocol)):
+        endpoint = Endpoint(ep.ip, ep.port)
+        found.add(endpoint)
+        if node_name and ep.node_name == node_name:
+            local.add(endpoint)
+        elif ep.node_name:
+            elsewhere.add(endpoint)
     return _sorted(found), _sorted(local), elsewhere
 
 
