@@ -46,6 +46,7 @@ DISK_GIB = 8
 NODE_PACKAGES = (
     "etcd-server", "etcd-client", "containerd", "runc", "containernetworking-plugins", "nftables", "iproute2",
     "python3", "python3-venv", "docker-registry", "busybox-static", "conntrack", "iputils-arping",
+    "nfs-common", "nfs-kernel-server",  # the `nfs` StorageClass: the master exports, every node mounts
 )
 # What makes the root file system a bootable, SSH-able Vagrant guest. dbus must be named explicitly.
 BASE_PACKAGES = (
@@ -53,7 +54,7 @@ BASE_PACKAGES = (
     "systemd-resolved", "rsync", "ca-certificates", "procps", "kmod", "less",
 )
 # Started by the bootstrap with the cluster's settings, not by the box at boot.
-DISABLED_UNITS = ("etcd.service", "docker-registry.service", "containerd.service")
+DISABLED_UNITS = ("etcd.service", "docker-registry.service", "containerd.service", "nfs-server.service")
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "virtio_console", "ext4", "sd_mod",
                      "ata_piix", "ahci")
 INSECURE_KEY_PATHS = ("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub",

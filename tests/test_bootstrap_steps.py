@@ -10,6 +10,7 @@ it restart; teardown leaves nothing behind. systemd is not PID 1 here, so
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -165,3 +166,27 @@ def test_status_reads_every_unit_from_systemd(root, tmp_path):
     assert states["apiserver"] and states["containerd/w1-k8s"] and states["proxy/m-k8s"]
     assert not states["kubelet/m-k8s"] and not states["kubelet/w1-k8s"]
     assert "apiserver/w1-k8s" not in states and "etcd" in states
+
+
+def test_the_master_exports_its_nfs_share_to_the_nodes_once(root, systemctl, tmp_path, monkeypatch):
+    script, log = systemctl
+    master = machines(root, script)[0].host
+    monkeypatch.setenv("PATH", f"{tmp_path / 'none'}:/usr/bin:/bin")
+    if shutil.which("exportfs") is None:  # a machine without an NFS server: no export, no `nfs` class
+        assert steps.export_nfs(master, ["192.168.60.10"]) is False
+        assert not (root / "m-k8s" / steps.NFS_EXPORTS.lstrip("/")).exists()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exportfs = bin_dir / "exportfs"
+    exportfs.write_text(f'#!/bin/sh\necho "exportfs $*" >> {log}\n')
+    exportfs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert steps.export_nfs(master, ["192.168.60.10", "192.168.60.101"]) is True
+    exports = (root / "m-k8s" / steps.NFS_EXPORTS.lstrip("/")).read_text()
+    assert exports == ("/srv/flotilla/nfs 192.168.60.10(rw,sync,no_subtree_check,no_root_squash) "
+                       "192.168.60.101(rw,sync,no_subtree_check,no_root_squash)\n")
+    assert (root / "m-k8s" / "srv/flotilla/nfs").is_dir()
+    assert log.read_text().splitlines()[-2:] == ["enable -q --now nfs-server", "exportfs -ra"]
+    # Again: the exports are unchanged, so nothing is re-exported.
+    assert steps.export_nfs(master, ["192.168.60.10", "192.168.60.101"]) is True
+    assert log.read_text().splitlines()[-1] == "enable -q --now nfs-server"

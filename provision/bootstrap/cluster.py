@@ -33,6 +33,8 @@ kubeconfig come from this host.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -45,7 +47,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf.message import Message
+
 from client import bootstrap, certificates
+from client import config as clientconfig
+from controlplane.controllers.nfs import nfs_storage_class
+from proto.errors import AlreadyExists, ApiError
 from provision import components, phases
 from provision.bootstrap import steps
 from provision.bootstrap.host import BootstrapError, Host
@@ -134,6 +141,7 @@ class NodeState:
 
     changed: dict[str, set[str]] = field(default_factory=dict)
     code_changed: dict[str, bool] = field(default_factory=dict)
+    nfs_exported: list[bool] = field(default_factory=list)  # the first master's export_nfs answer
 
 
 def provision_node(machine: Machine, plan: components.ClusterPlan, bundle: components.Bundle, wheels: list[Path],
@@ -160,7 +168,24 @@ def provision_node(machine: Machine, plan: components.ClusterPlan, bundle: compo
     if node.control_plane:
         admin = bundle.files[f"kubeconfigs/{components.ADMIN.name}.conf"]
         step("kctl config", lambda: steps.kctl_config(host, _login_user(host), admin))
+    if node.address == plan.master_address:
+        step("nfs export", lambda: state.nfs_exported.append(
+            steps.export_nfs(host, [n.address for n in plan.nodes])))
     report("done")
+
+
+def _create(kubeconfig: Path, obj: Message) -> bool:
+    """Create `obj` as the admin (already there is fine); for phases.wait, which retries while the API warms up."""
+    async def create() -> None:
+        async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
+            with contextlib.suppress(AlreadyExists):
+                await client.create(obj)
+
+    try:
+        asyncio.run(create())
+    except (ApiError, clientconfig.ConfigError) as err:
+        raise RuntimeError(f"cannot create {type(obj).__name__} {obj.metadata.name}: {err}") from None  # type: ignore[attr-defined]
+    return True
 
 
 def join(machine: Machine, command: phases.JoinCommand) -> None:
@@ -235,6 +260,9 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
     phases.wait(lambda: phases.publish(kubeconfig, plan, bundle.ca().cert_pem, token=token,
                                        nodes=[w.node for w in new]),
                 "cluster-info and kube-dns", deadline, hint=hint, interval=POLL)
+    if state.nfs_exported == [True]:  # shared storage: the master's export, ReadWriteMany (docs/storage.md)
+        phases.wait(lambda: _create(kubeconfig, nfs_storage_class(plan.master_address, steps.NFS_SHARE)),
+                    "the nfs StorageClass", deadline, hint=hint, interval=POLL)
     done("apiserver ready", f"apiserver {plan.https_url} (gRPC {plan.grpc_server}), cluster-info, "
                             f"kube-dns {plan.dns_ip}")
 

@@ -47,6 +47,10 @@ REGISTRY_BINARY = "/usr/bin/docker-registry"
 REGISTRY_CONFIG = f"{CONFIG_DIR}/registry.yml"  # the read-only side nodes pull from
 REGISTRY_PUSH_CONFIG = f"{CONFIG_DIR}/registry-push.yml"  # the side pushes go to: credentials, TLS
 REGISTRY_STORAGE = "/var/lib/flotilla/registry"
+# The master's NFS export behind the `nfs` StorageClass (controlplane/controllers/nfs.py); nfs-kernel-server
+# and nfs-common are baked into the box; an ssh master without them just gets no `nfs` class.
+NFS_SHARE = "/srv/flotilla/nfs"
+NFS_EXPORTS = "/etc/exports.d/flotilla.exports"
 
 
 class RemoteRuntime(NodeRuntime):
@@ -229,6 +233,20 @@ def join(host: Host, join_command: str) -> None:
              timeout=300)
 
 
+def export_nfs(host: Host, clients: list[str]) -> bool:
+    """Export NFS_SHARE read-write to the nodes' addresses (`clients`) from this master; False without an NFS
+    server on the machine. no_root_squash: the provisioner (root) makes and removes claim directories."""
+    if not host.run("command -v exportfs || true", check=False).strip():
+        return False
+    line = " ".join([NFS_SHARE, *(f"{c}(rw,sync,no_subtree_check,no_root_squash)" for c in clients)])
+    changed = host.sync_files({NFS_EXPORTS: (f"{line}\n".encode(), 0o644)})
+    host.run(f"mkdir -p {host.path(NFS_SHARE)}")
+    host.run(f"{host.systemctl} enable -q --now nfs-server")
+    if changed:
+        host.run("exportfs -ra")
+    return True
+
+
 def kctl_config(host: Host, user: str, kubeconfig: bytes) -> None:
     """`kctl` configured for root and the login user (so `vagrant ssh master -c 'kctl get nodes'` works)."""
     host.sync_files({"/root/.kctl/config": (kubeconfig, 0o600)})
@@ -250,7 +268,8 @@ def teardown(host: Host, user: str = "") -> None:
         _teardown_machine(host)
     user_config = [f"/home/{user}/.kctl/config"] if user and user != "root" else []
     host.run("rm -rf " + " ".join(shlex.quote(host.path(p)) for p in (
-        CONFIG_DIR, "/var/lib/flotilla", FLOTILLA_DIR, "/usr/local/bin/kctl", "/root/.kctl", *user_config)))
+        CONFIG_DIR, "/var/lib/flotilla", FLOTILLA_DIR, "/usr/local/bin/kctl", "/root/.kctl", NFS_EXPORTS,
+        *user_config)))
 
 
 def _teardown_machine(host: Host) -> None:
