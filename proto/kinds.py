@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from proto import (
+    admissionregistration_pb2,
     apps_pb2,
     authentication_pb2,
     authorization_pb2,
@@ -187,6 +188,14 @@ KINDS: tuple[Kind, ...] = (
          (), has_status=False),
     Kind("ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", "rbac.authorization.k8s.io/v1",
          rbac_pb2.ClusterRoleBinding, False, (), has_status=False),
+    # Admission webhooks the apiserver calls on writes (controlplane/apiserver/admission/webhook/);
+    # kubectl's `api-extensions` category, as CRDs.
+    Kind("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", "mutatingwebhookconfiguration",
+         "admissionregistration.k8s.io/v1", admissionregistration_pb2.MutatingWebhookConfiguration, False,
+         has_status=False, categories=("api-extensions",)),
+    Kind("ValidatingWebhookConfiguration", "validatingwebhookconfigurations", "validatingwebhookconfiguration",
+         "admissionregistration.k8s.io/v1", admissionregistration_pb2.ValidatingWebhookConfiguration, False,
+         has_status=False, categories=("api-extensions",)),
     Kind("CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest",
          "certificates.k8s.io/v1", certificates_pb2.CertificateSigningRequest, False, ("csr",),
          extra_subresources=(Subresource("approval", ("get", "patch", "update")),)),

@@ -29,6 +29,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from controlplane.printers import (
+    admissionregistration,
     apps,
     autoscaling,
     batch,
@@ -82,6 +83,8 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "IngressClass": networking.INGRESS_CLASS,
     "NetworkPolicy": networkpolicy.NETWORK_POLICY,
     "Lease": coordination.LEASE,
+    "MutatingWebhookConfiguration": admissionregistration.MUTATING_WEBHOOK_CONFIGURATION,
+    "ValidatingWebhookConfiguration": admissionregistration.VALIDATING_WEBHOOK_CONFIGURATION,
     "CertificateSigningRequest": certificates.CERTIFICATE_SIGNING_REQUEST,
     "HorizontalPodAutoscaler": autoscaling.HORIZONTAL_POD_AUTOSCALER,
     "Role": rbac.ROLE,

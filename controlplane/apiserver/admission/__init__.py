@@ -14,6 +14,8 @@ The plugins, in the order Kubernetes recommends (and runs them in):
     DenyServiceExternalIPs  no Service claims spec.externalIPs (CVE-2020-8554)
     RBACEscalation          roles and bindings grant only what their author holds (Kubernetes
                             does this in its RBAC storage; here it is one more plugin)
+    MutatingAdmissionWebhook    the MutatingWebhookConfigurations' webhooks, one by one (webhook/)
+    ValidatingAdmissionWebhook  the ValidatingWebhookConfigurations' webhooks, in parallel (webhook/)
     ResourceQuota           a namespace's objects stay within its quotas (last: it counts what is admitted)
 
 One module (or package) per plugin; interface.py holds the extension points,
@@ -40,6 +42,7 @@ from controlplane.apiserver.admission.rbacescalation import RBACEscalation
 from controlplane.apiserver.admission.reservedhostports import DEFAULT_RESERVED_HOST_PORTS, ReservedHostPorts
 from controlplane.apiserver.admission.resourcequota import ResourceQuota, StoredObjects
 from controlplane.apiserver.admission.warnings import Recorded, add_annotation, add_warning, recording, warning_header
+from controlplane.apiserver.admission.webhook import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
 from proto import core_pb2
 
 __all__ = ["CREATE", "DEFAULT_RESERVED_HOST_PORTS", "DELETE", "UPDATE", "Chain", "NamespaceLifecycle", "Recorded",
@@ -64,5 +67,7 @@ def new_chain(*, namespaces: NamespaceLifecycle,
         CertificateSubresources(),
         DenyServiceExternalIPs(),
         RBACEscalation(),
+        MutatingAdmissionWebhook(namespaces.get, stored_objects),
+        ValidatingAdmissionWebhook(namespaces.get, stored_objects),
         ResourceQuota(stored_pods, update_quota_status, stored_objects),
     ])

@@ -21,6 +21,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from google.protobuf.message import Message
 
 from controlplane.apiserver.admission.interface import (
+    AsyncMutationInterface,
     MutationInterface,
     PolicyWatcher,
     Request,
@@ -50,6 +51,7 @@ class Chain:
         self._request = [p for p in self.plugins if isinstance(p, RequestValidator)]
         self._stored = [p for p in self.plugins if isinstance(p, StoredObjectValidator)]
         self._mutating = [p for p in self.plugins if isinstance(p, MutationInterface)]
+        self._async_mutating = [p for p in self.plugins if isinstance(p, AsyncMutationInterface)]
         self._validating = [p for p in self.plugins if isinstance(p, ValidationInterface)]
         self.policy_watchers = [p for p in self.plugins if isinstance(p, PolicyWatcher)]
 
@@ -96,9 +98,12 @@ class Chain:
 
     @asynccontextmanager
     async def validate(self, request: Request) -> AsyncIterator[None]:
-        """Enter every validating plugin in order; the write happens inside."""
+        """Await the asynchronous mutations (webhooks), then enter every validating plugin in order; the write
+        happens inside."""
         if request.dry_run:
             mark_dry_run()  # for the request's audit record (in-memory kinds skip `admit`)
+        for mutator in self._async_mutating:
+            await mutator.mutate(request)
         async with AsyncExitStack() as stack:
             for plugin in self._validating:
                 await stack.enter_async_context(plugin.validate(request))

@@ -17,6 +17,11 @@ order:
   strategy's validation and held while the object is written, so a plugin may
   keep a lock across its check and the write (ResourceQuota) and act once the
   write is done. Raising before the yield refuses the write.
+- `AsyncMutationInterface.mutate`: mutation that waits on the world outside
+  (the mutating webhooks). The chain awaits it at the start of `validate`:
+  after the built-in mutation and the strategy's validation, before every
+  validating plugin, so they all judge its result; the plugin runs the
+  strategy's defaults and validation again on what it changed.
 
 `PolicyWatcher` plugins keep a cache of the API objects that are their policy
 (LimitRanges, ResourceQuotas), fed by the registry's watch; `WantsAuthorizer`
@@ -72,6 +77,11 @@ class MutationInterface(Protocol):
 @runtime_checkable
 class ValidationInterface(Protocol):
     def validate(self, request: Request) -> AbstractAsyncContextManager[None]: ...
+
+
+@runtime_checkable
+class AsyncMutationInterface(Protocol):
+    async def mutate(self, request: Request) -> None: ...
 
 
 @runtime_checkable

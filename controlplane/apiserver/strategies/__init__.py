@@ -13,6 +13,10 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from controlplane.apiserver import defaults
+from controlplane.apiserver.strategies.admissionregistration import (
+    MUTATING_WEBHOOK_CONFIGURATION,
+    VALIDATING_WEBHOOK_CONFIGURATION,
+)
 from controlplane.apiserver.strategies.apps import CONTROLLER_REVISION, DAEMON_SET, STATEFUL_SET
 from controlplane.apiserver.strategies.base import StoreContext, Strategy
 from controlplane.apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -81,6 +85,9 @@ STRATEGIES: dict[str, Strategy] = {
     "ClusterRole": RoleStrategy(),
     "RoleBinding": RoleBindingStrategy(),
     "ClusterRoleBinding": RoleBindingStrategy(),
+    # admissionregistration.k8s.io/v1
+    "MutatingWebhookConfiguration": MUTATING_WEBHOOK_CONFIGURATION,
+    "ValidatingWebhookConfiguration": VALIDATING_WEBHOOK_CONFIGURATION,
     # certificates.k8s.io/v1
     "CertificateSigningRequest": CertificateSigningRequestStrategy(),
 }
