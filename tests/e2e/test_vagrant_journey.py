@@ -118,3 +118,48 @@ def test_vagrant_seed_journey(cluster: VagrantCluster) -> None:
                        ("pod", "nginx")):
         cluster.kctl("delete", kind, name)
     eventually(lambda: not cluster.rows("get", "pods") or None, "no pods left", timeout=600)
+
+
+NFS_SHARED = """\
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: shared}
+spec:
+  storageClassName: nfs
+  accessModes: [ReadWriteMany]
+  resources: {requests: {storage: 64Mi}}
+""" + "".join(f"""---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: sh
+    image: busybox
+    command: [sh, -c, "{script}; sleep 3600"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  volumes: [{{name: shared, persistentVolumeClaim: {{claimName: shared}}}}]
+""" for name, node, script in (("writer", "w1-k8s", "echo from-w1 > /shared/file"),
+                               ("reader", "w2-k8s", "true")))
+
+
+def test_vagrant_nfs_claim_is_shared_by_pods_on_two_workers(cluster: VagrantCluster, tmp_path: Path) -> None:
+    """Issue 14's opt-in NFS check: one ReadWriteMany claim of the `nfs` class, mounted on two workers."""
+    (tmp_path / "shared.yaml").write_text(NFS_SHARED)
+    cluster.kctl("apply", "-f", str(tmp_path / "shared.yaml"))
+    eventually(lambda: {r["NAME"]: r["STATUS"] for r in cluster.rows("get", "pvc")}.get("shared") == "Bound" or None,
+               "the nfs claim Bound", timeout=300)
+
+    def both_running() -> bool | None:
+        status = {r["NAME"]: r["STATUS"] for r in cluster.rows("get", "pods")}
+        return (status.get("writer"), status.get("reader")) == ("Running", "Running") or None
+    eventually(both_running, "writer on w1-k8s and reader on w2-k8s Running", timeout=600)
+    # What the pod on w1 wrote, the pod on w2 reads: the same export, mounted on both nodes.
+    assert eventually(lambda: cluster.kctl("exec", "reader", "--", "cat", "/shared/file", check=False).strip()
+                      == "from-w1" or None, "the file written on w1 read on w2", timeout=120)
+    for kind, name in (("pod", "writer"), ("pod", "reader"), ("pvc", "shared")):
+        cluster.kctl("delete", kind, name)
+    # Reclaim policy Delete: the volume goes, its directory on the master's export first.
+    eventually(lambda: not [r for r in cluster.rows("get", "pv") if r["CLAIM"] == "default/shared"] or None,
+               "the nfs volume deleted", timeout=300)
