@@ -18,6 +18,7 @@ from client import Client
 from client.retry import update_fresh
 from controlplane.dns.server import DnsServer
 from proto import core_pb2
+from tests.slices_support import create_slices
 
 
 class FakeUpstream(asyncio.DatagramProtocol):
@@ -81,7 +82,7 @@ async def test_service_a_srv_headless_nxdomain_and_forwarding(
     subset.addresses.add(ip="10.244.2.7")
     subset.not_ready_addresses.add(ip="10.244.3.3")
     subset.ports.add(name="http", port=80, protocol="TCP")
-    await client.create(ep)
+    await create_slices(client, ep)
 
     web = f"web.{namespace}.svc.cluster.local"
     reply = await eventually(dns, web)

@@ -1,9 +1,10 @@
-"""What cluster DNS answers, decided from the Service, Endpoints and Pod caches (pure).
+"""What cluster DNS answers, decided from the Service, EndpointSlice and Pod caches (pure).
 
 The names follow Kubernetes' DNS specification for Services and Pods:
 
 - `<svc>.<ns>.svc.<domain>` A → the ClusterIP; for a headless Service
-  (clusterIP None) one A record per ready endpoint, so clients reach pods directly.
+  (clusterIP None) one A record per ready endpoint of its EndpointSlices (as CoreDNS
+  reads them), so clients reach pods directly.
 - `<hostname>.<svc>.<ns>.svc.<domain>` A → the IP of the pod whose `hostname` and
   `subdomain` are those labels, when `<svc>` is a headless Service of its namespace
   and the pod is Ready (or the Service publishes not-ready addresses): how a
@@ -25,7 +26,8 @@ from typing import Protocol
 
 from dnslib import QTYPE, RCODE, RR, SRV, A, DNSRecord  # type: ignore[import-untyped]
 
-from proto import core_pb2
+from client.endpointslices import SERVICE_INDEX, addresses
+from proto import core_pb2, discovery_pb2
 
 TTL = 5  # seconds: short, so clients notice new endpoints of headless Services quickly
 
@@ -45,6 +47,12 @@ class IndexLister(Protocol):
     def list_by_index(self, index_name: str, value: str) -> list[core_pb2.Pod]: ...
 
 
+class SliceLister(Protocol):
+    """The part of the slices' `Store` the resolver reads: a Service's slices by SERVICE_INDEX."""
+
+    def list_by_index(self, index_name: str, value: str) -> list[discovery_pb2.EndpointSlice]: ...
+
+
 def hostname_index(obj: object) -> list[str]:
     """The store index HOSTNAME_INDEX: where a pod answers in DNS, if it has a hostname and subdomain."""
     if not isinstance(obj, core_pb2.Pod) or not obj.spec.hostname or not obj.spec.subdomain:
@@ -52,7 +60,7 @@ def hostname_index(obj: object) -> list[str]:
     return [f"{obj.metadata.namespace}/{obj.spec.subdomain}/{obj.spec.hostname}".lower()]
 
 
-def resolve(request: DNSRecord, services: Lister, endpoints: Lister, domain: str = "cluster.local",
+def resolve(request: DNSRecord, services: Lister, slices: SliceLister, domain: str = "cluster.local",
             pods: IndexLister | None = None) -> DNSRecord | None:
     """The reply to `request`, or None when the name is outside the cluster domain (forward it)."""
     qname = str(request.q.qname).rstrip(".").lower()
@@ -73,11 +81,11 @@ def resolve(request: DNSRecord, services: Lister, endpoints: Lister, domain: str
     if len(port_labels) == 1:
         return _hostname(reply, request, qname, port_labels[0], svc, pods)
     target = f"{name}.{namespace}.svc.{domain}."
-    addresses = _addresses(svc, endpoints.get_by_name(namespace, name))
+    found = _addresses(svc, slices)
     qtype = request.q.qtype
     if not port_labels:
         if qtype in (QTYPE.A, QTYPE.ANY):
-            for ip in addresses:
+            for ip in found:
                 reply.add_answer(RR(target, QTYPE.A, ttl=TTL, rdata=A(ip)))
         return reply  # other types of an existing name: NOERROR with no data
     port_name, proto = (label.removeprefix("_") for label in port_labels)
@@ -88,17 +96,16 @@ def resolve(request: DNSRecord, services: Lister, endpoints: Lister, domain: str
         return reply
     if qtype in (QTYPE.SRV, QTYPE.ANY):
         reply.add_answer(RR(qname + ".", QTYPE.SRV, ttl=TTL, rdata=SRV(0, 100, port.port, target)))
-        for ip in addresses:
+        for ip in found:
             reply.add_ar(RR(target, QTYPE.A, ttl=TTL, rdata=A(ip)))
     return reply
 
 
-def _addresses(svc: core_pb2.Service, endpoints: object | None) -> list[str]:
+def _addresses(svc: core_pb2.Service, slices: SliceLister) -> list[str]:
     if svc.spec.cluster_ip and svc.spec.cluster_ip != "None":
         return [svc.spec.cluster_ip]
-    if not isinstance(endpoints, core_pb2.Endpoints):
-        return []
-    return sorted({address.ip for subset in endpoints.subsets for address in subset.addresses})
+    # Ready endpoints only (publishNotReadyAddresses makes the controller mark them all ready).
+    return addresses(slices.list_by_index(SERVICE_INDEX, f"{svc.metadata.namespace}/{svc.metadata.name}"))
 
 
 def _hostname(reply: DNSRecord, request: DNSRecord, qname: str, hostname: str, svc: core_pb2.Service,

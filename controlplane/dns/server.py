@@ -1,8 +1,8 @@
 """Cluster DNS on the wire: UDP and TCP listeners answering from the informer caches.
 
 Queries are parsed and packed by dnslib (no hand-written codec). Answers for the
-cluster domain come from `resolver.resolve`, which reads the Service, Endpoints
-and Pod informers' stores (pods indexed by hostname and subdomain, for
+cluster domain come from `resolver.resolve`, which reads the Service, EndpointSlice
+(indexed by Service) and Pod informers' stores (pods indexed by hostname and subdomain, for
 `web-0.nginx.<ns>.svc`): nothing is asked of the apiserver per query.
 Other names are forwarded, as the raw query bytes, to the upstream resolver
 (the node's own, e.g. from /etc/resolv.conf), and its reply is relayed as is.
@@ -24,10 +24,11 @@ from typing import cast
 from dnslib import RCODE, DNSError, DNSRecord  # type: ignore[import-untyped]
 
 from client.api import Client
+from client.endpointslices import SERVICE_INDEX, service_index
 from client.informer import InformerFactory
 from controlplane.connlimits import SourceLimit
 from controlplane.dns.resolver import HOSTNAME_INDEX, hostname_index, resolve
-from proto import core_pb2
+from proto import core_pb2, discovery_pb2
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class DnsServer:
         self.upstream = upstream
         self.factory = InformerFactory(client)
         self.services = self.factory.informer(core_pb2.Service)
-        self.endpoints = self.factory.informer(core_pb2.Endpoints)
+        self.slices = self.factory.informer(discovery_pb2.EndpointSlice)
+        self.slices.store.add_index(SERVICE_INDEX, service_index)
         self.pods = self.factory.informer(core_pb2.Pod)
         self.pods.store.add_index(HOSTNAME_INDEX, hostname_index)
         self._transports: list[asyncio.BaseTransport] = []
@@ -80,7 +82,7 @@ class DnsServer:
             request = DNSRecord.parse(data)
         except (DNSError, struct.error, IndexError, ValueError):
             return None
-        reply = resolve(request, self.services.store, self.endpoints.store, self.domain, self.pods.store)
+        reply = resolve(request, self.services.store, self.slices.store, self.domain, self.pods.store)
         if reply is not None:
             return bytes(reply.pack())
         if self.upstream is None:
