@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 from client import bootstrap, certificates
 from client import config as clientconfig
 from controlplane.apiserver import encryption
+from controlplane.apiserver.serviceaccount import keys as sakeys
 from proto.wellknown import TAINT_CONTROL_PLANE
 from provision.images import registry as image_registry
 from provision.processes import EtcdClientFiles, EtcdMember, EtcdTLS
@@ -80,7 +81,9 @@ AUDIT_LOG_BACKUPS = 5
 # Files that are secret without being keys or kubeconfigs (0600, like those).
 PRIVATE = frozenset({TOKENS, ENCRYPTION_CONFIG, image_registry.CREDENTIALS_FILE, image_registry.HTPASSWD_FILE})
 # Files a re-run must not change: a new encryption key would leave every stored Secret unreadable.
-KEEP = (ENCRYPTION_CONFIG,)
+# The service-account signing key (kubeadm's sa.key): a new one would make every pod's token invalid.
+SERVICE_ACCOUNT_KEY = "pki/sa.key"
+KEEP = (ENCRYPTION_CONFIG, SERVICE_ACCOUNT_KEY)
 
 
 def is_private(relative: str) -> bool:
@@ -323,6 +326,7 @@ def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_j
         files[image_registry.HTPASSWD_FILE] = image_registry.htpasswd(push)
         put(image_registry.SERVING_CERT, certificates.create_serving_cert(
             ca, "flotilla-registry", [plan.registry.rpartition(":")[0], f"{plan.name}-master"]))
+    files[SERVICE_ACCOUNT_KEY] = sakeys.new_signing_key_pem()
     files.update({k: v for k, v in (keep or {}).items() if k in KEEP})
     return Bundle(files)
 
@@ -388,6 +392,9 @@ def apiserver_argv(plan: ClusterPlan, *, listen_host: str = "", etcd_servers: st
             *_etcd_client_flags(plan),
             # Secrets are sealed in etcd (its WAL, its db, its snapshots) with the cluster's own key.
             "--encryption-provider-config", plan.path(ENCRYPTION_CONFIG),
+            # Pods' service-account tokens: signed and checked with the cluster's one key, whichever apiserver.
+            "--service-account-signing-key-file", plan.path(SERVICE_ACCOUNT_KEY),
+            "--service-account-key-file", plan.path(SERVICE_ACCOUNT_KEY),
             # No pod may take a host port this cluster's control plane listens on (ReservedHostPorts admission).
             "--reserved-host-ports", ",".join(str(p) for p in reserved_host_ports(plan)),
             "--audit-log-path", plan.path(AUDIT_LOG), "--audit-log-maxsize", str(AUDIT_LOG_MAX_MIB),
@@ -421,7 +428,8 @@ def controller_manager_argv(plan: ClusterPlan) -> list[str]:
     # The cluster CA signs approved CertificateSigningRequests (kubelets joining with a bootstrap token).
     argv = [*_module(plan, "controlplane.controllers.main"), "--kubeconfig", plan.kubeconfig_path(CONTROLLER_MANAGER),
             "--server", plan.grpc_server, "--cluster-cidr", plan.pod_network,
-            "--cluster-signing-cert-file", plan.path(f"{CA}.crt"), "--cluster-signing-key-file", plan.path(f"{CA}.key")]
+            "--cluster-signing-cert-file", plan.path(f"{CA}.crt"), "--cluster-signing-key-file", plan.path(f"{CA}.key"),
+            "--root-ca-file", plan.path(f"{CA}.crt")]  # kube-root-ca.crt in every namespace
     # LoadBalancer addresses: the service-lb controller in this process, not a daemon of its own (~40 MiB less).
     return argv + (["--lb-pool", plan.lb_pool] if plan.lb_pool else [])
 

@@ -107,10 +107,15 @@ def load_public_keys(path: Path) -> list[PublicKey]:
     return keys
 
 
-def write_signing_key(path: Path) -> None:
-    """A new RSA 2048 key as kubeadm's sa.key (0600), for clusters Flotilla provisions."""
+def new_signing_key_pem() -> bytes:
+    """A new RSA 2048 key in PEM, as kubeadm's sa.key, for clusters Flotilla provisions."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def write_signing_key(path: Path) -> None:
+    """new_signing_key_pem() written to `path` (0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600, exist_ok=True)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
+    path.write_bytes(new_signing_key_pem())
