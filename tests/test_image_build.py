@@ -1,18 +1,22 @@
-"""`kctl image build` and `kctl run ... -- ARGS`: what a user's Containerfile becomes, and what it may not say.
+"""`kctl image build` on buildah, and `kctl run ... -- ARGS`.
 
-No registry or runtime here: builds FROM scratch or FROM busybox (built
-locally, as the provisioner does) into a temporary local store. A rebuild of
-the same inputs gives the same digest, instructions shape the OCI config as
-Docker's do, and refused instructions name their file and line.
+Given an open docker-registry on loopback holding busybox (what a cluster
+registry serves): a full Dockerfile -- two stages, `ARG` set by --build-arg,
+`RUN`, `COPY --from`, `ENV`, `USER`, `WORKDIR`, `ENTRYPOINT`/`CMD` and a
+`.dockerignore` -- is built by buildah with `FROM busybox` pulled from that
+registry (offline: registries.conf names no other), and the result pushed
+there; pulled back, its config and files are what the Dockerfile says.
+A failing RUN, an unknown instruction and a base image the registry lacks
+are refused naming why. Needs root, buildah and docker-registry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import json
-import os
+import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,131 +25,118 @@ from click.testing import CliRunner
 from client import Client
 from kctl.main import cli
 from proto import core_pb2
-from provision.images.build import BuildError, build, layer_paths
+from provision.images import distribution, registry
+from provision.images.build import registries_conf
 from provision.images.oci import OCIImage, busybox_image, parse_reference
-from provision.images.store import ImageStore
-from provision.processes import ApiServer
+from provision.processes import ApiServer, Process, free_port, wait_until
+from tests.kubelet_support import containerd_unusable
 
-
-def no_base(name: str) -> OCIImage:
-    raise LookupError(f"{name} is not available in this test")
-
-
-def with_busybox(name: str) -> OCIImage:
-    assert name == "busybox"
-    return busybox_image()
-
-
-def write(context: Path, files: dict[str, str]) -> Path:
-    for path, text in files.items():
-        (context / path).parent.mkdir(parents=True, exist_ok=True)
-        (context / path).write_text(text)
-    return context
-
-
-def config(image: OCIImage) -> dict[str, object]:
-    return dict(image.config_json["config"])
-
-
-def test_the_same_inputs_build_the_same_digest(tmp_path: Path) -> None:
-    files = {"Containerfile": "FROM busybox\nCOPY site /var/www/\nCMD httpd -f -h /var/www\n",
-             "site/index.html": "<h1>hi</h1>\n", "site/css/a.css": "h1 {}\n"}
-    first = build(write(tmp_path / "a", files), resolve=with_busybox)
-    later = write(tmp_path / "b", files)
-    os.utime(later / "site" / "index.html", (1_000_000, 1_000_000))  # other mtimes do not matter
-    assert build(later, resolve=with_busybox).digest == first.digest
-    with tarfile.open(fileobj=io.BytesIO(first.layers[-1])) as layer:
-        members = layer.getmembers()
-    assert [m.name for m in members] == sorted(m.name for m in members)
-    assert {(m.mtime, m.uid, m.gid) for m in members} == {(0, 0, 0)}
-    assert "var/www/css/a.css" in {m.name for m in members}
-    (later / "site" / "index.html").write_text("<h1>changed</h1>\n")
-    assert build(later, resolve=with_busybox).digest != first.digest
-
-
-def test_instructions_shape_the_image_config(tmp_path: Path) -> None:
-    context = write(tmp_path, {"Containerfile": """\
-# comments and continuations as Docker reads them
+DOCKERFILE = """\
+# syntax is Docker's own
+FROM busybox AS builder
+ARG GREETING=hello
+RUN mkdir -p /out && echo "$GREETING from stage one" > /out/greeting.txt
 FROM busybox
-ENV GREETING="hello world" \\
-    MODE=fast
-ENV LEGACY the rest of the line
-WORKDIR /srv
-WORKDIR app
-COPY run.sh ./
-EXPOSE 8080 53/udp
-LABEL org.example.team=web "org.example.note=two words"
-USER nobody
-ENTRYPOINT ["/srv/app/run.sh"]
-""", "run.sh": "#!/bin/sh\necho hi\n"})
-    (context / "run.sh").chmod(0o755)
-    image = build(context, resolve=with_busybox)
-    cfg = config(image)
-    assert cfg["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                          "GREETING=hello world", "MODE=fast", "LEGACY=the rest of the line"]
-    assert cfg["WorkingDir"] == "/srv/app"
-    assert cfg["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
-    assert cfg["Labels"] == {"org.example.team": "web", "org.example.note": "two words"}
-    assert cfg["User"] == "nobody"
-    assert cfg["Entrypoint"] == ["/srv/app/run.sh"] and "Cmd" not in cfg  # busybox's CMD sh is dropped
-    with tarfile.open(fileobj=io.BytesIO(image.layers[-1])) as layer:
-        script = layer.getmember("srv/app/run.sh")
-    assert script.mode == 0o755
-    history = image.config_json["history"]
-    assert [h.get("empty_layer", False) for h in history] == [True] * 5 + [False] + [True] * 4
-    assert history[-1]["created_by"] == 'ENTRYPOINT ["/srv/app/run.sh"]'
-    assert len(image.layers) == 2  # busybox's and the COPY's
+ARG GREETING
+ENV APP_HOME=/srv/app MODE=test
+WORKDIR $APP_HOME
+COPY --from=builder /out/greeting.txt ./
+COPY . ./ctx/
+RUN adduser -D -u 1234 app || true
+USER 1234
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat greeting.txt"]
+"""
 
 
-def test_shell_form_copy_rules_and_add_unpacks_tars(tmp_path: Path) -> None:
-    context = write(tmp_path, {"a.txt": "a", "b.txt": "b", "dir/x/y.txt": "y", "Containerfile": """\
-FROM scratch
-COPY *.txt /texts/
-COPY dir /opt/
-COPY a.txt /etc/renamed.conf
-ADD bundle.tar /unpacked
-CMD echo "$HOME"
-"""})
-    with tarfile.open(context / "bundle.tar", "w") as tar:
-        tar.add(context / "b.txt", arcname="inside/b.txt")
-    image = build(context, resolve=no_base)
-    assert config(image)["Cmd"] == ["/bin/sh", "-c", 'echo "$HOME"']
-    paths = set(layer_paths(image))
-    assert {"texts/a.txt", "texts/b.txt", "opt/x/y.txt", "etc/renamed.conf", "unpacked/inside/b.txt"} <= paths
-    assert "opt/dir" not in paths and "bundle.tar" not in " ".join(paths)
+@pytest.fixture(scope="module")
+def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    reason = containerd_unusable()
+    if reason or not shutil.which("buildah") or not shutil.which("docker-registry"):
+        pytest.skip(f"needs root, buildah and docker-registry ({reason or 'not installed'})")
+    folder = tmp_path_factory.mktemp("buildreg")
+    address = f"127.0.0.1:{free_port()}"
+    process = Process("registry", registry.argv(registry.write_config(folder, address)), folder / "registry.log")
+    process.start()
+    try:
+        wait_until(lambda: registry.ready(address), "registry /v2/", process)
+        distribution.push(busybox_image(), registry=address, repository="library/busybox", tag="latest")
+        yield address
+    finally:
+        process.stop()
 
 
-def test_a_directory_without_a_containerfile_is_the_root_filesystem(tmp_path: Path) -> None:
-    write(tmp_path, {"bin/hello": "#!/bin/sh\n", "etc/motd": "hi\n"})
-    (tmp_path / "bin" / "sh").symlink_to("busybox")
-    image = build(tmp_path, resolve=no_base)
-    assert len(image.layers) == 1
-    with tarfile.open(fileobj=io.BytesIO(image.layers[0])) as layer:
-        assert layer.getmember("bin/sh").linkname == "busybox"
-        assert set(layer.getnames()) == {"bin", "bin/hello", "bin/sh", "etc", "etc/motd"}
+def kctl(*args: str, home: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env={"FLOTILLA_HOME": str(home), "KCTL_CONFIG": "/nonexistent"})
+    return result.exit_code, result.output
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("FROM busybox\nRUN apt-get install x\n", "Containerfile:2: RUN is not supported: commands cannot run"),
-    ("FROM busybox\n\n# note\nHEALTHCHECK CMD true\n", "Containerfile:4: HEALTHCHECK is not supported"),
-    ("FROM busybox\nFROBNICATE x\n", "Containerfile:2: unknown instruction 'FROBNICATE'"),
-    ("COPY a /a\n", "Containerfile:1: the first instruction must be FROM"),
-    ("FROM scratch\nFROM scratch\n", "Containerfile:2: FROM: only one stage"),
-    ("FROM nothing\n", "Containerfile:1: FROM: nothing is not available in this test"),
-    ("FROM scratch\nCOPY ../secret /x\n", "Containerfile:2: COPY: ../secret: outside the build context"),
-    ("FROM scratch\nCOPY missing /x\n", "Containerfile:2: COPY: missing: no such file or directory"),
-    ("FROM scratch\nCOPY --chown=1 a /x\n", "Containerfile:2: COPY: flags are not supported (--chown=1)"),
-    ("FROM scratch\nADD https://example.com/x /x\n", "Containerfile:2: ADD: https://example.com/x: URLs are not"),
-    ("FROM scratch\nEXPOSE 80/icmp\n", "Containerfile:2: EXPOSE: 80/icmp: want PORT or PORT/tcp|udp|sctp"),
-    ("FROM scratch\nCMD [\"a\", 1]\n", "Containerfile:2: CMD: exec form must be a JSON array of strings"),
-    ("FROM scratch\nENV A=1 \\\n", "Containerfile:2: the file ends in a line continuation"),
-    ("FROM scratch\nLABEL novalue\n", "Containerfile:2: LABEL: 'novalue': want KEY=VALUE"),
+def file_in(image: OCIImage, path: str) -> bytes | None:
+    """`path`'s content in the image's filesystem (the topmost layer holding it)."""
+    for layer in reversed(image.layers):
+        with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("./") == path.lstrip("/") and member.isfile():
+                    extracted = tar.extractfile(member)
+                    return extracted.read() if extracted else None
+    return None
+
+
+def test_a_full_dockerfile_builds_and_is_pushed(open_registry: str, tmp_path: Path) -> None:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    (context / "keep.txt").write_text("kept")
+    (context / "secret.env").write_text("TOKEN=nope")
+    (context / ".dockerignore").write_text("secret.env\n")
+    code, out = kctl("image", "build", str(context), "-t", "greeter:1", "--build-arg", "GREETING=hi",
+                     "--registry", open_registry, home=tmp_path / "home")
+    assert code == 0, out
+    assert out.startswith("built greeter:1 sha256:")
+    assert f"pushed {open_registry}/library/greeter:1 " in out
+    image = distribution.pull(registry=open_registry, repository="library/greeter", tag="1")
+    config = image.config_json["config"]
+    assert "APP_HOME=/srv/app" in config["Env"] and "MODE=test" in config["Env"]
+    assert config["WorkingDir"] == "/srv/app" and config["User"] == "1234"
+    assert config["Entrypoint"] == ["/bin/sh", "-c"] and config["Cmd"] == ["cat greeting.txt"]
+    assert file_in(image, "srv/app/greeting.txt") == b"hi from stage one\n"
+    assert file_in(image, "srv/app/ctx/keep.txt") == b"kept"
+    assert file_in(image, "srv/app/ctx/secret.env") is None  # .dockerignore'd
+
+
+@pytest.mark.parametrize(("dockerfile", "error"), [
+    ("FROM busybox\nRUN exit 3\n", "exit status 3"),
+    ("FROM busybox\nFROBNICATE x\n", "frobnicate"),
+    ("FROM nothing-here:9\n", "nothing-here"),
 ])
-def test_containerfile_errors_name_the_line(tmp_path: Path, text: str, error: str) -> None:
-    write(tmp_path, {"Containerfile": text})
-    with pytest.raises(BuildError) as caught:
-        build(tmp_path, resolve=no_base)
-    assert str(caught.value).startswith(error), str(caught.value)
+def test_build_failures_say_why(open_registry: str, tmp_path: Path, dockerfile: str, error: str) -> None:
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    code, out = kctl("image", "build", str(tmp_path), "-t", "broken", "--registry", open_registry,
+                     home=tmp_path / "home")
+    assert code == 1 and error in out.lower(), out
+    assert "library/broken" not in distribution_catalog(open_registry)
+
+
+def distribution_catalog(address: str) -> list[str]:
+    import requests
+    return list(requests.get(f"http://{address}/v2/_catalog", timeout=5).json().get("repositories") or [])
+
+
+def test_bad_names_and_missing_dockerfiles_are_refused(open_registry: str, tmp_path: Path) -> None:
+    code, out = kctl("image", "build", str(tmp_path), "-t", "Bad Name", "--registry", open_registry,
+                     home=tmp_path / "home")
+    assert code == 1 and "invalid" in out
+    code, out = kctl("image", "build", str(tmp_path), "-t", "empty", "--registry", open_registry,
+                     home=tmp_path / "home")
+    assert code == 1 and "has no Containerfile or Dockerfile" in out
+
+
+def test_builds_resolve_docker_io_through_the_cluster_registry() -> None:
+    offline = registries_conf("10.0.0.1:5000", offline=True)
+    assert 'location = "10.0.0.1:5000"' in offline and "registry-1.docker.io" not in offline
+    online = registries_conf("10.0.0.1:5000", offline=False)
+    assert online.index("[[registry.mirror]]") < online.index('location = "10.0.0.1:5000"')
+    assert 'location = "registry-1.docker.io"' in online
 
 
 def test_image_names_follow_docker(tmp_path: Path) -> None:
@@ -155,26 +146,6 @@ def test_image_names_follow_docker(tmp_path: Path) -> None:
     for bad in ("Upper/case", "web:", "web@sha256:abc", ""):
         with pytest.raises(ValueError):
             parse_reference(bad)
-
-
-def test_kctl_image_build_and_list(tmp_path: Path) -> None:
-    write(tmp_path / "ctx", {"Containerfile": "FROM scratch\nCOPY page.html /\n", "page.html": "x"})
-    env = {"FLOTILLA_HOME": str(tmp_path / "home"), "KCTL_CONFIG": "/nonexistent"}
-    runner = CliRunner()
-    built = runner.invoke(cli, ["image", "build", str(tmp_path / "ctx"), "-t", "page"], env=env)
-    assert built.exit_code == 0, built.output
-    stored = ImageStore(tmp_path / "home" / "images").load("page:latest")
-    assert stored is not None and built.output.startswith(f"built page:latest {stored.digest} (1 layers")
-    index = json.loads((tmp_path / "home" / "images" / "index.json").read_text())
-    assert index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] == "page:latest"
-    # `image list` shows the cluster registry's images (tests/test_image_load.py): here there is none.
-    listed = runner.invoke(cli, ["image", "list"], env=env)
-    assert listed.exit_code == 1 and "no --registry given" in listed.output
-    nowhere = runner.invoke(cli, ["image", "push", "page"], env=env)
-    assert nowhere.exit_code == 1
-    assert "no --registry given, and no context in /nonexistent names a local cluster" in nowhere.output
-    refused = runner.invoke(cli, ["image", "build", str(tmp_path / "ctx"), "-t", "Bad Name"], env=env)
-    assert refused.exit_code == 1 and "invalid" in refused.output
 
 
 async def test_kctl_run_passes_words_after_the_double_dash(apiserver: ApiServer, client: Client,

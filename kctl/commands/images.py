@@ -1,12 +1,15 @@
-"""`kctl image build|push|list`: users' own images, from a directory to the cluster registry.
+"""`kctl image build|push|load|list`: users' own images, into the cluster registry.
 
-    kctl image build ./site -t web:1      # Containerfile (or a rootfs directory) → the local store
-    kctl image push web:1                 # → the current local cluster's registry, as library/web:1
+    kctl image build ./site -t web:1      # a Dockerfile, built by buildah → the cluster registry (library/web:1)
+    kctl image load redis.tar             # a docker save / OCI archive → the cluster registry
+    kctl image list                       # what the cluster registry holds
     kctl run web --image=web:1 --port 80  # the nodes pull it from there
 
-The build (provision/images/build.py) runs nothing and leaves its result in the
-local OCI store (provision/images/store.py); push speaks the distribution API
-(provision/images/distribution.py). A name without a registry is pushed to the
+The build (provision/images/build.py: buildah, FROM the cluster registry) keeps
+its result in the local OCI store too (provision/images/store.py), from which
+`kctl image push` pushes again; pushes speak the distribution API
+(provision/images/distribution.py); loads go through skopeo
+(provision/images/transfer.py). A name without a registry is pushed to the
 current cluster's registry (from kctl's kubeconfig context, the cluster `kctl
 cluster up` made) or to `--registry HOST:PORT`, under docker.io's layout, so
 the short name in a pod spec finds it. A local cluster's registry is read-only
@@ -33,8 +36,9 @@ from provision import components, local
 from provision.images import build as imagebuild
 from provision.images import distribution, transfer
 from provision.images import registry as image_registry
-from provision.images.oci import OCIImage, parse_reference
+from provision.images.oci import parse_reference
 from provision.images.store import ImageStore
+from provision.provider import home, offline_default
 
 
 def current_cluster_registry() -> str:
@@ -92,35 +96,58 @@ def image() -> None:
     """Build images, push them to a cluster's registry, list the local ones."""
 
 
+def _builder(registry: str) -> imagebuild.Builder:
+    """buildah for `registry`: a local cluster's storage and offline setting, else $FLOTILLA_HOME's."""
+    for name in local.names():
+        state = local.load_state(name)
+        if state is not None and state.registry == registry:
+            return imagebuild.Builder(state.folder / "buildah", registry=registry, offline=state.offline)
+    return imagebuild.Builder(home() / "buildah", registry=registry, offline=offline_default())
+
+
 @image.command("build")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-t", "--tag", "name", required=True, help="NAME[:TAG] for the image (default tag: latest).")
 @click.option("-f", "--file", "containerfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The Containerfile (default: DIRECTORY/Containerfile or Dockerfile; none: DIRECTORY is the rootfs).")
-@click.option("--registry", default="", help="Where FROM images missing locally are pulled from "
+              help="The Dockerfile (default: DIRECTORY/Containerfile or Dockerfile).")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE", help="An ARG's value (repeatable).")
+@click.option("--target", default="", help="The stage to build (default: the last).")
+@click.option("--registry", default="", help="Where FROM images come from and the result goes "
                                              "(default: the current local cluster's registry).")
-def build(directory: Path, name: str, containerfile: Path | None, registry: str) -> None:
-    """Build an image from DIRECTORY into the local image store."""
-    store = ImageStore()
-
-    def resolve(base: str) -> OCIImage:
-        found = store.load(base)
-        if found is not None:
-            return found
-        try:
-            where, repository, tag = _registry_for(base, registry)
-            return distribution.pull(registry=where, repository=repository, tag=tag)
-        except (CliError, distribution.RegistryError) as err:
-            raise LookupError(f"{base} is not in the local store {store.root}, and {err}") from err
-
+@click.option("--push/--no-push", default=True, show_default=True, help="Push the result to the registry.")
+def build(directory: Path, name: str, containerfile: Path | None, build_args: tuple[str, ...], target: str,
+          registry: str, push: bool) -> None:
+    """Build DIRECTORY's Dockerfile with buildah, FROM the cluster registry, and push the result there."""
     try:
-        parse_reference(name)
-        built = imagebuild.build(directory, resolve=resolve, containerfile=containerfile)
-    except (ValueError, LookupError) as err:
+        ref = transfer.cluster_reference(name)
+    except transfer.TransferError as err:
         raise CliError(str(err)) from err
-    stored = store.save(name, built)
+    args = {}
+    for pair in build_args:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise CliError(f"--build-arg {pair!r}: want KEY=VALUE")
+        args[key] = value
+    where = registry or current_cluster_registry()
+    builder = _builder(where)
+    local_name = ref.familiar()
+    try:
+        builder.build(directory, local_name, containerfile=containerfile, build_args=args, target=target, echo=True)
+        built = builder.export(local_name)
+    except imagebuild.BuildError as err:
+        raise CliError(f"building {name}: {err}") from err
+    stored = ImageStore().save(local_name, built)
     click.echo(f"built {stored} {built.digest} ({len(built.layers)} layers, "
                f"{_size(sum(len(layer) for layer in built.layers))})")
+    if not push:
+        return
+    try:
+        result = distribution.push(built, registry=where, repository=ref.repository, tag=ref.tag,
+                                   target=push_target(where))
+    except distribution.RegistryError as err:
+        raise CliError(str(err)) from err
+    click.echo(f"pushed {result.reference} {result.digest} "
+               f"({result.uploaded} blobs uploaded, {result.skipped} already there)")
 
 
 @image.command("push")
