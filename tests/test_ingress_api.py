@@ -17,13 +17,16 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from client import Client
 from controlplane.apiserver.auth import Attributes, UserInfo
 from controlplane.apiserver.rbac import RBACAuthorizer, default_cluster_role_bindings, default_cluster_roles
+from kctl.main import cli
 from proto import networking_pb2, rbac_pb2
 from proto.errors import Invalid
 from proto.wellknown import ANNOTATION_DEFAULT_INGRESS_CLASS
+from provision.processes import ApiServer
 from tests.kubectl_support import kubectl
 
 
@@ -193,3 +196,36 @@ async def test_kubectl_creates_and_lists_ingresses(http_url: str, namespace: str
         assert classes[1].split()[:3] == [name, "example.com/ingress", "<none>"]
     finally:
         await client.delete(networking_pb2.IngressClass, name, "")
+
+
+async def test_kctl_creates_the_ingress_kubectl_creates(http_url: str, apiserver: ApiServer, namespace: str,
+                                                        tmp_path: Path, client: Client) -> None:
+    """The same flags to both tools make the same spec; kctl lists it with kubectl's columns."""
+    flags = ["--rule=a.example/*=web:80", "--rule=a.example/exact=web:http", "--rule=b.example/api=api:http,tls",
+             "--rule=c.example/=api:8080,tls=c-tls", "--default-backend=fallback:80", "--class=none-such",
+             "--annotation=nginx.ingress.kubernetes.io/ssl-redirect=false"]
+    made = await asyncio.to_thread(kubectl, http_url, tmp_path, "-n", namespace, "create", "ingress", "by-kubectl",
+                                   *flags)
+    assert made.returncode == 0, made.stderr
+    runner = CliRunner()
+
+    def kctl(*args: str) -> str:
+        result = runner.invoke(cli, ["-s", apiserver.address, "-n", namespace, *args],
+                               env={"KCTL_CONFIG": "/nonexistent"})
+        assert result.exit_code == 0, f"kctl {' '.join(args)}: {result.output}"
+        return result.output
+
+    assert await asyncio.to_thread(kctl, "create", "ingress", "by-kctl", *flags) == \
+        "ingress.networking.k8s.io/by-kctl created\n"
+    theirs = await client.get(networking_pb2.Ingress, "by-kubectl", namespace)
+    ours = await client.get(networking_pb2.Ingress, "by-kctl", namespace)
+    assert ours.spec == theirs.spec
+    assert dict(ours.metadata.annotations) == dict(theirs.metadata.annotations)
+    header, *rows = (await asyncio.to_thread(kctl, "get", "ing")).splitlines()
+    assert header.split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    assert rows[1].split()[:5] == ["by-kubectl", "none-such", "a.example,b.example,c.example", "80,", "443"]
+    bad = runner.invoke(cli, ["-s", apiserver.address, "-n", namespace, "create", "ingress", "bad",
+                              "--rule=a.example=web:80"], env={"KCTL_CONFIG": "/nonexistent"})
+    assert bad.exit_code != 0
+    assert "rule a.example=web:80 is invalid and should be in format host/path=svcname:svcport[,tls[=secret]]" \
+        in bad.output

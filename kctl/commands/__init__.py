@@ -13,6 +13,7 @@ from kctl.commands.etcd import etcd
 from kctl.commands.get import get
 from kctl.commands.images import image
 from kctl.commands.info import api_resources, version
+from kctl.commands.ingress import create_ingress  # noqa: F401 - adds `create ingress`
 from kctl.commands.join import join
 from kctl.commands.metadata import annotate, label
 from kctl.commands.nodes import cordon, drain, taint, uncordon
