@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from proto import (
     admissionregistration_pb2,
+    apiextensions_pb2,
     apps_pb2,
     authentication_pb2,
     authorization_pb2,
@@ -97,6 +98,11 @@ class Kind:
     def http_resource(self) -> str:
         """The plural clients use in URLs: `pods` for metrics.k8s.io's PodMetrics."""
         return self.served_as or self.resource
+
+    @property
+    def storage_resource(self) -> str:
+        """The resource's segment of its etcd keys, `/registry/<this>/...`: custom resources add their group."""
+        return self.resource
 
     @property
     def subresources(self) -> tuple[Subresource, ...]:
@@ -199,6 +205,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest",
          "certificates.k8s.io/v1", certificates_pb2.CertificateSigningRequest, False, ("csr",),
          extra_subresources=(Subresource("approval", ("get", "patch", "update")),)),
+    # Kinds users add (controlplane/apiserver/crd/); their objects are served once it is Established.
+    Kind("CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition",
+         "apiextensions.k8s.io/v1", apiextensions_pb2.CustomResourceDefinition, False, ("crd", "crds"),
+         categories=("api-extensions",)),
     # Kubernetes serves these as pods.metrics.k8s.io and nodes.metrics.k8s.io (so over
     # HTTP, `served_as`); the registry's names keep `pods` and `nodes` meaning the core
     # kinds. Clients only read them; kubelets write theirs over gRPC.

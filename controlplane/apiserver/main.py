@@ -44,6 +44,7 @@ from controlplane.apiserver.auth import (
     RequestAuthenticator,
     TokenFile,
 )
+from controlplane.apiserver.crd.controller import serve_definitions
 from controlplane.apiserver.decoding import RejectUndecodableRequests
 from controlplane.apiserver.endpoints import Endpoints
 from controlplane.apiserver.http.app import make_app, server_ssl_context
@@ -306,6 +307,7 @@ async def serve(opts: argparse.Namespace) -> None:
     await server.start()
     http_runners = await start_http(endpoints, authenticator, opts)
     background.append(asyncio.create_task(registry.watch_namespaces()))
+    background.append(asyncio.create_task(serve_definitions(registry)))  # CRDs: names, Established, cleanup
     background.append(asyncio.create_task(registry.watch_admission_policy()))
     if opts.compaction_interval > 0:
         background.append(asyncio.create_task(compact_forever(storage, opts.compaction_interval)))

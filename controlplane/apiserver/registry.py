@@ -72,14 +72,14 @@ class Event:
 
 def _key(kind: kinds.Kind, namespace: str, name: str) -> bytes:
     if kind.namespaced:
-        return f"/registry/{kind.resource}/{namespace}/{name}".encode()
-    return f"/registry/{kind.resource}/{name}".encode()
+        return f"/registry/{kind.storage_resource}/{namespace}/{name}".encode()
+    return f"/registry/{kind.storage_resource}/{name}".encode()
 
 
 def _prefix(kind: kinds.Kind, namespace: str) -> bytes:
     if kind.namespaced and namespace:
-        return f"/registry/{kind.resource}/{namespace}/".encode()
-    return f"/registry/{kind.resource}/".encode()
+        return f"/registry/{kind.storage_resource}/{namespace}/".encode()
+    return f"/registry/{kind.storage_resource}/".encode()
 
 
 def _noun(kind: kinds.Kind) -> str:

@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 
 from controlplane.printers import (
     admissionregistration,
+    apiextensions,
     apps,
     autoscaling,
     batch,
@@ -91,6 +92,7 @@ TABLE_CONVERTORS: dict[str, TableConvertor[Any]] = {
     "ClusterRole": rbac.CLUSTER_ROLE,
     "RoleBinding": rbac.ROLE_BINDING,
     "ClusterRoleBinding": rbac.CLUSTER_ROLE_BINDING,
+    "CustomResourceDefinition": apiextensions.CUSTOM_RESOURCE_DEFINITION,
 }
 
 

@@ -32,6 +32,8 @@ from aiohttp import web
 from controlplane.apiserver import openapi
 from controlplane.apiserver.admission import warning_header
 from controlplane.apiserver.auth import Authenticator, Credentials, UserInfo, identity_of_der, parse_bearer
+from controlplane.apiserver.crd.handlers import CustomResourceHandlers
+from controlplane.apiserver.crd.served import CustomKind
 from controlplane.apiserver.endpoints import Endpoints, collect_warnings
 from controlplane.apiserver.http import codec, discovery, requestinfo
 from controlplane.apiserver.http.handlers import ResourceHandlers, json_response
@@ -105,6 +107,7 @@ class Routes:
     def __init__(self, endpoints: Endpoints, authenticator: Authenticator) -> None:
         self.endpoints = endpoints
         self.resources = ResourceHandlers(endpoints, authenticator)
+        self.custom_resources = CustomResourceHandlers(endpoints)
 
     async def root(self, request: web.Request) -> web.Response:
         """`GET /`: every path served (kube-apiserver's RootPaths; `kubectl get --raw /`)."""
@@ -145,6 +148,8 @@ class Routes:
         user = request.get(USER)
         if not isinstance(user, UserInfo):
             raise Unauthorized("Unauthorized")
+        if isinstance(kind, CustomKind):  # a CRD's kind: its objects are JSON under a schema
+            return await self.custom_resources.serve(request, user, info, kind)
         return await self.resources.serve(request, user, info, kind)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -74,7 +75,10 @@ class _Encoder:
 
 
 async def serve_watch(request: web.Request, endpoints: Endpoints, user: UserInfo, kind: kinds.Kind,
-                      namespace: str, *, name: str = "") -> web.StreamResponse:
+                      namespace: str, *, name: str = "",
+                      encode: Callable[[Event, codec.Rendering], bytes] | None = None) -> web.StreamResponse:
+    """Serve one watch; `encode` turns an event into its line where the kind's objects are not messages
+    the codec knows (custom resources: controlplane/apiserver/crd/handlers.py)."""
     query = request.query
     field_selector = query.get("fieldSelector", "")
     if name:  # a watch of one object is a watch of the collection narrowed to its name
@@ -84,7 +88,9 @@ async def serve_watch(request: web.Request, endpoints: Endpoints, user: UserInfo
         user, kind, namespace, resource_version=query.get("resourceVersion", ""),
         label_selector=query.get("labelSelector", ""), field_selector=field_selector,
         allow_bookmarks=query.get("allowWatchBookmarks", "").lower() in ("true", "1"))
-    encoder = _Encoder(kind, codec.negotiate(request.headers.get("Accept", ""), query.get("includeObject", "")))
+    rendering = codec.negotiate(request.headers.get("Accept", ""), query.get("includeObject", ""))
+    encoder = _Encoder(kind, rendering)
+    line = encoder.line if encode is None else (lambda event: encode(event, rendering))
     response = web.StreamResponse(status=200, headers={"Content-Type": codec.JSON,
                                                        "Transfer-Encoding": "chunked"})
     await response.prepare(request)
@@ -92,7 +98,7 @@ async def serve_watch(request: web.Request, endpoints: Endpoints, user: UserInfo
         try:
             async with asyncio.timeout(timeout):
                 async for event in events:
-                    await response.write(encoder.line(event))
+                    await response.write(line(event))
         except TimeoutError:
             pass  # timeoutSeconds: end the response cleanly, the client watches again
         except ApiError as err:

@@ -17,6 +17,7 @@ from controlplane.apiserver.strategies.admissionregistration import (
     MUTATING_WEBHOOK_CONFIGURATION,
     VALIDATING_WEBHOOK_CONFIGURATION,
 )
+from controlplane.apiserver.strategies.apiextensions import CustomResourceDefinitionStrategy
 from controlplane.apiserver.strategies.apps import CONTROLLER_REVISION, DAEMON_SET, STATEFUL_SET
 from controlplane.apiserver.strategies.base import StoreContext, Strategy
 from controlplane.apiserver.strategies.batch import CronJobStrategy, JobStrategy
@@ -90,6 +91,8 @@ STRATEGIES: dict[str, Strategy] = {
     "ValidatingWebhookConfiguration": VALIDATING_WEBHOOK_CONFIGURATION,
     # certificates.k8s.io/v1
     "CertificateSigningRequest": CertificateSigningRequestStrategy(),
+    # apiextensions.k8s.io/v1
+    "CustomResourceDefinition": CustomResourceDefinitionStrategy(),
 }
 _DEFAULT = Strategy()
 # Strategies of the kinds the API learns while it runs, by (group, kind): custom resources, one per

@@ -1,0 +1,80 @@
+"""Custom objects between their JSON and the `CustomResource` envelope the registry stores.
+
+Going in (`decode`), as apiextensions-apiserver's decoding does: apiVersion and
+kind must be the URL's, metadata is parsed as the ObjectMeta every kind has (its
+unknown fields refused with their path), then the rest is pruned to what the
+schema specifies (schema.py; `fieldValidation=Strict` refuses what pruning would
+drop, `Warn` says what it dropped), and defaulted. What remains is the content,
+with `.status` kept apart when the status subresource is on.
+
+Coming out (`to_dict`), the envelope is flattened back to the object clients
+wrote, with the apiVersion of the version they asked for: conversion `None`
+changes nothing else between versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from controlplane.apiserver.crd import schema
+from controlplane.apiserver.crd.served import CustomKind, CustomResource, content_of
+from controlplane.apiserver.http import codec
+from proto import manifest
+from proto.errors import BadRequest
+
+_TYPE_META = ("apiVersion", "kind")
+
+
+def to_dict(obj: CustomResource, kind: CustomKind) -> dict[str, Any]:
+    """The object as clients see it at `kind`'s version."""
+    data: dict[str, Any] = {"apiVersion": kind.api_version, "kind": kind.kind,
+                            "metadata": codec.metadata_dict(obj)}
+    data.update(content_of(obj))
+    return data
+
+
+def to_json(obj: CustomResource, kind: CustomKind) -> bytes:
+    return orjson.dumps(to_dict(obj, kind))
+
+
+def parse(raw: bytes) -> CustomResource:
+    obj = CustomResource()
+    obj.ParseFromString(raw)
+    return obj
+
+
+def decode(kind: CustomKind, data: Any, validation: str = codec.WARN) -> tuple[CustomResource, list[str]]:
+    """A request body (a dict) as the envelope, and the warnings to send back."""
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body of a {kind.kind} must be a JSON object")
+    api_version, kind_name = data.get("apiVersion"), data.get("kind")
+    if api_version and api_version != kind.api_version:
+        raise BadRequest(f"the API version in the data ({api_version}) does not match the expected API version "
+                         f"({kind.api_version})")
+    if kind_name and kind_name != kind.kind:
+        raise BadRequest(f"the kind in the data ({kind_name}) does not match the expected kind ({kind.kind})")
+    rest = {k: v for k, v in data.items() if k not in (*_TYPE_META, "metadata")}
+    envelope = manifest.from_dict({"metadata": data.get("metadata") or {}}, kind)
+    assert isinstance(envelope, CustomResource)
+    warnings: list[str] = []
+    dropped = schema.prune(rest, kind.schema)
+    if dropped and validation == codec.STRICT:
+        fields = ", ".join(f'unknown field "{path}"' for path in dropped)
+        raise BadRequest(f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: strict '
+                         f"decoding error: {fields}")
+    if validation == codec.WARN:
+        warnings.extend(f'unknown field "{path}"' for path in dropped)
+    schema.default(rest, kind.schema)
+    store(envelope, kind, rest)
+    return envelope, warnings
+
+
+def store(envelope: CustomResource, kind: CustomKind, content: dict[str, Any]) -> None:
+    """Set the envelope's content (and status, kept apart with the status subresource) from a dict."""
+    content = dict(content)
+    envelope.ClearField("status")
+    if kind.has_status and "status" in content:
+        envelope.status.raw = manifest.raw_json_bytes(content.pop("status"))
+    envelope.content.raw = manifest.raw_json_bytes(content)
