@@ -37,8 +37,8 @@ from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
 from controlplane.controllers.job import JobController
 from controlplane.controllers.localpath import LocalPathProvisioner
-from controlplane.controllers.nfs import NfsProvisioner
 from controlplane.controllers.namespace import NamespaceController
+from controlplane.controllers.nfs import NfsProvisioner
 from controlplane.controllers.nodeipam import NodeIpamController
 from controlplane.controllers.nodelifecycle import NodeLifecycleController
 from controlplane.controllers.persistentvolume import PersistentVolumeController
