@@ -36,7 +36,8 @@ from google.protobuf.message import Message
 
 from client import Client
 from client.certificates import create_ca, create_serving_cert
-from proto import admissionregistration_pb2, core_pb2, manifest
+from controlplane.apiserver.admission.webhook import matching, review
+from proto import admissionregistration_pb2, core_pb2, kinds, manifest, selectors
 from proto.errors import ApiError, Forbidden, Invalid, NotFound
 from provision.processes import free_port
 from tests.kubectl_support import kubectl
@@ -367,6 +368,28 @@ async def test_a_validating_webhook_denies_configmaps_labelled_deny_and_allows_o
     assert len({r["uid"] for r in server.reviews}) == len(server.reviews)  # a uid per call
 
 
+async def test_deletes_and_dry_runs_are_sent_as_kubernetes_sends_them(
+        client: Client, ns: str, server: WebhookServer, ca_bundle: bytes, installed: list[Config]) -> None:
+    await install(client, installed, configuration("ValidatingWebhookConfiguration", f"delete-{ns}", webhook(
+        "keep.webhooks.flotilla.dev", server.url("/deny"), ca_bundle, resources=["configmaps"],
+        operations=["DELETE"], objectSelector={"matchLabels": {"keep": "yes"}}, **in_namespace(ns)), webhook(
+        "record.webhooks.flotilla.dev", server.url("/allow"), ca_bundle, resources=["configmaps"],
+        operations=["CREATE"], **in_namespace(ns))), server, ca_bundle, ns)
+    await client.create(config_map("kept", ns, keep="yes"))
+    with pytest.raises(ApiError, match=re.escape('admission webhook "keep.webhooks.flotilla.dev" denied the request')):
+        await client.delete(core_pb2.ConfigMap, "kept", ns)
+    assert await stored(client, core_pb2.ConfigMap, "kept", ns)
+    sent = next(r for r in reversed(server.reviews) if r["path"] == "/deny" and r["name"] == "kept")
+    assert (sent["operation"], sent["object"], sent["oldObject"]["metadata"]["labels"]) == (
+        "DELETE", None, {"keep": "yes"})
+    assert sent["options"]["kind"] == "DeleteOptions"
+
+    await client.create(config_map("dry", ns), dry_run=True)
+    assert not await stored(client, core_pb2.ConfigMap, "dry", ns)
+    sent = next(r for r in reversed(server.reviews) if r["path"] == "/allow" and r["name"] == "dry")
+    assert sent["dryRun"] is True and sent["options"]["dryRun"] == ["All"]
+
+
 # ---------------------------------------------------------------- mutating
 
 
@@ -524,3 +547,88 @@ async def test_the_webhook_configurations_themselves_never_reach_a_webhook(
     await client.delete(admissionregistration_pb2.MutatingWebhookConfiguration, created.metadata.name)
     installed.remove(created)
     assert not any(r["resource"]["group"] == "admissionregistration.k8s.io" for r in server.reviews)
+
+
+# ---------------------------------------------------------------- matching and responses, without a server
+
+
+def rule(resources: list[str], *, operations: tuple[str, ...] = ("*",), scope: str = "*",
+         groups: tuple[str, ...] = ("*",)) -> admissionregistration_pb2.RuleWithOperations:
+    return admissionregistration_pb2.RuleWithOperations(operations=operations, api_groups=groups,
+                                                        api_versions=["*"], resources=resources, scope=scope)
+
+
+def write(resource: str, subresource: str = "", operation: str = "CREATE", namespace: str = "default",
+          obj: Message | None = None, old: Message | None = None,
+          namespace_labels: dict[str, str] | None = None) -> matching.Attributes:
+    kind = kinds.resolve(resource)
+    return matching.Attributes(operation, kind, namespace if kind.namespaced else "", subresource, obj, old,
+                               namespace_labels)
+
+
+def test_rules_match_resources_subresources_operations_and_scope_as_kubernetes() -> None:
+    assert matching.rule_matches(rule(["pods"]), write("pods"))
+    assert not matching.rule_matches(rule(["pods"]), write("pods", "status"))
+    assert matching.rule_matches(rule(["pods/*"]), write("pods", "status"))
+    assert matching.rule_matches(rule(["pods/*"]), write("pods"))
+    assert matching.rule_matches(rule(["*"]), write("configmaps"))
+    assert not matching.rule_matches(rule(["*"]), write("pods", "status"))
+    assert matching.rule_matches(rule(["*/status"]), write("pods", "status"))
+    assert not matching.rule_matches(rule(["*/status"]), write("pods"))
+    assert matching.rule_matches(rule(["*/*"]), write("deployments", "scale"))
+    assert not matching.rule_matches(rule(["pods"], operations=("UPDATE",)), write("pods"))
+    assert not matching.rule_matches(rule(["*"], groups=("apps",)), write("pods"))
+    assert matching.rule_matches(rule(["*"], groups=("apps",)), write("deployments"))
+    # A Namespace counts as cluster-scoped, as a Node does; a Pod is namespaced.
+    assert not matching.rule_matches(rule(["*"], scope="Namespaced"), write("namespaces"))
+    assert matching.rule_matches(rule(["*"], scope="Cluster"), write("namespaces"))
+    assert matching.rule_matches(rule(["*"], scope="Cluster"), write("nodes"))
+    assert not matching.rule_matches(rule(["*"], scope="Cluster"), write("pods"))
+    assert matching.rule_matches(rule(["*"], scope="Namespaced"), write("pods"))
+
+
+def test_selectors_read_the_namespace_or_the_object_old_and_new() -> None:
+    env = selectors.from_match_labels({"env": "prod"})
+    labelled = core_pb2.Namespace()
+    labelled.metadata.name = "prod"
+    labelled.metadata.labels["env"] = "prod"
+    # namespaceSelector: a namespaced object by its namespace's labels, a Namespace by its own,
+    # any other cluster-scoped object always.
+    assert matching.namespace_selector_matches(env, write("pods", namespace_labels={"env": "prod"}))
+    assert not matching.namespace_selector_matches(env, write("pods", namespace_labels={"env": "dev"}))
+    assert matching.namespace_selector_matches(env, write("namespaces", obj=labelled))
+    assert not matching.namespace_selector_matches(env, write("namespaces", obj=core_pb2.Namespace()))
+    assert matching.namespace_selector_matches(env, write("nodes"))
+    # objectSelector: the old or the new object's labels; no object never matches, an empty selector always.
+    pod = core_pb2.Pod()
+    pod.metadata.labels["env"] = "prod"
+    assert matching.object_selector_matches(env, write("pods", operation="UPDATE", obj=core_pb2.Pod(), old=pod))
+    assert not matching.object_selector_matches(env, write("pods", operation="DELETE", old=core_pb2.Pod()))
+    assert matching.object_selector_matches(selectors.from_match_labels({}), write("pods"))
+    assert matching.exempt(kinds.resolve("validatingwebhookconfigurations"))
+    assert not matching.exempt(kinds.resolve("configmaps"))
+
+
+def test_answers_that_are_not_an_admission_review_for_the_request_are_refused() -> None:
+    def answer(**response: Any) -> dict[str, Any]:
+        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+    patch = base64.b64encode(b'[{"op": "add", "path": "/metadata/labels/a", "value": "b"}]').decode()
+    assert review.verify("u1", answer(uid="u1", allowed=True), mutating=False).allowed
+    assert review.verify("u1", answer(uid="u1", allowed=True, patch=patch, patchType="JSONPatch"),
+                         mutating=True).patch is not None
+    for body, mutating, problem in [
+        (answer(uid="u2", allowed=True), False, 'expected response.uid="u1", got "u2"'),
+        ({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "response": {"uid": "u1"}}, False,
+         "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got admission.k8s.io/v1beta1"),
+        (answer(uid="u1", allowed=True, patch=patch), True, "webhook returned response.patch but not "
+                                                            "response.patchType"),
+        (answer(uid="u1", allowed=True, patch=patch, patchType="JSONPatch"), False,
+         "validating webhook may not return response.patch"),
+        (answer(uid="u1", allowed=True, patch=patch, patchType="MergePatch"), True,
+         'webhook returned invalid response.patchType of "MergePatch"'),
+        (answer(uid="u1"), False, "response.allowed must be a boolean"),
+    ]:
+        with pytest.raises(review.InvalidResponse) as refused:
+            review.verify("u1", body, mutating=mutating)
+        assert str(refused.value).startswith(problem), refused.value

@@ -29,7 +29,7 @@ from controlplane.apiserver import strategies
 from controlplane.apiserver.admission.interface import CREATE, DELETE, UPDATE, Request
 from controlplane.apiserver.admission.warnings import add_annotation
 from controlplane.apiserver.admission.webhook import generic, matching, review
-from proto import manifest, meta_pb2
+from proto import meta_pb2
 from proto.errors import BadRequest, Invalid
 
 NAME = "MutatingAdmissionWebhook"
@@ -82,7 +82,7 @@ class MutatingAdmissionWebhook(generic.Webhooks):
             raise generic.internal_error(Exception(
                 f'admission webhook "{hook.name}" attempted to modify the object, which is not supported '
                 "for this operation"))
-        current = review.object_json(request.obj)
+        current = review.object_json(request.obj, request.kind)
         try:
             patched = response.patch.apply(current)
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
@@ -90,7 +90,7 @@ class MutatingAdmissionWebhook(generic.Webhooks):
                 f'admission webhook "{hook.name}" returned a patch that does not apply: {exc}')) from None
         if patched == current:
             return False
-        updated = manifest.from_dict(patched, request.kind)
+        updated = review.from_json(patched, request.kind)
         meta, new_meta = request.obj.metadata, updated.metadata  # type: ignore[attr-defined]
         if (new_meta.name, new_meta.namespace) != (meta.name, meta.namespace):
             raise BadRequest(f'admission webhook "{hook.name}" may not change the name or namespace of the object')

@@ -5,7 +5,10 @@ field: a fresh uid, the kind and resource written (and the same again as
 requestKind/requestResource, since every kind has one version here), the
 subresource, name, namespace, operation, who asked (userInfo), the new and the
 old object as Kubernetes JSON (proto/manifest.to_dict), dryRun, and the
-operation's options (CreateOptions, UpdateOptions, DeleteOptions).
+operation's options (CreateOptions, UpdateOptions, DeleteOptions). A kind whose
+stored message is not its JSON shape (custom resources' envelope) registers
+its own codec with `register_codec`, so webhooks see, and patch, the object
+its clients write.
 
 The response must be an AdmissionReview v1 answering that uid; a mutating
 webhook's patch must say patchType JSONPatch, and a validating webhook sends
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +31,7 @@ from google.protobuf.message import Message
 from controlplane.apiserver.admission.webhook.matching import Attributes
 from controlplane.apiserver.auth import UserInfo
 from proto import manifest
+from proto.kinds import Kind
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -51,9 +56,28 @@ class Response:
     warnings: list[str] = field(default_factory=list)
 
 
-def object_json(obj: Message | None) -> dict[str, Any] | None:
+ToDict = Callable[[Message, Kind], dict[str, Any]]
+FromDict = Callable[[dict[str, Any], Kind], Message]
+_CODECS: dict[str, tuple[ToDict, FromDict]] = {}  # message full name -> how its objects look in JSON
+
+
+def register_codec(message: type[Message], to_dict: ToDict, from_dict: FromDict) -> None:
+    """How objects stored as `message` look to webhooks, where that is not proto/manifest's JSON."""
+    _CODECS[message.DESCRIPTOR.full_name] = (to_dict, from_dict)
+
+
+def object_json(obj: Message | None, kind: Kind) -> dict[str, Any] | None:
     """An object as a webhook reads it: its Kubernetes JSON."""
-    return None if obj is None else manifest.to_dict(obj)
+    if obj is None:
+        return None
+    codec = _CODECS.get(obj.DESCRIPTOR.full_name)
+    return codec[0](obj, kind) if codec is not None else manifest.to_dict(obj)
+
+
+def from_json(data: dict[str, Any], kind: Kind) -> Message:
+    """A (patched) object's JSON back as the message the registry stores; Invalid names what is wrong."""
+    codec = _CODECS.get(kind.message.DESCRIPTOR.full_name)
+    return codec[1](data, kind) if codec is not None else manifest.from_dict(data, kind)
 
 
 def request(attrs: Attributes, user: UserInfo | None, *, dry_run: bool) -> dict[str, Any]:
@@ -72,8 +96,8 @@ def request(attrs: Attributes, user: UserInfo | None, *, dry_run: bool) -> dict[
         "name": name,
         "operation": attrs.operation,
         "userInfo": _user_info(user or APISERVER_USER),
-        "object": object_json(attrs.obj),
-        "oldObject": object_json(attrs.old),
+        "object": object_json(attrs.obj, kind),
+        "oldObject": object_json(attrs.old, kind),
         "dryRun": dry_run,
         "options": _options(attrs.operation, dry_run),
     }
