@@ -377,7 +377,9 @@ def test_cluster_scoped_two_versions_and_deleting_the_crd_deletes_objects(api: k
         return False
     wait_for(gone, "the CRD and its objects to be deleted")
     served = kubectl(http_url, tmp_path, "get", "--raw", f"/apis/{group}/v1/backups")
-    assert served.returncode != 0  # no longer served
+    assert served.returncode != 0  # no longer served, discovered, nor described
+    assert group not in kubectl(http_url, tmp_path, "get", "--raw", "/apis").stdout
+    assert f"apis/{group}/v1" not in kubectl(http_url, tmp_path, "get", "--raw", "/openapi/v3").stdout
     # Recreated, it starts empty: the old objects went with the old CRD.
     ext.create_custom_resource_definition(crd)  # type: ignore[arg-type]
     wait_for(lambda: established(ext, crd["metadata"]["name"]), "the CRD to be Established again")
@@ -454,3 +456,17 @@ def test_kopf_reconciles_a_custom_resource_and_sees_it_deleted(crontabs: str, ns
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def test_openapi_and_explain_know_the_custom_kind(crontabs: str, http_url: str, tmp_path: Path) -> None:
+    index = kubectl(http_url, tmp_path, "get", "--raw", "/openapi/v3")
+    assert f"apis/{GROUP}/v1" in json.loads(index.stdout)["paths"]
+    document = json.loads(kubectl(http_url, tmp_path, "get", "--raw", f"/openapi/v3/apis/{GROUP}/v1").stdout)
+    schema = document["components"]["schemas"]["com.example.stable.v1.CronTab"]
+    assert schema["properties"]["spec"]["properties"]["replicas"]["maximum"] == 10
+    assert f"/apis/{GROUP}/v1/namespaces/{{namespace}}/crontabs/{{name}}/status" in document["paths"]
+    v2 = json.loads(kubectl(http_url, tmp_path, "get", "--raw", "/openapi/v2").stdout)
+    assert "com.example.stable.v1.CronTabList" in v2["definitions"]
+    explained = kubectl(http_url, tmp_path, "explain", "crontab.spec")
+    assert explained.returncode == 0, explained.stderr
+    assert "cronSpec" in explained.stdout and "replicas" in explained.stdout

@@ -9,7 +9,8 @@ with `.status` kept apart when the status subresource is on.
 
 Coming out (`to_dict`), the envelope is flattened back to the object clients
 wrote, with the apiVersion of the version they asked for: conversion `None`
-changes nothing else between versions.
+changes nothing else between versions. Admission webhooks get the same view
+(registered with admission/webhook/review.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from google.protobuf.message import Message
 
+from controlplane.apiserver.admission.webhook import review
 from controlplane.apiserver.crd import schema
 from controlplane.apiserver.crd.served import CustomKind, CustomResource, content_of
 from controlplane.apiserver.http import codec
 from proto import manifest
 from proto.errors import BadRequest
+from proto.kinds import Kind
 
 _TYPE_META = ("apiVersion", "kind")
 
@@ -78,3 +82,22 @@ def store(envelope: CustomResource, kind: CustomKind, content: dict[str, Any]) -
     if kind.has_status and "status" in content:
         envelope.status.raw = manifest.raw_json_bytes(content.pop("status"))
     envelope.content.raw = manifest.raw_json_bytes(content)
+
+
+# ---------------------------------------------------------------- admission webhooks
+
+
+def _review_dict(obj: Message, kind: Kind) -> dict[str, Any]:
+    assert isinstance(obj, CustomResource) and isinstance(kind, CustomKind)
+    return to_dict(obj, kind)
+
+
+def _review_object(data: dict[str, Any], kind: Kind) -> Message:
+    """A webhook's patched object: pruned and defaulted again, as Kubernetes does after mutation."""
+    assert isinstance(kind, CustomKind)
+    obj, _ = decode(kind, data, codec.IGNORE)
+    return obj
+
+
+# Webhooks see (and patch) custom objects as their clients write them, not as the envelope.
+review.register_codec(CustomResource, _review_dict, _review_object)

@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from controlplane.apiserver import patch
 from controlplane.apiserver.auth import UserInfo
 from controlplane.apiserver.crd import codec as crd_codec
+from controlplane.apiserver.crd import openapi as crd_openapi
 from controlplane.apiserver.crd import printing
 from controlplane.apiserver.crd.served import CustomKind, CustomResource, content_of
 from controlplane.apiserver.endpoints import Endpoints
@@ -49,6 +50,7 @@ PATCH_TYPES = (patch.JSON_PATCH, patch.MERGE_PATCH, patch.APPLY_PATCH)
 class CustomResourceHandlers:
     def __init__(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints
+        crd_openapi.register()  # served custom kinds join /openapi/v2 and /openapi/v3 as they come
 
     async def serve(self, request: web.Request, user: UserInfo, info: RequestInfo, kind: CustomKind
                     ) -> web.StreamResponse:

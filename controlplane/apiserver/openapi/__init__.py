@@ -17,6 +17,7 @@ Callers must not modify what they are given: it is shared.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -97,6 +98,7 @@ class _Documents:
             schemas[list_name] = list_schema
             names[(root.api_version, f"{root.kind}List")] = list_name
         self.schemas = schemas
+        self.names = names
         self.v3: dict[str, Document] = {}
         for api_version in _group_versions():
             builder = GroupVersion(api_version, names)
@@ -112,6 +114,9 @@ class _Documents:
                 "openapi": "3.0.0",
                 "paths": paths,
             }
+        self._encode()
+
+    def _encode(self) -> None:
         self.v3_bytes = {path: _canonical(doc) for path, doc in self.v3.items()}
         self.v3_hash = {path: hashlib.sha512(data).hexdigest().upper() for path, data in self.v3_bytes.items()}
         self.index: Document = {"paths": {
@@ -119,14 +124,53 @@ class _Documents:
         self.v2 = v2.document(list(self.v3.values()), _INFO)
         self.v2_bytes = _canonical(self.v2)
 
+    def extended(self, group_versions: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> _Documents:
+        """These documents plus group-versions served besides the kinds table's: api_version -> (paths, schemas)."""
+        extended = object.__new__(_Documents)
+        extended.schemas, extended.names = self.schemas, self.names
+        extended.v3 = dict(self.v3)
+        always = [machinery.ref(machinery.STATUS), machinery.ref(machinery.DELETE_OPTIONS)]
+        for api_version, (paths, schemas) in group_versions.items():
+            path = _path(api_version)
+            if path in extended.v3:
+                continue  # a built-in group-version is never replaced
+            extended.v3[path] = {"components": {"schemas": _closure([paths, always], {**self.schemas, **schemas})},
+                                 "info": _INFO, "openapi": "3.0.0", "paths": paths}
+        extended._encode()
+        return extended
+
 
 def _canonical(doc: Document) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
 @cache
-def _documents() -> _Documents:
+def _built_in() -> _Documents:
     return _Documents()
+
+
+# Group-versions the API serves besides the kinds table's (custom resources: crd/openapi.py): a generation
+# that moves when they change, and their (paths, schemas) given the built-in schema names.
+Extension = Callable[[dict[tuple[str, str], str]], dict[str, tuple[dict[str, Any], dict[str, Any]]]]
+_extension: tuple[Callable[[], int], Extension] | None = None
+_extended: tuple[int, _Documents] | None = None
+
+
+def register_extension(generation: Callable[[], int], group_versions: Extension) -> None:
+    global _extension
+    _extension = (generation, group_versions)
+
+
+def _documents() -> _Documents:
+    global _extended
+    if _extension is None:
+        return _built_in()
+    generation, group_versions = _extension
+    now = generation()
+    if _extended is None or _extended[0] != now:
+        base = _built_in()
+        _extended = (now, base.extended(group_versions(base.names)))
+    return _extended[1]
 
 
 def v3_index() -> Document:
