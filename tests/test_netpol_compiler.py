@@ -83,10 +83,9 @@ def test_a_policy_compiles_to_peer_sets_named_ports_and_ranges() -> None:
     assert frag.chains == {
         "ingress/shop/web": (
             "ip saddr @ingress/shop/web/0/peers meta l4proto tcp th dport 9000-9100 accept",
-            "ip saddr 192.168.0.0/16 ip saddr != @ingress/shop/web/0/except2 "
-            "meta l4proto tcp th dport 9000-9100 accept",
+            "ip saddr 192.168.0.0/16 ip saddr != 192.168.1.0/24 meta l4proto tcp th dport 9000-9100 accept",
             "ip saddr @ingress/shop/web/0/peers ip daddr . meta l4proto . th dport @ingress/shop/web/0/port0 accept",
-            "ip saddr 192.168.0.0/16 ip saddr != @ingress/shop/web/0/except2 "
+            "ip saddr 192.168.0.0/16 ip saddr != 192.168.1.0/24 "
             "ip daddr . meta l4proto . th dport @ingress/shop/web/0/port0 accept"),
         "egress/shop/web": (
             "meta l4proto udp th dport 53 accept",
@@ -94,7 +93,6 @@ def test_a_policy_compiles_to_peer_sets_named_ports_and_ranges() -> None:
             "ip daddr . meta l4proto . th dport @egress/shop/web/1/port0 accept"),
     }
     assert frag.elements == {
-        "ingress/shop/web/0/except2": {"192.168.1.0/24": ""},
         # the client (the finished pod is left out) and every pod of a namespace labelled team=ops
         "ingress/shop/web/0/peers": {"10.1.0.3": "", "10.1.1.9": ""},
         # "http" is 8080 on web-1, the only selected pod of n1
@@ -102,7 +100,13 @@ def test_a_policy_compiles_to_peer_sets_named_ports_and_ranges() -> None:
         # egress to "http" of the web pods: each pod's own number
         "egress/shop/web/1/port0": {"10.1.0.2 . tcp . 8080": "", "10.1.1.2 . tcp . 8081": ""},
     }
-    assert frag.sets["ingress/shop/web/0/except2"] == "type ipv4_addr; flags interval;"
+    many = policy("many", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
+        "cidr": "10.0.0.0/8", "except": [f"10.{i}.0.0/16" for i in range(1, 6)]}}]}]})
+    excepts = compiler.compile_policy(many, cluster(), NODE).fragment  # more than four: an interval set
+    assert excepts.chains["ingress/shop/many"] == (
+        "ip saddr 10.0.0.0/8 ip saddr != @ingress/shop/many/0/except0 accept",)
+    assert excepts.sets["ingress/shop/many/0/except0"] == "type ipv4_addr; flags interval;"
+    assert len(excepts.elements["ingress/shop/many/0/except0"]) == 5
 
 
 def test_policies_selecting_no_pod_of_this_node_cost_nothing() -> None:

@@ -26,11 +26,13 @@ hook through br_netfilter; replies and established flows pass on conntrack, so
 a policy change never cuts a connection it already let through.
 
 Peers are sets: the IPs of the pods a rule's selector peers pick (in the policy's
-namespace, or in the namespaces a namespaceSelector picks), and for an ipBlock
-its CIDR in the rule with its `except` CIDRs as an interval set (`!= @set`).
-A named port is resolved per pod: for ingress against the selected pods of
-this node (a set of pod IP . protocol . port), for egress against the
-destination pods (the same set shape, which then names the peers too). Only
+namespace, or in the namespaces a namespaceSelector picks). An ipBlock is its
+CIDR in the rule, its `except` CIDRs plain `!=` comparisons beside it (up to
+four; more go into an interval set, `!= @set`: every set is one more kernel
+object for each transaction to look up). A named port is resolved per pod: for
+ingress against the selected pods of this node (a set of pod IP . protocol .
+port), for egress against the destination pods (the same set shape, which then
+names the peers too). Only
 policies selecting a pod of this node are compiled; the others cost nothing.
 
 The unit is the proxy's `Fragment` (its chains, sets and elements); `diff` turns
@@ -58,6 +60,7 @@ BASE_CHAINS = ("egress-forward", "ingress-forward", "egress-input")
 _PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 _NAME_LIMIT = 200  # nft's names stop at 256 bytes; longer Kubernetes names are hashed
 EVERYTHING = LabelSelector()
+_INLINE_EXCEPTS = 4  # more excepts than this in one ipBlock go into an interval set
 
 
 def nft_name(text: str) -> str:
@@ -155,7 +158,10 @@ def _compile_rule(out: Fragment, base: str, direction: _Direction, ports: Sequen
                 continue
             blocks.append(block)
             match = f"{addr} {block[0]}"
-            if block[1]:
+            if len(block[1]) <= _INLINE_EXCEPTS:
+                # A few excepts are plain comparisons in the rule: a set is a kernel object to look up.
+                match += "".join(f" {addr} != {e}" for e in sorted(block[1]))
+            else:
                 name = nft_name(f"{base}/except{j}")
                 out.sets[name] = "type ipv4_addr; flags interval;"
                 for e in sorted(block[1]):
