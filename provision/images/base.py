@@ -1,4 +1,4 @@
-"""The images a local cluster starts with: pause, busybox and nginx, built from Debian packages and pushed.
+"""The images a local cluster starts with: pause, busybox, nginx, debian and the Python client, pushed.
 
 There is no internet here, so `cluster up` builds the base images locally and
 pushes them to the cluster registry on the master (provision/images/registry.py) as
@@ -14,6 +14,9 @@ unpacked with `dpkg -x`, never installed on the host), the shared libraries
 `ldd` names copied from the host, and a short nginx.conf serving port 80 in the
 foreground. When the packages cannot be had, the image falls back to an honest
 stand-in: busybox `httpd` serving a page that says it is not nginx.
+`debian:bookworm-slim` and `flotilla/python-client` (Debian's python3 with the
+`kubernetes` client) come from this machine's installed Debian packages
+(provision/images/debian.py), their layers cached by recipe hash.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from provision.images.debian import PYTHON_CLIENT_REPOSITORY, debian_images
 from provision.images.distribution import PushResult, push
 from provision.images.oci import (
     DEFAULT_ENV,
@@ -38,6 +42,11 @@ from provision.images.oci import (
 from provision.images.registry import PushTarget
 
 NGINX_IMAGE = "localhost/nginx:latest"
+# The in-cluster client image (issue 16): Debian's python3 and the kubernetes client; `kubectl run` it
+# as `flotilla/python-client` (pulled from the cluster registry like nginx).
+PYTHON_CLIENT_IMAGE = f"{PYTHON_CLIENT_REPOSITORY}:latest"
+# Pushed first, so the images on top of them mount their layers.
+BASE_REPOSITORIES = ("library/busybox", "library/debian")
 DEB_CACHE = Path("/var/cache/flotilla/debs")
 NGINX_PACKAGES = ("nginx", "nginx-common")
 NGINX_CONF = b"""# Flotilla's nginx image: the stock page on port 80, in the foreground, logs to the container's output.
@@ -134,8 +143,14 @@ NGINX_VERSION_TAG = "1.22"
 def node_images() -> dict[str, OCIImage]:
     """The base images by the name nodes pull them as (docker.io's paths, served by the cluster registry)."""
     nginx = nginx_image()
-    return {REGISTRY_PAUSE_IMAGE: pause_image(), "library/busybox:latest": busybox_image(),
-            "library/nginx:latest": nginx, f"library/nginx:{NGINX_VERSION_TAG}": nginx}
+    images = {REGISTRY_PAUSE_IMAGE: pause_image(), "library/busybox:latest": busybox_image(),
+              "library/nginx:latest": nginx, f"library/nginx:{NGINX_VERSION_TAG}": nginx}
+    try:
+        images.update(debian_images())
+    except (OSError, subprocess.SubprocessError, StopIteration) as err:
+        # Not a Debian machine (no dpkg): the cluster works without them, `FROM debian` does not.
+        log.warning("debian:bookworm-slim and the python client image cannot be made here (%s)", err)
+    return images
 
 
 def push_node_images(registry: str, target: PushTarget | None = None) -> list[PushResult]:
@@ -144,5 +159,7 @@ def push_node_images(registry: str, target: PushTarget | None = None) -> list[Pu
     results = []
     for name, image in node_images().items():
         repository, _, tag = name.partition(":")
-        results.append(push(image, registry=registry, repository=repository, tag=tag, target=target))
+        # nginx sits on busybox's layer, the python client on debian's: mounted, not sent again.
+        results.append(push(image, registry=registry, repository=repository, tag=tag, target=target,
+                            mount_from=BASE_REPOSITORIES))
     return results

@@ -72,12 +72,24 @@ def _has_blob(repo: DXF, digest: str) -> bool:
         raise
 
 
+def _mounted(repo: DXF, digest: str, sources: tuple[str, ...]) -> bool:
+    """Whether a cross-repository mount of `digest` from one of `sources` worked (no upload needed)."""
+    for source in sources:
+        try:
+            repo.mount_blob(source, digest)
+            return True
+        except (DXFError, requests.HTTPError):
+            continue
+    return False
+
+
 def push(image: OCIImage, *, registry: str, repository: str, tag: str,
-         target: PushTarget | None = None) -> PushResult:
+         target: PushTarget | None = None, mount_from: tuple[str, ...] = ()) -> PushResult:
     """Upload the image's blobs (those missing) then its manifest as `repository:tag`.
 
     With `target` (a cluster's push side), the upload goes there with its credentials; `registry` stays the
-    name the image is known by (the pull side, which serves the same storage)."""
+    name the image is known by (the pull side, which serves the same storage). A missing blob that one of
+    the `mount_from` repositories holds (the base image's) is mounted from there rather than sent again."""
     reference = f"{registry}/{repository}:{tag}"
     uploaded = skipped = 0
     address, credentials, ca_file = (target.address, target.credentials, target.ca_file) if target else (
@@ -85,7 +97,7 @@ def push(image: OCIImage, *, registry: str, repository: str, tag: str,
     try:
         with _repo(address, repository, credentials, ca_file) as repo:
             for digest, data in image.blobs().items():
-                if _has_blob(repo, digest):
+                if _has_blob(repo, digest) or _mounted(repo, digest, mount_from):
                     skipped += 1
                     continue
                 repo.push_blob(data=iter([data]), digest=digest, check_exists=False)
