@@ -36,10 +36,13 @@ from google.protobuf.message import Message
 
 from client import Client
 from client.certificates import create_ca, create_serving_cert
-from controlplane.apiserver.admission.webhook import matching, review
+from controlplane.apiserver.admission.webhook import generic, matching, review
+from controlplane.apiserver.auth import Attributes, UserInfo
+from controlplane.apiserver.registry import Registry
+from controlplane.apiserver.storage import Storage
 from proto import admissionregistration_pb2, core_pb2, kinds, manifest, selectors
 from proto.errors import ApiError, Forbidden, Invalid, NotFound
-from provision.processes import free_port
+from provision.processes import Etcd, free_port
 from tests.kubectl_support import kubectl
 
 MUTATED_LABEL = "webhook.flotilla.dev/mutated"
@@ -632,3 +635,33 @@ def test_answers_that_are_not_an_admission_review_for_the_request_are_refused() 
         with pytest.raises(review.InvalidResponse) as refused:
             review.verify("u1", body, mutating=mutating)
         assert str(refused.value).startswith(problem), refused.value
+
+
+async def test_without_the_configuration_watch_the_apiserver_reads_them_from_storage(
+        etcd: Etcd, server: WebhookServer, ca_bundle: bytes) -> None:
+    """Before its first list arrives (or in an apiserver that runs no watch), nothing is skipped."""
+    storage = Storage(etcd.url)
+    await storage.connect()
+    registry = Registry(storage)  # no watch_admission_policy: the webhook plugins never hear of a configuration
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    ns = manifest.from_dict({"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": name, "labels": {"webhook-test": name}}})
+    await registry.create(kinds.resolve("namespaces"), "", ns)
+    config = configuration("ValidatingWebhookConfiguration", f"unwatched-{name}", webhook(
+        "unwatched.webhooks.flotilla.dev", server.url("/validate-deny-label"), ca_bundle, resources=["configmaps"],
+        **in_namespace(name)))
+    configurations = kinds.resolve("validatingwebhookconfigurations")
+    await registry.create(configurations, "", config)
+    caller = Attributes(UserInfo("admin", ("system:masters",)), "create", "configmaps", name)
+    try:
+        with pytest.raises(ApiError, match="denied the request") as refused:
+            await registry.create(kinds.resolve("configmaps"), name, config_map("bad", name, deny="true"),
+                                  caller=caller)
+        assert refused.value.reason == "Forbidden"
+        await registry.create(kinds.resolve("configmaps"), name, config_map("good", name), caller=caller)
+    finally:
+        await registry.delete(configurations, "", config.metadata.name)
+        for plugin in registry.admission.plugins:
+            if isinstance(plugin, generic.Webhooks):
+                await plugin.close()  # their HTTPS connection pools
+        await storage.close()

@@ -3,9 +3,9 @@
 Kubernetes' webhook/generic, for one configuration kind each:
 
 - `Source` keeps the configurations as the registry's watch reports them
-  (list, then watch; the chain feeds it as a PolicyWatcher) and flattens them
-  into `Hook`s: configurations by name, webhooks in their listed order, each
-  with its selectors parsed once;
+  (list, then watch; the chain feeds it as a PolicyWatcher; storage itself
+  until the first list arrives) and flattens them into `Hook`s: configurations
+  by name, webhooks in their listed order, each with its selectors parsed once;
 - `Webhooks.invocations` picks the hooks a write goes to (matching.py). The
   apiserver's own writes (no caller) and the admission configurations are
   never sent, so a broken webhook can always be deleted and bootstrap never
@@ -19,7 +19,6 @@ Kubernetes' webhook/generic, for one configuration kind each:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,13 +31,12 @@ from controlplane.apiserver.admission.warnings import add_annotation, add_warnin
 from controlplane.apiserver.admission.webhook import matching, review
 from controlplane.apiserver.admission.webhook.client import CallError, EndpointResolver, StoredObjects, WebhookClient
 from proto import admissionregistration_pb2, kinds, selectors
-from proto.errors import ApiError, BadRequest, Forbidden
+from proto.errors import ApiError, BadRequest
 
 log = logging.getLogger(__name__)
 
 Webhook = admissionregistration_pb2.ValidatingWebhook | admissionregistration_pb2.MutatingWebhook
 ReadNamespace = Callable[[str], Awaitable[Message | None]]
-SYNC_WAIT_SECONDS = 5.0  # how long a write waits for the first list of configurations
 _GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
                403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
                409: grpc.StatusCode.ABORTED, 422: grpc.StatusCode.INVALID_ARGUMENT,
@@ -95,12 +93,19 @@ def internal_error(failure: Exception) -> ApiError:
 
 
 class Source:
-    """One kind of webhook configuration as last seen, flattened into hooks."""
+    """One kind of webhook configuration as last seen, flattened into hooks.
 
-    def __init__(self) -> None:
+    Until the registry's watch has delivered its first list (the apiserver serves
+    requests a moment before), and in an apiserver that runs no such watch, the
+    configurations are read from storage on each use: slower, never stale, never
+    skipped.
+    """
+
+    def __init__(self, list_stored: Callable[[], Awaitable[Sequence[Message]]]) -> None:
+        self._list_stored = list_stored
         self._configurations: dict[str, Message] = {}
         self._hooks: list[Hook] | None = []
-        self.synced = asyncio.Event()
+        self.synced = False
 
     def observe(self, event_type: str, configuration: Message) -> None:
         name = configuration.metadata.name  # type: ignore[attr-defined]
@@ -114,17 +119,24 @@ class Source:
         # The registry's mirror delivers the whole list right after this, before anything else runs.
         self._configurations.clear()
         self._hooks = None
-        self.synced.set()
+        self.synced = True
 
-    def hooks(self) -> list[Hook]:
+    async def hooks(self) -> list[Hook]:
+        if not self.synced:
+            return _flatten({c.metadata.name: c for c in await self._list_stored()})  # type: ignore[attr-defined]
         if self._hooks is None:
-            found: list[Hook] = []
-            for name in sorted(self._configurations):
-                for webhook in self._configurations[name].webhooks:  # type: ignore[attr-defined]
-                    found.append(Hook(name, len(found), webhook, _selector(webhook.namespace_selector),
-                                      _selector(webhook.object_selector)))
-            self._hooks = found
+            self._hooks = _flatten(self._configurations)
         return self._hooks
+
+
+def _flatten(configurations: dict[str, Message]) -> list[Hook]:
+    """Every webhook of every configuration: configurations by name, webhooks as listed."""
+    found: list[Hook] = []
+    for name in sorted(configurations):
+        for webhook in configurations[name].webhooks:  # type: ignore[attr-defined]
+            found.append(Hook(name, len(found), webhook, _selector(webhook.namespace_selector),
+                              _selector(webhook.object_selector)))
+    return found
 
 
 def _selector(message: Message) -> selectors.LabelSelector:
@@ -142,9 +154,10 @@ class Webhooks:
     MUTATING = False
 
     def __init__(self, read_namespace: ReadNamespace, stored_objects: StoredObjects | None) -> None:
-        self.source = Source()
+        stored = stored_objects or _no_objects
+        self.source = Source(lambda: stored(self.policy_kind, ""))
         self._read_namespace = read_namespace
-        self._client = WebhookClient(EndpointResolver(stored_objects or _no_objects))
+        self._client = WebhookClient(EndpointResolver(stored))
 
     # PolicyWatcher: the registry's watch of the configurations feeds the source.
     @property
@@ -162,12 +175,6 @@ class Webhooks:
         kind = request.kind
         if request.caller is None or kind.in_memory or matching.exempt(kind):
             return None
-        if not self.source.synced.is_set():
-            try:
-                await asyncio.wait_for(self.source.synced.wait(), SYNC_WAIT_SECONDS)
-            except TimeoutError:
-                raise Forbidden(f'{kind.qualified_resource} "{_name(request.obj)}" is forbidden: '
-                                "not yet ready to handle request") from None
         obj: Message | None = request.obj
         old = request.old
         if request.operation == DELETE:
@@ -179,7 +186,7 @@ class Webhooks:
 
     async def invocations(self, attrs: matching.Attributes) -> Sequence[Hook]:
         """The hooks that want this write, in calling order."""
-        hooks = [h for h in self.source.hooks() if matching.rules_match(h.webhook.rules, attrs)]
+        hooks = [h for h in await self.source.hooks() if matching.rules_match(h.webhook.rules, attrs)]
         if not hooks:
             return []
         if attrs.kind.namespaced and any(not h.namespace_selector.empty() for h in hooks):
