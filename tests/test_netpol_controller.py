@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -25,6 +25,7 @@ from client import Client
 from client.retry import update_fresh
 from nodeagent.netpol.controller import NetworkPolicyController
 from proto import core_pb2, manifest, networking_pb2
+from tests.test_netpol_compiler import scratch_netns as scratch_netns
 
 NODE = "np-node"
 TABLE = f"netpol-test-{uuid.uuid4().hex[:6]}"
@@ -33,18 +34,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), re
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"netpol-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-@pytest.fixture
-async def controller(client: Client, netns: str) -> AsyncIterator[NetworkPolicyController]:
-    made = NetworkPolicyController(client, node_name=NODE, netns=netns, table=TABLE)
+async def controller(client: Client, scratch_netns: str) -> AsyncIterator[NetworkPolicyController]:
+    made = NetworkPolicyController(client, node_name=NODE, netns=scratch_netns, table=TABLE)
     task = asyncio.create_task(made.run())
     try:
         yield made
@@ -87,8 +78,9 @@ def policy(name: str, namespace: str, spec: dict[str, object]) -> networking_pb2
     return made
 
 
-async def test_the_table_follows_policies_pods_and_namespaces(client: Client, namespace: str, netns: str,
+async def test_the_table_follows_policies_pods_and_namespaces(client: Client, namespace: str, scratch_netns: str,
                                                                controller: NetworkPolicyController) -> None:
+    netns = scratch_netns
     await running_pod(client, namespace, "web", NODE, "10.66.0.2", {"app": "web"})
     await running_pod(client, namespace, "friend", "elsewhere", "10.66.1.3", {"role": "client"})
     await running_pod(client, namespace, "stranger", "elsewhere", "10.66.1.4", {})
