@@ -6,7 +6,8 @@ an ipBlock and a selector, an except outside its cidr, an endPort on a named
 port or below the port, an unknown protocol or policy type) are refused with
 Kubernetes' own messages and nothing is stored; `edit` users write policies,
 `view` users read them, each node's proxy reads them; real kubectl lists them
-with kubectl's columns (NAME POD-SELECTOR AGE) under the short name `netpol`.
+with kubectl's columns (NAME POD-SELECTOR AGE) under the short name `netpol`;
+kctl describe reads as kubectl's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from client import Client
 from controlplane.apiserver.auth import Attributes, UserInfo
 from controlplane.apiserver.rbac import RBACAuthorizer, default_cluster_role_bindings, default_cluster_roles
+from kctl.describe.networkpolicy import describe_network_policy
 from proto import manifest, networking_pb2, rbac_pb2
 from proto.errors import Invalid
 from tests.kubectl_support import kubectl
@@ -134,3 +136,30 @@ async def test_kubectl_lists_policies_with_kubectls_columns(http_url: str, names
     assert [row[:2] for row in rows[1:]] == [["deny-all", "<none>"], ["web", "app=web"]]
     shown = await asyncio.to_thread(run, "get", "networkpolicy", "web", "-o", "json")
     assert json.loads(shown.stdout)["spec"]["ingress"][0]["from"][0]["podSelector"] == {"matchLabels": {"role": "fe"}}
+
+
+def test_describe_reads_as_kubectls() -> None:
+    made = policy("web", "shop", {
+        "podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}},
+                              {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                     "ports": [{"port": 80, "protocol": "TCP"}]},
+                    {}]})
+    text = describe_network_policy(made).render()
+    assert text.split("Spec:\n", 1)[1] == (
+        "  PodSelector:     app=web\n"
+        "  Allowing ingress traffic:\n"
+        "    To Port: 80/TCP\n"
+        "    From:\n"
+        "      PodSelector: role=client\n"
+        "    From:\n"
+        "      IPBlock:\n"
+        "        CIDR: 10.0.0.0/8\n"
+        "        Except: 10.1.0.0/16\n"
+        "    ----------\n"
+        "    To Port: <any> (traffic allowed to all ports)\n"
+        "    From: <any> (traffic not restricted by source)\n"
+        "  Allowing egress traffic:\n"
+        "    <none> (Selected pods are isolated for egress connectivity)\n"
+        "  Policy Types: Ingress, Egress\n")
+    assert text.startswith("Name:         web\nNamespace:    shop\n")

@@ -21,11 +21,12 @@ from kctl.describe.apps import describe_daemon_set, describe_deployment, describ
 from kctl.describe.batch import describe_cron_job, describe_job
 from kctl.describe.certificates import describe_csr
 from kctl.describe.generic import describe_generic
+from kctl.describe.networkpolicy import describe_network_policy
 from kctl.describe.nodes import describe_node
 from kctl.describe.pods import describe_pod
 from kctl.describe.section import Section
 from kctl.describe.services import describe_service
-from proto import apps_pb2, batch_pb2, certificates_pb2, core_pb2, kinds, selectors
+from proto import apps_pb2, batch_pb2, certificates_pb2, core_pb2, kinds, networking_pb2, selectors
 from proto.errors import ApiError
 
 __all__ = ["Section", "describe", "describe_cron_job", "describe_csr", "describe_daemon_set", "describe_deployment",
@@ -88,6 +89,8 @@ async def describe(client: Client, kind: kinds.Kind, obj: Message) -> str:
         except ApiError:
             ep = None
         section = describe_service(obj, ep)
+    elif isinstance(obj, networking_pb2.NetworkPolicy):
+        section = describe_network_policy(obj)
     else:
         section = describe_generic(obj, kind)
     events_section(section, await _events_for(client, obj, kind))
