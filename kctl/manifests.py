@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 
 from kctl.errors import CliError
 from proto import kinds, manifest
-from proto.errors import ApiError
+from proto.errors import ApiError, NotFound
 
 EXTENSIONS = (".yaml", ".yml", ".json")
 STDIN = "-"
@@ -64,8 +64,13 @@ def _where(source: str, index: int, item: int | None) -> str:
 
 
 def load(filenames: tuple[str, ...] | list[str], *, namespace: str, explicit_namespace: bool,
-         verb: str = "apply", recursive: bool = False, require_name: bool = True) -> list[Document]:
-    """Every object in the named files, validated; raises InvalidManifests listing each bad one."""
+         verb: str = "apply", recursive: bool = False, require_name: bool = True,
+         custom_objects: list[dict[str, Any]] | None = None) -> list[Document]:
+    """Every object in the named files, validated; raises InvalidManifests listing each bad one.
+
+    With `custom_objects`, documents of kinds the kinds table does not know (a CRD's) are put there,
+    as written, instead of being refused: kctl/custom.py applies them over the HTTP API.
+    """
     docs: list[Document] = []
     problems: list[str] = []
     for source, text in _read(filenames, recursive):
@@ -77,11 +82,16 @@ def load(filenames: tuple[str, ...] | list[str], *, namespace: str, explicit_nam
         for index, item, data in raw:
             try:
                 docs.append(_parse(source, index, item, data, namespace, explicit_namespace, require_name))
+            except NotFound as exc:
+                if custom_objects is not None and str(exc).startswith("no matches for kind"):
+                    custom_objects.append(data)
+                    continue
+                problems.append(f"error validating {_where(source, index, item)}: {exc}")
             except (ApiError, CliError) as exc:
                 problems.append(f"error validating {_where(source, index, item)}: {exc}")
     if problems:
         raise InvalidManifests(problems)
-    if not docs:
+    if not docs and not custom_objects:
         raise CliError(f"no objects passed to {verb}" if filenames else "must specify -f")
     return docs
 

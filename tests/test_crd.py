@@ -470,3 +470,45 @@ def test_openapi_and_explain_know_the_custom_kind(crontabs: str, http_url: str, 
     explained = kubectl(http_url, tmp_path, "explain", "crontab.spec")
     assert explained.returncode == 0, explained.stderr
     assert "cronSpec" in explained.stdout and "replicas" in explained.stdout
+
+
+# ---------------------------------------------------------------- kctl
+
+
+def test_kctl_applies_gets_describes_and_deletes_custom_resources(crontabs: str, ns: str, apiserver: Any,
+                                                                   http_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from client.config import GRPC_EXTENSION
+    from kctl.main import cli
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "t", "cluster": {"server": http_url, "extensions": [
+            {"name": GRPC_EXTENSION, "extension": {"server": apiserver.address}}]}}],
+        "users": [{"name": "t", "user": {}}],
+        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": ns}}]}))
+
+    def kctl(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["--kubeconfig", str(kubeconfig), *args])
+        return result.exit_code, result.output
+
+    (tmp_path / "ct.yaml").write_text(yaml.safe_dump(crontab("from-kctl", cronSpec="*/5 * * * *", replicas=2)))
+    assert kctl("apply", "-f", str(tmp_path / "ct.yaml")) == (0, "crontab.stable.example.com/from-kctl created\n")
+    assert kctl("apply", "-f", str(tmp_path / "ct.yaml")) == (0, "crontab.stable.example.com/from-kctl unchanged\n")
+    code, out = kctl("get", "crontabs")
+    assert code == 0, out
+    header, row = out.strip().split("\n")
+    assert header.split() == ["NAME", "SPEC", "REPLICAS", "AGE"]
+    assert row.split()[:7] == ["from-kctl", "*/5", "*", "*", "*", "*", "2"]
+    code, out = kctl("get", "ct", "from-kctl", "-o", "json")
+    assert code == 0 and json.loads(out)["spec"]["image"] == "my-awesome-cron-image"
+    code, out = kctl("describe", "crontab", "from-kctl")
+    assert code == 0, out
+    assert "Kind:         CronTab" in out and "Cron Spec:  */5 * * * *" in out
+    assert kctl("get", "crd", crontabs)[0] == 0  # the CRD itself is a built-in kind (gRPC)
+    assert kctl("delete", "crontab", "from-kctl") == (0, 'crontab.stable.example.com "from-kctl" deleted\n')
+    code, out = kctl("get", "crontab", "from-kctl")
+    assert code == 1 and 'Error from server (NotFound): crontabs.stable.example.com "from-kctl" not found' in out
+    code, out = kctl("get", "nosuchthings")
+    assert code == 1 and 'the server doesn\'t have a resource type "nosuchthings"' in out

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import click
 
 from client import Client
 from kctl import apply as applier
-from kctl import context, manifests, resources
+from kctl import context, custom, manifests, resources
 from proto import core_pb2
 
 _echo_err = functools.partial(click.echo, err=True)
@@ -21,14 +22,15 @@ def _filename_options(f: context.F) -> context.F:
 
 
 def load_manifests(filenames: tuple[str, ...], recursive: bool, verb: str, *,
-                   require_name: bool = True) -> list[manifests.Document]:
+                   require_name: bool = True,
+                   custom_objects: list[dict[str, Any]] | None = None) -> list[manifests.Document]:
     """The -f documents, validated, placed in -n's namespace (or the context's)."""
     if not filenames:
         raise click.UsageError("must specify -f (a file, a directory, or - for stdin)")
     settings = context.settings()
     return manifests.load(filenames, namespace=settings.current_namespace,
                           explicit_namespace=bool(settings.namespace), verb=verb, recursive=recursive,
-                          require_name=require_name)
+                          require_name=require_name, custom_objects=custom_objects)
 
 
 def _write_all(docs: list[manifests.Document], write: applier.Writer) -> None:
@@ -44,7 +46,12 @@ def _write_all(docs: list[manifests.Document], write: applier.Writer) -> None:
 @context.global_options
 def apply(filenames: tuple[str, ...], recursive: bool) -> None:
     """Create or update objects from manifests, keeping fields the server or others set."""
-    _write_all(load_manifests(filenames, recursive, "apply"), applier.apply)
+    custom_objects: list[dict[str, Any]] = []  # kinds CRDs add: applied over the HTTP API (kctl/custom.py)
+    docs = load_manifests(filenames, recursive, "apply", custom_objects=custom_objects)
+    if docs:
+        _write_all(docs, applier.apply)
+    if custom_objects:
+        custom.apply(custom_objects, namespace=context.settings().current_namespace)
 
 
 @click.group("create", invoke_without_command=True)

@@ -15,7 +15,7 @@ import click
 from google.protobuf.message import Message
 
 from client import Client
-from kctl import context, resources
+from kctl import context, custom, resources
 from kctl.commands.apply import load_manifests
 from kctl.errors import CliError, report
 from proto import kinds
@@ -63,6 +63,12 @@ def delete(args: tuple[str, ...], filenames: tuple[str, ...], recursive: bool, s
         docs = load_manifests(filenames, recursive, "delete")
         targets: list[tuple[kinds.Kind, str, str]] | None = [(d.kind, d.name, d.namespace) for d in docs]
         requests: list[resources.Request] = []
+    elif args and not custom.is_built_in(args[0]):  # a kind a CRD adds: served over the HTTP API only
+        if selector or all_:
+            raise CliError("kctl deletes custom resources by name only; use kubectl delete -l or --all")
+        if not custom.delete(args, namespace=namespace, ignore_not_found=ignore_not_found):
+            raise click.exceptions.Exit(1)
+        return
     else:
         requests = resources.parse_requests(args)
         named = any(r.names for r in requests)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from client import Client
-from kctl import context, resources
+from kctl import context, custom, resources
 from kctl import describe as describer
 from kctl.errors import report
 
@@ -16,6 +16,9 @@ from kctl.errors import report
 @context.global_options
 def describe(args: tuple[str, ...], selector: str) -> None:
     """Show details of objects (TYPE [NAME...] or TYPE/NAME...), ending with their events."""
+    if not custom.is_built_in(args[0]):  # a kind a CRD adds: served over the HTTP API only
+        custom.describe(args, namespace=context.settings().current_namespace)
+        return
     requests = resources.parse_requests(args)
     namespace = context.settings().current_namespace
 

@@ -14,7 +14,7 @@ import click
 from google.protobuf.message import Message
 
 from client import Client
-from kctl import context, jsonpath, printers, resources
+from kctl import context, custom, jsonpath, printers, resources
 from kctl.errors import CliError, report
 from proto.errors import Gone, Unavailable
 
@@ -33,6 +33,12 @@ from proto.errors import Gone, Unavailable
 def get(args: tuple[str, ...], all_namespaces: bool, selector: str, field_selector: str, output: str | None,
         watch: bool, show_labels: bool, no_headers: bool) -> None:
     """Display one or many resources (TYPE[,TYPE...] [NAME...] or TYPE/NAME...)."""
+    if not custom.is_built_in(args[0]):  # a kind a CRD adds: served over the HTTP API only
+        if watch:
+            raise CliError("kctl get -w does not watch custom resources yet; use kubectl get -w")
+        custom.get(args, namespace="" if all_namespaces else context.settings().current_namespace, output=output,
+                   selector=selector, field_selector=field_selector, no_headers=no_headers)
+        return
     requests = resources.parse_requests(args)
     if selector and any(r.names for r in requests):
         raise CliError("name cannot be provided when a selector is specified")
