@@ -302,6 +302,17 @@ def test_oversized_object_is_refused(crontabs: str, ns: str, api: k8s.ApiClient)
     assert gone.value.status == 404
 
 
+def test_deleting_a_namespace_deletes_its_custom_objects(crontabs: str, ns: str, api: k8s.ApiClient) -> None:
+    objects = custom(api)
+    objects.create_namespaced_custom_object(GROUP, "v1", ns, "crontabs", crontab("doomed"))
+    k8s.CoreV1Api(api).delete_namespace(ns)
+
+    def emptied() -> bool:
+        left = objects.list_cluster_custom_object(GROUP, "v1", "crontabs", field_selector=f"metadata.namespace={ns}")
+        return not left["items"]
+    wait_for(emptied, "the namespace's CronTabs to be deleted")
+
+
 # ---------------------------------------------------------------- bad CRDs
 
 

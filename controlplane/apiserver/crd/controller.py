@@ -15,7 +15,10 @@ apiserver's other caches), one CRD at a time from a queue:
 - **deletion**: a CRD being deleted stops being served (condition Terminating),
   its objects are deleted through the registry (their own finalizers honoured),
   and once none is left the `customresourcecleanup.apiextensions.k8s.io`
-  finalizer comes off, which lets the registry delete the CRD.
+  finalizer comes off, which lets the registry delete the CRD;
+- **namespaces**: a namespace being deleted loses its custom objects too (the
+  namespace controller deletes the kinds table's kinds over gRPC, and custom
+  kinds are HTTP-only). Unlike Kubernetes, the namespace does not wait for them.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from controlplane.apiserver.crd.definitions import (
     TERMINATING,
     condition,
 )
-from controlplane.apiserver.crd.served import SERVED, kinds_of
+from controlplane.apiserver.crd.served import SERVED, CustomKind, kinds_of
 from controlplane.apiserver.registry import Registry
 from proto import apiextensions_pb2, kinds
 from proto.errors import ApiError, Conflict, NotFound
@@ -43,6 +46,8 @@ from proto.errors import ApiError, Conflict, NotFound
 log = logging.getLogger(__name__)
 
 DEFINITIONS = kinds.resolve("customresourcedefinitions")
+NAMESPACES = kinds.resolve("namespaces")
+NAMESPACE_KEY = "namespace/"  # queue keys of namespaces to empty; CRD names never contain a "/"
 _RETRY_SECONDS = 1.0
 
 
@@ -66,10 +71,16 @@ class DefinitionLoop:
     def reset(self) -> None:
         self.known.clear()
 
+    def observe_namespace(self, event_type: str, obj: Message) -> None:
+        meta = obj.metadata  # type: ignore[attr-defined]
+        if event_type == "DELETED" or meta.HasField("deletion_timestamp"):
+            self.queue.put_nowait(NAMESPACE_KEY + meta.name)
+
     async def run(self) -> None:
         worker = asyncio.create_task(self._work())
         try:
-            await self.registry.mirror(DEFINITIONS, self.observe, self.reset)
+            await asyncio.gather(self.registry.mirror(DEFINITIONS, self.observe, self.reset),
+                                 self.registry.mirror(NAMESPACES, self.observe_namespace, lambda: None))
         finally:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
@@ -91,7 +102,9 @@ class DefinitionLoop:
     # ------------------------------------------------------------ one CRD
 
     async def sync(self, name: str) -> bool:
-        """Converge one CRD; True asks to be called again later (objects still being deleted)."""
+        """Converge one CRD (or empty one namespace); True asks to be called again later."""
+        if name.startswith(NAMESPACE_KEY):
+            return await self._empty_namespace(name.removeprefix(NAMESPACE_KEY))
         try:
             crd = await self.registry.get(DEFINITIONS, "", name)
         except NotFound:
@@ -144,6 +157,29 @@ class DefinitionLoop:
                 return False, f'"{short}" is already in use'
         return True, ""
 
+    async def _empty_namespace(self, namespace: str) -> bool:
+        """A namespace going away takes its custom objects with it (the namespace controller knows only
+        the kinds table's kinds, over gRPC); True while some are held by finalizers of their own."""
+        remaining = 0
+        for crd in list(self.known.values()):
+            served = kinds_of(crd)
+            if served and served[0].namespaced:
+                remaining += await self._delete_objects(served[0], namespace)
+        return remaining > 0
+
+    async def _delete_objects(self, kind: CustomKind, namespace: str) -> int:
+        """Delete every object of `kind` (in `namespace`; "" for all); how many are still there."""
+        items, _, _, _ = await self.registry.list(kind, namespace)
+        for raw in items:
+            obj = apiextensions_pb2.CustomResource()
+            obj.ParseFromString(raw)
+            if obj.metadata.HasField("deletion_timestamp"):
+                continue  # already going, held by its finalizers
+            with contextlib.suppress(NotFound):
+                await self.registry.delete(kind, obj.metadata.namespace, obj.metadata.name)
+        remaining, _, _, _ = await self.registry.list(kind, namespace)
+        return len(remaining)
+
     async def _finalize(self, crd: CRD) -> bool:
         """Stop serving, delete every object, then let the CRD go."""
         SERVED.remove(crd.metadata.name)
@@ -160,17 +196,8 @@ class DefinitionLoop:
             assert isinstance(updated, CRD)
             crd = updated
         served = kinds_of(crd)
-        if served:
-            kind = served[0]
-            items, _, _, _ = await self.registry.list(kind, "")
-            for raw in items:
-                obj = apiextensions_pb2.CustomResource()
-                obj.ParseFromString(raw)
-                with contextlib.suppress(NotFound):
-                    await self.registry.delete(kind, obj.metadata.namespace, obj.metadata.name)
-            remaining, _, _, _ = await self.registry.list(kind, "")
-            if remaining:
-                return True  # objects with finalizers of their own: wait for them
+        if served and await self._delete_objects(served[0], ""):
+            return True  # objects with finalizers of their own: wait for them
         done = CRD()
         done.CopyFrom(crd)
         del done.metadata.finalizers[:]
