@@ -254,6 +254,36 @@ def test_merge_and_json_patch_work_and_strategic_is_refused(crontabs: str, ns: s
     assert bad.returncode != 0 and "spec.replicas in body must be of type integer" in bad.stderr
 
 
+def test_server_side_apply_owns_fields_and_conflicts(crontabs: str, ns: str, http_url: str,
+                                                     tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(crontab("applied", cronSpec="1 * * * *", replicas=2)))
+    first = kubectl(http_url, tmp_path, "apply", "--server-side", "--field-manager=alice", "-n", ns,
+                    "-f", str(tmp_path / "a.yaml"))
+    assert first.returncode == 0, first.stderr
+    assert "serverside-applied" in first.stdout
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(crontab("applied", replicas=3)))
+    clash = kubectl(http_url, tmp_path, "apply", "--server-side", "--field-manager=bob", "-n", ns,
+                    "-f", str(tmp_path / "b.yaml"))
+    assert clash.returncode != 0
+    assert 'conflict with "alice"' in clash.stderr and ".spec.replicas" in clash.stderr
+    forced = kubectl(http_url, tmp_path, "apply", "--server-side", "--force-conflicts", "--field-manager=bob",
+                     "-n", ns, "-f", str(tmp_path / "b.yaml"))
+    assert forced.returncode == 0, forced.stderr
+    got = json.loads(kubectl(http_url, tmp_path, "get", "crontab", "applied", "-n", ns, "-o", "json",
+                                  "--show-managed-fields").stdout)
+    assert got["spec"]["replicas"] == 3 and got["spec"]["cronSpec"] == "1 * * * *"
+    managers = {m["manager"]: m for m in got["metadata"]["managedFields"]}
+    assert set(managers) == {"alice", "bob"}
+    assert "f:replicas" in managers["bob"]["fieldsV1"]["f:spec"]
+    assert "f:replicas" not in managers["alice"]["fieldsV1"]["f:spec"]
+    labelled = kubectl(http_url, tmp_path, "label", "crontab", "applied", "-n", ns, "tier=batch")
+    assert labelled.returncode == 0, labelled.stderr
+    got = json.loads(kubectl(http_url, tmp_path, "get", "crontab", "applied", "-n", ns, "-o", "json",
+                                  "--show-managed-fields").stdout)
+    assert any(m["manager"] == "kubectl-label" and m["operation"] == "Update"
+               for m in got["metadata"]["managedFields"])
+
+
 def test_scale_subresource(crontabs: str, ns: str, http_url: str, tmp_path: Path, api: k8s.ApiClient) -> None:
     custom(api).create_namespaced_custom_object(GROUP, "v1", ns, "crontabs", crontab("scaled", replicas=2))
     scaled = kubectl(http_url, tmp_path, "scale", "crontab", "scaled", "-n", ns, "--replicas=5")

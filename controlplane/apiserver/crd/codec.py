@@ -62,17 +62,30 @@ def decode(kind: CustomKind, data: Any, validation: str = codec.WARN) -> tuple[C
     rest = {k: v for k, v in data.items() if k not in (*_TYPE_META, "metadata")}
     envelope = manifest.from_dict({"metadata": data.get("metadata") or {}}, kind)
     assert isinstance(envelope, CustomResource)
-    warnings: list[str] = []
-    dropped = schema.prune(rest, kind.schema)
+    warnings = _prune(kind, rest, validation)
+    schema.default(rest, kind.schema)
+    store(envelope, kind, rest)
+    return envelope, warnings
+
+
+def pruned_configuration(kind: CustomKind, applied: dict[str, Any], validation: str) -> tuple[dict[str, Any],
+                                                                                              list[str]]:
+    """A server-side apply's configuration without the fields the schema does not know (not defaulted:
+    the applier owns what it wrote, not what the server fills in)."""
+    config = {k: v for k, v in applied.items() if k not in (*_TYPE_META, "metadata")}
+    warnings = _prune(kind, config, validation)
+    config.update({k: applied[k] for k in (*_TYPE_META, "metadata") if k in applied})
+    return config, warnings
+
+
+def _prune(kind: CustomKind, content: dict[str, Any], validation: str) -> list[str]:
+    """Prune `content` in place; Strict refuses what pruning drops, Warn says it (the warnings)."""
+    dropped = schema.prune(content, kind.schema)
     if dropped and validation == codec.STRICT:
         fields = ", ".join(f'unknown field "{path}"' for path in dropped)
         raise BadRequest(f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: strict '
                          f"decoding error: {fields}")
-    if validation == codec.WARN:
-        warnings.extend(f'unknown field "{path}"' for path in dropped)
-    schema.default(rest, kind.schema)
-    store(envelope, kind, rest)
-    return envelope, warnings
+    return [f'unknown field "{path}"' for path in dropped] if validation == codec.WARN else []
 
 
 def store(envelope: CustomResource, kind: CustomKind, content: dict[str, Any]) -> None:

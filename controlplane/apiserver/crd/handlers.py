@@ -10,8 +10,9 @@ pruning and defaulting going in, the version's apiVersion coming out).
 As Kubernetes serves custom resources:
 
 - PATCH takes JSON patches and merge patches; a strategic merge patch is a 415
-  (custom objects carry no patch strategies); server-side apply merges the
-  applied configuration over the live object and creates a missing one;
+  (custom objects carry no patch strategies); server-side apply is the
+  built-ins' (fieldmanager.py: owners, conflicts, force), maps granular and
+  lists atomic, and every write records its manager in metadata.managedFields;
 - `/status` writes change status only, writes of the object leave status alone
   (the strategy, when the version has the status subresource);
 - `/scale` is an autoscaling/v1 Scale read from and written to the CRD's
@@ -22,20 +23,21 @@ As Kubernetes serves custom resources:
 from __future__ import annotations
 
 import builtins
+import copy
 from typing import Any
 
 import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 
-from controlplane.apiserver import patch
+from controlplane.apiserver import fieldmanager, patch
 from controlplane.apiserver.auth import UserInfo
 from controlplane.apiserver.crd import codec as crd_codec
 from controlplane.apiserver.crd import openapi as crd_openapi
 from controlplane.apiserver.crd import printing
 from controlplane.apiserver.crd.served import CustomKind, CustomResource, content_of
 from controlplane.apiserver.endpoints import Endpoints
-from controlplane.apiserver.http import codec, watch
+from controlplane.apiserver.http import codec, patching, watch
 from controlplane.apiserver.http.handlers import MethodNotAllowed, delete_options, dry_run, json_response
 from controlplane.apiserver.http.requestinfo import RequestInfo
 from controlplane.apiserver.http.status import success_status
@@ -157,7 +159,9 @@ class CustomResourceHandlers:
         if info.name:
             raise MethodNotAllowed(f"the server does not allow this method on the requested resource "
                                    f"({kind.resource})")
+        manager = patching.field_manager(request.query, request.headers, "CreateOptions")
         obj, warnings = await self._body(request, kind)
+        obj = _track(kind, None, obj, manager)
         created = await self.endpoints.create(user, kind, namespace, obj, dry_run=dry_run(request.query))
         return self._render(request, kind, created, 201, warnings)
 
@@ -168,14 +172,15 @@ class CustomResourceHandlers:
             raise BadRequest(f"the name of the object ({obj.metadata.name}) does not match the name on the URL "
                              f"({info.name})")
         obj.metadata.name = info.name
+        manager = patching.field_manager(request.query, request.headers, "UpdateOptions")
 
         def put(current: Message | None) -> Message:
-            assert current is not None
+            assert isinstance(current, CustomResource)
             new = CustomResource()
             new.CopyFrom(obj)
             if not obj.metadata.resource_version:  # unconditional: whatever is stored now
-                new.metadata.resource_version = current.metadata.resource_version  # type: ignore[attr-defined]
-            return new
+                new.metadata.resource_version = current.metadata.resource_version
+            return _track(kind, current, new, manager, info.subresource)
         updated = await self.endpoints.patch(user, kind, namespace, info.name, put, subresource=info.subresource,
                                              dry_run=dry_run(request.query), verb="update")
         return self._render(request, kind, updated, 200, warnings)
@@ -191,6 +196,8 @@ class CustomResourceHandlers:
         applying = media == patch.APPLY_PATCH
         if applying and not request.query.get("fieldManager"):
             raise BadRequest("PATCH /apply requires fieldManager to be set")
+        manager = patching.field_manager(request.query, request.headers, "PatchOptions")
+        force = request.query.get("force", "").lower() in ("true", "1")
         applied = codec.load(body, media) if applying else None
         warnings: builtins.list[str] = []
         existed = True
@@ -202,12 +209,14 @@ class CustomResourceHandlers:
             if applying:
                 if not isinstance(applied, dict):
                     raise BadRequest("the applied configuration must be an object")
-                patched = _merge_applied(live or {}, applied)
-            else:
-                assert live is not None
-                patched = patch.apply_patch(kind, live, body, media)
-            obj, warnings = crd_codec.decode(kind, patched, validation)
-            return obj
+                # Pruned first, so the manager owns only what can be stored.
+                config, warnings = crd_codec.pruned_configuration(kind, copy.deepcopy(applied), validation)
+                merged = fieldmanager.apply(kind, live, config, manager, force, subresource=info.subresource)
+                obj, _ = crd_codec.decode(kind, merged, codec.IGNORE)
+                return obj
+            assert isinstance(current, CustomResource) and live is not None
+            obj, warnings = crd_codec.decode(kind, patch.apply_patch(kind, live, body, media), validation)
+            return _track(kind, current, obj, manager, info.subresource)
         patched = await self.endpoints.patch(user, kind, namespace, info.name, transform,
                                              subresource=info.subresource, dry_run=dry_run(request.query),
                                              create_missing=applying)
@@ -289,15 +298,17 @@ def _table(kind: CustomKind, objs: builtins.list[CustomResource], rendering: cod
     return data
 
 
-def _merge_applied(live: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
-    """Server-side apply, simply: the applied fields over the live object (maps merged, the rest replaced)."""
-    merged = dict(live)
-    for key, value in applied.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge_applied(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+def _track(kind: CustomKind, old: CustomResource | None, new: CustomResource, manager: str,
+           subresource: str = "") -> CustomResource:
+    """`new` with metadata.managedFields recording what this write (by `manager`) changed, as built-ins'.
+
+    A custom object has no patch strategies: its maps are granular and its lists atomic
+    (fieldmanager.py treats what the envelope's descriptor does not declare as untyped).
+    """
+    tracked = fieldmanager.update(kind, crd_codec.to_dict(old, kind) if old is not None else None,
+                                  crd_codec.to_dict(new, kind), manager, subresource=subresource)
+    obj, _ = crd_codec.decode(kind, tracked, codec.IGNORE)
+    return obj
 
 
 def _lookup(data: dict[str, Any], path: str) -> Any:
