@@ -17,7 +17,7 @@ from provision.containerd import DOCKER_HUB, NodeRuntime
 from provision.provider import Options
 from provision.ssh import parse_inventory
 
-REGISTRY = "192.168.79.1:5000"
+REGISTRY = "192.168.94.1:5000"
 
 
 def docker_io_hosts(runtime: NodeRuntime) -> list[str]:
@@ -42,7 +42,7 @@ def test_offline_node_pulls_docker_io_names_only_from_the_cluster_registry(tmp_p
 
 def test_the_default_test_cluster_is_offline(tmp_path: Path) -> None:
     assert os.environ["FLOTILLA_OFFLINE"] == "1"
-    state = localplan.new_state(Options("offline-unit", workers=1, subnet="192.168.79.0/24", bridge="flt79o"))
+    state = localplan.new_state(Options("offline-unit", workers=1, subnet="192.168.94.0/24", bridge="flt94o"))
     assert state.offline
     for info in state.node_infos():
         node = localdaemons.node(state, info)
@@ -56,7 +56,7 @@ def test_the_default_test_cluster_is_offline(tmp_path: Path) -> None:
 
 
 def test_online_is_a_choice_carried_to_the_nodes_and_kubelets() -> None:
-    state = localplan.new_state(Options("online-unit", workers=1, subnet="192.168.79.0/24", bridge="flt79o",
+    state = localplan.new_state(Options("online-unit", workers=1, subnet="192.168.94.0/24", bridge="flt94o",
                                         offline=False))
     plan = state.components_plan()
     assert not plan.offline

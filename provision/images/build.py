@@ -116,6 +116,15 @@ class Builder:
         return image
 
 
+    def save_archive(self, name: str, path: Path, *, as_name: str) -> None:
+        """Write built image `name` to `path` as `docker save` would, tagged `as_name` (what `kctl image load`
+        and `docker load` take)."""
+        done = subprocess.run(self._argv("push", "--quiet", name, f"docker-archive:{path}:{as_name}"),
+                              env=self._env(), capture_output=True, text=True, timeout=TIMEOUT)
+        if done.returncode != 0:
+            raise BuildError(_last_words(done.stderr, f"buildah push {name} failed"))
+
+
 def _last_words(stderr: str, fallback: str) -> str:
     """buildah's error: its last line that says `error`, else its last line."""
     lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
