@@ -90,6 +90,12 @@ class KubeletConfig:
     volume_backoff_initial: float = 0.5
     volume_backoff_max: float = 122.0
     volume_mount_timeout: float = 123.0
+    # Image garbage collection (nodeagent/kubelet/imagegc.py): over `high` percent of the image filesystem
+    # used, unused images go, least recently used first, until `low`; 100 turns it off.
+    image_gc_high_threshold: int = 85
+    image_gc_low_threshold: int = 80
+    image_gc_min_age: float = 120.0
+    image_gc_period: float = 300.0
     # How often emptyDir usage is measured against sizeLimit (the eviction manager's period).
     eviction_monitoring_period: float = 10.0
 

@@ -28,6 +28,7 @@ from client.events import EventRecorder
 from client.informer import Informer, InformerFactory, enqueue
 from nodeagent.kubelet import network
 from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.imagegc import ImageGCManager, statvfs_stats
 from nodeagent.kubelet.metrics import MetricsPublisher
 from nodeagent.kubelet.node import NodeStatusManager
 from nodeagent.kubelet.pleg import PLEG
@@ -96,6 +97,11 @@ class Kubelet:
             pleg = PLEG(runtime, config.relist_period, queue.add)
             local_path = LocalPathCleaner(client, workers.syncer.volumes.claim_paths)
             metrics = MetricsPublisher(client, runtime, config.node_name, config.metrics_period)
+            image_gc = ImageGCManager(runtime, high_threshold=config.image_gc_high_threshold,
+                                      low_threshold=config.image_gc_low_threshold, min_age=config.image_gc_min_age,
+                                      fs_stats=statvfs_stats(config.root_dir),
+                                      record=lambda kind, reason, message: recorder.event(
+                                          registered, kind, reason, message))
             log.info("kubelet for node %s is running (kubelet API on port %d)", config.node_name, self.port)
             try:
                 async with asyncio.TaskGroup() as group:
@@ -104,6 +110,8 @@ class Kubelet:
                     group.create_task(node.run())
                     group.create_task(metrics.run())
                     group.create_task(local_path.run())
+                    if config.image_gc_high_threshold < 100:
+                        group.create_task(image_gc.run(config.image_gc_period))
                     if routes is not None:
                         group.create_task(routes.run())
             finally:

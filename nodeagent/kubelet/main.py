@@ -43,6 +43,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert-file", help="the kubelet API's serving certificate (PEM; absent: plaintext)")
     parser.add_argument("--tls-private-key-file", help="the kubelet API's serving key (PEM)")
     parser.add_argument("--client-ca-file", help="CA whose client certificates may call the kubelet API")
+    parser.add_argument("--image-gc-high-threshold", type=int, metavar="PERCENT",
+                        help="image filesystem usage at which unused images are removed (default 85; 100: never)")
+    parser.add_argument("--image-gc-low-threshold", type=int, metavar="PERCENT",
+                        help="usage image garbage collection frees down to (default 80)")
 
 
 class TLSBootstrapFailed(Exception):
@@ -59,7 +63,9 @@ def kubelet_config(opts: argparse.Namespace) -> KubeletConfig:
                               root_dir=opts.root_dir, kubeconfig=opts.kubeconfig,
                               bootstrap_kubeconfig=opts.bootstrap_kubeconfig,
                               tls_cert_file=opts.tls_cert_file, tls_private_key_file=opts.tls_private_key_file,
-                              client_ca_file=opts.client_ca_file, node_routes=opts.node_routes)
+                              client_ca_file=opts.client_ca_file, node_routes=opts.node_routes,
+                              image_gc_high_threshold=opts.image_gc_high_threshold,
+                              image_gc_low_threshold=opts.image_gc_low_threshold)
 
 
 def parse_args(argv: list[str] | None = None) -> KubeletConfig:

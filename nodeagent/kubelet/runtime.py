@@ -171,6 +171,9 @@ class Runtime:
         assert isinstance(reply, cri_pb2.PullImageResponse)
         return reply.image_ref
 
+    async def remove_image(self, image: str) -> None:
+        await self._call("RemoveImage", cri_pb2.RemoveImageRequest(image=cri_pb2.ImageSpec(image=image)))
+
     async def list_images(self) -> list[cri_pb2.Image]:
         reply = await self._call("ListImages", cri_pb2.ListImagesRequest())
         assert isinstance(reply, cri_pb2.ListImagesResponse)
