@@ -21,6 +21,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from provision import components, netns
 from provision.images import registry as image_registry
@@ -123,6 +124,13 @@ class ClusterState:
     def ha(self) -> bool:
         """Several masters, each a namespace node behind the API's virtual IP (provision/localha.py)."""
         return bool(self.api_vip)
+
+    def etcd_endpoints(self) -> list[str]:
+        """Every etcd member's client URL (one master: the loopback one)."""
+        if not self.ha:
+            return [self.etcd_url]
+        url = urlsplit(self.etcd_url)
+        return [f"{url.scheme}://{n.address}:{url.port}" for n in self.master_infos()]
 
     def master_infos(self) -> list[NodeInfo]:
         return [n for n in self.node_infos() if n.control_plane]

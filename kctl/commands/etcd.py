@@ -18,7 +18,8 @@ import click
 
 from controlplane.apiserver.storage import EtcdClientTLS
 from kctl.errors import CliError
-from provision import components, etcd_backup, local
+from kctl.printers import format_table
+from provision import components, etcd_backup, etcd_members, local
 
 
 def _endpoint_and_credentials(endpoints: str, cluster: str, cacert: str, cert: str,
@@ -34,7 +35,7 @@ def _endpoint_and_credentials(endpoints: str, cluster: str, cacert: str, cert: s
                        "and --key")
     if all(given):
         files = (cacert, cert, key)
-    elif endpoint.startswith("https://") and state is not None and endpoint == state.etcd_url:
+    elif endpoint.startswith("https://") and state is not None and endpoint in state.etcd_endpoints():
         tls = components.etcd_backup_tls(state.config_dir)
         files = (tls.ca, tls.cert, tls.key)
     elif endpoint.startswith("https://"):
@@ -92,3 +93,29 @@ def restore(file: Path, data_dir: Path, name: str, peer_url: str) -> None:
     except (OSError, RuntimeError) as exc:
         raise CliError(str(exc)) from None
     click.echo(f"Restored {file} into {data_dir}: start etcd with --data-dir {data_dir}")
+
+
+@etcd.group("member")
+def member() -> None:
+    """Inspect the etcd cluster's members (one per master)."""
+
+
+@member.command("list")
+@click.option("--endpoints", default="", help="etcd client URLs, comma-separated (default: the local cluster's "
+                                              "members)")
+@click.option("--cluster", default="flotilla", show_default=True, help="local cluster whose etcd to use")
+@click.option("--cacert", default="", help="etcd's CA (default: the local cluster's pki/etcd/ca.crt)")
+@click.option("--cert", default="", help="a client certificate etcd's CA signed (default: the cluster's backup one)")
+@click.option("--key", default="", help="its key")
+def member_list(endpoints: str, cluster: str, cacert: str, cert: str, key: str) -> None:
+    """List the members as `etcdctl member list -w table` does (asking the first member that answers)."""
+    state = local.load_state(cluster)
+    urls = [u for u in endpoints.split(",") if u] or (state.etcd_endpoints() if state else [])
+    _, tls = _endpoint_and_credentials(urls[0] if urls else "", cluster, cacert, cert, key)
+    try:
+        found = asyncio.run(etcd_members.members(urls, tls))
+    except etcd_members.EtcdUnreachable as exc:
+        raise CliError(str(exc)) from None
+    rows = [[f"{m.id:x}", m.status, m.name, ",".join(m.peer_urls), ",".join(m.client_urls),
+             str(m.is_learner).lower()] for m in sorted(found, key=lambda m: m.name)]
+    click.echo("\n".join(format_table([["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"], *rows])))

@@ -17,6 +17,17 @@ VIP a few seconds after its holder is lost, where the scheduler's and
 controller manager's 15 s Leases guard against acting twice, not against
 downtime.
 
+Without an etcd quorum no master can write the Lease, so none would hold the
+VIP and clients would only see timeouts. A master that is not leading holds
+it as the *last resort* while its own apiserver answers and none of the other
+masters' (`--peer`) does: it is then the only control plane a client can
+reach at all, and its apiserver answers every write with a clear 504 ("etcd
+has no quorum") instead of silence. It lets go as soon as a peer answers again
+(the election decides once more). A master that merely cannot see its peers
+while they still form a quorum (a partial partition of the node network)
+would contend with their holder for the VIP; on the local provider's single
+bridge a master that sees no peer is cut off from the segment altogether.
+
     flotilla-api-vip --kubeconfig proxy.conf --server 192.168.56.11:6445 \\
         --node-name c-master-1 --node-ip 192.168.56.11 --vip 192.168.56.254
 
@@ -51,6 +62,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-ip", required=True, type=ipv4, help="this master's address: the VIP goes on its "
                         "interface")
     parser.add_argument("--vip", required=True, type=ipv4, help="the API's virtual IP")
+    parser.add_argument("--peer", action="append", default=[], type=ipv4, metavar="ADDRESS",
+                        help="another master's address (repeatable): the last resort holds the VIP only while "
+                        "none of their apiservers answers")
     parser.add_argument("--lease", default="flotilla-api-vip", help="the kube-system Lease the masters contend for")
     parser.add_argument("--lease-duration", type=parse_duration, default=3.0,
                         help="how long a silent holder keeps the VIP before another master takes it")
@@ -75,23 +89,65 @@ async def run(opts: argparse.Namespace, client: Client) -> None:
         name=opts.lease, identity=opts.node_name, lease_duration=opts.lease_duration,
         renew_deadline=opts.renew_deadline, retry_period=opts.retry_period))
 
+    leading = asyncio.Event()
+
     async def announce() -> None:
+        leading.set()
         try:
             speaker.hold(opts.vip)
             log.info("%s: announcing the API at %s on %s", opts.node_name, opts.vip, speaker.interface)
             await asyncio.Event().wait()
         finally:
+            leading.clear()
             speaker.withdraw(opts.vip)
             log.info("%s: withdrew %s", opts.node_name, opts.vip)
 
+    last_resort = asyncio.create_task(hold_as_last_resort(opts, speaker, leading, opts.server),
+                                      name="last resort")
     try:
         while True:
             # run() returns once the Lease is lost (the VIP withdrawn): stand by for it again.
             await elector.run(announce)
     finally:
+        last_resort.cancel()
         speaker.withdraw(opts.vip)
         with contextlib.suppress(TimeoutError):  # a standby takes over a lease later instead
             await asyncio.wait_for(elector.release(), timeout=opts.renew_deadline)
+
+
+async def answers(address: str, port: int, timeout: float) -> bool:
+    """Whether something accepts a TCP connection at address:port within `timeout`."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def hold_as_last_resort(opts: argparse.Namespace, speaker: L2Speaker, leading: asyncio.Event,
+                              server: str) -> None:
+    """While not leading: hold the VIP if our apiserver answers and no peer's does; let go otherwise."""
+    port = int(server.rpartition(":")[2])
+    holding = False
+    while True:
+        await asyncio.sleep(opts.retry_period)
+        if leading.is_set():
+            holding = False  # the election's holding now; it withdraws when it steps down
+            continue
+        probe = opts.retry_period / 2
+        alone = opts.peer and await answers(opts.node_ip, port, probe) and not any(
+            await asyncio.gather(*(answers(peer, port, probe) for peer in opts.peer)))
+        if alone and not holding:
+            log.warning("%s: no other master answers and no Lease can be written: holding %s as the last resort",
+                        opts.node_name, opts.vip)
+            speaker.hold(opts.vip)
+        elif holding and not alone:
+            log.info("%s: another master answers again: %s back to the election", opts.node_name, opts.vip)
+            speaker.withdraw(opts.vip)
+        holding = bool(alone)
 
 
 def main(argv: list[str] | None = None) -> None:
