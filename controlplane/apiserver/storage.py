@@ -35,7 +35,7 @@ from aetcd import exceptions as etcd_errors
 from aetcd import rpc, watcher
 
 from controlplane.apiserver.encryption import EncryptionConfig, TransformError
-from proto.errors import AlreadyExists, Conflict, Gone, NotFound, Unavailable
+from proto.errors import AlreadyExists, Conflict, Gone, NotFound, Timeout, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,11 @@ def etcd_client(url: str, tls: EtcdClientTLS | None = None, *, timeout: int = 10
     return aetcd.Client(**common) if tls is None else _TLSClient(tls=tls, **common)
 
 
+# What etcd says, with gRPC's UNKNOWN, when its Raft cannot commit: no leader, so no quorum.
+NO_QUORUM = frozenset({"context deadline exceeded", "etcdserver: request timed out", "etcdserver: no leader",
+                       "etcdserver: leader changed"})
+
+
 class Storage:
     """A thin, typed layer over etcd's KV and Watch APIs."""
 
@@ -184,6 +189,11 @@ class Storage:
                 raise Gone(f"too old resource version: {details}") from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise Unavailable(f"etcd is unavailable: {details}") from None
+            if code == grpc.StatusCode.UNKNOWN and details in NO_QUORUM:
+                # etcd 3.4 answers a proposal its Raft could not commit (no leader: a quorum of members is
+                # lost) with UNKNOWN after its request timeout; the proposal may still apply if one returns.
+                raise Timeout(f"etcd did not commit the request within its timeout ({details}): the etcd cluster "
+                              "has no quorum (no leader); a write may still apply once a quorum returns") from None
             raise
 
     # ---------------------------------------------------------------- reads
