@@ -386,6 +386,52 @@ def test_badly_named_or_versioned_crds_are_refused(api: k8s.ApiClient, change: C
 # ---------------------------------------------------------------- cluster scope, versions, deletion
 
 
+def test_conflicting_names_are_not_accepted(api: k8s.ApiClient) -> None:
+    ext = k8s.ApiextensionsV1Api(api)
+    first = a_crd("gizmos", {"type": "object"}, "names.example.com")
+    second = a_crd("gizmoes", {"type": "object"}, "names.example.com")
+    second["spec"]["names"].update(kind="Gizmos", singular="gizmoe")  # the first one's kind
+    ext.create_custom_resource_definition(first)  # type: ignore[arg-type]
+    wait_for(lambda: established(ext, "gizmos.names.example.com"), "the first CRD to be Established")
+    ext.create_custom_resource_definition(second)  # type: ignore[arg-type]
+
+    def refused() -> dict[str, str]:
+        status = ext.read_custom_resource_definition("gizmoes.names.example.com").status
+        return {c.type: f"{c.status} {c.message}" for c in (status.conditions or [])} if status else {}
+    conditions = wait_for(refused, "the second CRD's conditions")
+    assert conditions["NamesAccepted"] == 'False "Gizmos" is already in use'
+    assert conditions["Established"].startswith("False")
+    with pytest.raises(ApiException) as err:
+        custom(api).list_cluster_custom_object("names.example.com", "v1", "gizmoes")
+    assert err.value.status == 404
+    for name in ("gizmoes.names.example.com", "gizmos.names.example.com"):
+        ext.delete_custom_resource_definition(name)
+
+
+def test_a_stored_version_cannot_be_dropped_and_a_deprecated_one_warns(api: k8s.ApiClient, http_url: str,
+                                                                       tmp_path: Path) -> None:
+    ext = k8s.ApiextensionsV1Api(api)
+    crd = a_crd("relics", {"type": "object", "x-kubernetes-preserve-unknown-fields": True}, "old.example.com")
+    crd["spec"]["versions"][0].update(deprecated=True, deprecationWarning="old.example.com/v1 Relic is going")
+    ext.create_custom_resource_definition(crd)  # type: ignore[arg-type]
+    wait_for(lambda: established(ext, "relics.old.example.com"), "the CRD to be Established")
+    body = {"apiVersion": "old.example.com/v1", "kind": "Relics", "metadata": {"name": "r"}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(body))
+    created = kubectl(http_url, tmp_path, "create", "-n", "default", "-f", str(tmp_path / "r.yaml"))
+    assert created.returncode == 0, created.stderr
+    assert "Warning: old.example.com/v1 Relic is going" in created.stderr
+    stored = ext.read_custom_resource_definition("relics.old.example.com")
+    assert stored.status is not None and stored.status.stored_versions == ["v1"]
+    renamed = json.loads(json.dumps(crd))
+    renamed["spec"]["versions"][0]["name"] = "v2"
+    renamed["metadata"]["resourceVersion"] = stored.metadata.resource_version if stored.metadata else ""
+    with pytest.raises(ApiException) as err:
+        ext.replace_custom_resource_definition("relics.old.example.com", renamed)
+    assert err.value.status == 422
+    assert 'status.storedVersions[0]: Invalid value: "v1": must appear in spec.versions' in message(err.value)
+    ext.delete_custom_resource_definition("relics.old.example.com")
+
+
 def test_cluster_scoped_two_versions_and_deleting_the_crd_deletes_objects(api: k8s.ApiClient, http_url: str,
                                                                           tmp_path: Path) -> None:
     group = "multi.example.com"

@@ -103,6 +103,11 @@ def validate_definition(crd: CRD, old: CRD | None) -> Errors:
     if old is not None:
         errors += immutable(spec.scope, old.spec.scope, "spec.scope")
         errors += immutable(spec.group, old.spec.group, "spec.group")
+        # Objects may still be stored at a version ever written: it must stay until a migration says otherwise.
+        versions = {v.name for v in spec.versions}
+        for i, stored in enumerate(crd.status.stored_versions):
+            if stored not in versions:
+                errors.append(invalid(f"status.storedVersions[{i}]", stored, "must appear in spec.versions"))
     return errors
 
 
