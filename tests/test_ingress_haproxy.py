@@ -315,3 +315,4 @@ async def test_a_real_haproxy_routes_rewrites_splits_and_follows_endpoints(tmp_p
     finally:
         await proxy.stop()
     assert not proxy.running
+    assert not settings.state_dir.exists()  # certificates and keys go with it

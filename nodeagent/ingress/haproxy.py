@@ -26,6 +26,7 @@ import ctypes
 import datetime
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -82,6 +83,9 @@ class Haproxy:
         """The state directory and the default certificate (made once, kept across restarts)."""
         (self.settings.state_dir / "certs").mkdir(parents=True, exist_ok=True)
         os.chmod(self.settings.state_dir, 0o700)
+        if not self.running:
+            # A socket left by an haproxy of an earlier run would be taken for a live one's.
+            self.settings.admin_socket.unlink(missing_ok=True)
         if not self.settings.default_certificate.exists():
             _write(self.settings.default_certificate, self_signed_certificate())
 
@@ -170,7 +174,7 @@ class Haproxy:
             writer.close()
 
     async def stop(self) -> None:
-        """Soft stop: listeners close at once, open connections finish."""
+        """Soft stop (listeners close at once, open connections finish), then remove the state directory."""
         if self.running:
             assert self.process is not None
             self.process.send_signal(signal.SIGUSR1)
@@ -179,6 +183,8 @@ class Haproxy:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+        # Certificates' keys included: nothing of the node's ingress outlives it.
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
 
 def _write(path: Path, data: bytes) -> None:
