@@ -6,7 +6,7 @@ takes only the apiserver's and the backup tool's client certificates
 (provision/components.py), so `save` dials it with the latter; the snapshot
 holds every Secret (sealed, if encryption at rest is on) and the bootstrap
 tokens, so the file is the owner's only (0600) from its first byte. `restore` turns a snapshot into a fresh
-data directory for a new single-member etcd (with etcdctl, the one tool that
+data directory for a new etcd member (with etcdctl, the one tool that
 rewrites etcd's on-disk format); start etcd on that directory and every object
 is back with its uid and resourceVersion. docs/disaster-recovery.md is the runbook.
 """
@@ -45,11 +45,13 @@ def _finish(partial: Path, path: Path, etcd_url: str) -> tuple[int, str]:
 
 
 def restore(snapshot: Path, data_dir: Path, *, name: str = "flotilla",
-            peer_url: str = "https://127.0.0.1:2380") -> None:
+            peer_url: str = "https://127.0.0.1:2380", initial_cluster: str = "") -> None:
     """Make `data_dir` an etcd data directory holding the snapshot's state.
 
     `name` and `peer_url` must be the ones the restored etcd will run with
-    (provision/processes.py uses name "flotilla" and its peer port).
+    (provision/processes.py uses name "flotilla" and its peer port). A cluster of several members is
+    restored member by member from the same snapshot, each with its own `name` and `peer_url` and the
+    same `initial_cluster` ("name=peer-url,..." naming them all), as `etcdctl snapshot restore` does.
     """
     if not snapshot.is_file():
         raise FileNotFoundError(f"snapshot {snapshot} does not exist")
@@ -62,7 +64,7 @@ def restore(snapshot: Path, data_dir: Path, *, name: str = "flotilla",
         data_dir.rmdir()
     result = subprocess.run(
         [etcdctl, "snapshot", "restore", str(snapshot), "--data-dir", str(data_dir), "--name", name,
-         "--initial-cluster", f"{name}={peer_url}", "--initial-advertise-peer-urls", peer_url],
+         "--initial-cluster", initial_cluster or f"{name}={peer_url}", "--initial-advertise-peer-urls", peer_url],
         env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"etcdctl snapshot restore failed: {result.stderr.strip() or result.stdout.strip()}")

@@ -173,7 +173,9 @@ def etcd_argv(data_dir: Path, client_port: int, peer_port: int, tls: EtcdTLS | N
     scheme = "https" if tls else "http"
     host = member.address if member else "127.0.0.1"
     client, peer = f"{scheme}://{host}:{client_port}", f"{scheme}://{host}:{peer_port}"
-    listen_client = client + (f",{scheme}://127.0.0.1:{client_port}" if member else "")
+    # A member on a node's address also answers on the node's loopback (its apiserver's and etcdctl's way in).
+    on_loopback = member is not None and not member.address.startswith("127.")
+    listen_client = client + (f",{scheme}://127.0.0.1:{client_port}" if on_loopback else "")
     initial = ",".join(f"{m.name}={scheme}://{m.address}:{peer_port}" for m in cluster) if member else \
         f"flotilla={peer}"
     argv = [

@@ -86,10 +86,14 @@ def save(file: Path, endpoints: str, cluster: str, cacert: str, cert: str, key: 
 @click.option("--name", default="flotilla", show_default=True, help="the restored member's name")
 @click.option("--initial-advertise-peer-urls", "peer_url", default="https://127.0.0.1:2380", show_default=True,
               help="the peer URL the restored etcd runs with (a local cluster's: https://127.0.0.1:12380)")
-def restore(file: Path, data_dir: Path, name: str, peer_url: str) -> None:
+@click.option("--initial-cluster", default="", help="several members: NAME=PEER-URL,... naming every member of the "
+                                                    "new cluster (restore the same snapshot once per member)")
+def restore(file: Path, data_dir: Path, name: str, peer_url: str, initial_cluster: str) -> None:
     """Turn snapshot FILE into an etcd data directory; start etcd on it to recover the cluster."""
+    if initial_cluster and f"{name}={peer_url}" not in initial_cluster.split(","):
+        raise CliError(f"--initial-cluster must name this member as {name}={peer_url}")
     try:
-        etcd_backup.restore(file, data_dir, name=name, peer_url=peer_url)
+        etcd_backup.restore(file, data_dir, name=name, peer_url=peer_url, initial_cluster=initial_cluster)
     except (OSError, RuntimeError) as exc:
         raise CliError(str(exc)) from None
     click.echo(f"Restored {file} into {data_dir}: start etcd with --data-dir {data_dir}")
