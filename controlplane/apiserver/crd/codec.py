@@ -53,12 +53,7 @@ def decode(kind: CustomKind, data: Any, validation: str = codec.WARN) -> tuple[C
     """A request body (a dict) as the envelope, and the warnings to send back."""
     if not isinstance(data, dict):
         raise BadRequest(f"the body of a {kind.kind} must be a JSON object")
-    api_version, kind_name = data.get("apiVersion"), data.get("kind")
-    if api_version and api_version != kind.api_version:
-        raise BadRequest(f"the API version in the data ({api_version}) does not match the expected API version "
-                         f"({kind.api_version})")
-    if kind_name and kind_name != kind.kind:
-        raise BadRequest(f"the kind in the data ({kind_name}) does not match the expected kind ({kind.kind})")
+    codec.check_type_meta(kind, data)
     rest = {k: v for k, v in data.items() if k not in (*_TYPE_META, "metadata")}
     envelope = manifest.from_dict({"metadata": data.get("metadata") or {}}, kind)
     assert isinstance(envelope, CustomResource)

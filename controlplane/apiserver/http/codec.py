@@ -402,6 +402,16 @@ def _drop(data: Any, path: str) -> None:
         node = node[name]
 
 
+def check_type_meta(kind: kinds.Kind, data: dict[str, Any]) -> None:
+    """A body's apiVersion and kind, where given, must be the URL's."""
+    api_version, kind_name = data.get("apiVersion"), data.get("kind")
+    if api_version and api_version != kind.api_version:
+        raise BadRequest(f"the API version in the data ({api_version}) does not match the expected API "
+                         f"version ({kind.api_version})")
+    if kind_name and kind_name != kind.kind:
+        raise BadRequest(f"the kind in the data ({kind_name}) does not match the expected kind ({kind.kind})")
+
+
 def to_object(kind: kinds.Kind, data: Any, validation: str = WARN) -> tuple[Message, list[str]]:
     """A manifest dict as the kind's message, and the warnings to send back.
 
@@ -409,12 +419,7 @@ def to_object(kind: kinds.Kind, data: Any, validation: str = WARN) -> tuple[Mess
     with its path, from proto/manifest.py.
     """
     if isinstance(data, dict):
-        api_version, kind_name = data.get("apiVersion"), data.get("kind")
-        if api_version and api_version != kind.api_version:
-            raise BadRequest(f"the API version in the data ({api_version}) does not match the expected API "
-                             f"version ({kind.api_version})")
-        if kind_name and kind_name != kind.kind:
-            raise BadRequest(f"the kind in the data ({kind_name}) does not match the expected kind ({kind.kind})")
+        check_type_meta(kind, data)
     warnings: list[str] = []
     for _attempt in range(3):
         try:
