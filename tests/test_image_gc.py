@@ -6,24 +6,32 @@ threshold the kubelet's image GC removes unused images least recently used
 first -- the oldest two, exactly enough to get back to the low threshold --
 and never busybox (a running pod's) or the pinned pause image; an image
 younger than the minimum age is kept even when that leaves too little freed,
-which is a FreeDiskSpaceFailed event. Thresholds are validated. The image
+which is a FreeDiskSpaceFailed event. Thresholds are validated. A kubelet whose
+--eviction-hard threshold is crossed reports DiskPressure=True. The image
 filesystem's figures are the test's (a real disk is never that full); the
 images, their removal and the in-use check are containerd's. Needs root.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from client import Client
+from nodeagent.kubelet.diskpressure import Threshold, disk_pressure, parse_eviction_hard
 from nodeagent.kubelet.imagegc import ImageGCManager
+from nodeagent.kubelet.main import parse_args
 from nodeagent.kubelet.runtime import Runtime
 from proto import core_pb2
+from proto.errors import NotFound
 from provision.images.oci import Layer, busybox_layer, import_image, make_image
 from provision.localnode import LocalNode
 from tests.kubelet_support import BUSYBOX, make_pod, node, wait_pod  # noqa: F401 - node: the fixture
 
 CAPACITY = 10**9
+# This node's kubelet keeps less than all of its disk free: DiskPressure, always (the condition's test).
+KUBELET_SETTINGS = {"eviction_hard": {"nodefs.available": "100%"}}
 
 
 class Disk:
@@ -89,3 +97,33 @@ def test_thresholds_are_checked() -> None:
         return 1, 1
     with pytest.raises(ValueError, match="low \\(90\\) <= high \\(80\\)"):
         ImageGCManager(None, high_threshold=80, low_threshold=90, min_age=0, fs_stats=stats)  # type: ignore[arg-type]
+
+
+async def test_a_crossed_eviction_threshold_is_disk_pressure(client: Client, node: LocalNode) -> None:  # noqa: F811
+    async def pressure() -> core_pb2.NodeCondition | None:
+        try:
+            found = await client.get(core_pb2.Node, node.name)
+        except NotFound:
+            return None  # not registered yet
+        return next((c for c in found.status.conditions if c.type == "DiskPressure" and c.status == "True"), None)
+
+    from tests.kubelet_support import eventually
+    condition = await eventually(pressure, what="DiskPressure=True")
+    assert condition.reason == "KubeletHasDiskPressure"
+    assert condition.message == "kubelet has disk pressure: nodefs.available<100%"
+
+
+def test_eviction_thresholds_parse_and_compare(tmp_path: Path) -> None:
+    assert parse_args(["--node-name", "n", "--node-ip", "10.0.0.1", "--eviction-hard",
+                       "nodefs.available<5%,imagefs.available<1Gi,memory.available<100Mi"]).eviction_hard == {
+        "nodefs.available": "5%", "imagefs.available": "1Gi", "memory.available": "100Mi"}
+    assert parse_eviction_hard({"memory.available": "100Mi", "imagefs.available": "1Gi"}) == [
+        Threshold("imagefs.available", "1Gi")]
+    with pytest.raises(ValueError, match=r"nodefs\.available: 'lots' is neither a percentage nor a quantity"):
+        parse_eviction_hard({"nodefs.available": "lots"})
+    with pytest.raises(SystemExit):
+        parse_args(["--node-name", "n", "--node-ip", "10.0.0.1", "--eviction-hard", "nodefs.available=5%"])
+    here = str(tmp_path)
+    assert disk_pressure([Threshold("nodefs.available", "0%")], nodefs=here, imagefs=here) == ""
+    assert disk_pressure([Threshold("imagefs.available", "1000Pi")], nodefs=here, imagefs=here) == \
+        "imagefs.available<1000Pi"

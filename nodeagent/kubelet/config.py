@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from nodeagent.kubelet.diskpressure import DEFAULT_EVICTION_HARD
+
 
 @dataclass
 class KubeletConfig:
@@ -96,6 +98,8 @@ class KubeletConfig:
     image_gc_low_threshold: int = 80
     image_gc_min_age: float = 120.0
     image_gc_period: float = 300.0
+    # Hard eviction thresholds (--eviction-hard): below them the Node reports DiskPressure.
+    eviction_hard: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVICTION_HARD))
     # How often emptyDir usage is measured against sizeLimit (the eviction manager's period).
     eviction_monitoring_period: float = 10.0
 

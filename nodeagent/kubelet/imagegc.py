@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nodeagent.kubelet.diskpressure import existing
 from nodeagent.kubelet.runtime import CRIError, Runtime
 from proto import cri_pb2
 
@@ -51,7 +52,7 @@ def is_pinned(image: cri_pb2.Image) -> bool:
 
 def statvfs_stats(path: str) -> FsStats:
     async def stats() -> tuple[int, int]:
-        st = await asyncio.to_thread(os.statvfs, path)
+        st = await asyncio.to_thread(os.statvfs, existing(path))
         return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
     return stats
 

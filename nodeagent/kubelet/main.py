@@ -22,6 +22,7 @@ from pathlib import Path
 from client.component import Command
 from nodeagent.kubelet import bootstrap
 from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.diskpressure import parse_eviction_hard
 from nodeagent.kubelet.kubelet import Kubelet
 from proto.errors import ApiError
 
@@ -47,6 +48,23 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="image filesystem usage at which unused images are removed (default 85; 100: never)")
     parser.add_argument("--image-gc-low-threshold", type=int, metavar="PERCENT",
                         help="usage image garbage collection frees down to (default 80)")
+    parser.add_argument("--eviction-hard", type=eviction_hard_flag, metavar="SIGNAL<VALUE,...",
+                        help="DiskPressure thresholds: nodefs.available<10%%,imagefs.available<15%%")
+
+
+def eviction_hard_flag(text: str) -> dict[str, str]:
+    """`nodefs.available<10%,imagefs.available<2Gi` as the config's eviction_hard mapping."""
+    found = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        signal, less, value = part.partition("<")
+        if not less or not signal or not value:
+            raise argparse.ArgumentTypeError(f"{part!r}: want SIGNAL<VALUE (nodefs.available<10%)")
+        found[signal.strip()] = value.strip()
+    try:
+        parse_eviction_hard(found)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return found
 
 
 class TLSBootstrapFailed(Exception):
@@ -65,7 +83,7 @@ def kubelet_config(opts: argparse.Namespace) -> KubeletConfig:
                               tls_cert_file=opts.tls_cert_file, tls_private_key_file=opts.tls_private_key_file,
                               client_ca_file=opts.client_ca_file, node_routes=opts.node_routes,
                               image_gc_high_threshold=opts.image_gc_high_threshold,
-                              image_gc_low_threshold=opts.image_gc_low_threshold)
+                              image_gc_low_threshold=opts.image_gc_low_threshold, eviction_hard=opts.eviction_hard)
 
 
 def parse_args(argv: list[str] | None = None) -> KubeletConfig:

@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from client import Client
 from client.retry import update_fresh
 from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.diskpressure import disk_pressure, parse_eviction_hard
 from nodeagent.kubelet.runtime import CRIError, Runtime
 from proto import coordination_pb2, core_pb2
 from proto.errors import AlreadyExists, ApiError, NotFound
@@ -78,6 +79,7 @@ class NodeStatusManager:
         self._last_report = 0.0
         self._last_conditions: dict[str, tuple[str, str]] = {}
         self._node_uid = ""  # the registered Node's: its Lease names it as owner
+        self._disk_thresholds = parse_eviction_hard(config.eviction_hard)
 
     @property
     def name(self) -> str:
@@ -178,6 +180,9 @@ class NodeStatusManager:
         mem_ok = _memory_available_fraction() > 0.05
         if not mem_ok:
             result["MemoryPressure"] = ("True", "KubeletHasInsufficientMemory", "less than 5% of memory available")
+        crossed = disk_pressure(self._disk_thresholds, nodefs=self.config.root_dir, imagefs=self.config.root_dir)
+        if crossed:
+            result["DiskPressure"] = ("True", "KubeletHasDiskPressure", f"kubelet has disk pressure: {crossed}")
         return result
 
     async def report_status(self, *, force: bool = False, stored: core_pb2.Node | None = None) -> None:
