@@ -23,11 +23,12 @@ from client import Client
 from controlplane.apiserver.auth import Attributes, UserInfo
 from controlplane.apiserver.rbac import RBACAuthorizer, default_cluster_role_bindings, default_cluster_roles
 from kctl.main import cli
-from proto import networking_pb2, rbac_pb2
+from proto import core_pb2, networking_pb2, rbac_pb2
 from proto.errors import Invalid
 from proto.wellknown import ANNOTATION_DEFAULT_INGRESS_CLASS
 from provision.processes import ApiServer
 from tests.kubectl_support import kubectl
+from tests.slices_support import create_slices
 
 
 def ingress(name: str, namespace: str, host: str = "a.example", path: str = "/", path_type: str = "Prefix",
@@ -229,3 +230,35 @@ async def test_kctl_creates_the_ingress_kubectl_creates(http_url: str, apiserver
     assert bad.exit_code != 0
     assert "rule a.example=web:80 is invalid and should be in format host/path=svcname:svcport[,tls[=secret]]" \
         in bad.output
+
+
+async def test_kctl_describes_an_ingress_with_its_endpoints(apiserver: ApiServer, namespace: str,
+                                                             client: Client) -> None:
+    svc = core_pb2.Service(api_version="v1", kind="Service")
+    svc.metadata.name, svc.metadata.namespace = "web", namespace
+    svc.spec.ports.add(name="http", port=80, protocol="TCP")
+    await client.create(svc)
+    ep = core_pb2.Endpoints()
+    ep.metadata.name, ep.metadata.namespace = "web", namespace
+    subset = ep.subsets.add()
+    subset.addresses.add(ip="10.244.1.5")
+    subset.ports.add(name="http", port=8080, protocol="TCP")
+    await create_slices(client, ep)
+    ing = ingress("described", namespace, port="http")
+    ing.spec.rules.add(host="b.example").http.paths.add(path="/", path_type="Prefix").backend.service.name = "gone"
+    ing.spec.rules[1].http.paths[0].backend.service.port.number = 80
+    ing.spec.tls.add(hosts=["a.example"], secret_name="a-tls")
+    ing.metadata.annotations["nginx.ingress.kubernetes.io/rewrite-target"] = "/"
+    await client.create(ing)
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["-s", apiserver.address, "-n", namespace,
+                                                              "describe", "ingress", "described"],
+                                     env={"KCTL_CONFIG": "/nonexistent"})
+    assert result.exit_code == 0, result.output
+    lines = [line.rstrip() for line in result.output.splitlines()]
+    assert "Default backend:  <default>" in lines
+    assert "  a-tls terminates a.example" in lines
+    assert any(line.split() == ["/", "web:http", "(10.244.1.5:8080)"] for line in lines), lines
+    assert any(line.split() == ["/", "gone:80", "(<error:", "services", '"gone"', "not", "found>)"]
+               for line in lines), lines
+    assert any(line.split() == ["Annotations:", "nginx.ingress.kubernetes.io/rewrite-target:", "/"]
+               for line in lines), lines

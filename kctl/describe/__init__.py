@@ -1,6 +1,6 @@
 """`kctl describe`: an object as readable sections, ending with its Events.
 
-Pods, nodes, deployments, daemon sets, services, jobs and cron jobs have describers shaped like kubectl's
+Pods, nodes, deployments, daemon sets, services, jobs, cron jobs and ingresses have describers shaped like kubectl's
 (a pod's containers with their state, a node's conditions and the pods it
 runs, a deployment's replica counts and ReplicaSets, a service's ports and
 endpoints); every other kind falls back to its fields as nested key/values.
@@ -21,13 +21,15 @@ from kctl.describe.apps import describe_daemon_set, describe_deployment, describ
 from kctl.describe.batch import describe_cron_job, describe_job
 from kctl.describe.certificates import describe_csr
 from kctl.describe.generic import describe_generic
+from kctl.describe.ingress import Lookup, describe_ingress
 from kctl.describe.networkpolicy import describe_network_policy
 from kctl.describe.nodes import describe_node
 from kctl.describe.pods import describe_pod
 from kctl.describe.section import Section
 from kctl.describe.services import describe_service
-from proto import apps_pb2, batch_pb2, certificates_pb2, core_pb2, kinds, networking_pb2, selectors
+from proto import apps_pb2, batch_pb2, certificates_pb2, core_pb2, discovery_pb2, kinds, networking_pb2, selectors
 from proto.errors import ApiError
+from proto.wellknown import LABEL_SERVICE_NAME
 
 __all__ = ["Section", "describe", "describe_cron_job", "describe_csr", "describe_daemon_set", "describe_deployment",
            "describe_generic", "describe_job", "describe_node", "describe_pod", "describe_service",
@@ -56,6 +58,23 @@ async def _events_for(client: Client, obj: Message, kind: kinds.Kind) -> list[co
     except ApiError:
         return []  # events are a courtesy: describe still shows the object
     return list(found.items)
+
+
+async def _backends_of(client: Client, ing: networking_pb2.Ingress) -> Lookup:
+    """The Services (and their slices) an Ingress names, fetched once each, for its describer."""
+    found: dict[str, tuple[core_pb2.Service | None, list[discovery_pb2.EndpointSlice]]] = {}
+    names = {p.backend.service.name for r in ing.spec.rules for p in r.http.paths if p.backend.HasField("service")}
+    if ing.spec.default_backend.HasField("service"):
+        names.add(ing.spec.default_backend.service.name)
+    for name in names:
+        try:
+            svc: core_pb2.Service | None = await client.get(core_pb2.Service, name, ing.metadata.namespace)
+            slices = await client.list(discovery_pb2.EndpointSlice, ing.metadata.namespace,
+                                       label_selector=f"{LABEL_SERVICE_NAME}={name}")
+            found[name] = (svc, list(slices.items))
+        except ApiError:
+            found[name] = (None, [])
+    return lambda name: found.get(name, (None, []))
 
 
 async def describe(client: Client, kind: kinds.Kind, obj: Message) -> str:
@@ -91,6 +110,8 @@ async def describe(client: Client, kind: kinds.Kind, obj: Message) -> str:
         section = describe_service(obj, ep)
     elif isinstance(obj, networking_pb2.NetworkPolicy):
         section = describe_network_policy(obj)
+    elif isinstance(obj, networking_pb2.Ingress):
+        section = describe_ingress(obj, await _backends_of(client, obj))
     else:
         section = describe_generic(obj, kind)
     events_section(section, await _events_for(client, obj, kind))
