@@ -13,6 +13,7 @@ and lists Ingresses and IngressClasses with kubectl's columns over HTTP.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 
@@ -189,6 +190,18 @@ async def test_kubectl_creates_and_lists_ingresses(http_url: str, namespace: str
     header, row = (await asyncio.to_thread(run, "get", "ingress")).splitlines()
     assert header.split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
     assert row.split()[:5] == ["shop", "none-such", "a.example,b.example", "80,", "443"]
+    # kubectl apply (client-side, a strategic merge patch the second time) changes a rule's backend.
+    applied = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "applied"},
+               "spec": {"ingressClassName": "none-such", "rules": [{"host": "c.example", "http": {"paths": [
+                   {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "v1", "port": {"number": 80}}}}
+               ]}}]}}
+    for version in ("v1", "v2"):
+        applied["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = version  # type: ignore[index]
+        done = await asyncio.to_thread(kubectl, http_url, tmp_path, "-n", namespace, "apply", "-f", "-",
+                                       stdin=json.dumps(applied))
+        assert done.returncode == 0, done.stderr
+    got = await client.get(networking_pb2.Ingress, "applied", namespace)
+    assert got.spec.rules[0].http.paths[0].backend.service.name == "v2"
     name = f"listed-{uuid.uuid4().hex[:6]}"
     await client.create(ingress_class(name))
     try:
