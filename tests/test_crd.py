@@ -179,6 +179,13 @@ def test_kubectl_get_shows_printer_columns_and_defaults(crontabs: str, ns: str, 
     assert obj["apiVersion"] == f"{GROUP}/v1" and obj["kind"] == "CronTab"
     assert obj["spec"] == {"cronSpec": "* * * * */5", "image": "my-awesome-cron-image", "replicas": 1}
     assert obj["metadata"]["generation"] == 1 and obj["metadata"]["uid"]
+    # A second client-side apply is a merge patch (kubectl's choice for custom kinds): a new generation.
+    (tmp_path / "ct.yaml").write_text(yaml.safe_dump(crontab("my-new-cron-object", cronSpec="* * * * */5",
+                                                             image="another-image")))
+    again = kubectl(http_url, tmp_path, "apply", "-n", ns, "-f", str(tmp_path / "ct.yaml"))
+    assert again.returncode == 0 and "configured" in again.stdout, again.stderr
+    obj = json.loads(kubectl(http_url, tmp_path, "get", "ct", "my-new-cron-object", "-n", ns, "-o", "json").stdout)
+    assert obj["spec"]["image"] == "another-image" and obj["metadata"]["generation"] == 2
 
 
 def test_schema_violation_is_refused_naming_the_field(crontabs: str, ns: str, http_url: str, tmp_path: Path,

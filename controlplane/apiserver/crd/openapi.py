@@ -18,6 +18,7 @@ from controlplane.apiserver import openapi
 from controlplane.apiserver.crd.served import SERVED, CustomKind
 from controlplane.apiserver.openapi import machinery
 from controlplane.apiserver.openapi.paths import GroupVersion
+from controlplane.apiserver.patch import STRATEGIC_MERGE_PATCH
 
 Schema = dict[str, Any]
 OBJECT_META = f"{machinery.META}.ObjectMeta"
@@ -74,8 +75,19 @@ def group_versions(names: dict[tuple[str, str], str]) -> dict[str, tuple[dict[st
         builder = GroupVersion(api_version, known)
         for kind in served:
             builder.kind(kind)
+        for item in builder.paths.values():
+            _without_strategic_merge(item)
         found[api_version] = (dict(sorted(builder.paths.items())), schemas)
     return found
+
+
+def _without_strategic_merge(item: dict[str, Any]) -> None:
+    """Custom objects take no strategic merge patch, and kubectl reads that here: a PATCH whose body may be
+    one makes `kubectl apply` send one; without it kubectl sends a merge patch, as to Kubernetes."""
+    operation = item.get("patch")
+    if isinstance(operation, dict):
+        content = operation.get("requestBody", {}).get("content", {})
+        content.pop(STRATEGIC_MERGE_PATCH, None)
 
 
 def register() -> None:
