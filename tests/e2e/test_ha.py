@@ -12,8 +12,8 @@ KUBECONFIG):
   from 2 to 4, the master holding the VIP *and* both leaderships is frozen
   and cut off: the API answers through the VIP again within 5 s, both
   leaderships move within 20 s, no acknowledged write is lost, no pod is
-  duplicated, the Deployment converges; healed, the master's etcd member is
-  healthy again;
+  duplicated, the Deployment converges (4 pods, each bound to a node: the
+  control plane's part); healed, the master's etcd member is healthy again;
 - with two of the three masters frozen and cut off, a write through the VIP
   fails with a clear "no quorum" error (504) within the request timeout and
   stores nothing; one master back, writes resume.
@@ -180,11 +180,14 @@ async def _steer_leaders_to(state: ClusterState, client: Client, node: str) -> N
         await asyncio.sleep(3)
 
 
-async def _deployment_ready(client: Client, name: str, replicas: int) -> bool:
-    d = await client.get(apps_pb2.Deployment, name, "default")
+async def _deployment_placed(client: Client, name: str, replicas: int) -> bool:
+    """The control plane's part of a Deployment converged: `replicas` live pods, each bound to a node, and the
+    ReplicaSet's status agreeing (the kubelets' part, containers running, is not what fails over here)."""
     pods = [p for p in (await client.list(core_pb2.Pod, "default", label_selector=f"app={name}")).items
-            if not p.metadata.deletion_timestamp.seconds and p.status.phase == "Running"]
-    return d.status.ready_replicas == replicas and d.status.updated_replicas == replicas and len(pods) == replicas
+            if not p.metadata.deletion_timestamp.seconds]
+    sets = (await client.list(apps_pb2.ReplicaSet, "default", label_selector=f"app={name}")).items
+    return (len(pods) == replicas and all(p.spec.node_name for p in pods)
+            and sum(rs.status.replicas for rs in sets) == replicas)
 
 
 def test_the_master_holding_the_vip_and_the_leaderships_fails(cluster: Cluster) -> None:
@@ -194,7 +197,7 @@ def test_the_master_holding_the_vip_and_the_leaderships_fails(cluster: Cluster) 
 
     async def scenario() -> None:
         async with client_of(state) as client:
-            await _wait(lambda: _deployment_ready(client, "web", 2), "web with 2 pods", 120)
+            await _wait(lambda: _deployment_placed(client, "web", 2), "web with 2 pods", 120)
             victim = localha.vip_holder(state)
             await _steer_leaders_to(state, client, victim)
             print(f"victim {victim}: VIP and leases {await leaders(client, state)}")
@@ -232,7 +235,7 @@ def test_the_master_holding_the_vip_and_the_leaderships_fails(cluster: Cluster) 
             await asyncio.sleep(2)
             stop.set()
             await asyncio.gather(*writers)
-            converged_by = await _wait(lambda: _deployment_ready(client, "web", 4), "web with 4 pods", 120)
+            converged_by = await _wait(lambda: _deployment_placed(client, "web", 4), "web with 4 pods", 120)
             converged = time.monotonic() - fault
             stored = (await client.list(core_pb2.ConfigMap, "writes")).items
             lost, duplicated = lost_and_duplicated(acked, [c for c in stored if c.metadata.name.startswith("w")],
