@@ -251,6 +251,44 @@ def add_worker(name: str, count: int, kind: str, inventory: str | None, vagrant_
                   f"{len(changed.nodes)} nodes")
 
 
+def _masters_of(chosen: Provider) -> Any:
+    """The provider's side that adds and removes masters (the local one's), or kctl's error saying why not."""
+    if not hasattr(chosen, "add_master"):
+        raise CliError(f"the {chosen.kind} provider cannot add or remove masters of a running cluster")
+    return chosen
+
+
+@cluster.command("add-master")
+@click.option("--name", default=DEFAULTS.name, show_default=True, help="the running cluster (made with --masters 3)")
+@provider_options
+def add_master(name: str, kind: str, inventory: str | None, vagrant_root: str) -> None:
+    """Add a master to a running cluster of several: its etcd member joins, then its control plane and Node."""
+    def add(shown: ConsoleProgress) -> Cluster:
+        chosen = _provider(kind, name=name, inventory=inventory, vagrant_root=vagrant_root)
+        made: Cluster = _masters_of(chosen).add_master(shown)
+        return made
+
+    console, changed, seconds = _changing(add)
+    summary(console, changed, seconds, title=f'cluster "{changed.name}": a master added in {seconds:.1f}s, '
+                                             f"{len(changed.nodes)} nodes")
+
+
+@cluster.command("remove-master")
+@click.argument("node")
+@click.option("--name", default=DEFAULTS.name, show_default=True, help="the running cluster")
+@provider_options
+def remove_master(node: str, name: str, kind: str, inventory: str | None, vagrant_root: str) -> None:
+    """Take the master NODE out of its cluster: its etcd member first, then its daemons, Node and namespace."""
+    def remove(shown: ConsoleProgress) -> Cluster:
+        chosen = _provider(kind, name=name, inventory=inventory, vagrant_root=vagrant_root)
+        made: Cluster = _masters_of(chosen).remove_master(node, shown)
+        return made
+
+    console, changed, seconds = _changing(remove)
+    summary(console, changed, seconds, title=f'cluster "{changed.name}": {node} removed in {seconds:.1f}s, '
+                                             f"{len(changed.nodes)} nodes")
+
+
 def drain_for_removal(timeout: float) -> Callable[[Path, str], None]:
     """`kctl drain NODE --ignore-daemonsets --delete-emptydir-data --force` as the cluster's admin: the node is
     going, so every pod on it goes (evicted: budgets decide when), except DaemonSet pods, which leave with the

@@ -515,3 +515,33 @@ def master_control_plane_argvs(plan: ClusterPlan, node: NodePlan, *, etcd_port: 
             # kube-scheduler's default is to elect; Flotilla's single scheduler does not, several must.
             "scheduler": [*scheduler_argv(plan), "--leader-elect", "true"],
             "controller-manager": controller_manager_argv(plan), "dns": dns_argv(plan, node.address)}
+
+
+def joining_master_files(plan: ClusterPlan, ca: certificates.KeyPair, etcd_ca: certificates.KeyPair,
+                         node: NodePlan) -> Bundle:
+    """What `kctl cluster add-master` writes for a new master of `plan` (which already lists it): the
+    apiserver's and etcd's serving and peer pairs again, naming every master now (the running daemons keep
+    theirs until they restart; the same CAs sign both), and the new node's kubelet pairs and kubeconfig."""
+    files: dict[str, bytes] = {}
+    apiserver = certificates.create_serving_cert(ca, "kube-apiserver", apiserver_names(plan))
+    files[f"{APISERVER}.crt"], files[f"{APISERVER}.key"] = apiserver.cert_pem + ca.cert_pem, apiserver.key_pem
+    names = list(dict.fromkeys(["127.0.0.1", "localhost", plan.master_address, f"{plan.name}-master",
+                                *master_names(plan)]))
+    for name, pair in ((ETCD_SERVER, certificates.create_serving_cert(etcd_ca, "kube-etcd", names)),
+                       (ETCD_PEER, certificates.create_peer_cert(etcd_ca, "kube-etcd-peer", names)),
+                       (f"pki/kubelet-{node.name}", certificates.create_serving_cert(ca, node.name,
+                                                                                    [node.address, node.name]))):
+        files[f"{name}.crt"], files[f"{name}.key"] = pair.cert_pem, pair.key_pem
+    identity = node_identity(node.name)
+    credentials = certificates.create_client_cert(ca, identity.user, identity.groups)
+    doc = clientconfig.kubeconfig(plan.context, plan.https_url, ca.cert_pem, plan.grpc_endpoints,
+                                  client_certificate=credentials.cert_pem, client_key=credentials.key_pem)
+    files[f"kubeconfigs/{identity.name}.conf"] = clientconfig.dump(doc).encode()
+    return Bundle(files)
+
+
+def read_etcd_ca(root: Path) -> certificates.KeyPair | None:
+    cert, key = root / f"{ETCD_CA}.crt", root / f"{ETCD_CA}.key"
+    if cert.exists() and key.exists():
+        return certificates.KeyPair(cert.read_bytes(), key.read_bytes())
+    return None

@@ -72,7 +72,7 @@ from typing import Any
 from client import bootstrap, certificates
 from client.discovery import DiscoveryError, join_node
 from nodeagent.proxy import nft
-from provision import components, localworkers, netns, phases
+from provision import components, localmasters, localworkers, netns, phases
 from provision.images import registry as image_registry
 from provision.images.base import push_node_images
 from provision.localdaemons import SOCKET_ROOT, daemon_specs, node, teardown_node
@@ -245,6 +245,19 @@ class LocalProvider:
         """Drain the worker `node`, delete its Node and remove it from this host (never the master)."""
         with localworkers.changing(localworkers.running_state(self.name)) as state:
             localworkers.remove_worker(state, localworkers.worker(state, node), progress, drain)
+            return self.cluster(state)
+
+    def add_master(self, progress: Progress) -> Cluster:
+        """One more master (etcd member and control plane) on a running cluster of several
+        (provision/localmasters.py)."""
+        with localworkers.changing(localworkers.running_state(self.name)) as state:
+            localmasters.add_master(state, progress, time.monotonic() + self.timeout)
+            return self.cluster(state)
+
+    def remove_master(self, node: str, progress: Progress) -> Cluster:
+        """Take the master `node` out: its etcd member first, then its daemons, Node and namespace."""
+        with localworkers.changing(localworkers.running_state(self.name)) as state:
+            localmasters.remove_master(state, node, progress)
             return self.cluster(state)
 
     def down(self) -> bool:

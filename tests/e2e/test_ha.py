@@ -44,7 +44,7 @@ from proto.errors import ApiError, Timeout
 from provision import components, etcd_members, localha
 from provision.localplan import ClusterState, load_state
 from provision.processes import free_port
-from tests.e2e.test_seed_journey import Cluster, table_rows
+from tests.e2e.test_seed_journey import KCTL, Cluster, table_rows
 from tests.faults.support import Acknowledged, create_until_acknowledged, lost_and_duplicated, report
 
 NAME = "hac"
@@ -361,3 +361,32 @@ async def _wait(check: Callable[[], Awaitable[T | None]], what: str, timeout: fl
             last = err
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def test_a_master_is_added_and_removed(cluster: Cluster) -> None:
+    state = state_of(cluster)
+    added = f"{NAME}-master-4"
+    # add-master: a fourth etcd member joins (member add, then an empty member copying the data), its
+    # control plane and Node follow.
+    cluster.kctl("cluster", "add-master", "--name", NAME, timeout=300)
+    members = table_rows(cluster.kctl("etcd", "member", "list", "--cluster", NAME))
+    assert sorted(m["NAME"] for m in members) == [*MASTERS, added]
+    assert {m["STATUS"] for m in members} == {"started"}
+    nodes = {r["NAME"]: r for r in table_rows(kubectl(cluster, "get", "nodes").stdout)}
+    assert nodes[added]["STATUS"] == "Ready" and nodes[added]["ROLES"] == "control-plane"
+    dns = kubectl(cluster, "get", "endpoints", "kube-dns", "-n", "kube-system", "-o",
+                  "jsonpath={.subsets[0].addresses[*].ip}").stdout.split()
+    assert f"{SUBNET_PREFIX}.14" in dns
+
+    # remove-master: its member leaves the quorum first, then it goes; the cluster keeps writing.
+    cluster.kctl("cluster", "remove-master", added, "--name", NAME, timeout=300)
+    members = table_rows(cluster.kctl("etcd", "member", "list", "--cluster", NAME))
+    assert sorted(m["NAME"] for m in members) == MASTERS
+    assert added not in kubectl(cluster, "get", "nodes").stdout
+    assert not Path("/run/netns", added).exists()
+    kubectl(cluster, "create", "configmap", "after-remove-master")
+    assert state_of(cluster).master_infos() == state.master_infos()
+    # A master the cluster does not have is refused, naming the ones it has.
+    refused = subprocess.run([KCTL, "cluster", "remove-master", "nope", "--name", NAME], env=cluster.env,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "has no master nope" in refused.stderr
