@@ -91,7 +91,8 @@ def structural_errors(schema: Any, path: str) -> Errors:
     return errors
 
 
-def _structural(node: Any, path: str, errors: Errors, *, root: bool = False, in_junctor: bool = False) -> None:
+def _structural(node: Any, path: str, errors: Errors, *, root: bool = False, in_junctor: bool = False,
+                int_or_string_branch: bool = False) -> None:
     if not isinstance(node, dict):
         errors.append((path, "Invalid value: must be an object"))
         return
@@ -105,7 +106,7 @@ def _structural(node: Any, path: str, errors: Errors, *, root: bool = False, in_
                        "Invalid value: false: must be true or undefined"))
     if in_junctor:
         for key in _JUNCTOR_FORBIDDEN:
-            if key in node:
+            if key in node and not (key == "type" and int_or_string_branch):
                 errors.append((f"{path}.{key}", "Forbidden: must not be used inside of a logical junctor"))
     else:
         if kind and kind not in _TYPES:
@@ -137,7 +138,9 @@ def _structural(node: Any, path: str, errors: Errors, *, root: bool = False, in_
         _structural(node["additionalProperties"], f"{path}.additionalProperties", errors, in_junctor=in_junctor)
     for junctor in _JUNCTORS:
         for i, sub in enumerate(node.get(junctor) or []):
-            _structural(sub, f"{path}.{junctor}[{i}]", errors, in_junctor=True)
+            _structural(sub, f"{path}.{junctor}[{i}]", errors, in_junctor=True,
+                        int_or_string_branch=(int_or_string or int_or_string_branch)
+                        and _int_or_string_branch(junctor, sub))
     if isinstance(node.get("not"), dict):
         _structural(node["not"], f"{path}.not", errors, in_junctor=True)
     if "pattern" in node:
@@ -146,6 +149,16 @@ def _structural(node: Any, path: str, errors: Errors, *, root: bool = False, in_
         except re.error as exc:
             errors.append((f"{path}.pattern", f"Invalid value: {_quote(node['pattern'])}: must be a valid regular "
                                               f"expression, but isn't: {exc}"))
+
+
+def _int_or_string_branch(junctor: str, sub: Any) -> bool:
+    """Kubernetes' two int-or-string patterns, where `type` may appear in a junctor:
+    `anyOf: [{type: integer}, {type: string}]`, and that same anyOf inside an allOf."""
+    if not isinstance(sub, dict):
+        return False
+    if junctor == "anyOf":
+        return set(sub) <= {"type"} and sub.get("type") in ("integer", "string")
+    return junctor == "allOf" and "anyOf" in sub
 
 
 # ---------------------------------------------------------------- pruning
