@@ -665,3 +665,53 @@ async def test_without_the_configuration_watch_the_apiserver_reads_them_from_sto
             if isinstance(plugin, generic.Webhooks):
                 await plugin.close()  # their HTTPS connection pools
         await storage.close()
+
+
+EXAMPLE = """\
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: "{name}"
+webhooks:
+- name: "pod-policy.example.com"
+  rules:
+  - apiGroups:   [""]
+    apiVersions: ["v1"]
+    operations:  ["CREATE"]
+    resources:   ["pods"]
+    scope:       "Namespaced"
+  clientConfig:
+    service:
+      namespace: "example-namespace"
+      name: "example-service"
+    caBundle: "{ca_bundle}"
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  timeoutSeconds: {timeout}
+  objectSelector: {{matchLabels: {{never: "{name}"}}}}
+"""
+
+
+async def test_kubectl_applies_explains_and_lists_the_kubernetes_io_example(
+        client: Client, ca_bundle: bytes, installed: list[Config], http_url: str, tmp_path: Path) -> None:
+    """kubernetes.io's ValidatingWebhookConfiguration (an objectSelector added, so no test's pods meet it)."""
+    name = f"pod-policy-{uuid.uuid4().hex[:8]}.example.com"
+    bundle = base64.b64encode(ca_bundle).decode()
+    applied = kubectl(http_url, tmp_path, "apply", "-f", "-",
+                      stdin=EXAMPLE.format(name=name, ca_bundle=bundle, timeout=5))
+    assert applied.returncode == 0, applied.stderr
+    installed.append(await client.get(admissionregistration_pb2.ValidatingWebhookConfiguration, name))
+    applied = kubectl(http_url, tmp_path, "apply", "-f", "-",
+                      stdin=EXAMPLE.format(name=name, ca_bundle=bundle, timeout=7))
+    assert applied.stdout.strip() == f"validatingwebhookconfiguration.admissionregistration.k8s.io/{name} configured"
+    shown = kubectl(http_url, tmp_path, "get", "validatingwebhookconfiguration", name, "-o",
+                    "jsonpath={.webhooks[0].timeoutSeconds} {.webhooks[0].clientConfig.service.port} "
+                    "{.webhooks[0].failurePolicy}")
+    assert shown.stdout == "7 443 Fail"
+    explained = kubectl(http_url, tmp_path, "explain", "validatingwebhookconfiguration.webhooks.sideEffects")
+    assert explained.returncode == 0, explained.stderr
+    assert "None or NoneOnDryRun" in explained.stdout
+    resources = kubectl(http_url, tmp_path, "api-resources", "--api-group=admissionregistration.k8s.io", "-o", "wide")
+    rows = {line.split()[0]: line for line in resources.stdout.splitlines()[1:]}
+    assert set(rows) == {"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}
+    assert all("api-extensions" in row and "false" in row for row in rows.values())

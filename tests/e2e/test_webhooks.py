@@ -99,6 +99,7 @@ def webhook_server(ca: KeyPair) -> list[dict[str, object]]:
          "data": {"nginx.conf": NGINX_CONF}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "webhook-cgi", "namespace": "hooks"},
          "data": {"validate": VALIDATE, "mutate": MUTATE}},
+        # The webhook needs no API access: no service-account token volume.
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "webhook", "namespace": "hooks",
                                                          "labels": {"app": "webhook"}},
          "spec": {"terminationGracePeriodSeconds": 0, "automountServiceAccountToken": False, "containers": [
