@@ -326,6 +326,11 @@ def test_selectors_and_cluster_wide_list(crontabs: str, ns: str, api: k8s.ApiCli
     assert [o["metadata"]["name"] for o in by_label["items"]] == ["b"]
     by_name = objects.list_cluster_custom_object(GROUP, "v1", "crontabs", field_selector="metadata.name=a")
     assert [(o["metadata"]["name"], o["metadata"]["namespace"]) for o in by_name["items"]] == [("a", ns)]
+    deleted = objects.delete_collection_namespaced_custom_object(GROUP, "v1", ns, "crontabs",
+                                                                 label_selector="tier=web")
+    assert [o["metadata"]["name"] for o in deleted["items"]] == ["a"]
+    left = objects.list_namespaced_custom_object(GROUP, "v1", ns, "crontabs")
+    assert [o["metadata"]["name"] for o in left["items"]] == ["b"]
 
 
 def test_oversized_object_is_refused(crontabs: str, ns: str, api: k8s.ApiClient) -> None:
