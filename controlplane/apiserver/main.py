@@ -32,7 +32,7 @@ from aiohttp import web
 
 from client.api import SERVER_OPTIONS
 from client.component import Command, until_stopped
-from controlplane.apiserver import encryption, storagemigration
+from controlplane.apiserver import cacher, encryption, storagemigration
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
@@ -97,6 +97,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="seconds of etcd history to keep; 0 disables compaction")
     parser.add_argument("--bookmark-interval", type=float, default=30.0,
                         help="seconds of quiet before a watch gets a BOOKMARK")
+    parser.add_argument("--watch-cache", default=True, type=_boolean,
+                        help="serve lists and watches from the watch cache (one etcd watch per resource); "
+                             "false: from etcd, one etcd watch per client watch")
+    parser.add_argument("--watch-cache-size", type=int, default=cacher.DEFAULT_CAPACITY,
+                        help="changes kept per resource: a watch resuming from further back is told 410 Gone")
     parser.add_argument("--audit-log-path", default="", help="one JSON line per write and per read of a Secret (0600)")
     parser.add_argument("--audit-log-maxsize", type=int, default=100, help="MiB before the audit log rotates")
     parser.add_argument("--audit-log-maxbackup", type=int, default=5, help="rotated audit files to keep")
@@ -110,6 +115,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 def _names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"must be true or false, not {value!r}")
+    return value.lower() == "true"
 
 
 def _ports(value: str) -> list[int]:
@@ -160,6 +171,8 @@ def check_options(opts: argparse.Namespace) -> None:
     """Refuse configurations that would expose the API without protection."""
     if not (opts.listen or opts.secure_listen or opts.token_listen or opts.https_listen or opts.http_listen):
         opts.listen = "127.0.0.1:6443"
+    if opts.watch_cache and opts.watch_cache_size < 1:
+        raise SystemExit("flotilla-apiserver: --watch-cache-size must be at least 1 (or --watch-cache=false)")
     for plaintext in (opts.listen, opts.http_listen):
         if plaintext:
             require_loopback(plaintext)
@@ -257,7 +270,7 @@ def open_storage(opts: argparse.Namespace) -> Storage:
 
 async def serve(opts: argparse.Namespace) -> None:
     storage = open_storage(opts)
-    registry = Registry(storage)
+    registry = Registry(storage, watch_cache_size=opts.watch_cache_size if opts.watch_cache else 0)
     configure_admission(registry, opts)  # a mistyped plugin name stops the start before anything is touched
     await storage.connect()
     # Objects stored by an older Flotilla (before Kubernetes' field numbers) are rewritten once, before
@@ -327,6 +340,8 @@ async def serve(opts: argparse.Namespace) -> None:
             await runner.cleanup()
         for task in background:
             task.cancel()
+        if registry.cacher is not None:
+            await registry.cacher.stop()
         await storage.close()
 
 

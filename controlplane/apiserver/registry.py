@@ -24,7 +24,6 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
@@ -32,6 +31,7 @@ from google.protobuf.message import Message
 from controlplane.apiserver import admission, pagination, strategies
 from controlplane.apiserver.allocators import ServiceAllocator
 from controlplane.apiserver.auth import Attributes
+from controlplane.apiserver.cacher import Cacher, Event, NotFresh
 from controlplane.apiserver.memory import MemoryStore
 from controlplane.apiserver.storage import Change, Storage, Stored, prefix_end
 from controlplane.apiserver.strategies.core import bind
@@ -63,13 +63,6 @@ _CONFLICT_RETRIES = 16
 Commit = Callable[[], Awaitable[Message]]
 
 
-@dataclass(frozen=True)
-class Event:
-    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
-    object: bytes
-    revision: int
-
-
 def _key(kind: kinds.Kind, namespace: str, name: str) -> bytes:
     if kind.namespaced:
         return f"/registry/{kind.storage_resource}/{namespace}/{name}".encode()
@@ -94,8 +87,12 @@ def _now_seconds() -> int:
 class Registry:
     """Object semantics over Storage, for every kind in proto/kinds.py."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, *, watch_cache_size: int = 0) -> None:
+        """`watch_cache_size`: events kept per resource by the watch cache (cacher/); 0 serves every list and
+        watch from etcd, as the apiserver did before it (`--watch-cache=false`)."""
         self.storage = storage
+        self.cacher = (Cacher(storage, decode=self.decode, encode=self._with_version, capacity=watch_cache_size)
+                       if watch_cache_size > 0 else None)
         self.memory = MemoryStore()  # metrics.k8s.io reports (kinds with in_memory=True)
         self._namespaces = admission.NamespaceLifecycle(self._stored_namespace)
         self.admission = admission.new_chain(
@@ -218,11 +215,13 @@ class Registry:
 
     async def list(self, kind: kinds.Kind, namespace: str, label_selector: str = "",
                    field_selector: str = "", limit: int = 0, continue_token: str = "", *,
-                   skip_unreadable: bool = False) -> tuple[list[bytes], int, str, int]:
+                   skip_unreadable: bool = False, resource_version: str = "") -> tuple[list[bytes], int, str, int]:
         """(encoded items, revision, continue token, remaining count) for one page.
 
         Items come back encoded: a list is the apiserver's biggest job, and the
-        stored bytes need no decoding unless a selector must look inside.
+        stored bytes need no decoding unless a selector must look inside. The watch
+        cache answers first pages (resourceVersion "" consistent, "0" any, N not
+        older than N); etcd answers continue tokens and whatever the cache cannot.
         """
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector)
@@ -231,6 +230,10 @@ class Registry:
             return [o.SerializeToString() for o in found], self.memory.version, "", 0
         if limit < 0:
             raise BadRequest("limit must not be negative")
+        if self.cacher is not None and not continue_token and self.cacher.cacheable(kind):
+            with contextlib.suppress(NotFresh):
+                return await self.cacher.resource(kind).list(
+                    namespace if kind.namespaced else "", labels, fields, limit, resource_version)
         selective = not (labels.empty() and fields.empty())
         prefix = _prefix(kind, namespace)
         end = prefix_end(prefix)
@@ -527,18 +530,20 @@ class Registry:
         fields = parse_field_selector(field_selector)
         if kind.in_memory:
             raise BadRequest(f"{kind.qualified_resource} cannot be watched: they are polled reports")
+        cache = self.cacher.resource(kind) if self.cacher is not None and self.cacher.cacheable(kind) else None
+        start = None if resource_version in ("", "0") else self._watch_start(resource_version)
+        if cache is not None and (start is None or not await cache.predates(start)):
+            async for served in cache.watch(
+                    namespace if kind.namespaced else "", resource_version, labels, fields, bookmark_interval, start):
+                yield served
+            return
         prefix = _prefix(kind, namespace)
         if resource_version in ("", "0"):
             items, revision, _, _ = await self.list(kind, namespace, label_selector, field_selector)
             for raw in items:
                 yield Event("ADDED", raw, revision)
         else:
-            try:
-                revision = int(resource_version)
-            except ValueError:
-                raise BadRequest(f'invalid resource version "{resource_version}"') from None
-            if not 0 <= revision < 2**63 - 1:  # etcd revisions are int64 and the watch starts at revision + 1
-                raise BadRequest(f'invalid resource version "{resource_version}"')
+            revision = self._watch_start(resource_version)
             current = await self.storage.revision()
             if revision > current:
                 # A version from the future (another cluster, a typo) would wait forever: Kubernetes answers 504.
@@ -576,6 +581,16 @@ class Registry:
                 next_change.cancel()
                 await asyncio.gather(next_change, return_exceptions=True)
             await changes.aclose()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _watch_start(resource_version: str) -> int:
+        try:
+            revision = int(resource_version)
+        except ValueError:
+            raise BadRequest(f'invalid resource version "{resource_version}"') from None
+        if not 0 <= revision < 2**63 - 1:  # etcd revisions are int64 and the watch starts at revision + 1
+            raise BadRequest(f'invalid resource version "{resource_version}"')
+        return revision
 
     def _to_event(self, kind: kinds.Kind, change: Change, labels: LabelSelector,
                   fields: FieldSelector) -> Event | None:

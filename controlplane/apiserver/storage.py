@@ -315,6 +315,18 @@ class Storage:
 
     # ---------------------------------------------------------------- watch
 
+    def _change(self, event: Any) -> Change:
+        """A raw etcd watch event (mvccpb.Event) as a Change, its values opened."""
+        kv = event.kv
+        return Change(type="DELETE" if event.type == 1 else "PUT", key=kv.key,  # mvccpb.Event.DELETE
+                      value=self._open(kv.key, kv.value or b""),
+                      previous=self._open(kv.key, event.prev_kv.value) if event.HasField("prev_kv") else b"",
+                      revision=int(kv.mod_revision))
+
+    def watch_stream(self, prefix: bytes, start_revision: int) -> WatchStream:
+        """A watch of `prefix` from `start_revision` on its own stream, able to ask etcd for progress."""
+        return WatchStream(self, prefix, start_revision)
+
     async def _check_not_compacted(self, prefix: bytes, start_revision: int) -> None:
         """Raise Gone if history from `start_revision` is gone.
 
@@ -359,6 +371,74 @@ class Storage:
             raise Unavailable(f"etcd watch failed: {exc}") from None
         finally:
             await watch.cancel()
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """What one etcd watch response carried: changes in revision order, and the revision the stream is known
+    complete up to (`progress`: the header revision of an empty response etcd sends when asked for progress;
+    0 when the response carried events)."""
+
+    changes: list[Change]
+    progress: int = 0
+
+
+class WatchStream:
+    """One etcd watch on its own gRPC stream, for the apiserver's watch cache (cacher/).
+
+    Unlike `Storage.watch` (aetcd's shared stream), it can ask etcd for progress
+    (WatchProgressRequest): etcd answers on this stream with its current revision,
+    which is how a cache learns it has caught up with etcd even when nothing under
+    its prefix changed (Kubernetes' RequestWatchProgress). On etcd 3.4 before
+    3.4.25 that answer travels apart from the events (etcd-io/etcd#15220), so an
+    event written just before the request may arrive just after its answer; the
+    cache never moves its revision backwards because of it.
+    """
+
+    def __init__(self, storage: Storage, prefix: bytes, start_revision: int) -> None:
+        self._storage = storage
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._requests.put_nowait(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+            key=prefix, range_end=prefix_end(prefix), start_revision=start_revision, prev_kv=True)))
+        self.start_revision = start_revision
+        self._call: Any = None
+
+    async def _outgoing(self) -> AsyncIterator[Any]:
+        while True:
+            request = await self._requests.get()
+            if request is None:
+                return
+            yield request
+
+    def request_progress(self) -> None:
+        self._requests.put_nowait(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+
+    async def batches(self) -> AsyncIterator[WatchBatch]:
+        """Responses as batches; Gone when the start revision is compacted, Unavailable when the stream breaks."""
+        etcd = self._storage._etcd
+        self._call = rpc.WatchStub(etcd.channel).Watch(self._outgoing(), metadata=etcd.metadata)
+        try:
+            async for response in self._call:
+                if response.compact_revision:
+                    raise Gone(f"too old resource version: {self.start_revision - 1} "
+                               f"(compacted below {response.compact_revision})")
+                if response.canceled:
+                    raise Unavailable(f"etcd cancelled the watch: {response.cancel_reason}")
+                if response.created:
+                    continue
+                if not response.events:
+                    yield WatchBatch([], int(response.header.revision))
+                    continue
+                yield WatchBatch([self._storage._change(event) for event in response.events])
+        except grpc.RpcError as err:
+            raise Unavailable(f"etcd watch failed: {err.details() or err.code()}") from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._requests.put_nowait(None)
+        if self._call is not None:
+            self._call.cancel()
 
 
 async def compact_forever(storage: Storage, interval: float) -> None:
