@@ -532,7 +532,7 @@ class Registry:
             raise BadRequest(f"{kind.qualified_resource} cannot be watched: they are polled reports")
         cache = self.cacher.resource(kind) if self.cacher is not None and self.cacher.cacheable(kind) else None
         start = None if resource_version in ("", "0") else self._watch_start(resource_version)
-        if cache is not None and (start is None or not await cache.predates(start)):
+        if cache is not None and await cache.serves_watch(start):
             async for served in cache.watch(
                     namespace if kind.namespaced else "", resource_version, labels, fields, bookmark_interval, start):
                 yield served

@@ -33,6 +33,7 @@ buffer, is told 410 Gone and lists again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +52,10 @@ DEFAULT_CAPACITY = 10_000  # events kept per resource (--watch-cache-size)
 FRESH_TIMEOUT = 3.0  # how long a read waits for the cache to catch up before going to etcd (Kubernetes: 3 s)
 _LIST_CHUNK = 10_000
 _RETRY = 0.5
+# etcd 3.4 (before 3.4.25) answers a progress request with its current revision even while a new watch is still
+# replaying its backlog (etcd-io/etcd#15220), so answers in a new stream's first moments are not believed (etcd
+# replays an unsynced watch's backlog every 100 ms); readers waiting meanwhile ask again.
+_UNSYNCED = 0.5
 
 
 class NotFresh(Exception):
@@ -98,10 +103,11 @@ class ResourceCache:
                     must_list = True
                     continue
                 self._stream = self.storage.watch_stream(self.prefix, self.cache.revision + 1)
+                trusted_from = time.monotonic() + _UNSYNCED
                 async for batch in self._stream.batches():
                     for change in batch.changes:
                         self._dispatch(self.cache.apply(change))
-                    if batch.progress:
+                    if batch.progress and time.monotonic() >= trusted_from:
                         self._progress_asked = False
                         self.cache.advance(batch.progress)
                     self._wake_readers()
@@ -158,7 +164,11 @@ class ResourceCache:
     # ---------------------------------------------------------------- freshness
 
     async def wait_ready(self) -> None:
-        await asyncio.wait_for(self.ready.wait(), FRESH_TIMEOUT * 10)
+        """Until the first list is in; NotFresh if it takes too long (etcd away): the caller reads etcd."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), FRESH_TIMEOUT * 10)
+        except TimeoutError:
+            raise NotFresh(f"{self.kind.resource} cache not filled yet") from None
 
     async def wait_fresh(self, revision: int, timeout: float = FRESH_TIMEOUT) -> None:
         """Until the cache has everything up to `revision`, asking etcd for progress; NotFresh past `timeout`."""
@@ -196,13 +206,16 @@ class ResourceCache:
             return self.cache.revision
 
     async def reached(self, revision: int) -> None:
-        """A read at resourceVersion N: wait for the cache to reach N; 504 if etcd has not."""
+        """A read at resourceVersion N: wait for the cache to reach N; 504 if etcd has not, or it does not."""
         if self.cache.revision >= revision:
             return
         current = await self.storage.revision()
         if revision > current:
             raise Timeout(f"Too large resource version: {revision}, current: {current}")
-        await self.wait_fresh(revision)
+        try:
+            await self.wait_fresh(revision)
+        except NotFresh:
+            raise Timeout(f"Too large resource version: {revision}, current: {self.cache.revision}") from None
 
     # ---------------------------------------------------------------- lists
 
@@ -225,12 +238,16 @@ class ResourceCache:
 
     # ---------------------------------------------------------------- watchers
 
-    async def predates(self, revision: int) -> bool:
-        """Whether a watch from `revision` asks for history from before this cache listed — history it never
-        held, rather than history its buffer let go. A client resuming across an apiserver restart does: the
-        registry serves it from etcd while etcd keeps that history, instead of telling it 410 Gone."""
-        await self.wait_ready()
-        return revision < self.listed_revision
+    async def serves_watch(self, start: int | None) -> bool:
+        """Whether this cache serves a watch from `start` (None: from now). Not one asking for history from
+        before the cache listed — history it never held, rather than history its buffer let go: a client
+        resuming across an apiserver restart does, and the registry serves it from etcd while etcd keeps that
+        history instead of telling it 410 Gone. Nor any while the cache cannot fill (etcd away)."""
+        try:
+            await self.wait_ready()
+        except NotFresh:
+            return False
+        return start is None or start >= self.listed_revision
 
     def _add(self, watcher: CacheWatcher) -> None:
         self._watchers.add(watcher)
@@ -253,7 +270,8 @@ class ResourceCache:
         await self.wait_ready()
         if start is None:
             if resource_version != "0":
-                await self.wait_fresh(await self.storage.revision())
+                with contextlib.suppress(NotFresh):  # a watch may start a little behind: its events follow
+                    await self.wait_fresh(await self.storage.revision())
             start_at = self.cache.revision
             watcher = CacheWatcher(namespace=namespace, labels=labels, fields=fields, start_revision=start_at,
                                    max_pending=self._max_pending)
