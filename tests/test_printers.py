@@ -54,6 +54,8 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
     "CronJob": ["Name", "Schedule", "Timezone", "Suspend", "Active", "Last Schedule", "Age", "*Containers", "*Images",
                 "*Selector"],
     "Lease": ["Name", "Holder", "Age"],
+    "MutatingWebhookConfiguration": ["Name", "Webhooks", "Age"],
+    "ValidatingWebhookConfiguration": ["Name", "Webhooks", "Age"],
     "CertificateSigningRequest": ["Name", "Age", "SignerName", "Requestor", "RequestedDuration", "Condition"],
     "HorizontalPodAutoscaler": ["Name", "Reference", "Targets", "MinPods", "MaxPods", "Replicas", "Age"],
     "ResourceQuota": ["Name", "Age", "Request", "Limit"],
