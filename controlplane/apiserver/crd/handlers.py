@@ -31,6 +31,7 @@ from aiohttp import web
 from google.protobuf.message import Message
 
 from controlplane.apiserver import fieldmanager, patch
+from controlplane.apiserver.admission import warning_header
 from controlplane.apiserver.auth import UserInfo
 from controlplane.apiserver.crd import codec as crd_codec
 from controlplane.apiserver.crd import openapi as crd_openapi
@@ -73,7 +74,6 @@ class CustomResourceHandlers:
                                    f"({kind.resource})")
         response: web.StreamResponse = await handler(request, user, info, kind, namespace)
         if warnings and not response.prepared:
-            from controlplane.apiserver.admission import warning_header
             for text in warnings:
                 response.headers.add("Warning", warning_header(text))
         return response
@@ -278,7 +278,6 @@ class CustomResourceHandlers:
 
 def json_response_bytes(body: bytes, status: int = 200, warnings: builtins.list[str] | None = None) -> web.Response:
     response = web.Response(status=status, body=body, content_type=codec.JSON)
-    from controlplane.apiserver.admission import warning_header
     for text in warnings or ():
         response.headers.add("Warning", warning_header(text))
     return response
