@@ -169,6 +169,23 @@ def test_an_endpoints_change_keeps_the_shape_and_the_slots() -> None:
     assert len(many.slots["shop_web_80"]) == 16 and many.shape != before.shape  # more slots: a reload
 
 
+@pytest.mark.skipif(not shutil.which(HAPROXY), reason=f"{HAPROXY} is not installed")
+async def test_an_ingress_haproxy_cannot_carry_is_left_out_and_the_rest_still_loads(tmp_path: Path) -> None:
+    good = ingress("good", [("a.example", "/", "Prefix", "web", 80)])
+    quoted = ingress("quoted", [("b.example", "/it's", "Prefix", "web", 80)], created=1)
+    broken = ingress("broken", [("c.example", "/api(", "ImplementationSpecific", "web", 80)], created=2,
+                     annotations={routes.USE_REGEX: "true"})
+    header = ingress("header", [("a.example", "/", "Prefix", "web", 80)], created=3,
+                     annotations={routes.CANARY: "true", routes.CANARY_BY_HEADER: "X) bad"})
+    model = build([good, quoted, broken, header], [service("web", {"": 80})], [])
+    assert [r.host for r in model.routes if r.source != routes.CATCH_ALL] == ["a.example"]
+    assert len(model.problems) == 3, model.problems
+    settings = config.Settings(tmp_path / "ingress", "127.0.0.1", free_port(), free_port())
+    proxy = Haproxy(settings)
+    proxy.prepare()
+    await proxy.check(proxy.write(config.render(model, settings), {}))  # haproxy -c accepts it
+
+
 # ---------------------------------------------------------------- a real haproxy
 
 needs_haproxy = pytest.mark.skipif(not shutil.which(HAPROXY), reason=f"{HAPROXY} is not installed")

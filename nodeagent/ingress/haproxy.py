@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 HAPROXY = "/usr/sbin/haproxy"
 _PR_SET_PDEATHSIG = 1
+START_TIMEOUT = 10.0  # seconds for a new haproxy's worker to be up
 
 
 class HaproxyError(Exception):
@@ -121,13 +122,22 @@ class Haproxy:
                 stdout=out, stderr=out, preexec_fn=_die_with_parent)
         finally:
             os.close(out)
-        # A master that cannot bind its ports exits at once: say so now rather than at the next reload.
-        try:
-            await asyncio.wait_for(self.process.wait(), 0.5)
-        except TimeoutError:
+        # Ready once its worker answers on the admin socket (its listeners are bound by then); a
+        # master that cannot bind its ports exits instead: say so now rather than at the next reload.
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT
+        while self.running and asyncio.get_running_loop().time() < deadline:
+            try:
+                await self.runtime("show info")
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
             log.info("haproxy started (pid %d), listening on %s:%d and :%d", self.process.pid,
                      self.settings.bind_address, self.settings.http_port, self.settings.https_port)
             return
+        if self.running:
+            said = self._log.read_bytes()[-500:].decode(errors="replace").strip()
+            await self.stop()  # which removes the state directory, the log with it
+            raise HaproxyError(f"haproxy did not answer on its admin socket within {START_TIMEOUT:.0f} s: {said}")
         raise HaproxyError(f"haproxy exited with {self.process.returncode} at start; see {self._log}")
 
     async def apply(self, rendered: Rendered, certificates: dict[str, bytes]) -> None:

@@ -51,6 +51,7 @@ CANARY_BY_HEADER_VALUE = NGINX + "canary-by-header-value"
 # Path kinds after reading pathType and annotations.
 EXACT, PREFIX, REGEX = "Exact", "Prefix", "Regex"
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9_-]+")  # header names haproxy's req.hdr() takes as they are
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,23 @@ def _path_kind(path: networking_pb2.HTTPIngressPath, regex: bool) -> tuple[str, 
     return PREFIX, path.path.rstrip("/")
 
 
+def unservable(path: str, kind: str, rewrite: str) -> str:
+    """Why haproxy cannot carry this path (or rewrite) in its configuration; "" if it can.
+
+    Paths and rewrites go into haproxy.cfg in single quotes, which hold anything but a quote or
+    a line break; a regex must compile. One such Ingress must not keep every other from loading.
+    """
+    for text in (path, rewrite):
+        if "'" in text or any(c in text for c in "\r\n\0"):
+            return f"{text!r} holds a quote or a line break"
+    if kind == REGEX:
+        try:
+            re.compile(path)
+        except re.error as exc:
+            return f"{path!r} is not a regular expression ({exc})"
+    return ""
+
+
 def _host_rank(host: str) -> int:
     return 2 if not host else 1 if host.startswith("*.") else 0
 
@@ -243,11 +261,19 @@ def build(ingresses: Iterable[networking_pb2.Ingress], services: ServiceLookup, 
         for rule in ing.spec.rules:
             for http_path in rule.http.paths:
                 kind, path = _path_kind(http_path, regex)
+                why = unservable(path, kind, rewrite)
+                if why:
+                    problems.append(f"{source}: path left out: {why}")
+                    continue
                 backend = backend_of(namespace, http_path.backend)
                 if is_canary:
-                    canary = Canary(backend, weight=_weight(notes.get(CANARY_WEIGHT, "0")),
-                                    header=notes.get(CANARY_BY_HEADER, ""),
-                                    header_value=notes.get(CANARY_BY_HEADER_VALUE, ""))
+                    header, value = notes.get(CANARY_BY_HEADER, ""), notes.get(CANARY_BY_HEADER_VALUE, "")
+                    if not _HEADER_NAME.fullmatch(header or "x") or unservable(value, PREFIX, ""):
+                        problems.append(f"{source}: {CANARY_BY_HEADER} {header!r} left out: not a header name "
+                                        "(or its value holds a quote)")
+                        header, value = "", ""
+                    canary = Canary(backend, weight=_weight(notes.get(CANARY_WEIGHT, "0")), header=header,
+                                    header_value=value)
                     canaries.append((ing, rule.host, kind, path, canary))
                     continue
                 redirect = redirect_all or (rule.host in tls_hosts and _is_true(notes, SSL_REDIRECT, True))
