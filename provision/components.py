@@ -488,6 +488,10 @@ def control_plane_argvs(plan: ClusterPlan) -> Mapping[str, list[str]]:
 # ---------------------------------------------------------------- several masters (kubeadm's stacked etcd)
 
 API_VIP_LEASE = "flotilla-api-vip"  # kube-system Lease whose holder announces the API's virtual IP
+# The scheduler's and controller manager's Leases with several masters: a standby takes over 10 s after its
+# leader's master is lost (Kubernetes' 15 s, plus the VIP's own fail-over, came to ~22 s on a loaded box).
+LEADER_TIMINGS = ("--leader-elect-lease-duration", "10s", "--leader-elect-renew-deadline", "8s",
+                  "--leader-elect-retry-period", "1s")
 
 
 def etcd_members(plan: ClusterPlan) -> tuple[EtcdMember, ...]:
@@ -513,8 +517,9 @@ def master_control_plane_argvs(plan: ClusterPlan, node: NodePlan, *, etcd_port: 
            *(a for m in etcd_members(plan) if m.name != node.name for a in ("--peer", m.address))]
     return {"apiserver": apiserver_argv(plan, listen_host="0.0.0.0", etcd_servers=servers), "api-vip": vip,
             # kube-scheduler's default is to elect; Flotilla's single scheduler does not, several must.
-            "scheduler": [*scheduler_argv(plan), "--leader-elect", "true"],
-            "controller-manager": controller_manager_argv(plan), "dns": dns_argv(plan, node.address)}
+            "scheduler": [*scheduler_argv(plan), "--leader-elect", "true", *LEADER_TIMINGS],
+            "controller-manager": [*controller_manager_argv(plan), *LEADER_TIMINGS],
+            "dns": dns_argv(plan, node.address)}
 
 
 def joining_master_files(plan: ClusterPlan, ca: certificates.KeyPair, etcd_ca: certificates.KeyPair,

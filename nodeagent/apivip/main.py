@@ -12,7 +12,7 @@ apiserver dies, its etcd member loses the quorum or the whole master stops,
 its renewals stop: it withdraws the address once it has not renewed for the
 renew deadline, and another master takes the Lease after the lease duration
 and announces the address (sub-second for the neighbours, by the gratuitous
-ARP). The timings are short (3 s lease, 0.5 s retry): the API is back at the
+ARP). The timings are short (2.5 s lease, 2 s renew deadline, 0.4 s retry): the API is back at the
 VIP a few seconds after its holder is lost, where the scheduler's and
 controller manager's 15 s Leases guard against acting twice, not against
 downtime.
@@ -66,11 +66,11 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="another master's address (repeatable): the last resort holds the VIP only while "
                         "none of their apiservers answers")
     parser.add_argument("--lease", default="flotilla-api-vip", help="the kube-system Lease the masters contend for")
-    parser.add_argument("--lease-duration", type=parse_duration, default=3.0,
+    parser.add_argument("--lease-duration", type=parse_duration, default=2.5,
                         help="how long a silent holder keeps the VIP before another master takes it")
     parser.add_argument("--renew-deadline", type=parse_duration, default=2.0,
                         help="how long the holder tries to renew before it withdraws the VIP")
-    parser.add_argument("--retry-period", type=parse_duration, default=0.5, help="between renewals")
+    parser.add_argument("--retry-period", type=parse_duration, default=0.4, help="between renewals")
 
 
 COMMAND = Command("flotilla-api-vip", __doc__, flags=add_flags, errors=(LookupError,))
