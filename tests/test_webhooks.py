@@ -37,7 +37,9 @@ from google.protobuf.message import Message
 from client import Client
 from client.certificates import create_ca, create_serving_cert
 from controlplane.apiserver.admission.webhook import generic, matching, review
+from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import Attributes, UserInfo
+from controlplane.apiserver.endpoints import Endpoints
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.storage import Storage
 from proto import admissionregistration_pb2, core_pb2, kinds, manifest, selectors
@@ -715,3 +717,41 @@ async def test_kubectl_applies_explains_and_lists_the_kubernetes_io_example(
     rows = {line.split()[0]: line for line in resources.stdout.splitlines()[1:]}
     assert set(rows) == {"mutatingwebhookconfigurations", "validatingwebhookconfigurations"}
     assert all("api-extensions" in row and "false" in row for row in rows.values())
+
+
+async def test_the_audit_record_says_which_webhook_failed_open_and_which_mutated(
+        etcd: Etcd, server: WebhookServer, ca_bundle: bytes, tmp_path: Path) -> None:
+    storage = Storage(etcd.url)
+    await storage.connect()
+    endpoints = Endpoints(Registry(storage), audit=AuditLog(tmp_path / "audit.log"))
+    admin = UserInfo("admin", ("system:masters",))
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await endpoints.create(admin, kinds.resolve("namespaces"), "", manifest.from_dict(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"webhook-test": name}}}))
+    created = [
+        await endpoints.create(admin, kinds.resolve("validatingwebhookconfigurations"), "", configuration(
+            "ValidatingWebhookConfiguration", f"audited-{name}", webhook(
+                "gone.webhooks.flotilla.dev", f"https://127.0.0.1:{free_port()}/x", ca_bundle,
+                resources=["configmaps"], failurePolicy="Ignore", **in_namespace(name)))),
+        await endpoints.create(admin, kinds.resolve("mutatingwebhookconfigurations"), "", configuration(
+            "MutatingWebhookConfiguration", f"audited-{name}", webhook(
+                "labels.webhooks.flotilla.dev", server.url("/mutate-add-label"), ca_bundle,
+                resources=["configmaps"], **in_namespace(name))))]
+    try:
+        stored_cm = await endpoints.create(admin, kinds.resolve("configmaps"), name, config_map("audited", name))
+        assert stored_cm.metadata.labels[MUTATED_LABEL] == "true"  # type: ignore[attr-defined]
+        record = json.loads((tmp_path / "audit.log").read_text().splitlines()[-1])
+        assert (record["name"], record["result"]) == ("audited", "OK")
+        # Keyed by the webhook's index among all configurations (others' may sort before these).
+        annotations = record["annotations"]
+        assert "gone.webhooks.flotilla.dev" in [v for k, v in annotations.items()
+                                                if k.startswith("failed-open.validating.webhook.admission.k8s.io/")]
+        assert {"configuration": f"audited-{name}", "webhook": "labels.webhooks.flotilla.dev", "mutated": True} in [
+            json.loads(v) for k, v in annotations.items() if k.startswith("mutation.webhook.admission.k8s.io/")]
+    finally:
+        for config in created:
+            await endpoints.registry.delete(kinds.for_message(config), "", config.metadata.name)  # type: ignore[attr-defined]
+        for plugin in endpoints.registry.admission.plugins:
+            if isinstance(plugin, generic.Webhooks):
+                await plugin.close()
+        await storage.close()
