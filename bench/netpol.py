@@ -100,7 +100,8 @@ def compile_all(index: ClusterIndex, items: list[networking_pb2.NetworkPolicy]) 
     compiled = {f"{p.metadata.namespace}/{p.metadata.name}": compiler.compile_policy(p, index, NODE, cache)
                 for p in items}
     layer = compiler.pod_layer(compiled, index)
-    return compiled, compiler.full_table([*(compiled[k].fragment for k in sorted(compiled)), layer])
+    peers = compiler.peer_layer(compiler.peer_specs(compiled).values(), index)
+    return compiled, compiler.full_table([peers, *(compiled[k].fragment for k in sorted(compiled)), layer])
 
 
 def bench_full(nodes: int, netns: str, items: list[networking_pb2.NetworkPolicy]) -> tuple[float, float, int, float]:
@@ -130,6 +131,8 @@ def bench_changes(netns: str, items: list[networking_pb2.NetworkPolicy], rounds:
     compiled, text = compile_all(index, items)
     nft.apply_sync(text, netns=netns)
     layer = compiler.pod_layer(compiled, index)
+    specs = compiler.peer_specs(compiled)
+    peers = compiler.peer_layer(specs.values(), index)
     changed = {f"{p.metadata.namespace}/{p.metadata.name}": p for p in policies(variant=3)}
     times = []
     for r in range(rounds):
@@ -144,11 +147,13 @@ def bench_changes(netns: str, items: list[networking_pb2.NetworkPolicy], rounds:
         new_layer = layer
         if (old.ingress_targets, old.egress_targets) != (new.ingress_targets, new.egress_targets):
             new_layer = compiler.pod_layer(compiled, index)
-        transaction = compiler.diff([(old.fragment, new.fragment), (layer, new_layer)])
+        new_specs = compiler.peer_specs(compiled)
+        new_peers = compiler.update_peer_layer(peers, specs, new_specs, set(), index)
+        transaction = compiler.diff([(peers, new_peers), (old.fragment, new.fragment), (layer, new_layer)])
         assert transaction, key
         nft.apply_sync(transaction, netns=netns)
         times.append(time.perf_counter() - started)
-        layer = new_layer
+        layer, specs, peers = new_layer, new_specs, new_peers
     return times
 
 

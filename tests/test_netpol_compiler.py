@@ -4,7 +4,8 @@ Given a small cluster (pods on two nodes, two namespaces), each story checks
 the exact chains, sets and elements node n1 gets: selector peers become one
 set of pod IPs per rule, an ipBlock's except an interval set, a named port a
 set of (pod IP . protocol . its own number), endPort a range; policies that
-select none of n1's pods cost nothing; pods isolated by the same policies share
+select none of n1's pods cost nothing; selector peers are sets shared by every
+rule selecting alike; pods isolated by the same policies share
 one chain; a change is one transaction that never deletes what is still
 named; the output does not depend on the order things were seen in. Where nft
 and root are at hand, the table loads into a scratch network namespace.
@@ -77,29 +78,39 @@ WEB = {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"
 
 
 def test_a_policy_compiles_to_peer_sets_named_ports_and_ranges() -> None:
-    compiled = compiler.compile_policy(policy("web", WEB), cluster(), NODE)
+    web = policy("web", WEB)
+    compiled = compiler.compile_policy(web, cluster(), NODE)
     assert compiled.ingress_targets == compiled.egress_targets == {"shop/web-1"}
+    # Selector peers are shared sets named after what selects: the same selectors, the same set.
+    clients, ops = (compiler.peer_spec(peer, "shop").name for peer in list(getattr(web.spec.ingress[0], "from"))[:2])
+    same = getattr(policy("other", WEB).spec.ingress[0], "from")[0]  # another policy, the same selector
+    assert compiler.peer_spec(same, "shop").name == clients != compiler.peer_spec(same, "ops").name
+    assert set(compiled.peers) == {clients, ops}
     frag = compiled.fragment
+    block = "ip saddr 192.168.0.0/16 ip saddr != 192.168.1.0/24"
+    port = "ip daddr . meta l4proto . th dport @ingress/shop/web/0/port0"
     assert frag.chains == {
         "ingress/shop/web": (
-            "ip saddr @ingress/shop/web/0/peers meta l4proto tcp th dport 9000-9100 accept",
-            "ip saddr 192.168.0.0/16 ip saddr != 192.168.1.0/24 meta l4proto tcp th dport 9000-9100 accept",
-            "ip saddr @ingress/shop/web/0/peers ip daddr . meta l4proto . th dport @ingress/shop/web/0/port0 accept",
-            "ip saddr 192.168.0.0/16 ip saddr != 192.168.1.0/24 "
-            "ip daddr . meta l4proto . th dport @ingress/shop/web/0/port0 accept"),
+            f"ip saddr @{clients} meta l4proto tcp th dport 9000-9100 accept",
+            f"ip saddr @{ops} meta l4proto tcp th dport 9000-9100 accept",
+            f"{block} meta l4proto tcp th dport 9000-9100 accept",
+            f"ip saddr @{clients} {port} accept",
+            f"ip saddr @{ops} {port} accept",
+            f"{block} {port} accept"),
         "egress/shop/web": (
             "meta l4proto udp th dport 53 accept",
             "meta l4proto tcp th dport 53 accept",
             "ip daddr . meta l4proto . th dport @egress/shop/web/1/port0 accept"),
     }
     assert frag.elements == {
-        # the client (the finished pod is left out) and every pod of a namespace labelled team=ops
-        "ingress/shop/web/0/peers": {"10.1.0.3": "", "10.1.1.9": ""},
         # "http" is 8080 on web-1, the only selected pod of n1
         "ingress/shop/web/0/port0": {"10.1.0.2 . tcp . 8080": ""},
         # egress to "http" of the web pods: each pod's own number
         "egress/shop/web/1/port0": {"10.1.0.2 . tcp . 8080": "", "10.1.1.2 . tcp . 8081": ""},
     }
+    # The client (the finished pod is left out), and every pod of a namespace labelled team=ops.
+    assert compiler.peer_layer(compiled.peers.values(), cluster()).elements == {
+        clients: {"10.1.0.3": ""}, ops: {"10.1.1.9": ""}}
     many = policy("many", {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
         "cidr": "10.0.0.0/8", "except": [f"10.{i}.0.0/16" for i in range(1, 6)]}}]}]})
     excepts = compiler.compile_policy(many, cluster(), NODE).fragment  # more than four: an interval set
@@ -139,7 +150,8 @@ def test_the_output_does_not_depend_on_the_order_things_were_seen_in() -> None:
     def table(index: ClusterIndex, order: list[networking_pb2.NetworkPolicy]) -> str:
         compiled = {f"shop/{p.metadata.name}": compiler.compile_policy(p, index, NODE) for p in order}
         fragments = [compiled[key].fragment for key in sorted(compiled)]
-        return compiler.full_table([*fragments, compiler.pod_layer(compiled, index)])
+        peers = compiler.peer_layer([p for c in compiled.values() for p in c.peers.values()], index)
+        return compiler.full_table([peers, *fragments, compiler.pod_layer(compiled, index)])
 
     assert table(first, policies) == table(second, list(reversed(policies)))
 
@@ -156,7 +168,7 @@ def test_a_change_adds_before_it_deletes() -> None:
     flushed = lines.index("flush chain ip t ingress/shop/web")
     deleted = lines.index("delete chain ip t ingress/shop/web")
     assert moved < flushed < deleted
-    assert lines.index("delete set ip t ingress/shop/web/0/peers") > deleted
+    assert lines.index("delete set ip t ingress/shop/web/0/port0") > deleted
     assert compiler.diff([(web.fragment, web.fragment)]) == ""
 
 
@@ -199,9 +211,11 @@ def test_the_table_and_a_change_load_into_the_kernel(scratch_netns: str) -> None
         listed = ["ip", "netns", "exec", scratch_netns, "nft", "list", "table", "ip", compiler.TABLE]
         return subprocess.run(listed, capture_output=True, text=True, check=True).stdout
 
-    loaded = nft(compiler.full_table([web.fragment, deny.fragment, both]))
+    peers = compiler.peer_layer(web.peers.values(), index)
+    loaded = nft(compiler.full_table([peers, web.fragment, deny.fragment, both]))
     assert "chain ingress/shop/web {" in loaded and "10.1.0.2 : goto pods-ingress-" in loaded
     changed = nft(compiler.diff([(web.fragment, Fragment()), (both, only_deny)]))
+    assert "set peers-" in changed  # the shared peer sets stay while the layer names them
     assert "ingress/shop/web" not in changed and "chain ingress/shop/deny {" in changed
-    again = nft(compiler.full_table([deny.fragment, only_deny]))  # a full sync replaces what is there
+    again = nft(compiler.full_table([peers, deny.fragment, only_deny]))  # a full sync replaces what is there
     assert again == changed

@@ -23,6 +23,7 @@ import pytest
 
 from client import Client
 from client.retry import update_fresh
+from nodeagent.netpol import compiler
 from nodeagent.netpol.controller import NetworkPolicyController
 from proto import core_pb2, manifest, networking_pb2
 from tests.test_netpol_compiler import scratch_netns as scratch_netns
@@ -87,21 +88,26 @@ async def test_the_table_follows_policies_pods_and_namespaces(client: Client, na
     await asyncio.sleep(0.5)
     assert table(netns) == ""  # no policy: no table, nothing in any packet's path
 
-    await client.create(policy("web", namespace, {
+    made = await client.create(policy("web", namespace, {
         "podSelector": {"matchLabels": {"app": "web"}},
         "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}},
                               {"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
                      "ports": [{"port": "http"}]}]}))
     await until(lambda: "10.66.0.2 : goto pods-ingress-" in table(netns), "web isolated")
-    peers = f"set ingress/{namespace}/web/0/peers"
-    assert "10.66.1.3" in table(netns).split(peers)[1].split("}")[0]
+    clients, team_ops = (compiler.peer_spec(peer, namespace).name
+                    for peer in getattr(made.spec.ingress[0], "from"))
+
+    def peers(name: str) -> str:
+        """The IPs of shared peer set `name`."""
+        return table(netns).split(f"set {name} {{", 1)[-1].split("}")[0]
+    assert "10.66.1.3" in peers(clients) and "10.66.1.4" not in peers(clients)
     assert "10.66.0.2 . tcp . 8080" in table(netns)  # the named port, resolved on web
 
     # The stranger becomes a client: only the peer set changes.
     def relabel(pod: core_pb2.Pod) -> None:
         pod.metadata.labels["role"] = "client"
     await update_fresh(client, core_pb2.Pod, "stranger", namespace, relabel)
-    await until(lambda: "10.66.1.4" in table(netns).split(peers)[1].split("}")[0], "stranger among the peers")
+    await until(lambda: "10.66.1.4" in peers(clients), "stranger among the peers")
 
     # A second web pod on this node is isolated too; one in a namespace labelled team=ops becomes a peer.
     await running_pod(client, namespace, "web-2", NODE, "10.66.0.5", {"app": "web"})
@@ -114,7 +120,7 @@ async def test_the_table_follows_policies_pods_and_namespaces(client: Client, na
     def label_ops(ns: core_pb2.Namespace) -> None:
         ns.metadata.labels["team"] = "ops"
     await update_fresh(client, core_pb2.Namespace, ops.metadata.name, "", label_ops)
-    await until(lambda: "10.66.2.7" in table(netns).split(peers)[1].split("}")[0], "the ops namespace's pod a peer")
+    await until(lambda: "10.66.2.7" in peers(team_ops), "the ops namespace's pod a peer")
 
     # A policy selecting none of this node's pods adds nothing; deleting the last one removes the table.
     await client.create(policy("others", namespace, {"podSelector": {"matchLabels": {"role": "client"}}}))

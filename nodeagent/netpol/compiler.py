@@ -25,14 +25,16 @@ specifies. Same-node pod-to-pod packets cross the bridge and reach the forward
 hook through br_netfilter; replies and established flows pass on conntrack, so
 a policy change never cuts a connection it already let through.
 
-Peers are sets: the IPs of the pods a rule's selector peers pick (in the policy's
-namespace, or in the namespaces a namespaceSelector picks). An ipBlock is its
-CIDR in the rule, its `except` CIDRs plain `!=` comparisons beside it (up to
-four; more go into an interval set, `!= @set`: every set is one more kernel
-object for each transaction to look up). A named port is resolved per pod: for
-ingress against the selected pods of this node (a set of pod IP . protocol .
-port), for egress against the destination pods (the same set shape, which then
-names the peers too). Only
+Selector peers are sets of pod IPs shared by every rule that selects alike
+(`peers-<digest of the selectors>`, Calico's IP sets): pods of the policy's
+namespace, or of the namespaces a namespaceSelector picks. A pod joining them is
+one element, however many policies name the set, and 1,000 policies whose peers
+select the same pods hold one copy. An ipBlock is its CIDR in the rule, its
+`except` CIDRs plain `!=` comparisons beside it (up to four; more go into an
+interval set: every set is one more kernel object for each transaction to look
+up). A named port is resolved per pod: for ingress against the selected pods of
+this node (a set of pod IP . protocol . port), for egress against the
+destination pods (the same set shape, which then names the peers too). Only
 policies selecting a pod of this node are compiled; the others cost nothing.
 
 The unit is the proxy's `Fragment` (its chains, sets and elements); `diff` turns
@@ -83,6 +85,81 @@ class Compiled:
     fragment: Fragment = field(default_factory=Fragment)
     ingress_targets: frozenset[str] = frozenset()  # pod keys
     egress_targets: frozenset[str] = frozenset()
+    peers: dict[str, PeerSpec] = field(default_factory=dict)  # the shared peer sets its rules name, by set name
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """A selector peer as a set of pod IPs, shared by every rule that names the same pods.
+
+    `namespace` is the policy's own namespace when the peer has no namespaceSelector
+    ("" when it has one); the set's name is a digest of what selects, so two policies
+    whose peers select alike share one set, and a pod joining it is one element.
+    """
+
+    name: str
+    namespace: str
+    namespaces: LabelSelector | None
+    pods: LabelSelector
+
+    def matches(self, info: PodInfo, namespace_labels: Mapping[str, str]) -> bool:
+        if self.namespaces is None:
+            in_scope = info.namespace == self.namespace
+        else:
+            in_scope = self.namespaces.matches(namespace_labels)
+        return in_scope and self.pods.matches(info.label_map())
+
+
+def peer_spec(peer: networking_pb2.NetworkPolicyPeer, namespace: str) -> PeerSpec:
+    by_namespace = peer.HasField("namespace_selector")
+    what = b"\0".join((b"" if by_namespace else namespace.encode(),
+                       peer.namespace_selector.SerializeToString(deterministic=True) if by_namespace else b"-",
+                       peer.pod_selector.SerializeToString(deterministic=True) if peer.HasField("pod_selector")
+                       else b"*"))
+    return PeerSpec(f"peers-{hashlib.sha1(what).hexdigest()[:20]}", "" if by_namespace else namespace,
+                    from_message(peer.namespace_selector) if by_namespace else None,
+                    from_message(peer.pod_selector) if peer.HasField("pod_selector") else EVERYTHING)
+
+
+def spec_pods(spec: PeerSpec, index: ClusterIndex) -> list[PodInfo]:
+    """The pods a peer set holds."""
+    namespaces = [spec.namespace] if spec.namespaces is None else index.select_namespaces(spec.namespaces)
+    return [info for ns in namespaces for info in index.select_pods(ns, spec.pods)]
+
+
+def peer_layer(specs: Iterable[PeerSpec], index: ClusterIndex) -> Fragment:
+    """The shared peer sets, filled: one set of pod IPs per distinct selector peer."""
+    out = Fragment()
+    for spec in sorted(specs, key=lambda s: s.name):
+        add_peer_set(out, spec, index)
+    return out
+
+
+def add_peer_set(out: Fragment, spec: PeerSpec, index: ClusterIndex) -> None:
+    out.sets[spec.name] = "type ipv4_addr;"
+    out.elements[spec.name] = dict.fromkeys(_sorted_ips(p.ip for p in spec_pods(spec, index)), "")
+
+
+def update_peer_layer(applied: Fragment, applied_specs: Mapping[str, PeerSpec], specs: Mapping[str, PeerSpec],
+                      dirty: set[str], index: ClusterIndex) -> Fragment:
+    """`applied` with the sets no longer named dropped, new ones added and `dirty` ones refilled.
+
+    What did not change is shared with `applied` (the same element dicts), so `diff`
+    passes over it at once.
+    """
+    layer = Fragment(sets=dict(applied.sets), elements=dict(applied.elements))
+    for name in set(applied_specs) - set(specs):
+        layer.sets.pop(name, None)
+        layer.elements.pop(name, None)
+    for name, spec in specs.items():
+        if name not in applied_specs or name in dirty:
+            add_peer_set(layer, spec, index)
+    return layer
+
+
+def peer_specs(compiled: Mapping[str, Compiled]) -> dict[str, PeerSpec]:
+    """Every shared peer set the compiled policies name."""
+    return {name: spec for c in compiled.values() for name, spec in c.peers.items()}
 
 
 # Peer pods are looked up once per (namespace, peer) in a pass over many policies.
@@ -144,13 +221,14 @@ EGRESS = _Direction("egress", "daddr")
 
 def _compile_rule(out: Fragment, base: str, direction: _Direction, ports: Sequence[networking_pb2.NetworkPolicyPort],
                   peers: Sequence[networking_pb2.NetworkPolicyPeer], namespace: str, targets: Sequence[PodInfo],
-                  index: ClusterIndex, cache: PeerCache | None) -> list[str]:
-    """The rules of one ingress/egress rule; sets it needs go into `out`."""
+                  index: ClusterIndex, cache: PeerCache | None, peer_sets: dict[str, PeerSpec]) -> list[str]:
+    """The rules of one ingress/egress rule; sets of its own go into `out`, shared peer sets into `peer_sets`."""
     addr = f"ip {direction.peer_address}"
     peer_matches: list[str] = []
     selected: list[PodInfo] = []
     blocks: list[tuple[ipaddress.IPv4Network, list[ipaddress.IPv4Network]]] = []
-    has_selector = False
+    selector_matches: list[str] = []
+    rule_specs: dict[str, PeerSpec] = {}
     for j, peer in enumerate(peers):
         if peer.HasField("ip_block"):
             block = _ipv4_block(peer.ip_block)
@@ -169,14 +247,12 @@ def _compile_rule(out: Fragment, base: str, direction: _Direction, ports: Sequen
                 match += f" {addr} != @{name}"
             peer_matches.append(match)
         else:
-            has_selector = True
-            selected += peer_pods(peer, namespace, index, cache)
-    if has_selector:
-        name = nft_name(f"{base}/peers")
-        out.sets[name] = "type ipv4_addr;"
-        for ip in _sorted_ips(p.ip for p in selected):
-            out.add_element(name, ip, "")
-        peer_matches.insert(0, f"{addr} @{name}")
+            spec = peer_spec(peer, namespace)
+            rule_specs[spec.name] = spec
+            selector_matches.append(f"{addr} @{spec.name}")
+            if direction is EGRESS and any(p.HasField("port") and not p.port.isdigit() for p in ports):
+                selected += peer_pods(peer, namespace, index, cache)
+    peer_matches = list(dict.fromkeys(selector_matches)) + peer_matches
     if not peers:
         peer_matches = [""]
     elif not peer_matches:
@@ -217,10 +293,8 @@ def _compile_rule(out: Fragment, base: str, direction: _Direction, ports: Sequen
     if not ports:
         port_matches = [""]
     rules = [" ".join(filter(None, (peer, port, "accept"))) for peer in peer_matches for port in port_matches] + rules
-    peers_set = nft_name(f"{base}/peers")
-    if has_selector and not any(f"@{peers_set} " in rule for rule in rules):
-        del out.sets[peers_set]  # only egress named ports used the peers, through their own set
-        out.elements.pop(peers_set, None)
+    # Egress rules with named ports only name their destinations through their own set.
+    peer_sets.update({name: spec for name, spec in rule_specs.items() if any(f"@{name} " in r for r in rules)})
     return rules
 
 
@@ -247,7 +321,8 @@ def compile_policy(policy: networking_pb2.NetworkPolicy, index: ClusterIndex, no
         lines: list[str] = []
         for i, rule in enumerate(rules):
             lines += _compile_rule(compiled.fragment, f"{chain}/{i}", direction, list(rule.ports),
-                                   list(getattr(rule, peers_field)), namespace, targets, index, cache)
+                                   list(getattr(rule, peers_field)), namespace, targets, index, cache,
+                                   compiled.peers)
         compiled.fragment.chains[chain] = tuple(lines)
         if direction is INGRESS:
             compiled.ingress_targets = keys
@@ -354,6 +429,8 @@ def diff(changes: Iterable[tuple[Fragment, Fragment]], *, table: str = TABLE) ->
         declare += [f"add chain {t} {name}" for name in new.chains if name not in old.chains]
         for name in sorted(set(old.elements) | set(new.elements)):
             before, after = old.elements.get(name, {}), new.elements.get(name, {})
+            if before is after:
+                continue  # layers copied from the applied one share what did not change
             if name in old.sets and name not in new.sets:
                 continue  # the set goes as a whole
             gone = [k for k, v in before.items() if after.get(k) != v]

@@ -12,8 +12,10 @@ waits in the queue behind them and the queue keeps one copy of it.
 
 Most pod events are status updates that change nothing policies look at (IP,
 labels, node, named ports): the index compares and stops there. A pod that
-does change is checked against each policy's selectors (its target selector
-and its peers'), not against every pod: work per event is O(policies).
+does change refills the shared peer sets whose selectors it matches (before or
+after), and recompiles only the policies it is a target of (or, through
+egress named ports, a resolved destination of): work per event is one check
+per distinct peer selector and per policy, never per pod.
 
 The first key is `full-sync`: once the caches are warm the whole table is
 written in one transaction, so rules an earlier run left are replaced too; a
@@ -45,33 +47,31 @@ APPLY = "apply"
 
 @dataclass(frozen=True)
 class _Watch:
-    """Which pods may change a policy's compiled form: its targets, and the pods its peers could pick."""
+    """Which pods may change a policy's own compiled form (peer sets are shared, and kept apart).
+
+    Its targets (the pods of this node it selects) always; its peers only where an
+    egress rule resolves named ports on them, which puts their IPs in a set of its own.
+    """
 
     namespace: str
     targets: LabelSelector
-    peers: tuple[tuple[LabelSelector | None, LabelSelector], ...]  # (namespace selector or own namespace, pods)
-    namespaced_peers: bool  # some peer selects namespaces by label
+    peers: tuple[compiler.PeerSpec, ...]  # the peers of egress rules with named ports
+    namespaced_peers: bool  # one of those selects namespaces by label
     any_pod: bool  # egress named ports over any destination or ipBlocks: every pod may matter
 
 
 def _watch(policy: networking_pb2.NetworkPolicy) -> _Watch:
     spec = policy.spec
-    peers: list[tuple[LabelSelector | None, LabelSelector]] = []
+    peers: list[compiler.PeerSpec] = []
     any_pod = False
-    rules = [(list(getattr(r, "from")), list(r.ports)) for r in spec.ingress]
-    rules += [(list(r.to), list(r.ports)) for r in spec.egress]
-    for rule_peers, ports in rules:
-        named = any(p.HasField("port") and not p.port.isdigit() for p in ports)
-        if named and (not rule_peers or any(p.HasField("ip_block") for p in rule_peers)):
+    for rule in spec.egress:
+        if not any(p.HasField("port") and not p.port.isdigit() for p in rule.ports):
+            continue
+        if not rule.to or any(p.HasField("ip_block") for p in rule.to):
             any_pod = True
-        for peer in rule_peers:
-            if peer.HasField("ip_block"):
-                continue
-            pods = from_message(peer.pod_selector) if peer.HasField("pod_selector") else compiler.EVERYTHING
-            namespaces = from_message(peer.namespace_selector) if peer.HasField("namespace_selector") else None
-            peers.append((namespaces, pods))
+        peers += [compiler.peer_spec(p, policy.metadata.namespace) for p in rule.to if not p.HasField("ip_block")]
     return _Watch(policy.metadata.namespace, from_message(spec.pod_selector), tuple(peers),
-                  any(ns is not None for ns, _ in peers), any_pod)
+                  any(p.namespaces is not None for p in peers), any_pod)
 
 
 class NetworkPolicyController(Controller):
@@ -94,6 +94,10 @@ class NetworkPolicyController(Controller):
         self.index = ClusterIndex()
         self.compiled: dict[str, compiler.Compiled] = {}  # what the kernel holds, per policy key
         self.pod_layer = compiler.pod_layer({}, self.index)
+        # The shared peer sets the compiled policies name, and the layer holding them in the kernel.
+        self.peer_specs: dict[str, compiler.PeerSpec] = {}
+        self.peer_layer = compiler.Fragment()
+        self.dirty_peers: set[str] = set()  # peer sets whose pods may have changed
         self.watches: dict[str, _Watch] = {}
         self.dirty: set[str] = set()  # policy keys to recompile at the next apply
         self.pods_changed = False  # a pod of this node changed: the pod layer may differ
@@ -127,6 +131,11 @@ class NetworkPolicyController(Controller):
         if self.node_name in (getattr(old, "node", None), getattr(info, "node", None)):
             self.pods_changed = True
         self.dirty |= {policy for policy, watch in self.watches.items() if self._touches(watch, old, info)}
+        for was in (old, info):
+            if was is not None:
+                namespace_labels = self.index.namespaces.get(was.namespace, {})
+                self.dirty_peers |= {name for name, spec in self.peer_specs.items()
+                                     if spec.matches(was, namespace_labels)}
         self.queue.add(APPLY)
 
     def _touches(self, watch: _Watch, *infos: PodInfo | None) -> bool:
@@ -135,16 +144,12 @@ class NetworkPolicyController(Controller):
                 continue
             if watch.any_pod:
                 return True
-            labels = info.label_map()
-            if info.namespace == watch.namespace and info.node == self.node_name and watch.targets.matches(labels):
+            if (info.namespace == watch.namespace and info.node == self.node_name
+                    and watch.targets.matches(info.label_map())):
                 return True
-            for namespaces, pods in watch.peers:
-                if namespaces is None:
-                    in_scope = info.namespace == watch.namespace
-                else:
-                    in_scope = namespaces.matches(self.index.namespaces.get(info.namespace, {}))
-                if in_scope and pods.matches(labels):
-                    return True
+            namespace_labels = self.index.namespaces.get(info.namespace, {})
+            if any(peer.matches(info, namespace_labels) for peer in watch.peers):
+                return True
         return False
 
     def sync_namespace(self, name: str) -> None:
@@ -154,6 +159,7 @@ class NetworkPolicyController(Controller):
             return
         self.index.set_namespace(name, labels)
         self.dirty |= {policy for policy, watch in self.watches.items() if watch.namespaced_peers}
+        self.dirty_peers |= {name for name, spec in self.peer_specs.items() if spec.namespaces is not None}
         self.queue.add(APPLY)
 
     # ------------------------------------------------------------ the kernel
@@ -169,21 +175,25 @@ class NetworkPolicyController(Controller):
         """Write the whole table from the caches (or remove it when there is no policy)."""
         started = time.perf_counter()
         self.dirty.clear()
+        self.dirty_peers.clear()
         self.pods_changed = False
         self._fill_index()
         policies = {key_of(p): p for p in self.policies.store.list()}
         cache: compiler.PeerCache = {}
         compiled = {key: compiler.compile_policy(p, self.index, self.node_name, cache) for key, p in policies.items()}
         layer = compiler.pod_layer(compiled, self.index)
+        specs = compiler.peer_specs(compiled)
+        peers = compiler.peer_layer(specs.values(), self.index)
         self.full_needed = True  # until the transaction is in
         if policies:
             fragments = [compiled[key].fragment for key in sorted(compiled)]
-            await nft.apply(compiler.full_table([*fragments, layer], table=self.table), netns=self.netns)
+            await nft.apply(compiler.full_table([peers, *fragments, layer], table=self.table), netns=self.netns)
         else:
             await nft.apply(compiler.delete_table(table=self.table), netns=self.netns)
         self.full_needed = False
         self.table_present = bool(policies)
         self.compiled, self.pod_layer = compiled, layer
+        self.peer_specs, self.peer_layer = specs, peers
         self.watches = {key: _watch(p) for key, p in policies.items()}
         log.info("network policies: %d in the cluster, %d isolating pods of this node; table written in %.3f s",
                  len(policies), sum(1 for c in compiled.values() if c.fragment.chains),
@@ -197,6 +207,8 @@ class NetworkPolicyController(Controller):
             return
         if not self.table_present:
             self.dirty.clear()
+            self.dirty_peers.clear()
+            self.pods_changed = False
             return
         dirty, self.dirty = self.dirty, set()
         cache: compiler.PeerCache = {}
@@ -218,7 +230,10 @@ class NetworkPolicyController(Controller):
         layer = self.pod_layer
         if targets_changed or self.pods_changed:
             layer = compiler.pod_layer(compiled, self.index)
-        changes.append((self.pod_layer, layer))
+        specs = compiler.peer_specs(compiled) if dirty else self.peer_specs
+        peers = compiler.update_peer_layer(self.peer_layer, self.peer_specs, specs, self.dirty_peers, self.index)
+        # Peer sets first: new ones must exist before the rules naming them, and go only after them.
+        changes = [(self.peer_layer, peers), *changes, (self.pod_layer, layer)]
         transaction = compiler.diff(changes, table=self.table)
         try:
             await nft.apply(transaction, netns=self.netns)
@@ -226,6 +241,8 @@ class NetworkPolicyController(Controller):
             self.full_needed = True  # start again from the caches: the kernel holds the old state
             raise
         self.compiled, self.pod_layer = compiled, layer
+        self.peer_specs, self.peer_layer = specs, peers
+        self.dirty_peers = set()
         self.pods_changed = False
         if transaction:
             log.debug("network policies: %d recompiled, %d lines committed", len(dirty), transaction.count("\n"))
