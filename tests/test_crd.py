@@ -355,6 +355,18 @@ def test_deleting_a_namespace_deletes_its_custom_objects(crontabs: str, ns: str,
     wait_for(emptied, "the namespace's CronTabs to be deleted")
 
 
+def test_deeply_nested_object_is_refused(crontabs: str, ns: str, api: k8s.ApiClient) -> None:
+    nested: dict[str, Any] = {}
+    node = nested
+    for _ in range(300):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(ApiException) as err:
+        custom(api).create_namespaced_custom_object(GROUP, "v1", ns, "crontabs", crontab("deep", extra=nested))
+    assert err.value.status == 400 and "nested too deeply" in message(err.value)
+    assert custom(api).list_namespaced_custom_object(GROUP, "v1", ns, "crontabs")["items"] == []
+
+
 # ---------------------------------------------------------------- bad CRDs
 
 

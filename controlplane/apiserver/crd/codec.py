@@ -29,6 +29,7 @@ from proto.errors import BadRequest
 from proto.kinds import Kind
 
 _TYPE_META = ("apiVersion", "kind")
+MAX_DEPTH = 128  # levels of objects and arrays in a custom object's content
 
 
 def to_dict(obj: CustomResource, kind: CustomKind) -> dict[str, Any]:
@@ -55,6 +56,7 @@ def decode(kind: CustomKind, data: Any, validation: str = codec.WARN) -> tuple[C
         raise BadRequest(f"the body of a {kind.kind} must be a JSON object")
     codec.check_type_meta(kind, data)
     rest = {k: v for k, v in data.items() if k not in (*_TYPE_META, "metadata")}
+    _check_depth(rest)
     envelope = manifest.from_dict({"metadata": data.get("metadata") or {}}, kind)
     assert isinstance(envelope, CustomResource)
     warnings = _prune(kind, rest, validation)
@@ -81,6 +83,18 @@ def _prune(kind: CustomKind, content: dict[str, Any], validation: str) -> list[s
         raise BadRequest(f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: strict '
                          f"decoding error: {fields}")
     return [f'unknown field "{path}"' for path in dropped] if validation == codec.WARN else []
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse objects nested deeper than MAX_DEPTH, before anything is stored: orjson (every answer,
+    list and watch event) encodes at most 254 levels, so a deeper object would be stored and never served."""
+    level = [value]
+    for _depth in range(MAX_DEPTH + 1):
+        level = [child for node in level if isinstance(node, dict | list)
+                 for child in (node.values() if isinstance(node, dict) else node)]
+        if not level:
+            return
+    raise BadRequest(f"the object is nested too deeply: more than {MAX_DEPTH} levels")
 
 
 def store(envelope: CustomResource, kind: CustomKind, content: dict[str, Any]) -> None:
