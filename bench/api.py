@@ -54,6 +54,7 @@ import aetcd
 import orjson
 from aetcd import rpc
 
+from bench import api_watchers
 from bench.api_http import HttpApi, ends_of_table, object_path, route_cost_us
 from client import Client
 from controlplane.apiserver.storage import prefix_end
@@ -334,6 +335,8 @@ HTTP_NEAR_GRPC_RATE = Goal("http >= 0.8x grpc", lambda row: row.http_ratio >= 0.
 HTTP_LIST_2X = Goal("http <= 2x grpc", lambda row: row.http_ratio <= 2)
 HTTP_WATCH_2X = Goal("http <= 2x grpc", lambda row: row.http_ratio <= 2)
 P99_50MS = Goal("<= 50 ms", lambda row: all(v <= 50 for v in (row.http, row.grpc) if v is not None))
+FAN_OUT_200MS = Goal(f"<= {api_watchers.GOAL_MS:.0f} ms", lambda row: row.grpc is not None
+                     and row.grpc <= api_watchers.GOAL_MS)
 
 
 def _figure(value: float | None) -> str:
@@ -554,6 +557,14 @@ async def bench_paced(fx: Fixture) -> list[Row]:
             Row("apiserver CPU per update (us)", http_cpu / count * 1e6, grpc_cpu / count * 1e6, None)]
 
 
+async def bench_fan_out(address: str, fx: Fixture) -> list[Row]:
+    """Watch delivery to 1,000 concurrent gRPC watchers of one namespace's pods (issue 19; bench/api_watchers.py)."""
+    watchers = 1000
+    delays = await api_watchers.fan_out(address, watchers=watchers, rate=10, seconds=fx.scale.seconds)
+    return [Row(f"watch delivery p99, {watchers:,} watchers @10/s (ms)", None, percentile(delays, 99), None,
+                (FAN_OUT_200MS,))]
+
+
 async def bench_kinds(fx: Fixture) -> str:
     """The per-request cost of finding a kind, at both ends of the kinds table (api_http.py)."""
     first, last = ends_of_table()
@@ -585,7 +596,7 @@ async def run(address: str, http_url: str, etcd_url: str, apiserver_pid: int, sc
         try:
             await setup(fx)
             rows = [*await bench_creates(fx), *await bench_gets(fx), *await bench_lists(fx),
-                    *await bench_paced(fx)]
+                    *await bench_paced(fx), *await bench_fan_out(address, fx)]
             by_kind = await bench_kinds(fx)
             version = (await client.version()).etcd_version
         finally:
