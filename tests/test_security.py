@@ -217,11 +217,20 @@ async def test_node_credentials_reach_only_their_own_node(secure_apiserver: Secu
             if secret:
                 p.spec.volumes.add(name="s").secret.secret_name = secret
                 p.spec.containers[0].volume_mounts.add(name="s", mount_path="/s")
+                # A projected volume's sources are the pod's too (kube-api-access-* reads kube-root-ca.crt).
+                projected = p.spec.volumes.add(name="p").projected
+                projected.sources.add().config_map.name = "projected-cm"
+                projected.sources.add().secret.name = "projected-secret"
+                p.spec.containers[0].volume_mounts.add(name="p", mount_path="/p")
             await admin.create(p)
-        for secret in ("used", "unused"):
+        for secret in ("used", "unused", "projected-secret"):
             await admin.create(manifest.from_dict({"apiVersion": "v1", "kind": "Secret",
                                                    "metadata": {"name": secret, "namespace": "noderes"},
                                                    "stringData": {"k": "v"}}))
+        for config_map in ("projected-cm", "unused-cm"):
+            await admin.create(manifest.from_dict({"apiVersion": "v1", "kind": "ConfigMap",
+                                                   "metadata": {"name": config_map, "namespace": "noderes"},
+                                                   "data": {"k": "v"}}))
     async with secure_apiserver.client_as("system:node:n1", "system:nodes") as n1:
         mine = await n1.get(core_pb2.Pod, "mine", "noderes")
         mine.status.phase = "Running"
@@ -237,6 +246,10 @@ async def test_node_credentials_reach_only_their_own_node(secure_apiserver: Secu
         assert (await n1.get(core_pb2.Secret, "used", "noderes")).data["k"] == b"v"
         with pytest.raises(Forbidden, match="no pod bound to node n1 uses it"):
             await n1.get(core_pb2.Secret, "unused", "noderes")
+        assert (await n1.get(core_pb2.ConfigMap, "projected-cm", "noderes")).data["k"] == "v"
+        assert (await n1.get(core_pb2.Secret, "projected-secret", "noderes")).data["k"] == b"v"
+        with pytest.raises(Forbidden, match="no pod bound to node n1 uses it"):
+            await n1.get(core_pb2.ConfigMap, "unused-cm", "noderes")
         with pytest.raises(Forbidden):
             await n1.list(core_pb2.Secret, "noderes")
         own = core_pb2.Node(api_version="v1", kind="Node")

@@ -170,6 +170,12 @@ def pod_uses(pod: core_pb2.Pod, resource: str, name: str) -> bool:
             return True
         if resource == "configmaps" and volume.config_map.name == name:
             return True
+        # A projected volume's sources count too: kube-api-access-* reads kube-root-ca.crt this way.
+        for projection in volume.projected.sources:
+            if resource == "secrets" and projection.HasField("secret") and projection.secret.name == name:
+                return True
+            if resource == "configmaps" and projection.HasField("config_map") and projection.config_map.name == name:
+                return True
     for container in [*pod.spec.init_containers, *pod.spec.containers]:
         for env in container.env:
             ref = env.value_from.secret_key_ref if resource == "secrets" else env.value_from.config_map_key_ref
