@@ -36,6 +36,7 @@ _INTS = {FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor
          FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64}
 _INT64S = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64}
 _TIMESTAMP = "google.protobuf.Timestamp"
+MAX_RAW_JSON_DEPTH = 200  # levels of a raw_json value (a CRD's schema, managedFields' FieldsV1)
 # upb's descriptors and the pure-Python ones type differently; both quack the same.
 Descriptor = Any
 Field = Any
@@ -60,6 +61,17 @@ def _is_quantity(fd: Field) -> bool:
 def is_raw_json(desc: Descriptor) -> bool:
     """A message kept as verbatim JSON bytes (`option (raw_json)`), such as FieldsV1."""
     return bool(desc.GetOptions().Extensions[options_pb2.raw_json])
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels in `value` (walked level by level, no recursion)."""
+    level = [value]
+    for _depth in range(limit + 1):
+        level = [child for node in level if isinstance(node, dict | list)
+                 for child in (node.values() if isinstance(node, dict) else node)]
+        if not level:
+            return False
+    return True
 
 
 def raw_json_bytes(value: Any) -> bytes:
@@ -161,6 +173,10 @@ class _Normaliser:
                     self.errors.append((path, f"expected an RFC 3339 time, got {_type_name(value)}"))
                 return value
             if is_raw_json(fd.message_type):
+                if too_deep(value, MAX_RAW_JSON_DEPTH):
+                    # Stored, it could never be served: orjson encodes at most 254 levels of any answer.
+                    self.errors.append((path, f"nested too deeply: more than {MAX_RAW_JSON_DEPTH} levels"))
+                    return {}
                 try:
                     raw = raw_json_bytes(value)
                 except (TypeError, ValueError) as exc:

@@ -407,6 +407,20 @@ def test_badly_named_or_versioned_crds_are_refused(api: k8s.ApiClient, change: C
     assert expected in message(err.value)
 
 
+def test_a_schema_too_deep_to_serve_is_refused(api: k8s.ApiClient) -> None:
+    node: dict[str, Any] = {"type": "object"}
+    schema = {"type": "object", "properties": {"spec": node}}
+    for _ in range(140):  # 280 levels of JSON: more than any answer could carry
+        node["properties"] = {"a": {"type": "object"}}
+        node = node["properties"]["a"]
+    ext = k8s.ApiextensionsV1Api(api)
+    with pytest.raises(ApiException) as err:
+        ext.create_custom_resource_definition(a_crd("deeps", schema))  # type: ignore[arg-type]
+    assert err.value.status == 422
+    assert "spec.versions[0].schema.openAPIV3Schema: nested too deeply: more than 200 levels" in message(err.value)
+    assert ext.list_custom_resource_definition().items is not None  # the list still answers
+
+
 # ---------------------------------------------------------------- cluster scope, versions, deletion
 
 

@@ -88,13 +88,8 @@ def _prune(kind: CustomKind, content: dict[str, Any], validation: str) -> list[s
 def _check_depth(value: Any) -> None:
     """Refuse objects nested deeper than MAX_DEPTH, before anything is stored: orjson (every answer,
     list and watch event) encodes at most 254 levels, so a deeper object would be stored and never served."""
-    level = [value]
-    for _depth in range(MAX_DEPTH + 1):
-        level = [child for node in level if isinstance(node, dict | list)
-                 for child in (node.values() if isinstance(node, dict) else node)]
-        if not level:
-            return
-    raise BadRequest(f"the object is nested too deeply: more than {MAX_DEPTH} levels")
+    if manifest.too_deep(value, MAX_DEPTH):
+        raise BadRequest(f"the object is nested too deeply: more than {MAX_DEPTH} levels")
 
 
 def store(envelope: CustomResource, kind: CustomKind, content: dict[str, Any]) -> None:

@@ -132,6 +132,8 @@ def _field_setter(fd: Any) -> Callable[[Message, Any], None]:
             def set_raw(target: Any, value: Any) -> None:
                 if isinstance(value, str):
                     _text(value)  # a string of any field is checked for UTF-8 first, as manifest.py does
+                if manifest.too_deep(value, manifest.MAX_RAW_JSON_DEPTH):
+                    raise _Unusual  # manifest.py refuses it, naming the field
                 try:
                     target.raw = manifest.raw_json_bytes(value)
                 except (TypeError, ValueError):
