@@ -15,7 +15,9 @@ with those Host headers, to the worker's address:
 - a canary Ingress of weight 20 takes 20% ± 10 of 200 requests;
 - scaling B 3 → 1 → 3 during a stream of requests drops none (slices mark the
   leaving pods terminating, the agent takes them out of haproxy's slots
-  without a reload while their preStop hook keeps them serving).
+  without a reload while their preStop hook keeps them serving), and B's
+  NodePort, programmed by the node's proxy from the same EndpointSlices,
+  reaches exactly the three pods running afterwards.
 
 Needs root, containerd, runc, the CNI plugins and /usr/sbin/haproxy.
 """
@@ -40,7 +42,7 @@ from cryptography import x509
 
 from nodeagent.ingress.haproxy import HAPROXY, self_signed_certificate
 from provision.processes import free_port
-from tests.e2e.test_seed_journey import Cluster, eventually
+from tests.e2e.test_seed_journey import Cluster, eventually, http_get
 from tests.e2e.test_service_networking import apply, deployment, running_pods
 
 NAME = "ingr"
@@ -84,9 +86,10 @@ def without_token(workload: dict[str, Any]) -> dict[str, Any]:
     return workload
 
 
-def service(name: str) -> dict[str, object]:
+def service(name: str, kind: str = "ClusterIP") -> dict[str, object]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": 80}]}}
+            "spec": {"type": kind, "selector": {"app": name},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 80}]}}
 
 
 def ingress(name: str, rules: list[dict[str, object]], *, annotations: dict[str, str] | None = None,
@@ -137,7 +140,7 @@ def shop(cluster: Cluster, certificate: bytes) -> None:
                       "template": {"metadata": {"labels": {"app": "svc-a"}},
                                    "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}}}
     apply(cluster, *(without_token(d) for d in (nginx, deployment("svc-b", 3), deployment("canary", 1))),
-          service("svc-a"), service("svc-b"), service("canary"),
+          service("svc-a"), service("svc-b", "NodePort"), service("canary"),
           ingress("shop", [rule("a.example", "/", "svc-a"), rule("b.example", "/api", "svc-b", "http")],
                   annotations={"nginx.ingress.kubernetes.io/rewrite-target": "/"}),
           ingress("secure", [rule("t.example", "/", "svc-b")], tls=[{"hosts": ["t.example"], "secretName": "t-tls"}]),
@@ -222,3 +225,12 @@ def test_scaling_a_backend_drops_no_request(cluster: Cluster, shop: None) -> Non
     print(f"\nscale 3 → 1 → 3: {len(results)} requests, {len(failures)} failed, {len(answered_by)} pods answered")
     assert len(answered_by) >= 4, answered_by  # the old pods and the new ones served
     assert not failures, failures[:5]
+
+    # The node's proxy followed the same slices: svc-b's NodePort reaches the three pods running now.
+    pods = {p["NAME"] for p in running_pods(cluster, "svc-b-", 3) or []}
+    node_port = {r["NAME"]: r for r in cluster.rows("get", "svc")}["svc-b"]["PORT(S)"].split(":")[1].split("/")[0]
+
+    def every_pod_behind_the_node_port() -> set[str] | None:
+        seen = {http_get(f"http://{WORKER_IP}:{node_port}/").strip() for _ in range(30)}
+        return seen if seen == pods else None
+    eventually(every_pod_behind_the_node_port, "the NodePort reaching the 3 current pods", timeout=30)
