@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from client import Client
-from nodeagent.kubelet.diskpressure import Threshold, disk_pressure, parse_eviction_hard
+from nodeagent.kubelet.diskpressure import Threshold, disk_pressure, parse_eviction_hard, shortfall
 from nodeagent.kubelet.imagegc import ImageGCManager
 from nodeagent.kubelet.main import parse_args
 from nodeagent.kubelet.runtime import Runtime
@@ -127,3 +127,5 @@ def test_eviction_thresholds_parse_and_compare(tmp_path: Path) -> None:
     assert disk_pressure([Threshold("nodefs.available", "0%")], nodefs=here, imagefs=here) == ""
     assert disk_pressure([Threshold("imagefs.available", "1000Pi")], nodefs=here, imagefs=here) == \
         "imagefs.available<1000Pi"
+    assert shortfall([Threshold("nodefs.available", "0%")], nodefs=here, imagefs=here) <= 0
+    assert shortfall([Threshold("imagefs.available", "1000Pi")], nodefs=here, imagefs=here) > 10**18

@@ -7,7 +7,9 @@ available space of nodefs (the kubelet's root directory) or imagefs (where
 images live: on a Flotilla node the same filesystem) falls below it, the Node
 reports `DiskPressure=True` (reason KubeletHasDiskPressure), so the scheduler's
 condition taint keeps new pods off. Evicting pods to relieve the pressure is
-not done yet (image garbage collection frees images at its own, lower, line).
+not done yet; reclaiming node-level resources is: the kubelet removes unused
+images (`shortfall` bytes, through the image GC manager) as soon as a threshold
+is crossed, as Kubernetes' eviction manager does before it evicts anything.
 """
 
 from __future__ import annotations
@@ -69,3 +71,13 @@ def disk_pressure(thresholds: list[Threshold], *, nodefs: str, imagefs: str) -> 
         if available < threshold.minimum(capacity):
             return f"{threshold.signal}<{threshold.value}"
     return ""
+
+
+def shortfall(thresholds: list[Threshold], *, nodefs: str, imagefs: str) -> int:
+    """Bytes to free for every threshold to be met again (0: none is crossed)."""
+    needed = 0
+    for threshold in thresholds:
+        st = os.statvfs(existing(nodefs if threshold.signal == "nodefs.available" else imagefs))
+        capacity, available = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+        needed = max(needed, threshold.minimum(capacity) - available)
+    return needed

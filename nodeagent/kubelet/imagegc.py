@@ -134,6 +134,13 @@ class ImageGCManager:
             freed += record.size
         return freed
 
+    async def reclaim(self, to_free: int) -> int:
+        """Free `to_free` bytes of unused images now: a disk eviction threshold is crossed (the eviction
+        manager's node-level reclaim, before any pod is evicted)."""
+        if self.record is not None:
+            self.record("Warning", "EvictionThresholdMet", "Attempting to reclaim ephemeral-storage")
+        return await self.free_space(to_free)
+
     async def run(self, period: float) -> None:
         """Detect every `period` seconds and collect when over the threshold, as the kubelet's GC loop."""
         while True:

@@ -28,6 +28,7 @@ from client.events import EventRecorder
 from client.informer import Informer, InformerFactory, enqueue
 from nodeagent.kubelet import network
 from nodeagent.kubelet.config import KubeletConfig
+from nodeagent.kubelet.diskpressure import parse_eviction_hard, shortfall
 from nodeagent.kubelet.imagegc import ImageGCManager, statvfs_stats
 from nodeagent.kubelet.metrics import MetricsPublisher
 from nodeagent.kubelet.node import NodeStatusManager
@@ -35,7 +36,7 @@ from nodeagent.kubelet.pleg import PLEG
 from nodeagent.kubelet.pods import PodSyncer
 from nodeagent.kubelet.probes import ProbeManager
 from nodeagent.kubelet.routes import NodeRoutes, routes_possible
-from nodeagent.kubelet.runtime import Runtime
+from nodeagent.kubelet.runtime import CRIError, Runtime
 from nodeagent.kubelet.server import ServingTLS, serve
 from nodeagent.kubelet.volumes.localpath import LocalPathCleaner
 from proto import core_pb2
@@ -112,6 +113,7 @@ class Kubelet:
                     group.create_task(local_path.run())
                     if config.image_gc_high_threshold < 100:
                         group.create_task(image_gc.run(config.image_gc_period))
+                    group.create_task(self.reclaim_disk(image_gc))
                     if routes is not None:
                         group.create_task(routes.run())
             finally:
@@ -124,6 +126,21 @@ class Kubelet:
                 await server.stop(grace=1)
             await runtime.close()
             await client.close()
+
+
+    async def reclaim_disk(self, image_gc: ImageGCManager) -> None:
+        """Every eviction monitoring period: below a disk eviction threshold, unused images go at once."""
+        thresholds = parse_eviction_hard(self.config.eviction_hard)
+        root = self.config.root_dir
+        while True:
+            await asyncio.sleep(self.config.eviction_monitoring_period)
+            try:
+                needed = await asyncio.to_thread(shortfall, thresholds, nodefs=root, imagefs=root)
+                if needed > 0:
+                    freed = await image_gc.reclaim(needed)
+                    log.warning("disk eviction threshold crossed: %d bytes short, %d freed from images", needed, freed)
+            except (CRIError, OSError) as err:
+                log.warning("reclaiming disk space: %s", err)
 
 
 class PodWorkers(Controller):
