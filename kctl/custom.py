@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -120,6 +121,21 @@ class Api:
             except urllib.error.URLError as err:
                 raise CliError(f"the server at {self.base} is unreachable: {err.reason}") from None
 
+    def stream(self, path: str, *, accept: str, query: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """A watch: one event per JSON line, until the server ends the response."""
+        request = urllib.request.Request(f"{self.base}{path}?{urlencode(query)}",
+                                         headers={"Accept": accept, "User-Agent": "kctl"})
+        if self.config.token:
+            request.add_header("Authorization", f"Bearer {self.config.token}")
+        with self._tls() as tls:
+            try:
+                with urllib.request.urlopen(request, context=tls) as reply:
+                    for line in reply:
+                        if line.strip():
+                            yield json.loads(line)
+            except urllib.error.HTTPError as err:
+                raise _server_error(err) from None
+
     def resources(self) -> list[Resource]:
         found = []
         for legacy, root in ((True, "/api"), (False, "/apis")):
@@ -212,22 +228,77 @@ def get(args: tuple[str, ...], *, namespace: str, output: str | None, selector: 
         return True
     tables = ([api_.call("GET", resource.path(scope, n), accept=TABLE)[1] for n in names] if names
               else [api_.call("GET", resource.path(scope), accept=TABLE, query=query)[1]])
-    columns = [c for c in tables[0]["columnDefinitions"] if c.get("priority", 0) == 0 or output == "wide"]
-    shown = [i for i, c in enumerate(tables[0]["columnDefinitions"]) if c in columns]
-    rows = [[str(row["cells"][i]) for i in shown] for table in tables for row in table["rows"]]
-    if not namespace and resource.namespaced:
-        columns = [{"name": "Namespace"}, *columns]
-        objs = [row["object"]["metadata"] for table in tables for row in table["rows"]]
-        rows = [[meta.get("namespace", ""), *row] for meta, row in zip(objs, rows, strict=True)]
+    view = _Columns(tables[0]["columnDefinitions"], wide=output == "wide",
+                    namespaced=not namespace and resource.namespaced)
+    rows = [view.row(row) for table in tables for row in table["rows"]]
+    columns = view.header()
     if not rows:
         print(f"No resources found in {namespace} namespace." if namespace and resource.namespaced
               else "No resources found", file=sys.stderr)
         return True
     if not no_headers:
-        rows.insert(0, [c["name"].upper() for c in columns])
+        rows.insert(0, columns)
     for line in printers.format_table(rows, widths=printers.column_widths(rows)):
         print(line)
     return True
+
+
+class _Columns:
+    """Which of a Table's columns print (priority 0, all with -o wide; NAMESPACE first with -A)."""
+
+    def __init__(self, definitions: list[dict[str, Any]], *, wide: bool, namespaced: bool) -> None:
+        self.shown = [i for i, c in enumerate(definitions) if c.get("priority", 0) == 0 or wide]
+        self.names = [definitions[i]["name"].upper() for i in self.shown]
+        self.namespaced = namespaced
+
+    def header(self) -> list[str]:
+        return ["NAMESPACE", *self.names] if self.namespaced else list(self.names)
+
+    def row(self, row: dict[str, Any]) -> list[str]:
+        cells = [str(row["cells"][i]) for i in self.shown]
+        if self.namespaced:
+            cells.insert(0, str(((row.get("object") or {}).get("metadata") or {}).get("namespace", "")))
+        return cells
+
+
+def watch(args: tuple[str, ...], *, namespace: str, selector: str, field_selector: str, no_headers: bool,
+          wide: bool) -> None:
+    """`get -w`: the Table, then a row per change, until Ctrl-C (relisting when the server says 410)."""
+    api_ = api(_no_type(args[0].split("/")[0]))
+    resource, names = parse(api_, args)
+    if len(names) > 1:
+        raise CliError("watch is only supported on individual resources and resource collections, but a list "
+                       "of resources was found")
+    scope = namespace if resource.namespaced else ""
+    fields = ",".join(f for f in (field_selector, f"metadata.name={names[0]}" if names else "") if f)
+    query = {k: v for k, v in (("labelSelector", selector), ("fieldSelector", fields)) if v}
+    table = api_.call("GET", resource.path(scope), accept=TABLE, query=query)[1]
+    view = _Columns(table["columnDefinitions"], wide=wide, namespaced=not namespace and resource.namespaced)
+    widths: list[int] = []
+
+    def emit(rows: list[list[str]]) -> None:
+        nonlocal widths
+        widths = [max(a, b) for a, b in zip_longest(widths, printers.column_widths(rows), fillvalue=0)]
+        for line in printers.format_table(rows, widths=widths):
+            print(line, flush=True)
+
+    first = [view.row(r) for r in table["rows"]]
+    emit(first if no_headers else [view.header(), *first])
+    version = table["metadata"]["resourceVersion"]
+    while True:
+        for event in api_.stream(resource.path(scope), accept=TABLE, query={
+                **query, "watch": "true", "allowWatchBookmarks": "true", "resourceVersion": version}):
+            if event["type"] == "ERROR":  # 410: our version was compacted away; start again from now
+                version = api_.call("GET", resource.path(scope), query={**query, "limit": "1"})[1]["metadata"][
+                    "resourceVersion"]
+                break
+            obj = event["object"]
+            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+            if event["type"] != "BOOKMARK":
+                emit([view.row(r) for r in obj.get("rows", [])])
+                for row in obj.get("rows", []):
+                    version = ((row.get("object") or {}).get("metadata") or {}).get("resourceVersion") or version
+        time.sleep(0.2)  # the stream ended: reconnect without spinning
 
 
 def delete(args: tuple[str, ...], *, namespace: str, ignore_not_found: bool) -> bool:

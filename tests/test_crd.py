@@ -600,19 +600,24 @@ def test_openapi_and_explain_know_the_custom_kind(crontabs: str, http_url: str, 
 # ---------------------------------------------------------------- kctl
 
 
+def kctl_kubeconfig(path: Path, http_url: str, grpc_address: str, namespace: str) -> Path:
+    """A kubeconfig as `kctl cluster up` writes one: the HTTP API as server, kctl's gRPC in the extension."""
+    from client.config import GRPC_EXTENSION
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "t", "cluster": {"server": http_url, "extensions": [
+            {"name": GRPC_EXTENSION, "extension": {"server": grpc_address}}]}}],
+        "users": [{"name": "t", "user": {}}],
+        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": namespace}}]}))
+    return path
+
+
 def test_kctl_applies_gets_describes_and_deletes_custom_resources(crontabs: str, ns: str, apiserver: Any,
                                                                    http_url: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from client.config import GRPC_EXTENSION
     from kctl.main import cli
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": http_url, "extensions": [
-            {"name": GRPC_EXTENSION, "extension": {"server": apiserver.address}}]}}],
-        "users": [{"name": "t", "user": {}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": ns}}]}))
+    kubeconfig = kctl_kubeconfig(tmp_path / "kubeconfig", http_url, apiserver.address, ns)
 
     def kctl(*args: str) -> tuple[int, str]:
         result = CliRunner().invoke(cli, ["--kubeconfig", str(kubeconfig), *args])
@@ -637,3 +642,25 @@ def test_kctl_applies_gets_describes_and_deletes_custom_resources(crontabs: str,
     assert code == 1 and 'Error from server (NotFound): crontabs.stable.example.com "from-kctl" not found' in out
     code, out = kctl("get", "nosuchthings")
     assert code == 1 and 'the server doesn\'t have a resource type "nosuchthings"' in out
+
+
+def test_kctl_watches_custom_resources_until_ctrl_c(crontabs: str, ns: str, apiserver: Any, http_url: str,
+                                                   api: k8s.ApiClient, tmp_path: Path) -> None:
+    import signal
+    kubeconfig = kctl_kubeconfig(tmp_path / "kubeconfig", http_url, apiserver.address, ns)
+    custom(api).create_namespaced_custom_object(GROUP, "v1", ns, "crontabs", crontab("first"))
+    kctl = str(Path(sys.executable).with_name("kctl"))
+    watch = subprocess.Popen([kctl, "--kubeconfig", str(kubeconfig), "get", "crontabs", "-w"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watch.stdout is not None
+        assert watch.stdout.readline().split() == ["NAME", "SPEC", "REPLICAS", "AGE"]
+        assert watch.stdout.readline().split()[:7] == ["first", "5", "0", "*", "*", "*", "1"]
+        custom(api).patch_namespaced_custom_object(GROUP, "v1", ns, "crontabs", "first", {"spec": {"replicas": 6}})
+        assert watch.stdout.readline().split()[:7] == ["first", "5", "0", "*", "*", "*", "6"]
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 130 and "Traceback" not in err

@@ -34,10 +34,13 @@ def get(args: tuple[str, ...], all_namespaces: bool, selector: str, field_select
         watch: bool, show_labels: bool, no_headers: bool) -> None:
     """Display one or many resources (TYPE[,TYPE...] [NAME...] or TYPE/NAME...)."""
     if not custom.is_built_in(args[0]):  # a kind a CRD adds: served over the HTTP API only
+        scope = "" if all_namespaces else context.settings().current_namespace
         if watch:
-            raise CliError("kctl get -w does not watch custom resources yet; use kubectl get -w")
-        custom.get(args, namespace="" if all_namespaces else context.settings().current_namespace, output=output,
-                   selector=selector, field_selector=field_selector, no_headers=no_headers)
+            custom.watch(args, namespace=scope, selector=selector, field_selector=field_selector,
+                         no_headers=no_headers, wide=output == "wide")
+            return
+        custom.get(args, namespace=scope, output=output, selector=selector, field_selector=field_selector,
+                   no_headers=no_headers)
         return
     requests = resources.parse_requests(args)
     if selector and any(r.names for r in requests):
