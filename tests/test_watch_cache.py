@@ -1,8 +1,8 @@
 """The apiserver's watch cache (controlplane/apiserver/cacher/): what a client sees of it.
 
 Given an apiserver serving lists and watches from memory, a watch resumes from
-its buffer even after etcd compacted that history, is told 410 Gone only from
-beyond the buffer, gets bookmarks on a quiet resource; a list right after a
+its buffer, is told 410 Gone from beyond it (even though etcd still has that
+history) or once etcd compacted it, gets bookmarks on a quiet resource; a list right after a
 write — even one made through another apiserver — sees the write; selectors
 work on cached objects; and the cache follows etcd through a compaction of its
 own watch's history and through etcd restarts.
@@ -73,7 +73,7 @@ def small_apiserver(etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Ite
 # ---------------------------------------------------------------- watches
 
 
-async def test_a_watch_resumes_from_the_buffer_after_etcd_compacted_that_history(
+async def test_a_watch_resumes_from_the_buffer_until_etcd_compacts_that_history(
         client: Client, namespace: str, etcd: Etcd) -> None:
     first = await client.create(pod("a", namespace))
     await client.list(Pod, namespace)  # the pods cache is running from here on, if it was not already
@@ -82,17 +82,21 @@ async def test_a_watch_resumes_from_the_buffer_after_etcd_compacted_that_history
     a.metadata.labels["changed"] = "yes"
     await client.update(a)
     await client.delete(Pod, "b", namespace)
-    storage = Storage(etcd.url)
-    await storage.connect()
-    try:
-        await storage.compact(await storage.revision())  # etcd no longer has any of it
-    finally:
-        await storage.close()
 
     events = client.watch(Pod, namespace, resource_version=first.metadata.resource_version)
     seen = await collect(events, 3)
     assert [(e.type, e.object.metadata.name) for e in seen] == [("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
     assert seen[1].object.metadata.labels["changed"] == "yes"
+
+    # Once etcd has compacted that history, resuming from it is "too old", as it is without the cache.
+    storage = Storage(etcd.url)
+    await storage.connect()
+    try:
+        await storage.compact(await storage.revision())
+    finally:
+        await storage.close()
+    with pytest.raises(Gone, match="too old resource version"):
+        await collect(client.watch(Pod, namespace, resource_version=first.metadata.resource_version), 1)
 
 
 async def test_a_watch_from_beyond_the_buffer_is_told_410_gone(small_apiserver: ApiServer, namespace: str) -> None:

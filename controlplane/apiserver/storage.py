@@ -343,6 +343,19 @@ class Storage:
             if "future revision" not in (err.details() or ""):
                 raise
 
+    async def check_history(self, start_revision: int) -> None:
+        """Gone if etcd no longer has history from `start_revision` (compacted); one read of one key at that
+        revision, which etcd refuses before looking anything up. A future revision passes."""
+        try:
+            await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
+                key=b"\0", revision=start_revision, limit=1)))
+        except Gone:
+            raise Gone(f"too old resource version: {start_revision - 1}: history before it was compacted; "
+                       "list again and watch from the list's resourceVersion") from None
+        except grpc.RpcError as err:
+            if "future revision" not in (err.details() or ""):
+                raise
+
     async def watch(self, prefix: bytes, start_revision: int) -> AsyncIterator[Change]:
         """Every change under `prefix` from `start_revision` on, in revision order.
 

@@ -23,6 +23,12 @@ Reads, as in Kubernetes:
   changed since (ConsistentListFromCache). If it does not catch up within
   three seconds, the caller reads etcd instead, as Kubernetes falls back.
 
+Watches from resourceVersion N replay the buffer after N. Unlike Kubernetes,
+whose buffer outlives etcd's compaction, one from history etcd has compacted
+is told 410 Gone as it was before the cache (Flotilla's clients and tests rely
+on "compacted means relist"); one from before the cache's own list (a client
+resuming across an apiserver restart) is served from etcd by the registry.
+
 The reflector resumes a broken watch from the revision it reached; when etcd
 has compacted that away (the cache fell behind its own watch), or etcd's
 history went backwards (restored from a backup), it lists again, and every
@@ -279,6 +285,9 @@ class ResourceCache:
                 watcher.add(Event("ADDED", cached.raw, start_at))
         else:
             await self.reached(start)
+            # History etcd compacted away is gone for the cache's watchers too, though its buffer may hold it:
+            # a client resuming from there is told 410 as it would be without the cache, and lists again.
+            await self.storage.check_history(start + 1)
             watcher = CacheWatcher(namespace=namespace, labels=labels, fields=fields, start_revision=start,
                                    max_pending=self._max_pending)
             for change in self.cache.since(start):  # Gone when older than the buffer
