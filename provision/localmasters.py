@@ -36,6 +36,7 @@ import contextlib
 import ipaddress
 import os
 import signal
+import time
 from urllib.parse import urlsplit
 
 from client import config as clientconfig
@@ -143,12 +144,27 @@ def add_master(state: ClusterState, progress: Progress, deadline: float) -> Node
     tls, port = _etcd_tls(state), _etcd_port(state)
     peer = f"https://{info.address}:{port + 1}"
     others = [u for u in state.etcd_endpoints() if f"//{info.address}:" not in u]
+    added: list[etcd_members.Member] = []
+    errors: list[str] = []
+
+    def add_member() -> bool:
+        # etcd refuses a change while a member is not (yet) active ("unhealthy cluster": one just back from a
+        # fault): try again until the deadline; an add whose answer was lost shows in the member list.
+        try:
+            known = [m for m in asyncio.run(etcd_members.members(others, tls)) if peer in m.peer_urls]
+            added.append(known[0] if known else asyncio.run(etcd_members.add(others, tls, peer)))
+            return True
+        except etcd_members.EtcdUnreachable as err:
+            errors.append(str(err))
+            return False
+
     try:
-        member = asyncio.run(etcd_members.add(others, tls, peer))
-    except etcd_members.EtcdUnreachable as err:
-        raise ProvisionError(f"cannot add {info.name}'s etcd member (the running members need a quorum): {err}") \
-            from None
-    progress.done(f"member {member.id:x} added at {peer}")
+        phases.wait(add_member, f"{info.name}'s etcd member added", min(deadline, time.monotonic() + 60),
+                    hint=hint, interval=1.0)
+    except phases.WaitTimeout:
+        raise ProvisionError(f"cannot add {info.name}'s etcd member (the running members need a healthy quorum): "
+                             f"{errors[-1] if errors else 'no answer'}") from None
+    progress.done(f"member {added[0].id:x} added at {peer}")
 
     progress.phase("control plane")
     _rewrite_master_specs(state, added=info)
