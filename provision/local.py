@@ -192,7 +192,8 @@ class LocalProvider:
         phases.wait(lambda: image_registry.cluster_ready(state.registry, ca_file), "image registry", deadline,
                     hint=hint)
         pushed = push_node_images(state.registry, image_registry.cluster_push_target(state.config_dir,
-                                                                                     state.registry))
+                                                                                     state.registry),
+                                  storage=folder / "registry" / "storage")  # seeded: provision/images/seed.py
         progress.done(", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {state.registry}")
 
         progress.phase("control plane")

@@ -5,8 +5,10 @@ coreutils, dpkg and apt with a dpkg database listing exactly its packages, the
 accounts of base-passwd and the alternatives (awk), and no documentation; the
 same packages give the same digest (the layer is cached by recipe hash). The
 client image adds python3 and the `kubernetes` client in dist-packages, without
-its asyncio variant. (tests/e2e/test_images.py builds FROM the base and runs
-the client in a cluster.) Needs dpkg; no root.
+its asyncio variant. A new cluster registry starts from the seed storage, its
+blobs hard-linked, so the pushes at `cluster up` send nothing.
+(tests/e2e/test_images.py builds FROM the base and runs the client in a
+cluster.) Needs dpkg (and docker-registry for the seed); no root.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import io
 import re
 import shutil
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from provision.images import debian
-from provision.images.base import PYTHON_CLIENT_IMAGE
+from provision.images import debian, distribution, registry, transfer
+from provision.images.base import BASE_REPOSITORIES, PYTHON_CLIENT_IMAGE, node_images, push_node_images
+from provision.images.seed import seed_storage
+from provision.processes import Process, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs a Debian machine (dpkg)")
 
@@ -78,3 +83,28 @@ def test_the_python_client_image_adds_python_and_the_kubernetes_client(
     version = next(t for t in images if t.startswith(debian.PYTHON_CLIENT_REPOSITORY + ":") and
                    not t.endswith(":latest")).rpartition(":")[2]
     assert images[f"{debian.PYTHON_CLIENT_REPOSITORY}:{version}"] is client
+
+
+def test_a_cluster_registry_starts_from_the_seed(tmp_path: Path) -> None:
+    """`cluster up` links the seed's blobs into the new registry's storage: the pushes after it send nothing."""
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry is not installed")
+    storage = tmp_path / "storage"
+    images = node_images()
+    assert seed_storage(images, storage, BASE_REPOSITORIES)
+    address = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "config.yml"
+    config.write_text(registry.config_text(storage=storage, address=address, secret="s"))
+    process = Process("registry", registry.argv(config), tmp_path / "registry.log")
+    process.start()
+    try:
+        wait_until(lambda: registry.ready(address), "registry /v2/", process)
+        pushed = push_node_images(address, storage=storage)
+        assert pushed and all(p.uploaded == 0 for p in pushed)
+        assert {f"{r}:{t}" for r, t in transfer.catalog(address)} == set(images)
+        pulled = distribution.pull(registry=address, repository=debian.PYTHON_CLIENT_REPOSITORY, tag="latest")
+        assert pulled.digest == images[PYTHON_CLIENT_IMAGE].digest
+    finally:
+        process.stop()
+    blobs = list(storage.rglob("blobs/sha256/*/*/data"))
+    assert blobs and all(b.stat().st_nlink >= 2 for b in blobs)  # shared with the seed, not copied

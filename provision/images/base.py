@@ -40,6 +40,7 @@ from provision.images.oci import (
     pause_image,
 )
 from provision.images.registry import PushTarget
+from provision.images.seed import seed_storage
 
 NGINX_IMAGE = "localhost/nginx:latest"
 # The in-cluster client image (issue 16): Debian's python3 and the kubernetes client; `kubectl run` it
@@ -153,11 +154,17 @@ def node_images() -> dict[str, OCIImage]:
     return images
 
 
-def push_node_images(registry: str, target: PushTarget | None = None) -> list[PushResult]:
+def push_node_images(registry: str, target: PushTarget | None = None, *,
+                     storage: Path | None = None) -> list[PushResult]:
     """Build the base images and push them to the cluster registry (blobs it already has are skipped);
-    `target`: the cluster's push side and credentials (a cluster's `registry` itself is read-only)."""
+    `target`: the cluster's push side and credentials (a cluster's `registry` itself is read-only).
+    `storage`: the registry's storage folder, when it is on this machine: it is filled from the seed
+    (provision/images/seed.py) first, so the pushes find every blob there."""
+    images = node_images()
+    if storage is not None:
+        seed_storage(images, storage, BASE_REPOSITORIES)
     results = []
-    for name, image in node_images().items():
+    for name, image in images.items():
         repository, _, tag = name.partition(":")
         # nginx sits on busybox's layer, the python client on debian's: mounted, not sent again.
         results.append(push(image, registry=registry, repository=repository, tag=tag, target=target,
