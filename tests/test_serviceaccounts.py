@@ -11,6 +11,7 @@ tokens are 401. Bad requests are refused naming what is wrong.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -52,6 +53,8 @@ def cluster(own_etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             from controlplane.apiserver.serviceaccount.keys import write_signing_key
             write_signing_key(key)
         argv += ["--service-account-signing-key-file", str(key)]
+    # A documentation address (TEST-NET-1): published in the kubernetes Service's endpoints, never dialled here.
+    argv += ["--advertise-address", "192.0.2.10"]
     proc = Process("apiserver", argv, folder / "apiserver.log")
     proc.start()
 
@@ -64,6 +67,10 @@ def cluster(own_etcd: Etcd, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield plan
     finally:
         proc.stop()
+
+
+def cluster_ca(plan: components.ClusterPlan) -> str:
+    return Path(plan.path(f"{components.CA}.crt")).read_text()
 
 
 def signing_key(plan: components.ClusterPlan) -> SigningKey:
@@ -173,7 +180,7 @@ async def test_view_lets_the_account_list_pods_and_not_read_secrets(cluster: com
         status, answer = https(cluster, "GET", f"/api/v1/namespaces/{ns}/pods", token=token)
         if status == 200:
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     assert status == 200 and answer["kind"] == "PodList", answer
     status, answer = https(cluster, "GET", f"/api/v1/namespaces/{ns}/secrets", token=token)
     assert status == 403
@@ -198,7 +205,7 @@ async def test_a_token_bound_to_a_pod_dies_with_the_pod(cluster: components.Clus
         status, answer = whoami(cluster, token)
         if status == 401:
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     assert status == 401, answer
     # ... and a token for the account itself dies with the account.
     other = request_token(cluster, ns, "robot")[1]["status"]["token"]
@@ -207,7 +214,7 @@ async def test_a_token_bound_to_a_pod_dies_with_the_pod(cluster: components.Clus
         status, answer = whoami(cluster, other)
         if status == 401:
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     assert status == 401, answer
 
 
@@ -241,7 +248,8 @@ async def test_expired_tampered_and_foreign_tokens_are_refused(cluster: componen
 async def test_token_reviews_name_the_account(cluster: components.ClusterPlan, admin: Client, ns: str) -> None:
     await service_account(admin, ns)
     token = request_token(cluster, ns, "robot")[1]["status"]["token"]
-    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+    review: dict[str, Any] = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                              "spec": {"token": token}}
     status, answer = https(cluster, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review, admin=True)
     assert status == 201, answer
     assert answer["status"]["authenticated"] is True
@@ -328,12 +336,10 @@ async def test_kubectl_create_token_gives_a_token_kubectl_can_use(cluster: compo
 
 async def test_every_namespace_gets_a_default_account_and_the_root_ca(cluster: components.ClusterPlan,
                                                                       admin: Client) -> None:
-    import asyncio
-
     from client import InformerFactory
     from controlplane.controllers.rootcacert import RootCACertPublisher
     from controlplane.controllers.serviceaccounts import ServiceAccountsController
-    ca_pem = Path(cluster.path(f"{components.CA}.crt")).read_text()
+    ca_pem = cluster_ca(cluster)
     factory = InformerFactory(admin)
     controllers = [ServiceAccountsController(admin, factory), RootCACertPublisher(admin, factory, ca_pem)]
     factory.start()
@@ -401,3 +407,116 @@ async def test_kctl_creates_accounts_and_tokens(cluster: components.ClusterPlan,
     assert done.returncode != 0 and 'serviceaccounts "nobody" not found' in done.stderr, done.stderr
     done = run("create", "token", "bot", "--duration", "5m")
     assert done.returncode != 0 and "may not specify a duration less than 10 minutes" in done.stderr, done.stderr
+
+
+def web_pod(namespace: str, name: str = "web", **spec: Any) -> core_pb2.Pod:
+    pod = core_pb2.Pod(api_version="v1", kind="Pod")
+    pod.metadata.name, pod.metadata.namespace = name, namespace
+    pod.spec.init_containers.add(name="init", image="busybox")
+    pod.spec.containers.add(name="c", image="busybox")
+    for field, value in spec.items():
+        setattr(pod.spec, field, value)
+    return pod
+
+
+async def test_admission_mounts_the_api_access_volume_in_every_container(cluster: components.ClusterPlan,
+                                                                         admin: Client, ns: str) -> None:
+    await service_account(admin, ns, "default")
+    pod = await admin.create(web_pod(ns))
+    assert pod.spec.service_account_name == "default"
+    [volume] = [v for v in pod.spec.volumes if v.name.startswith("kube-api-access-")]
+    assert len(volume.name) == len("kube-api-access-") + 5
+    from proto import manifest
+    assert manifest.to_dict(volume)["projected"] == {
+        "defaultMode": 420,
+        "sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+                        "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}
+    for container in [*pod.spec.init_containers, *pod.spec.containers]:
+        assert [(m.name, m.mount_path, m.read_only) for m in container.volume_mounts] == [
+            (volume.name, "/var/run/secrets/kubernetes.io/serviceaccount", True)]
+
+
+async def test_automount_false_on_the_pod_or_the_account_means_no_token(cluster: components.ClusterPlan,
+                                                                        admin: Client, ns: str) -> None:
+    quiet = core_pb2.ServiceAccount(api_version="v1", kind="ServiceAccount", automount_service_account_token=False)
+    quiet.metadata.name, quiet.metadata.namespace = "quiet", ns
+    await admin.create(quiet)
+    await service_account(admin, ns, "robot")
+    pods = [await admin.create(web_pod(ns, "a", service_account_name="quiet")),
+            await admin.create(web_pod(ns, "b", service_account_name="robot", automount_service_account_token=False))]
+    assert all(not p.spec.volumes and not p.spec.containers[0].volume_mounts for p in pods)
+    # The pod's own word wins over its account's.
+    loud = await admin.create(web_pod(ns, "c", service_account_name="quiet", automount_service_account_token=True))
+    assert [v.name[:16] for v in loud.spec.volumes] == ["kube-api-access-"]
+
+
+async def test_a_pod_naming_a_missing_account_is_refused(cluster: components.ClusterPlan, admin: Client,
+                                                         ns: str) -> None:
+    with pytest.raises(Forbidden) as refused:
+        await admin.create(web_pod(ns, service_account_name="ghost"))
+    assert str(refused.value) == (f'pods "web" is forbidden: error looking up service account {ns}/ghost: '
+                                  'serviceaccount "ghost" not found')
+    with pytest.raises(NotFound):
+        await admin.get(core_pb2.Pod, "web", ns)  # nothing stored
+    # Without the controller manager's `default` account the pod still runs, with no token and a warning.
+    status, answer = https(cluster, "POST", f"/api/v1/namespaces/{ns}/pods",
+                           {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+                            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, admin=True)
+    assert status == 201 and answer["spec"]["serviceAccountName"] == "default", answer
+    assert "volumes" not in answer["spec"]
+
+
+async def test_the_kubernetes_service_lists_the_live_apiservers(cluster: components.ClusterPlan, admin: Client,
+                                                                tmp_path: Path) -> None:
+    from proto import discovery_pb2
+
+    async def addresses() -> tuple[list[str], list[str]]:
+        endpoints = await admin.get(core_pb2.Endpoints, "kubernetes", "default")
+        slice_ = await admin.get(discovery_pb2.EndpointSlice, "kubernetes", "default")
+        return ([a.ip for s in endpoints.subsets for a in s.addresses],
+                [a for e in slice_.endpoints for a in e.addresses])
+
+    async def until(wanted: list[str]) -> None:
+        for _ in range(150):
+            try:
+                if await addresses() == (wanted, wanted):
+                    return
+            except NotFound:
+                pass
+            await asyncio.sleep(0.1)
+        assert await addresses() == (wanted, wanted)
+
+    svc = await admin.get(core_pb2.Service, "kubernetes", "default")
+    assert svc.spec.cluster_ip == "10.96.0.1" and not svc.spec.selector
+    assert [(p.name, p.port, p.target_port, p.protocol) for p in svc.spec.ports] == [
+        ("https", 443, str(cluster.api_port), "TCP")]
+    await until(["192.0.2.10"])
+    endpoints = await admin.get(core_pb2.Endpoints, "kubernetes", "default")
+    assert [(p.name, p.port) for p in endpoints.subsets[0].ports] == [("https", cluster.api_port)]
+    # A second apiserver on the same etcd (as another master) joins the endpoints, and leaves them when it stops.
+    argv = components.apiserver_argv(cluster)
+    second = [*argv[:argv.index("--https-listen")], "--https-listen", f"127.0.0.1:{cluster.api_port}"]
+    rest = argv[argv.index("--https-listen") + 2:]
+    for flag in ("--secure-listen", "--token-listen"):
+        i = rest.index(flag)
+        rest[i + 1] = f"127.0.0.1:{free_port()}"
+    key = signing_key_path(cluster)
+    second += [*rest, "--service-account-signing-key-file", key, "--advertise-address", "192.0.2.11"]
+    # Its own HTTPS port; the Service's targetPort stays the first's (every master uses one port in a cluster).
+    second[second.index("--https-listen") + 1] = f"127.0.0.1:{free_port()}"
+    proc = Process("apiserver-2", second, tmp_path / "apiserver-2.log")
+    proc.start()
+    try:
+        await until(["192.0.2.10", "192.0.2.11"])
+    finally:
+        proc.stop()
+    await until(["192.0.2.10"])
+
+
+def signing_key_path(plan: components.ClusterPlan) -> str:
+    argv = components.apiserver_argv(plan)
+    if "--service-account-signing-key-file" in argv:
+        return argv[argv.index("--service-account-signing-key-file") + 1]
+    return str(plan.config_dir / "pki" / "sa.key")

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from client.api import SERVER_OPTIONS
 from client.component import Command, until_stopped
-from controlplane.apiserver import cacher, encryption, storagemigration
+from controlplane.apiserver import cacher, encryption, kubernetesservice, storagemigration
 from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import (
     AlwaysAllow,
@@ -108,6 +108,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable-admission-plugins", default="", type=_names,
                         help="comma-separated admission plugins to turn off (e.g. PodSecurity)")
     serviceaccount_options.add_flags(parser)
+    kubernetesservice.add_flags(parser)
     parser.add_argument("--reserved-host-ports", default=None, type=_ports,
                         help="comma-separated host ports no pod may use (default: Flotilla's own ports: etcd, "
                              "the apiserver's, the kubelet's, the image registry's)")
@@ -322,6 +323,9 @@ async def serve(opts: argparse.Namespace) -> None:
     background.append(asyncio.create_task(registry.watch_namespaces()))
     background.append(asyncio.create_task(serve_definitions(registry)))  # CRDs: names, Established, cleanup
     background.append(asyncio.create_task(registry.watch_admission_policy()))
+    kubernetes_service = kubernetesservice.from_options(registry, opts)  # default/kubernetes -> live apiservers
+    if kubernetes_service is not None:
+        background.append(asyncio.create_task(kubernetes_service.run()))
     if opts.compaction_interval > 0:
         background.append(asyncio.create_task(compact_forever(storage, opts.compaction_interval)))
     # What start-up built (descriptors, the kinds table, OpenAPI, caches' scaffolding) lives as long as the
@@ -338,6 +342,8 @@ async def serve(opts: argparse.Namespace) -> None:
         await server.stop(grace=2)
         for runner in http_runners:
             await runner.cleanup()
+        if kubernetes_service is not None:
+            await kubernetes_service.withdraw()  # out of the kubernetes Service's endpoints at once
         for task in background:
             task.cancel()
         if registry.cacher is not None:

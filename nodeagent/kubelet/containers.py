@@ -2,8 +2,8 @@
 
 kuberuntime_container.go's generateContainerConfig and the kubelet's
 makeEnvironmentVariables, written for Flotilla: the command and args with
-`$(VAR)` expanded, the environment (envFrom, then env with values, field
-references and ConfigMap/Secret keys), the volume mounts, CPU and memory as
+`$(VAR)` expanded, the environment (the Services' variables, envFrom, then env
+with values, field references and ConfigMap/Secret keys), the volume mounts, CPU and memory as
 cgroup settings, the security context, and the labels that let a restarted
 kubelet find the container again. Starting it is the pod sync's business
 (pods.py); this module only says what to start.
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import re
 
+from nodeagent.kubelet import serviceenv
 from nodeagent.kubelet.runtime import LABEL_CONTAINER_NAME, pod_labels
 from nodeagent.kubelet.sandbox import namespaces_for_pod
 from nodeagent.kubelet.volumes import ConfigError, Volumes
 from proto import core_pb2, cri_pb2
+from proto.errors import ApiError
 from proto.quantity import int_value, milli_value
 
 CPU_PERIOD = 100_000  # microseconds: CFS quota is expressed against this period
@@ -80,7 +82,8 @@ def field_value(pod: core_pb2.Pod, path: str, fields: dict[str, str]) -> str:
 
 async def environment(pod: core_pb2.Pod, spec: core_pb2.Container, *, pod_ip: str, host_ip: str,
                       volumes: Volumes) -> dict[str, str]:
-    """The container's environment: envFrom first, then env (values, field and key references).
+    """The container's environment: the Services' variables (serviceenv.py), envFrom, then env (values,
+    field and key references).
 
     Raises ConfigError when a referenced ConfigMap, Secret or key is missing and not optional:
     the container then waits (CreateContainerConfigError) until it appears.
@@ -90,7 +93,11 @@ async def environment(pod: core_pb2.Pod, spec: core_pb2.Container, *, pod_ip: st
               "spec.serviceAccountName": pod.spec.service_account_name,
               "status.podIP": pod_ip, "status.hostIP": host_ip}
     namespace = pod.metadata.namespace
-    env: dict[str, str] = {}
+    try:
+        # The Services' variables come first: the container's own env may use and override them.
+        env = await serviceenv.for_pod(volumes.client, pod)
+    except ApiError as err:
+        raise ConfigError(f"failed to list services for the environment: {err}") from None
     for source in spec.env_from:
         if source.HasField("config_map_ref"):
             data = await volumes.config_map(namespace, source.config_map_ref.name, False)

@@ -4,6 +4,7 @@ The plugins, in the order Kubernetes recommends (and runs them in):
 
     NamespaceLifecycle      nothing new in a missing or terminating namespace
     LimitRanger             a namespace's LimitRanges fill in and bound container resources
+    ServiceAccount          pods run as an existing account (default: `default`) and get its token volume
     NodeRestriction         a kubelet's credentials reach only its own node's objects
     PodSecurity             the namespace's Pod Security Standard (enforce / audit / warn)
     DefaultStorageClass     a claim that names no StorageClass gets the default one
@@ -41,6 +42,7 @@ from controlplane.apiserver.admission.podsecurity import PodSecurity
 from controlplane.apiserver.admission.rbacescalation import RBACEscalation
 from controlplane.apiserver.admission.reservedhostports import DEFAULT_RESERVED_HOST_PORTS, ReservedHostPorts
 from controlplane.apiserver.admission.resourcequota import ResourceQuota, StoredObjects
+from controlplane.apiserver.admission.serviceaccount import ServiceAccountAdmission
 from controlplane.apiserver.admission.warnings import Recorded, add_annotation, add_warning, recording, warning_header
 from controlplane.apiserver.admission.webhook import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
 from proto import core_pb2
@@ -58,6 +60,7 @@ def new_chain(*, namespaces: NamespaceLifecycle,
     return Chain([
         namespaces,
         LimitRanger(),
+        ServiceAccountAdmission(stored_objects),
         NodeRestriction(pods_on_node, stored_pods),
         PodSecurity(namespaces.get, stored_pods),
         DefaultStorageClass(),

@@ -8,6 +8,7 @@ containers mount (`set_up`), by type:
 | emptyDir | <pod>/volumes/empty-dir/<name>, a tmpfs for medium Memory | emptydir.py |
 | hostPath | the node's path, checked against `type` | hostpath.py |
 | configMap, secret | <pod>/volumes/{configmap,secret}/<name>, swapped atomically; secrets on tmpfs | projection.py |
+| projected (token, configMap, secret, downwardAPI) | <pod>/volumes/projected/<name>, on tmpfs | projected.py |
 | persistentVolumeClaim | its bound volume's hostPath or local directory (a local-path one made here) | claims.py |
 | persistentVolumeClaim of an nfs volume | the export mounted at <pod>/volumes/nfs/<name> | nfs.py |
 | nfs | the export mounted at <pod>/volumes/nfs/<name> by the node's NFS client | nfs.py |
@@ -22,11 +23,11 @@ doubling to about 2 min, Kubernetes' figures; config), and every
 volumes: ...: timed out waiting for the condition`. The moment the volume can
 be set up (the ConfigMap is created), the next try succeeds and the pod starts.
 
-While the pod runs, configMap and secret volumes follow their objects
-(`refresh`), disk-backed emptyDirs are measured against their sizeLimit
-(`storage_over_limit`), and each container's mounts — subPaths bound safely
-(subpath.py), the binds released once the container started — come from
-`mounts`. When the pod goes, `tear_down` detaches every mount under its
+While the pod runs, configMap, secret and projected volumes follow their objects
+(`refresh`; a projected token is requested again at 80% of its lifetime),
+disk-backed emptyDirs are measured against their sizeLimit (`storage_over_limit`),
+and each container's mounts — subPaths bound safely (subpath.py), the binds
+released once the container started — come from `mounts`. When the pod goes, `tear_down` detaches every mount under its
 directory and removes it.
 """
 
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client import Client
-from nodeagent.kubelet.volumes import claims, emptydir, hostpath, mounts, nfs, projection, subpath
+from nodeagent.kubelet.volumes import claims, emptydir, hostpath, mounts, nfs, projected, projection, subpath
 from nodeagent.kubelet.volumes.errors import ConfigError, MountError, SetUpError, VolumesNotReady
 from proto import core_pb2
 from proto.errors import ApiError
@@ -63,6 +64,7 @@ PLUGINS = {
     "host_path": Plugin("kubernetes.io/host-path", "", read_only=False, sub_path_dirs=True),
     "config_map": Plugin("kubernetes.io/configmap", "configmap", read_only=True, sub_path_dirs=False),
     "secret": Plugin("kubernetes.io/secret", "secret", read_only=True, sub_path_dirs=False),
+    "projected": Plugin("kubernetes.io/projected", "projected", read_only=True, sub_path_dirs=False),
     "nfs": Plugin("kubernetes.io/nfs", "nfs", read_only=False, sub_path_dirs=True),
     # The claim's volume is a node directory, as hostPath; where, only the set-up learns (claims.py).
     "persistent_volume_claim": Plugin("kubernetes.io/persistent-claim", "", read_only=False, sub_path_dirs=True),
@@ -104,6 +106,7 @@ class Volumes:
                  storage_check_period: float = 10.0) -> None:
         self.root_dir = Path(root_dir)
         self.objects = projection.ObjectData(client)
+        self.tokens = projected.TokenManager(client)  # projected service-account tokens, kept fresh
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.mount_timeout = mount_timeout
@@ -188,6 +191,8 @@ class Volumes:
             await self._project(pod, volume, path)
 
     async def _project(self, pod: core_pb2.Pod, volume: core_pb2.Volume, path: Path) -> bool:
+        if volume.HasField("projected"):
+            return await projected.project(self.objects, self.tokens, pod, volume, path)
         changed, immutable = await projection.project(self.objects, pod, volume, path)
         if immutable:
             # An immutable object can only be deleted and re-created: never fetched again for this pod.
@@ -224,7 +229,7 @@ class Volumes:
         """
         immutable = self._immutable.get(pod.metadata.uid, set())
         for volume in used_volumes(pod):
-            if source_of(volume) not in ("config_map", "secret") or volume.name in immutable:
+            if source_of(volume) not in ("config_map", "secret", "projected") or volume.name in immutable:
                 continue
             path = self.path(pod, volume)
             assert path is not None
@@ -318,6 +323,7 @@ class Volumes:
         self._immutable.pop(uid, None)
         self._waiting.pop(uid, None)
         self._storage_checked.pop(uid, None)
+        self.tokens.forget(uid)
         for key in [k for k in self._claims if k[0] == uid]:
             del self._claims[key]
 

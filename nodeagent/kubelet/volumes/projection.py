@@ -96,7 +96,7 @@ async def project(objects: ObjectData, pod: core_pb2.Pod, volume: core_pb2.Volum
         raise SetUpError(str(err)) from None
     files = payload(source, data)
     if source.kind == "secret":
-        await asyncio.to_thread(_secret_tmpfs, pod, path)
+        await asyncio.to_thread(secret_tmpfs, pod, path)
     try:
         changed = await asyncio.to_thread(atomic_writer.write, path, files)
     except (atomic_writer.ProjectionError, OSError) as err:
@@ -120,7 +120,7 @@ def payload(source: Source, data: dict[str, bytes]) -> dict[str, FileProjection]
     return files
 
 
-def _secret_tmpfs(pod: core_pb2.Pod, path: Path) -> None:
+def secret_tmpfs(pod: core_pb2.Pod, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     if not mounts.is_mount_point(path.resolve()):
         mounts.mount_tmpfs(path, size=emptydir.tmpfs_size(pod, None), mode=SECRET_DIR_MODE)

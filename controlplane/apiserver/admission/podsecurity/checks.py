@@ -154,7 +154,8 @@ def privileged(meta: meta_pb2.ObjectMeta, spec: core_pb2.PodSpec) -> Violation |
 
 def _allowed_volume_source(volume: core_pb2.Volume) -> bool:
     return (volume.HasField("config_map") or volume.HasField("empty_dir")
-            or volume.HasField("persistent_volume_claim") or volume.HasField("secret"))
+            or volume.HasField("persistent_volume_claim") or volume.HasField("secret")
+            or volume.HasField("projected"))  # every pod's kube-api-access-* volume
 
 
 def allow_privilege_escalation(meta: meta_pb2.ObjectMeta, spec: core_pb2.PodSpec) -> Violation | None:
