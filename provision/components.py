@@ -515,7 +515,10 @@ def master_control_plane_argvs(plan: ClusterPlan, node: NodePlan, *, etcd_port: 
            "--server", f"{node.address}:{plan.grpc_port}", "--node-name", node.name, "--node-ip", node.address,
            "--vip", plan.master_address, "--lease", API_VIP_LEASE,
            *(a for m in etcd_members(plan) if m.name != node.name for a in ("--peer", m.address))]
-    return {"apiserver": apiserver_argv(plan, listen_host="0.0.0.0", etcd_servers=servers), "api-vip": vip,
+    # Its own address in the kubernetes Service's endpoints (controlplane/apiserver/kubernetesservice.py).
+    apiserver = [*apiserver_argv(plan, listen_host="0.0.0.0", etcd_servers=servers), "--advertise-address",
+                 node.address]
+    return {"apiserver": apiserver, "api-vip": vip,
             # kube-scheduler's default is to elect; Flotilla's single scheduler does not, several must.
             "scheduler": [*scheduler_argv(plan), "--leader-elect", "true", *LEADER_TIMINGS],
             "controller-manager": [*controller_manager_argv(plan), *LEADER_TIMINGS],
