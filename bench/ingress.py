@@ -9,9 +9,14 @@ In one run, alternating round by round so the box's moving load falls on both:
   agent's own renderer (routes.py + config.py: an Ingress `bench.example/` →
   a Service whose slice holds the pod), matched on the Host header, as a
   client outside the cluster sends them to a node's port 80;
-- **ingress, new connections**: the same with a fresh connection per request
-  (the client-side keep-alive that tutorials' load tests use is the first
-  case; this one pays haproxy's accept and its connection to the pod too).
+- **new connections**: both again with a fresh connection per request (the
+  first two keep connections alive, as load tests usually do); the ingress
+  reuses its idle connections to the pod (`http-reuse always`).
+
+Beside each rate, the CPU the server side spent per request (the pod's, plus
+the ingress haproxy's on the ingress paths, from /proc): on this shared
+2-core box the rates swing with the neighbours' load, the CPU per request
+much less, and it says what the extra hop costs.
 
 The pod is a second haproxy answering `200 ok` by itself: the machine has no
 nginx, and busybox httpd forks per request, which would make the pod the
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import tempfile
@@ -66,6 +72,23 @@ def model(pod_port: int) -> routes.Model:
                         secrets=lambda ns, name: None)
 
 
+def cpu_seconds(marker: str) -> float:
+    """User + system CPU of every process whose command line holds `marker` (an haproxy's config path)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def requests_per_second(port: int, requests: int, parallel: int, *, reuse: bool) -> float:
     """curl's rate for `requests` GETs of 127.0.0.1:port (Host bench.example); fails on any non-200."""
     argv = ["curl", "-s", "--parallel", "--parallel-max", str(parallel), "-H", "Host: bench.example",
@@ -101,20 +124,24 @@ async def main() -> None:
             await asyncio.sleep(0.5)
             results: dict[str, list[float]] = {"direct": [], "ingress": [], "ingress, new connections": [],
                                                "direct, new connections": []}
+            cpu = {name: 0.0 for name in results}  # the proxies' CPU seconds per path: pod, and ingress + pod
             for _ in range(opts.rounds):
                 for name, port, reuse in (("direct", pod_port, True), ("ingress", settings.http_port, True),
                                           ("direct, new connections", pod_port, False),
                                           ("ingress, new connections", settings.http_port, False)):
+                    before = cpu_seconds(str(pod_cfg)) + cpu_seconds(str(ingress.config_path))
                     results[name].append(await asyncio.to_thread(
                         requests_per_second, port, opts.requests, opts.parallel, reuse=reuse))
+                    cpu[name] += cpu_seconds(str(pod_cfg)) + cpu_seconds(str(ingress.config_path)) - before
         finally:
             await ingress.stop()
             pod.terminate()
             await pod.wait()
     median = {name: statistics.median(values) for name, values in results.items()}
     print(f"{opts.requests} requests x {opts.rounds} rounds, {opts.parallel} in parallel (curl), medians:")
+    total = opts.requests * opts.rounds
     for name, rate in median.items():
-        print(f"  {name:<26} {rate:>9,.0f} requests/s")
+        print(f"  {name:<26} {rate:>9,.0f} requests/s   server-side CPU {cpu[name] / total * 1e6:5.1f} us/request")
     keep = median["ingress"] / median["direct"]
     fresh = median["ingress, new connections"] / median["direct, new connections"]
     print(f"ingress / direct: {keep:.2f}x with keep-alive, {fresh:.2f}x with a new connection per request "

@@ -171,6 +171,9 @@ def _global(settings: Settings) -> list[str]:
         "    option redispatch",
         "    retries 3",
         "    retry-on conn-failure empty-response",
+        # Idle connections to pods serve any client's next request, as ingress-nginx's upstream
+        # keepalive does (haproxy's default, `safe`, never gives a client's first request one).
+        "    http-reuse always",
         "    timeout connect 5s",
         "    timeout client 60s",
         "    timeout server 60s",
