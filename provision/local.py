@@ -89,7 +89,9 @@ from provision.progress import Progress, Quiet
 from provision.provider import Cluster, Options, ProvisionError, cluster_dir
 from provision.supervisor import alive, read_pids, terminate, write_specs
 
-UP_TIMEOUT = 180.0
+# A loaded 2-core box took 125-172 s for a 3-master cluster, most of it pushing the base images (IMAGES' Debian
+# and Python client images among them): 180 s left no margin.
+UP_TIMEOUT = 300.0
 
 
 class LocalProvider:
