@@ -105,3 +105,16 @@ def test_prune_default_and_validate_a_good_object() -> None:
 def test_bad_objects_are_refused_naming_the_field(spec: dict[str, Any], path: str, text: str) -> None:
     errors = schema.validate(widget(**spec), OPERATOR_SCHEMA)
     assert any(p == path and text in m for p, m in errors), errors
+
+
+def test_a_default_its_schema_refuses_is_named() -> None:
+    bad = copy.deepcopy(OPERATOR_SCHEMA)
+    bad["properties"]["spec"]["properties"]["mode"]["default"] = "Slow"
+    bad["properties"]["spec"]["properties"]["size"]["default"] = "big"
+    assert schema.default_errors(OPERATOR_SCHEMA, "s") == []
+    errors = dict(schema.default_errors(bad, "s"))
+    assert errors["s.properties[spec].properties[mode].default"] == \
+        'Unsupported value: "Slow": supported values: "Fast", "Safe"'
+    assert errors["s.properties[spec].properties[size].default"] == (
+        'Invalid value: "string": s.properties[spec].properties[size].default in body must be of type integer: '
+        '"string"')

@@ -153,7 +153,8 @@ def _validate_versions(spec: apiextensions_pb2.CustomResourceDefinitionSpec) -> 
             if version.name in seen:
                 errors.append((f"{path}.name", f'Duplicate value: "{version.name}"'))
             seen.add(version.name)
-        errors += schema.structural_errors(version_schema(version), f"{path}.schema.openAPIV3Schema")
+        structural = schema.structural_errors(version_schema(version), f"{path}.schema.openAPIV3Schema")
+        errors += structural or schema.default_errors(version_schema(version), f"{path}.schema.openAPIV3Schema")
         for j, column in enumerate(version.additional_printer_columns):
             cpath = f"{path}.additionalPrinterColumns[{j}]"
             if not column.name:

@@ -151,6 +151,24 @@ def _structural(node: Any, path: str, errors: Errors, *, root: bool = False, in_
                                               f"expression, but isn't: {exc}"))
 
 
+def default_errors(schema: Any, path: str) -> Errors:
+    """Defaults that their own node's schema refuses, each at its `.default` (as Kubernetes checks them)."""
+    errors: Errors = []
+    todo = [(schema, path)]
+    while todo:
+        node, at = todo.pop()
+        if not isinstance(node, dict):
+            continue
+        if "default" in node:
+            errors += validate(node["default"], node, f"{at}.default", root=False)
+        todo.extend((sub, f"{at}.properties[{name}]") for name, sub in (node.get("properties") or {}).items())
+        if isinstance(node.get("items"), dict):
+            todo.append((node["items"], f"{at}.items"))
+        if isinstance(node.get("additionalProperties"), dict):
+            todo.append((node["additionalProperties"], f"{at}.additionalProperties"))
+    return errors
+
+
 def _int_or_string_branch(junctor: str, sub: Any) -> bool:
     """Kubernetes' two int-or-string patterns, where `type` may appear in a junctor:
     `anyOf: [{type: integer}, {type: string}]`, and that same anyOf inside an allOf."""
