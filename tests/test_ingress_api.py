@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from client import Client
 from controlplane.apiserver.auth import Attributes, UserInfo
 from controlplane.apiserver.rbac import RBACAuthorizer, default_cluster_role_bindings, default_cluster_roles
+from controlplane.printers import networking as printers
 from kctl.main import cli
 from proto import core_pb2, networking_pb2, rbac_pb2
 from proto.errors import Invalid
@@ -275,3 +276,17 @@ async def test_kctl_describes_an_ingress_with_its_endpoints(apiserver: ApiServer
                for line in lines), lines
     assert any(line.split() == ["Annotations:", "nginx.ingress.kubernetes.io/rewrite-target:", "/"]
                for line in lines), lines
+
+
+def test_ingress_columns_cut_hosts_and_addresses_as_kubectl() -> None:
+    ing = ingress("many", "ns", host="a.example")
+    for host in ("", "b.example", "c.example", "d.example"):
+        ing.spec.rules.add(host=host)
+    # kubectl's formatHosts: three hosts named, then the rules left counted (the empty host too).
+    assert printers.hosts_text(list(ing.spec.rules)) == "a.example,b.example,c.example + 2 more..."
+    assert printers.hosts_text([networking_pb2.IngressRule()]) == "*"
+    for ip in ("192.168.76.101", "192.168.76.102"):
+        ing.status.load_balancer.ingress.add(ip=ip)
+    assert printers.address_text(ing.status.load_balancer, wide=False) == "192.168.76.10..."
+    assert printers.address_text(ing.status.load_balancer, wide=True) == "192.168.76.101,192.168.76.102"
+    assert printers.ports_text(ing) == "80"

@@ -67,6 +67,8 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
     "PodDisruptionBudget": ["Name", "Min Available", "Max Unavailable", "Allowed Disruptions", "Age"],
     "EndpointSlice": ["Name", "AddressType", "Ports", "Endpoints", "Age"],
     "NetworkPolicy": ["Name", "Pod-Selector", "Age"],
+    "Ingress": ["Name", "Class", "Hosts", "Address", "Ports", "Age"],
+    "IngressClass": ["Name", "Controller", "Parameters", "Age"],
     "StorageClass": ["Name", "Provisioner", "ReclaimPolicy", "VolumeBindingMode", "AllowVolumeExpansion", "Age"],
     "Role": ["Name", "Created At"],
     "ClusterRole": ["Name", "Created At"],

@@ -18,14 +18,18 @@ _LOAD_BALANCER_WIDTH = 16  # kubectl's loadBalancerWidth
 
 
 def hosts_text(rules: list[networking_pb2.IngressRule]) -> str:
-    """The first three hosts of the rules (formatHosts), `*` when none names one."""
-    hosts = [rule.host for rule in rules[:_MAX_HOSTS] if rule.host]
+    """The first three hosts named (formatHosts), then `+ N more...` counted in rules; `*` when none."""
+    hosts: list[str] = []
+    more = False
+    for rule in rules:
+        if len(hosts) == _MAX_HOSTS:
+            more = True
+        if not more and rule.host:
+            hosts.append(rule.host)
     if not hosts:
         return "*"
     text = ",".join(hosts)
-    if len(rules) > _MAX_HOSTS:
-        return f"{text} + {len(rules) - _MAX_HOSTS} more..."
-    return text
+    return f"{text} + {len(rules) - _MAX_HOSTS} more..." if more else text
 
 
 def address_text(status: networking_pb2.IngressLoadBalancerStatus, wide: bool) -> str:
