@@ -88,6 +88,7 @@ def test_each_masters_daemons_parse_their_command_lines(tmp_path: Path) -> None:
     assert (opts.https_listen, opts.secure_listen) == ("0.0.0.0:16443", "0.0.0.0:16445")
     assert opts.etcd_servers.split(",")[0] == "https://192.168.93.12:16379"  # its own member first
     assert len(opts.etcd_servers.split(",")) == 3
+    assert opts.advertise_address == "192.168.93.12"  # its endpoint in the `kubernetes` Service
     vip = apivip.COMMAND.parse_args(argvs["api-vip"][3:])
     assert (vip.server, vip.vip, vip.node_name) == ("192.168.93.12:16445", "192.168.93.254", "ha-master-2")
     assert vip.peer == ["192.168.93.11", "192.168.93.13"] and vip.kubeconfig == plan.kubeconfig_path(components.PROXY)
