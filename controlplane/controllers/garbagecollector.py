@@ -15,10 +15,19 @@ objects by owner uid, and handles three cases, as Kubernetes' GC does:
 Absence is never decided from the cache alone: an owner missing from it is
 looked up live (by uid), since a freshly created owner can reach a dependent's
 watch before its own.
+
+Owners of kinds the kinds table does not know — custom resources, served only
+over the HTTP API — are looked up through the dynamic client (client/dynamic.py)
+when the collector has the cluster's HTTP address; it does not watch them, so
+their dependents are checked again every `custom_owner_period` seconds instead
+of at the owner's deletion. An owner whose kind the cluster does not serve at
+all is never taken as gone (as Kubernetes, which cannot resolve it either).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -26,6 +35,7 @@ from google.protobuf.message import Message
 
 from client import Client, Informer, InformerFactory, key_of
 from client.controller import Controller, copy, meta
+from client.dynamic import DynamicClient
 from controlplane.controllers import podutil
 from proto import kinds
 from proto.errors import BadRequest, Conflict, NotFound
@@ -50,8 +60,13 @@ def collected_kinds() -> list[kinds.Kind]:
 class GarbageCollector(Controller):
     name = "garbagecollector"
 
-    def __init__(self, client: Client, factory: InformerFactory, *, workers: int = 10) -> None:
+    def __init__(self, client: Client, factory: InformerFactory, *, workers: int = 10,
+                 dynamic: DynamicClient | None = None, custom_owner_period: float = 5.0) -> None:
         super().__init__(client, factory, workers=workers)
+        self.dynamic = dynamic
+        self.custom_owner_period = custom_owner_period
+        # Items with an owner of a kind outside the kinds table: polled, since its deletion is not watched.
+        self._custom_owned: set[str] = set()
         self.by_kind: dict[str, Informer[Any]] = {}
         for kind in collected_kinds():
             informer = factory.informer(kind.message)
@@ -72,7 +87,23 @@ class GarbageCollector(Controller):
                 log.warning("garbage collector: not watching %s: %s", kind_name, err)
                 del self.by_kind[kind_name]
                 self.informers.remove(informer)
-        await super().run()
+        if self.dynamic is None:
+            await super().run()
+            return
+        poll = asyncio.create_task(self._poll_custom_owned())
+        try:
+            async with self.dynamic:
+                await super().run()
+        finally:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+
+    async def _poll_custom_owned(self) -> None:
+        while True:
+            await asyncio.sleep(self.custom_owner_period)
+            for item in list(self._custom_owned):
+                self.queue.add(item)
 
     # ---------------------------------------------------------------- handlers
 
@@ -82,11 +113,18 @@ class GarbageCollector(Controller):
 
     def _changed(self, obj: Message) -> None:
         m = meta(obj)
+        item = self._item(obj)
+        if self.dynamic is not None:
+            if any(not _built_in(ref.api_version, ref.kind) for ref in m.owner_references):
+                self._custom_owned.add(item)
+            else:
+                self._custom_owned.discard(item)
         if m.owner_references or (m.HasField("deletion_timestamp") and (ORPHAN in m.finalizers
                                                                          or FOREGROUND in m.finalizers)):
-            self.queue.add(self._item(obj))
+            self.queue.add(item)
 
     def _deleted(self, obj: Message) -> None:
+        self._custom_owned.discard(self._item(obj))
         # Its dependents may now be garbage, and owners waiting on it may now finish.
         for dependent in self.dependents(meta(obj).uid):
             self.queue.add(self._item(dependent))
@@ -139,6 +177,8 @@ class GarbageCollector(Controller):
     async def _owner_state(self, ref: Any, namespace: str) -> str:
         """Whether the owner `ref` points at exists (with that uid), and waits for its dependents."""
         owner: Message | None = None
+        if not _built_in(ref.api_version, ref.kind):
+            return await self._custom_owner_state(ref, namespace)
         informer = self.by_kind.get(ref.kind)
         if informer is not None:
             cached = informer.store.get_by_name(namespace, ref.name)
@@ -156,6 +196,26 @@ class GarbageCollector(Controller):
             if meta(owner).uid != ref.uid:
                 return ABSENT  # a namesake: the owner we knew is gone
         if meta(owner).HasField("deletion_timestamp") and FOREGROUND in meta(owner).finalizers:
+            return WAITING
+        return SOLID
+
+    async def _custom_owner_state(self, ref: Any, namespace: str) -> str:
+        """An owner of a custom kind, read over the HTTP API (SOLID when that cannot be asked)."""
+        if self.dynamic is None:
+            return SOLID
+        try:
+            resource = await self.dynamic.resource(ref.api_version, ref.kind)
+        except NotFound:
+            return SOLID  # a kind the cluster does not serve (its CRD gone or never made): never collect for it
+        try:
+            owner = await self.dynamic.get(ref.api_version, ref.kind, namespace if resource.namespaced else "",
+                                           ref.name)
+        except NotFound:
+            return ABSENT
+        metadata = owner.get("metadata", {})
+        if metadata.get("uid") != ref.uid:
+            return ABSENT
+        if metadata.get("deletionTimestamp") and FOREGROUND in metadata.get("finalizers", []):
             return WAITING
         return SOLID
 
@@ -197,3 +257,9 @@ class GarbageCollector(Controller):
             pass
 
 
+def _built_in(api_version: str, kind: str) -> bool:
+    try:
+        kinds.for_kind(api_version, kind)
+    except NotFound:
+        return False
+    return True

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client import Client, InformerFactory, certificates
+from client import config as clientconfig
 from client.component import Command, LeaderElection, parse_duration
 from client.controller import Controller
+from client.dynamic import DynamicClient
 from client.events import EventRecorder
 from controlplane.apiserver.validation.discovery import MAX_ENDPOINTS as MAX_SLICE_ENDPOINTS
 from controlplane.controllers.cronjob import CronJobController
@@ -136,6 +138,12 @@ class Context:
         return recorder
 
 
+def dynamic_client(opts: argparse.Namespace) -> DynamicClient | None:
+    """The HTTP API, for owners of custom kinds (the garbage collector): only with a kubeconfig naming its URL."""
+    config = clientconfig.for_component(server=opts.server, kubeconfig=opts.kubeconfig)
+    return DynamicClient(config) if "://" in config.url else None
+
+
 def csr_signer(c: Context) -> Controller | None:
     """csrsigning needs the cluster CA; without `--cluster-signing-*-file` it does not run."""
     if not (c.opts.cluster_signing_cert_file and c.opts.cluster_signing_key_file):
@@ -167,7 +175,7 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "endpoints": lambda c: EndpointsController(c.client, c.factory),
     "endpointslice": lambda c: EndpointSliceController(c.client, c.factory,
                                                        max_endpoints_per_slice=c.opts.max_endpoints_per_slice),
-    "garbagecollector": lambda c: GarbageCollector(c.client, c.factory),
+    "garbagecollector": lambda c: GarbageCollector(c.client, c.factory, dynamic=dynamic_client(c.opts)),
     "namespace": lambda c: NamespaceController(c.client, c.factory),
     "nodelifecycle": lambda c: NodeLifecycleController(
         c.client, c.factory, c.recorder("node-controller"), monitor_period=c.opts.node_monitor_period,
