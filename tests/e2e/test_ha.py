@@ -36,9 +36,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from cryptography import x509
@@ -51,7 +50,7 @@ from provision import components, etcd_members, localha
 from provision.localplan import ClusterState, load_state
 from provision.processes import free_port
 from tests.e2e.test_seed_journey import KCTL, Cluster, table_rows
-from tests.faults.support import Acknowledged, create_until_acknowledged, lost_and_duplicated, report
+from tests.faults.support import Acknowledged, create_until_acknowledged, eventually, lost_and_duplicated, report
 
 NAME = "hac"
 SUBNET_PREFIX = "192.168.84"
@@ -62,7 +61,6 @@ MASTERS = [f"{NAME}-master-{i}" for i in (1, 2, 3)]
 WORKERS = [f"{NAME}-worker-{i}" for i in (1, 2)]
 WRITERS = 16  # concurrent writing clients (each as fast as the API answers it)
 LEASES = ("flotilla-scheduler", "flotilla-controller-manager")
-T = TypeVar("T")
 
 pytestmark = [
     pytest.mark.ha,
@@ -240,7 +238,7 @@ def test_the_master_holding_the_vip_and_the_leaderships_fails(cluster: Cluster) 
 
     async def scenario() -> None:
         async with client_of(state) as client:
-            await _wait(lambda: _deployment_placed(client, "web", 2), "web with 2 pods", 120)
+            await eventually(lambda: _deployment_placed(client, "web", 2), "web with 2 pods", 120)
             victim = localha.vip_holder(state)
             await _steer_leaders_to(state, client, victim)
             print(f"victim {victim}: VIP and leases {await leaders(client, state)}")
@@ -262,12 +260,12 @@ def test_the_master_holding_the_vip_and_the_leaderships_fails(cluster: Cluster) 
                     d.spec.replicas = 4
                     await client.update(d)
                     scaled = True
-            moved = await _wait(lambda: _leaders_away(client, state, victim), "leaderships to move", 40)
+            moved = await eventually(lambda: _leaders_away(client, state, victim), "leaderships to move", 40)
             moved_after = time.monotonic() - fault
             await asyncio.sleep(2)
             stop.set()
             await asyncio.gather(*writers)
-            converged_by = await _wait(lambda: _deployment_placed(client, "web", 4), "web with 4 pods", 120)
+            converged_by = await eventually(lambda: _deployment_placed(client, "web", 4), "web with 4 pods", 120)
             converged = time.monotonic() - fault
             stored = (await client.list(core_pb2.ConfigMap, "writes")).items
             lost, duplicated = lost_and_duplicated(acked, [c for c in stored if c.metadata.name.startswith("w")],
@@ -290,7 +288,7 @@ def test_the_master_holding_the_vip_and_the_leaderships_fails(cluster: Cluster) 
             localha.heal(state, victim)
             tls = _etcd_tls(state)
             url = next(u for u in state.etcd_endpoints() if state.master_infos()[MASTERS.index(victim)].address in u)
-            await _wait(lambda: etcd_members.healthy(url, tls), f"{victim}'s etcd member healthy", 60)
+            await eventually(lambda: etcd_members.healthy(url, tls), f"{victim}'s etcd member healthy", 60)
             members = await etcd_members.members(state.etcd_endpoints(), tls)
             assert sorted(m.name for m in members) == MASTERS and {m.status for m in members} == {"started"}
             assert len([h for h in [localha.vip_holder(state)] if h]) == 1
@@ -336,7 +334,7 @@ def test_losing_two_of_three_masters_refuses_writes_clearly(cluster: Cluster) ->
             async with client_of(state) as client:
                 cm = core_pb2.ConfigMap(api_version="v1", kind="ConfigMap")
                 cm.metadata.name, cm.metadata.namespace = "quorum-back", "default"
-                await _wait(lambda: _created(client, cm), "a write after one master returned", 60)
+                await eventually(lambda: _created(client, cm), "a write after one master returned", 60)
                 resumed = time.monotonic() - back
                 names = {c.metadata.name for c in (await client.list(core_pb2.ConfigMap, "default")).items}
             print(f"writes resumed {resumed:.1f} s after one master returned")
@@ -380,19 +378,6 @@ async def _leaders_away(client: Client, state: ClusterState, victim: str) -> dic
     held = await leaders(client, state)
     return held if all(n and n != victim for n in held.values()) else None
 
-
-async def _wait(check: Callable[[], Awaitable[T | None]], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except ApiError as err:
-            last = err
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def test_a_master_is_added_and_removed(cluster: Cluster) -> None:
