@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from bench.hollow_kubelet import HollowCluster
 from client import Client
@@ -31,6 +32,7 @@ from client.retry import update_fresh
 from controlplane.apiserver.auth import Attributes, UserInfo
 from controlplane.apiserver.rbac import RBACAuthorizer, default_cluster_role_bindings, default_cluster_roles
 from controlplane.controllers import endpointslice as es
+from kctl.main import cli
 from proto import core_pb2, discovery_pb2, manifest, rbac_pb2
 from proto.errors import Invalid
 from proto.wellknown import ENDPOINTSLICE_CONTROLLER_NAME, LABEL_MANAGED_BY, LABEL_SERVICE_NAME
@@ -369,7 +371,8 @@ def test_default_roles_read_endpointslices(user: UserInfo, verb: str, allowed: b
 
 
 async def test_kubectl_gets_slices_and_describes_the_service_endpoints(
-        http_url: str, namespace: str, tmp_path: Path, client: Client, hollow: HollowCluster) -> None:
+        http_url: str, namespace: str, tmp_path: Path, client: Client, hollow: HollowCluster,
+        apiserver: ApiServer) -> None:
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return kubectl(http_url, tmp_path, "-n", namespace, *args, stdin=stdin)
 
@@ -394,6 +397,12 @@ async def test_kubectl_gets_slices_and_describes_the_service_endpoints(
     shown = [line.split()[1] for line in described.stdout.splitlines() if line.startswith("Endpoints:")]
     assert sorted(shown[0].split(",")) == [f"{ip}:8080" for ip in ips]
     assert sorted(shown[1].split(",")) == [f"{ip}:9090" for ip in ips]
+    # kctl describes it alike, from the same slices.
+    kctl_described = await asyncio.to_thread(CliRunner().invoke, cli, ["-s", apiserver.address, "-n", namespace,
+                                                                      "describe", "svc", "shop"],
+                                             env={"KCTL_CONFIG": "/nonexistent"})
+    assert kctl_described.exit_code == 0, kctl_described.output
+    assert [line.split()[1] for line in kctl_described.output.splitlines() if line.startswith("Endpoints:")] == shown
 
     bad = manifest.to_dict(slice_of("bad", namespace, "IPv4", "127.0.0.1"))
     refused = await asyncio.to_thread(run, "create", "-f", "-", stdin=json.dumps(bad))

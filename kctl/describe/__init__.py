@@ -103,11 +103,13 @@ async def describe(client: Client, kind: kinds.Kind, obj: Message) -> str:
     elif isinstance(obj, certificates_pb2.CertificateSigningRequest):
         section = describe_csr(obj, kind)
     elif isinstance(obj, core_pb2.Service):
+        # As kubectl 1.32: the Service's EndpointSlices, not its v1 Endpoints.
         try:
-            ep: core_pb2.Endpoints | None = await client.get(core_pb2.Endpoints, name, ns)
+            slices = (await client.list(discovery_pb2.EndpointSlice, ns,
+                                        label_selector=f"{LABEL_SERVICE_NAME}={name}")).items
         except ApiError:
-            ep = None
-        section = describe_service(obj, ep)
+            slices = []
+        section = describe_service(obj, list(slices))
     elif isinstance(obj, networking_pb2.NetworkPolicy):
         section = describe_network_policy(obj)
     elif isinstance(obj, networking_pb2.Ingress):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from client.endpointslices import port_endpoints
 from controlplane.printers.text import NONE
 from kctl.describe.section import Section, metadata, pairs
-from proto import core_pb2, kinds
+from proto import core_pb2, discovery_pb2, kinds
 
 
-def describe_service(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None) -> Section:
+def describe_service(svc: core_pb2.Service, slices: list[discovery_pb2.EndpointSlice]) -> Section:
     s = Section()
     spec = svc.spec
     metadata(s, svc, kinds.resolve("services"))
@@ -30,19 +31,13 @@ def describe_service(svc: core_pb2.Service, endpoints: core_pb2.Endpoints | None
         s.kv(0, "TargetPort", f"{port.target_port or port.port}/{proto}")
         if port.node_port:
             s.kv(0, "NodePort", f"{port.name or '<unset>'}  {port.node_port}/{proto}")
-        s.kv(0, "Endpoints", _service_endpoints(endpoints, port.name))
+        s.kv(0, "Endpoints", _service_endpoints(slices, port.name, proto))
     s.kv(0, "Session Affinity", spec.session_affinity or "None")
     if spec.external_traffic_policy:
         s.kv(0, "External Traffic Policy", spec.external_traffic_policy)
     return s
 
 
-def _service_endpoints(ep: core_pb2.Endpoints | None, port_name: str) -> str:
-    if ep is None:
-        return NONE
-    found = []
-    for subset in ep.subsets:
-        for p in subset.ports:
-            if p.name == port_name:
-                found += [f"{a.ip}:{p.port}" for a in subset.addresses]
-    return ",".join(found) or NONE
+def _service_endpoints(slices: list[discovery_pb2.EndpointSlice], port_name: str, protocol: str) -> str:
+    ready = [e for e in port_endpoints(slices, port_name, protocol) if e.ready]
+    return ",".join(f"{e.ip}:{e.port}" for e in ready) or NONE
