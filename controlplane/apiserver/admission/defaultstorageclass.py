@@ -11,13 +11,12 @@ PersistentVolumeClaimResize: a bound claim's `requests.storage` may only grow
 if its class says `allowVolumeExpansion: true` (validation already refuses
 shrinking and any other spec change).
 
-Both read StorageClasses from a cache the registry keeps current with a watch.
+Both read StorageClasses from a cache the registry keeps current with a watch (classcache.py).
 """
 
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
+from controlplane.apiserver.admission.classcache import ClassCache
 from controlplane.apiserver.admission.interface import CREATE, UPDATE, Request
 from controlplane.apiserver.validation.storage import storage_request
 from proto import core_pb2, kinds, storage_pb2
@@ -28,31 +27,11 @@ NAME = "DefaultStorageClass"
 RESIZE_NAME = "PersistentVolumeClaimResize"
 
 
-def default_class(classes: list[storage_pb2.StorageClass]) -> storage_pb2.StorageClass | None:
-    """The default StorageClass among `classes`: the newest annotated one (then by name), or None."""
-    defaults = [sc for sc in classes if sc.metadata.annotations.get(ANNOTATION_DEFAULT_STORAGE_CLASS) == "true"]
-    if not defaults:
-        return None
-    return max(defaults, key=lambda sc: (sc.metadata.creation_timestamp.ToNanoseconds(), sc.metadata.name))
-
-
-class StorageClasses:
-    """The StorageClass cache both plugins share (a PolicyWatcher)."""
+class StorageClasses(ClassCache[storage_pb2.StorageClass]):
+    """The StorageClass cache both plugins share."""
 
     policy_kind = kinds.resolve("storageclasses")
-
-    def __init__(self) -> None:
-        self.classes: dict[str, storage_pb2.StorageClass] = {}
-
-    def observe(self, event_type: str, obj: Message) -> None:
-        name = obj.metadata.name  # type: ignore[attr-defined]
-        if event_type == "DELETED":
-            self.classes.pop(name, None)
-        else:
-            self.classes[name] = obj  # type: ignore[assignment]
-
-    def reset(self) -> None:
-        self.classes.clear()
+    annotation = ANNOTATION_DEFAULT_STORAGE_CLASS
 
 
 class DefaultStorageClass(StorageClasses):
@@ -68,7 +47,7 @@ class DefaultStorageClass(StorageClasses):
         if pvc.spec.HasField("storage_class_name") or "volume.beta.kubernetes.io/storage-class" in \
                 pvc.metadata.annotations:
             return
-        found = default_class(list(self.classes.values()))
+        found = self.default()
         if found is not None:
             pvc.spec.storage_class_name = found.metadata.name
 
