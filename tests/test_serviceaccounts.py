@@ -111,7 +111,7 @@ async def bind_view(admin: Client, namespace: str, account: str = "robot") -> No
 
 
 def https(plan: components.ClusterPlan, method: str, path: str, body: Any = None, *, token: str | None = None,
-          admin: bool = False) -> tuple[int, Any]:
+          admin: bool = False, scheme: str = "Bearer") -> tuple[int, Any]:
     """One request to the Kubernetes HTTP API: as a bearer token, or as the admin's certificate."""
     context = ssl.create_default_context(cafile=plan.path(f"{components.CA}.crt"))
     if admin:
@@ -124,7 +124,7 @@ def https(plan: components.ClusterPlan, method: str, path: str, body: Any = None
         context.load_cert_chain(folder / "c.crt", folder / "c.key")
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
+        headers["Authorization"] = f"{scheme} {token}"
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"https://127.0.0.1:{plan.api_port}{path}", data=data, method=method,
                                      headers=headers)
@@ -164,6 +164,11 @@ async def test_a_token_request_authenticates_as_the_service_account(cluster: com
     assert claims["exp"] - claims["iat"] == 3600 and claims["aud"] == [claims["iss"]]
     status, review = whoami(cluster, token)
     assert status == 201, review
+    # The scheme is case-insensitive: the Python client's load_incluster_config() sends `bearer <token>`.
+    status, lower = https(cluster, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                          {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}, token=token,
+                          scheme="bearer")
+    assert status == 201 and lower["status"] == review["status"], lower
     assert review["status"]["userInfo"] == {
         "username": f"system:serviceaccount:{ns}:robot",
         "groups": ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"]}
@@ -306,6 +311,8 @@ async def test_a_node_gets_tokens_only_for_its_own_pods(cluster: components.Clus
         mine = await admin.create(mine)
         answer = await node.create_token(ns, "robot", bound_pod=mine, expiration_seconds=3607)
         assert answer.status.token and answer.spec.expiration_seconds == 3607
+        status, review = whoami(cluster, answer.status.token)  # as the kubelet's projected file is used
+        assert status == 201, review
         with pytest.raises(NotFound):
             await node.create_token(ns, "nobody", bound_pod=mine)
 

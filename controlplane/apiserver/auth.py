@@ -111,9 +111,14 @@ def _identity(cert: x509.Certificate) -> UserInfo:
 
 
 def parse_bearer(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header value."""
-    if authorization and authorization.startswith("Bearer "):
-        return authorization[len("Bearer "):].strip()
+    """The token of an `Authorization: Bearer <token>` header value.
+
+    The scheme is case-insensitive (RFC 7235), as kube-apiserver reads it: the Python
+    client's in-cluster config sends `bearer <token>`.
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
     return None
 
 
