@@ -144,12 +144,18 @@ def master_specs(state: ClusterState, *, etcd_port: int, masters: list[NodeInfo]
                          components.etcd_tls(cluster), member=member, cluster=members, initial_state=initial_state)
         specs.append(DaemonSpec(f"etcd/{info.name}", [*_enter(info), *argv], str(logs / f"etcd-{info.name}.log"),
                                 f"tcp:{info.address}:{etcd_port}"))
-    for info in chosen:
-        argvs = components.master_control_plane_argvs(cluster, info.plan(), etcd_port=etcd_port)
-        for daemon, argv in argvs.items():
+    # Daemon by daemon across the masters (every apiserver, then every announcer, ...), each started without
+    # waiting for the one before but the last apiserver: the three start in parallel, and everything after
+    # them finds an API. (One master after the other took 12 s of `up`.)
+    argvs = {info.name: components.master_control_plane_argvs(cluster, info.plan(), etcd_port=etcd_port)
+             for info in chosen}
+    for daemon in argvs[chosen[0].name] if chosen else ():
+        for info in chosen:
+            argv = argvs[info.name][daemon]
+            ready = ""
             if daemon == "apiserver":  # one audit log per apiserver: three writers would rotate one file apart
                 argv = [a.replace(components.AUDIT_LOG, f"audit/audit-{info.name}.log") for a in argv]
-            ready = f"tcp:{info.address}:{cluster.grpc_port}" if daemon == "apiserver" else ""
+                ready = f"tcp:{info.address}:{cluster.grpc_port}" if info is chosen[-1] else ""
             specs.append(DaemonSpec(f"{daemon}/{info.name}", [*_enter(info), *argv],
                                     str(logs / f"{daemon}-{info.name}.log"), ready))
     return specs
