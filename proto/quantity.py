@@ -12,6 +12,7 @@ import re
 from decimal import ROUND_UP, Decimal, InvalidOperation
 
 _QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))((?:[eE][+-]?[0-9]+)|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
+_EXPONENT = re.compile(r"[eE][+-]?[0-9]+")
 
 _SUFFIX: dict[str, Decimal] = {
     "": Decimal(1),
@@ -51,11 +52,13 @@ def parse_quantity(text: str | int | float) -> Decimal:
     number, suffix = match.group(1), match.group(2) or ""
     try:
         value = Decimal(number)
-        if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        if suffix in _SUFFIX:  # before the exponent form: "E" and "Ei" are suffixes too
+            return value * _SUFFIX[suffix]
+        if _EXPONENT.fullmatch(suffix):
             return value * (Decimal(10) ** int(suffix[1:]))
-        return value * _SUFFIX[suffix]
-    except (InvalidOperation, KeyError) as exc:  # pragma: no cover - the regex rules these out
+    except InvalidOperation as exc:
         raise QuantityError(f"invalid quantity {text!r}") from exc
+    raise QuantityError(f"unable to parse quantity's suffix: {text!r}")
 
 
 def is_quantity(text: str) -> bool:
