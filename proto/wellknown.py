@@ -32,6 +32,11 @@ FINALIZER_JOB_TRACKING = "batch.kubernetes.io/job-tracking"
 TAINT_NODE_NOT_READY = "node.kubernetes.io/not-ready"
 TAINT_NODE_UNREACHABLE = "node.kubernetes.io/unreachable"
 TAINT_NODE_UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
+# NoSchedule taints for a node's pressure conditions (Kubernetes' TaintNodesByCondition).
+TAINT_NODE_DISK_PRESSURE = "node.kubernetes.io/disk-pressure"
+TAINT_NODE_MEMORY_PRESSURE = "node.kubernetes.io/memory-pressure"
+TAINT_NODE_PID_PRESSURE = "node.kubernetes.io/pid-pressure"
+TAINT_NODE_NETWORK_UNAVAILABLE = "node.kubernetes.io/network-unavailable"
 TAINT_CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 
 # Annotations.

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from bench.hollow_kubelet import HollowCluster
 from client import Client
+from client.retry import update_fresh
 from proto import apps_pb2, autoscaling_pb2, coordination_pb2, core_pb2, metrics_pb2
 from proto.errors import NotFound
 from tests.controllers_support import (  # noqa: F401 - fixtures
@@ -259,3 +261,33 @@ async def test_pods_of_a_vanished_node_are_collected(client: Client, namespace: 
             return True
 
     await eventually(collected, "the pod on a missing node force-deleted")
+
+
+async def test_a_node_under_disk_pressure_is_tainted_noschedule_while_it_lasts(
+        client: Client, namespace: str, hollow: HollowCluster) -> None:
+    name = hollow.node_names[1]
+
+    def pressure(status: str) -> Callable[[core_pb2.Node], None]:
+        def change(node: core_pb2.Node) -> None:
+            cond = next((c for c in node.status.conditions if c.type == "DiskPressure"), None)
+            if cond is None:
+                cond = node.status.conditions.add(type="DiskPressure")
+            cond.status = status
+            cond.reason = "KubeletHasDiskPressure" if status == "True" else "KubeletHasNoDiskPressure"
+        return change
+
+    async def taints() -> list[tuple[str, str]]:
+        return [(t.key, t.effect) for t in (await client.get(core_pb2.Node, name)).spec.taints]
+
+    await update_fresh(client, core_pb2.Node, name, "", pressure("True"), status=True)
+
+    async def tainted() -> bool:
+        return await taints() == [("node.kubernetes.io/disk-pressure", "NoSchedule")]
+
+    await eventually(tainted, "the disk-pressure NoSchedule taint")
+    await update_fresh(client, core_pb2.Node, name, "", pressure("False"), status=True)
+
+    async def untainted() -> bool:
+        return await taints() == []
+
+    await eventually(untainted, "the taint gone with the pressure")

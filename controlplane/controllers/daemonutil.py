@@ -30,13 +30,17 @@ from controlplane.controllers import podutil
 from controlplane.controllers.history import LABEL_CONTROLLER_REVISION_HASH
 from controlplane.scheduler.nodeinfo import PodInfo, matches_node_selector, matches_required_affinity, tolerated
 from proto import apps_pb2, core_pb2
-from proto.wellknown import TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE, TAINT_NODE_UNSCHEDULABLE
+from proto.wellknown import (
+    TAINT_NODE_DISK_PRESSURE,
+    TAINT_NODE_MEMORY_PRESSURE,
+    TAINT_NODE_NETWORK_UNAVAILABLE,
+    TAINT_NODE_NOT_READY,
+    TAINT_NODE_PID_PRESSURE,
+    TAINT_NODE_UNREACHABLE,
+    TAINT_NODE_UNSCHEDULABLE,
+)
 
 NODE_NAME_FIELD = "metadata.name"  # the one field a NodeSelectorRequirement in matchFields may name
-TAINT_NODE_DISK_PRESSURE = "node.kubernetes.io/disk-pressure"
-TAINT_NODE_MEMORY_PRESSURE = "node.kubernetes.io/memory-pressure"
-TAINT_NODE_PID_PRESSURE = "node.kubernetes.io/pid-pressure"
-TAINT_NODE_NETWORK_UNAVAILABLE = "node.kubernetes.io/network-unavailable"
 
 # (key, effect) of the tolerations every daemon pod gets (operator Exists, no tolerationSeconds).
 DAEMON_TOLERATIONS: tuple[tuple[str, str], ...] = (

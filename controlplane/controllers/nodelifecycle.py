@@ -8,7 +8,9 @@ cannot kill a node), the node's conditions become Unknown, a NodeNotReady event
 is recorded, and the node gets the NoExecute taint
 `node.kubernetes.io/unreachable` (a node reporting Ready=False gets
 `node.kubernetes.io/not-ready`). When the kubelet is back and reports Ready, the
-taints go.
+taints go. A node reporting DiskPressure, MemoryPressure or PIDPressure gets the
+matching NoSchedule taint (`node.kubernetes.io/disk-pressure`, ...) while the
+condition holds, as Kubernetes' TaintNodesByCondition: new pods go elsewhere.
 
 The taint manager half (a work queue of node names) evicts the pods on a node
 with NoExecute taints they do not tolerate: at once for ordinary taints; for
@@ -30,7 +32,18 @@ from client.controller import Controller, copy
 from client.events import NORMAL, EventRecorder
 from proto import coordination_pb2, core_pb2
 from proto.errors import ApiError, Conflict, NotFound
-from proto.wellknown import TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE
+from proto.wellknown import (
+    TAINT_NODE_DISK_PRESSURE,
+    TAINT_NODE_MEMORY_PRESSURE,
+    TAINT_NODE_NOT_READY,
+    TAINT_NODE_PID_PRESSURE,
+    TAINT_NODE_UNREACHABLE,
+)
+
+# TaintNodesByCondition: a node reporting one of these conditions True gets the NoSchedule taint, so no new
+# pod goes there unless it tolerates it (daemon pods do); the taint goes when the condition clears.
+CONDITION_TAINTS = {"DiskPressure": TAINT_NODE_DISK_PRESSURE, "MemoryPressure": TAINT_NODE_MEMORY_PRESSURE,
+                    "PIDPressure": TAINT_NODE_PID_PRESSURE}
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +172,26 @@ class NodeLifecycleController(Controller):
         return updated
 
     async def _reconcile_taints(self, node: core_pb2.Node, want: str | None) -> None:
-        ours = (TAINT_NODE_UNREACHABLE, TAINT_NODE_NOT_READY)
-        have = {t.key for t in node.spec.taints if t.key in ours and t.effect == "NoExecute"}
-        if have == ({want} if want else set()):
+        """Our taints as they should be: `want` NoExecute (unreachable/not-ready) and the conditions' NoSchedule."""
+        wanted = {(want, "NoExecute")} if want else set()
+        if want != TAINT_NODE_UNREACHABLE:  # Unknown conditions say nothing about pressure
+            wanted |= {(CONDITION_TAINTS[cond.type], "NoSchedule") for cond in node.status.conditions
+                       if cond.status == "True" and cond.type in CONDITION_TAINTS}
+        ours = {(TAINT_NODE_UNREACHABLE, "NoExecute"), (TAINT_NODE_NOT_READY, "NoExecute"),
+                *((taint, "NoSchedule") for taint in CONDITION_TAINTS.values())}
+        have = {(t.key, t.effect) for t in node.spec.taints if (t.key, t.effect) in ours}
+        if have == wanted:
             return
         new = copy(node)
-        kept = [t for t in new.spec.taints if t.key not in ours]
+        kept = [t for t in new.spec.taints if (t.key, t.effect) not in ours or (t.key, t.effect) in wanted]
         del new.spec.taints[:]
         new.spec.taints.extend(kept)
-        if want is not None:
-            taint = new.spec.taints.add(key=want, effect="NoExecute")
-            taint.time_added.GetCurrentTime()
+        for key, effect in sorted(wanted - have):
+            added = new.spec.taints.add(key=key, effect=effect)
+            added.time_added.GetCurrentTime()
         await self.client.update(new)
-        log.info("node %s: taint %s", node.metadata.name, want or "removed")
+        log.info("node %s: taints %s", node.metadata.name,
+                 ", ".join(f"{k}:{e}" for k, e in sorted(wanted)) or "removed")
 
     # ---------------------------------------------------------------- taint manager
 
