@@ -2329,6 +2329,7 @@ class ContainerStateTerminated(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     CONTAINER_ID_FIELD_NUMBER: _builtins.int
     exit_code: _builtins.int
+    """Always sent, 0 included: Kubernetes' JSON has no omitempty here and strict clients require it."""
     signal: _builtins.int
     reason: _builtins.str
     message: _builtins.str
@@ -2340,7 +2341,7 @@ class ContainerStateTerminated(_message.Message):
     def __init__(
         self,
         *,
-        exit_code: _builtins.int = ...,
+        exit_code: _builtins.int | None = ...,
         signal: _builtins.int = ...,
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
@@ -2348,11 +2349,13 @@ class ContainerStateTerminated(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         container_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["container_id", b"container_id", "exit_code", b"exit_code", "finished_at", b"finished_at", "message", b"message", "reason", b"reason", "signal", b"signal", "started_at", b"started_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "container_id", b"container_id", "exit_code", b"exit_code", "finished_at", b"finished_at", "message", b"message", "reason", b"reason", "signal", b"signal", "started_at", b"started_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
+    _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___ContainerStateTerminated: _TypeAlias = ContainerStateTerminated  # noqa: Y015
 
@@ -2399,6 +2402,9 @@ class ContainerStatus(_message.Message):
     STARTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     ready: _builtins.bool
+    """ready, restartCount and imageID are always sent (false, 0 and "" too), as Kubernetes' JSON has them:
+    the Python client's models require them.
+    """
     restart_count: _builtins.int
     image: _builtins.str
     image_id: _builtins.str
@@ -2414,19 +2420,32 @@ class ContainerStatus(_message.Message):
         name: _builtins.str = ...,
         state: Global___ContainerState | None = ...,
         last_state: Global___ContainerState | None = ...,
-        ready: _builtins.bool = ...,
-        restart_count: _builtins.int = ...,
+        ready: _builtins.bool | None = ...,
+        restart_count: _builtins.int | None = ...,
         image: _builtins.str = ...,
-        image_id: _builtins.str = ...,
+        image_id: _builtins.str | None = ...,
         container_id: _builtins.str = ...,
         started: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_started", b"_started", "last_state", b"last_state", "started", b"started", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_image_id", b"_image_id", "_ready", b"_ready", "_restart_count", b"_restart_count", "_started", b"_started", "image_id", b"image_id", "last_state", b"last_state", "ready", b"ready", "restart_count", b"restart_count", "started", b"started", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_started", b"_started", "container_id", b"container_id", "image", b"image", "image_id", b"image_id", "last_state", b"last_state", "name", b"name", "ready", b"ready", "restart_count", b"restart_count", "started", b"started", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_image_id", b"_image_id", "_ready", b"_ready", "_restart_count", b"_restart_count", "_started", b"_started", "container_id", b"container_id", "image", b"image", "image_id", b"image_id", "last_state", b"last_state", "name", b"name", "ready", b"ready", "restart_count", b"restart_count", "started", b"started", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__image_id: _TypeAlias = _typing.Literal["image_id"]  # noqa: Y015
+    _WhichOneofArgType__image_id: _TypeAlias = _typing.Literal["_image_id", b"_image_id"]  # noqa: Y015
+    _WhichOneofReturnType__ready: _TypeAlias = _typing.Literal["ready"]  # noqa: Y015
+    _WhichOneofArgType__ready: _TypeAlias = _typing.Literal["_ready", b"_ready"]  # noqa: Y015
+    _WhichOneofReturnType__restart_count: _TypeAlias = _typing.Literal["restart_count"]  # noqa: Y015
+    _WhichOneofArgType__restart_count: _TypeAlias = _typing.Literal["_restart_count", b"_restart_count"]  # noqa: Y015
     _WhichOneofReturnType__started: _TypeAlias = _typing.Literal["started"]  # noqa: Y015
     _WhichOneofArgType__started: _TypeAlias = _typing.Literal["_started", b"_started"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__image_id) -> _WhichOneofReturnType__image_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ready) -> _WhichOneofReturnType__ready | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__restart_count) -> _WhichOneofReturnType__restart_count | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__started) -> _WhichOneofReturnType__started | None: ...
 
 Global___ContainerStatus: _TypeAlias = ContainerStatus  # noqa: Y015

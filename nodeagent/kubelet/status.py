@@ -60,7 +60,8 @@ def terminated_state(status: cri_pb2.ContainerStatus) -> core_pb2.ContainerState
 
 
 def container_status(view: ContainerView) -> core_pb2.ContainerStatus:
-    out = core_pb2.ContainerStatus(name=view.spec.name, image=view.spec.image)
+    out = core_pb2.ContainerStatus(name=view.spec.name, image=view.spec.image, ready=False, restart_count=0,
+                                   image_id="")
     latest = view.latest
     if latest is not None:
         out.container_id = CONTAINER_ID_PREFIX + latest.id
