@@ -46,9 +46,9 @@ def config_map(name: str, namespace: str = "default", value: str = "") -> core_p
     return made
 
 
-async def collect(events: AsyncIterator[WatchEvent[Pod]], count: int, *, skip_bookmarks: bool = True,
-                  timeout: float = 10.0) -> list[WatchEvent[Pod]]:
-    seen: list[WatchEvent[Pod]] = []
+async def collect(events: AsyncIterator[WatchEvent[core_pb2.Pod]], count: int, *, skip_bookmarks: bool = True,
+                  timeout: float = 10.0) -> list[WatchEvent[core_pb2.Pod]]:
+    seen: list[WatchEvent[core_pb2.Pod]] = []
 
     async def run() -> None:
         async for event in events:
@@ -59,6 +59,11 @@ async def collect(events: AsyncIterator[WatchEvent[Pod]], count: int, *, skip_bo
                 return
     await asyncio.wait_for(run(), timeout)
     return seen
+
+
+def obj(event: WatchEvent[core_pb2.Pod]) -> core_pb2.Pod:
+    assert event.object is not None, f"a {event.type} event without an object"
+    return event.object
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +90,8 @@ async def test_a_watch_resumes_from_the_buffer_until_etcd_compacts_that_history(
 
     events = client.watch(Pod, namespace, resource_version=first.metadata.resource_version)
     seen = await collect(events, 3)
-    assert [(e.type, e.object.metadata.name) for e in seen] == [("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
-    assert seen[1].object.metadata.labels["changed"] == "yes"
+    assert [(e.type, obj(e).metadata.name) for e in seen] == [("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")]
+    assert obj(seen[1]).metadata.labels["changed"] == "yes"
 
     # Once etcd has compacted that history, resuming from it is "too old", as it is without the cache.
     storage = Storage(etcd.url)
@@ -111,7 +116,7 @@ async def test_a_watch_from_beyond_the_buffer_is_told_410_gone(small_apiserver: 
         pods = (await small.list(Pod, namespace)).items
         inside = pods[-3].metadata.resource_version
         seen = await collect(small.watch(Pod, namespace, resource_version=inside), 2)
-        assert [e.object.metadata.name for e in seen] == [f"p{BUFFER}", f"p{BUFFER + 1}"]
+        assert [obj(e).metadata.name for e in seen] == [f"p{BUFFER}", f"p{BUFFER + 1}"]
 
 
 async def test_a_quiet_watch_gets_bookmarks_past_writes_to_other_resources(
@@ -159,8 +164,9 @@ async def test_selectors_are_answered_from_cached_objects(client: Client, namesp
             await client.bind(made, node)
     await client.create(pod("elsewhere", "default", labels={"app": "web"}))  # another namespace
 
-    async def names(**selectors: str) -> list[str]:
-        return [p.metadata.name for p in (await client.list(Pod, namespace, **selectors)).items]
+    async def names(label_selector: str = "", field_selector: str = "") -> list[str]:
+        listed = await client.list(Pod, namespace, label_selector=label_selector, field_selector=field_selector)
+        return [p.metadata.name for p in listed.items]
     assert await names() == ["d1", "u1", "w1", "w2"]
     assert await names(field_selector="spec.nodeName=node-a") == ["d1", "w1"]
     assert await names(field_selector="spec.nodeName=") == ["u1"]
@@ -179,7 +185,7 @@ async def test_selectors_are_answered_from_cached_objects(client: Client, namesp
     await client.bind(await client.create(pod("other", namespace)), "node-a")
     seen = await collect(client.watch(Pod, namespace, field_selector="spec.nodeName=node-b",
                                       resource_version=start), 1)
-    assert (seen[0].type, seen[0].object.metadata.name) == ("ADDED", "late")
+    assert (seen[0].type, obj(seen[0]).metadata.name) == ("ADDED", "late")
 
 
 # ---------------------------------------------------------------- following etcd
@@ -259,7 +265,7 @@ async def test_the_cache_lists_again_when_etcd_compacted_its_own_watch_history(o
     writer = Registry(Storage(own_etcd.url))
     await writer.storage.connect()
     await writer.ensure_system_namespaces()
-    created = await writer.create(CONFIGMAPS, "default", config_map("before"))
+    await writer.create(CONFIGMAPS, "default", config_map("before"))
     proxy = Proxy(own_etcd.client_port)
     await proxy.start()
     cached = await _cached_registry(f"http://127.0.0.1:{proxy.port}")
@@ -273,7 +279,7 @@ async def test_the_cache_lists_again_when_etcd_compacted_its_own_watch_history(o
 
         proxy.cut()  # the cache's watch breaks, and cannot come back yet
         await writer.create(CONFIGMAPS, "default", config_map("while-away"))
-        await writer.delete(CONFIGMAPS, "default", created.metadata.name)
+        await writer.delete(CONFIGMAPS, "default", "before")
         await writer.storage.compact(await writer.storage.revision())
         proxy.open = True
 
@@ -321,8 +327,32 @@ async def test_the_cache_follows_etcd_through_restarts(tmp_path: Path) -> None:
         await writer.create(CONFIGMAPS, "default", config_map("reborn"))
         await _eventually_listed(cached, ["reborn"])
         assert cache.relists == 2
-        await events.aclose()
+        await events.aclose()  # type: ignore[attr-defined]
     finally:
         await _close(cached)
         await writer.storage.close()
         etcd.process.stop()
+
+
+async def test_with_the_cache_off_lists_and_watches_come_from_etcd(etcd: Etcd, tmp_path: Path,
+                                                                  namespace: str) -> None:
+    server = start_apiserver(etcd.url, tmp_path, extra=["--watch-cache", "false"])
+    try:
+        async with Client(server.address) as direct:
+            first = await direct.create(pod("a", namespace))
+            await direct.create(pod("b", namespace))
+            listed = await direct.list(Pod, namespace)
+            assert [p.metadata.name for p in listed.items] == ["a", "b"]
+            seen = await collect(direct.watch(Pod, namespace, resource_version=first.metadata.resource_version), 1)
+            assert (seen[0].type, obj(seen[0]).metadata.name) == ("ADDED", "b")
+            await direct.delete(Pod, "b", namespace)  # history after b's creation, for etcd to compact away
+            storage = Storage(etcd.url)
+            await storage.connect()
+            try:
+                await storage.compact(await storage.revision())
+            finally:
+                await storage.close()
+            with pytest.raises(Gone, match="too old resource version"):
+                await collect(direct.watch(Pod, namespace, resource_version=first.metadata.resource_version), 1)
+    finally:
+        server.process.stop()

@@ -327,25 +327,12 @@ class Storage:
         """A watch of `prefix` from `start_revision` on its own stream, able to ask etcd for progress."""
         return WatchStream(self, prefix, start_revision)
 
-    async def _check_not_compacted(self, prefix: bytes, start_revision: int) -> None:
-        """Raise Gone if history from `start_revision` is gone.
-
-        aetcd never answers a watch created on a compacted revision (it records the
-        error but wakes nobody), so ask etcd with a cheap read at that revision first.
-        """
-        try:
-            await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
-                key=prefix, range_end=prefix_end(prefix), count_only=True, revision=start_revision)))
-        except Gone:
-            raise Gone(f"too old resource version: {start_revision - 1}: history before it was compacted; "
-                       "list again and watch from the list's resourceVersion") from None
-        except grpc.RpcError as err:
-            if "future revision" not in (err.details() or ""):
-                raise
-
     async def check_history(self, start_revision: int) -> None:
         """Gone if etcd no longer has history from `start_revision` (compacted); one read of one key at that
-        revision, which etcd refuses before looking anything up. A future revision passes."""
+        revision, which etcd refuses before looking anything up. A future revision passes.
+
+        aetcd never answers a watch created on a compacted revision (it records the error but wakes nobody),
+        so `watch` asks this first."""
         try:
             await self._rpc(lambda: self._etcd.kvstub.Range(rpc.RangeRequest(
                 key=b"\0", revision=start_revision, limit=1)))
@@ -361,7 +348,7 @@ class Storage:
 
         Raises Gone when etcd has compacted `start_revision` away.
         """
-        await self._check_not_compacted(prefix, start_revision)
+        await self.check_history(start_revision)
         try:
             watch = await self._etcd.watch(prefix, range_end=prefix_end(prefix),
                                            start_revision=start_revision, prev_kv=True)
