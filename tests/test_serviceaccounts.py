@@ -259,6 +259,13 @@ async def test_token_reviews_name_the_account(cluster: components.ClusterPlan, a
     assert status == 201, answer
     assert answer["status"]["authenticated"] is True
     assert answer["status"]["user"]["username"] == f"system:serviceaccount:{ns}:robot"
+    # For another audience: only a token made for it names anyone.
+    review["spec"]["audiences"] = ["vault"]
+    status, answer = https(cluster, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review, admin=True)
+    assert (status, answer["status"].get("authenticated", False)) == (201, False), answer
+    review["spec"]["token"] = request_token(cluster, ns, "robot", {"audiences": ["vault"]})[1]["status"]["token"]
+    status, answer = https(cluster, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review, admin=True)
+    assert answer["status"]["authenticated"] is True and answer["status"]["audiences"] == ["vault"], answer
     review["spec"]["token"] = token[:-4] + "abcd"
     status, answer = https(cluster, "POST", "/apis/authentication.k8s.io/v1/tokenreviews", review, admin=True)
     assert (status, answer["status"].get("authenticated", False)) == (201, False)

@@ -291,15 +291,18 @@ def test_whoami_names_the_caller() -> None:
 
 def test_token_review_answers_without_echoing_the_token() -> None:
     tokens = {"s3cret": BOB}
+
+    def lookup(token: str, _audiences: tuple[str, ...]) -> UserInfo | None:
+        return tokens.get(token)
     body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "s3cret"}}
-    answer = reviews.token_review(tokens.get, body)
+    answer = reviews.token_review(lookup, body)
     assert answer["status"] == {"authenticated": True,
                                 "user": {"username": "bob", "groups": ["system:authenticated"]}}
     assert "s3cret" not in repr(answer)
-    unknown = reviews.token_review(tokens.get, {**body, "spec": {"token": "guess"}})
+    unknown = reviews.token_review(lookup, {**body, "spec": {"token": "guess"}})
     assert unknown["status"] == {"authenticated": False}
     with pytest.raises(Invalid, match=r"spec\.token: Required value"):
-        reviews.token_review(tokens.get, {**body, "spec": {}})
+        reviews.token_review(lookup, {**body, "spec": {}})
 
 
 # ---------------------------------------------------------------- real kubectl

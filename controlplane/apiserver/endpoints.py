@@ -44,6 +44,7 @@ from controlplane.apiserver.audit import AuditLog
 from controlplane.apiserver.auth import AUTHENTICATED, AlwaysAllow, Attributes, Authorizer, UserInfo
 from controlplane.apiserver.proxy import KubeletClientTLS, KubeletProxy
 from controlplane.apiserver.registry import Event, Registry
+from controlplane.apiserver.serviceaccount.authenticator import ServiceAccountTokens
 from controlplane.apiserver.serviceaccount.tokens import TokenIssuer
 from proto import authentication_pb2, core_pb2, kinds
 from proto.errors import ApiError, Conflict, NotFound
@@ -150,6 +151,7 @@ class Endpoints:
         self.kubelets = KubeletProxy(registry, kubelet_tls)
         # serviceaccounts/token: set by the apiserver once it has a signing key (serviceaccount/).
         self.token_issuer: TokenIssuer | None = None
+        self.service_account_tokens: ServiceAccountTokens | None = None  # TokenReviews for other audiences
         self.max_token_seconds = 0  # --service-account-max-token-expiration (0: no cap)
         registry.admission.set_authorizer(self.authorizer)  # CSR approval checks the signer itself
 

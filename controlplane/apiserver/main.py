@@ -312,6 +312,7 @@ async def serve(opts: argparse.Namespace) -> None:
     endpoints = Endpoints(registry, authorizer=authorizer, audit=audit, kubelet_tls=kubelet_tls,
                           bookmark_interval=opts.bookmark_interval)
     endpoints.token_issuer = service_account_tokens.issuer
+    endpoints.service_account_tokens = service_account_tokens
     endpoints.max_token_seconds = opts.service_account_max_token_expiration
     # GRPC_SERVER_OPTIONS: deadlines for the TLS handshake and for idle or silent connections.
     server = grpc.aio.server(options=[*SERVER_OPTIONS, *GRPC_SERVER_OPTIONS],

@@ -253,8 +253,13 @@ class ResourceHandlers:
         async with self.endpoints.request(user, "create", kind):  # TokenReview: whom does a token name?
             return reviews.token_review(self._token_user, data)
 
-    def _token_user(self, token: str) -> UserInfo | None:
+    def _token_user(self, token: str, audiences: tuple[str, ...] = ()) -> UserInfo | None:
         try:
+            accounts = self.endpoints.service_account_tokens
+            if audiences and accounts is not None:  # for another audience than the apiserver's own
+                user = accounts.lookup(token, audiences)
+                if user is not None:
+                    return user
             return self.authenticator.authenticate(Credentials(True, None, token))
         except Unauthorized:
             return None

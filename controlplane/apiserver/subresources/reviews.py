@@ -180,15 +180,16 @@ def self_subject_review(user: UserInfo) -> dict[str, Any]:
             "metadata": {"creationTimestamp": None}, "status": {"userInfo": _user_info(user)}}
 
 
-def token_review(lookup: Callable[[str], UserInfo | None], body: dict[str, Any]) -> dict[str, Any]:
-    """Whom does `spec.token` name? `lookup` is the apiserver's own token authenticator.
+def token_review(lookup: Callable[[str, tuple[str, ...]], UserInfo | None], body: dict[str, Any]) -> dict[str, Any]:
+    """Whom does `spec.token` name, for `spec.audiences`? `lookup` is the apiserver's own token authenticator.
 
     An unknown token is `authenticated: false`, not an error: the question was answered.
+    With audiences, a service-account token must be for one of them (not the apiserver's own).
     """
     review = _parse(TOKEN_REVIEW, body)
     if not review.spec.token:
         raise Invalid('TokenReview.authentication.k8s.io ""', [("spec.token", "Required value")])
-    user = lookup(review.spec.token)
+    user = lookup(review.spec.token, tuple(review.spec.audiences))
     review.spec.token = ""  # a token is a credential: never echoed back
     if user is None:
         return _answer(review, authenticated=False)
