@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -32,25 +32,36 @@ from tests.controllers_support import eventually
 from tests.test_scheduler_e2e import Cluster
 from tests.test_storage_api import force_delete, pv, pvc, storage_class
 
+Provisioner = Callable[[Client, InformerFactory, EventRecorder], Controller]
 
-@pytest.fixture
-async def controllers(client: Client) -> AsyncIterator[None]:
+
+@contextlib.asynccontextmanager
+async def storage_controllers(client: Client, provisioner: Provisioner) -> AsyncIterator[None]:
+    """The binder, the protection controllers and one provisioner, running in the test."""
     factory = InformerFactory(client)
     recorder = EventRecorder(client, "persistentvolume-controller")
     loops: list[Controller] = [PersistentVolumeController(client, factory, recorder),
-                               LocalPathProvisioner(client, factory, recorder),
+                               provisioner(client, factory, recorder),
                                PVCProtectionController(client, factory), PVProtectionController(client, factory)]
     factory.start()
     recorder.start()
     tasks = [asyncio.create_task(c.run()) for c in loops]
-    yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    recorder.stop()
-    factory.stop()
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        recorder.stop()
+        factory.stop()
+
+
+@pytest.fixture
+async def controllers(client: Client) -> AsyncIterator[None]:
+    async with storage_controllers(client, LocalPathProvisioner):
+        yield
 
 
 @pytest.fixture

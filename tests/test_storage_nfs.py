@@ -11,25 +11,21 @@ Kubernetes' nfs plugin's.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from client import Client, InformerFactory
-from client.controller import Controller
-from client.events import EventRecorder
+from client import Client
 from controlplane.controllers.nfs import NfsProvisioner, nfs_storage_class
-from controlplane.controllers.persistentvolume import PersistentVolumeController
-from controlplane.controllers.pvprotection import PVCProtectionController, PVProtectionController
 from nodeagent.kubelet.volumes.nfs import mount_argv
 from proto import core_pb2, storage_pb2
 from proto.errors import NotFound
 from proto.wellknown import FINALIZER_PROVISIONER, NFS_PROVISIONER
 from tests.controllers_support import eventually
 from tests.test_storage_api import pvc
+from tests.test_storage_binding import storage_controllers
 
 
 class DirectoryShare:
@@ -49,22 +45,8 @@ class DirectoryShare:
 async def share(client: Client, tmp_path: Path) -> AsyncIterator[DirectoryShare]:
     exported = DirectoryShare(tmp_path)
     (tmp_path / "srv" / "nfs").mkdir(parents=True)
-    factory = InformerFactory(client)
-    recorder = EventRecorder(client, "persistentvolume-controller")
-    loops: list[Controller] = [PersistentVolumeController(client, factory, recorder),
-                               NfsProvisioner(client, factory, recorder, share=exported),
-                               PVCProtectionController(client, factory), PVProtectionController(client, factory)]
-    factory.start()
-    recorder.start()
-    tasks = [asyncio.create_task(c.run()) for c in loops]
-    yield exported
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    recorder.stop()
-    factory.stop()
+    async with storage_controllers(client, lambda c, f, r: NfsProvisioner(c, f, r, share=exported)):
+        yield exported
 
 
 async def test_a_claim_gets_a_subdirectory_of_the_export_and_gives_it_back(

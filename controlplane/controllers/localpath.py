@@ -46,13 +46,14 @@ def volume_name(pvc: core_pb2.PersistentVolumeClaim) -> str:
     return f"pvc-{pvc.metadata.uid}"
 
 
-def provisioned_volume(pvc: core_pb2.PersistentVolumeClaim, sc: storage_pb2.StorageClass,
-                       node: str) -> core_pb2.PersistentVolume:
-    """The volume for `pvc` on `node`, as this provisioner makes it."""
-    name = volume_name(pvc)
+def claim_volume(pvc: core_pb2.PersistentVolumeClaim, sc: storage_pb2.StorageClass,
+                 provisioner: str) -> core_pb2.PersistentVolume:
+    """What every dynamically provisioned volume for `pvc` carries, whatever its source: the claim's size,
+    access modes and volume mode, the class's reclaim policy and mount options, who provisioned it, and its
+    claimRef already naming the claim (so the binder binds the two at once)."""
     pv = core_pb2.PersistentVolume(api_version="v1", kind="PersistentVolume")
-    pv.metadata.name = name
-    pv.metadata.annotations[ANNOTATION_PROVISIONED_BY] = LOCAL_PATH_PROVISIONER
+    pv.metadata.name = volume_name(pvc)
+    pv.metadata.annotations[ANNOTATION_PROVISIONED_BY] = provisioner
     spec = pv.spec
     spec.capacity["storage"] = pvc.spec.resources.requests["storage"]
     spec.access_modes[:] = pvc.spec.access_modes
@@ -60,13 +61,20 @@ def provisioned_volume(pvc: core_pb2.PersistentVolumeClaim, sc: storage_pb2.Stor
     spec.storage_class_name = sc.metadata.name
     spec.mount_options[:] = sc.mount_options
     spec.volume_mode = pvc.spec.volume_mode or "Filesystem"
-    root = sc.parameters.get(LOCAL_PATH_NODE_PATH) or LOCAL_PATH_DEFAULT_NODE_PATH
-    spec.local.path = str(PurePosixPath(root) / name)
-    term = spec.node_affinity.required.node_selector_terms.add()
-    term.match_fields.add(key="metadata.name", operator="In", values=[node])
     spec.claim_ref.CopyFrom(meta_pb2.ObjectReference(
         kind="PersistentVolumeClaim", api_version="v1", namespace=pvc.metadata.namespace, name=pvc.metadata.name,
         uid=pvc.metadata.uid, resource_version=pvc.metadata.resource_version))
+    return pv
+
+
+def provisioned_volume(pvc: core_pb2.PersistentVolumeClaim, sc: storage_pb2.StorageClass,
+                       node: str) -> core_pb2.PersistentVolume:
+    """The volume for `pvc` on `node`, as this provisioner makes it."""
+    pv = claim_volume(pvc, sc, LOCAL_PATH_PROVISIONER)
+    root = sc.parameters.get(LOCAL_PATH_NODE_PATH) or LOCAL_PATH_DEFAULT_NODE_PATH
+    pv.spec.local.path = str(PurePosixPath(root) / pv.metadata.name)
+    term = pv.spec.node_affinity.required.node_selector_terms.add()
+    term.match_fields.add(key="metadata.name", operator="In", values=[node])
     return pv
 
 

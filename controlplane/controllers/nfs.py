@@ -38,7 +38,8 @@ from typing import Protocol
 from client import Client, InformerFactory, key_of
 from client.controller import Controller, copy
 from client.events import NORMAL, WARNING, EventRecorder
-from proto import core_pb2, meta_pb2, storage_pb2
+from controlplane.controllers.localpath import claim_volume, volume_name
+from proto import core_pb2, storage_pb2
 from proto.errors import AlreadyExists, ApiError, Conflict, NotFound
 from proto.wellknown import (
     ANNOTATION_PROVISIONED_BY,
@@ -74,32 +75,16 @@ class NfsMount:
                 subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=60, check=False)
 
 
-def volume_name(pvc: core_pb2.PersistentVolumeClaim) -> str:
-    return f"pvc-{pvc.metadata.uid}"
-
-
 def directory_name(pvc: core_pb2.PersistentVolumeClaim) -> str:
     return f"{pvc.metadata.namespace}-{pvc.metadata.name}-{volume_name(pvc)}"
 
 
 def provisioned_volume(pvc: core_pb2.PersistentVolumeClaim, sc: storage_pb2.StorageClass) -> core_pb2.PersistentVolume:
     """The volume for `pvc`, as this provisioner makes it."""
-    pv = core_pb2.PersistentVolume(api_version="v1", kind="PersistentVolume")
-    pv.metadata.name = volume_name(pvc)
-    pv.metadata.annotations[ANNOTATION_PROVISIONED_BY] = NFS_PROVISIONER
+    pv = claim_volume(pvc, sc, NFS_PROVISIONER)
     pv.metadata.finalizers.append(FINALIZER_PROVISIONER)
-    spec = pv.spec
-    spec.capacity["storage"] = pvc.spec.resources.requests["storage"]
-    spec.access_modes[:] = pvc.spec.access_modes
-    spec.persistent_volume_reclaim_policy = sc.reclaim_policy or "Delete"
-    spec.storage_class_name = sc.metadata.name
-    spec.mount_options[:] = sc.mount_options
-    spec.volume_mode = pvc.spec.volume_mode or "Filesystem"
-    spec.nfs.server = sc.parameters[NFS_SERVER]
-    spec.nfs.path = str(PurePosixPath(sc.parameters[NFS_SHARE]) / directory_name(pvc))
-    spec.claim_ref.CopyFrom(meta_pb2.ObjectReference(
-        kind="PersistentVolumeClaim", api_version="v1", namespace=pvc.metadata.namespace, name=pvc.metadata.name,
-        uid=pvc.metadata.uid, resource_version=pvc.metadata.resource_version))
+    pv.spec.nfs.server = sc.parameters[NFS_SERVER]
+    pv.spec.nfs.path = str(PurePosixPath(sc.parameters[NFS_SHARE]) / directory_name(pvc))
     return pv
 
 
