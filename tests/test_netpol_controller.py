@@ -6,7 +6,7 @@ policy there is no table; a policy selecting a pod of the node writes the table
 peers, a new pod of the node and a namespace labelled into a namespaceSelector
 each reach the kernel without touching anything else; a policy that selects
 none of the node's pods costs nothing; deleting the last policy removes the
-table. Needs root and nft (the kernel holds the table).
+table (when no other module's policies share the session's apiserver). Needs root and nft (the kernel holds the table).
 """
 
 from __future__ import annotations
@@ -86,7 +86,11 @@ async def test_the_table_follows_policies_pods_and_namespaces(client: Client, na
     await running_pod(client, namespace, "friend", "elsewhere", "10.66.1.3", {"role": "client"})
     await running_pod(client, namespace, "stranger", "elsewhere", "10.66.1.4", {})
     await asyncio.sleep(0.5)
-    assert table(netns) == ""  # no policy: no table, nothing in any packet's path
+    # The session's apiserver is shared: other modules' policies may exist (then the table does, empty for us).
+    alone = not (await client.list(networking_pb2.NetworkPolicy, "")).items
+    if alone:
+        assert table(netns) == ""  # no policy: no table, nothing in any packet's path
+    assert "10.66.0.2" not in table(netns)
 
     made = await client.create(policy("web", namespace, {
         "podSelector": {"matchLabels": {"app": "web"}},
@@ -129,5 +133,6 @@ async def test_the_table_follows_policies_pods_and_namespaces(client: Client, na
     await client.delete(networking_pb2.NetworkPolicy, "web", namespace)
     await until(lambda: "10.66.0.2" not in table(netns), "web no longer isolated")
     await client.delete(networking_pb2.NetworkPolicy, "others", namespace)
-    await until(lambda: table(netns) == "", "the table gone with the last policy")
+    if alone:
+        await until(lambda: table(netns) == "", "the table gone with the last policy")
     await client.delete(core_pb2.Namespace, ops.metadata.name)
