@@ -35,6 +35,7 @@ from controlplane.controllers.deployment import DeploymentController
 from controlplane.controllers.disruption import DisruptionController
 from controlplane.controllers.endpoints import EndpointsController
 from controlplane.controllers.endpointslice import MAX_ENDPOINTS_PER_SLICE, EndpointSliceController
+from controlplane.controllers.endpointslicemirroring import EndpointSliceMirroringController
 from controlplane.controllers.garbagecollector import GarbageCollector
 from controlplane.controllers.hpa import HorizontalPodAutoscalerController
 from controlplane.controllers.job import JobController
@@ -175,6 +176,7 @@ CONTROLLERS: dict[str, Callable[[Context], Controller | None]] = {
     "endpoints": lambda c: EndpointsController(c.client, c.factory),
     "endpointslice": lambda c: EndpointSliceController(c.client, c.factory,
                                                        max_endpoints_per_slice=c.opts.max_endpoints_per_slice),
+    "endpointslicemirroring": lambda c: EndpointSliceMirroringController(c.client, c.factory),
     "garbagecollector": lambda c: GarbageCollector(c.client, c.factory, dynamic=dynamic_client(c.opts)),
     "namespace": lambda c: NamespaceController(c.client, c.factory),
     "nodelifecycle": lambda c: NodeLifecycleController(
