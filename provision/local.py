@@ -72,6 +72,7 @@ from typing import Any
 from client import bootstrap, certificates
 from client.discovery import DiscoveryError, join_node
 from nodeagent.proxy import nft
+from nodeagent.proxy.main import netpol_table
 from provision import components, localmasters, localworkers, netns, phases
 from provision.images import registry as image_registry
 from provision.images.base import push_node_images
@@ -287,6 +288,8 @@ class LocalProvider:
         netns.remove_all(state.bridge, state.links(), state.nft_table)
         with contextlib.suppress(nft.NftError):  # the master proxy's rules stay when it stops, on purpose
             nft.apply_sync(nft.cleanup_transaction(state.proxy_table))
+            # Its NetworkPolicy table likewise (on the host: the master shares the host's network here).
+            nft.apply_sync(nft.cleanup_transaction(netpol_table(state.proxy_table)))
         with contextlib.suppress(OSError):
             SOCKET_ROOT.rmdir()  # only when no other cluster's node still has its socket there
 
