@@ -356,3 +356,39 @@ async def test_with_the_cache_off_lists_and_watches_come_from_etcd(etcd: Etcd, t
                 await collect(direct.watch(Pod, namespace, resource_version=first.metadata.resource_version), 1)
     finally:
         server.process.stop()
+
+
+async def test_an_update_decided_on_a_stale_cached_copy_is_decided_again_on_etcds(own_etcd: Etcd) -> None:
+    writer = Registry(Storage(own_etcd.url))
+    await writer.storage.connect()
+    await writer.ensure_system_namespaces()
+    cached = await _cached_registry(own_etcd.url)
+    try:
+        name = f"shared-{uuid.uuid4().hex[:6]}"
+        await writer.create(CONFIGMAPS, "default", config_map(name, value="1"))
+        assert cached.cacher is not None
+        cache = cached.cacher.resource(CONFIGMAPS)
+        for _ in range(100):
+            if cached.cacher.stored(CONFIGMAPS, f"/registry/configmaps/default/{name}".encode()) is not None:
+                break
+            await asyncio.sleep(0.05)
+        await cache.stop()  # the cache keeps its copy (value 1) but no longer follows etcd
+
+        latest = await writer.get(CONFIGMAPS, "default", name)
+        latest.data["value"] = "2"  # type: ignore[attr-defined]
+        latest = await writer.update(CONFIGMAPS, "default", latest)
+
+        # Guarded by etcd's revision: the cached copy is older, the write still lands.
+        mine = config_map(name, value="3")
+        mine.metadata.resource_version = latest.metadata.resource_version  # type: ignore[attr-defined]
+        written = await cached.update(CONFIGMAPS, "default", mine)
+        assert written.data["value"] == "3"  # type: ignore[attr-defined]
+        assert int(written.metadata.resource_version) > int(latest.metadata.resource_version)  # type: ignore
+
+        # The same object as the stale copy is no no-op against etcd's.
+        undone = await cached.update(CONFIGMAPS, "default", config_map(name, value="1"))
+        assert (await writer.get(CONFIGMAPS, "default", name)).data["value"] == "1"  # type: ignore[attr-defined]
+        assert int(undone.metadata.resource_version) > int(written.metadata.resource_version)  # type: ignore
+    finally:
+        await _close(cached)
+        await writer.storage.close()

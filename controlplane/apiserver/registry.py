@@ -39,6 +39,7 @@ from controlplane.apiserver.validation.field import Errors
 from proto import core_pb2, kinds
 from proto.errors import (
     AlreadyExists,
+    ApiError,
     BadRequest,
     Conflict,
     Gone,
@@ -383,16 +384,24 @@ class Registry:
         of the stored object and the preconditions (uid, resourceVersion) are checked
         on every fresh copy. With a resourceVersion precondition a lost race is the
         caller's Conflict; without one, the change is decided again on the newer object.
+
+        The first attempt starts from the watch cache's copy when it has one, as
+        Kubernetes' GuaranteedUpdate does with its cached existing object: the
+        compare-and-swap still guards the write, so a stale copy only costs a second
+        attempt, from etcd; anything else decided on the copy (a no-op, a failed
+        precondition, an error) is decided again on a fresh read before it is answered.
         """
-        for _attempt in range(_CONFLICT_RETRIES):
+        for attempt in range(_CONFLICT_RETRIES):
+            guess = self._cached_copy(kind, namespace, name) if attempt == 0 else None
+            if guess is not None:
+                with contextlib.suppress(ApiError):
+                    outcome = await self._update_once(kind, name, self.decode(kind, guess), guess, try_update,
+                                                      caller, uid, resource_version)
+                    if not isinstance(outcome, Message):
+                        return await outcome()
+                continue
             current, stored = await self._read(kind, namespace, name)
-            self.admission.validate_stored(caller, current)  # e.g. node restriction: only its own pods
-            current_uid = current.metadata.uid  # type: ignore[attr-defined]
-            if uid and current_uid != uid:
-                raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}")
-            if resource_version and resource_version != str(stored.revision):
-                raise self._conflict(kind, name)
-            outcome = await try_update(current, stored.revision)
+            outcome = await self._update_once(kind, name, current, stored, try_update, caller, uid, resource_version)
             if isinstance(outcome, Message):
                 return outcome
             try:
@@ -403,6 +412,23 @@ class Registry:
             except NotFound:
                 raise NotFound(f'{_noun(kind)} "{name}" not found') from None
         raise self._conflict(kind, name)
+
+    async def _update_once(self, kind: kinds.Kind, name: str, current: Message, stored: Stored,
+                           try_update: Callable[[Message, int], Awaitable[Message | Commit]],
+                           caller: Attributes | None, uid: str, resource_version: str) -> Message | Commit:
+        """One attempt's checks of the copy it starts from, then the caller's decision."""
+        self.admission.validate_stored(caller, current)  # e.g. node restriction: only its own pods
+        current_uid = current.metadata.uid  # type: ignore[attr-defined]
+        if uid and current_uid != uid:
+            raise Conflict(f"Precondition failed: UID in precondition: {uid}, UID in object meta: {current_uid}")
+        if resource_version and resource_version != str(stored.revision):
+            raise self._conflict(kind, name)
+        return await try_update(current, stored.revision)
+
+    def _cached_copy(self, kind: kinds.Kind, namespace: str, name: str) -> Stored | None:
+        if self.cacher is None or not self.cacher.cacheable(kind) or not name:
+            return None
+        return self.cacher.stored(kind, _key(kind, namespace, name))
 
     async def _write(self, kind: kinds.Kind, new: Message, expected_revision: int) -> Message:
         """Store an updated object, or delete it once a terminating object has no one left to wait for."""

@@ -340,6 +340,17 @@ class Cacher:
                 max_pending=self._max_pending)
         return cache
 
+    def stored(self, kind: kinds.Kind, key: bytes) -> Stored | None:
+        """The cache's copy of one object as etcd holds it, if its resource's cache is running and has it (a
+        first guess for an update; it may be behind etcd)."""
+        cache = self._caches.get(kind.storage_resource)
+        if cache is None or not cache.ready.is_set():
+            return None
+        cached = cache.cache.objects.get(key)
+        if cached is None:
+            return None
+        return Stored(key, cached.raw[:cached.value_size], cached.revision)
+
     def started(self) -> list[ResourceCache]:
         return list(self._caches.values())
 
