@@ -5,7 +5,8 @@ coreutils, dpkg and apt with a dpkg database listing exactly its packages, the
 accounts of base-passwd and the alternatives (awk), and no documentation; the
 same packages give the same digest (the layer is cached by recipe hash). The
 client image adds python3 and the `kubernetes` client in dist-packages, without
-its asyncio variant. A new cluster registry starts from the seed storage, its
+its asyncio variant; the kopf image adds one layer on it with kopf and aiohttp and
+nothing the client layer holds already. A new cluster registry starts from the seed storage, its
 blobs hard-linked, so the pushes at `cluster up` send nothing.
 (tests/e2e/test_images.py builds FROM the base and runs the client in a
 cluster.) Needs dpkg (and docker-registry for the seed); no root.
@@ -22,7 +23,13 @@ from pathlib import Path
 import pytest
 
 from provision.images import debian, distribution, registry, transfer
-from provision.images.base import BASE_REPOSITORIES, PYTHON_CLIENT_IMAGE, node_images, push_node_images
+from provision.images.base import (
+    BASE_REPOSITORIES,
+    KOPF_IMAGE,
+    PYTHON_CLIENT_IMAGE,
+    node_images,
+    push_node_images,
+)
 from provision.images.seed import seed_storage
 from provision.processes import Process, free_port, wait_until
 
@@ -83,6 +90,23 @@ def test_the_python_client_image_adds_python_and_the_kubernetes_client(
     version = next(t for t in images if t.startswith(debian.PYTHON_CLIENT_REPOSITORY + ":") and
                    not t.endswith(":latest")).rpartition(":")[2]
     assert images[f"{debian.PYTHON_CLIENT_REPOSITORY}:{version}"] is client
+
+
+def test_the_kopf_image_adds_kopf_on_the_python_client(images: dict[str, debian.OCIImage]) -> None:
+    operator, client = images[KOPF_IMAGE], images[PYTHON_CLIENT_IMAGE]
+    assert operator.layers[:2] == client.layers and len(operator.layers) == 3  # the nodes store the rest once
+    entries = names(operator.layers[2])
+    for module in ("kopf/__main__.py", "aiohttp/__init__.py", "multidict/__init__.py", "iso8601/__init__.py",
+                   "jsonpatch.py", "click/__init__.py"):
+        assert f"{debian.DIST_PACKAGES}/{module}" in entries, module
+    assert any(n.startswith(f"{debian.DIST_PACKAGES}/aiohttp/_http_parser.cpython-311") for n in entries)
+    # Only what the client layer lacks: the kubernetes client and yaml come from below.
+    assert not any(n.startswith((f"{debian.DIST_PACKAGES}/kubernetes/", f"{debian.DIST_PACKAGES}/yaml/"))
+                   for n in entries)
+    assert operator.config_json["config"]["Cmd"] == ["python3", "-m", "kopf"]
+    version = next(t for t in images if t.startswith(debian.KOPF_REPOSITORY + ":") and
+                   not t.endswith(":latest")).rpartition(":")[2]
+    assert images[f"{debian.KOPF_REPOSITORY}:{version}"] is operator
 
 
 def test_a_cluster_registry_starts_from_the_seed(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ unpacked with `dpkg -x`, never installed on the host), the shared libraries
 `ldd` names copied from the host, and a short nginx.conf serving port 80 in the
 foreground. When the packages cannot be had, the image falls back to an honest
 stand-in: busybox `httpd` serving a page that says it is not nginx.
-`debian:bookworm-slim` and `flotilla/python-client` (Debian's python3 with the
-`kubernetes` client) come from this machine's installed Debian packages
-(provision/images/debian.py), their layers cached by recipe hash.
+`debian:bookworm-slim`, `flotilla/python-client` (Debian's python3 with the
+`kubernetes` client) and `flotilla/kopf` (that and kopf) come from this
+machine's installed Debian packages (provision/images/debian.py), their layers
+cached by recipe hash.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from provision.images.debian import PYTHON_CLIENT_REPOSITORY, debian_images
+from provision.images.debian import KOPF_REPOSITORY, PYTHON_CLIENT_REPOSITORY, debian_images
 from provision.images.distribution import PushResult, push
 from provision.images.oci import (
     DEFAULT_ENV,
@@ -46,8 +47,10 @@ NGINX_IMAGE = "localhost/nginx:latest"
 # The in-cluster client image (issue 16): Debian's python3 and the kubernetes client; `kubectl run` it
 # as `flotilla/python-client` (pulled from the cluster registry like nginx).
 PYTHON_CLIENT_IMAGE = f"{PYTHON_CLIENT_REPOSITORY}:latest"
-# Pushed first, so the images on top of them mount their layers.
-BASE_REPOSITORIES = ("library/busybox", "library/debian")
+# The python client image plus kopf, for operators run in pods (`python3 -m kopf run ...`).
+KOPF_IMAGE = f"{KOPF_REPOSITORY}:latest"
+# Pushed first, so the images on top of them mount their layers (kopf's sits on the python client's).
+BASE_REPOSITORIES = ("library/busybox", "library/debian", PYTHON_CLIENT_REPOSITORY)
 DEB_CACHE = Path("/var/cache/flotilla/debs")
 NGINX_PACKAGES = ("nginx", "nginx-common")
 NGINX_CONF = b"""# Flotilla's nginx image: the stock page on port 80, in the foreground, logs to the container's output.
@@ -166,7 +169,8 @@ def push_node_images(registry: str, target: PushTarget | None = None, *,
     results = []
     for name, image in images.items():
         repository, _, tag = name.partition(":")
-        # nginx sits on busybox's layer, the python client on debian's: mounted, not sent again.
+        # nginx sits on busybox's layer, the python client on debian's, kopf on the client's: mounted, not sent
+        # again.
         results.append(push(image, registry=registry, repository=repository, tag=tag, target=target,
                             mount_from=BASE_REPOSITORIES))
     return results

@@ -19,6 +19,14 @@ installation's own site-packages (the same CPython 3.11 ABI), so a pod can run
 `python3 -c 'from kubernetes import client, config; config.load_incluster_config()'`
 against its cluster. Tests of ServiceAccounts, webhooks and CRDs use it.
 
+`flotilla/kopf` is the python client image plus one layer: kopf (the Python
+operator framework) and what it needs beyond the client (aiohttp and its
+compiled helpers, click, iso8601, jsonpatch, python-json-logger), copied the
+same way, so an operator runs in a pod as `python3 -m kopf run --standalone
+--namespace=<ns> /op/operator.py` with its ServiceAccount. A layer of its own
+keeps the python client image lean (aiohttp is 7 MB) while the nodes store
+python3 and the client once.
+
 Both layers are cached under /var/cache/flotilla/images by the hash of their
 recipe (this module's version and every package's name and version), so only
 the first `cluster up` after a package changes spends time making them.
@@ -44,6 +52,7 @@ RECIPE_VERSION = "2"
 CACHE = Path("/var/cache/flotilla/images")
 DEBIAN_TAGS = ("library/debian:bookworm-slim", "library/debian:bookworm", "library/debian:12-slim")
 PYTHON_CLIENT_REPOSITORY = "flotilla/python-client"
+KOPF_REPOSITORY = "flotilla/kopf"
 PYTHON_ROOTS = ("python3",)
 SLIM_EXTRAS = ("apt",)
 # Left out as the slim image does: documentation, manuals, translations.
@@ -266,16 +275,17 @@ def debian_layer(packages: Packages) -> tuple[bytes, list[str]]:
     return _cached("debian", packages.recipe(chosen), make), chosen
 
 
-def python_dists(root: str = "kubernetes") -> list[importlib.metadata.Distribution]:
-    """`root` and the distributions it requires (extras, other platforms' markers and the asyncio-only ones
-    left out)."""
+def python_dists(root: str = "kubernetes", *, without: frozenset[str] = ASYNC_ONLY,
+                 ) -> list[importlib.metadata.Distribution]:
+    """`root` and the distributions it requires (extras and other platforms' markers left out), less
+    `without` (by default the asyncio-only ones, which the kubernetes client does not load)."""
     from packaging.requirements import Requirement
 
     seen: dict[str, importlib.metadata.Distribution] = {}
     todo = [root]
     while todo:
         name = todo.pop().lower().replace("_", "-")
-        if name in seen or name in ASYNC_ONLY:
+        if name in seen or name in without:
             continue
         try:
             dist = importlib.metadata.distribution(name)
@@ -294,18 +304,12 @@ def python_layer(packages: Packages, base: list[str]) -> tuple[bytes, str]:
     chosen = packages.closure(PYTHON_ROOTS, without=frozenset(base))
     dists = python_dists()
     client_version = next(d.version for d in dists if d.metadata["Name"].lower() == "kubernetes")
-    recipe = packages.recipe(chosen) + ";" + ",".join(f"{d.metadata['Name']}={d.version}" for d in dists)
+    recipe = packages.recipe(chosen) + ";" + _dists_recipe(dists)
 
     def make() -> bytes:
         layer = RootfsWriter()
         _add_packages(layer, chosen)
-        for dist in dists:
-            for file in dist.files or []:
-                source = Path(str(dist.locate_file(file)))
-                if (file.parts[0] == ".." or "__pycache__" in file.parts or str(file).startswith(ASYNC_TREE)
-                        or not source.is_file()):
-                    continue  # scripts outside site-packages, bytecode (python3 writes its own), kubernetes.aio
-                layer.add_file(f"{DIST_PACKAGES}/{file}", source.read_bytes(), 0o644)
+        _add_dists(layer, dists)
         # The base's status lists its own packages; this layer's status lists both (a layer replaces the file).
         layer.add_file("var/lib/dpkg/status", _dpkg_status([*base, *chosen]))
         return layer.tar()
@@ -313,9 +317,40 @@ def python_layer(packages: Packages, base: list[str]) -> tuple[bytes, str]:
     return _cached("python", recipe, make), client_version
 
 
+def kopf_layer() -> tuple[bytes, str]:
+    """kopf and the distributions it needs that the python client layer does not hold: (layer, kopf's
+    version)."""
+    client = frozenset(d.metadata["Name"].lower() for d in python_dists())
+    dists = python_dists("kopf", without=client)
+    version = next(d.version for d in dists if d.metadata["Name"].lower() == "kopf")
+
+    def make() -> bytes:
+        layer = RootfsWriter()
+        _add_dists(layer, dists)
+        return layer.tar()
+
+    return _cached("kopf", _dists_recipe(dists), make), version
+
+
+def _dists_recipe(dists: list[importlib.metadata.Distribution]) -> str:
+    return ",".join(f"{d.metadata['Name']}={d.version}" for d in dists)
+
+
+def _add_dists(layer: RootfsWriter, dists: list[importlib.metadata.Distribution]) -> None:
+    """The distributions' files under site-packages, as pip laid them out in this venv."""
+    for dist in dists:
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if (file.parts[0] == ".." or "__pycache__" in file.parts or str(file).startswith(ASYNC_TREE)
+                    or not source.is_file()):
+                continue  # scripts outside site-packages, bytecode (python3 writes its own), kubernetes.aio
+            layer.add_file(f"{DIST_PACKAGES}/{file}", source.read_bytes(), 0o644)
+
+
 def debian_images() -> dict[str, OCIImage]:
-    """`debian:bookworm-slim` (and its other tags) and `flotilla/python-client:<client version>` and `:latest`,
-    by the name nodes pull them as (docker.io's paths, served by the cluster registry)."""
+    """`debian:bookworm-slim` (and its other tags), `flotilla/python-client:<client version>` and `:latest` and
+    `flotilla/kopf:<kopf version>` and `:latest`, by the name nodes pull them as (docker.io's paths, served by
+    the cluster registry)."""
     packages = Packages()
     base_layer, base = debian_layer(packages)
     made_by = "flotilla: Debian packages of this machine (provision/images/debian.py)"
@@ -327,6 +362,13 @@ def debian_images() -> dict[str, OCIImage]:
                                  {"created_by": f"flotilla: python3 and the kubernetes client {version}"}])
     images[f"{PYTHON_CLIENT_REPOSITORY}:{version}"] = client
     images[f"{PYTHON_CLIENT_REPOSITORY}:latest"] = client
+    kopf, kopf_version = kopf_layer()
+    operator = make_image([base_layer, python, kopf], {"Cmd": ["python3", "-m", "kopf"], "Env": DEFAULT_ENV},
+                          history=[{"created_by": "flotilla: debian:bookworm-slim"},
+                                   {"created_by": f"flotilla: python3 and the kubernetes client {version}"},
+                                   {"created_by": f"flotilla: kopf {kopf_version} and aiohttp"}])
+    images[f"{KOPF_REPOSITORY}:{kopf_version}"] = operator
+    images[f"{KOPF_REPOSITORY}:latest"] = operator
     return images
 
 
