@@ -392,3 +392,23 @@ async def test_an_update_decided_on_a_stale_cached_copy_is_decided_again_on_etcd
     finally:
         await _close(cached)
         await writer.storage.close()
+
+
+async def test_http_lists_honour_resource_version(client: Client, namespace: str, http_url: str) -> None:
+    # "0": whatever the cache holds (client-go's first list); N: at least as new as N; junk: 400 naming it.
+    import aiohttp
+
+    made = await client.create(core_pb2.ConfigMap(api_version="v1", kind="ConfigMap",
+                                                  metadata={"name": "rv", "namespace": namespace}))
+    url = f"{http_url}/api/v1/namespaces/{namespace}/configmaps"
+    async with aiohttp.ClientSession() as session:
+        for version in ("0", made.metadata.resource_version):
+            async with session.get(url, params={"resourceVersion": version}) as reply:
+                body = await reply.json()
+                assert reply.status == 200, body
+                assert [i["metadata"]["name"] for i in body["items"]] == ["rv"]
+                assert int(body["metadata"]["resourceVersion"]) >= int(made.metadata.resource_version)
+        async with session.get(url, params={"resourceVersion": "yesterday"}) as reply:
+            body = await reply.json()
+            assert (reply.status, body["reason"], body["message"]) == (
+                400, "BadRequest", 'invalid resource version "yesterday"')

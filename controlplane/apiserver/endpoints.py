@@ -195,10 +195,14 @@ class Endpoints:
             return await self.registry.get(kind, namespace, name)
 
     async def list(self, user: UserInfo, kind: kinds.Kind, namespace: str, *, label_selector: str = "",
-                   field_selector: str = "", limit: int = 0, continue_token: str = "") -> ListPage:
+                   field_selector: str = "", limit: int = 0, continue_token: str = "",
+                   resource_version: str = "") -> ListPage:
+        """One page; `resource_version` as Kubernetes reads it: "" the latest (consistent), "0" whatever the
+        watch cache holds, N at least as new as N."""
         async with self.request(user, "list", kind, namespace):
             items, revision, token, remaining = await self.registry.list(
-                kind, namespace, label_selector, field_selector, limit, continue_token)
+                kind, namespace, label_selector, field_selector, limit, continue_token,
+                resource_version=resource_version)
         return ListPage(items, str(revision), token, remaining)
 
     async def watch(self, user: UserInfo, kind: kinds.Kind, namespace: str, *, resource_version: str = "",

@@ -108,7 +108,7 @@ class CustomResourceHandlers:
         page = await self.endpoints.list(
             user, kind, namespace, label_selector=query.get("labelSelector", ""),
             field_selector=query.get("fieldSelector", ""), limit=int(limit or 0),
-            continue_token=query.get("continue", ""))
+            continue_token=query.get("continue", ""), resource_version=query.get("resourceVersion", ""))
         objs = [crd_codec.parse(raw) for raw in page.items]
         rendering = codec.negotiate(request.headers.get("Accept", ""), query.get("includeObject", ""))
         metadata: dict[str, Any] = {"resourceVersion": page.resource_version}

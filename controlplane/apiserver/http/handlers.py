@@ -134,7 +134,7 @@ class ResourceHandlers:
         page = await self.endpoints.list(
             user, kind, namespace, label_selector=query.get("labelSelector", ""),
             field_selector=query.get("fieldSelector", ""), limit=_int(query, "limit") or 0,
-            continue_token=query.get("continue", ""))
+            continue_token=query.get("continue", ""), resource_version=query.get("resourceVersion", ""))
         rendering = codec.negotiate(request.headers.get("Accept", ""), query.get("includeObject", ""))
         if rendering.table:
             objs = [codec.parse(kind, raw) for raw in page.items]
