@@ -398,8 +398,9 @@ async def test_http_lists_honour_resource_version(client: Client, namespace: str
     # "0": whatever the cache holds (client-go's first list); N: at least as new as N; junk: 400 naming it.
     import aiohttp
 
-    made = await client.create(core_pb2.ConfigMap(api_version="v1", kind="ConfigMap",
-                                                  metadata={"name": "rv", "namespace": namespace}))
+    cm = core_pb2.ConfigMap(api_version="v1", kind="ConfigMap")
+    cm.metadata.name, cm.metadata.namespace = "rv", namespace
+    made = await client.create(cm)
     url = f"{http_url}/api/v1/namespaces/{namespace}/configmaps"
     async with aiohttp.ClientSession() as session:
         for version in ("0", made.metadata.resource_version):
