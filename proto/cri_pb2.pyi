@@ -2276,26 +2276,82 @@ class ContainerStats(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    WRITABLE_LAYER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def attributes(self) -> Global___ContainerAttributes: ...
     @_builtins.property
     def cpu(self) -> Global___CpuUsage: ...
     @_builtins.property
     def memory(self) -> Global___MemoryUsage: ...
+    @_builtins.property
+    def writable_layer(self) -> Global___FilesystemUsage:
+        """The container's writable layer (its snapshot's upper directory): the eviction manager's rootfs usage."""
+
     def __init__(
         self,
         *,
         attributes: Global___ContainerAttributes | None = ...,
         cpu: Global___CpuUsage | None = ...,
         memory: Global___MemoryUsage | None = ...,
+        writable_layer: Global___FilesystemUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "cpu", b"cpu", "memory", b"memory"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "cpu", b"cpu", "memory", b"memory", "writable_layer", b"writable_layer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "cpu", b"cpu", "memory", b"memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "cpu", b"cpu", "memory", b"memory", "writable_layer", b"writable_layer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ContainerStats: _TypeAlias = ContainerStats  # noqa: Y015
+
+@_typing.final
+class FilesystemIdentifier(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOUNTPOINT_FIELD_NUMBER: _builtins.int
+    mountpoint: _builtins.str
+    def __init__(
+        self,
+        *,
+        mountpoint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mountpoint", b"mountpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilesystemIdentifier: _TypeAlias = FilesystemIdentifier  # noqa: Y015
+
+@_typing.final
+class FilesystemUsage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    FS_ID_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    INODES_USED_FIELD_NUMBER: _builtins.int
+    timestamp: _builtins.int
+    @_builtins.property
+    def fs_id(self) -> Global___FilesystemIdentifier: ...
+    @_builtins.property
+    def used_bytes(self) -> Global___UInt64Value: ...
+    @_builtins.property
+    def inodes_used(self) -> Global___UInt64Value: ...
+    def __init__(
+        self,
+        *,
+        timestamp: _builtins.int = ...,
+        fs_id: Global___FilesystemIdentifier | None = ...,
+        used_bytes: Global___UInt64Value | None = ...,
+        inodes_used: Global___UInt64Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fs_id", b"fs_id", "inodes_used", b"inodes_used", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fs_id", b"fs_id", "inodes_used", b"inodes_used", "timestamp", b"timestamp", "used_bytes", b"used_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilesystemUsage: _TypeAlias = FilesystemUsage  # noqa: Y015
 
 @_typing.final
 class ContainerStatsRequest(_message.Message):

@@ -58,7 +58,9 @@ def containerd_unusable() -> str:
 async def node(apiserver: ApiServer, request: pytest.FixtureRequest) -> AsyncIterator[LocalNode]:
     """One node per test module; its Node and Lease are removed afterwards so later tests never see it.
 
-    A module may set `KUBELET_SETTINGS` (a dict) to change its node's kubelet config beyond SETTINGS.
+    A module may set `KUBELET_SETTINGS` (a dict) to change its node's kubelet config beyond SETTINGS, and
+    `NODE_DISK_SIZE` (bytes) to give the node a disk of its own that size: a tmpfs holding its containerd
+    (images, writable layers) and kubelet root (logs, emptyDirs), which a test can fill cheaply.
     """
     reason = containerd_unusable()
     if reason:
@@ -66,6 +68,9 @@ async def node(apiserver: ApiServer, request: pytest.FixtureRequest) -> AsyncIte
     name = f"kt-{uuid.uuid4().hex[:6]}"
     # A short base path: containerd's socket path must fit in a sockaddr_un (108 bytes).
     base = Path(tempfile.mkdtemp(prefix="flt-"))
+    disk_size = getattr(request.module, "NODE_DISK_SIZE", None)
+    if disk_size:
+        mounts.mount_tmpfs(base, size=disk_size, mode=0o755)
     settings = {**SETTINGS, **getattr(request.module, "KUBELET_SETTINGS", {})}
     local = LocalNode(name, base, apiserver.address, "127.0.0.1", free_pod_cidr(), settings)
     try:
@@ -81,7 +86,8 @@ async def node(apiserver: ApiServer, request: pytest.FixtureRequest) -> AsyncIte
                                         grace_period_seconds=0)
             await asyncio.to_thread(local.cleanup)
             # The kubelet may stop before it tore down the last pods: their tmpfs and subPath binds
-            # go first, so removing the tree never reaches through a bind into a hostPath.
+            # go first, so removing the tree never reaches through a bind into a hostPath (the node's
+            # own disk, if it has one, last).
             await asyncio.to_thread(mounts.unmount_all_under, base)
             shutil.rmtree(base, ignore_errors=True)
             for cls, ns in ((core_pb2.Node, ""), (coordination_pb2.Lease, "kube-node-lease")):

@@ -53,7 +53,10 @@ def small_image(text: str) -> bytes:
 async def test_unused_images_go_oldest_first_and_in_use_ones_never(client: Client, namespace: str,
                                                                    node: LocalNode) -> None:  # noqa: F811
     sleeper = core_pb2.Container(name="c", image=BUSYBOX, command=["sleep", "3600"])
-    await client.create(make_pod("user", node, sleeper, grace=0), namespace=namespace)
+    user = make_pod("user", node, sleeper, grace=0)
+    # This node is always under DiskPressure (KUBELET_SETTINGS): only a critical pod is admitted and kept.
+    user.spec.priority_class_name = "system-node-critical"
+    await client.create(user, namespace=namespace)
     await wait_pod(client, "user", namespace, lambda p: p.status.phase == "Running", what="user Running")
 
     runtime = Runtime(str(node.runtime.socket))

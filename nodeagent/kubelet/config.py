@@ -102,6 +102,12 @@ class KubeletConfig:
     eviction_hard: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVICTION_HARD))
     # How often emptyDir usage is measured against sizeLimit (the eviction manager's period).
     eviction_monitoring_period: float = 10.0
+    # --eviction-minimum-reclaim: once a threshold is crossed, pressure lasts until this much more than
+    # the threshold is available again (signal -> percentage or quantity; none by default).
+    eviction_minimum_reclaim: dict[str, str] = field(default_factory=dict)
+    # --eviction-pressure-transition-period: DiskPressure stays True (and new pods are refused) until no
+    # threshold has been crossed for this long, so the condition does not flap (Kubernetes' 5m).
+    eviction_pressure_transition_period: float = 300.0
 
     @classmethod
     def load(cls, path: str | Path | None, **overrides: Any) -> KubeletConfig:

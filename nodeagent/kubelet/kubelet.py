@@ -8,7 +8,8 @@
 
 beside them: node registration + Lease + status (node.py), the kubelet API for
 logs and exec (server.py), usage reports (metrics.py), routes to the other
-nodes' pods (routes.py). Every loop is the
+nodes' pods (routes.py), image garbage collection (imagegc.py) and the
+eviction manager keeping the disk from filling up (eviction.py). Every loop is the
 shared informer / work-queue shape of the rest of Flotilla; a key is never
 synced by two workers at once, so one pod's sync never races itself.
 
@@ -28,7 +29,7 @@ from client.events import EventRecorder
 from client.informer import Informer, InformerFactory, enqueue
 from nodeagent.kubelet import network
 from nodeagent.kubelet.config import KubeletConfig
-from nodeagent.kubelet.diskpressure import parse_eviction_hard, shortfall
+from nodeagent.kubelet.eviction import EvictionManager
 from nodeagent.kubelet.imagegc import ImageGCManager, statvfs_stats
 from nodeagent.kubelet.metrics import MetricsPublisher
 from nodeagent.kubelet.node import NodeStatusManager
@@ -36,7 +37,7 @@ from nodeagent.kubelet.pleg import PLEG
 from nodeagent.kubelet.pods import PodSyncer
 from nodeagent.kubelet.probes import ProbeManager
 from nodeagent.kubelet.routes import NodeRoutes, routes_possible
-from nodeagent.kubelet.runtime import CRIError, Runtime
+from nodeagent.kubelet.runtime import Runtime
 from nodeagent.kubelet.server import ServingTLS, serve
 from nodeagent.kubelet.volumes.localpath import LocalPathCleaner
 from proto import core_pb2
@@ -103,6 +104,10 @@ class Kubelet:
                                       fs_stats=statvfs_stats(config.root_dir),
                                       record=lambda kind, reason, message: recorder.event(
                                           registered, kind, reason, message))
+            eviction = EvictionManager(client, runtime, config, pods.store, volumes=workers.syncer.volumes,
+                                       image_gc=image_gc, enqueue=queue.add, record=recorder.event)
+            workers.syncer.eviction = eviction
+            node.disk_pressure_check = eviction.disk_pressure
             log.info("kubelet for node %s is running (kubelet API on port %d)", config.node_name, self.port)
             try:
                 async with asyncio.TaskGroup() as group:
@@ -113,7 +118,7 @@ class Kubelet:
                     group.create_task(local_path.run())
                     if config.image_gc_high_threshold < 100:
                         group.create_task(image_gc.run(config.image_gc_period))
-                    group.create_task(self.reclaim_disk(image_gc))
+                    group.create_task(eviction.run())
                     if routes is not None:
                         group.create_task(routes.run())
             finally:
@@ -127,20 +132,6 @@ class Kubelet:
             await runtime.close()
             await client.close()
 
-
-    async def reclaim_disk(self, image_gc: ImageGCManager) -> None:
-        """Every eviction monitoring period: below a disk eviction threshold, unused images go at once."""
-        thresholds = parse_eviction_hard(self.config.eviction_hard)
-        root = self.config.root_dir
-        while True:
-            await asyncio.sleep(self.config.eviction_monitoring_period)
-            try:
-                needed = await asyncio.to_thread(shortfall, thresholds, nodefs=root, imagefs=root)
-                if needed > 0:
-                    freed = await image_gc.reclaim(needed)
-                    log.warning("disk eviction threshold crossed: %d bytes short, %d freed from images", needed, freed)
-            except (CRIError, OSError) as err:
-                log.warning("reclaiming disk space: %s", err)
 
 
 class PodWorkers(Controller):

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from client.component import Command
+from client.component import Command, parse_duration
 from nodeagent.kubelet import bootstrap
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.diskpressure import parse_eviction_hard
@@ -50,20 +50,39 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                         help="usage image garbage collection frees down to (default 80)")
     parser.add_argument("--eviction-hard", type=eviction_hard_flag, metavar="SIGNAL<VALUE,...",
                         help="DiskPressure thresholds: nodefs.available<10%%,imagefs.available<15%%")
+    parser.add_argument("--eviction-minimum-reclaim", type=minimum_reclaim_flag, metavar="SIGNAL=VALUE,...",
+                        help="once a threshold is crossed, free this much beyond it: nodefs.available=500Mi")
+    parser.add_argument("--eviction-pressure-transition-period", type=parse_duration, metavar="DURATION",
+                        help="how long DiskPressure lasts after the last crossing (default 5m)")
 
 
 def eviction_hard_flag(text: str) -> dict[str, str]:
     """`nodefs.available<10%,imagefs.available<2Gi` as the config's eviction_hard mapping."""
-    found = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        signal, less, value = part.partition("<")
-        if not less or not signal or not value:
-            raise argparse.ArgumentTypeError(f"{part!r}: want SIGNAL<VALUE (nodefs.available<10%)")
-        found[signal.strip()] = value.strip()
+    found = _signal_settings(text, "<", "nodefs.available<10%")
     try:
         parse_eviction_hard(found)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    return found
+
+
+def minimum_reclaim_flag(text: str) -> dict[str, str]:
+    """`nodefs.available=500Mi,imagefs.available=2%` as the config's eviction_minimum_reclaim mapping."""
+    found = _signal_settings(text, "=", "nodefs.available=500Mi")
+    try:
+        parse_eviction_hard(dict.fromkeys(found, "0%"), found)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return found
+
+
+def _signal_settings(text: str, operator: str, example: str) -> dict[str, str]:
+    found = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        signal, op, value = part.partition(operator)
+        if not op or not signal or not value:
+            raise argparse.ArgumentTypeError(f"{part!r}: want SIGNAL{operator}VALUE ({example})")
+        found[signal.strip()] = value.strip()
     return found
 
 
@@ -83,7 +102,9 @@ def kubelet_config(opts: argparse.Namespace) -> KubeletConfig:
                               tls_cert_file=opts.tls_cert_file, tls_private_key_file=opts.tls_private_key_file,
                               client_ca_file=opts.client_ca_file, node_routes=opts.node_routes,
                               image_gc_high_threshold=opts.image_gc_high_threshold,
-                              image_gc_low_threshold=opts.image_gc_low_threshold, eviction_hard=opts.eviction_hard)
+                              image_gc_low_threshold=opts.image_gc_low_threshold, eviction_hard=opts.eviction_hard,
+                              eviction_minimum_reclaim=opts.eviction_minimum_reclaim,
+                              eviction_pressure_transition_period=opts.eviction_pressure_transition_period)
 
 
 def parse_args(argv: list[str] | None = None) -> KubeletConfig:

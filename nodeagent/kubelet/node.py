@@ -79,7 +79,11 @@ class NodeStatusManager:
         self._last_report = 0.0
         self._last_conditions: dict[str, tuple[str, str]] = {}
         self._node_uid = ""  # the registered Node's: its Lease names it as owner
-        self._disk_thresholds = parse_eviction_hard(config.eviction_hard)
+        thresholds = parse_eviction_hard(config.eviction_hard)
+        # The DiskPressure detail ("nodefs.available<10%", "" for none): statvfs until the kubelet hands
+        # this over to its eviction manager, which adds the minimum reclaim and the transition period.
+        self.disk_pressure_check: Callable[[], str] = lambda: disk_pressure(
+            thresholds, nodefs=config.root_dir, imagefs=config.root_dir)
 
     @property
     def name(self) -> str:
@@ -180,7 +184,7 @@ class NodeStatusManager:
         mem_ok = _memory_available_fraction() > 0.05
         if not mem_ok:
             result["MemoryPressure"] = ("True", "KubeletHasInsufficientMemory", "less than 5% of memory available")
-        crossed = disk_pressure(self._disk_thresholds, nodefs=self.config.root_dir, imagefs=self.config.root_dir)
+        crossed = self.disk_pressure_check()
         if crossed:
             result["DiskPressure"] = ("True", "KubeletHasDiskPressure", f"kubelet has disk pressure: {crossed}")
         return result

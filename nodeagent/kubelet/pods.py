@@ -49,6 +49,7 @@ from nodeagent.kubelet.backoff import Backoff
 from nodeagent.kubelet.cgroups import node_pid_capacity, remove_cgroups, set_pids_limit
 from nodeagent.kubelet.config import KubeletConfig
 from nodeagent.kubelet.containers import environment, generate_container_config
+from nodeagent.kubelet.eviction import EvictionManager
 from nodeagent.kubelet.images import ImageError, ImageManager
 from nodeagent.kubelet.lifecycle import run_pre_stop
 from nodeagent.kubelet.node import now_timestamp
@@ -124,6 +125,8 @@ class PodSyncer:
     network_ready: Callable[[], bool]
     # Records an Event about a pod (type, reason, message): `kctl describe pod` shows them.
     record: Callable[[core_pb2.Pod, str, str, str], None] = lambda *_: None
+    # Admits new pods and chooses pods to evict under disk pressure (eviction.py); set once wired.
+    eviction: EvictionManager | None = None
     backoff: Backoff = field(init=False)  # crash-loop back-off per (pod uid, container)
     volumes: Volumes = field(init=False)
     images: ImageManager = field(init=False)
@@ -172,7 +175,9 @@ class PodSyncer:
             await self.terminate(pod, rp)
         elif pod.status.phase in podstatus.TERMINAL_PHASES or uid in self._evicted:
             await self._stop_finished(pod, rp)
-        else:
+        elif self.eviction is not None and (why := self.eviction.requested(uid)):
+            await self._evict(pod, rp, why)  # the eviction manager chose it: the node's disk is short
+        elif self.eviction is None or await self.eviction.admit(pod, rp):
             await self._converge(pod, rp)
 
     # ---------------------------------------------------------------- termination
