@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from client import Client
-from nodeagent.kubelet.diskpressure import Observation, Threshold, parse_eviction_hard
+from nodeagent.kubelet.diskpressure import Observation, PressureTracker, Threshold, parse_eviction_hard
 from nodeagent.kubelet.eviction import eviction_message, is_critical, over_limit, rank_for_disk
 from nodeagent.kubelet.main import parse_args
 from nodeagent.kubelet.podstorage import ContainerUsage, PodUsage, measure, pod_limit, pod_request
@@ -107,6 +107,21 @@ def test_messages_are_kubernetes_words() -> None:
     assert over_limit(limited, PodUsage({"app": ContainerUsage(rootfs=MiB)}, volumes=64 * MiB)) == \
         "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi. "
     assert over_limit(limited, PodUsage({"app": ContainerUsage(rootfs=4 * MiB)})) is None
+
+
+def test_pressure_lasts_until_the_minimum_reclaim_is_back_and_the_transition_period_passed() -> None:
+    tracker = PressureTracker([Threshold("nodefs.available", "10%", "5%")], transition_period=30)
+
+    def at(available_percent: int, now: float) -> list[Threshold]:
+        return tracker.observe({"nodefs.available": Observation(100 * MiB, available_percent * MiB)}, now)
+
+    assert at(12, 0) == [] and tracker.condition(0) == ""
+    assert at(9, 10) and tracker.condition(10) == "nodefs.available<10%"
+    assert at(14, 20)  # back over 10%, but not over 10% + 5%: still crossed
+    assert at(16, 30) == []  # its minimum reclaim is back
+    assert tracker.under_pressure(30) and tracker.condition(39) == "nodefs.available<10%"  # the transition period
+    assert not tracker.under_pressure(50) and tracker.condition(50) == ""
+    assert at(14, 60) == []  # not crossed again: the margin only holds a crossing that is going on
 
 
 def test_critical_pods_are_the_system_priority_classes_and_static_pods() -> None:

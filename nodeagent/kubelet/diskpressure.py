@@ -112,3 +112,38 @@ def shortfall(thresholds: list[Threshold], *, nodefs: str, imagefs: str) -> int:
     seen = observe(nodefs=nodefs, imagefs=imagefs)
     return max((t.minimum(seen[t.signal].capacity) + t.reclaim(seen[t.signal].capacity) - seen[t.signal].available
                 for t in thresholds), default=0)
+
+
+class PressureTracker:
+    """Which thresholds count as crossed, and whether the node is under DiskPressure, observation by observation.
+
+    The eviction manager's bookkeeping (thresholdsMet, nodeConditionsLastObservedAt): a threshold
+    crossed once stays crossed until its minimum reclaim is available beyond it too, and the
+    condition lasts `transition_period` seconds after the last observation that had one crossed,
+    so a node hovering around a threshold does not flap between pressure and none.
+    """
+
+    def __init__(self, thresholds: list[Threshold], transition_period: float) -> None:
+        self.thresholds = thresholds
+        self.transition_period = transition_period
+        self.met: list[Threshold] = []
+        self._last_seen_at: float | None = None
+        self._last_crossed = ""
+
+    def observe(self, seen: dict[str, Observation], now: float) -> list[Threshold]:
+        """Take one observation; the thresholds met now (crossed, or not yet back with their reclaim)."""
+        met = [t for t in self.thresholds if crossed(t, seen[t.signal])]
+        met += [t for t in self.met if t not in met and crossed(t, seen[t.signal], with_reclaim=True)]
+        if met:
+            self._last_seen_at = now
+            self._last_crossed = met[0].describe()
+        self.met = met
+        return met
+
+    def under_pressure(self, now: float) -> bool:
+        seen_at = self._last_seen_at
+        return bool(self.met) or (seen_at is not None and now - seen_at < self.transition_period)
+
+    def condition(self, now: float) -> str:
+        """The DiskPressure condition's detail ("nodefs.available<10%"), "" when there is none."""
+        return self._last_crossed if self.under_pressure(now) else ""

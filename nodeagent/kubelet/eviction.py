@@ -49,7 +49,14 @@ from client import Client
 from client.informer import Store
 from nodeagent.kubelet import status as podstatus
 from nodeagent.kubelet.config import KubeletConfig
-from nodeagent.kubelet.diskpressure import Observation, Threshold, crossed, observe, parse_eviction_hard
+from nodeagent.kubelet.diskpressure import (
+    Observation,
+    PressureTracker,
+    Threshold,
+    crossed,
+    observe,
+    parse_eviction_hard,
+)
 from nodeagent.kubelet.imagegc import ImageGCManager
 from nodeagent.kubelet.podstorage import (
     EPHEMERAL_STORAGE,
@@ -180,11 +187,8 @@ class EvictionManager:
         self.clock = clock
         self.root = config.root_dir
         self.period = config.eviction_monitoring_period
-        self.transition_period = config.eviction_pressure_transition_period
         self.thresholds = parse_eviction_hard(config.eviction_hard, config.eviction_minimum_reclaim)
-        self._met: list[Threshold] = []  # crossed, or crossed and not yet back with their minimum reclaim
-        self._pressure_seen_at: float | None = None
-        self._pressure = ""  # the last threshold crossed, for the node's condition message
+        self.pressure = PressureTracker(self.thresholds, config.eviction_pressure_transition_period)
         self._requested: dict[str, str] = {}  # pod uid -> why it is to be evicted, until its worker has
         self._admitted: set[str] = set()
         self._rejected: set[str] = set()
@@ -217,12 +221,11 @@ class EvictionManager:
 
     def under_disk_pressure(self) -> bool:
         """A threshold is crossed, or was within the pressure transition period."""
-        seen = self._pressure_seen_at
-        return bool(self._met) or (seen is not None and self.clock() - seen < self.transition_period)
+        return self.pressure.under_pressure(self.clock())
 
     def disk_pressure(self) -> str:
         """The DiskPressure condition's detail: the threshold crossed ("nodefs.available<10%"), or "" for none."""
-        return self._pressure if self.under_disk_pressure() else ""
+        return self.pressure.condition(self.clock())
 
     # ---------------------------------------------------------------- the control loop
 
@@ -244,15 +247,11 @@ class EvictionManager:
     async def synchronize(self) -> list[core_pb2.Pod]:
         """One look at the node: the pods evicted (or asked to be) this round."""
         seen = await asyncio.to_thread(observe, nodefs=self.root, imagefs=self.root)
-        met = [t for t in self.thresholds if crossed(t, seen[t.signal])]
-        met += [t for t in self._met if t not in met and crossed(t, seen[t.signal], with_reclaim=True)]
-        if met and not self._met:
+        before = self.pressure.met
+        met = self.pressure.observe(seen, self.clock())
+        if met and not before:
             log.warning("disk eviction threshold crossed: %s (available %s)", met[0].describe(),
                         binary(seen[met[0].signal].available))
-        if met:
-            self._pressure_seen_at = self.clock()
-            self._pressure = met[0].describe()
-        self._met = met
 
         active = await self._active_pods()
         usage = await measure(self.runtime, active, pod_dir=self.volumes.pod_dir, volume_path=self.volumes.path)
