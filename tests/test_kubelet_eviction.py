@@ -339,8 +339,18 @@ async def test_under_disk_pressure_new_pods_are_refused_but_critical_ones(
         await start(client, namespace, keeper)
         await asyncio.sleep(3)  # several monitoring periods under pressure, and the critical pod stays
         assert (await client.get(core_pb2.Pod, "keeper", namespace)).status.phase == "Running"
+
+        # A kubelet starting on a full disk refuses a new pod from its first sync on (before its eviction
+        # manager's first round), and adopts the critical pod it finds running.
+        await asyncio.to_thread(node.stop_kubelet)
+        await client.create(make_pod("meanwhile", node, busybox("app", "sleep", "3600"), grace=0),
+                            namespace=namespace)
+        await asyncio.to_thread(node.start_kubelet)
+        refused = await wait_pod(client, "meanwhile", namespace, failed, what="meanwhile refused")
+        assert refused.status.message == "Pod was rejected: " + message
+        assert (await client.get(core_pb2.Pod, "keeper", namespace)).status.phase == "Running"
     finally:
         filler.unlink()
     await wait_disk_pressure(client, node, "False")
     await start(client, namespace, make_pod("after", node, busybox("app", "sleep", "3600"), grace=0))
-    await delete_pods(client, namespace, "late", "keeper", "after")
+    await delete_pods(client, namespace, "late", "keeper", "meanwhile", "after")

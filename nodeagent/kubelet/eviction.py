@@ -189,6 +189,7 @@ class EvictionManager:
         self.period = config.eviction_monitoring_period
         self.thresholds = parse_eviction_hard(config.eviction_hard, config.eviction_minimum_reclaim)
         self.pressure = PressureTracker(self.thresholds, config.eviction_pressure_transition_period)
+        self._observed = False
         self._requested: dict[str, str] = {}  # pod uid -> why it is to be evicted, until its worker has
         self._admitted: set[str] = set()
         self._rejected: set[str] = set()
@@ -208,6 +209,8 @@ class EvictionManager:
             return True
         if uid in self._rejected:
             return False
+        if not self._observed:
+            await self._observe()  # the kubelet just started: the pod workers may come before the first round
         if rp.sandboxes or rp.containers or not self.under_disk_pressure() or is_critical(pod):
             self._admitted.add(uid)
             return True
@@ -246,9 +249,8 @@ class EvictionManager:
 
     async def synchronize(self) -> list[core_pb2.Pod]:
         """One look at the node: the pods evicted (or asked to be) this round."""
-        seen = await asyncio.to_thread(observe, nodefs=self.root, imagefs=self.root)
         before = self.pressure.met
-        met = self.pressure.observe(seen, self.clock())
+        seen, met = await self._observe()
         if met and not before:
             log.warning("disk eviction threshold crossed: %s (available %s)", met[0].describe(),
                         binary(seen[met[0].signal].available))
@@ -270,6 +272,12 @@ class EvictionManager:
                 return [pod]
         log.warning("disk eviction threshold %s crossed, but no pod may be evicted", threshold.describe())
         return []
+
+    async def _observe(self) -> tuple[dict[str, Observation], list[Threshold]]:
+        """The filesystems now, and the thresholds that count as crossed."""
+        seen = await asyncio.to_thread(observe, nodefs=self.root, imagefs=self.root)
+        self._observed = True
+        return seen, self.pressure.observe(seen, self.clock())
 
     async def _active_pods(self) -> list[core_pb2.Pod]:
         """Pods the eviction may consider: running here (a ready sandbox), not finished or being deleted,
