@@ -177,6 +177,9 @@ def test_kubectl_api_resources_prints_the_kinds_table(http_url: str, tmp_path: P
         name, short, api_version = columns[0], columns[1:at - 1], columns[at - 1]
         printed.add((name, ",".join(short), api_version, columns[at] == "true", columns[at + 1], columns[at + 2],
                      columns[at + 3] if len(columns) > at + 3 else ""))
+    # Custom resources other tests' CRDs serve are listed too; their groups are never a built-in one.
+    built_in = {k.api_version for k in kinds.SERVED}
+    printed = {row for row in printed if row[2] in built_in}
     assert printed == {(k.http_resource, ",".join(k.short_names), k.api_version, k.namespaced, k.kind,
                         ",".join(k.verbs), ",".join(k.categories)) for k in kinds.SERVED}
 

@@ -333,7 +333,8 @@ async def test_drain_evicts_one_pod_at_a_time_under_min_available_2(
     assert seen["fewest_ready"] >= 2
     evicted, replaced = seen["evicted"], seen["replaced"]
     assert len(evicted) == 3 and len(replaced) >= 2, seen
-    assert evicted[1] > replaced[0] and evicted[2] > replaced[1], seen
+    # (Equal times: one sample saw both — a poll answered slowly on a loaded box; the floor above still held.)
+    assert evicted[1] >= replaced[0] and evicted[2] >= replaced[1], seen
     pods = await all_ready(client, namespace, 3)
     assert all(p.spec.node_name != node for p in pods)
 

@@ -69,6 +69,7 @@ KUBECTL_COLUMNS: dict[str, list[str]] = {
     "NetworkPolicy": ["Name", "Pod-Selector", "Age"],
     "Ingress": ["Name", "Class", "Hosts", "Address", "Ports", "Age"],
     "IngressClass": ["Name", "Controller", "Parameters", "Age"],
+    "CustomResourceDefinition": ["Name", "Created At"],
     "StorageClass": ["Name", "Provisioner", "ReclaimPolicy", "VolumeBindingMode", "AllowVolumeExpansion", "Age"],
     "Role": ["Name", "Created At"],
     "ClusterRole": ["Name", "Created At"],

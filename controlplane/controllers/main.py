@@ -156,10 +156,16 @@ def csr_signer(c: Context) -> Controller | None:
 
 
 def root_ca_publisher(c: Context) -> Controller | None:
-    """kube-root-ca.crt in every namespace needs the CA; without `--root-ca-file` it does not run."""
-    if not c.opts.root_ca_file:
-        return None
-    return RootCACertPublisher(c.client, c.factory, Path(c.opts.root_ca_file).read_text())
+    """kube-root-ca.crt in every namespace: `--root-ca-file`, else the CA the controller manager itself trusts
+    (its kubeconfig's, as Kubernetes falls back to), else — a plaintext test cluster — an empty bundle: the
+    pods' kube-api-access volumes wait for the ConfigMap, so it must exist whatever it holds."""
+    if c.opts.root_ca_file:
+        return RootCACertPublisher(c.client, c.factory, Path(c.opts.root_ca_file).read_text())
+    config = clientconfig.for_component(server=c.opts.server, kubeconfig=c.opts.kubeconfig)
+    if not config.certificate_authority_data:
+        log.warning("root-ca-cert-publisher: no --root-ca-file and a plaintext apiserver: kube-root-ca.crt "
+                    "is published empty")
+    return RootCACertPublisher(c.client, c.factory, (config.certificate_authority_data or b"").decode())
 
 
 # A factory returns None when the controller is not configured (it is then skipped, with a log line).
