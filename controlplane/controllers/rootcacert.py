@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 
 from client import Client, InformerFactory
-from client.controller import Controller, copy
+from client.controller import copy
+from controlplane.controllers.pernamespace import PerNamespaceController
 from proto import core_pb2
 from proto.errors import AlreadyExists, Conflict, NamespaceTerminating, NotFound
 
@@ -27,28 +28,19 @@ DESCRIPTION_TEXT = ("Contains a CA bundle that can be used to verify the kube-ap
                     "guaranteed across distributions of Kubernetes clusters.")
 
 
-class RootCACertPublisher(Controller):
+class RootCACertPublisher(PerNamespaceController):
     name = "root-ca-cert-publisher"
 
     def __init__(self, client: Client, factory: InformerFactory, ca_pem: str, *, workers: int = 2) -> None:
         super().__init__(client, factory, workers=workers)
         self.ca_pem = ca_pem
-        self.namespaces = factory.informer(core_pb2.Namespace)
         self.config_maps = factory.informer(core_pb2.ConfigMap, field_selector=f"metadata.name={NAME}")
         self.informers = [self.namespaces, self.config_maps]
-        self.namespaces.add_handler(on_add=lambda ns: self.queue.add(ns.metadata.name),
-                                    on_update=lambda _old, ns: self.queue.add(ns.metadata.name))
         self.config_maps.add_handler(on_update=lambda _old, cm: self.queue.add(cm.metadata.namespace),
                                      on_delete=lambda cm: self.queue.add(cm.metadata.namespace))
 
-    def resync(self) -> None:
-        """Keys are namespace names: queue every namespace (the other informer's keys are not keys here)."""
-        for key in self.namespaces.store.list_keys():
-            self.queue.add(key)
-
     async def sync(self, key: str) -> None:
-        ns = self.namespaces.store.get(key)
-        if ns is None or ns.status.phase == "Terminating" or ns.metadata.HasField("deletion_timestamp"):
+        if self.live_namespace(key) is None:
             return
         current = self.config_maps.store.get(f"{key}/{NAME}")
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from client import Client, InformerFactory
-from client.controller import Controller
+from controlplane.controllers.pernamespace import PerNamespaceController
 from proto import core_pb2
 from proto.errors import AlreadyExists, NamespaceTerminating, NotFound
 
@@ -22,29 +22,17 @@ log = logging.getLogger(__name__)
 DEFAULT = "default"
 
 
-class ServiceAccountsController(Controller):
+class ServiceAccountsController(PerNamespaceController):
     name = "serviceaccount"
 
     def __init__(self, client: Client, factory: InformerFactory, *, workers: int = 2) -> None:
         super().__init__(client, factory, workers=workers)
-        self.namespaces = factory.informer(core_pb2.Namespace)
         self.accounts = factory.informer(core_pb2.ServiceAccount, field_selector=f"metadata.name={DEFAULT}")
         self.informers = [self.namespaces, self.accounts]
-        self.namespaces.add_handler(on_add=self._enqueue_namespace,
-                                    on_update=lambda _old, new: self._enqueue_namespace(new))
         self.accounts.add_handler(on_delete=lambda sa: self.queue.add(sa.metadata.namespace))
 
-    def _enqueue_namespace(self, ns: core_pb2.Namespace) -> None:
-        self.queue.add(ns.metadata.name)
-
-    def resync(self) -> None:
-        """Keys are namespace names: queue every namespace (the other informer's keys are not keys here)."""
-        for key in self.namespaces.store.list_keys():
-            self.queue.add(key)
-
     async def sync(self, key: str) -> None:
-        ns = self.namespaces.store.get(key)
-        if ns is None or ns.status.phase == "Terminating" or ns.metadata.HasField("deletion_timestamp"):
+        if self.live_namespace(key) is None:
             return
         if self.accounts.store.get(f"{key}/{DEFAULT}") is not None:
             return

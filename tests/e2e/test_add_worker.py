@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from provision.processes import free_port
 from tests.e2e.test_seed_journey import KCTL, Cluster, eventually
 
 NAME = "grow"
@@ -56,14 +55,9 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("add-worker"))
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "1", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(free_port()), timeout=400)
+    home = tmp_path_factory.mktemp("add-worker")
+    with Cluster(home).up(NAME, workers=1, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE, pod_network=POD_NETWORK) as c:
         yield c
-    finally:
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
 
 
 def agents(cluster: Cluster) -> dict[str, str]:

@@ -46,21 +46,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("images"))
-    assert c.env.get("FLOTILLA_OFFLINE") == "1"  # tests/conftest.py: the suite is always offline
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "1", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(free_port()), timeout=400)
-        # Until the node authorizer lets a kubelet read the kube-root-ca.crt ConfigMap of a pod's projected
-        # token volume, pods here mount no token (these journeys are about images, not identity).
-        no_token = Path(c.home) / "default-sa.yaml"
-        no_token.write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: default}\n"
-                            "automountServiceAccountToken: false\n")
-        eventually(lambda: c.kctl("apply", "-f", str(no_token), check=False), "the default ServiceAccount")
+    home = tmp_path_factory.mktemp("images")
+    with Cluster(home).up(NAME, workers=1, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE, pod_network=POD_NETWORK) as c:
+        assert c.env.get("FLOTILLA_OFFLINE") == "1"  # tests/conftest.py: the suite is always offline
         yield c
-    finally:
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
 
 
 def nodes_dir(cluster: Cluster) -> Path:

@@ -41,7 +41,6 @@ import pytest
 from cryptography import x509
 
 from nodeagent.ingress.haproxy import HAPROXY, self_signed_certificate
-from provision.processes import free_port
 from tests.e2e.test_seed_journey import Cluster, eventually, http_get
 from tests.e2e.test_service_networking import apply, deployment, running_pods
 
@@ -109,14 +108,9 @@ def rule(host: str, path: str, svc: str, port: int | str = 80) -> dict[str, obje
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("ingress"))
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "1", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(free_port()), timeout=400)
+    home = tmp_path_factory.mktemp("ingress")
+    with Cluster(home).up(NAME, workers=1, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE, pod_network=POD_NETWORK) as c:
         yield c
-    finally:
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,6 @@ import yaml
 from client import config as clientconfig
 from proto import networking_pb2
 from proto.errors import NotFound
-from provision.processes import free_port
 from tests.e2e.test_seed_journey import KCTL, Cluster, eventually
 
 NAME = "netpol"
@@ -100,18 +99,15 @@ def ingress_map(node: str) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("netpol"))
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "2", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(free_port()), timeout=400)
-        yield c
-    finally:
-        # The policies first, so the master's proxy removes its table from the host's namespace.
-        for namespace in ("np", "other"):
-            c.kctl("-n", namespace, "delete", "networkpolicy", "--all", check=False)
-        time.sleep(1)
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
-        subprocess.run(["nft", "delete", "table", "ip", MASTER_TABLE], capture_output=True)
+    with c.up(NAME, workers=2, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE, pod_network=POD_NETWORK):
+        try:
+            yield c
+        finally:
+            # The policies first, so the master's proxy removes its table from the host's namespace.
+            for namespace in ("np", "other"):
+                c.kctl("-n", namespace, "delete", "networkpolicy", "--all", check=False)
+            time.sleep(1)
+    subprocess.run(["nft", "delete", "table", "ip", MASTER_TABLE], capture_output=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ and the CNI plugins.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -71,6 +72,18 @@ class Cluster:
     def rows(self, *args: str) -> list[dict[str, str]]:
         """A kctl table as dicts keyed by column header."""
         return table_rows(self.kctl(*args))
+
+    @contextlib.contextmanager
+    def up(self, name: str, *, workers: int, subnet_prefix: str, bridge: str, pod_network: str) -> Iterator[Cluster]:
+        """An e2e module's own local cluster: its name, subnet, bridge and pod network meet no other module's;
+        `cluster down` whatever happens."""
+        try:
+            self.kctl("cluster", "up", "--name", name, "--workers", str(workers), "--subnet", f"{subnet_prefix}.0/24",
+                      "--bridge", bridge, "--pod-network", pod_network, "--api-port", str(free_port()),
+                      "--etcd-port", str(free_port()), timeout=400)
+            yield self
+        finally:
+            self.kctl("cluster", "down", "--name", name, check=False, timeout=300)
 
 
 def table_rows(text: str) -> list[dict[str, str]]:
@@ -138,15 +151,9 @@ def host_leftovers(home: Path) -> list[str]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    etcd_port = free_port()
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "2", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(etcd_port), timeout=400)
+    with Cluster(tmp_path).up(NAME, workers=2, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE,
+                              pod_network=POD_NETWORK) as c:
         yield c
-    finally:
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
 
 
 def test_seed_journey(cluster: Cluster, tmp_path: Path) -> None:

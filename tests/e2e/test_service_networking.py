@@ -44,7 +44,6 @@ import yaml
 from client import config as clientconfig
 from nodeagent.kubelet.routes import ROUTE_PROTOCOL
 from proto import apps_pb2
-from provision.processes import free_port
 from tests.e2e.test_seed_journey import Cluster, eventually, http_get
 
 NAME = "netacc"
@@ -148,14 +147,9 @@ class RequestLoop:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("netacc"))
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "2", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(free_port()), timeout=400)
+    home = tmp_path_factory.mktemp("netacc")
+    with Cluster(home).up(NAME, workers=2, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE, pod_network=POD_NETWORK) as c:
         yield c
-    finally:
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,6 @@ from typing import Any
 import pytest
 
 from client import config as clientconfig
-from provision.processes import free_port
 from tests.e2e.test_seed_journey import Cluster, eventually
 
 NAME = "ident"
@@ -88,14 +87,9 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("serviceaccounts"))
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "1", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(free_port()), timeout=400)
+    home = tmp_path_factory.mktemp("serviceaccounts")
+    with Cluster(home).up(NAME, workers=1, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE, pod_network=POD_NETWORK) as c:
         yield c
-    finally:
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
 
 
 def status_of(cluster: Cluster, pod: str, namespace: str = NAMESPACE) -> str:

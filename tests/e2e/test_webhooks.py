@@ -30,7 +30,6 @@ import pytest
 import yaml
 
 from client.certificates import KeyPair, create_ca, create_serving_cert
-from provision.processes import free_port
 from tests.e2e.test_seed_journey import KCTL, Cluster, eventually
 
 NAME = "hooks"
@@ -149,17 +148,12 @@ def ca() -> KeyPair:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, ca: KeyPair) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("webhooks"))
-    try:
-        c.kctl("cluster", "up", "--name", NAME, "--workers", "1", "--subnet", f"{SUBNET_PREFIX}.0/24",
-               "--bridge", BRIDGE, "--pod-network", POD_NETWORK, "--api-port", str(free_port()),
-               "--etcd-port", str(free_port()), timeout=400)
+    home = tmp_path_factory.mktemp("webhooks")
+    with Cluster(home).up(NAME, workers=1, subnet_prefix=SUBNET_PREFIX, bridge=BRIDGE, pod_network=POD_NETWORK) as c:
         write(c, webhook_server(ca), "webhook-server")
         eventually(lambda: any(r["READY"] == "2/2" for r in c.rows("get", "pods", "-n", "hooks")),
                    "the webhook pod is ready", timeout=180)
         yield c
-    finally:
-        c.kctl("cluster", "down", "--name", NAME, check=False, timeout=300)
 
 
 def refused(cluster: Cluster, *args: str) -> str:
