@@ -34,6 +34,7 @@ from controlplane.apiserver.auth import Attributes
 from controlplane.apiserver.cacher import Cacher, Event, NotFresh
 from controlplane.apiserver.memory import MemoryStore
 from controlplane.apiserver.storage import Change, Storage, Stored, prefix_end
+from controlplane.apiserver.strategies.base import spec_bytes
 from controlplane.apiserver.strategies.core import bind
 from controlplane.apiserver.validation.field import Errors
 from proto import core_pb2, kinds
@@ -357,19 +358,9 @@ class Registry:
             new_meta.name = old_meta.name
         strategy.default(new)
         self._raise_invalid(kind, new, strategy.validate_update(kind, new, old))
-        if self._spec_bytes(new) != self._spec_bytes(old):
+        if spec_bytes(new) != spec_bytes(old):
             new_meta.generation = old_meta.generation + 1
         return new
-
-    @staticmethod
-    def _spec_bytes(obj: Message) -> bytes:
-        """Everything but metadata and status: a change here bumps metadata.generation."""
-        copy = type(obj)()
-        copy.CopyFrom(obj)
-        copy.ClearField("metadata")
-        if "status" in copy.DESCRIPTOR.fields_by_name:
-            copy.ClearField("status")
-        return copy.SerializeToString(deterministic=True)
 
     # ---------------------------------------------------------------- writes
 

@@ -144,3 +144,13 @@ class Strategy:
 
     async def after_delete(self, ctx: StoreContext, obj: Message) -> None:
         """The object is gone from storage."""
+
+
+def spec_bytes(obj: Message) -> bytes:
+    """Everything but metadata and status, serialised: a change here bumps metadata.generation."""
+    copy = type(obj)()
+    copy.CopyFrom(obj)
+    copy.ClearField("metadata")
+    if "status" in copy.DESCRIPTOR.fields_by_name:
+        copy.ClearField("status")
+    return copy.SerializeToString(deterministic=True)

@@ -29,6 +29,7 @@ from controlplane.apiserver import strategies
 from controlplane.apiserver.admission.interface import CREATE, DELETE, UPDATE, Request
 from controlplane.apiserver.admission.warnings import add_annotation
 from controlplane.apiserver.admission.webhook import generic, matching, review
+from controlplane.apiserver.strategies.base import spec_bytes
 from proto import meta_pb2
 from proto.errors import BadRequest, Invalid
 
@@ -131,17 +132,7 @@ def _after_mutation(request: Request, before: Message) -> None:
         strategy.default(obj)
         errors = strategy.validate_update(kind, obj, old) if old is not None else []
         meta = obj.metadata  # type: ignore[attr-defined]
-        if old is not None and _spec(obj) != _spec(before) and meta.generation == old.metadata.generation:  # type: ignore[attr-defined]
+        if old is not None and spec_bytes(obj) != spec_bytes(before) and meta.generation == old.metadata.generation:  # type: ignore[attr-defined]
             meta.generation += 1
     if errors:
         raise Invalid(f'{kind.kind} "{obj.metadata.name}"', errors)  # type: ignore[attr-defined]
-
-
-def _spec(obj: Message) -> bytes:
-    """Everything but metadata and status: what bumps metadata.generation when it changes."""
-    copy = type(obj)()
-    copy.CopyFrom(obj)
-    copy.ClearField("metadata")
-    if "status" in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField("status")
-    return copy.SerializeToString(deterministic=True)
