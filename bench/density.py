@@ -45,13 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import hollow
-from bench.workloads import cpu_seconds
+from bench.workloads import controller_manager_and_scheduler, cpu_seconds
 from client import Client
 from client.informer import Informer
 from kctl.printers import format_table
 from proto import apps_pb2, coordination_pb2, core_pb2
 from proto.errors import ApiError, Conflict, NotFound
-from provision.processes import Process, start_apiserver, start_etcd
+from provision.processes import start_apiserver, start_etcd
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 LEASE_INTERVAL = 10.0  # Kubernetes' kubelet renews its lease every 10 s
@@ -316,13 +316,7 @@ def run(scale: Scale, cache: bool) -> Result:
             "--audit-log-path", str(audit), "--audit-log-maxsize", "4096"])
         stop.callback(apiserver.process.stop)
         address = apiserver.address
-        components = [
-            Process("controller-manager", [sys.executable, "-m", "controlplane.controllers.main", "--server", address,
-                                           "--leader-elect", "false", "--log-level", "WARNING"],
-                    base / "controller-manager.log"),
-            Process("scheduler", [sys.executable, "-m", "controlplane.scheduler.main", "--server", address,
-                                  "--log-level", "WARNING"], base / "scheduler.log"),
-        ]
+        components = controller_manager_and_scheduler(address, base)
         for process in components:
             stop.callback(process.stop)
         pids = {"apiserver": apiserver.process.pid, "etcd": etcd.process.pid}

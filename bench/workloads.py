@@ -297,16 +297,21 @@ def table(rows: list[Workload], timings: dict[str, Timing]) -> list[list[str]]:
     return out
 
 
+def controller_manager_and_scheduler(address: str, base: Path) -> list[Process]:
+    """The real controller manager and scheduler for a bench's apiserver (not started; logs under `base`)."""
+    return [
+        Process("controller-manager", [sys.executable, "-m", "controlplane.controllers.main", "--server", address,
+                                       "--leader-elect", "false", "--log-level", "WARNING"],
+                base / "controller-manager.log"),
+        Process("scheduler", [sys.executable, "-m", "controlplane.scheduler.main", "--server", address,
+                              "--log-level", "WARNING"], base / "scheduler.log"),
+    ]
+
+
 def measure(scale: Scale) -> list[list[str]]:
     with throwaway_control_plane() as plane, contextlib.ExitStack() as stop:
         base, address = plane.base, plane.apiserver.address
-        components = [
-            Process("controller-manager", [sys.executable, "-m", "controlplane.controllers.main", "--server", address,
-                                           "--leader-elect", "false", "--log-level", "WARNING"],
-                    base / "controller-manager.log"),
-            Process("scheduler", [sys.executable, "-m", "controlplane.scheduler.main", "--server", address,
-                                  "--log-level", "WARNING"], base / "scheduler.log"),
-        ]
+        components = controller_manager_and_scheduler(address, base)
         for process in components:
             stop.callback(process.stop)
 

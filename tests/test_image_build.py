@@ -25,11 +25,12 @@ from click.testing import CliRunner
 from client import Client
 from kctl.main import cli
 from proto import core_pb2
-from provision.images import distribution, registry
+from provision.images import distribution
 from provision.images.build import registries_conf
-from provision.images.oci import OCIImage, busybox_image, parse_reference
-from provision.processes import ApiServer, Process, free_port, wait_until
+from provision.images.oci import OCIImage, parse_reference
+from provision.processes import ApiServer
 from tests.kubelet_support import containerd_unusable
+from tests.test_image_load import serving_registry
 
 DOCKERFILE = """\
 # syntax is Docker's own
@@ -54,16 +55,8 @@ def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     reason = containerd_unusable()
     if reason or not shutil.which("buildah") or not shutil.which("docker-registry"):
         pytest.skip(f"needs root, buildah and docker-registry ({reason or 'not installed'})")
-    folder = tmp_path_factory.mktemp("buildreg")
-    address = f"127.0.0.1:{free_port()}"
-    process = Process("registry", registry.argv(registry.write_config(folder, address)), folder / "registry.log")
-    process.start()
-    try:
-        wait_until(lambda: registry.ready(address), "registry /v2/", process)
-        distribution.push(busybox_image(), registry=address, repository="library/busybox", tag="latest")
+    with serving_registry(tmp_path_factory.mktemp("buildreg")) as address:
         yield address
-    finally:
-        process.stop()
 
 
 def kctl(*args: str, home: Path) -> tuple[int, str]:

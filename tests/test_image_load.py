@@ -11,6 +11,7 @@ wrong, and nothing is stored. Needs docker-registry and skopeo; no root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -30,9 +31,9 @@ pytestmark = pytest.mark.skipif(not shutil.which("skopeo") or not shutil.which("
                                 reason="needs skopeo and docker-registry (provision/install.sh installs them)")
 
 
-@pytest.fixture(scope="module")
-def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("loadreg")
+@contextlib.contextmanager
+def serving_registry(folder: Path) -> Iterator[str]:
+    """Debian's docker-registry on loopback without auth, holding library/busybox:latest; its address."""
     address = f"127.0.0.1:{free_port()}"
     process = Process("registry", registry.argv(registry.write_config(folder, address)), folder / "registry.log")
     process.start()
@@ -42,6 +43,12 @@ def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield address
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def open_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving_registry(tmp_path_factory.mktemp("loadreg")) as address:
+        yield address
 
 
 def skopeo_copy(source: str, dest: str, *extra: str) -> None:
