@@ -9,11 +9,12 @@ namespace. `eventually` polls a condition with a deadline instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 from google.protobuf.message import Message
@@ -89,6 +90,22 @@ async def hollow_fixture(client: Client, namespace: str,
     await cluster.start()
     yield cluster
     await cluster.stop()
+
+
+class Runnable(Protocol):
+    async def run(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def running(loop: Runnable) -> AsyncIterator[None]:
+    """A controller (or any loop with `run()`) running in the test for the `async with` block."""
+    task = asyncio.create_task(loop.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20.0,

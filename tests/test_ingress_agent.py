@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,23 +28,13 @@ from nodeagent.ingress.config import Settings
 from proto import core_pb2, discovery_pb2, networking_pb2
 from proto.errors import AlreadyExists, NotFound
 from proto.wellknown import DEFAULT_INGRESS_CLASS, INGRESS_CONTROLLER_NAME, LABEL_SERVICE_NAME
+from tests.controllers_support import running
 from tests.test_ingress_haproxy import needs_haproxy
 from tests.test_proxy_netns import NODE_IP, POD_IPS, POD_PORT, Sandbox, sh
 from tests.test_proxy_netns import sandbox as sandbox
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("curl"),
                                 reason="needs root and curl to build network namespaces")
-
-
-@contextlib.asynccontextmanager
-async def running(agent: IngressAgent) -> AsyncIterator[None]:
-    task = asyncio.create_task(agent.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def eventually(check: object, what: str, timeout: float = 20.0) -> object:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import pytest
 from client import Client
 from nodeagent.proxy.proxier import Proxier
 from proto import core_pb2
+from tests.controllers_support import running
 from tests.slices_support import create_slices, replace_slices
 
 pytestmark = pytest.mark.skipif(
@@ -161,17 +162,6 @@ def endpoints(namespace: str, name: str, ips: tuple[str, ...], *, udp: bool = Fa
 
 def random_cluster_ip() -> str:
     return f"10.96.{random.randint(200, 250)}.{random.randint(1, 254)}"
-
-
-@contextlib.asynccontextmanager
-async def running(proxier: Proxier) -> AsyncIterator[None]:
-    task = asyncio.create_task(proxier.run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_cluster_ip_node_port_affinity_reject_and_cleanup(
