@@ -66,7 +66,7 @@ def _record(job: batch_pb2.Job, status: batch_pb2.JobStatus, succeeded: list[cor
         status.completed_indexes = jobutil.format_indexes(indexes)
 
 
-SYNC_BATCH_PERIOD = 0.2  # seconds; Kubernetes waits 1 s
+SYNC_BATCH_PERIOD = 0.05  # seconds; Kubernetes waits 1 s
 
 
 class JobController(Controller):
