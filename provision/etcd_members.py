@@ -35,6 +35,9 @@ class Member:
         return "started" if self.name else "unstarted"
 
 
+RECONFIG_WAIT = 20.0  # seconds a member change waits for a cluster etcd calls unhealthy
+
+
 class EtcdUnreachable(RuntimeError):
     """No endpoint answered (every member down, or no quorum for a call that needs one)."""
 
@@ -76,8 +79,17 @@ async def healthy(url: str, tls: EtcdClientTLS | None) -> bool:
 async def add(endpoints: Sequence[str], tls: EtcdClientTLS | None, peer_url: str) -> Member:
     """`etcdctl member add`: the cluster expects a member at `peer_url` (it starts with --initial-cluster-state
     existing). Needs a quorum."""
-    reply = await _ask(endpoints, tls, "MemberAdd", rpc.MemberAddRequest(peerURLs=[peer_url]))
-    return _member(reply.member)  # type: ignore[attr-defined]
+    # etcd refuses a member change until every started member has been connected for a few seconds
+    # (--strict-reconfig-check: "unhealthy cluster"), as just after a removal: that answer is retried.
+    deadline = asyncio.get_running_loop().time() + RECONFIG_WAIT
+    while True:
+        try:
+            reply = await _ask(endpoints, tls, "MemberAdd", rpc.MemberAddRequest(peerURLs=[peer_url]))
+            return _member(reply.member)  # type: ignore[attr-defined]
+        except EtcdUnreachable as err:
+            if "unhealthy cluster" not in str(err) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.5)
 
 
 async def remove(endpoints: Sequence[str], tls: EtcdClientTLS | None, member_id: int) -> None:

@@ -285,7 +285,8 @@ async def watch_drain(client: Client, namespace: str, node: str, done: asyncio.E
     on_node: set[str] = set()
     evicted: dict[str, float] = {}
     replaced: dict[str, float] = {}
-    while not done.is_set():
+    while True:
+        finished = done.is_set()  # one more sample after the drain returned: its last eviction is seen too
         pods = (await client.list(core_pb2.Pod, namespace, label_selector="app=web")).items
         now = time.monotonic()
         alive = [p for p in pods if not p.metadata.HasField("deletion_timestamp")]
@@ -297,6 +298,8 @@ async def watch_drain(client: Client, namespace: str, node: str, done: asyncio.E
         for p in alive:
             if p.spec.node_name != node and ready(p):
                 replaced.setdefault(p.metadata.name, now)
+        if finished:
+            break
         await asyncio.sleep(0.05)
     return {"fewest_ready": fewest_ready, "evicted": sorted(evicted.values()), "replaced": sorted(replaced.values())}
 

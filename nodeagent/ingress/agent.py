@@ -137,9 +137,10 @@ class IngressAgent(Controller):
         if (applied is not None and self.haproxy.running and applied.shape == rendered.shape
                 and applied.crt_list == rendered.crt_list and certificates == self.applied_certificates):
             if applied.slots != rendered.slots:
-                # Endpoints only: the running workers take them at once, without a reload.
+                # Endpoints only: the running workers take them at once, without a reload. The file
+                # first: a worker that starts meanwhile (a reload) starts from the new slots.
+                self.haproxy.write(rendered, certificates)
                 self.slot_updates += await self.haproxy.set_slots(applied.slots, rendered.slots)
-                self.haproxy.write(rendered, certificates)  # what the next reload starts from
             self.applied = rendered
             return
         await self.haproxy.apply(rendered, certificates)

@@ -150,8 +150,27 @@ class Haproxy:
             await self.start()
             return
         assert self.process is not None
+        before = await self._worker_pid()
         os.kill(self.process.pid, signal.SIGUSR2)  # the master re-reads haproxy.cfg; old workers drain
+        # Until the new worker owns the admin socket, runtime commands (slot changes) would reach the
+        # draining one and be lost with it: the reload is done once the socket answers from a new pid.
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT
+        while self.running and asyncio.get_running_loop().time() < deadline:
+            now = await self._worker_pid()
+            if now is not None and now != before:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            log.warning("haproxy reload: no new worker answered within %.0f s", START_TIMEOUT)
         log.info("haproxy reloaded")
+
+    async def _worker_pid(self) -> str | None:
+        """The pid of the worker answering on the admin socket, or None while none answers."""
+        try:
+            info = await self.runtime("show info")
+        except OSError:
+            return None
+        return next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Pid:")), None)
 
     async def set_slots(self, before: Slots, after: Slots) -> int:
         """Rewrite, through the runtime API, the server slots that differ; returns how many changed."""
