@@ -291,11 +291,12 @@ def master_names(plan: ClusterPlan) -> list[str]:
 
 
 def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_joined: Collection[str] = (),
-           keep: Mapping[str, bytes] | None = None) -> Bundle:
+           keep: Mapping[str, bytes] | None = None, etcd_ca: certificates.KeyPair | None = None) -> Bundle:
     """The PKI and every kubeconfig of the cluster (a new CA unless one is given).
 
     Nodes in `token_joined` get no kubelet client kubeconfig: they join with a bootstrap token.
     `keep`: files of an earlier bundle to carry over as they are (`read_kept`: the encryption key).
+    `etcd_ca`: etcd's CA to keep (`read_etcd_ca`; else a new one).
     """
     unknown = set(token_joined) - {n.name for n in plan.nodes}
     if unknown:
@@ -318,7 +319,7 @@ def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_j
         files[f"kubeconfigs/{identity.name}.conf"] = clientconfig.dump(doc).encode()
     for node in plan.nodes:
         put(f"pki/kubelet-{node.name}", certificates.create_serving_cert(ca, node.name, [node.address, node.name]))
-    files.update(_etcd_pki(plan))
+    files.update(_etcd_pki(plan, etcd_ca))
     files[ENCRYPTION_CONFIG] = encryption.new_config().encode()
     if plan.registry:
         push = image_registry.new_credentials()
@@ -331,9 +332,10 @@ def bundle(plan: ClusterPlan, ca: certificates.KeyPair | None = None, *, token_j
     return Bundle(files)
 
 
-def _etcd_pki(plan: ClusterPlan) -> dict[str, bytes]:
-    """etcd's CA, serving and peer pairs (loopback and the master's address), and its two clients."""
-    etcd_ca = certificates.create_ca(f"{plan.name}-etcd-ca")
+def _etcd_pki(plan: ClusterPlan, etcd_ca: certificates.KeyPair | None = None) -> dict[str, bytes]:
+    """etcd's CA (new unless given), serving and peer pairs (loopback and the masters' addresses), and its
+    two clients."""
+    etcd_ca = etcd_ca or certificates.create_ca(f"{plan.name}-etcd-ca")
     # Every member's address and name: one serving and one peer pair serve them all.
     names = list(dict.fromkeys(["127.0.0.1", "localhost", plan.master_address, f"{plan.name}-master",
                                 *master_names(plan)]))

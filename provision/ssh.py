@@ -6,13 +6,22 @@ The inventory names each machine, how to reach it and what it becomes:
     pod_network: 10.244.0.0/16      # optional
     lb_pool: 192.168.60.200-192.168.60.250   # optional: LoadBalancer addresses
     offline: true                   # optional: air-gapped (as --offline): images only from the cluster registry
+    api_vip: 192.168.60.10          # several masters: the API's virtual IP (a free address of their /24)
     hosts:
-      - name: m-k8s                 # the Node's name
-        address: 192.168.60.10      # its InternalIP (and where SSH goes unless ssh_host is set)
+      - name: m1-k8s                # the Node's name
+        address: 192.168.60.11      # its InternalIP (and where SSH goes unless ssh_host is set)
         user: debian
         key_file: ~/.ssh/id_ed25519
-        role: master                # exactly one master; the others are workers
+        role: master                # 1, 3, 5 or 7 masters; the others are workers
+      - {name: m2-k8s, address: 192.168.60.12, user: debian, key_file: ~/.ssh/id_ed25519, role: master}
+      - {name: m3-k8s, address: 192.168.60.13, user: debian, key_file: ~/.ssh/id_ed25519, role: master}
       - {name: w1-k8s, address: 192.168.60.101, user: debian, key_file: ~/.ssh/id_ed25519, role: worker}
+
+With one master there is no `api_vip`: the API is at the master's address.
+With several, each master runs an etcd member and the whole control plane,
+and one at a time holds `api_vip` (docs/provisioning.md, "Several masters on
+SSH and Vagrant machines"); the first master listed also runs the image
+registry and the NFS export.
 
 Each machine gets one fabric.Connection and the bootstrap of
 provision/bootstrap/ (commands run with `sudo -n` unless the user is root).
@@ -33,7 +42,7 @@ import yaml
 
 from provision import components, phases
 from provision.bootstrap import cluster
-from provision.bootstrap.host import Host
+from provision.bootstrap.host import BootstrapError, Host
 from provision.progress import Progress
 from provision.provider import Cluster, Options, ProvisionError, home
 
@@ -71,6 +80,28 @@ class Inventory:
     pod_network: str = cluster.DEFAULT_POD_NETWORK
     lb_pool: str = ""
     offline: bool = False
+    api_vip: str = ""  # several masters: the API's virtual IP
+
+    def check(self, source: str = "inventory") -> Inventory:
+        """This inventory, if its masters and API address make a cluster (else InventoryError from `source`)."""
+        try:
+            cluster.check_masters([h.address for h in self.hosts if h.role == "master"], self.api_vip,
+                                  [h.address for h in self.hosts])
+        except BootstrapError as err:
+            raise InventoryError(f"{source}: {err}") from None
+        if self.api_vip and _in_range(self.api_vip, self.lb_pool or default_lb_pool(self)):
+            raise InventoryError(f"{source}: api_vip {self.api_vip} is in the LoadBalancer pool "
+                                 f"{self.lb_pool or default_lb_pool(self)}: Services would be handed the API's address")
+        return self
+
+
+def _in_range(address: str, pool: str) -> bool:
+    """Whether `address` is in a FIRST-LAST address range (an unparsable pool is the controller's to refuse)."""
+    first, _, last = pool.partition("-")
+    try:
+        return ipaddress.IPv4Address(first) <= ipaddress.IPv4Address(address) <= ipaddress.IPv4Address(last)
+    except ValueError:
+        return False
 
 
 def parse_inventory(data: Any, *, source: str = "inventory") -> Inventory:
@@ -97,14 +128,15 @@ def parse_inventory(data: Any, *, source: str = "inventory") -> Inventory:
         hosts.append(InventoryHost(str(entry["name"]), str(entry["address"]), str(entry["user"]),
                                    str(entry["key_file"]), str(entry["role"]), str(entry.get("ssh_host", "")),
                                    int(entry.get("port", 22))))
-    if sum(h.role == "master" for h in hosts) != 1:
-        raise InventoryError(f"{source}: exactly one host must have role master")
     names = [h.name for h in hosts]
     if len(set(names)) != len(names):
         raise InventoryError(f"{source}: host names must be unique")
+    unknown = set(data) - {"name", "pod_network", "lb_pool", "offline", "api_vip", "hosts"}
+    if unknown:
+        raise InventoryError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
     return Inventory(str(data.get("name", "flotilla")), tuple(hosts),
                      str(data.get("pod_network", cluster.DEFAULT_POD_NETWORK)), str(data.get("lb_pool", "")),
-                     bool(data.get("offline", False)))
+                     bool(data.get("offline", False)), str(data.get("api_vip") or "")).check(source)
 
 
 def load_inventory(path: str | Path) -> Inventory:
@@ -162,7 +194,8 @@ class SSHProvider:
     def plan(self) -> components.ClusterPlan:
         inv = self.inventory()
         return cluster.make_plan(inv.name, self.machines(), pod_network=inv.pod_network,
-                                 lb_pool=inv.lb_pool or default_lb_pool(inv), offline=self.offline)
+                                 lb_pool=inv.lb_pool or default_lb_pool(inv), offline=self.offline,
+                                 api_vip=inv.api_vip)
 
     @property
     def offline(self) -> bool:
@@ -174,13 +207,13 @@ class SSHProvider:
         return cluster.up(inv.name, self.machines(), pod_network=inv.pod_network,
                           lb_pool=inv.lb_pool or default_lb_pool(inv), progress=progress, kind=self.kind,
                           down_command=self.down_command(), write_default_config=self.options.write_default_config,
-                          offline=self.offline)
+                          offline=self.offline, api_vip=inv.api_vip)
 
     def join(self, node: str, command: phases.JoinCommand) -> None:
         cluster.join(next(m for m in self.machines() if m.node == node), command)
 
     def down(self) -> bool:
-        cluster.down(self.inventory().name, self.machines())
+        cluster.down(self.inventory().name, self.machines(), api_vip=self.inventory().api_vip)
         return True
 
     def status(self) -> dict[str, bool]:

@@ -9,6 +9,14 @@ eth0's NAT 10.0.2.15, which every VM has), and hands the machines to the same
 bootstrap as the SSH provider. The Vagrantfile stays the one place where names
 and addresses are decided.
 
+Roles follow the machines' names: `master` (FLOTILLA_MASTERS=1, the book's
+layout) or `master1`..`masterN` (several) are masters, the rest workers. With
+several masters the API's virtual IP is the Vagrantfile's convention, read
+here rather than passed along: host .10 of the masters' network (where the
+single master sits otherwise, so the book's master address stays the API's),
+the masters at .11, .12, ... (`api_vip`). `status` and `down`, which run
+without the Vagrantfile's environment, find the same address.
+
 libvirt brings the machines up in parallel and the trigger fires when the last
 one is up, so the bootstrap first waits until every machine answers on SSH.
 `VagrantProvider` is the SSH provider with that inventory (so `kctl cluster up
@@ -18,6 +26,8 @@ lines (its output is piped) and ends with the same summary as kctl's.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +41,8 @@ from provision.progress import LineProgress, show, summary
 from provision.provider import Cluster, Options, ProvisionError
 
 PRIVATE_INTERFACE = "eth1"  # eth0 is Vagrant's management (NAT) network
+API_VIP_HOST = 10  # several masters: the API's virtual IP is .10 of their network (the Vagrantfile's convention)
+MASTER_MACHINE = re.compile(r"master\d*")
 SSH_TIMEOUT = 1200.0
 CLUSTER_NAME = "vagrant"
 
@@ -84,10 +96,29 @@ def inventory(root: str) -> ssh.Inventory:
             raise ProvisionError(f"{machine}: {PRIVATE_INTERFACE} has no IPv4 address (private_network in the "
                                  "Vagrantfile?)")
         address = words[words.index("inet") + 1].split("/")[0]
-        role = "master" if machine == "master" else "worker"
-        hosts.append(ssh.InventoryHost(hostname, address, entry.user, key_file, role, entry.ssh_host, entry.port))
+        hosts.append(ssh.InventoryHost(hostname, address, entry.user, key_file, role(machine), entry.ssh_host,
+                                       entry.port))
         conn.close()
-    return ssh.Inventory(CLUSTER_NAME, tuple(hosts))
+    return ssh.Inventory(CLUSTER_NAME, tuple(hosts), api_vip=api_vip(hosts)).check(f"Vagrantfile in {root}")
+
+
+def role(machine: str) -> str:
+    """A Vagrant machine's role by its name: `master` or `master<N>` is a master, anything else a worker."""
+    return "master" if MASTER_MACHINE.fullmatch(machine) else "worker"
+
+
+def api_vip(hosts: list[ssh.InventoryHost]) -> str:
+    """The API's virtual IP for these machines: none for one master, else .10 of the masters' /24."""
+    masters = [h.address for h in hosts if h.role == "master"]
+    if len(masters) < 2:
+        return ""
+    return str(ipaddress.IPv4Network(f"{masters[0]}/24", strict=False)[API_VIP_HOST])
+
+
+def ssh_hint(inventory: ssh.Inventory) -> str:
+    """How to reach kctl on a master: `vagrant ssh master`, or `master1` when there are several."""
+    machine = "master1" if inventory.api_vip else "master"
+    return f"vagrant ssh {machine} -c 'kctl get nodes'"
 
 
 class VagrantProvider(ssh.SSHProvider):
@@ -122,7 +153,7 @@ def bootstrap(root: str) -> Cluster:
         progress.failed()
         raise
     show(console, summary(made, phases.node_statuses(made.kubeconfig), time.monotonic() - started))
-    console.print("  vagrant ssh master -c 'kctl get nodes'")
+    console.print(f"  {ssh_hint(inv)}")
     return made
 
 

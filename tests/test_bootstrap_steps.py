@@ -49,7 +49,7 @@ def machines(root: Path, systemctl: str) -> list[cluster.Machine]:
 def provision(machine: cluster.Machine, plan: components.ClusterPlan, bundle: components.Bundle) -> list[str]:
     node = plan.node(machine.node)
     changed = steps.sync_config(machine.host, steps.node_files(plan, node, bundle))
-    units = (steps.master_units(plan) if node.control_plane else []) + steps.node_units(plan, node)
+    units = (steps.master_units(plan, node) if node.control_plane else []) + steps.node_units(plan, node)
     return steps.apply_units(machine.host, units, changed)
 
 
@@ -128,9 +128,9 @@ def test_put_text_writes_only_on_change(root):
     assert host.read_text("/etc/x/a.conf") == "two\n" and host.read_text("/etc/x/none") is None
 
 
-def test_plan_needs_exactly_one_master(root, systemctl):
+def test_plan_needs_a_master(root, systemctl):
     worker = machines(root, systemctl[0])[1]
-    with pytest.raises(RuntimeError, match="exactly one master"):
+    with pytest.raises(RuntimeError, match="no master: one host"):
         cluster.make_plan("lab", [worker])
 
 
@@ -138,7 +138,7 @@ def test_plan_needs_exactly_one_master(root, systemctl):
     ([{"name": "a", "address": "10.0.0.1", "user": "u", "key_file": "k", "role": "boss"}], "role must be"),
     ([{"name": "a", "address": "node-a", "user": "u", "key_file": "k", "role": "master"}], "not an IP"),
     ([{"name": "a", "address": "10.0.0.1", "role": "master"}], "missing user, key_file"),
-    ([{"name": "a", "address": "10.0.0.1", "user": "u", "key_file": "k", "role": "worker"}], "exactly one"),
+    ([{"name": "a", "address": "10.0.0.1", "user": "u", "key_file": "k", "role": "worker"}], "no master"),
 ])
 def test_inventory_errors_name_the_problem(hosts, message):
     with pytest.raises(ssh.InventoryError, match=message):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -83,18 +84,67 @@ class Machine:
             raise BootstrapError(f"{self.node}: role must be master or worker, not {self.role!r}")
 
 
+MAX_MASTERS = 7  # etcd's advice: more members only slow every write down
+
+
+def check_masters(masters: list[str], api_vip: str, addresses: list[str]) -> None:
+    """How many masters, and the API's virtual IP they share (BootstrapError naming what is wrong).
+
+    `masters`: the control-plane machines' addresses; `addresses`: every machine's. One master is the API's
+    address itself (no VIP). Several form an etcd cluster, whose quorum is a majority: an odd count from 3
+    to MAX_MASTERS (2 masters survive no loss, 4 no more than 3 do), and a VIP on the masters' /24 (the
+    segment the announcer's gratuitous ARP reaches) that no machine owns.
+    """
+    count = len(masters)
+    if count == 0:
+        raise BootstrapError("no master: one host (or an odd number, up to 7) must have role master")
+    if count > MAX_MASTERS:
+        raise BootstrapError(f"{count} masters: at most {MAX_MASTERS} (give 1, 3, 5 or 7): every etcd member more "
+                             "slows every write down")
+    if count % 2 == 0:
+        raise BootstrapError(f"{count} masters: give an odd number (1, 3, 5 or 7): etcd's quorum is a majority, so "
+                             f"{count} masters survive no more losses than {count - 1} do")
+    if count == 1:
+        if api_vip:
+            raise BootstrapError(f"api_vip {api_vip} is for several masters: one master's API is at its own "
+                                 f"address {masters[0]}")
+        return
+    if not api_vip:
+        raise BootstrapError(f"{count} masters need an api_vip: a free address on their network that one master "
+                             "at a time announces, named in every kubeconfig")
+    try:
+        vip = ipaddress.IPv4Address(api_vip)
+    except ValueError:
+        raise BootstrapError(f"api_vip {api_vip!r} is not an IPv4 address") from None
+    network = ipaddress.IPv4Network(f"{masters[0]}/24", strict=False)
+    strays = [m for m in masters if ipaddress.IPv4Address(m) not in network]
+    if strays:
+        raise BootstrapError(f"masters {', '.join(strays)} are outside {network}, the first master's network: "
+                             "the API's virtual IP moves between masters on one network")
+    if vip not in network or vip in (network.network_address, network.broadcast_address):
+        raise BootstrapError(f"api_vip {api_vip} must be a host address of the masters' network {network}")
+    if api_vip in addresses:
+        raise BootstrapError(f"api_vip {api_vip} is a host's address: the VIP must be an address no machine has")
+
+
 def make_plan(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NETWORK,
-              lb_pool: str = "", offline: bool = False) -> components.ClusterPlan:
+              lb_pool: str = "", offline: bool = False, api_vip: str = "") -> components.ClusterPlan:
+    """The cluster's plan: masters first (the first one also runs the image registry and the NFS export).
+
+    With several masters every client dials `api_vip` (`master_address`); each master's etcd member listens
+    on its address, and the apiservers dial their own member first (components.master_control_plane_argvs).
+    """
     masters = [m for m in machines if m.role == "master"]
-    if len(masters) != 1:
-        raise BootstrapError(f"cluster {name}: exactly one master is needed, the inventory has {len(masters)}")
-    master = masters[0]
-    ordered = [master, *[m for m in machines if m is not master]]
+    check_masters([m.address for m in masters], api_vip, [m.address for m in machines])
+    ordered = [*masters, *[m for m in machines if m.role != "master"]]
     nodes = tuple(components.NodePlan(m.node, m.address, f"{pod_network.rsplit('.', 2)[0]}.{i}.0/24",
-                                      control_plane=m is master) for i, m in enumerate(ordered))
-    return components.ClusterPlan(name, master.address, nodes, pod_network, f"https://127.0.0.1:{steps.ETCD_PORT}",
-                                  Path(steps.CONFIG_DIR), lb_pool=lb_pool, python=f"{steps.VENV}/bin/python",
-                                  registry=registry.registry_address(master.address), offline=offline)
+                                      control_plane=m.role == "master") for i, m in enumerate(ordered))
+    ha = len(masters) > 1
+    # Every member also answers on its loopback: the one URL that names "this master's member" everywhere.
+    return components.ClusterPlan(name, api_vip if ha else masters[0].address, nodes, pod_network,
+                                  f"https://127.0.0.1:{steps.ETCD_PORT}", Path(steps.CONFIG_DIR), lb_pool=lb_pool,
+                                  python=f"{steps.VENV}/bin/python",
+                                  registry=registry.registry_address(masters[0].address), offline=offline, ha=ha)
 
 
 def load_bundle(plan: components.ClusterPlan) -> components.Bundle:
@@ -106,8 +156,10 @@ def load_bundle(plan: components.ClusterPlan) -> components.Bundle:
         files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
                  if p.is_file() and p != stamp}
         return components.Bundle(files)
-    # The encryption key is kept: a new one would leave every stored Secret unreadable.
-    bundle = components.bundle(plan, components.read_ca(folder), keep=components.read_kept(folder))
+    # The encryption key is kept: a new one would leave every stored Secret unreadable. So is etcd's CA:
+    # members restarted one machine after another with peer certificates of two CAs would not talk.
+    bundle = components.bundle(plan, components.read_ca(folder), keep=components.read_kept(folder),
+                               etcd_ca=components.read_etcd_ca(folder))
     bundle.write(folder)
     stamp.write_text(key)
     return bundle
@@ -160,7 +212,7 @@ def provision_node(machine: Machine, plan: components.ClusterPlan, bundle: compo
     step("install wheels", lambda: installed.append(steps.install_flotilla(host, wheels)))
     step("write config", lambda: changed.update(steps.sync_config(host, steps.node_files(plan, node, bundle))))
     # A worker's kubelet waits for `join` (after the apiserver is up): see join_workers.
-    daemons = (steps.master_units(plan) if node.control_plane else []) + [
+    daemons = (steps.master_units(plan, node) if node.control_plane else []) + [
         u for u in steps.node_units(plan, node) if node.control_plane or u.name != "kubelet"]
     step("start daemons", lambda: steps.apply_units(host, daemons, changed, code_changed=installed[0]))
     state.changed[machine.node] = changed
@@ -168,7 +220,7 @@ def provision_node(machine: Machine, plan: components.ClusterPlan, bundle: compo
     if node.control_plane:
         admin = bundle.files[f"kubeconfigs/{components.ADMIN.name}.conf"]
         step("kctl config", lambda: steps.kctl_config(host, _login_user(host), admin))
-    if node.address == plan.master_address:
+    if node == steps.first_master(plan):
         step("nfs export", lambda: state.nfs_exported.append(
             steps.export_nfs(host, [n.address for n in plan.nodes])))
     report("done")
@@ -211,11 +263,11 @@ def _login_user(host: Host) -> str:
 
 def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NETWORK, lb_pool: str = "",
        timeout: float = READY_TIMEOUT, write_default_config: bool = True, progress: Progress,
-       kind: str = "ssh", down_command: str = "", offline: bool = False) -> Cluster:
-    """Bootstrap every machine and wait until all Nodes are Ready."""
+       kind: str = "ssh", down_command: str = "", offline: bool = False, api_vip: str = "") -> Cluster:
+    """Bootstrap every machine and wait until all Nodes are Ready (several masters: the API at `api_vip`)."""
     started = time.monotonic()
     timings: dict[str, float] = {}
-    plan = make_plan(name, machines, pod_network=pod_network, lb_pool=lb_pool, offline=offline)
+    plan = make_plan(name, machines, pod_network=pod_network, lb_pool=lb_pool, offline=offline, api_vip=api_vip)
     folder = cluster_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     hint = "logs: journalctl -u 'flotilla-*' on the machines"
@@ -260,10 +312,13 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
     phases.wait(lambda: phases.publish(kubeconfig, plan, bundle.ca().cert_pem, token=token,
                                        nodes=[w.node for w in new]),
                 "cluster-info and kube-dns", deadline, hint=hint, interval=POLL)
-    if state.nfs_exported == [True]:  # shared storage: the master's export, ReadWriteMany (docs/storage.md)
-        phases.wait(lambda: _create(kubeconfig, nfs_storage_class(plan.master_address, steps.NFS_SHARE)),
+    if state.nfs_exported == [True]:  # shared storage: the first master's export, ReadWriteMany (docs/storage.md)
+        nfs_server = steps.first_master(plan).address  # never the VIP: the export stays on one machine
+        phases.wait(lambda: _create(kubeconfig, nfs_storage_class(nfs_server, steps.NFS_SHARE)),
                     "the nfs StorageClass", deadline, hint=hint, interval=POLL)
-    done("apiserver ready", f"apiserver {plan.https_url} (gRPC {plan.grpc_server}), cluster-info, "
+    masters = [n.name for n in plan.nodes if n.control_plane]
+    through = f" (the VIP, held by one of {len(masters)} masters)" if plan.ha else ""
+    done("apiserver ready", f"apiserver {plan.https_url}{through} (gRPC {plan.grpc_server}), cluster-info, "
                             f"kube-dns {plan.dns_ip}")
 
     progress.phase("images")
@@ -300,10 +355,13 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
                    hint.removeprefix("logs: "), down_command or f"kctl cluster down --provider {kind}", timings)
 
 
-def down(name: str, machines: list[Machine]) -> None:
-    """Stop and remove what `up` installed on every machine, and the cluster's folder here."""
+def down(name: str, machines: list[Machine], *, api_vip: str = "") -> None:
+    """Stop and remove what `up` installed on every machine (the API's VIP too, wherever a killed announcer
+    left it), and the cluster's folder here."""
+    addresses = (api_vip,) if api_vip else ()
     with ThreadPoolExecutor(max_workers=max(1, len(machines))) as pool:
-        for future in [pool.submit(steps.teardown, m.host, _login_user(m.host)) for m in machines]:
+        for future in [pool.submit(steps.teardown, m.host, _login_user(m.host), announced=addresses)
+                       for m in machines]:
             future.result()
     phases.forget_default_config(name, cluster_dir(name) / "kubeconfig")
     shutil.rmtree(cluster_dir(name), ignore_errors=True)
@@ -311,15 +369,16 @@ def down(name: str, machines: list[Machine]) -> None:
 
 def status(plan: components.ClusterPlan, machines: list[Machine]) -> dict[str, bool]:
     """Each machine's flotilla units, active or not (`systemctl is-active`, one round trip per machine):
-    the control plane's by daemon name, a node's as daemon/node, as the local provider names them."""
+    a single master's control plane by daemon name, every other daemon as daemon/node, as the local
+    provider names them (several masters run one control plane each)."""
     def read(machine: Machine) -> dict[str, bool]:
         node = plan.node(machine.node)
-        units = (steps.master_units(plan) if node.control_plane else []) + steps.node_units(plan, node)
+        units = (steps.master_units(plan, node) if node.control_plane else []) + steps.node_units(plan, node)
         out = machine.host.run(f"{machine.host.systemctl} is-active " + " ".join(u.service for u in units),
                                check=False).split()
-        node_daemons = {u.name for u in steps.node_units(plan, node)}
+        per_node = {u.name for u in units} if plan.ha else {u.name for u in steps.node_units(plan, node)}
         active = out + [""] * (len(units) - len(out))  # a unit systemd does not know prints nothing useful
-        return {(f"{u.name}/{node.name}" if u.name in node_daemons else u.name): active[i] == "active"
+        return {(f"{u.name}/{node.name}" if u.name in per_node else u.name): active[i] == "active"
                 for i, u in enumerate(units)}
 
     result: dict[str, bool] = {}

@@ -88,7 +88,7 @@ def node_files(plan: components.ClusterPlan, node: components.NodePlan,
     for registry_host, text in rt.registry_hosts().items():
         files[f"{rt.registry_hosts_dir}/{registry_host}/hosts.toml"] = (text.encode(), 0o644)
     files[KUBELET_CONFIG] = (local.kubelet_config().to_yaml().encode(), 0o644)
-    if node.control_plane and plan.registry:
+    if node == first_master(plan) and plan.registry:
         # A fixed upload secret (from the CA: stable per cluster) keeps a re-run from rewriting the file.
         secret = hashlib.sha256(bundle.files[f"{components.CA}.crt"]).hexdigest()[:32]
         storage, pki = Path(REGISTRY_STORAGE), plan.config_dir
@@ -112,14 +112,39 @@ def _local_node(plan: components.ClusterPlan, node: components.NodePlan) -> Loca
     return local
 
 
-def master_units(plan: components.ClusterPlan) -> list[Unit]:
-    """etcd on loopback (TLS only), then the control plane (argv from provision/components.py)."""
+def first_master(plan: components.ClusterPlan) -> components.NodePlan:
+    """The master that also runs the image registry and exports NFS (make_plan lists the masters first)."""
+    return next(n for n in plan.nodes if n.control_plane)
+
+
+def master_units(plan: components.ClusterPlan, node: components.NodePlan) -> list[Unit]:
+    """A master's etcd member (TLS only), then its control plane (argv from provision/components.py).
+
+    One master: etcd on loopback, the apiserver on the master's address. Several (`plan.ha`): each master's
+    member on its own address and loopback, `--initial-cluster` naming every master; the apiserver on
+    every address (its own, and the VIP while it holds it) dialing its own member first; the VIP announcer;
+    the scheduler and controller manager leader-elected. The registry runs on the first master only.
+
+    A member's unit is `Type=simple`, so `systemctl enable --now` returns once etcd is forked: the first
+    master's start does not wait for a quorum the other masters, provisioned in parallel, bring later.
+    `--initial-cluster-state new` stays in the unit: etcd reads it only for an empty data dir, so a
+    restart (or a re-run of `up`) rejoins with the member's data, and a member whose data was lost is
+    refused by its peers ("already bootstrapped") rather than starting a cluster of its own.
+    """
     kubeconfigs = {"scheduler": components.SCHEDULER, "controller-manager": components.CONTROLLER_MANAGER,
-                   "dns": components.DNS}
+                   "dns": components.DNS, "api-vip": components.PROXY}
     tls = components.etcd_tls(plan)
     etcd_reads = () if tls is None else (tls.ca, tls.cert, tls.key, tls.peer_cert, tls.peer_key)
-    units = [Unit("etcd", etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls), etcd_reads, kill_mode="mixed")]
-    if plan.registry:
+    if plan.ha:
+        members = components.etcd_members(plan)
+        member = next(m for m in members if m.name == node.name)
+        etcd = etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls, member=member, cluster=members)
+        argvs = components.master_control_plane_argvs(plan, node, etcd_port=ETCD_PORT)
+    else:
+        etcd = etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls)
+        argvs = components.control_plane_argvs(plan)
+    units = [Unit("etcd", etcd, etcd_reads, kill_mode="mixed")]
+    if plan.registry and node == first_master(plan):
         pushes = tuple(f"{plan.config_dir}/{p}" for p in (registry.HTPASSWD_FILE, f"{registry.SERVING_CERT}.crt",
                                                            f"{registry.SERVING_CERT}.key"))
         units += [Unit("registry", [REGISTRY_BINARY, "serve", REGISTRY_CONFIG], (REGISTRY_CONFIG,)),
@@ -129,7 +154,7 @@ def master_units(plan: components.ClusterPlan) -> list[Unit]:
         f"{components.APISERVER}.crt", f"{components.APISERVER}.key", f"{components.CA}.crt", components.TOKENS,
         f"{components.ETCD_CA}.crt", f"{components.APISERVER_ETCD_CLIENT}.crt",
         f"{components.APISERVER_ETCD_CLIENT}.key", components.ENCRYPTION_CONFIG))
-    for name, argv in components.control_plane_argvs(plan).items():
+    for name, argv in argvs.items():
         reads = pki if name == "apiserver" else tuple(plan.kubeconfig_path(i) for i in [kubeconfigs.get(name)] if i)
         units.append(Unit(name, argv, reads, after=("etcd",) if name == "apiserver" else ("apiserver",)))
     return units
@@ -256,8 +281,12 @@ def kctl_config(host: Host, user: str, kubeconfig: bytes) -> None:
             host.run(f"chown -R {shlex.quote(user)}: {host.path(home + '/.kctl')}")
 
 
-def teardown(host: Host, user: str = "") -> None:
-    """Stop and remove everything the bootstrap installed (the packages baked into the box stay)."""
+def teardown(host: Host, user: str = "", *, announced: tuple[str, ...] = ()) -> None:
+    """Stop and remove everything the bootstrap installed (the packages baked into the box stay).
+
+    `announced`: addresses a master may hold as a /32 (the API's VIP): an announcer stopped with SIGKILL
+    or frozen never withdrew them.
+    """
     units = host.run(f"ls {host.path(UNIT_DIR)} 2>/dev/null | grep '^flotilla-.*\\.service$' || true").split()
     for service in units:
         host.run(f"{host.systemctl} disable -q --now {service}", check=False)
@@ -265,14 +294,14 @@ def teardown(host: Host, user: str = "") -> None:
         host.run("rm -f " + " ".join(shlex.quote(host.path(f"{UNIT_DIR}/{s}")) for s in units))
         host.run(f"{host.systemctl} daemon-reload", check=False)
     if host.root == "/":
-        _teardown_machine(host)
+        _teardown_machine(host, announced)
     user_config = [f"/home/{user}/.kctl/config"] if user and user != "root" else []
     host.run("rm -rf " + " ".join(shlex.quote(host.path(p)) for p in (
         CONFIG_DIR, "/var/lib/flotilla", FLOTILLA_DIR, "/usr/local/bin/kctl", "/root/.kctl", NFS_EXPORTS,
         *user_config)))
 
 
-def _teardown_machine(host: Host) -> None:
+def _teardown_machine(host: Host, announced: tuple[str, ...] = ()) -> None:
     """What a node holds outside its files: shims, mounts, nftables, the CNI bridge, routes.
 
     Machine-wide, so only on a real node (never against a test's temporary root on someone's machine).
@@ -284,3 +313,6 @@ def _teardown_machine(host: Host) -> None:
     # The pods' CNI bridge (flt-<node>) and the kubelet's routes to other nodes' pods (route protocol 77).
     host.run("for b in $(ip -o link show type bridge | awk -F': ' '{print $2}' | grep '^flt-'); do "
              "ip link del \"$b\"; done; ip route flush proto 77; true", check=False)
+    for address in announced:  # the API's VIP, wherever an announcer that never withdrew it left it
+        host.run(f"ip -o -4 addr show | awk '$4 == \"{address}/32\" {{print $2}}' | "
+                 f"xargs -r -I{{}} ip addr del {address}/32 dev {{}}; true", check=False)

@@ -3,6 +3,9 @@
 Each daemon is one `flotilla-<name>.service` whose ExecStart is the argv the
 components module computes (the same argv the local provider supervises), with
 `Restart=always` so systemd does what provision/supervisor.py does locally.
+There is no `Type=`: every unit is `simple`, so `systemctl enable --now`
+returns once the daemon is forked, never waiting for it to be ready (an etcd
+member of a new cluster is ready only once a quorum of masters runs).
 A `Unit` also names the files its daemon reads: when one of them changes, the
 bootstrap restarts that unit and no other.
 """
@@ -37,7 +40,10 @@ class Unit:
 
     def text(self) -> str:
         after = " ".join(f"flotilla-{a}.service" for a in self.after)
-        lines = ["[Unit]", f"Description=Flotilla {self.name}", f"After=network.target {after}".rstrip()]
+        lines = ["[Unit]", f"Description=Flotilla {self.name}", f"After=network.target {after}".rstrip(),
+                 # Never give up (systemd's default stops a unit after 5 starts in 10 s): an apiserver whose
+                 # etcd waits for the other masters' members may fail for minutes while they boot.
+                 "StartLimitIntervalSec=0"]
         if after:
             lines.append(f"Wants={after}")
         lines += ["", "[Service]"]
