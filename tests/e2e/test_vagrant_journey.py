@@ -10,10 +10,21 @@ nginx, exposes it on a NodePort, deploys and scales it to 3 and puts a
 LoadBalancer in front, each step answers over HTTP from the host at the VMs'
 addresses. Deleting it all leaves no pods; `vagrant destroy -f` runs at the end
 unless FLOTILLA_VAGRANT_KEEP=1.
+
+With FLOTILLA_VAGRANT_MASTERS=3 the module boots three masters (master1..3,
+m1-k8s..m3-k8s at .11-.13, the API's virtual IP at .10) and one worker instead
+(FLOTILLA_MASTERS=3 FLOTILLA_WORKERS=1: four VMs, not six, under emulation) and
+runs the several-masters journey only: four Nodes Ready, three of them
+control-plane; `kctl etcd member list` from the host shows three started
+members named after the masters; kubectl reaches the API at the VIP; when the
+master holding the VIP is frozen (`virsh suspend`; `vagrant halt` without
+virsh), the API answers at the VIP again from another master and takes a
+write; resumed, the frozen master's Node is Ready again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -23,6 +34,10 @@ from pathlib import Path
 
 import pytest
 
+from client import config as clientconfig
+from proto import coordination_pb2
+from proto.errors import ApiError
+from provision import components
 from provision.provider import cluster_dir as cluster_folder
 from provision.vagrant import CLUSTER_NAME
 from tests.e2e.test_seed_journey import Cluster, eventually, http_get
@@ -30,12 +45,19 @@ from tests.e2e.test_seed_journey import Cluster, eventually, http_get
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = os.environ.get("FLOTILLA_NETWORK_PREFIX", "192.168.60")
 MASTER, WORKERS = "m-k8s", {"w1-k8s": f"{PREFIX}.101", "w2-k8s": f"{PREFIX}.102"}
+# FLOTILLA_VAGRANT_MASTERS=3: the several-masters journey (three masters and one worker) instead of the seed one.
+MASTER_COUNT = int(os.environ.get("FLOTILLA_VAGRANT_MASTERS", "1"))
+HA_MASTERS = {f"m{i}-k8s": f"{PREFIX}.1{i}" for i in range(1, MASTER_COUNT + 1)}
+API_VIP = f"{PREFIX}.10"
+ETCD_PORT = 2379
 
 pytestmark = [
     pytest.mark.vagrant,
     pytest.mark.skipif(os.environ.get("FLOTILLA_VAGRANT") != "1" or not shutil.which("vagrant"),
                        reason="opt-in: FLOTILLA_VAGRANT=1 with Vagrant + libvirt and the base box"),
 ]
+one_master = pytest.mark.skipif(MASTER_COUNT != 1, reason="the one-master journey (FLOTILLA_VAGRANT_MASTERS unset)")
+several_masters = pytest.mark.skipif(MASTER_COUNT == 1, reason="opt-in: FLOTILLA_VAGRANT_MASTERS=3")
 
 
 class VagrantCluster(Cluster):
@@ -47,7 +69,8 @@ class VagrantCluster(Cluster):
 
 
 def vagrant(*args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLOTILLA_WORKERS": "2", "FLOTILLA_NETWORK_PREFIX": PREFIX}
+    env = {**os.environ, "FLOTILLA_MASTERS": str(MASTER_COUNT), "FLOTILLA_WORKERS": "2" if MASTER_COUNT == 1 else "1",
+           "FLOTILLA_NETWORK_PREFIX": PREFIX}
     return subprocess.run(["vagrant", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -64,6 +87,7 @@ def cluster() -> Iterator[VagrantCluster]:
             vagrant("destroy", "-f", timeout=600)
 
 
+@one_master
 def test_vagrant_seed_journey(cluster: VagrantCluster) -> None:
     # Given `vagrant up`: master and both workers Ready at their private-network addresses.
     nodes = {MASTER: f"{PREFIX}.10", **WORKERS}
@@ -144,6 +168,7 @@ spec:
                                ("reader", "w2-k8s", "true")))
 
 
+@one_master
 def test_vagrant_nfs_claim_is_shared_by_pods_on_two_workers(cluster: VagrantCluster, tmp_path: Path) -> None:
     """Issue 14's opt-in NFS check: one ReadWriteMany claim of the `nfs` class, mounted on two workers."""
     (tmp_path / "shared.yaml").write_text(NFS_SHARED)
@@ -163,3 +188,86 @@ def test_vagrant_nfs_claim_is_shared_by_pods_on_two_workers(cluster: VagrantClus
     # Reclaim policy Delete: the volume goes, its directory on the master's export first.
     eventually(lambda: not [r for r in cluster.rows("get", "pv") if r["CLAIM"] == "default/shared"] or None,
                "the nfs volume deleted", timeout=300)
+
+
+def vip_holder(kubeconfig: Path) -> str:
+    """The master whose announcer holds the Lease kube-system/flotilla-api-vip (its Node name)."""
+    async def read() -> str:
+        async with clientconfig.load(kubeconfig=str(kubeconfig)).client(timeout=10) as client:
+            lease = await client.get(coordination_pb2.Lease, components.API_VIP_LEASE, "kube-system")
+            return str(lease.spec.holder_identity)
+
+    try:
+        return asyncio.run(read())
+    except ApiError as err:
+        raise AssertionError(f"cannot read the VIP's Lease: {err}") from None
+
+
+def kubectl(kubeconfig: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "--request-timeout", "20s", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def libvirt_domain(machine: str) -> str:
+    """The libvirt domain of a Vagrant machine (vagrant-libvirt names it <folder>_<machine>), "" without virsh."""
+    if not shutil.which("virsh"):
+        return ""
+    names = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True,
+                           timeout=60).stdout.split()
+    return next((n for n in names if n.endswith(f"_{machine}")), "")
+
+
+@several_masters
+def test_vagrant_several_masters_keep_the_api_at_the_vip(cluster: VagrantCluster) -> None:
+    kubeconfig = cluster_folder(CLUSTER_NAME) / "kubeconfig"
+    pki = cluster_folder(CLUSTER_NAME) / "bundle"
+    # Given `vagrant up` with three masters: four Nodes Ready, the masters control-plane at .11-.13.
+    nodes = {**HA_MASTERS, "w1-k8s": f"{PREFIX}.101"}
+    rows = eventually(lambda: [r for r in cluster.rows("get", "nodes", "-o", "wide") if r["STATUS"] == "Ready"]
+                      if len(cluster.rows("get", "nodes")) == len(nodes) else None, "four Nodes", timeout=600)
+    assert {r["NAME"]: r["INTERNAL-IP"] for r in rows} == nodes
+    roles = {r["NAME"]: r["ROLES"] for r in cluster.rows("get", "nodes")}
+    assert sorted(n for n, role in roles.items() if role == "control-plane") == sorted(HA_MASTERS)
+
+    # etcd: one started member per master, named after it (asked from the host with the backup certificate).
+    members = cluster.rows("etcd", "member", "list",
+                           "--endpoints", ",".join(f"https://{a}:{ETCD_PORT}" for a in HA_MASTERS.values()),
+                           "--cacert", str(pki / "pki/etcd/ca.crt"), "--cert", str(pki / "pki/etcd/backup-client.crt"),
+                           "--key", str(pki / "pki/etcd/backup-client.key"))
+    assert sorted((m["NAME"], m["STATUS"]) for m in members) == [(n, "started") for n in sorted(HA_MASTERS)]
+    assert {m["PEER ADDRS"] for m in members} == {f"https://{a}:{ETCD_PORT + 1}" for a in HA_MASTERS.values()}
+
+    # kubectl reaches the API at the virtual IP, which one master holds.
+    assert f"server: https://{API_VIP}:6443" in kubeconfig.read_text()
+    listed = kubectl(kubeconfig, "get", "nodes", "-o", "name")
+    assert listed.returncode == 0 and "node/w1-k8s" in listed.stdout, listed.stderr
+    holder = eventually(lambda: vip_holder(kubeconfig) or None, "a VIP holder", timeout=120)
+    assert holder in HA_MASTERS
+    machine = f"master{holder[1]}"  # m2-k8s is the Vagrant machine master2
+
+    # When the holder freezes, the API answers at the VIP again, from another master, and takes a write.
+    domain = libvirt_domain(machine)
+    frozen = time.monotonic()
+    if domain:
+        subprocess.run(["virsh", "-c", "qemu:///system", "suspend", domain], check=True, timeout=120)
+    else:
+        assert vagrant("halt", machine, timeout=900).returncode == 0
+    try:
+        moved = eventually(lambda: (kubectl(kubeconfig, "get", "nodes", "-o", "name").returncode == 0
+                                    and vip_holder(kubeconfig) not in ("", holder)) or None,
+                           f"the API at {API_VIP} from a master other than {holder}", timeout=300)
+        assert moved
+        print(f"{holder} frozen: the API answered at the VIP from {vip_holder(kubeconfig)} after "
+              f"{time.monotonic() - frozen:.0f} s")
+        eventually(lambda: kubectl(kubeconfig, "create", "configmap", "written-after-failover").returncode == 0
+                   or None, "a write with two of three etcd members", timeout=120)
+    finally:
+        if domain:
+            subprocess.run(["virsh", "-c", "qemu:///system", "resume", domain], timeout=120)
+        else:
+            vagrant("up", machine, "--no-provision", timeout=1800)
+    # Then the frozen master comes back: its Node Ready again, the write still there.
+    eventually(lambda: {r["NAME"]: r["STATUS"] for r in cluster.rows("get", "nodes")}.get(holder) == "Ready" or None,
+               f"{holder} Ready again", timeout=900)
+    assert "written-after-failover" in kubectl(kubeconfig, "get", "configmaps", "-o", "name").stdout
+    kubectl(kubeconfig, "delete", "configmap", "written-after-failover")
