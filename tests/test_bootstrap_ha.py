@@ -9,7 +9,9 @@ initial cluster naming all three), an apiserver dialing its own member
 first, the VIP announcer knowing its peers, a leader-elected scheduler and
 controller manager and DNS on its address; the registry and its files are on
 the first master only; every kubeconfig names the VIP; kube-dns lists the
-three masters; a second run writes and restarts nothing. Inventories with an
+three masters; a second run writes and restarts nothing, and a re-run of
+`up` naming other masters is refused (etcd's membership stays what the first
+`up` made). Inventories with an
 even or too large number of masters, without a VIP, or with a VIP that a host
 owns, off the masters' network or in the LoadBalancer pool are refused, each
 error naming what is wrong. Vagrant's machines `master`/`master<N>` are the
@@ -110,6 +112,7 @@ def test_each_master_gets_its_member_control_plane_and_vip_announcer(tmp_path: P
         assert flag(etcd, "--listen-peer-urls") == f"https://{address}:2380"
         assert flag(etcd, "--initial-cluster-state") == "new"
         assert "--peer-client-cert-auth" in etcd and flag(etcd, "--data-dir") == steps.ETCD_DIR
+        assert (flag(etcd, "--heartbeat-interval"), flag(etcd, "--election-timeout")) == ("200", "2000")
         apiserver = argv_of((units / "flotilla-apiserver.service").read_text())
         servers = flag(apiserver, "--etcd-servers").split(",")
         assert servers[0] == f"https://{address}:2379" and len(servers) == 3  # its own member first
@@ -164,6 +167,23 @@ def test_a_re_plan_keeps_etcds_ca(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert second.files["pki/etcd/ca.crt"] == first.files["pki/etcd/ca.crt"]
     assert second.files["pki/ca.crt"] == first.files["pki/ca.crt"]
     assert "kubeconfigs/kubelet-w1-k8s.conf" in second.files
+
+
+def test_a_re_run_of_up_keeps_the_etcd_members_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        systemctl: tuple[str, Path]) -> None:
+    monkeypatch.setenv("FLOTILLA_HOME", str(tmp_path / "home"))
+    nodes = machines(tmp_path, systemctl[0])
+    cluster.check_etcd_members(cluster.make_plan("lab", nodes, api_vip=VIP))
+    cluster.check_etcd_members(cluster.make_plan("lab", nodes, api_vip=VIP))  # the same masters: fine
+    one = [cluster.Machine(nodes[0].host, "m1-k8s", "192.168.60.11", "master"), nodes[3]]
+    with pytest.raises(BootstrapError, match=r"its etcd members are m1-k8s, m2-k8s, m3-k8s .* now names m1-k8s as"):
+        cluster.check_etcd_members(cluster.make_plan("lab", one))
+    # One master to another (a new machine, a new etcd) is no membership change: as before.
+    cluster.check_etcd_members(cluster.make_plan("solo", one))
+    cluster.check_etcd_members(cluster.make_plan("solo", [cluster.Machine(nodes[1].host, "m2-k8s", "192.168.60.12",
+                                                                          "master")]))
+    with pytest.raises(BootstrapError, match="does not change etcd's membership"):
+        cluster.check_etcd_members(cluster.make_plan("solo", nodes, api_vip=VIP))
 
 
 def host(name: str, address: str, role: str) -> dict[str, str]:

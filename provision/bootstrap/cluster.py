@@ -29,6 +29,15 @@ Ready (`up` prints `kctl token create --print-join-command`, never a live
 token). Roles are labelled by the admin once Nodes are Ready. The
 master's kubelet, the kubelet API's serving certificates and the proxy's
 kubeconfig come from this host.
+
+Several masters (1, 3, 5 or 7, kubeadm's stacked etcd): each runs an etcd
+member on its address and the whole control plane (steps.master_units), and
+every client dials the API's virtual IP, which one master's `api-vip` daemon
+holds at a time. No master waits for another while the machines are
+provisioned (a member of a new cluster is ready only once a quorum runs):
+`up` waits for the API at the VIP. The first master also runs the image
+registry and the NFS export. etcd's membership is what the first `up` made:
+a re-run with other masters is refused (`check_etcd_members`).
 """
 
 from __future__ import annotations
@@ -165,6 +174,28 @@ def load_bundle(plan: components.ClusterPlan) -> components.Bundle:
     return bundle
 
 
+def check_etcd_members(plan: components.ClusterPlan) -> None:
+    """Refuse a plan whose masters differ from those an earlier `up` made an etcd cluster of (when either has
+    several); remember them otherwise.
+
+    etcd's membership changes only through `member add`/`remove` (the local provider's `add-master`): a
+    re-run of `up` with other masters would start members with an `--initial-cluster` the running members do
+    not share, which etcd refuses, or start a second, empty cluster on a machine that was one master alone.
+    """
+    path = cluster_dir(plan.name) / "etcd-members.json"
+    members = [[n.name, n.address] for n in plan.nodes if n.control_plane]
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != members and (len(before) > 1 or len(members) > 1):
+            names = ", ".join(name for name, _ in before)
+            raise BootstrapError(f"cluster {plan.name}: its etcd members are {names} (made by an earlier up); the "
+                                 f"inventory now names {', '.join(name for name, _ in members)} as masters. Re-running "
+                                 "up does not change etcd's membership: keep the masters as they were, or take the "
+                                 "cluster down and up again (kctl etcd snapshot save/restore keeps its data)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(members))
+
+
 def build_wheels() -> list[Path]:
     """Flotilla and its dependencies as wheels, built here (the guests cannot use PyPI over HTTPS)."""
     out = home() / "wheels"
@@ -280,6 +311,7 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
         t0 = time.monotonic()
 
     progress.phase("host")
+    check_etcd_members(plan)
     bundle = load_bundle(plan)
     wheels = build_wheels()
     done("host: PKI, wheels", f"PKI in {folder / 'bundle'}, {len(wheels)} wheels")

@@ -39,6 +39,10 @@ CONFIG_DIR = "/etc/flotilla"
 NODE_DIR = "/var/lib/flotilla/node"
 ETCD_DIR = "/var/lib/flotilla/etcd"
 ETCD_PORT = 2379
+# Members on machines: twice etcd's heartbeat and election timeout (100 ms, 1 s). VMs under emulation, or
+# machines busy starting Python daemons, miss a 100 ms heartbeat often enough for needless elections, each
+# a moment without writes; a lost leader is replaced 2 s later, well inside the VIP's own fail-over.
+ETCD_MEMBER_TIMINGS = ("--heartbeat-interval", "200", "--election-timeout", "2000")
 KUBELET_CONFIG = f"{CONFIG_DIR}/kubelet.yaml"
 # Written by `kctl join` on a worker; the kubelet trades it for its own certificate (a CSR the CA signs).
 BOOTSTRAP_KUBECONFIG = f"{CONFIG_DIR}/bootstrap-kubeconfig"
@@ -138,7 +142,8 @@ def master_units(plan: components.ClusterPlan, node: components.NodePlan) -> lis
     if plan.ha:
         members = components.etcd_members(plan)
         member = next(m for m in members if m.name == node.name)
-        etcd = etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls, member=member, cluster=members)
+        etcd = etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls, member=member, cluster=members) + \
+            list(ETCD_MEMBER_TIMINGS)
         argvs = components.master_control_plane_argvs(plan, node, etcd_port=ETCD_PORT)
     else:
         etcd = etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls)
