@@ -39,9 +39,10 @@ CONFIG_DIR = "/etc/flotilla"
 NODE_DIR = "/var/lib/flotilla/node"
 ETCD_DIR = "/var/lib/flotilla/etcd"
 ETCD_PORT = 2379
-# Members on machines: twice etcd's heartbeat and election timeout (100 ms, 1 s). VMs under emulation, or
-# machines busy starting Python daemons, miss a 100 ms heartbeat often enough for needless elections, each
-# a moment without writes; a lost leader is replaced 2 s later, well inside the VIP's own fail-over.
+# Members on machines: twice etcd's heartbeat and election timeout (100 ms, 1 s), as etcd's tuning guide
+# advises for slow or busy machines: a VM under emulation (1 vCPU, starting Python daemons) may miss a 100 ms
+# heartbeat and call a needless election, a moment without writes. A precaution, not yet measured on the
+# VMs; a lost leader is still replaced within about 2 s, inside the scheduler's and controller's leases.
 ETCD_MEMBER_TIMINGS = ("--heartbeat-interval", "200", "--election-timeout", "2000")
 KUBELET_CONFIG = f"{CONFIG_DIR}/kubelet.yaml"
 # Written by `kctl join` on a worker; the kubelet trades it for its own certificate (a CSR the CA signs).
