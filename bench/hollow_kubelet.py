@@ -14,7 +14,9 @@
 - *finishing* pods, for Jobs: a pod annotated `hollow.flotilla.dev/exit-code`
   ends `hollow.flotilla.dev/run-seconds` (default 0) after it started, its
   container terminated with that code: Succeeded for 0, else Failed (with
-  restartPolicy OnFailure the container restarts instead and runs again).
+  restartPolicy OnFailure the container restarts instead and runs again); one
+  that ends at once (run-seconds 0) goes from Pending to its end in one status
+  write, as a kubelet reports a container that exited before its first sync.
 
 It only touches pods in its own namespaces, so several can share a cluster
 (one per test). A node can be `kill()`ed (its kubelet goes silent: no lease
@@ -205,6 +207,14 @@ class HollowCluster(Controller):
         for c in new.spec.containers:
             cs = status.container_statuses.add(name=c.name, image=c.image, ready=True, started=True)
             cs.state.running.started_at.GetCurrentTime()
+        if ANNOTATION_EXIT_CODE in new.metadata.annotations and _run_seconds(new) <= 0:
+            # A container that exits at once has ended before the kubelet's first status write after it
+            # started (PLEG finds it exited): the API sees Pending -> Succeeded/Failed in one write, as
+            # `kubectl get pods -w` shows for such pods (ContainerCreating, then Completed).
+            if _finish(new, pod):
+                with contextlib.suppress(NotFound, Conflict):
+                    await self.client.update_status(new)
+                return
         with contextlib.suppress(NotFound, Conflict):
             await self.client.update_status(new)
         if ANNOTATION_EXIT_CODE in new.metadata.annotations:
@@ -217,32 +227,39 @@ class HollowCluster(Controller):
         if remaining > 0:
             self.queue.add_after(key, remaining)
             return
-        code = int(pod.metadata.annotations[ANNOTATION_EXIT_CODE])
         new = core_pb2.Pod()
         new.CopyFrom(pod)
-        status = new.status
-        if code != 0 and new.spec.restart_policy == "OnFailure":
-            # The kubelet restarts the container in place: the pod runs on, one restart more.
-            for cs in status.container_statuses:
-                cs.restart_count += 1
-            status.start_time.GetCurrentTime()
-        else:
-            status.phase = "Succeeded" if code == 0 else "Failed"
-            for cond in status.conditions:
-                if cond.type in ("ContainersReady", "Ready"):
-                    cond.status = "False"
-                    cond.reason = "PodCompleted"
-                    cond.last_transition_time.GetCurrentTime()
-            for cs in status.container_statuses:
-                cs.ready, cs.started = False, False
-                cs.state.ClearField("running")
-                terminated = cs.state.terminated
-                terminated.exit_code = code
-                terminated.reason = "Completed" if code == 0 else "Error"
-                terminated.started_at.CopyFrom(pod.status.start_time)
-                terminated.finished_at.GetCurrentTime()
+        _finish(new, pod)
         with contextlib.suppress(NotFound, Conflict):
             await self.client.update_status(new)
+
+
+def _finish(new: core_pb2.Pod, pod: core_pb2.Pod) -> bool:
+    """End `new`'s containers with the pod's annotated exit code: the pod Succeeded or Failed (True), or,
+    a failure under restartPolicy OnFailure, its container restarted in place (False: it runs on)."""
+    code = int(pod.metadata.annotations[ANNOTATION_EXIT_CODE])
+    status = new.status
+    if code != 0 and new.spec.restart_policy == "OnFailure":
+        # The kubelet restarts the container in place: the pod runs on, one restart more.
+        for cs in status.container_statuses:
+            cs.restart_count += 1
+        status.start_time.GetCurrentTime()
+        return False
+    status.phase = "Succeeded" if code == 0 else "Failed"
+    for cond in status.conditions:
+        if cond.type in ("ContainersReady", "Ready"):
+            cond.status = "False"
+            cond.reason = "PodCompleted"
+            cond.last_transition_time.GetCurrentTime()
+    for cs in status.container_statuses:
+        cs.ready, cs.started = False, False
+        cs.state.ClearField("running")
+        terminated = cs.state.terminated
+        terminated.exit_code = code
+        terminated.reason = "Completed" if code == 0 else "Error"
+        terminated.started_at.CopyFrom(new.status.start_time)
+        terminated.finished_at.GetCurrentTime()
+    return True
 
 
 def _run_seconds(pod: core_pb2.Pod) -> float:

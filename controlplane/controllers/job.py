@@ -94,6 +94,8 @@ class JobController(Controller):
         self.jobs.add_handler(on_add=self._enqueue_job, on_update=lambda _o, n: self._enqueue_job(n),
                               on_delete=self._job_deleted)
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
+        # Job key -> when its last sync started (monotonic): the pod-event batching's leading edge.
+        self._last_sync: dict[str, float] = {}
 
     # ---------------------------------------------------------------- handlers: only bookkeeping and keys
 
@@ -116,9 +118,7 @@ class JobController(Controller):
             self._released.discard(pod.metadata.uid)
         owner = self._owner_key(pod)
         if owner is not None:
-            # Batched, as Kubernetes' syncJobBatchPeriod: a burst of pods finishing is counted in
-            # one sync (two status writes), not one sync per pod.
-            self.queue.add_after(owner, self.batch_period)
+            self._batch(owner)
         elif has_tracking_finalizer(pod):
             self.queue.add(ORPHAN + key_of(pod))
         return owner
@@ -144,7 +144,19 @@ class JobController(Controller):
         owner = self._owner_key(pod)
         if owner is not None:
             self.expectations.deletion_observed(owner, key_of(pod))
-            self.queue.add_after(owner, self.batch_period)
+            self._batch(owner)
+
+    def _batch(self, owner: str) -> None:
+        """Sync the Job for a pod event, batched as Kubernetes' syncJobBatchPeriod: a burst of pods
+        finishing is counted in one sync (two status writes), not one sync per pod. Unlike Kubernetes,
+        whose every pod event waits the period, the first event after a quiet period syncs at once: a
+        lone pod's end has nothing to wait for, and a Job running a few pods at a time would otherwise
+        add the period to every wave. Syncs stay at most one per period while events keep coming."""
+        since = time.monotonic() - self._last_sync.get(owner, float("-inf"))
+        if since >= self.batch_period:
+            self.queue.add(owner)
+        else:
+            self.queue.add_after(owner, self.batch_period - since)
 
     # ---------------------------------------------------------------- sync
 
@@ -157,7 +169,9 @@ class JobController(Controller):
         if job is None:
             self.expectations.forget(key)
             self._failures.pop(key, None)
+            self._last_sync.pop(key, None)
             return
+        self._last_sync[key] = time.monotonic()
         if job.spec.completion_mode not in ("NonIndexed", "Indexed"):
             return  # a mode from a newer Kubernetes: not ours to run
         # Expectations before the pod list: pods arriving in between are seen by the next sync.

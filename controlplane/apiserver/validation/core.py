@@ -50,6 +50,11 @@ _POD_UPDATE_MESSAGE = (
 
 
 def validate_pod(pod: core_pb2.Pod, old: core_pb2.Pod | None) -> Errors:
+    if old is not None and pod.spec == old.spec:
+        # Status writes and metadata-only updates (the kubelet's, a finalizer's removal) keep the stored
+        # spec, valid when it was stored: checking it again on every write only costs (ValidatePodStatusUpdate
+        # does not look at the spec either).
+        return []
     errors = validate_pod_spec(pod.spec, "spec")
     if old is not None:
         errors += _pod_update(pod.spec, old.spec)
