@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from invoke import Context
 
 from provision import components, phases, ssh, vagrant
 from provision.bootstrap import cluster, steps
-from provision.bootstrap.host import BootstrapError, Host
+from provision.bootstrap.host import BootstrapError
+from tests import bootstrap_support as support
 
 REPO = Path(__file__).resolve().parents[1]
 VIP = "192.168.60.10"
@@ -43,19 +43,12 @@ MASTERS = {"m1-k8s": "192.168.60.11", "m2-k8s": "192.168.60.12", "m3-k8s": "192.
 
 @pytest.fixture
 def systemctl(tmp_path: Path) -> tuple[str, Path]:
-    log = tmp_path / "systemctl.log"
-    script = tmp_path / "systemctl"
-    script.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
-    script.chmod(0o755)
-    return str(script), log
+    return support.recording_systemctl(tmp_path)
 
 
 def machines(root: Path, systemctl: str) -> list[cluster.Machine]:
-    def host(name: str) -> Host:
-        return Host(name, Context(), root=str(root / name), systemctl=systemctl)
-
-    made = [cluster.Machine(host(name), name, address, "master") for name, address in MASTERS.items()]
-    return [*made, cluster.Machine(host("w1-k8s"), "w1-k8s", "192.168.60.101", "worker")]
+    masters = [(name, address, "master") for name, address in MASTERS.items()]
+    return support.machines(root, systemctl, [*masters, ("w1-k8s", "192.168.60.101", "worker")])
 
 
 def argv_of(unit_text: str) -> list[str]:

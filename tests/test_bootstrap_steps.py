@@ -20,6 +20,7 @@ from invoke import Context
 from provision import components, ssh
 from provision.bootstrap import cluster, steps
 from provision.bootstrap.host import Host
+from tests import bootstrap_support as support
 
 
 @pytest.fixture
@@ -31,19 +32,12 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def systemctl(tmp_path: Path) -> tuple[str, Path]:
-    log = tmp_path / "systemctl.log"
-    script = tmp_path / "systemctl"
-    script.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
-    script.chmod(0o755)
-    return str(script), log
+    return support.recording_systemctl(tmp_path)
 
 
 def machines(root: Path, systemctl: str) -> list[cluster.Machine]:
-    def host(name: str) -> Host:
-        return Host(name, Context(), root=str(root / name), systemctl=systemctl)
-
-    return [cluster.Machine(host("m-k8s"), "m-k8s", "192.168.60.10", "master"),
-            cluster.Machine(host("w1-k8s"), "w1-k8s", "192.168.60.101", "worker")]
+    return support.machines(root, systemctl, [("m-k8s", "192.168.60.10", "master"),
+                                              ("w1-k8s", "192.168.60.101", "worker")])
 
 
 def provision(machine: cluster.Machine, plan: components.ClusterPlan, bundle: components.Bundle) -> list[str]:
