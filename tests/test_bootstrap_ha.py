@@ -8,7 +8,9 @@ etcd member (its address and loopback, peers on every master's address, the
 initial cluster naming all three), an apiserver dialing its own member
 first, the VIP announcer knowing its peers, a leader-elected scheduler and
 controller manager and DNS on its address; the registry and its files are on
-the first master only; every kubeconfig names the VIP; kube-dns lists the
+the first master only; every kubeconfig names the VIP (and the three etcd
+units' command lines, run here on loopback addresses, form one TLS cluster of
+three started members); kube-dns lists the
 three masters; a second run writes and restarts nothing, and a re-run of
 `up` naming other masters is refused (etcd's membership stays what the first
 `up` made). Inventories with an
@@ -22,18 +24,23 @@ masters at .11-.13 with the bootstrap trigger on the last machine.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from provision import components, phases, ssh, vagrant
+from controlplane.apiserver.storage import EtcdClientTLS
+from provision import components, etcd_members, phases, ssh, vagrant
 from provision.bootstrap import cluster, steps
 from provision.bootstrap.host import BootstrapError
+from provision.processes import Process
 from tests import bootstrap_support as support
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +144,42 @@ def test_each_master_gets_its_member_control_plane_and_vip_announcer(tmp_path: P
     log.write_text("")
     assert all(provision(m) == [] for m in nodes)
     assert "restart" not in log.read_text()
+
+
+def test_the_units_etcd_members_form_one_tls_cluster(tmp_path: Path, systemctl: tuple[str, Path]) -> None:
+    """The three etcd units' command lines, run here on loopback addresses: one cluster of three started
+    members over peer TLS with the bundle's certificates, answering the backup client."""
+    masters = {f"m{i}-k8s": f"127.0.1.1{i}" for i in (1, 2, 3)}
+    nodes = support.machines(tmp_path, systemctl[0], [(n, a, "master") for n, a in masters.items()])
+    plan = cluster.make_plan("lab", nodes, api_vip="127.0.1.10")
+    config = tmp_path / "config"
+    components.bundle(plan).write(config)
+    started: list[Process] = []
+    try:
+        for name, address in masters.items():
+            argv = [a.replace(steps.CONFIG_DIR, str(config)) for a in steps.master_units(plan, plan.node(name))[0].argv]
+            argv[argv.index("--data-dir") + 1] = str(tmp_path / f"etcd-{name}")
+            # One machine here: the members' loopback listeners (127.0.0.1:2379 on each master) would collide.
+            argv[argv.index("--listen-client-urls") + 1] = f"https://{address}:{steps.ETCD_PORT}"
+            proc = Process(f"etcd-{name}", argv, tmp_path / f"etcd-{name}.log")
+            proc.start()
+            started.append(proc)
+        tls = components.etcd_backup_tls(config)
+        client = EtcdClientTLS.from_files(tls.ca, tls.cert, tls.key)
+        urls = [f"https://{a}:{steps.ETCD_PORT}" for a in masters.values()]
+        deadline = time.monotonic() + 60
+        found: list[etcd_members.Member] = []
+        while time.monotonic() < deadline and not (len(found) == 3 and all(m.status == "started" for m in found)):
+            assert all(p.alive() for p in started), "\n".join(p.tail() for p in started)
+            with contextlib.suppress(etcd_members.EtcdUnreachable):
+                found = asyncio.run(etcd_members.members(urls, client))
+            time.sleep(0.5)
+        assert sorted((m.name, m.peer_urls) for m in found) == [
+            (name, (f"https://{address}:{steps.ETCD_PORT + 1}",)) for name, address in masters.items()]
+        assert all(asyncio.run(etcd_members.healthy(url, client)) for url in urls)
+    finally:
+        for proc in started:
+            proc.stop()
 
 
 def test_status_names_each_masters_daemons(tmp_path: Path) -> None:
