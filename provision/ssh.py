@@ -89,9 +89,10 @@ class Inventory:
                                   [h.address for h in self.hosts])
         except BootstrapError as err:
             raise InventoryError(f"{source}: {err}") from None
-        if self.api_vip and _in_range(self.api_vip, self.lb_pool or default_lb_pool(self)):
-            raise InventoryError(f"{source}: api_vip {self.api_vip} is in the LoadBalancer pool "
-                                 f"{self.lb_pool or default_lb_pool(self)}: Services would be handed the API's address")
+        pool = self.lb_pool or default_lb_pool(self)
+        if self.api_vip and _in_range(self.api_vip, pool):
+            raise InventoryError(f"{source}: api_vip {self.api_vip} is in the LoadBalancer pool {pool}: Services "
+                                 "would be handed the API's address")
         return self
 
 
