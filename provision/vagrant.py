@@ -132,7 +132,10 @@ class VagrantProvider(ssh.SSHProvider):
         return self._inventory
 
     def down_command(self) -> str:
-        return "python -m provision vagrant down; vagrant destroy -f"
+        # Vagrant knows master1..N only while FLOTILLA_MASTERS says so: without it `destroy` would leave them.
+        masters = sum(h.role == "master" for h in self.inventory().hosts)
+        env = f"FLOTILLA_MASTERS={masters} " if masters > 1 else ""
+        return f"{env}python -m provision vagrant down; {env}vagrant destroy -f"
 
     def clusters(self) -> list[str]:
         return [name for name in super().clusters() if name == CLUSTER_NAME]

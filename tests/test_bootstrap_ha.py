@@ -41,6 +41,7 @@ from provision import components, etcd_members, phases, ssh, vagrant
 from provision.bootstrap import cluster, steps
 from provision.bootstrap.host import BootstrapError
 from provision.processes import Process
+from provision.provider import Options
 from tests import bootstrap_support as support
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,6 +269,10 @@ def test_vagrant_machines_named_master_are_masters_and_the_vip_is_dot_10() -> No
     assert vagrant.api_vip(three) == VIP
     assert vagrant.api_vip(three[:1]) == ""  # one master: the API at its address
     assert vagrant.ssh_hint(ssh.Inventory("vagrant", tuple(three), api_vip=VIP)).startswith("vagrant ssh master1 ")
+    provider = vagrant.VagrantProvider(Options("vagrant"))
+    provider._inventory = ssh.Inventory("vagrant", tuple(three), api_vip=VIP)
+    assert provider.down_command() == ("FLOTILLA_MASTERS=3 python -m provision vagrant down; "
+                                       "FLOTILLA_MASTERS=3 vagrant destroy -f")
 
 
 # Vagrant's configuration objects, stood in for: each machine's name, hostname, address, primary flag and
