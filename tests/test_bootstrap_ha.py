@@ -210,17 +210,27 @@ def test_a_re_run_of_up_keeps_the_etcd_members_it_made(tmp_path: Path, monkeypat
                                                         systemctl: tuple[str, Path]) -> None:
     monkeypatch.setenv("FLOTILLA_HOME", str(tmp_path / "home"))
     nodes = machines(tmp_path, systemctl[0])
-    cluster.check_etcd_members(cluster.make_plan("lab", nodes, api_vip=VIP))
-    cluster.check_etcd_members(cluster.make_plan("lab", nodes, api_vip=VIP))  # the same masters: fine
+    three = cluster.make_plan("lab", nodes, api_vip=VIP)
+    cluster.check_etcd_members(three, nodes)
+    for name in MASTERS:  # the members ran: each master holds its data
+        (tmp_path / name / steps.ETCD_DIR.lstrip("/") / "member").mkdir(parents=True)
+    cluster.check_etcd_members(three, nodes)  # the same masters: fine
     one = [cluster.Machine(nodes[0].host, "m1-k8s", "192.168.60.11", "master"), nodes[3]]
-    with pytest.raises(BootstrapError, match=r"its etcd members are m1-k8s, m2-k8s, m3-k8s .* now names m1-k8s as"):
-        cluster.check_etcd_members(cluster.make_plan("lab", one))
+    with pytest.raises(BootstrapError, match=r"its etcd members are m1-k8s, m2-k8s, m3-k8s .*m1-k8s still holds "
+                                             r"etcd data\); the inventory now names m1-k8s as masters"):
+        cluster.check_etcd_members(cluster.make_plan("lab", one), one)
+    # The machines made again (`vagrant destroy`, then `up`): no member's data is left, a new cluster starts.
+    for name in MASTERS:
+        shutil.rmtree(tmp_path / name / steps.ETCD_DIR.lstrip("/"))
+    cluster.check_etcd_members(cluster.make_plan("lab", one), one)
+    cluster.check_etcd_members(three, nodes)
     # One master to another (a new machine, a new etcd) is no membership change: as before.
-    cluster.check_etcd_members(cluster.make_plan("solo", one))
-    cluster.check_etcd_members(cluster.make_plan("solo", [cluster.Machine(nodes[1].host, "m2-k8s", "192.168.60.12",
-                                                                          "master")]))
-    with pytest.raises(BootstrapError, match="does not change etcd's membership"):
-        cluster.check_etcd_members(cluster.make_plan("solo", nodes, api_vip=VIP))
+    cluster.check_etcd_members(cluster.make_plan("solo", one), one)
+    other = [cluster.Machine(nodes[1].host, "m2-k8s", "192.168.60.12", "master")]
+    cluster.check_etcd_members(cluster.make_plan("solo", other), other)
+    (tmp_path / "m2-k8s" / steps.ETCD_DIR.lstrip("/") / "member").mkdir(parents=True)
+    with pytest.raises(BootstrapError, match="does not change etcd's membership"):  # m2-k8s's one-member etcd
+        cluster.check_etcd_members(cluster.make_plan("solo", nodes, api_vip=VIP), nodes)
 
 
 def host(name: str, address: str, role: str) -> dict[str, str]:

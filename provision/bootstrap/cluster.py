@@ -174,24 +174,30 @@ def load_bundle(plan: components.ClusterPlan) -> components.Bundle:
     return bundle
 
 
-def check_etcd_members(plan: components.ClusterPlan) -> None:
-    """Refuse a plan whose masters differ from those an earlier `up` made an etcd cluster of (when either has
-    several); remember them otherwise.
+def check_etcd_members(plan: components.ClusterPlan, machines: list[Machine]) -> None:
+    """Refuse a plan whose masters differ from the etcd members an earlier `up` made (when either has several)
+    while some planned master still holds etcd data; remember the plan's masters otherwise.
 
     etcd's membership changes only through `member add`/`remove` (the local provider's `add-master`): a
     re-run of `up` with other masters would start members with an `--initial-cluster` the running members do
-    not share, which etcd refuses, or start a second, empty cluster on a machine that was one master alone.
+    not share, which etcd refuses, or leave a machine that was one master alone with a one-member etcd.
+    Machines without etcd data (VMs destroyed and made again) make a new cluster: nothing to keep.
     """
     path = cluster_dir(plan.name) / "etcd-members.json"
     members = [[n.name, n.address] for n in plan.nodes if n.control_plane]
-    if path.exists():
-        before = json.loads(path.read_text())
-        if before != members and (len(before) > 1 or len(members) > 1):
-            names = ", ".join(name for name, _ in before)
-            raise BootstrapError(f"cluster {plan.name}: its etcd members are {names} (made by an earlier up); the "
-                                 f"inventory now names {', '.join(name for name, _ in members)} as masters. Re-running "
-                                 "up does not change etcd's membership: keep the masters as they were, or take the "
-                                 "cluster down and up again (kctl etcd snapshot save/restore keeps its data)")
+    before = json.loads(path.read_text()) if path.exists() else members
+    if before != members and (len(before) > 1 or len(members) > 1):
+        with ThreadPoolExecutor(max_workers=len(members)) as pool:
+            masters = [m for m in machines if m.role == "master"]
+            holding = [m.node for m, has in zip(masters, pool.map(lambda m: steps.has_etcd_data(m.host), masters),
+                                                strict=True) if has]
+        if holding:
+            raise BootstrapError(
+                f"cluster {plan.name}: its etcd members are {', '.join(name for name, _ in before)} (made by an "
+                f"earlier up, and {', '.join(holding)} still holds etcd data); the inventory now names "
+                f"{', '.join(name for name, _ in members)} as masters. Re-running up does not change etcd's "
+                "membership: keep the masters as they were, or take the cluster down and up again (kctl etcd "
+                "snapshot save/restore keeps its data)")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(members))
 
@@ -311,7 +317,7 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
         t0 = time.monotonic()
 
     progress.phase("host")
-    check_etcd_members(plan)
+    check_etcd_members(plan, machines)
     bundle = load_bundle(plan)
     wheels = build_wheels()
     done("host: PKI, wheels", f"PKI in {folder / 'bundle'}, {len(wheels)} wheels")

@@ -244,6 +244,11 @@ def apply_units(host: Host, units: list[Unit], changed_files: set[str], *, code_
     return restarted
 
 
+def has_etcd_data(host: Host) -> bool:
+    """Whether the machine holds an etcd member's data (its WAL and snapshots under ETCD_DIR/member)."""
+    return bool(host.run(f"test -d {host.path(ETCD_DIR)}/member && echo yes", check=False).strip())
+
+
 def needs_join(host: Host, plan: components.ClusterPlan, node: components.NodePlan) -> bool:
     """A worker whose kubelet has no credentials yet (neither its own kubeconfig nor a bootstrap one)."""
     own = plan.kubeconfig_path(components.node_identity(node.name))
