@@ -158,6 +158,12 @@ def up(name: str, workers: int, masters: int, api_vip: str, subnet: str, bridge:
     """
     # SIGTERM (a CI job's timeout) unwinds like Ctrl-C, so a half-made cluster is taken down again.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if kind != "local" and (masters != DEFAULTS.masters or api_vip):
+        # Machines are the inventory's (or the Vagrantfile's): a flag here would be silently ignored.
+        where = ("list the masters (role: master) and api_vip in the inventory" if kind == "ssh" else
+                 "set FLOTILLA_MASTERS=3 for `vagrant up` (the API's VIP is then <network>.10)")
+        raise click.UsageError(f"--masters and --api-vip are for the local provider; with --provider {kind}, "
+                               f"{where}")
     console = Console()
     shown = ConsoleProgress(console)
     started = time.monotonic()

@@ -385,3 +385,16 @@ def test_the_vagrantfile_lays_out_one_or_three_masters(tmp_path: Path) -> None:
         "master3", "m3-k8s", "192.168.60.13", False, True)
     refused = vagrantfile(tmp_path, FLOTILLA_MASTERS="2")
     assert refused.returncode != 0 and "FLOTILLA_MASTERS=2: give 1, 3, 5 or 7 masters" in refused.stderr
+
+
+@pytest.mark.parametrize(("provider", "hint"), [("ssh", "api_vip in the inventory"),
+                                                ("vagrant", "FLOTILLA_MASTERS=3")])
+def test_kctl_masters_flag_is_refused_for_machine_providers(provider: str, hint: str) -> None:
+    """--masters is the local provider's: on ssh/vagrant it would be silently ignored, so it is refused."""
+    from click.testing import CliRunner
+
+    from kctl.main import cli
+
+    result = CliRunner().invoke(cli, ["cluster", "up", "--provider", provider, "--masters", "3"])
+    assert result.exit_code == 1, result.output
+    assert "--masters and --api-vip are for the local provider" in result.output and hint in result.output
