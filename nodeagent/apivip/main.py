@@ -96,7 +96,14 @@ async def run(opts: argparse.Namespace, client: Client) -> None:
         try:
             speaker.hold(opts.vip)
             log.info("%s: announcing the API at %s on %s", opts.node_name, opts.vip, speaker.interface)
-            await asyncio.Event().wait()
+            while True:
+                # The address is the Lease's promise: should anything have taken it off the interface
+                # meanwhile, the holder puts it back (a leader without the VIP blocks every other master).
+                await asyncio.sleep(opts.retry_period)
+                if not speaker.holds(opts.vip):
+                    log.warning("%s: %s was gone from %s while leading: announcing it again", opts.node_name,
+                                opts.vip, speaker.interface)
+                    speaker.hold(opts.vip)
         finally:
             leading.clear()
             speaker.withdraw(opts.vip)
@@ -140,6 +147,11 @@ async def hold_as_last_resort(opts: argparse.Namespace, speaker: L2Speaker, lead
         probe = opts.retry_period / 2
         alone = opts.peer and await answers(opts.node_ip, port, probe) and not any(
             await asyncio.gather(*(answers(peer, port, probe) for peer in opts.peer)))
+        if leading.is_set():
+            # Elected while probing: the VIP is the election's now, withdrawing it here would leave the
+            # Lease's holder without the address, and no other master may take it while the Lease is renewed.
+            holding = False
+            continue
         if alone and not holding:
             log.warning("%s: no other master answers and no Lease can be written: holding %s as the last resort",
                         opts.node_name, opts.vip)
