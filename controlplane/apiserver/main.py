@@ -63,8 +63,9 @@ MAX_HEADER_BYTES = 1 << 20  # the longest request line or header the HTTP API re
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--etcd-servers", default="http://127.0.0.1:2379",
-                        help="etcd client URL (only the first of a comma-separated list is used); https needs "
-                             "--etcd-cafile, --etcd-certfile and --etcd-keyfile")
+                        help="etcd client URLs, comma-separated (several members: IP addresses; calls go to the "
+                             "first that answers, then the next when it is lost); https needs --etcd-cafile, "
+                             "--etcd-certfile and --etcd-keyfile")
     parser.add_argument("--etcd-cafile", default="", help="CA of etcd's serving certificate (PEM)")
     parser.add_argument("--etcd-certfile", default="", help="client certificate (PEM) etcd accepts")
     parser.add_argument("--etcd-keyfile", default="", help="its key (PEM)")
@@ -264,7 +265,7 @@ def open_storage(opts: argparse.Namespace) -> Storage:
         tls = EtcdClientTLS.from_files(*etcd_tls) if all(etcd_tls) else None
         config = (encryption.load_config(Path(opts.encryption_provider_config))
                   if opts.encryption_provider_config else None)
-        return Storage(opts.etcd_servers.split(",")[0], tls=tls, encryption=config)
+        return Storage(opts.etcd_servers, tls=tls, encryption=config)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"flotilla-apiserver: {exc}") from None
 

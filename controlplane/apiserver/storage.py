@@ -9,6 +9,9 @@ in Flotilla talks to etcd.
 This module knows keys, bytes and revisions only; what an object means
 (defaults, validation, graceful deletion) is the registry's business.
 
+Several members (`--etcd-servers a,b,c`, a cluster of masters) are one gRPC
+channel that carries on through the next member when the one it uses is lost.
+
 Two things happen to the bytes on their way, and nowhere else: etcd is dialled
 over TLS with the apiserver's client certificate when the URL is https
 (`EtcdClientTLS`: Kubernetes' --etcd-cafile/--etcd-certfile/--etcd-keyfile;
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -95,20 +99,33 @@ class EtcdClientTLS:
         return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
 
 
-class _TLSClient(aetcd.Client):
-    """aetcd's client over a TLS channel: aetcd 1.x only dials plaintext (no TLS arguments), so this
-    opens the channel itself, then sets up the stubs as aetcd's connect does (no etcd user auth:
-    the client certificate is the credential)."""
+class _Client(aetcd.Client):
+    """aetcd's client over a channel this module opens: TLS (aetcd 1.x only dials plaintext) and several
+    members behind one channel (aetcd dials one host:port). The stubs are set up as aetcd's connect does;
+    no etcd user auth: the client certificate is the credential.
 
-    def __init__(self, *, tls: EtcdClientTLS, **kwargs: Any) -> None:
+    Several members are one gRPC target, `ipv4:a:p,b:p,...`, under gRPC's default pick_first policy: the
+    first member that answers serves every call, and when its connection dies (its etcd stopped, crashed
+    or was removed) the channel dials the list again from the top, so the apiserver carries on through
+    another member (etcd's own clientv3 balances its endpoints likewise). The apiserver lists its own
+    master's member first."""
+
+    def __init__(self, *, target: str, tls: EtcdClientTLS | None, server_name: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._credentials = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+        self._target = target
+        self._credentials = None if tls is None else grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+        self._server_name = server_name
 
     async def connect(self) -> None:
         if self._connected.is_set():
             return
-        self.channel = rpc.secure_channel(f"{self._host}:{self._port}", self._credentials,
-                                          options=list(self._options.items()))
+        options = list(self._options.items())
+        if self._server_name:
+            # One name every member's serving certificate carries: with several targets gRPC would check
+            # the channel's authority (the first address) against whichever member it reached.
+            options.append(("grpc.ssl_target_name_override", self._server_name))
+        self.channel = (rpc.insecure_channel(self._target, options=options) if self._credentials is None else
+                        rpc.secure_channel(self._target, self._credentials, options=options))
         self.kvstub = rpc.KVStub(self.channel)
         self.clusterstub = rpc.ClusterStub(self.channel)
         self.leasestub = rpc.LeaseStub(self.channel)
@@ -117,23 +134,50 @@ class _TLSClient(aetcd.Client):
         self._connected.set()
 
 
-def etcd_client(url: str, tls: EtcdClientTLS | None = None, *, timeout: int = 10,
-                options: dict[str, Any] | None = None) -> aetcd.Client:
-    """An aetcd client for `url`: TLS with a client certificate for https, plaintext for http.
-
-    An https URL without credentials is refused here rather than at the first call (etcd would only say
-    that the handshake failed)."""
+def _endpoint(url: str) -> tuple[str, str, int]:
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if parsed.scheme not in ("http", "https"):
         raise ValueError(f"etcd URL {url}: the scheme must be http or https")
-    if parsed.scheme == "https" and tls is None:
+    return parsed.scheme, parsed.hostname or "127.0.0.1", parsed.port or 2379
+
+
+def etcd_client(url: str, tls: EtcdClientTLS | None = None, *, timeout: int = 10,
+                options: dict[str, Any] | None = None) -> aetcd.Client:
+    """An aetcd client for `url`, or for several members as a comma-separated list (Kubernetes'
+    --etcd-servers): TLS with a client certificate for https, plaintext for http.
+
+    An https URL without credentials is refused here rather than at the first call (etcd would only say
+    that the handshake failed); so are lists mixing schemes, or naming a member by host name (gRPC's
+    address list takes IP addresses)."""
+    endpoints = [_endpoint(u.strip()) for u in url.split(",") if u.strip()]
+    if not endpoints:
+        raise ValueError("no etcd URL given")
+    schemes = {scheme for scheme, _, _ in endpoints}
+    if len(schemes) > 1:
+        raise ValueError(f"etcd URLs {url}: all members must use one scheme (http or https)")
+    scheme = schemes.pop()
+    if scheme == "https" and tls is None:
         raise ValueError(f"etcd at {url} speaks TLS: give its CA and a client certificate "
                          "(--etcd-cafile, --etcd-certfile, --etcd-keyfile)")
-    if parsed.scheme == "http" and tls is not None:
+    if scheme == "http" and tls is not None:
         raise ValueError(f"etcd URL {url} is plaintext, but TLS credentials were given: use https://")
-    common: dict[str, Any] = {"host": parsed.hostname or "127.0.0.1", "port": parsed.port or 2379,
-                              "options": options or {}, "timeout": timeout}
-    return aetcd.Client(**common) if tls is None else _TLSClient(tls=tls, **common)
+    common: dict[str, Any] = {"host": endpoints[0][1], "port": endpoints[0][2], "options": options or {},
+                              "timeout": timeout}
+    if len(endpoints) == 1:
+        return _Client(target=f"{endpoints[0][1]}:{endpoints[0][2]}", tls=tls, **common)
+    addresses = []
+    for _, host, port in endpoints:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"etcd URL {url}: with several members, name each by its IP address, not "
+                             f"{host!r}") from None
+        if address.version == 6:
+            raise ValueError(f"etcd URL {url}: several members must be IPv4 addresses")
+        addresses.append(f"{host}:{port}")
+    # Every serving certificate Flotilla makes for etcd names localhost (components._etcd_pki).
+    return _Client(target="ipv4:" + ",".join(addresses), tls=tls, server_name="localhost" if tls else "",
+                   **common)
 
 
 # What etcd says, with gRPC's UNKNOWN, when its Raft cannot commit: no leader, so no quorum.
@@ -146,7 +190,7 @@ class Storage:
 
     def __init__(self, url: str, *, tls: EtcdClientTLS | None = None,
                  encryption: EncryptionConfig | None = None) -> None:
-        self.url = url
+        self.url = url  # one member's URL, or several comma-separated (etcd_client)
         self.encryption = encryption
         # aetcd uses `timeout` only for its own calls (watch creation among them): without
         # one, a watch it cannot create waits forever.

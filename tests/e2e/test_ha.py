@@ -24,8 +24,9 @@ KUBECONFIG):
 - `kctl cluster add-master` makes a fourth master (member, Node, kube-dns) and
   `remove-master` takes it out again (member first).
 
-Opt-in (minutes, 30 processes): FLOTILLA_HA=1. Needs root, containerd, runc
-and the CNI plugins.
+In the default run (about two minutes, 30 processes; CI runs it), marked `ha`:
+`tests/run -m "not ha"` leaves it out. Needs root, containerd, runc and the
+CNI plugins.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ LEASES = ("flotilla-scheduler", "flotilla-controller-manager")
 
 pytestmark = [
     pytest.mark.ha,
-    pytest.mark.skipif(os.environ.get("FLOTILLA_HA") != "1", reason="three-master cluster: set FLOTILLA_HA=1"),
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("containerd") or not Path("/usr/lib/cni/bridge").exists(),
                        reason="needs root, containerd and the CNI plugins (the local provider makes namespaces)"),
 ]

@@ -172,3 +172,46 @@ def test_a_snapshot_restores_into_a_new_three_member_cluster(three: EtcdCluster,
         asyncio.run(check())
     finally:
         new.stop()
+
+
+def test_the_apiserver_storage_carries_on_through_another_member(three: EtcdCluster) -> None:
+    """`--etcd-servers a,b,c` (each master's apiserver, its own member first): when the member in use is
+    killed, the next call that fails is Unavailable at most, and calls go on through the others."""
+    from controlplane.apiserver.storage import Storage
+    from proto.errors import Unavailable
+
+    async def scenario() -> None:
+        storage = Storage(",".join(three.urls))
+        await storage.connect()
+        try:
+            await storage.create(b"/registry/test/before", b"1")
+            three.processes["m1"].kill()  # the first listed: the member every call went to
+            written, failed = 0, 0
+            deadline = time.monotonic() + 20
+            while written < 20:
+                assert time.monotonic() < deadline, f"only {written} writes after m1 was killed ({failed} failed)"
+                try:
+                    await storage.create(f"/registry/test/after-{written}".encode(), b"2")
+                    written += 1
+                except Unavailable:
+                    failed += 1
+                    await asyncio.sleep(0.1)
+            stored = await storage.get(b"/registry/test/before")
+            assert stored is not None and stored.value == b"1"
+            print(f"20 writes through the other members; {failed} call(s) failed while the channel moved")
+        finally:
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("urls", "why"), [
+    ("http://127.0.0.1:2379,https://127.0.0.2:2379", "one scheme"),
+    ("http://etcd-1:2379,http://etcd-2:2379", "name each by its IP address, not 'etcd-1'"),
+    (" , ", "no etcd URL given"),
+])
+def test_bad_etcd_server_lists_are_refused(urls: str, why: str) -> None:
+    from controlplane.apiserver.storage import etcd_client
+
+    with pytest.raises(ValueError, match=why):
+        etcd_client(urls)
