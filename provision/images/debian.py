@@ -354,19 +354,23 @@ def debian_images() -> dict[str, OCIImage]:
     packages = Packages()
     base_layer, base = debian_layer(packages)
     made_by = "flotilla: Debian packages of this machine (provision/images/debian.py)"
-    debian = make_image([base_layer], {"Cmd": ["bash"], "Env": DEFAULT_ENV}, history=[{"created_by": made_by}])
+    digests: dict[int, str] = {}  # the layers below are alive all along: their ids stay theirs
+    debian = make_image([base_layer], {"Cmd": ["bash"], "Env": DEFAULT_ENV}, history=[{"created_by": made_by}],
+                        digests=digests)
     images = dict.fromkeys(DEBIAN_TAGS, debian)
     python, version = python_layer(packages, base)
     client = make_image([base_layer, python], {"Cmd": ["python3"], "Env": DEFAULT_ENV},
                         history=[{"created_by": "flotilla: debian:bookworm-slim"},
-                                 {"created_by": f"flotilla: python3 and the kubernetes client {version}"}])
+                                 {"created_by": f"flotilla: python3 and the kubernetes client {version}"}],
+                        digests=digests)
     images[f"{PYTHON_CLIENT_REPOSITORY}:{version}"] = client
     images[f"{PYTHON_CLIENT_REPOSITORY}:latest"] = client
     kopf, kopf_version = kopf_layer()
     operator = make_image([base_layer, python, kopf], {"Cmd": ["python3", "-m", "kopf"], "Env": DEFAULT_ENV},
                           history=[{"created_by": "flotilla: debian:bookworm-slim"},
                                    {"created_by": f"flotilla: python3 and the kubernetes client {version}"},
-                                   {"created_by": f"flotilla: kopf {kopf_version} and aiohttp"}])
+                                   {"created_by": f"flotilla: kopf {kopf_version} and aiohttp"}],
+                          digests=digests)
     images[f"{KOPF_REPOSITORY}:{kopf_version}"] = operator
     images[f"{KOPF_REPOSITORY}:latest"] = operator
     return images

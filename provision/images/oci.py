@@ -218,8 +218,11 @@ class OCIImage:
         return parsed
 
     def blobs(self) -> dict[str, bytes]:
-        """Config and layers by digest (the manifest is not a blob to a registry)."""
-        return {digest_of(b): b for b in (self.config, *self.layers)}
+        """Config and layers by digest (the manifest is not a blob to a registry), as the manifest names them:
+        hashing hundreds of megabytes again on every push cost seconds of each `cluster up`."""
+        manifest = json.loads(self.manifest)
+        digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+        return dict(zip(digests, (self.config, *self.layers), strict=True))
 
     def archive(self, name: str) -> bytes:
         """An OCI image-layout tar holding this image as `name`, the form `ctr images import` takes."""
@@ -241,21 +244,31 @@ class OCIImage:
         return out.getvalue()
 
 
-def make_image(layers: list[bytes], config: dict[str, Any], *, history: list[dict[str, Any]] | None = None) -> OCIImage:
-    """An image from uncompressed layer tars and the runtime `config` (Cmd, Env, ...); reproducible bytes."""
+def make_image(layers: list[bytes], config: dict[str, Any], *, history: list[dict[str, Any]] | None = None,
+               digests: dict[int, str] | None = None) -> OCIImage:
+    """An image from uncompressed layer tars and the runtime `config` (Cmd, Env, ...); reproducible bytes.
+
+    `digests`: layer digests by id() of the layer bytes, shared by calls that reuse layers (each layer is
+    hashed once: images of one base share its tens of megabytes)."""
+    known = digests if digests is not None else {}
+    layer_digests = []
+    for layer in layers:
+        if id(layer) not in known:
+            known[id(layer)] = digest_of(layer)
+        layer_digests.append(known[id(layer)])
     image_config: dict[str, Any] = {
         "architecture": "amd64",
         "os": "linux",
         "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [digest_of(layer) for layer in layers]},
+        "rootfs": {"type": "layers", "diff_ids": layer_digests},
     }
     if history:
         image_config["history"] = history
     config_bytes = json.dumps(image_config, sort_keys=True).encode()
     manifest = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE,
                 "config": {"mediaType": CONFIG_TYPE, "digest": digest_of(config_bytes), "size": len(config_bytes)},
-                "layers": [{"mediaType": LAYER_TYPE, "digest": digest_of(layer), "size": len(layer)}
-                           for layer in layers]}
+                "layers": [{"mediaType": LAYER_TYPE, "digest": digest, "size": len(layer)}
+                           for layer, digest in zip(layers, layer_digests, strict=True)]}
     return OCIImage(json.dumps(manifest, sort_keys=True).encode(), config_bytes, tuple(layers))
 
 
