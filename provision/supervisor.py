@@ -41,6 +41,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from provision.processes import daemon_env
+
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 BACKOFF_RESET = 60.0  # a daemon that ran this long is healthy again: its next crash restarts fast
@@ -161,7 +163,7 @@ class Supervised:
         with open(self.spec.log, "ab") as log:
             # A session of its own: a signal meant for the supervisor does not hit the daemons.
             self.popen = subprocess.Popen(self.spec.argv, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env={**os.environ, **self.spec.env},
+                                          stdin=subprocess.DEVNULL, env=daemon_env(self.spec.env),
                                           start_new_session=True)
         self.started_at = time.monotonic()
 
