@@ -20,13 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import aiohttp
 
 from client.config import ClientConfig
 from proto.errors import ApiError, NotFound
+
+if TYPE_CHECKING:
+    import aiohttp
 
 DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -77,6 +78,10 @@ class DynamicClient:
         self._discovered = float("-inf")
 
     async def __aenter__(self) -> DynamicClient:
+        # aiohttp on first use: the controller manager imports this module, and only a garbage collector
+        # with custom owners opens one (aiohttp's import is a fifth of a second of every start).
+        import aiohttp
+
         tls = _tls(self.config, Path(self._folder.name))
         headers = {"User-Agent": "flotilla-dynamic"}
         if self.config.token:

@@ -4,7 +4,9 @@ A probe of a running cluster held 21,000 idle TCP connections to the
 apiserver and locked every client out for a minute (each took a file
 descriptor until accept() failed), and DNS over TCP stopped answering. What
 stops that, for the listeners Flotilla writes itself (the apiserver's HTTP API
-on aiohttp, DNS over TCP); gRPC has its own knobs (`GRPC_SERVER_OPTIONS`):
+on aiohttp, whose site is controlplane/apiserver/http/site.py, and DNS over
+TCP); gRPC has its own knobs (`GRPC_SERVER_OPTIONS`). This module does not
+import aiohttp: DNS, which only needs the cap, starts without it.
 
 - **a per-source cap** (`SourceLimit`): one address may hold at most so many
   connections at once; more are closed as they arrive, so one noisy client
@@ -24,12 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, cast
-
-from aiohttp import web
+from typing import cast
 
 log = logging.getLogger(__name__)
 
@@ -130,22 +129,3 @@ def limited(factory: Callable[[], asyncio.Protocol], limit: SourceLimit,
             first_byte_timeout: float = FIRST_BYTE_TIMEOUT) -> Callable[[], asyncio.Protocol]:
     """A protocol factory for loop.create_server whose connections obey `limit` and the first-byte deadline."""
     return lambda: LimitedProtocol(factory(), limit, first_byte_timeout)
-
-
-class LimitedSite(web.TCPSite):
-    """aiohttp's TCPSite with the per-source cap, the first-byte deadline and the TLS handshake deadline."""
-
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
-                 limit: SourceLimit | None = None, **kwargs: Any) -> None:
-        super().__init__(runner, host, port, ssl_context=ssl_context, **kwargs)
-        self.limit = limit or SourceLimit(what="HTTP API connections")
-
-    async def start(self) -> None:
-        self._runner._reg_site(self)  # BaseSite.start: TCPSite.start would open a listener of its own
-        server = self._runner.server
-        assert server is not None
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            limited(server, self.limit), self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context is not None else None)

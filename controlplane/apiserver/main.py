@@ -48,13 +48,14 @@ from controlplane.apiserver.crd.controller import serve_definitions
 from controlplane.apiserver.decoding import RejectUndecodableRequests
 from controlplane.apiserver.endpoints import Endpoints
 from controlplane.apiserver.http.app import make_app, server_ssl_context
+from controlplane.apiserver.http.site import LimitedSite
 from controlplane.apiserver.proxy import KubeletClientTLS
 from controlplane.apiserver.rbac import RBACAuthorizer, ensure_default_policy, feed_from_registry
 from controlplane.apiserver.registry import Registry
 from controlplane.apiserver.server import ApiService
 from controlplane.apiserver.serviceaccount import options as serviceaccount_options
 from controlplane.apiserver.storage import EtcdClientTLS, Storage, compact_forever
-from controlplane.connlimits import GRPC_SERVER_OPTIONS, KEEPALIVE_TIMEOUT, LimitedSite
+from controlplane.connlimits import GRPC_SERVER_OPTIONS, KEEPALIVE_TIMEOUT
 from proto import apiserver_pb2_grpc, kinds
 
 log = logging.getLogger("flotilla.apiserver")
