@@ -63,6 +63,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -76,7 +77,7 @@ from nodeagent.proxy.main import netpol_table
 from provision import components, localmasters, localworkers, netns, phases
 from provision.images import registry as image_registry
 from provision.images.base import push_node_images
-from provision.localdaemons import SOCKET_ROOT, daemon_specs, node, teardown_node
+from provision.localdaemons import SOCKET_ROOT, daemon_specs, is_standby, node, teardown_node
 from provision.localplan import (
     DNS_SERVICE_IP,
     ClusterState,
@@ -184,7 +185,8 @@ class LocalProvider:
                       f"{sum(f.endswith('.conf') for f in files.files)} kubeconfigs in {state.config_dir}")
 
         progress.phase("images")
-        write_specs(folder, daemon_specs(state, etcd_port=self.options.etcd_port))
+        every = daemon_specs(state, etcd_port=self.options.etcd_port)
+        write_specs(folder, [spec for spec in every if not is_standby(state, spec)])
         with open(folder / "logs" / "supervisor.log", "ab") as log:
             supervisor = subprocess.Popen([sys.executable, "-m", "provision.supervisor", str(folder)],
                                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -229,7 +231,14 @@ class LocalProvider:
         phases.delete_token(state.kubeconfig, token)
         phases.wait(lambda: phases.label_node_roles(state.kubeconfig, cluster), "the nodes' role labels", deadline,
                     hint=hint)
-        progress.done(f"{len(infos)} Nodes Ready")
+        standbys = [spec.name for spec in every if is_standby(state, spec)]
+        if standbys:  # the other masters' copies, standing by for the Leases (localdaemons.is_standby)
+            write_specs(folder, every)
+            os.kill(supervisor.pid, signal.SIGHUP)
+            phases.wait(lambda: set(standbys) <= set(read_pids(folder)), "the standby schedulers and controller "
+                        "managers", deadline, hint=hint, interval=0.05)
+        progress.done(f"{len(infos)} Nodes Ready" + (f"; {len(standbys)} standby copies of the scheduler and "
+                                                      "controller manager started" if standbys else ""))
 
     def join(self, node: str, command: phases.JoinCommand) -> None:
         """`kctl join`'s discovery for a worker: pin the CA, read cluster-info with the token, write the node's

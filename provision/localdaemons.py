@@ -13,6 +13,7 @@ cluster's own and node ports on the master's address only.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -78,14 +79,17 @@ def daemon_specs(state: ClusterState, *, etcd_port: int) -> list[DaemonSpec]:
                         f"tcp:{state.registry}"),
              DaemonSpec("etcd", etcd_argv(folder / "etcd", etcd_port, etcd_port + 1, components.etcd_tls(cluster)),
                         str(logs / "etcd.log"), f"tcp:127.0.0.1:{etcd_port}")]
+    nodes = [spec for info in state.node_infos() for spec in node_specs(state, info)]
+    # Every node's containerd first, none waited for: containerd needs nothing of the cluster, and waiting for
+    # each socket in turn, after the control plane, cost ~0.4 s a node. Each kubelet waits for its own socket.
+    runtimes = [dataclasses.replace(spec, ready="") for spec in nodes if spec.name.startswith("containerd/")]
+    nodes = [spec for spec in nodes if not spec.name.startswith("containerd/")]
     if state.ha:
-        return specs[:2] + master_specs(state, etcd_port=etcd_port) + \
-            [spec for info in state.node_infos() for spec in node_specs(state, info)]
+        return specs[:2] + runtimes + master_specs(state, etcd_port=etcd_port) + nodes
+    specs[2:2] = runtimes
     for daemon, argv in components.control_plane_argvs(cluster).items():
         specs.append(DaemonSpec(daemon, argv, str(logs / f"{daemon}.log"), master_api if daemon == "apiserver" else ""))
-    for info in state.node_infos():
-        specs += node_specs(state, info)
-    return specs
+    return specs + nodes
 
 
 def node_specs(state: ClusterState, info: NodeInfo) -> list[DaemonSpec]:
@@ -103,12 +107,12 @@ def node_specs(state: ClusterState, info: NodeInfo) -> list[DaemonSpec]:
     # A worker's daemons run inside its namespace (the apiserver dials its kubelet at the node's InternalIP);
     # nsenter, not `ip netns exec`, which remounts /sys and hides the cgroup mounts. The master is the host.
     enter = ["nsenter", f"--net=/run/netns/{info.name}"] if info.host_veth else []
-    kubelet = made.kubelet_argv()
-    if not info.control_plane:
-        # Started once the node is joined (its bootstrap kubeconfig written), as kubeadm's kubelet waits for
-        # `kubeadm join`; exiting instead would cost the supervisor's restart back-off.
-        kubelet = ["sh", "-c", 'until [ -e "$0" ]; do sleep 0.1; done; exec "$@"',
-                   str(bootstrap_kubeconfig_path(folder, info.name)), *kubelet]
+    # The kubelet starts once its containerd listens and, on a worker, once the node is joined (its bootstrap
+    # kubeconfig written), as kubeadm's kubelet waits for `kubeadm join`; exiting instead would cost the
+    # supervisor's restart back-off.
+    waits = [str(rt.socket)] + ([] if info.control_plane else [str(bootstrap_kubeconfig_path(folder, info.name))])
+    kubelet = ["sh", "-c", 'until [ -S "$0" ] && [ -e "$1" ]; do sleep 0.1; done; shift; exec "$@"',
+               *(waits if len(waits) == 2 else [*waits, waits[0]]), *made.kubelet_argv()]
     specs = [
         DaemonSpec(f"containerd/{info.name}", [*enter, containerd, "--config", str(rt.config_path)],
                    str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),
@@ -165,6 +169,18 @@ def _enter(info: NodeInfo) -> list[str]:
     """A namespace node's daemons run inside it: nsenter, not `ip netns exec`, which remounts /sys and hides
     the cgroup mounts."""
     return ["nsenter", f"--net=/run/netns/{info.name}"] if info.host_veth else []
+
+
+STANDBY_DAEMONS = ("scheduler", "controller-manager")
+
+
+def is_standby(state: ClusterState, spec: DaemonSpec) -> bool:
+    """A copy of the scheduler or controller manager on a master other than the first, which only waits for
+    its Lease: `up` starts these once the Nodes are Ready (as kubeadm joins more control-plane nodes once the
+    first is up), so their start takes no CPU from the first copies, the kubelets and the joining workers."""
+    daemon, _, node_name = spec.name.partition("/")
+    masters = state.master_infos()
+    return state.ha and daemon in STANDBY_DAEMONS and bool(masters) and node_name != masters[0].name
 
 
 def is_node_spec(spec: DaemonSpec, node_name: str) -> bool:

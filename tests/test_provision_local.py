@@ -286,9 +286,15 @@ def test_a_nodes_daemons_are_the_ones_up_starts_for_it(tmp_path: Path, monkeypat
             with contextlib.suppress(OSError):
                 (localdaemons.SOCKET_ROOT / info.name).rmdir()
     assert [s.name for s in added] == ["containerd/grow-worker-2", "kubelet/grow-worker-2", "proxy/grow-worker-2"]
-    assert every[-3:] == added
-    assert [s.name for s in every if localdaemons.is_node_spec(s, "grow-worker-2")] == [s.name for s in added]
-    assert not any(localdaemons.is_node_spec(s, "grow-worker-2") for s in every[:-3])
+    # The same daemons with the same command lines; `up` starts every containerd first, waiting for none
+    # (each kubelet waits for its own socket), where add-worker waits for the new node's socket.
+    ours = [s for s in every if localdaemons.is_node_spec(s, "grow-worker-2")]
+    assert sorted((s.name, s.argv) for s in ours) == sorted((s.name, s.argv) for s in added)
+    assert every[-2:] == added[1:]
+    first = [s.name for s in every].index("etcd")
+    assert {s.name for s in every[:first] if s.name.startswith("containerd/")} == {
+        "containerd/grow-master", "containerd/grow-worker-1", "containerd/grow-worker-2"}
+    assert all(not s.ready for s in every if s.name.startswith("containerd/"))
 
 
 def test_the_master_and_unknown_nodes_cannot_be_removed() -> None:
