@@ -352,3 +352,39 @@ def test_supervisor_takes_new_daemons_and_drops_removed_ones_on_sighup(tmp_path:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_daemons_cache_their_bytecode_away_from_the_sources(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """PYTHONDONTWRITEBYTECODE (no .pyc beside the sources) would have every daemon compile every module at
+    every start: they get a bytecode folder of their own instead; a prefix already chosen is kept."""
+    from provision import processes
+
+    monkeypatch.setattr(processes, "PYCACHE", tmp_path / "pycache")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    env = processes.daemon_env({"EXTRA": "x"})
+    assert env["EXTRA"] == "x" and "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache") and (tmp_path / "pycache").is_dir()
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", "/elsewhere")
+    assert processes.daemon_env()["PYTHONPYCACHEPREFIX"] == "/elsewhere"
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX")
+    assert "PYTHONPYCACHEPREFIX" not in processes.daemon_env()  # Python's own default: __pycache__
+
+
+def test_an_images_blobs_are_named_by_their_digests() -> None:
+    """blobs() reads the digests from the manifest (no second hashing): they must be the content's."""
+    import hashlib
+
+    from provision.images.oci import make_image
+
+    base, top = b"base layer" * 1000, b"top layer"
+    digests: dict[int, str] = {}
+    image = make_image([base, top], {"Cmd": ["true"]}, digests=digests)
+    again = make_image([base], {"Cmd": ["sh"]}, digests=digests)
+    for made in (image, again):
+        for digest, data in made.blobs().items():
+            assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert set(again.blobs()) - {f"sha256:{hashlib.sha256(again.config).hexdigest()}"} == {
+        "sha256:" + hashlib.sha256(base).hexdigest()}
