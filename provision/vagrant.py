@@ -84,17 +84,20 @@ def inventory(root: str) -> ssh.Inventory:
         while True:
             try:
                 out = host.run(f"hostname; ip -4 -o addr show dev {PRIVATE_INTERFACE}")
-                break
-            except (OSError, SSHException, BootstrapError) as err:  # SSH not up yet, or eth1 not configured yet
-                if time.monotonic() > deadline:
-                    raise ProvisionError(f"{machine}: no SSH or no {PRIVATE_INTERFACE} address: {err}") from err
-                time.sleep(5)
-        lines = out.split("\n")
+                lines = out.split("\n")
+                words = " ".join(lines[1:]).split()
+                if "inet" in words:
+                    break
+                # Up, but Vagrant has not configured its private network yet: the machines come up in
+                # parallel, and the trigger fires when the last *defined* one is up, not the last to finish.
+                err: Exception = BootstrapError(f"{PRIVATE_INTERFACE} has no IPv4 address yet (private_network "
+                                                "in the Vagrantfile?)")
+            except (OSError, SSHException, BootstrapError) as failed:  # SSH not up yet, or eth1 not there yet
+                err = failed
+            if time.monotonic() > deadline:
+                raise ProvisionError(f"{machine}: no SSH or no {PRIVATE_INTERFACE} address: {err}") from err
+            time.sleep(5)
         hostname = lines[0].strip()
-        words = " ".join(lines[1:]).split()
-        if "inet" not in words:
-            raise ProvisionError(f"{machine}: {PRIVATE_INTERFACE} has no IPv4 address (private_network in the "
-                                 "Vagrantfile?)")
         address = words[words.index("inet") + 1].split("/")[0]
         hosts.append(ssh.InventoryHost(hostname, address, entry.user, key_file, role(machine), entry.ssh_host,
                                        entry.port))
