@@ -40,7 +40,7 @@ from client import bootstrap, certificates
 from client import config as clientconfig
 from controlplane.controllers.localpath import default_storage_class
 from proto import core_pb2, manifest, wellknown
-from proto.errors import AlreadyExists, ApiError, NotFound
+from proto.errors import AlreadyExists, ApiError, Invalid, NotFound
 from provision import components
 from provision.provider import ProvisionError
 
@@ -134,8 +134,22 @@ def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes,
                 with contextlib.suppress(AlreadyExists):
                     await client.create(ns)
             for obj in objects:
-                with contextlib.suppress(AlreadyExists):
+                try:
                     await client.create(obj)
+                except AlreadyExists:
+                    pass
+                except Invalid:
+                    # An earlier try that timed out here may still have been stored: kube-dns's ClusterIP is
+                    # then taken, which the apiserver checks before the name (as Kubernetes' allocator does).
+                    meta = obj.metadata  # type: ignore[attr-defined]
+                    try:
+                        await client.get(type(obj), meta.name, meta.namespace)
+                    except NotFound:
+                        stored = False
+                    else:
+                        stored = True
+                    if not stored:
+                        raise
 
     try:
         asyncio.run(create())

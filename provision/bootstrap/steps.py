@@ -44,6 +44,11 @@ ETCD_PORT = 2379
 # heartbeat and call a needless election, a moment without writes. A precaution, not yet measured on the
 # VMs; a lost leader is still replaced within about 2 s, inside the scheduler's and controller's leases.
 ETCD_MEMBER_TIMINGS = ("--heartbeat-interval", "200", "--election-timeout", "2000")
+# The API VIP's Lease on machines: Kubernetes' leader-election defaults (15 s, 10 s, 2 s) instead of the
+# local provider's 2.5 s / 2 s / 0.4 s. Emulated VMs answered a Lease read in more than the 0.8 s a call
+# may take there, so the holder kept stepping down and the VIP flapped during the first Vagrant
+# 3-master bootstrap; a lost master's VIP now moves in ~15 s on machines.
+API_VIP_TIMINGS = ("--lease-duration", "15s", "--renew-deadline", "10s", "--retry-period", "2s")
 KUBELET_CONFIG = f"{CONFIG_DIR}/kubelet.yaml"
 # Written by `kctl join` on a worker; the kubelet trades it for its own certificate (a CSR the CA signs).
 BOOTSTRAP_KUBECONFIG = f"{CONFIG_DIR}/bootstrap-kubeconfig"
@@ -145,10 +150,11 @@ def master_units(plan: components.ClusterPlan, node: components.NodePlan) -> lis
         member = next(m for m in members if m.name == node.name)
         etcd = etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls, member=member, cluster=members) + \
             list(ETCD_MEMBER_TIMINGS)
-        argvs = components.master_control_plane_argvs(plan, node, etcd_port=ETCD_PORT)
+        argvs = dict(components.master_control_plane_argvs(plan, node, etcd_port=ETCD_PORT))
+        argvs["api-vip"] = [*argvs["api-vip"], *API_VIP_TIMINGS]
     else:
         etcd = etcd_argv(Path(ETCD_DIR), ETCD_PORT, ETCD_PORT + 1, tls)
-        argvs = components.control_plane_argvs(plan)
+        argvs = dict(components.control_plane_argvs(plan))
     units = [Unit("etcd", etcd, etcd_reads, kill_mode="mixed")]
     if plan.registry and node == first_master(plan):
         pushes = tuple(f"{plan.config_dir}/{p}" for p in (registry.HTPASSWD_FILE, f"{registry.SERVING_CERT}.crt",
