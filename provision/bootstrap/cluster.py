@@ -56,6 +56,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -363,7 +364,16 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
     pki = folder / "bundle"
     phases.wait(lambda: registry.cluster_ready(plan.registry, pki / registry.CA_FILE), "image registry", deadline,
                 hint=hint, interval=POLL)
-    pushed = push_node_images(plan.registry, registry.cluster_push_target(pki, plan.registry))
+    # Retried as a whole (blobs already there are skipped): on a loaded emulated machine the registry may
+    # drop a connection mid-push, which ended the first Vagrant three-master bootstrap.
+    pushes: list[list[Any]] = []
+
+    def push_all() -> bool:
+        pushes.append(push_node_images(plan.registry, registry.cluster_push_target(pki, plan.registry)))
+        return True
+
+    phases.wait(push_all, "the base images pushed", deadline, hint=hint, interval=POLL)
+    pushed = pushes[-1]
     done("images pushed", ", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {plan.registry}")
 
     progress.phase("join")
