@@ -128,7 +128,8 @@ def test_every_etcd_member_starts_first_each_in_its_masters_namespace(tmp_path: 
     # A master's kubelet has its own kubeconfig from `up` (no bootstrap token), and its proxy programs its
     # namespace like a worker's.
     kubelet = next(s for s in nodes if s.name == "kubelet/ha-master-2")
-    assert "bootstrap" not in " ".join(kubelet.argv) and "/run/flotilla/ha-master-2/containerd.sock" in kubelet.argv[4:6]
+    assert "bootstrap" not in " ".join(kubelet.argv)
+    assert "/run/flotilla/ha-master-2/containerd.sock" in kubelet.argv[4:6]  # it waits for its containerd
     proxy = next(s for s in nodes if s.name == "proxy/ha-master-2")
     assert proxy.argv[proxy.argv.index("--netns") + 1] == "ha-master-2"
 
