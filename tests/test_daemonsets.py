@@ -204,9 +204,14 @@ async def test_a_pod_on_every_worker_and_on_the_master_only_when_it_tolerates_th
     term = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
     assert [(r.key, r.operator, list(r.values)) for r in term[0].match_fields] == [
         ("metadata.name", "In", [pod.spec.node_name])]
-    events = (await client.list(core_pb2.Event, namespace,
-                                field_selector=f"involvedObject.name={pod.metadata.name}")).items
-    assert any(e.reason == "Scheduled" and e.source.component == "default-scheduler" for e in events)
+
+    async def scheduled_event() -> bool:
+        # The scheduler's event recorder writes after the binding: the event may trail the pod's status.
+        events = (await client.list(core_pb2.Event, namespace,
+                                    field_selector=f"involvedObject.name={pod.metadata.name}")).items
+        return any(e.reason == "Scheduled" and e.source.component == "default-scheduler" for e in events)
+
+    assert await eventually(scheduled_event, "the scheduler's Scheduled event", 10)
     tolerations = {(t.key, t.effect) for t in pod.spec.tolerations}
     assert {("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute"),
             ("node.kubernetes.io/disk-pressure", "NoSchedule"), ("node.kubernetes.io/memory-pressure", "NoSchedule"),

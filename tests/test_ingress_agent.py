@@ -149,6 +149,11 @@ async def test_the_agent_serves_defaulted_ingresses_follows_slices_and_writes_st
             ours.metadata.name = "more"
             ours.spec.rules[0].host = "b.example"
             await client.create(ours)
+            # The defaultBackend answers b.example too until the reload: wait for the reload, then the answer.
+            async def reloaded() -> bool:
+                return agent.reloads > reloads
+
+            await eventually(reloaded, "a reload for b.example")
             assert await eventually(lambda: answer("b.example"), "b.example served") == second
             assert agent.reloads == reloads + 1
             assert await answer("theirs.example") is None  # haproxy's 404
