@@ -142,14 +142,10 @@ def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes,
                     # An earlier try that timed out here may still have been stored: kube-dns's ClusterIP is
                     # then taken, which the apiserver checks before the name (as Kubernetes' allocator does).
                     meta = obj.metadata  # type: ignore[attr-defined]
-                    try:
+                    with contextlib.suppress(NotFound):
                         await client.get(type(obj), meta.name, meta.namespace)
-                    except NotFound:
-                        stored = False
-                    else:
-                        stored = True
-                    if not stored:
-                        raise
+                        continue  # stored by the earlier try
+                    raise
 
     try:
         asyncio.run(create())
