@@ -12,16 +12,23 @@ master can suffer, as the operations here make them:
     kill            SIGKILL one daemon (the supervisor starts it again after its back-off)
 
 `vip_holder` says which master holds the API's virtual IP now (the /32 on its
-eth0); `leader_identity` which copy holds a component's Lease.
+eth0); `leader_identity` which copy holds a component's Lease;
+`api_answered_after` how long after a fault a client reaches the API through
+the VIP again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
+import time
 
+from client import config as clientconfig
+from proto import core_pb2
+from proto.errors import ApiError
 from provision.localplan import ClusterState, NodeInfo
 from provision.supervisor import read_pids
 
@@ -85,3 +92,38 @@ def leader_node(state: ClusterState, holder_identity: str) -> str:
     """The master of a component copy by its Lease identity (`<host>_<pid>_<nonce>`, client/component.py)."""
     parts = holder_identity.split("_")
     return node_of_pid(state, int(parts[-2])) if len(parts) >= 3 and parts[-2].isdigit() else ""
+
+
+async def _answered(state: ClusterState, timeout: float) -> float | None:
+    """When a fresh client's read through the VIP was answered (None: refused, failed or timed out)."""
+    with contextlib.suppress(ApiError, TimeoutError, OSError):
+        async with clientconfig.load(kubeconfig=state.kubeconfig).client(timeout=timeout) as probe:
+            await asyncio.wait_for(probe.get(core_pb2.Namespace, "default"), timeout + 0.5)
+            return time.monotonic()
+    return None
+
+
+async def api_answered_after(state: ClusterState, since: float, every: float = 0.25, timeout: float = 1.0) -> float:
+    """Seconds from `since` (time.monotonic) until a fresh client's request through the VIP is answered.
+
+    A new probe starts every `every` seconds while earlier ones are in flight. One probe at a time would
+    measure in steps of its own timeout: a connection begun just before the VIP moved waits for the old
+    holder (TCP's first SYN retry is 1 s) and the next probe starts only after it gives up.
+    """
+    probes: set[asyncio.Task[float | None]] = set()
+    try:
+        while True:
+            probes.add(asyncio.create_task(_answered(state, timeout)))
+            next_probe = time.monotonic() + every
+            while (left := next_probe - time.monotonic()) > 0:
+                if not probes:  # every probe failed at once (a refused connection): wait for the next
+                    await asyncio.sleep(left)
+                    break
+                done, probes = await asyncio.wait(probes, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                answered = [at for at in (task.result() for task in done) if at is not None]
+                if answered:
+                    return min(answered) - since
+    finally:
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)

@@ -121,6 +121,11 @@ async def test_the_agent_serves_defaulted_ingresses_follows_slices_and_writes_st
             shop = await eventually(created, "an Ingress defaulted to the flotilla class")
             assert isinstance(shop, networking_pb2.Ingress)
             assert await eventually(lambda: answer("a.example"), "a.example served") == first
+            # A reloaded worker serves before the agent has seen it own the admin socket and counted the
+            # reload: count once the agent has recorded the configuration naming a.example as applied.
+            async def applied() -> bool:
+                return agent.applied is not None and "a.example" in agent.applied.config
+            await eventually(applied, "a.example's configuration recorded as applied")
             reloads = agent.reloads
 
             # The endpoint moves to another pod: a slot change, not a reload.
@@ -132,7 +137,11 @@ async def test_the_agent_serves_defaulted_ingresses_follows_slices_and_writes_st
             async def second_answers() -> bool:
                 return await answer("a.example") == second
             await eventually(second_answers, "the moved endpoint served")
-            assert agent.reloads == reloads and agent.slot_updates >= 1
+            # Counted once the runtime API's answer is back, which may be after the new slot serves.
+            async def slot_changed() -> bool:
+                return agent.slot_updates >= 1
+            await eventually(slot_changed, "the slot change counted")
+            assert agent.reloads == reloads
 
             # Another controller's class is not ours; a new host of ours is a reload.
             other_class = networking_pb2.IngressClass(api_version="networking.k8s.io/v1", kind="IngressClass")

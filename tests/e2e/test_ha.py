@@ -216,7 +216,7 @@ def test_sigkill_of_the_apiserver_holding_the_vip(cluster: Cluster) -> None:
             holder = localha.vip_holder(state)
             fault = time.monotonic()
             localha.kill(state, holder, "apiserver")
-            answered = await _api_answers_through_vip(state, fault)
+            answered = await localha.api_answered_after(state, fault)
             await asyncio.sleep(2)
             stop.set()
             await asyncio.gather(*writers)
@@ -251,7 +251,7 @@ def test_the_master_holding_the_vip_and_the_leaderships_fails(cluster: Cluster) 
             fault = time.monotonic()
             localha.freeze(state, victim)
             localha.cut(state, victim)
-            answered = await _api_answers_through_vip(state, fault)
+            answered = await localha.api_answered_after(state, fault)
             # The Deployment is scaled while its controller manager's leader is gone.
             scaled = False
             while not scaled:
@@ -362,16 +362,6 @@ async def _created(client: Client, obj: core_pb2.ConfigMap) -> bool:
 def _etcd_tls(state: ClusterState) -> etcd_members.EtcdClientTLS:
     files = components.etcd_backup_tls(state.config_dir)
     return etcd_members.EtcdClientTLS.from_files(files.ca, files.cert, files.key)
-
-
-async def _api_answers_through_vip(state: ClusterState, since: float) -> float:
-    """Seconds from `since` until a fresh client reaches the API at the VIP (1 s per try)."""
-    while True:
-        with contextlib.suppress(ApiError, TimeoutError):
-            async with client_of(state, timeout=1.0) as probe:
-                await asyncio.wait_for(probe.get(core_pb2.Namespace, "default"), 1.5)
-                return time.monotonic() - since
-        await asyncio.sleep(0.1)
 
 
 async def _leaders_away(client: Client, state: ClusterState, victim: str) -> dict[str, str] | None:
