@@ -110,9 +110,10 @@ def node_specs(state: ClusterState, info: NodeInfo) -> list[DaemonSpec]:
     # The kubelet starts once its containerd listens and, on a worker, once the node is joined (its bootstrap
     # kubeconfig written), as kubeadm's kubelet waits for `kubeadm join`; exiting instead would cost the
     # supervisor's restart back-off.
-    waits = [str(rt.socket)] + ([] if info.control_plane else [str(bootstrap_kubeconfig_path(folder, info.name))])
+    # A master's kubelet has its kubeconfig already: its second wait is for the socket again.
+    joined = str(rt.socket) if info.control_plane else str(bootstrap_kubeconfig_path(folder, info.name))
     kubelet = ["sh", "-c", 'until [ -S "$0" ] && [ -e "$1" ]; do sleep 0.1; done; shift; exec "$@"',
-               *(waits if len(waits) == 2 else [*waits, waits[0]]), *made.kubelet_argv()]
+               str(rt.socket), joined, *made.kubelet_argv()]
     specs = [
         DaemonSpec(f"containerd/{info.name}", [*enter, containerd, "--config", str(rt.config_path)],
                    str(logs / f"containerd-{info.name}.log"), f"path:{rt.socket}"),

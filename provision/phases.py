@@ -137,7 +137,7 @@ def publish(kubeconfig: str | Path, plan: components.ClusterPlan, ca_pem: bytes,
                 try:
                     await client.create(obj)
                 except AlreadyExists:
-                    pass
+                    continue  # there from an earlier `up`
                 except Invalid:
                     # An earlier try that timed out here may still have been stored: kube-dns's ClusterIP is
                     # then taken, which the apiserver checks before the name (as Kubernetes' allocator does).

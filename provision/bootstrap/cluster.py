@@ -56,7 +56,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from google.protobuf.message import Message
 
@@ -69,6 +68,7 @@ from provision.bootstrap import steps
 from provision.bootstrap.host import BootstrapError, Host
 from provision.images import registry
 from provision.images.base import push_node_images
+from provision.images.distribution import PushResult
 from provision.progress import Progress
 from provision.provider import Cluster, cluster_dir, home
 
@@ -366,14 +366,13 @@ def up(name: str, machines: list[Machine], *, pod_network: str = DEFAULT_POD_NET
                 hint=hint, interval=POLL)
     # Retried as a whole (blobs already there are skipped): on a loaded emulated machine the registry may
     # drop a connection mid-push, which ended the first Vagrant three-master bootstrap.
-    pushes: list[list[Any]] = []
+    pushed: list[PushResult] = []
 
     def push_all() -> bool:
-        pushes.append(push_node_images(plan.registry, registry.cluster_push_target(pki, plan.registry)))
+        pushed[:] = push_node_images(plan.registry, registry.cluster_push_target(pki, plan.registry))
         return True
 
     phases.wait(push_all, "the base images pushed", deadline, hint=hint, interval=POLL)
-    pushed = pushes[-1]
     done("images pushed", ", ".join(p.reference.partition("/")[2] for p in pushed) + f" pushed to {plan.registry}")
 
     progress.phase("join")
